@@ -1,0 +1,137 @@
+package server
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/presencehq/presence/clock"
+)
+
+// Defaults of the contract (CONTRACT.md section 1).
+const (
+	DefaultHTTPAddr        = "127.0.0.1:8080"
+	DefaultGossipAddr      = "127.0.0.1:7946"
+	DefaultRaftAddr        = "127.0.0.1:8300"
+	DefaultRPCAddr         = "127.0.0.1:7947"
+	DefaultBootstrapExpect = 1
+	// DefaultShutdownTimeout bounds a graceful leave (the contract promises exit within 10 s).
+	DefaultShutdownTimeout = 9 * time.Second
+)
+
+// Well-known secrets of --dev mode, printed at start. Never use them in production.
+const (
+	DevJWTSecret  = "dev-jwt-secret-not-for-production"
+	DevAdminToken = "dev-admin-token"
+)
+
+// ErrConfig marks an unusable configuration (the node exits with code 2).
+var ErrConfig = errors.New("invalid configuration")
+
+// Config is everything a node needs. Zero values are documented per field;
+// Validate fills defaults and rejects what cannot work.
+type Config struct {
+	Name            string   // unique node name; required
+	HTTPAddr        string   // public API bind; "" = DefaultHTTPAddr
+	GossipAddr      string   // memberlist bind; "" = DefaultGossipAddr
+	RaftAddr        string   // Raft transport bind; "" = DefaultRaftAddr
+	RPCAddr         string   // node-to-node bind; "" = DefaultRPCAddr
+	Advertise       string   // host others use to reach us; "" = the bind host
+	Join            []string // gossip addresses of existing members
+	BootstrapExpect int      // servers to see before bootstrapping Raft; 0 = 1
+	DataDir         string   // Raft data; required
+	JWTSecret       string   // HS256 secret; required unless Dev
+	AdminToken      string   // bearer token for /admin; required unless Dev
+	ClusterKey      string   // base64 key of 16, 24 or 32 bytes; "" = no encryption
+	CORSOrigins     []string // origins allowed to call the API; Dev adds "*"
+	Dev             bool     // development mode (demo prefix, /dev/token, demo page)
+
+	// FastTimings tightens Raft (and later gossip) timings for tests.
+	FastTimings bool
+	Clock       clock.Clock  // nil = clock.Real
+	Logger      *slog.Logger // nil = slog.Default()
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		return fmt.Errorf("%w: --name is required", ErrConfig)
+	}
+	if c.Dev {
+		if c.JWTSecret == "" {
+			c.JWTSecret = DevJWTSecret
+		}
+		if c.AdminToken == "" {
+			c.AdminToken = DevAdminToken
+		}
+		if len(c.CORSOrigins) == 0 {
+			c.CORSOrigins = []string{"*"}
+		}
+	}
+	if c.JWTSecret == "" {
+		return fmt.Errorf("%w: --jwt-secret (or PRESENCE_JWT_SECRET) is required unless --dev", ErrConfig)
+	}
+	if c.AdminToken == "" {
+		return fmt.Errorf("%w: --admin-token (or PRESENCE_ADMIN_TOKEN) is required unless --dev", ErrConfig)
+	}
+	if _, err := c.ClusterKeyBytes(); err != nil {
+		return err
+	}
+	defaults := []struct {
+		field *string
+		def   string
+	}{{&c.HTTPAddr, DefaultHTTPAddr}, {&c.GossipAddr, DefaultGossipAddr}, {&c.RaftAddr, DefaultRaftAddr}, {&c.RPCAddr, DefaultRPCAddr}}
+	for _, d := range defaults {
+		if *d.field == "" {
+			*d.field = d.def
+		}
+		if _, _, err := net.SplitHostPort(*d.field); err != nil {
+			return fmt.Errorf("%w: address %q: %v", ErrConfig, *d.field, err)
+		}
+	}
+	if c.BootstrapExpect == 0 {
+		c.BootstrapExpect = DefaultBootstrapExpect
+	}
+	if c.BootstrapExpect < 1 {
+		return fmt.Errorf("%w: --bootstrap-expect must be at least 1", ErrConfig)
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: --data-dir is required", ErrConfig)
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// ClusterKeyBytes decodes the cluster key (nil when none is set).
+func (c *Config) ClusterKeyBytes() ([]byte, error) {
+	if c.ClusterKey == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(c.ClusterKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --cluster-key is not base64: %v", ErrConfig, err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("%w: --cluster-key must decode to 16, 24 or 32 bytes, got %d", ErrConfig, len(key))
+}
+
+// advertised returns the address others use for a bind address: the bind
+// port on the Advertise host when set.
+func (c *Config) advertised(bind string) string {
+	if c.Advertise == "" {
+		return bind
+	}
+	_, port, _ := net.SplitHostPort(bind)
+	return net.JoinHostPort(c.Advertise, port)
+}
