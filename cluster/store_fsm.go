@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -59,6 +60,10 @@ func (f *storeFSM) Apply(entry *raft.Log) any {
 	)
 	switch cmd.Op {
 	case storeOpPut:
+		if cmd.Value == nil {
+			// A nil value would read as a deletion to OnChange.
+			cmd.Value = []byte{}
+		}
 		changed = f.put(cmd.Key, cmd.Value)
 	case storeOpDelete:
 		changed, err = true, f.delete(cmd.Key)
@@ -155,31 +160,21 @@ func (f *storeFSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-// storeDiff lists the keys whose values differ between old and new, sorted.
-func storeDiff(old, new map[string][]byte) []storeChange {
+// storeDiff lists the keys whose values differ between prev and next, sorted.
+func storeDiff(prev, next map[string][]byte) []storeChange {
 	var changes []storeChange
-	for k, v := range new {
-		if ov, ok := old[k]; !ok || !bytes.Equal(ov, v) {
+	for k, v := range next {
+		if pv, ok := prev[k]; !ok || !bytes.Equal(pv, v) {
 			changes = append(changes, storeChange{key: k, value: v})
 		}
 	}
-	for k := range old {
-		if _, ok := new[k]; !ok {
+	for k := range prev {
+		if _, ok := next[k]; !ok {
 			changes = append(changes, storeChange{key: k})
 		}
 	}
-	slices.SortFunc(changes, func(a, b storeChange) int { return cmpString(a.key, b.key) })
+	slices.SortFunc(changes, func(a, b storeChange) int { return strings.Compare(a.key, b.key) })
 	return changes
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // storeSnapshot is a point-in-time copy of the map, written as one JSON object.

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test of the project. It installs what the tests need when it is
+# missing (Debian's chromium for the browser tests) and skips, with a message,
+# only the suites whose tools cannot be had on this machine.
+#
+#   ./scripts/test.sh            everything
+#   QUICK=1 ./scripts/test.sh    Go unit tests and vet only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+step() { printf '\n=== %s\n' "$*"; }
+failures=()
+run() { # run NAME CMD...: keeps going after a failing suite, fails at the end
+  local name=$1; shift
+  step "$name"
+  if "$@"; then echo "--- $name: ok"; else echo "--- $name: FAILED"; failures+=("$name"); fi
+}
+
+step "gofmt and go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; failures+=(gofmt); fi
+go vet ./... || failures+=(vet)
+
+run "go test -race (unit and in-process cluster tests)" \
+  go test -race -count=1 -timeout 15m ./...
+
+if [ -z "${QUICK:-}" ]; then
+  if command -v node >/dev/null 2>&1; then
+    run "browser client unit tests (node --test)" node --test web/test/
+  else
+    echo "SKIP: node is not installed; the JS client unit tests did not run"
+  fi
+  for target in FuzzValidChannelName:./presence FuzzParsePrefixDocument:./presence FuzzParseUpdate:./api; do
+    name=${target%%:*}; pkg=${target#*:}
+    run "fuzz smoke $name (10s)" go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime 10s
+  done
+fi
+
+if [ ${#failures[@]} -gt 0 ]; then
+  printf '\nFAILED suites: %s\n' "${failures[*]}"
+  exit 1
+fi
+printf '\nall suites passed\n'
