@@ -57,9 +57,9 @@ func (u *User) Info() UserInfo {
 // UserInfo is what other users see of a present user.
 type UserInfo struct {
 	ID             string `json:"id"`
-	Username       string `json:"username,omitempty"`
-	Name           string `json:"name,omitempty"`
-	AvatarTemplate string `json:"avatar_template,omitempty"`
+	Username       string `json:"username"`
+	Name           string `json:"name"`
+	AvatarTemplate string `json:"avatar_template"`
 }
 
 // Config is a channel's configuration. The zero value is a private channel

@@ -1,0 +1,247 @@
+// Package api is the public HTTP layer of a presence node: the Discourse-style
+// presence endpoints (get, update, Server-Sent Events subscribe), the admin
+// endpoints for prefix documents and cluster state, health, metrics and the
+// development helpers. It authenticates callers, validates and bounds every
+// input, rate-limits updates, and maps errors to HTTP statuses in one place;
+// presence logic itself lives behind presence.Service.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/presence"
+)
+
+// Defaults applied by New to zero-valued limits.
+const (
+	DefaultMaxBodyBytes         = 64 << 10
+	DefaultMaxAdminBodyBytes    = presence.MaxPrefixDocumentBytes
+	DefaultRateBurst            = 20
+	DefaultRateRefillPerSecond  = 2.0
+	DefaultRateLimitMaxUsers    = 100_000
+	DefaultKeepAlive            = 25 * time.Second
+	DefaultMaxSubscribeChannels = 500
+	DefaultDevTokenTTL          = 24 * time.Hour
+)
+
+// PrefixStore holds the admin prefix documents (Raft-backed in production).
+type PrefixStore interface {
+	// Put stores doc (canonical JSON) under prefix once it is committed.
+	Put(ctx context.Context, prefix string, doc []byte) error
+	// Delete removes prefix; an error wrapping presence.ErrNotFound when absent.
+	Delete(ctx context.Context, prefix string) error
+	// Get returns the document stored under prefix.
+	Get(prefix string) ([]byte, bool)
+	// List returns every stored document by prefix.
+	List() map[string][]byte
+}
+
+// Member is one node of the cluster as /admin/cluster shows it.
+type Member struct {
+	Name  string `json:"name"`
+	HTTP  string `json:"http"`
+	State string `json:"state"`
+}
+
+// RaftInfo is the Raft view of /admin/cluster.
+type RaftInfo struct {
+	Leader  string   `json:"leader"`
+	Servers []string `json:"servers"`
+}
+
+// ClusterInfo answers the cluster questions of the admin and health endpoints.
+type ClusterInfo interface {
+	// Members lists the known nodes.
+	Members() []Member
+	// Raft describes the Raft configuration and leader.
+	Raft() RaftInfo
+	// Owner returns the node owning channel and the nodes holding its replicas.
+	Owner(channel string) (owner string, replicas []string)
+	// Ready reports whether the node may serve traffic, with a reason when not.
+	Ready() (bool, string)
+}
+
+// Config configures the HTTP layer. Service, Prefixes, Cluster, JWTSecret and
+// AdminToken are required; every other zero value takes the documented default.
+type Config struct {
+	// Service answers the presence endpoints.
+	Service presence.Service
+	// Prefixes stores the admin prefix documents.
+	Prefixes PrefixStore
+	// Cluster answers /admin/cluster, /admin/owner and /readyz.
+	Cluster ClusterInfo
+	// JWTSecret verifies (and in Dev mode signs) HS256 user tokens.
+	JWTSecret []byte
+	// AdminToken is the bearer token of /admin/*.
+	AdminToken string
+	// CORSOrigins lists the browser origins allowed to call the API; "*"
+	// allows any. Empty: no cross-origin access.
+	CORSOrigins []string
+	// Dev enables /dev/token, /dev/cluster, /dev/owner and the demo at "/".
+	Dev bool
+	// Clock tells time for tokens, rate limits, keepalives and latency.
+	// Nil: the wall clock.
+	Clock clock.Clock
+	// Logger receives request failures. Nil: logs are discarded.
+	Logger *slog.Logger
+	// Registry is served at /metrics and receives the HTTP metrics. Nil: a
+	// private registry holding only the HTTP metrics.
+	Registry *prometheus.Registry
+	// Client serves /presence-client.js and /presence-client.d.ts. Nil: 404.
+	Client http.Handler
+	// Demo serves the development demo app at "/" (Dev only). Nil: none.
+	Demo http.Handler
+
+	// MaxBodyBytes bounds every request body. Zero: DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxAdminBodyBytes bounds admin request bodies (prefix documents). Zero:
+	// DefaultMaxAdminBodyBytes.
+	MaxAdminBodyBytes int64
+	// RateBurst is the per-user bucket size of /presence/update. Zero: DefaultRateBurst.
+	RateBurst int
+	// RateRefillPerSecond refills the bucket. Zero: DefaultRateRefillPerSecond.
+	RateRefillPerSecond float64
+	// RateLimitMaxUsers bounds the limiter table. Zero: DefaultRateLimitMaxUsers.
+	RateLimitMaxUsers int
+	// KeepAlive is the period of SSE comment lines. Zero: DefaultKeepAlive.
+	KeepAlive time.Duration
+	// MaxSubscribeChannels bounds the channels of one stream. Zero:
+	// DefaultMaxSubscribeChannels.
+	MaxSubscribeChannels int
+	// DevTokenTTL is the lifetime of /dev/token tokens. Zero: DefaultDevTokenTTL.
+	DevTokenTTL time.Duration
+}
+
+// withDefaults returns c with every zero optional field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	setDefault(&c.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&c.MaxAdminBodyBytes, DefaultMaxAdminBodyBytes)
+	setDefault(&c.RateBurst, DefaultRateBurst)
+	setDefault(&c.RateRefillPerSecond, DefaultRateRefillPerSecond)
+	setDefault(&c.RateLimitMaxUsers, DefaultRateLimitMaxUsers)
+	setDefault(&c.KeepAlive, DefaultKeepAlive)
+	setDefault(&c.MaxSubscribeChannels, DefaultMaxSubscribeChannels)
+	setDefault(&c.DevTokenTTL, DefaultDevTokenTTL)
+	return c
+}
+
+func setDefault[T int | int64 | float64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// Validate reports the first missing dependency or out-of-range limit. Zero
+// limits are valid (they mean the default).
+func (c Config) Validate() error {
+	switch {
+	case c.Service == nil:
+		return errors.New("api: Service is required")
+	case c.Prefixes == nil:
+		return errors.New("api: Prefixes is required")
+	case c.Cluster == nil:
+		return errors.New("api: Cluster is required")
+	case len(c.JWTSecret) == 0:
+		return errors.New("api: JWTSecret is required")
+	case c.AdminToken == "":
+		return errors.New("api: AdminToken is required")
+	case c.MaxBodyBytes < 0, c.MaxAdminBodyBytes < 0, c.RateBurst < 0, c.RateRefillPerSecond < 0, c.RateLimitMaxUsers < 0,
+		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0:
+		return errors.New("api: limits must not be negative")
+	}
+	for _, o := range c.CORSOrigins {
+		if o == "" {
+			return errors.New("api: empty CORS origin")
+		}
+	}
+	return nil
+}
+
+// server holds the dependencies shared by the handlers.
+type server struct {
+	cfg     Config
+	auth    *authenticator
+	limiter *rateLimiter
+	metrics *httpMetrics
+	log     *slog.Logger
+}
+
+// New validates cfg and returns the node's HTTP handler.
+func New(cfg Config) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	m, err := newHTTPMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
+	s := &server{
+		cfg:     cfg,
+		auth:    newAuthenticator(cfg.JWTSecret, cfg.Clock),
+		limiter: newRateLimiter(cfg.Clock, cfg.RateBurst, cfg.RateRefillPerSecond, cfg.RateLimitMaxUsers),
+		metrics: m,
+		log:     cfg.Logger,
+	}
+	var h http.Handler = s.routes()
+	h = newCORS(cfg.CORSOrigins).wrap(h)
+	h = s.recoverer(h)
+	h = s.metrics.instrument(h, cfg.Clock)
+	return h, nil
+}
+
+// routes registers every endpoint on a gorilla/mux router.
+func (s *server) routes() *mux.Router {
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		s.writeError(w, req, fmt.Errorf("%w: no such endpoint", presence.ErrNotFound))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		s.writeError(w, req, errMethodNotAllowed)
+	})
+	r.Use(labelRoute)
+
+	r.HandleFunc("/presence/get", s.handleGet).Methods(http.MethodGet)
+	r.HandleFunc("/presence/update", s.handleUpdate).Methods(http.MethodPost)
+	r.HandleFunc("/presence/subscribe", s.handleSubscribe).Methods(http.MethodGet)
+
+	r.Handle("/admin/prefixes", s.admin(s.handleListPrefixes)).Methods(http.MethodGet)
+	r.Handle("/admin/prefixes/{prefix}", s.admin(s.handlePutPrefix)).Methods(http.MethodPut)
+	r.Handle("/admin/prefixes/{prefix}", s.admin(s.handleGetPrefix)).Methods(http.MethodGet)
+	r.Handle("/admin/prefixes/{prefix}", s.admin(s.handleDeletePrefix)).Methods(http.MethodDelete)
+	r.Handle("/admin/cluster", s.admin(s.handleCluster)).Methods(http.MethodGet)
+	r.Handle("/admin/owner", s.admin(s.handleOwner)).Methods(http.MethodGet)
+
+	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+
+	if s.cfg.Client != nil {
+		r.Handle("/presence-client.js", s.cfg.Client).Methods(http.MethodGet, http.MethodHead)
+		r.Handle("/presence-client.d.ts", s.cfg.Client).Methods(http.MethodGet, http.MethodHead)
+	}
+	if s.cfg.Dev {
+		s.devRoutes(r)
+	}
+	return r
+}

@@ -1,0 +1,148 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/presencehq/presence/clock"
+)
+
+// routeUnmatched labels requests that matched no route, so that raw URLs
+// never become label values.
+const routeUnmatched = "unmatched"
+
+// httpMetrics are the HTTP layer's Prometheus collectors.
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	streams  prometheus.Gauge
+}
+
+// newHTTPMetrics registers the collectors on reg, reusing those a previous
+// New registered there (tests and restarts of the handler share registries).
+func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "presence_http_requests_total",
+		Help: "HTTP requests by route template, method and status.",
+	}, []string{"route", "method", "status"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "presence_http_request_duration_seconds",
+		Help:    "HTTP request latency by route template (SSE streams count their whole life).",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"route"})
+	streams := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "presence_http_sse_streams",
+		Help: "Open Server-Sent Events streams.",
+	})
+	var err error
+	m := &httpMetrics{}
+	if m.requests, err = register(reg, requests); err != nil {
+		return nil, err
+	}
+	if m.latency, err = register(reg, latency); err != nil {
+		return nil, err
+	}
+	if m.streams, err = register(reg, streams); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or returns the identical collector already there.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		if existing, ok := already.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
+
+// routeKey carries a *string the router fills with the matched route template.
+type routeKey struct{}
+
+// labelRoute is a router middleware that records the matched path template.
+func labelRoute(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slot, ok := r.Context().Value(routeKey{}).(*string); ok {
+			if route := mux.CurrentRoute(r); route != nil {
+				if tpl, err := route.GetPathTemplate(); err == nil {
+					*slot = tpl
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// instrument counts and times every request by route template.
+func (m *httpMetrics) instrument(next http.Handler, clk clock.Clock) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := clk.Now()
+		route := routeUnmatched
+		r = r.WithContext(context.WithValue(r.Context(), routeKey{}, &route))
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(sw.status())).Inc()
+			m.latency.WithLabelValues(route).Observe(clk.Now().Sub(start).Seconds())
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// methodLabel bounds the method label to the methods the API knows.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
+}
+
+// statusWriter remembers the status written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush supports callers that type-assert http.Flusher directly.
+func (w *statusWriter) Flush() {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) wroteHeader() bool { return w.code != 0 }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}

@@ -1,0 +1,110 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/presencehq/presence/presence"
+)
+
+// stateJSON is the wire form of one channel of /presence/get. Unlike
+// presence.ChannelState it keeps "users": [] for an empty normal channel (as
+// Discourse does) and omits users only for count-only channels.
+type stateJSON struct {
+	Count         int                  `json:"count"`
+	LastMessageID int64                `json:"last_message_id"`
+	Users         *[]presence.UserInfo `json:"users,omitempty"`
+}
+
+func toStateJSON(st *presence.ChannelState) *stateJSON {
+	if st == nil {
+		return nil
+	}
+	out := &stateJSON{Count: st.Count, LastMessageID: st.LastMessageID}
+	if !st.CountOnly {
+		users := st.Users
+		if users == nil {
+			users = []presence.UserInfo{}
+		}
+		out.Users = &users
+	}
+	return out
+}
+
+// handleGet answers GET /presence/get?channels[]=/a&channels[]=/b.
+func (s *server) handleGet(w http.ResponseWriter, r *http.Request) {
+	u, err := s.auth.identify(r, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	names := dedupe(append(q["channels[]"], q["channels"]...))
+	switch {
+	case len(names) == 0:
+		s.writeError(w, r, invalid("channels is required"))
+		return
+	case len(names) > presence.MaxChannelsPerCall:
+		s.writeError(w, r, invalid("too many channels (at most %d)", presence.MaxChannelsPerCall))
+		return
+	}
+	states, err := s.cfg.Service.Get(r.Context(), u, names)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make(map[string]*stateJSON, len(names))
+	for _, name := range names {
+		out[name] = toStateJSON(states[name])
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleUpdate answers POST /presence/update.
+func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
+	u, err := s.auth.identify(r, false)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if u.Anonymous() {
+		s.writeError(w, r, fmt.Errorf("%w: sign in to update presence", presence.ErrForbidden))
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	req, err := parseUpdate(r.Header.Get("Content-Type"), body, s.cfg.MaxBodyBytes)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if ok, wait := s.limiter.allow(u.ID); !ok {
+		s.writeError(w, r, &rateLimitError{retryAfter: wait})
+		return
+	}
+	result, err := s.cfg.Service.Update(r.Context(), u, req.ClientID, dedupe(req.Present), dedupe(req.Leave))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	out := make(map[string]bool, len(req.Present))
+	for _, name := range req.Present {
+		out[name] = result[name]
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// dedupe removes repeated names, keeping the first occurrence's order.
+func dedupe(names []string) []string {
+	if len(names) == 0 {
+		return nil
+	}
+	seen := make(map[string]struct{}, len(names))
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if _, dup := seen[n]; !dup {
+			seen[n] = struct{}{}
+			out = append(out, n)
+		}
+	}
+	return out
+}

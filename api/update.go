@@ -1,0 +1,195 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/presencehq/presence/presence"
+)
+
+// updateRequest is a validated /presence/update body.
+type updateRequest struct {
+	ClientID string
+	Present  []string
+	Leave    []string
+}
+
+// Form field names of an update; jQuery and FormData append "[]" to lists.
+const (
+	fieldClientID = "client_id"
+	fieldPresent  = "present_channels"
+	fieldLeave    = "leave_channels"
+)
+
+// maxFormParts bounds the parts of a multipart body (beyond the byte limit),
+// so tiny parts cannot make parsing expensive.
+const maxFormParts = 2*presence.MaxChannelsPerCall + 16
+
+// parseUpdate reads and validates an update body of at most limit bytes,
+// encoded as JSON, application/x-www-form-urlencoded or multipart/form-data
+// (navigator.sendBeacon sends FormData as multipart, or a Blob of any type).
+// Every error wraps presence.ErrInvalid or presence.ErrTooLarge.
+func parseUpdate(contentType string, body io.Reader, limit int64) (updateRequest, error) {
+	data, err := readLimited(body, limit)
+	if err != nil {
+		return updateRequest{}, err
+	}
+	mediaType, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		mediaType = ""
+	}
+	var fields formFields
+	switch {
+	case mediaType == "multipart/form-data":
+		fields, err = parseMultipart(data, params["boundary"])
+	case mediaType == "application/json",
+		mediaType != "application/x-www-form-urlencoded" && looksLikeJSON(data):
+		return parseUpdateJSON(data)
+	default:
+		fields, err = parseURLEncoded(data)
+	}
+	if err != nil {
+		return updateRequest{}, err
+	}
+	return fields.update()
+}
+
+// readLimited reads all of body, failing with ErrTooLarge past limit bytes.
+func readLimited(body io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case int64(len(data)) > limit, errors.As(err, &tooLarge):
+		// The second case: an http.MaxBytesReader in front of us tripped first.
+		return nil, fmt.Errorf("%w: body over %d bytes", presence.ErrTooLarge, limit)
+	case err != nil:
+		return nil, invalid("unreadable body")
+	}
+	return data, nil
+}
+
+// looksLikeJSON sniffs bodies sent without a useful content type.
+func looksLikeJSON(data []byte) bool {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	return len(trimmed) > 0 && trimmed[0] == '{'
+}
+
+// parseUpdateJSON validates {"client_id": "...", "present_channels": [...],
+// "leave_channels": [...]}. Unknown fields are ignored; null lists are omitted.
+func parseUpdateJSON(data []byte) (updateRequest, error) {
+	var raw struct {
+		ClientID json.RawMessage `json:"client_id"`
+		Present  json.RawMessage `json:"present_channels"`
+		Leave    json.RawMessage `json:"leave_channels"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return updateRequest{}, invalid("body is not a JSON object")
+	}
+	var req updateRequest
+	if err := json.Unmarshal(raw.ClientID, &req.ClientID); err != nil || raw.ClientID == nil {
+		return updateRequest{}, invalid("client_id must be a non-empty string")
+	}
+	var err error
+	if req.Present, err = jsonStrings(raw.Present, fieldPresent); err != nil {
+		return updateRequest{}, err
+	}
+	if req.Leave, err = jsonStrings(raw.Leave, fieldLeave); err != nil {
+		return updateRequest{}, err
+	}
+	return req, req.validate()
+}
+
+// jsonStrings decodes an optional array of strings.
+func jsonStrings(raw json.RawMessage, field string) ([]string, error) {
+	if raw == nil || string(raw) == "null" {
+		return nil, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, invalid("%s must be an array of strings", field)
+	}
+	return list, nil
+}
+
+// formFields collects the values of the known form fields.
+type formFields map[string][]string
+
+// add records a value, folding "name[]" onto "name".
+func (f formFields) add(name, value string) {
+	name = strings.TrimSuffix(name, "[]")
+	switch name {
+	case fieldClientID, fieldPresent, fieldLeave:
+		f[name] = append(f[name], value)
+	}
+}
+
+// update turns form fields into a validated request.
+func (f formFields) update() (updateRequest, error) {
+	ids := f[fieldClientID]
+	if len(ids) != 1 {
+		return updateRequest{}, invalid("client_id must be given exactly once")
+	}
+	req := updateRequest{ClientID: ids[0], Present: f[fieldPresent], Leave: f[fieldLeave]}
+	return req, req.validate()
+}
+
+func parseURLEncoded(data []byte) (formFields, error) {
+	values, err := url.ParseQuery(string(data))
+	if err != nil {
+		return nil, invalid("malformed form body")
+	}
+	fields := formFields{}
+	for name, vs := range values {
+		for _, v := range vs {
+			fields.add(name, v)
+		}
+	}
+	return fields, nil
+}
+
+// parseMultipart reads the parts of a multipart body in memory; the body is
+// already bounded, so no part can be larger than the limit.
+func parseMultipart(data []byte, boundary string) (formFields, error) {
+	if boundary == "" {
+		return nil, invalid("multipart body without boundary")
+	}
+	mr := multipart.NewReader(bytes.NewReader(data), boundary)
+	fields := formFields{}
+	for range maxFormParts {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return fields, nil
+		}
+		if err != nil {
+			return nil, invalid("malformed multipart body")
+		}
+		value, err := io.ReadAll(part)
+		if err != nil {
+			return nil, invalid("malformed multipart body")
+		}
+		fields.add(part.FormName(), string(value))
+	}
+	return nil, invalid("too many multipart parts")
+}
+
+// validate applies the contract's limits.
+func (r updateRequest) validate() error {
+	if r.ClientID == "" || len(r.ClientID) > presence.MaxClientIDBytes {
+		return invalid("client_id must be a non-empty string of at most %d bytes", presence.MaxClientIDBytes)
+	}
+	if len(r.Present) > presence.MaxChannelsPerCall {
+		return invalid("too many present_channels (at most %d)", presence.MaxChannelsPerCall)
+	}
+	if len(r.Leave) > presence.MaxChannelsPerCall {
+		return invalid("too many leave_channels (at most %d)", presence.MaxChannelsPerCall)
+	}
+	return nil
+}
