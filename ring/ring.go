@@ -11,20 +11,26 @@
 // replicas. Rendezvous hashing was chosen over virtual nodes on a hash ring
 // because, measured on 100,000 channel names (docs/ring-balance.md):
 //
-//   - Balance: each member's load is binomial, so max/mean is 1.01 for 3, 5
-//     and 10 members with no tuning; a ring with 160 virtual nodes per
-//     member reaches only about 1.1, and its error shrinks with the square
-//     root of the virtual node count.
-//   - Movement: both move only the keys that go to a joiner or leave a
-//     leaver, but here the moved share is 1/(N+1) (or 1/N) up to sampling
-//     noise, whereas a ring moves whatever arc share the member drew.
-//   - Failover: removing the owner makes the replica the owner, and a
-//     joiner that takes a key leaves the old owner as its replica, which is
-//     what the replication and handoff protocol builds on.
-//   - Cost: a lookup hashes the key once and mixes one word per member. It
-//     is faster than a ring's binary search up to a few dozen members and
-//     stays well under a microsecond at 100; New is far cheaper than
-//     building and sorting N×160 ring points.
+//   - Balance: each member's load is binomial, so max/mean is 1.003, 1.006
+//     and 1.010 for 3, 5 and 10 members with nothing to tune; a ring with
+//     160 virtual nodes per member measures 1.06 to 1.11, and its error
+//     only shrinks with the square root of the virtual node count.
+//   - Movement: both schemes move only the keys that go to a joiner or
+//     leave a leaver, but here the moved share is 1/(N+1) (or 1/N) up to
+//     sampling noise, while a ring moves whatever arc share the member drew.
+//   - Membership changes: New hashes each name once (0.3 µs for 10
+//     members, 5 to 10 µs for 100) instead of building and sorting N×160
+//     points (0.1 ms and 2 to 3 ms), and keeps one 8-byte hash per member,
+//     not 2.5 KB of points.
+//   - Cost: a lookup hashes the key once and mixes one word per member:
+//     13 ns for 3 members, 25 ns for 10 and 140 ns for 100, against a flat
+//     15 to 20 ns for a ring's binary search. For the cluster sizes this
+//     service targets that is about ten nanoseconds more per HTTP request,
+//     the price of the balance above.
+//
+// Both schemes share the property replication builds on, which the tests
+// pin down: when the owner leaves its first replica becomes the owner, and
+// a joiner that takes a key keeps the previous owner as the key's replica.
 package ring
 
 import "slices"
@@ -107,21 +113,28 @@ func (r *Ring) OwnerAndReplica(key string) (owner, replica string) {
 	if r.Len() == 0 {
 		return "", ""
 	}
+	if len(r.hashes) == 1 {
+		return r.names[0], ""
+	}
 	kh := hashString(key)
 	top, topScore := 0, score(kh, r.hashes[0])
-	second, secondScore := -1, uint64(0)
-	for i := 1; i < len(r.hashes); i++ {
+	second, secondScore := 1, score(kh, r.hashes[1])
+	if secondScore > topScore {
+		top, topScore, second, secondScore = second, secondScore, top, topScore
+	}
+	// Members are visited in index order and only a strictly higher score
+	// displaces one, so ties keep the lower index, as before requires.
+	for i := 2; i < len(r.hashes); i++ {
 		s := score(kh, r.hashes[i])
-		switch {
-		case before(s, i, topScore, top):
+		if s <= secondScore {
+			continue
+		}
+		if s > topScore {
 			second, secondScore = top, topScore
 			top, topScore = i, s
-		case second < 0 || before(s, i, secondScore, second):
+		} else {
 			second, secondScore = i, s
 		}
-	}
-	if second < 0 {
-		return r.names[top], ""
 	}
 	return r.names[top], r.names[second]
 }
@@ -172,11 +185,12 @@ func (r *Ring) ownerName(kh uint64) string {
 }
 
 // owner is the index of the highest-ranked member for a key hash; the ring
-// must not be empty.
+// must not be empty. Only a strictly higher score replaces the leader, so
+// ties go to the lower index, as before requires.
 func (r *Ring) owner(kh uint64) int {
 	top, topScore := 0, score(kh, r.hashes[0])
 	for i := 1; i < len(r.hashes); i++ {
-		if s := score(kh, r.hashes[i]); before(s, i, topScore, top) {
+		if s := score(kh, r.hashes[i]); s > topScore {
 			top, topScore = i, s
 		}
 	}

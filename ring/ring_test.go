@@ -298,3 +298,19 @@ func TestConcurrentLookups(t *testing.T) {
 		t.Errorf("concurrent lookup of %q disagreed", k)
 	}
 }
+
+// TestTiesGoToSmallerName builds a ring whose members hash alike, which
+// real names do only on a 64-bit collision, to check that every lookup
+// breaks equal scores the same way.
+func TestTiesGoToSmallerName(t *testing.T) {
+	r := &Ring{names: []string{"a", "b", "c", "d"}, hashes: []uint64{9, 9, 9, 9}}
+	if o, rep := r.OwnerAndReplica("/topic/1"); o != "a" || rep != "b" {
+		t.Fatalf("OwnerAndReplica = %q, %q, want a, b", o, rep)
+	}
+	if got := r.Owner("/topic/1"); got != "a" {
+		t.Fatalf("Owner = %q, want a", got)
+	}
+	if got := r.Replicas("/topic/1", 3); !slices.Equal(got, []string{"b", "c", "d"}) {
+		t.Fatalf("Replicas = %q, want b, c, d", got)
+	}
+}
