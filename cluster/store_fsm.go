@@ -54,29 +54,25 @@ func (f *storeFSM) Apply(entry *raft.Log) any {
 	if err := json.Unmarshal(entry.Data, &cmd); err != nil {
 		return fmt.Errorf("cluster: decode store command at index %d: %w", entry.Index, err)
 	}
-	var (
-		changed bool
-		err     error
-	)
 	switch cmd.Op {
 	case storeOpPut:
 		if cmd.Value == nil {
 			// A nil value would read as a deletion to OnChange.
 			cmd.Value = []byte{}
 		}
-		changed = f.put(cmd.Key, cmd.Value)
+		if !f.put(cmd.Key, cmd.Value) {
+			return nil
+		}
 	case storeOpDelete:
-		changed, err = true, f.delete(cmd.Key)
+		if err := f.delete(cmd.Key); err != nil {
+			return err
+		}
+		cmd.Value = nil
 	default:
 		return fmt.Errorf("cluster: unknown store op %q at index %d", cmd.Op, entry.Index)
 	}
-	if err != nil {
-		return err
-	}
-	if changed {
-		// Outside the lock, so the callback may read the store.
-		f.notify([]storeChange{{key: cmd.Key, value: cmd.Value}})
-	}
+	// Outside the lock, so the callback may read the store.
+	f.notify([]storeChange{{key: cmd.Key, value: cmd.Value}})
 	return nil
 }
 
@@ -109,7 +105,8 @@ func (f *storeFSM) notify(changes []storeChange) {
 		return
 	}
 	for _, c := range changes {
-		f.onChange(c.key, c.value)
+		// A copy, so the callback cannot alter the replicated state.
+		f.onChange(c.key, bytes.Clone(c.value))
 	}
 }
 
