@@ -1,0 +1,390 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Member states as reported in Member.State. memberlist v0.7.0 does not
+// expose its per-node state (suspect included) to delegates, so a member is
+// "alive" until it announces a departure or is removed.
+const (
+	MemberStateAlive   = "alive"
+	MemberStateLeaving = "leaving" // announced a graceful departure, still gossiping
+	MemberStateDead    = "dead"    // declared failed by the others
+	MemberStateLeft    = "left"    // left gracefully
+)
+
+// DefaultMemberEventBuffer is the Events channel capacity when
+// MembershipConfig.EventBuffer is zero.
+const DefaultMemberEventBuffer = 256
+
+// memberResolveTimeout bounds resolving a bind or advertise host name.
+const memberResolveTimeout = 5 * time.Second
+
+// ErrMembershipShutdown is returned by operations on a Membership that was
+// shut down or, for UpdateMeta, has left.
+var ErrMembershipShutdown = errors.New("cluster: membership shut down")
+
+// MembershipConfig configures StartMembership.
+type MembershipConfig struct {
+	// Name is this node's unique name in the cluster. Required.
+	Name string
+	// BindAddr is the gossip host:port, bound for both TCP and UDP; port 0
+	// picks a free port (see Membership.Addr). Host names are resolved.
+	BindAddr string
+	// AdvertiseAddr is the host other members use to reach this one, needed
+	// when binding 0.0.0.0; the port is the bound one. Empty: the bind host.
+	AdvertiseAddr string
+	// Meta is gossiped to every member; its encoding must fit in
+	// memberlist.MetaMaxSize (512) bytes.
+	Meta MemberMeta
+	// Key, when set (16, 24 or 32 bytes), encrypts and authenticates gossip;
+	// members with another key, or none, cannot join. Nil: plain gossip.
+	Key []byte
+	// Fast selects tight timings for tests: a stopped member is declared
+	// dead in about one to two seconds. False: LAN timings.
+	Fast bool
+	// Logger receives memberlist's log lines; nil discards them.
+	Logger *slog.Logger
+	// EventBuffer is the Events channel capacity; zero means
+	// DefaultMemberEventBuffer.
+	EventBuffer int
+}
+
+// Validate reports a configuration StartMembership cannot use.
+func (c MembershipConfig) Validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("cluster: membership name is empty")
+	case len(c.Key) != 0 && len(c.Key) != 16 && len(c.Key) != 24 && len(c.Key) != 32:
+		return fmt.Errorf("cluster: gossip key is %d bytes, want 16, 24 or 32", len(c.Key))
+	case c.EventBuffer < 0:
+		return errors.New("cluster: negative membership event buffer")
+	}
+	if _, _, err := memberSplitHostPort(c.BindAddr); err != nil {
+		return err
+	}
+	_, err := c.Meta.encode(false)
+	return err
+}
+
+// Membership tracks the live members of the cluster over memberlist gossip
+// and reports changes on Events.
+type Membership struct {
+	name string
+	addr string // this node's advertised gossip address
+	ml   *memberlist.Memberlist
+	log  *slog.Logger
+
+	// view mirrors memberlist's live nodes. It is filled by the event
+	// callbacks, which memberlist runs under its node lock: the only place
+	// a *memberlist.Node can be read without racing the in-place updates
+	// memberlist makes to the nodes Members() hands out
+	// (hashicorp/memberlist#306).
+	viewMu sync.Mutex
+	view   map[string]Member
+
+	metaMu  sync.Mutex
+	meta    MemberMeta
+	leaving bool   // set by Leave, gossiped in the metadata flags
+	encoded []byte // meta and leaving as served to memberlist
+
+	// Event hand-off: memberlist callbacks never block. When the channel is
+	// full, lagging is set and kick wakes the resync goroutine, which
+	// delivers a MemberResync once the consumer makes room.
+	eventsMu sync.Mutex // guards sends against closing events
+	events   chan MemberEvent
+	closed   bool
+	lagging  atomic.Bool
+	kick     chan struct{}
+	done     chan struct{}
+	wg       sync.WaitGroup
+
+	lifeMu   sync.Mutex // serialises Leave, UpdateMeta and Shutdown
+	shutdown atomic.Bool
+}
+
+// StartMembership creates the local member and starts gossiping. It joins
+// nobody; call Join with the addresses of existing members.
+func StartMembership(cfg MembershipConfig) (*Membership, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.EventBuffer == 0 {
+		cfg.EventBuffer = DefaultMemberEventBuffer
+	}
+	encoded, _ := cfg.Meta.encode(false) // checked by Validate
+	m := &Membership{
+		name:    cfg.Name,
+		log:     cfg.Logger.With("component", "membership"),
+		meta:    cfg.Meta,
+		encoded: encoded,
+		view:    make(map[string]Member),
+		events:  make(chan MemberEvent, cfg.EventBuffer),
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	mlc, err := m.memberlistConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.wg.Add(1)
+	go m.resyncLoop()
+	ml, err := memberlist.Create(mlc)
+	if err != nil {
+		m.stopEvents()
+		return nil, fmt.Errorf("cluster: start memberlist: %w", err)
+	}
+	m.ml = ml
+	// Create announced this node synchronously, so the view holds it.
+	m.viewMu.Lock()
+	m.addr = m.view[m.name].Addr
+	m.viewMu.Unlock()
+	return m, nil
+}
+
+// memberlistConfig translates cfg into memberlist's configuration.
+func (m *Membership) memberlistConfig(cfg MembershipConfig) (*memberlist.Config, error) {
+	c := memberLANConfig()
+	if cfg.Fast {
+		c = memberFastConfig()
+	}
+	host, port, _ := memberSplitHostPort(cfg.BindAddr)
+	bindIP, err := memberResolveIP(host, "0.0.0.0")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip bind address: %w", err)
+	}
+	c.Name = cfg.Name
+	c.BindAddr, c.BindPort = bindIP, port
+	c.AdvertisePort = port
+	if cfg.AdvertiseAddr != "" {
+		if c.AdvertiseAddr, err = memberResolveIP(cfg.AdvertiseAddr, ""); err != nil {
+			return nil, fmt.Errorf("cluster: gossip advertise address: %w", err)
+		}
+	}
+	if len(cfg.Key) > 0 {
+		c.SecretKey = append([]byte(nil), cfg.Key...)
+	}
+	c.Delegate = memberDelegate{m}
+	c.Events = memberEventDelegate{m}
+	c.Logger = log.New(memberLogWriter{log: m.log}, "", 0)
+	c.LogOutput = nil
+	return c, nil
+}
+
+// memberLANConfig is memberlist.DefaultLANConfig (probe every 1 s with a
+// 500 ms timeout, gossip every 200 ms to 3 nodes, suspicion multiplier 4:
+// a suspect dies after at least 4 s in clusters of up to 10 nodes) with:
+//   - SuspicionMaxTimeoutMult 3 instead of 6: in a small cluster few members
+//     can confirm a suspicion, and the unconfirmed timeout is the one that
+//     applies; 12 s rather than 24 s before a silent owner's channels move.
+//   - PushPullInterval and GossipToTheDeadTime 15 s instead of 30 s: full
+//     state syncs are cheap for a few nodes and heal partitions sooner.
+//   - DeadNodeReclaimTime 10 s: a node restarted under the same name on a
+//     new address (a rescheduled container) may rejoin once it has been
+//     dead that long, instead of being refused as a name conflict.
+func memberLANConfig() *memberlist.Config {
+	c := memberlist.DefaultLANConfig()
+	c.SuspicionMaxTimeoutMult = 3
+	c.PushPullInterval = 15 * time.Second
+	c.GossipToTheDeadTime = 15 * time.Second
+	c.DeadNodeReclaimTime = 10 * time.Second
+	return c
+}
+
+// memberFastConfig suits in-process tests on loopback: probes every 200 ms,
+// suspicion of 400-800 ms, so a stopped member is dead within about 1-2 s.
+func memberFastConfig() *memberlist.Config {
+	c := memberlist.DefaultLocalConfig()
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.SuspicionMult = 2
+	c.SuspicionMaxTimeoutMult = 2
+	c.GossipInterval = 20 * time.Millisecond
+	c.PushPullInterval = 2 * time.Second
+	c.GossipToTheDeadTime = 2 * time.Second
+	c.DeadNodeReclaimTime = time.Second
+	c.TCPTimeout = 2 * time.Second
+	return c
+}
+
+// LocalName returns this node's name.
+func (m *Membership) LocalName() string { return m.name }
+
+// Addr returns this node's gossip address (host:port) as advertised to the
+// others; other nodes Join with it.
+func (m *Membership) Addr() string { return m.addr }
+
+// Join contacts the given gossip addresses and syncs state with them. It
+// returns how many it reached; an error only if it reached none.
+func (m *Membership) Join(addrs []string) (int, error) {
+	if m.shutdown.Load() {
+		return 0, ErrMembershipShutdown
+	}
+	n, err := m.ml.Join(addrs)
+	if err != nil {
+		return n, fmt.Errorf("cluster: join %s: %w", strings.Join(addrs, ","), err)
+	}
+	return n, nil
+}
+
+// Members returns the live members (alive or leaving), sorted by name.
+func (m *Membership) Members() []Member {
+	m.viewMu.Lock()
+	out := make([]Member, 0, len(m.view))
+	for _, mem := range m.view {
+		out = append(out, mem)
+	}
+	m.viewMu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Events returns the channel of membership changes. It is closed by
+// Shutdown. See MemberEvent and MemberResync for the delivery contract.
+func (m *Membership) Events() <-chan MemberEvent { return m.events }
+
+// UpdateMeta replaces this node's metadata and gossips it, waiting up to
+// timeout for the broadcast; others see a MemberUpdate.
+func (m *Membership) UpdateMeta(meta MemberMeta, timeout time.Duration) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	// After Leave, an update would gossip this node back to life.
+	if m.shutdown.Load() || m.isLeaving() {
+		return ErrMembershipShutdown
+	}
+	if err := m.setMeta(meta, false); err != nil {
+		return err
+	}
+	if err := m.ml.UpdateNode(memberWait(timeout)); err != nil {
+		return fmt.Errorf("cluster: gossip metadata update: %w", err)
+	}
+	return nil
+}
+
+// Leave announces a graceful departure and waits up to timeout in all for
+// the broadcasts to go out; the others then report this node as "left".
+// The node keeps answering gossip until Shutdown. Calling it again does
+// nothing.
+//
+// memberlist reports a leave and a failure through the same callback and
+// does not tell them apart, so the intent travels first as a metadata flag
+// (others see a MemberUpdate with State "leaving"), then memberlist's own
+// leave message follows.
+func (m *Membership) Leave(timeout time.Duration) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	if m.shutdown.Load() {
+		return ErrMembershipShutdown
+	}
+	if m.isLeaving() {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	var errs []error
+	m.metaMu.Lock()
+	meta := m.meta
+	m.metaMu.Unlock()
+	if err := m.setMeta(meta, true); err != nil {
+		errs = append(errs, err)
+	} else if err := m.ml.UpdateNode(memberWait(time.Until(deadline))); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: announce leave: %w", err))
+	}
+	// Leave anyway: a late announcement only makes others report "dead".
+	if err := m.ml.Leave(memberWait(time.Until(deadline))); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: leave: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// memberWait turns a timeout into one memberlist honours: it waits forever
+// on zero or less.
+func memberWait(d time.Duration) time.Duration { return max(d, time.Millisecond) }
+
+func (m *Membership) setMeta(meta MemberMeta, leaving bool) error {
+	b, err := meta.encode(leaving)
+	if err != nil {
+		return err
+	}
+	m.metaMu.Lock()
+	m.meta, m.leaving, m.encoded = meta, leaving, b
+	m.metaMu.Unlock()
+	return nil
+}
+
+func (m *Membership) isLeaving() bool {
+	m.metaMu.Lock()
+	defer m.metaMu.Unlock()
+	return m.leaving
+}
+
+// Shutdown stops gossiping without announcing a departure (call Leave
+// first for that), stops event delivery and closes Events. Calling it
+// again returns nil.
+func (m *Membership) Shutdown() error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	if m.shutdown.Swap(true) {
+		return nil
+	}
+	err := m.ml.Shutdown()
+	m.stopEvents()
+	if err != nil {
+		return fmt.Errorf("cluster: memberlist shutdown: %w", err)
+	}
+	return nil
+}
+
+// memberSplitHostPort parses a gossip bind address.
+func memberSplitHostPort(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("cluster: gossip bind address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("cluster: gossip bind address %q: bad port", addr)
+	}
+	return host, port, nil
+}
+
+// memberResolveIP returns host as an IP string, resolving a name (memberlist
+// takes IPs only; container setups advertise service names). An empty host
+// yields def.
+func memberResolveIP(host, def string) (string, error) {
+	if host == "" {
+		return def, nil
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), memberResolveTimeout)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
+	if err != nil {
+		return "", fmt.Errorf("resolve %q: %w", host, err)
+	}
+	// Prefer IPv4: memberlist peers commonly join with IPv4 addresses.
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), nil
+		}
+	}
+	return ips[0].String(), nil
+}

@@ -1,0 +1,181 @@
+package cluster
+
+import (
+	"strconv"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// MemberEventKind says what happened to a member.
+type MemberEventKind int
+
+// Kinds of MemberEvent.
+const (
+	// MemberJoin: a member appeared (this node included, at start).
+	MemberJoin MemberEventKind = iota + 1
+	// MemberUpdate: a member's metadata changed.
+	MemberUpdate
+	// MemberLeave: a member left gracefully (Member.State "left"). In rare
+	// gossip orderings a graceful leave is reported as MemberFailed instead,
+	// so treat the two alike for correctness and the kind as a hint.
+	MemberLeave
+	// MemberFailed: failure detection declared a member dead (State "dead").
+	MemberFailed
+	// MemberResync: events were dropped because the consumer lagged; the
+	// event carries no member. Re-read Members() to catch up.
+	MemberResync
+)
+
+// String returns the kind's name.
+func (k MemberEventKind) String() string {
+	switch k {
+	case MemberJoin:
+		return "join"
+	case MemberUpdate:
+		return "update"
+	case MemberLeave:
+		return "leave"
+	case MemberFailed:
+		return "failed"
+	case MemberResync:
+		return "resync"
+	}
+	return "unknown(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Member is one node as membership sees it.
+type Member struct {
+	Name  string
+	Addr  string // gossip address, host:port
+	Meta  MemberMeta
+	State string // one of the MemberState* constants
+}
+
+// MemberEvent reports a change in membership. Consumers should treat events
+// as idempotent hints (a Join for a known member, a Leave for an unknown one)
+// and rebuild from Members() on MemberResync.
+type MemberEvent struct {
+	Kind   MemberEventKind
+	Member Member // zero for MemberResync
+}
+
+// observe records a member's latest state in the view and reports it.
+func (m *Membership) observe(kind MemberEventKind, mem Member) {
+	m.viewMu.Lock()
+	if kind == MemberLeave || kind == MemberFailed {
+		delete(m.view, mem.Name)
+	} else {
+		m.view[mem.Name] = mem
+	}
+	m.viewMu.Unlock()
+	m.emit(MemberEvent{Kind: kind, Member: mem})
+}
+
+// stopEvents ends the resync goroutine and closes the events channel.
+func (m *Membership) stopEvents() {
+	close(m.done)
+	m.wg.Wait()
+	m.eventsMu.Lock()
+	m.closed = true
+	close(m.events)
+	m.eventsMu.Unlock()
+}
+
+// emit hands an event to the channel without ever blocking memberlist.
+// While a resync is owed, events are dropped: the resync covers them, and
+// delivering later events first would reorder what the consumer sees.
+func (m *Membership) emit(ev MemberEvent) {
+	m.eventsMu.Lock()
+	defer m.eventsMu.Unlock()
+	if m.closed || m.lagging.Load() {
+		return
+	}
+	select {
+	case m.events <- ev:
+	default:
+		m.lagging.Store(true)
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// resyncLoop delivers a MemberResync after events were dropped. The flag
+// is cleared before the send, so an event dropped later owes a new resync
+// and no change can fall between a consumer's re-read and the flag.
+func (m *Membership) resyncLoop() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.kick:
+		case <-m.done:
+			return
+		}
+		m.lagging.Store(false)
+		m.log.Warn("membership events dropped; consumer told to resync")
+		select {
+		case m.events <- MemberEvent{Kind: MemberResync}:
+		case <-m.done:
+			return
+		}
+	}
+}
+
+// member converts a memberlist node, gone or still live; metadata that
+// does not decode is logged and left zero rather than hiding the node.
+func (m *Membership) member(n *memberlist.Node, gone bool) Member {
+	meta, leaving, err := decodeMemberMeta(n.Meta)
+	if err != nil {
+		m.log.Warn("member metadata unreadable", "member", n.Name, "err", err)
+	}
+	state := MemberStateAlive
+	switch {
+	case gone && leaving:
+		state = MemberStateLeft
+	case gone:
+		state = MemberStateDead
+	case leaving:
+		state = MemberStateLeaving
+	}
+	return Member{Name: n.Name, Addr: n.Address(), Meta: meta, State: state}
+}
+
+// memberDelegate serves this node's metadata to memberlist. Membership uses
+// no user messages or state exchange, so the rest are no-ops.
+type memberDelegate struct{ m *Membership }
+
+func (d memberDelegate) NodeMeta(limit int) []byte {
+	d.m.metaMu.Lock()
+	defer d.m.metaMu.Unlock()
+	if len(d.m.encoded) > limit {
+		return nil // encode already enforced memberlist.MetaMaxSize
+	}
+	return append([]byte(nil), d.m.encoded...)
+}
+
+func (memberDelegate) NotifyMsg([]byte)                  {}
+func (memberDelegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
+func (memberDelegate) LocalState(bool) []byte            { return nil }
+func (memberDelegate) MergeRemoteState(_ []byte, _ bool) {}
+
+// memberEventDelegate receives memberlist's node events. memberlist calls
+// it with its node lock held, so it only copies and hands off.
+type memberEventDelegate struct{ m *Membership }
+
+func (d memberEventDelegate) NotifyJoin(n *memberlist.Node) {
+	d.m.observe(MemberJoin, d.m.member(n, false))
+}
+
+func (d memberEventDelegate) NotifyLeave(n *memberlist.Node) {
+	mem := d.m.member(n, true)
+	kind := MemberFailed
+	if mem.State == MemberStateLeft {
+		kind = MemberLeave
+	}
+	d.m.observe(kind, mem)
+}
+
+func (d memberEventDelegate) NotifyUpdate(n *memberlist.Node) {
+	d.m.observe(MemberUpdate, d.m.member(n, false))
+}

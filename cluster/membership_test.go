@@ -1,0 +1,318 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+const memberTestTimeout = 15 * time.Second
+
+// memberWaitFor polls cond until it holds or the deadline passes.
+func memberWaitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(memberTestTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// memberEventLog drains a member's events in the background so tests can
+// look for an event without racing the channel.
+type memberEventLog struct {
+	mu     sync.Mutex
+	events []MemberEvent
+	done   chan struct{}
+}
+
+func collectMemberEvents(m *Membership) *memberEventLog {
+	l := &memberEventLog{done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for ev := range m.Events() {
+			l.mu.Lock()
+			l.events = append(l.events, ev)
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *memberEventLog) has(kind MemberEventKind, name, state string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.events, func(ev MemberEvent) bool {
+		return ev.Kind == kind && ev.Member.Name == name && ev.Member.State == state
+	})
+}
+
+func startTestMember(t *testing.T, name string, key []byte) *Membership {
+	t.Helper()
+	m, err := StartMembership(MembershipConfig{
+		Name:     name,
+		BindAddr: "127.0.0.1:0",
+		Meta:     MemberMeta{RPC: name + ":rpc", Raft: name + ":raft", HTTP: name + ":http", Incarnation: 7},
+		Key:      key,
+		Fast:     true,
+		Logger:   slog.New(&transportTestLog{}),
+	})
+	if err != nil {
+		t.Fatalf("StartMembership(%s): %v", name, err)
+	}
+	t.Cleanup(func() { m.Shutdown() })
+	return m
+}
+
+func memberNames(m *Membership) []string {
+	var names []string
+	for _, mem := range m.Members() {
+		names = append(names, mem.Name)
+	}
+	return names
+}
+
+// startTestCluster starts n members, joined through the first.
+func startTestCluster(t *testing.T, n int, key []byte) ([]*Membership, []*memberEventLog) {
+	t.Helper()
+	ms := make([]*Membership, n)
+	logs := make([]*memberEventLog, n)
+	for i := range ms {
+		ms[i] = startTestMember(t, fmt.Sprintf("node-%d", i), key)
+		logs[i] = collectMemberEvents(ms[i])
+	}
+	for _, m := range ms[1:] {
+		if _, err := m.Join([]string{ms[0].Addr()}); err != nil {
+			t.Fatalf("%s join: %v", m.LocalName(), err)
+		}
+	}
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("node-%d", i)
+	}
+	for _, m := range ms {
+		memberWaitFor(t, m.LocalName()+" to see every member", func() bool {
+			return slices.Equal(memberNames(m), want)
+		})
+	}
+	return ms, logs
+}
+
+func TestMembershipJoinWithMetadata(t *testing.T) {
+	ms, logs := startTestCluster(t, 3, bytes.Repeat([]byte{9}, 32))
+	for _, m := range ms {
+		for _, mem := range m.Members() {
+			want := MemberMeta{RPC: mem.Name + ":rpc", Raft: mem.Name + ":raft", HTTP: mem.Name + ":http", Incarnation: 7}
+			if mem.Meta != want || mem.State != MemberStateAlive || mem.Addr == "" {
+				t.Fatalf("%s sees %+v", m.LocalName(), mem)
+			}
+		}
+	}
+	for i, l := range logs {
+		for j := range ms {
+			name := ms[j].LocalName()
+			memberWaitFor(t, fmt.Sprintf("node-%d join event for %s", i, name), func() bool {
+				return l.has(MemberJoin, name, MemberStateAlive)
+			})
+		}
+	}
+}
+
+func TestMembershipFailureDetected(t *testing.T) {
+	ms, logs := startTestCluster(t, 3, nil)
+	if err := ms[2].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		memberWaitFor(t, fmt.Sprintf("node-%d to drop node-2", i), func() bool {
+			return slices.Equal(memberNames(ms[i]), []string{"node-0", "node-1"})
+		})
+		memberWaitFor(t, fmt.Sprintf("node-%d failed event", i), func() bool {
+			return logs[i].has(MemberFailed, "node-2", MemberStateDead)
+		})
+	}
+	if logs[0].has(MemberLeave, "node-2", MemberStateLeft) {
+		t.Fatal("a crash was reported as a graceful leave")
+	}
+	<-logs[2].done // Shutdown closes the Events channel
+}
+
+func TestMembershipGracefulLeave(t *testing.T) {
+	ms, logs := startTestCluster(t, 3, nil)
+	if err := ms[1].Leave(memberTestTimeout); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2} {
+		memberWaitFor(t, fmt.Sprintf("node-%d leave event", i), func() bool {
+			return logs[i].has(MemberLeave, "node-1", MemberStateLeft)
+		})
+		if slices.Contains(memberNames(ms[i]), "node-1") {
+			t.Fatalf("node-%d still lists node-1 after its leave event", i)
+		}
+		if !logs[i].has(MemberUpdate, "node-1", MemberStateLeaving) {
+			t.Fatalf("node-%d saw no leaving announcement before the leave", i)
+		}
+	}
+	if err := ms[1].Leave(time.Second); err != nil {
+		t.Fatalf("second Leave: %v", err)
+	}
+	if err := ms[1].UpdateMeta(MemberMeta{}, time.Second); !errors.Is(err, ErrMembershipShutdown) {
+		t.Fatalf("UpdateMeta after Leave: %v", err)
+	}
+	if err := ms[1].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms[1].Join([]string{ms[0].Addr()}); !errors.Is(err, ErrMembershipShutdown) {
+		t.Fatalf("Join after Shutdown: %v", err)
+	}
+	if err := ms[1].Leave(time.Second); !errors.Is(err, ErrMembershipShutdown) {
+		t.Fatalf("Leave after Shutdown: %v", err)
+	}
+	if logs[0].has(MemberFailed, "node-1", MemberStateDead) {
+		t.Fatal("a graceful leave was reported as a failure")
+	}
+}
+
+func TestMembershipUpdateMeta(t *testing.T) {
+	ms, logs := startTestCluster(t, 2, nil)
+	meta := MemberMeta{RPC: "10.0.0.1:7947", Raft: "10.0.0.1:8300", HTTP: "10.0.0.1:8080", Incarnation: 8}
+	if err := ms[1].UpdateMeta(meta, memberTestTimeout); err != nil {
+		t.Fatal(err)
+	}
+	memberWaitFor(t, "node-0 to see the new metadata", func() bool {
+		logs[0].mu.Lock()
+		defer logs[0].mu.Unlock()
+		return slices.ContainsFunc(logs[0].events, func(ev MemberEvent) bool {
+			return ev.Kind == MemberUpdate && ev.Member.Name == "node-1" && ev.Member.Meta == meta
+		})
+	})
+	if got := ms[0].Members()[1].Meta; got != meta {
+		t.Fatalf("Members() meta = %+v, want %+v", got, meta)
+	}
+	if err := ms[1].UpdateMeta(MemberMeta{HTTP: string(make([]byte, 600))}, time.Second); !errors.Is(err, ErrMemberMetaTooLarge) {
+		t.Fatalf("oversized meta: %v", err)
+	}
+}
+
+func TestMembershipKeyMismatch(t *testing.T) {
+	a := startTestMember(t, "a", bytes.Repeat([]byte{1}, 16))
+	b := startTestMember(t, "b", bytes.Repeat([]byte{2}, 16))
+	c := startTestMember(t, "c", nil)
+	if n, err := b.Join([]string{a.Addr()}); err == nil || n != 0 {
+		t.Fatalf("join with another key: n=%d err=%v", n, err)
+	}
+	if n, err := c.Join([]string{a.Addr()}); err == nil || n != 0 {
+		t.Fatalf("join without a key: n=%d err=%v", n, err)
+	}
+	for _, m := range []*Membership{a, b, c} {
+		if names := memberNames(m); len(names) != 1 {
+			t.Fatalf("%s sees %v after refused joins", m.LocalName(), names)
+		}
+	}
+}
+
+// TestMembershipEventsNeverBlock fills the events channel with nobody
+// reading: memberlist must keep working, and the consumer, once it reads,
+// is told to resync.
+func TestMembershipEventsNeverBlock(t *testing.T) {
+	m, err := StartMembership(MembershipConfig{Name: "slow", BindAddr: "127.0.0.1:0", Fast: true, EventBuffer: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Shutdown() })
+	// The buffer already holds this node's own join; these joins overflow it.
+	others := make([]*Membership, 3)
+	for i := range others {
+		others[i] = startTestMember(t, fmt.Sprintf("other-%d", i), nil)
+		if _, err := others[i].Join([]string{m.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	memberWaitFor(t, "all members despite a full event channel", func() bool { return len(m.Members()) == 4 })
+	if ev := <-m.Events(); ev.Kind != MemberJoin || ev.Member.Name != "slow" {
+		t.Fatalf("first event = %+v, want slow's own join", ev)
+	}
+	// Gossip may slip a late event in before the resync; the resync must come.
+	timeout := time.After(memberTestTimeout)
+	for {
+		select {
+		case ev := <-m.Events():
+			if ev.Kind == MemberResync {
+				return
+			}
+		case <-timeout:
+			t.Fatal("no resync after dropped events")
+		}
+	}
+}
+
+func TestMemberMetaEncoding(t *testing.T) {
+	cases := []MemberMeta{
+		{},
+		{RPC: "127.0.0.1:7947", Raft: "127.0.0.1:8300", HTTP: "127.0.0.1:8080", Incarnation: 1<<64 - 1},
+		{HTTP: "[::1]:8080"},
+	}
+	for _, want := range cases {
+		for _, leaving := range []bool{false, true} {
+			b, err := want.encode(leaving)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > memberlist.MetaMaxSize {
+				t.Fatalf("%d bytes", len(b))
+			}
+			got, gotLeaving, err := decodeMemberMeta(b)
+			if err != nil || got != want || gotLeaving != leaving {
+				t.Fatalf("round trip of %+v, %v = %+v, %v, %v", want, leaving, got, gotLeaving, err)
+			}
+		}
+		b, _ := want.encode(false)
+		for i := range len(b) - 1 {
+			if _, _, err := decodeMemberMeta(b[:i]); err == nil {
+				t.Fatalf("truncated %+v at %d decoded", want, i)
+			}
+		}
+	}
+	if _, _, err := decodeMemberMeta([]byte{9, 0, 0, 0, 0, 0}); err == nil {
+		t.Fatal("unknown version decoded")
+	}
+}
+
+func TestMembershipConfigValidate(t *testing.T) {
+	bad := []MembershipConfig{
+		{BindAddr: "127.0.0.1:0"},
+		{Name: "a", BindAddr: "127.0.0.1"},
+		{Name: "a", BindAddr: "127.0.0.1:99999"},
+		{Name: "a", BindAddr: "127.0.0.1:0", Key: []byte("short")},
+		{Name: "a", BindAddr: "127.0.0.1:0", Meta: MemberMeta{RPC: string(make([]byte, 600))}},
+	}
+	for i, cfg := range bad {
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("config %d accepted: %+v", i, cfg)
+		}
+	}
+	if err := (MembershipConfig{Name: "a", BindAddr: ":7946"}).Validate(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+}
+
+func TestMemberLogWriter(t *testing.T) {
+	rec := &transportTestLog{}
+	w := memberLogWriter{log: slog.New(rec)}
+	fmt.Fprintf(w, "[WARN] memberlist: Refuting a suspect message\n")
+	fmt.Fprintf(w, "[ERR] memberlist: failed to receive\n[DEBUG] memberlist: Stream connection\n")
+	for _, want := range []string{"WARN Refuting a suspect message", "ERROR failed to receive", "DEBUG Stream connection"} {
+		if !rec.contains(want) {
+			t.Fatalf("log lacks %q: %v", want, rec.msgs)
+		}
+	}
+}

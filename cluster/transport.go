@@ -1,0 +1,357 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults applied by ListenTransport to zero-valued TransportConfig fields.
+const (
+	// DefaultTransportDialTimeout bounds connecting plus the handshake.
+	DefaultTransportDialTimeout = 2 * time.Second
+	// DefaultTransportCallTimeout bounds a call whose ctx has no deadline.
+	DefaultTransportCallTimeout = 5 * time.Second
+	// DefaultTransportMaxFrameBytes leaves room for handing off a big channel.
+	DefaultTransportMaxFrameBytes = 16 << 20
+	// DefaultTransportConnsPerPeer: one connection batches best; more only
+	// help when a single reader goroutine becomes the bottleneck.
+	DefaultTransportConnsPerPeer = 1
+	// DefaultTransportMaxInflight bounds concurrent calls per connection.
+	DefaultTransportMaxInflight = 4096
+)
+
+const (
+	transportMinBackoff              = 50 * time.Millisecond
+	transportMaxBackoff              = 2 * time.Second
+	transportAcceptRetryDelay        = 50 * time.Millisecond
+	transportKeepAlive               = 15 * time.Second
+	transportMaxConnsPerPeer         = 16
+	transportMaxFrameLimit           = 1 << 30
+	transportMaxRegisteredErrorCount = 1<<16 - transportFirstUserCode
+)
+
+var (
+	// ErrTransportClosed is returned by calls made on, or in flight during,
+	// a closed Transport.
+	ErrTransportClosed = errors.New("cluster: transport closed")
+	// ErrPeerUnavailable wraps every failure to reach a peer: dial errors,
+	// failed handshakes, broken connections and back-off after a failed dial.
+	ErrPeerUnavailable = errors.New("cluster: peer unavailable")
+	// ErrTransportAuth marks a handshake refused because the cluster keys
+	// differ or only one side has a key.
+	ErrTransportAuth = errors.New("cluster: transport authentication failed")
+	// ErrTransportFrameTooLarge is returned when a request or reply body
+	// exceeds MaxFrameBytes.
+	ErrTransportFrameTooLarge = errors.New("cluster: frame too large")
+)
+
+// TransportHandler serves one incoming call. It runs on its own goroutine,
+// concurrently with other calls; ctx carries the caller's deadline and is
+// cancelled when the connection or the transport closes. The handler owns
+// body; the transport never touches the returned slice after it is handed
+// back, and the handler must not modify it afterwards either.
+type TransportHandler func(ctx context.Context, method uint16, body []byte) ([]byte, error)
+
+// TransportConfig configures ListenTransport.
+type TransportConfig struct {
+	// BindAddr is the host:port to listen on; port 0 picks a free port.
+	BindAddr string
+	// Key is the cluster key (16, 24 or 32 bytes). When set, both ends prove
+	// knowledge of it before any call is served. Nil disables authentication,
+	// and then peers with a key refuse this node and vice versa.
+	Key []byte
+	// Handler serves incoming calls. Nil makes the transport client-only:
+	// incoming calls are answered with an error.
+	Handler TransportHandler
+	// Errors lists sentinel errors that cross the wire by position: a handler
+	// error matching Errors[i] (errors.Is) reaches the caller as an error that
+	// matches Errors[i] too. Every node must list the same errors in the same
+	// order. context.Canceled, context.DeadlineExceeded and
+	// ErrTransportFrameTooLarge are always carried.
+	Errors []error
+	// Logger receives handshake failures and connection errors; nil discards.
+	Logger *slog.Logger
+	// DialTimeout bounds connecting and the handshake; zero means
+	// DefaultTransportDialTimeout.
+	DialTimeout time.Duration
+	// CallTimeout bounds a call whose ctx has no earlier deadline; zero means
+	// DefaultTransportCallTimeout.
+	CallTimeout time.Duration
+	// MaxFrameBytes is the largest request or reply body sent or accepted;
+	// zero means DefaultTransportMaxFrameBytes.
+	MaxFrameBytes int
+	// ConnsPerPeer is how many connections are kept to each peer, calls being
+	// spread over them; zero means DefaultTransportConnsPerPeer.
+	ConnsPerPeer int
+	// MaxInflight bounds the calls served at once on one incoming connection;
+	// beyond it the connection stops reading, pushing back on the sender.
+	// Zero means DefaultTransportMaxInflight.
+	MaxInflight int
+}
+
+// Validate reports a configuration ListenTransport cannot use.
+func (c TransportConfig) Validate() error {
+	switch {
+	case c.BindAddr == "":
+		return errors.New("cluster: transport bind address is empty")
+	case len(c.Key) != 0 && len(c.Key) != 16 && len(c.Key) != 24 && len(c.Key) != 32:
+		return fmt.Errorf("cluster: transport key is %d bytes, want 16, 24 or 32", len(c.Key))
+	case len(c.Errors) > transportMaxRegisteredErrorCount:
+		return fmt.Errorf("cluster: %d transport errors registered, at most %d", len(c.Errors), transportMaxRegisteredErrorCount)
+	case c.DialTimeout < 0, c.CallTimeout < 0, c.MaxFrameBytes < 0, c.MaxInflight < 0:
+		return errors.New("cluster: negative transport timeout or limit")
+	case c.MaxFrameBytes > transportMaxFrameLimit:
+		return fmt.Errorf("cluster: transport MaxFrameBytes %d above %d", c.MaxFrameBytes, transportMaxFrameLimit)
+	case c.ConnsPerPeer < 0 || c.ConnsPerPeer > transportMaxConnsPerPeer:
+		return fmt.Errorf("cluster: transport ConnsPerPeer %d out of range 0..%d", c.ConnsPerPeer, transportMaxConnsPerPeer)
+	}
+	for i, err := range c.Errors {
+		if err == nil {
+			return fmt.Errorf("cluster: transport error %d is nil", i)
+		}
+	}
+	return nil
+}
+
+func (c *TransportConfig) applyDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultTransportDialTimeout
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultTransportCallTimeout
+	}
+	if c.MaxFrameBytes == 0 {
+		c.MaxFrameBytes = DefaultTransportMaxFrameBytes
+	}
+	if c.ConnsPerPeer == 0 {
+		c.ConnsPerPeer = DefaultTransportConnsPerPeer
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultTransportMaxInflight
+	}
+}
+
+// Transport is a small multiplexed RPC between nodes: long-lived TCP
+// connections per peer, requests tagged by id and answered out of order,
+// writes coalesced by one writer goroutine per connection.
+type Transport struct {
+	cfg    TransportConfig
+	log    *slog.Logger
+	auth   transportAuth
+	errs   transportErrorTable
+	bufs   transportBufPool
+	calls  transportCallPool
+	ln     net.Listener
+	ctx    context.Context // cancelled by Close; parent of dials and served calls
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+
+	peers sync.Map // address -> *transportPeer; read on every call, rarely written
+
+	mu    sync.Mutex                   // guards conns and, with closed, spawning
+	conns map[transportCloser]struct{} // every open connection, both directions
+}
+
+// transportCloser is an open connection Close must tear down.
+type transportCloser interface{ close(err error) }
+
+// ListenTransport validates cfg, listens on cfg.BindAddr and starts serving.
+func ListenTransport(cfg TransportConfig) (*Transport, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.applyDefaults()
+	ln, err := net.Listen("tcp", cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: transport listen on %s: %w", cfg.BindAddr, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &Transport{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "transport"),
+		auth:   newTransportAuth(cfg.Key),
+		errs:   newTransportErrorTable(cfg.Errors),
+		ln:     ln,
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  make(map[transportCloser]struct{}),
+	}
+	t.wg.Add(1)
+	go t.acceptLoop()
+	return t, nil
+}
+
+// Addr returns the address the transport listens on, with the real port
+// when BindAddr asked for port 0.
+func (t *Transport) Addr() string { return t.ln.Addr().String() }
+
+// Call sends body to method on the peer at addr and waits for its reply.
+// It honours ctx and, when ctx has no earlier deadline, CallTimeout; the
+// deadline travels with the request so the peer's handler sees it too.
+// body is copied before Call returns or blocks, so the caller may reuse it.
+// Errors: ErrPeerUnavailable (wrapped) when the peer cannot be reached or the
+// connection breaks, ErrTransportClosed, ctx errors, the peer's registered
+// sentinel errors, or a *TransportRemoteError.
+func (t *Transport) Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error) {
+	if len(body) > t.cfg.MaxFrameBytes {
+		return nil, fmt.Errorf("%w: request of %d bytes to %s exceeds %d", ErrTransportFrameTooLarge, len(body), addr, t.cfg.MaxFrameBytes)
+	}
+	if t.closed.Load() {
+		return nil, ErrTransportClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("cluster: call %s method %d: %w", addr, method, err)
+	}
+	c, err := t.conn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return c.call(ctx, method, body)
+}
+
+// Disconnect closes the connections to addr, failing their in-flight calls
+// with ErrPeerUnavailable; the next call dials again. Use it when membership
+// declares the peer dead, rather than waiting for TCP to notice.
+func (t *Transport) Disconnect(addr string) {
+	v, ok := t.peers.Load(addr)
+	if !ok {
+		return
+	}
+	p := v.(*transportPeer)
+	for i := range p.slots {
+		if c := p.slots[i].conn.Load(); c != nil {
+			c.close(fmt.Errorf("%w: %s: disconnected", ErrPeerUnavailable, addr))
+		}
+	}
+}
+
+// Close stops listening, closes every connection and fails in-flight calls
+// with ErrTransportClosed. It waits for served calls to return, so handlers
+// must honour their ctx. Calling Close again returns nil.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed.Swap(true) {
+		t.mu.Unlock()
+		return nil
+	}
+	err := t.ln.Close()
+	conns := make([]transportCloser, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	// Connections go before handler contexts are cancelled, so no reply
+	// born of the cancellation reaches a caller: callers see the peer leave.
+	for _, c := range conns {
+		c.close(ErrTransportClosed)
+	}
+	t.cancel()
+	t.wg.Wait()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("cluster: close transport listener: %w", err)
+	}
+	return nil
+}
+
+// spawn runs f on a goroutine Close waits for, unless Close has begun. It
+// serves goroutines started from callers' goroutines, which Close could
+// otherwise race with its WaitGroup.
+func (t *Transport) spawn(f func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed.Load() {
+		return false
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// track registers an open connection so Close can find it; it refuses once
+// the transport is closing.
+func (t *Transport) track(c transportCloser) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed.Load() {
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *Transport) untrack(c transportCloser) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+// acceptLoop accepts incoming connections until the listener closes.
+func (t *Transport) acceptLoop() {
+	defer t.wg.Done()
+	for {
+		nc, err := t.ln.Accept()
+		if err != nil {
+			if t.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and the like: pause instead of spinning.
+			t.log.Warn("transport accept failed", "err", err)
+			select {
+			case <-time.After(transportAcceptRetryDelay):
+			case <-t.ctx.Done():
+				return
+			}
+			continue
+		}
+		t.wg.Add(1)
+		go t.serveConn(nc)
+	}
+}
+
+// serveConn authenticates an accepted connection, then serves its calls.
+func (t *Transport) serveConn(nc net.Conn) {
+	defer t.wg.Done()
+	remote := nc.RemoteAddr().String()
+	// Close must not wait out a slow handshake.
+	stop := context.AfterFunc(t.ctx, func() { nc.Close() })
+	err := t.auth.accept(nc, t.cfg.DialTimeout)
+	if !stop() {
+		err = ErrTransportClosed
+	}
+	if err != nil {
+		nc.Close()
+		if !t.closed.Load() {
+			t.logHandshakeFailure("incoming", remote, err)
+		}
+		return
+	}
+	c := newTransportServerConn(t, nc)
+	if !t.track(c) {
+		c.close(ErrTransportClosed)
+		return
+	}
+	defer t.untrack(c)
+	c.run()
+}
+
+func (t *Transport) logHandshakeFailure(direction, remote string, err error) {
+	if errors.Is(err, ErrTransportAuth) {
+		t.log.Error("transport handshake refused; check that every node uses the same --cluster-key",
+			"direction", direction, "remote", remote, "err", err)
+		return
+	}
+	t.log.Warn("transport handshake failed", "direction", direction, "remote", remote, "err", err)
+}

@@ -1,0 +1,568 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const transportTestTimeout = 10 * time.Second
+
+// transportWaitFor polls cond until it holds or the deadline passes.
+func transportWaitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(transportTestTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// transportTestLog records log messages so tests can check what was logged.
+type transportTestLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *transportTestLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *transportTestLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *transportTestLog) WithGroup(string) slog.Handler            { return l }
+func (l *transportTestLog) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		b.WriteString(" " + a.String())
+		return true
+	})
+	l.mu.Lock()
+	l.msgs = append(l.msgs, b.String())
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *transportTestLog) contains(sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range l.msgs {
+		if strings.Contains(m, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// startTestTransport listens on a free loopback port and closes at cleanup.
+func startTestTransport(t testing.TB, cfg TransportConfig) *Transport {
+	t.Helper()
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = "127.0.0.1:0"
+	}
+	tr, err := ListenTransport(cfg)
+	if err != nil {
+		t.Fatalf("ListenTransport: %v", err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+func transportEcho(_ context.Context, _ uint16, body []byte) ([]byte, error) { return body, nil }
+
+func transportTestCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), transportTestTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// transportPendingCalls counts calls registered on t's outgoing connections.
+func transportPendingCalls(t *Transport) int {
+	n := 0
+	t.peers.Range(func(_, v any) bool {
+		p := v.(*transportPeer)
+		for i := range p.slots {
+			if c := p.slots[i].conn.Load(); c != nil {
+				c.mu.Lock()
+				n += len(c.pending)
+				c.mu.Unlock()
+			}
+		}
+		return true
+	})
+	return n
+}
+
+func transportConnCount(t *Transport) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
+
+func TestTransportEcho(t *testing.T) {
+	srv := startTestTransport(t, TransportConfig{Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
+		return append([]byte(fmt.Sprintf("m%d:", method)), body...), nil
+	}})
+	cli := startTestTransport(t, TransportConfig{})
+	got, err := cli.Call(transportTestCtx(t), srv.Addr(), 7, []byte("hello"))
+	if err != nil || string(got) != "m7:hello" {
+		t.Fatalf("Call = %q, %v; want m7:hello", got, err)
+	}
+	got, err = cli.Call(transportTestCtx(t), srv.Addr(), 8, nil)
+	if err != nil || string(got) != "m8:" {
+		t.Fatalf("empty Call = %q, %v; want m8:", got, err)
+	}
+}
+
+// TestTransportOutOfOrderReplies holds every request in the handler, then
+// answers the last one first: its caller must return while the first still
+// waits, proving replies are matched by id on one shared connection.
+func TestTransportOutOfOrderReplies(t *testing.T) {
+	const n = 32
+	var gates [n]chan struct{}
+	for i := range gates {
+		gates[i] = make(chan struct{})
+	}
+	var entered atomic.Int32
+	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, _ uint16, body []byte) ([]byte, error) {
+		entered.Add(1)
+		select {
+		case <-gates[binary.BigEndian.Uint32(body)]:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return body, nil
+	}})
+	cli := startTestTransport(t, TransportConfig{})
+	ctx := transportTestCtx(t)
+	var done [n]atomic.Bool
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			body := binary.BigEndian.AppendUint32(nil, uint32(i))
+			got, err := cli.Call(ctx, srv.Addr(), 1, body)
+			if err == nil && !bytes.Equal(got, body) {
+				err = fmt.Errorf("call %d got reply %x", i, got)
+			}
+			done[i].Store(true)
+			errs <- err
+		}()
+	}
+	transportWaitFor(t, "all requests in the handler", func() bool { return entered.Load() == n })
+	close(gates[n-1])
+	transportWaitFor(t, "the last call to return", done[n-1].Load)
+	if done[0].Load() {
+		t.Fatal("first call returned before its reply was released")
+	}
+	for i := n - 2; i >= 0; i-- {
+		close(gates[i])
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := transportConnCount(cli); c != 1 {
+		t.Fatalf("client holds %d connections, want 1", c)
+	}
+}
+
+func TestTransportManyConcurrentCalls(t *testing.T) {
+	srv := startTestTransport(t, TransportConfig{Handler: transportEcho})
+	for _, conns := range []int{1, 3} {
+		t.Run(fmt.Sprintf("conns=%d", conns), func(t *testing.T) {
+			cli := startTestTransport(t, TransportConfig{ConnsPerPeer: conns})
+			ctx := transportTestCtx(t)
+			var wg sync.WaitGroup
+			errs := make(chan error, 64)
+			for g := range 64 {
+				wg.Go(func() {
+					for i := range 100 {
+						body := []byte(fmt.Sprintf("g%d-i%d", g, i))
+						got, err := cli.Call(ctx, srv.Addr(), 1, body)
+						if err != nil || !bytes.Equal(got, body) {
+							errs <- fmt.Errorf("call %s = %q, %v", body, got, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if c := transportConnCount(cli); c != conns {
+				t.Fatalf("client holds %d connections, want %d", c, conns)
+			}
+			if p := transportPendingCalls(cli); p != 0 {
+				t.Fatalf("%d calls still pending", p)
+			}
+		})
+	}
+}
+
+func TestTransportSentinelErrors(t *testing.T) {
+	errA := errors.New("sentinel a")
+	errB := errors.New("sentinel b")
+	errOther := errors.New("unregistered")
+	srv := startTestTransport(t, TransportConfig{
+		Errors: []error{errA, errB},
+		Handler: func(_ context.Context, method uint16, _ []byte) ([]byte, error) {
+			switch method {
+			case 1:
+				return nil, fmt.Errorf("channel /a: %w", errB)
+			case 2:
+				return nil, errOther
+			case 3:
+				return nil, fmt.Errorf("actor: %w", context.DeadlineExceeded)
+			}
+			return nil, nil
+		},
+	})
+	cli := startTestTransport(t, TransportConfig{Errors: []error{errA, errB}})
+	ctx := transportTestCtx(t)
+
+	_, err := cli.Call(ctx, srv.Addr(), 1, nil)
+	var remote *TransportRemoteError
+	if !errors.Is(err, errB) || errors.Is(err, errA) || !errors.As(err, &remote) {
+		t.Fatalf("method 1 error %v: want a remote error matching errB only", err)
+	}
+	if remote.Message != "channel /a: sentinel b" || remote.Addr != srv.Addr() {
+		t.Fatalf("remote error = %+v", remote)
+	}
+	_, err = cli.Call(ctx, srv.Addr(), 2, nil)
+	if errors.Is(err, errA) || errors.Is(err, errB) || !errors.As(err, &remote) || remote.Code != 0 || !strings.Contains(err.Error(), "unregistered") {
+		t.Fatalf("method 2 error %v: want an unmatched remote error", err)
+	}
+	_, err = cli.Call(ctx, srv.Addr(), 3, nil)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("method 3 error %v: want context.DeadlineExceeded across the wire", err)
+	}
+	if _, err := cli.Call(ctx, srv.Addr(), 4, nil); err != nil {
+		t.Fatalf("method 4: %v", err)
+	}
+}
+
+func TestTransportHandlerPanicAndNoHandler(t *testing.T) {
+	srv := startTestTransport(t, TransportConfig{Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
+		if method == 1 {
+			panic("boom")
+		}
+		return body, nil
+	}})
+	bare := startTestTransport(t, TransportConfig{})
+	cli := startTestTransport(t, TransportConfig{})
+	ctx := transportTestCtx(t)
+	if _, err := cli.Call(ctx, srv.Addr(), 1, nil); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("panicking handler: err = %v", err)
+	}
+	if got, err := cli.Call(ctx, srv.Addr(), 2, []byte("x")); err != nil || string(got) != "x" {
+		t.Fatalf("after panic: %q, %v", got, err)
+	}
+	if _, err := cli.Call(ctx, bare.Addr(), 1, nil); err == nil || !strings.Contains(err.Error(), "serves no transport calls") {
+		t.Fatalf("no handler: err = %v", err)
+	}
+}
+
+func TestTransportKeys(t *testing.T) {
+	k1 := bytes.Repeat([]byte{1}, 32)
+	k2 := bytes.Repeat([]byte{2}, 32)
+	cases := []struct {
+		name           string
+		server, client []byte
+		ok             bool
+	}{
+		{"same key", k1, k1, true},
+		{"no keys", nil, nil, true},
+		{"different keys", k1, k2, false},
+		{"only server keyed", k1, nil, false},
+		{"only client keyed", nil, k1, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var served atomic.Int32
+			srvLog, cliLog := &transportTestLog{}, &transportTestLog{}
+			srv := startTestTransport(t, TransportConfig{Key: tc.server, Logger: slog.New(srvLog), Handler: func(_ context.Context, _ uint16, b []byte) ([]byte, error) {
+				served.Add(1)
+				return b, nil
+			}})
+			cli := startTestTransport(t, TransportConfig{Key: tc.client, Logger: slog.New(cliLog)})
+			got, err := cli.Call(transportTestCtx(t), srv.Addr(), 1, []byte("x"))
+			if tc.ok {
+				if err != nil || string(got) != "x" {
+					t.Fatalf("Call = %q, %v", got, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrTransportAuth) || !errors.Is(err, ErrPeerUnavailable) {
+				t.Fatalf("Call error %v: want ErrTransportAuth and ErrPeerUnavailable", err)
+			}
+			const clear = "same --cluster-key"
+			transportWaitFor(t, "the server to log the refusal", func() bool { return srvLog.contains(clear) })
+			if !cliLog.contains(clear) {
+				t.Fatal("client did not log the refusal")
+			}
+			if served.Load() != 0 {
+				t.Fatal("handler ran for an unauthenticated peer")
+			}
+		})
+	}
+}
+
+func TestTransportPeerRestart(t *testing.T) {
+	inHandler := make(chan struct{}, 1)
+	handler := func(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+		if method == 2 {
+			inHandler <- struct{}{}
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return body, nil
+	}
+	srv := startTestTransport(t, TransportConfig{Handler: handler})
+	addr := srv.Addr()
+	cli := startTestTransport(t, TransportConfig{})
+	ctx := transportTestCtx(t)
+	if _, err := cli.Call(ctx, addr, 1, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+
+	inflight := make(chan error, 1)
+	go func() {
+		_, err := cli.Call(ctx, addr, 2, nil)
+		inflight <- err
+	}()
+	<-inHandler
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-inflight; !errors.Is(err, ErrPeerUnavailable) {
+		t.Fatalf("in-flight call during peer shutdown: %v, want ErrPeerUnavailable", err)
+	}
+	if _, err := cli.Call(ctx, addr, 1, nil); !errors.Is(err, ErrPeerUnavailable) {
+		t.Fatalf("call to a stopped peer: %v, want ErrPeerUnavailable", err)
+	}
+
+	startTestTransport(t, TransportConfig{BindAddr: addr, Handler: handler})
+	transportWaitFor(t, "a call to the restarted peer", func() bool {
+		got, err := cli.Call(ctx, addr, 1, []byte("b"))
+		return err == nil && string(got) == "b"
+	})
+}
+
+func TestTransportDisconnect(t *testing.T) {
+	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+		if method == 2 {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return body, nil
+	}})
+	cli := startTestTransport(t, TransportConfig{})
+	ctx := transportTestCtx(t)
+	if _, err := cli.Call(ctx, srv.Addr(), 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := cli.Call(ctx, srv.Addr(), 2, nil)
+		res <- err
+	}()
+	transportWaitFor(t, "the call to be pending", func() bool { return transportPendingCalls(cli) == 1 })
+	cli.Disconnect(srv.Addr())
+	if err := <-res; !errors.Is(err, ErrPeerUnavailable) {
+		t.Fatalf("call on a disconnected peer: %v", err)
+	}
+	if got, err := cli.Call(ctx, srv.Addr(), 1, []byte("again")); err != nil || string(got) != "again" {
+		t.Fatalf("call after Disconnect: %q, %v", got, err)
+	}
+}
+
+func TestTransportContextCancel(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	sawDeadline := make(chan bool, 1)
+	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, method uint16, _ []byte) ([]byte, error) {
+		_, ok := ctx.Deadline()
+		sawDeadline <- ok
+		if method == 2 {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}})
+	cli := startTestTransport(t, TransportConfig{})
+
+	ctx, cancel := context.WithCancel(transportTestCtx(t))
+	res := make(chan error, 1)
+	go func() {
+		_, err := cli.Call(ctx, srv.Addr(), 1, nil)
+		res <- err
+	}()
+	if !<-sawDeadline {
+		t.Fatal("handler ctx has no deadline")
+	}
+	cancel()
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled call: %v", err)
+	}
+	if p := transportPendingCalls(cli); p != 0 {
+		t.Fatalf("%d calls still registered after cancellation", p)
+	}
+
+	// A short deadline reaches the handler, which gives up with it.
+	short, cancelShort := context.WithTimeout(transportTestCtx(t), 50*time.Millisecond)
+	defer cancelShort()
+	if _, err := cli.Call(short, srv.Addr(), 2, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call past its deadline: %v", err)
+	}
+	<-sawDeadline
+	if p := transportPendingCalls(cli); p != 0 {
+		t.Fatalf("%d calls still registered after the deadline", p)
+	}
+}
+
+func TestTransportCallTimeout(t *testing.T) {
+	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, _ uint16, _ []byte) ([]byte, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}})
+	cli := startTestTransport(t, TransportConfig{CallTimeout: 50 * time.Millisecond})
+	if _, err := cli.Call(context.Background(), srv.Addr(), 1, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call without reply: %v, want DeadlineExceeded", err)
+	}
+}
+
+func TestTransportFrameLimits(t *testing.T) {
+	const limit = 1024
+	big := make([]byte, 2*limit)
+	srv := startTestTransport(t, TransportConfig{MaxFrameBytes: limit, Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
+		switch method {
+		case 2:
+			return big, nil
+		case 3:
+			return big[:100], nil
+		}
+		return body, nil
+	}})
+	ctx := transportTestCtx(t)
+
+	small := startTestTransport(t, TransportConfig{MaxFrameBytes: limit})
+	if _, err := small.Call(ctx, srv.Addr(), 1, big); !errors.Is(err, ErrTransportFrameTooLarge) {
+		t.Fatalf("oversized request: %v", err)
+	}
+	if _, err := small.Call(ctx, srv.Addr(), 2, nil); !errors.Is(err, ErrTransportFrameTooLarge) {
+		t.Fatalf("oversized reply: %v", err)
+	}
+	if got, err := small.Call(ctx, srv.Addr(), 1, []byte("ok")); err != nil || string(got) != "ok" {
+		t.Fatalf("after oversized frames: %q, %v", got, err)
+	}
+
+	// A sender with a larger limit gets its connection dropped by the receiver.
+	large := startTestTransport(t, TransportConfig{})
+	if _, err := large.Call(ctx, srv.Addr(), 1, big); !errors.Is(err, ErrPeerUnavailable) {
+		t.Fatalf("request over the receiver's limit: %v", err)
+	}
+	// A reply over the caller's own limit drops the caller's connection.
+	tiny := startTestTransport(t, TransportConfig{MaxFrameBytes: 16})
+	if _, err := tiny.Call(ctx, srv.Addr(), 3, nil); !errors.Is(err, ErrPeerUnavailable) || !errors.Is(err, ErrTransportFrameTooLarge) {
+		t.Fatalf("reply over the caller's limit: %v", err)
+	}
+}
+
+func TestTransportCloseFailsInflight(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, _ uint16, _ []byte) ([]byte, error) {
+		entered <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}})
+	cli := startTestTransport(t, TransportConfig{})
+	res := make(chan error, 1)
+	go func() {
+		_, err := cli.Call(transportTestCtx(t), srv.Addr(), 1, nil)
+		res <- err
+	}()
+	<-entered
+	if err := cli.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; !errors.Is(err, ErrTransportClosed) {
+		t.Fatalf("in-flight call on Close: %v, want ErrTransportClosed", err)
+	}
+	if _, err := cli.Call(context.Background(), srv.Addr(), 1, nil); !errors.Is(err, ErrTransportClosed) {
+		t.Fatalf("call after Close: %v", err)
+	}
+	if err := cli.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	// The server's handler ctx is cancelled when the connection goes, so
+	// closing the server does not hang.
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTransportConfigValidate(t *testing.T) {
+	bad := []TransportConfig{
+		{},
+		{BindAddr: "127.0.0.1:0", Key: []byte("short")},
+		{BindAddr: "127.0.0.1:0", Errors: []error{nil}},
+		{BindAddr: "127.0.0.1:0", CallTimeout: -1},
+		{BindAddr: "127.0.0.1:0", ConnsPerPeer: 100},
+	}
+	for i, cfg := range bad {
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("config %d: Validate accepted %+v", i, cfg)
+		}
+		if _, err := ListenTransport(cfg); err == nil {
+			t.Errorf("config %d: ListenTransport accepted it", i)
+		}
+	}
+	if err := (TransportConfig{BindAddr: "127.0.0.1:0", Key: make([]byte, 16)}).Validate(); err != nil {
+		t.Fatalf("valid config refused: %v", err)
+	}
+}
+
+func TestTransportCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	srv, err := ListenTransport(TransportConfig{BindAddr: "127.0.0.1:0", Handler: transportEcho})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := ListenTransport(TransportConfig{BindAddr: "127.0.0.1:0", ConnsPerPeer: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := transportTestCtx(t)
+	for i := range 10 {
+		if _, err := cli.Call(ctx, srv.Addr(), uint16(i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := cli.Call(cancelled, srv.Addr(), 1, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("call with a cancelled ctx: %v", err)
+	}
+	if err := cli.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	transportWaitFor(t, "goroutines to wind down", func() bool { return runtime.NumGoroutine() <= before })
+}
