@@ -1,0 +1,507 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/presencehq/presence/actor"
+	"github.com/presencehq/presence/clock"
+)
+
+// Engine defaults.
+const (
+	// DefaultMailboxSize bounds each channel actor's mailbox.
+	DefaultMailboxSize = 1024
+	// DefaultIdleAfter is how long a channel without clients stays in memory
+	// (with its backlog) after its last message.
+	DefaultIdleAfter = 10 * time.Minute
+)
+
+// ConfigSource decides the config of a channel: (nil, nil) means the channel
+// does not exist. *Resolver implements it.
+type ConfigSource interface {
+	Resolve(ctx context.Context, channel string) (*Config, error)
+}
+
+// Publisher receives every message a channel owned here publishes, in id
+// order per channel, on the channel's actor goroutine: it must not block for
+// long. *Hub implements it; a cluster wraps it to push to remote subscribers.
+type Publisher interface {
+	Publish(m *Message)
+}
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	// Clock drives expiry, message times and passivation; nil means clock.Real.
+	Clock clock.Clock
+	// Logger receives actor panics and failed subscriptions; nil discards.
+	Logger *slog.Logger
+	// Configs resolves channel configs. Required.
+	Configs ConfigSource
+	// Metrics receives the presence metrics; nil means unregistered metrics.
+	Metrics *Metrics
+	// Hub fans messages out to this node's subscribers and serves Subscribe;
+	// nil means the engine makes (and closes) its own.
+	Hub *Hub
+	// Publisher receives published messages; nil means the Hub.
+	Publisher Publisher
+	// MailboxSize bounds each channel's mailbox; past it calls fail with
+	// ErrOverloaded. 0 means DefaultMailboxSize.
+	MailboxSize int
+	// IdleAfter is how long a channel without clients stays in memory after
+	// its last message. 0 means DefaultIdleAfter; it may not be shorter than
+	// the backlog's minimum age (BacklogMinAgeSeconds).
+	IdleAfter time.Duration
+	// SubscriberBuffer is the per-subscription event buffer of the Hub the
+	// engine makes; 0 means DefaultSubscriberBuffer.
+	SubscriberBuffer int
+}
+
+// Validate reports the first invalid field.
+func (c EngineConfig) Validate() error {
+	switch {
+	case c.Configs == nil:
+		return fmt.Errorf("%w: engine needs a ConfigSource", ErrInvalid)
+	case c.MailboxSize < 0:
+		return fmt.Errorf("%w: engine mailbox size %d is negative", ErrInvalid, c.MailboxSize)
+	case c.IdleAfter < 0 || c.IdleAfter > 0 && c.IdleAfter < BacklogMinAgeSeconds*time.Second:
+		return fmt.Errorf("%w: engine idle time %v is shorter than the backlog age %ds",
+			ErrInvalid, c.IdleAfter, BacklogMinAgeSeconds)
+	case c.SubscriberBuffer < 0:
+		return fmt.Errorf("%w: subscriber buffer %d is negative", ErrInvalid, c.SubscriberBuffer)
+	}
+	return nil
+}
+
+// Engine runs the channels owned by this node, one actor per active channel,
+// and serves presence.Service for a node that owns every channel. Configs are
+// resolved on the caller's goroutine, so a heartbeat is a single Tell, and
+// each channel's mailbox is FIFO, so a caller reads its own writes.
+//
+// The per-channel owner operations (Present, Leave, State, Since, Export,
+// Install, Remove) are exported for a cluster layer that forwards requests to
+// the owner and hands channels over.
+type Engine struct {
+	clk       clock.Clock
+	log       *slog.Logger
+	configs   ConfigSource
+	metrics   *Metrics
+	hub       *Hub
+	ownHub    bool // made by the engine, so closed by it
+	publisher Publisher
+	wheel     *wheel[*client]
+	actors    *actor.System[string, op]
+	// idFloor is the highest message id issued or installed on this node.
+	// New channel incarnations start above it, so their ids never repeat one
+	// a client may have seen, even when the clock has not moved.
+	idFloor atomic.Int64
+}
+
+var _ Service = (*Engine)(nil)
+
+// NewEngine starts an engine: its timer wheel ticks until Close.
+func NewEngine(cfg EngineConfig) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.IdleAfter == 0 {
+		cfg.IdleAfter = DefaultIdleAfter
+	}
+	if cfg.MailboxSize == 0 {
+		cfg.MailboxSize = DefaultMailboxSize
+	}
+	e := &Engine{clk: cfg.Clock, log: cfg.Logger, configs: cfg.Configs, metrics: cfg.Metrics, hub: cfg.Hub, publisher: cfg.Publisher}
+	if e.hub == nil {
+		hub, err := NewHub(HubConfig{Metrics: cfg.Metrics, Logger: cfg.Logger, BufferSize: cfg.SubscriberBuffer})
+		if err != nil {
+			return nil, err
+		}
+		e.hub, e.ownHub = hub, true
+	}
+	if e.publisher == nil {
+		e.publisher = e.hub
+	}
+	e.wheel = newWheel(cfg.Clock, e.deliverExpiry, cfg.Metrics.observeLag)
+	e.actors = actor.NewSystem(actor.Options{
+		MailboxSize: cfg.MailboxSize,
+		IdleAfter:   cfg.IdleAfter,
+		Clock:       cfg.Clock,
+		Logger:      cfg.Logger,
+	}, e.newChannelActor)
+	e.wheel.start()
+	return e, nil
+}
+
+// Close ends every subscription of a Hub the engine made, stops the timer
+// wheel and every channel actor. Channel state is lost (hand it off with
+// Export first).
+func (e *Engine) Close(ctx context.Context) error {
+	if e.ownHub {
+		e.hub.Close()
+	}
+	e.wheel.stopWheel()
+	if err := e.actors.Shutdown(ctx); err != nil {
+		return fmt.Errorf("presence: engine close: %w", err)
+	}
+	return nil
+}
+
+// Hub returns the engine's local fan-out, which also accepts messages
+// published by remote owners.
+func (e *Engine) Hub() *Hub { return e.hub }
+
+// Channels returns the channels with a running actor on this node, sorted.
+func (e *Engine) Channels() []string {
+	keys := e.actors.Keys()
+	slices.Sort(keys)
+	return keys
+}
+
+// Get returns each channel's state as u may see it; nil where the channel
+// does not exist, its name is invalid, or u may not view it.
+func (e *Engine) Get(ctx context.Context, u *User, channels []string) (map[string]*ChannelState, error) {
+	out := make(map[string]*ChannelState, len(channels))
+	for _, name := range channels {
+		if _, done := out[name]; done {
+			continue
+		}
+		if len(out) == MaxChannelsPerCall {
+			return nil, fmt.Errorf("%w: more than %d channels", ErrInvalid, MaxChannelsPerCall)
+		}
+		st, err := e.State(ctx, u, name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = st
+	}
+	return out, nil
+}
+
+// Update marks clientID of u present in each present channel (true where
+// applied; false where the channel does not exist or u may not enter), then
+// makes it leave each leave channel, never revealing whether those exist.
+func (e *Engine) Update(ctx context.Context, u *User, clientID string, present, leave []string) (map[string]bool, error) {
+	if u.Anonymous() {
+		return nil, fmt.Errorf("%w: anonymous users cannot be present", ErrForbidden)
+	}
+	if err := checkClientID(clientID); err != nil {
+		return nil, err
+	}
+	if len(present) > MaxChannelsPerCall || len(leave) > MaxChannelsPerCall {
+		return nil, fmt.Errorf("%w: more than %d channels", ErrInvalid, MaxChannelsPerCall)
+	}
+	out := make(map[string]bool, len(present))
+	for _, name := range present {
+		ok, err := e.Present(ctx, u, clientID, name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = ok
+	}
+	for _, name := range leave {
+		if err := e.Leave(ctx, u.ID, clientID, name); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Subscribe streams the events of the channels of from. The result points to
+// the Subscription because Service says so.
+func (e *Engine) Subscribe(ctx context.Context, u *User, from map[string]int64) (*Subscription, error) {
+	s, err := e.hub.Subscribe(ctx, u, from, e)
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func checkClientID(id string) error {
+	if id == "" || len(id) > MaxClientIDBytes {
+		return fmt.Errorf("%w: client id must be 1 to %d bytes", ErrInvalid, MaxClientIDBytes)
+	}
+	return nil
+}
+
+// Present marks clientID of u present in channel. It reports false when the
+// channel does not exist (or its name is invalid) or u may not enter it. It
+// does not wait for the channel: the call is queued, and later calls for the
+// same channel are processed after it.
+func (e *Engine) Present(ctx context.Context, u *User, clientID, channel string) (bool, error) {
+	if err := checkClientID(clientID); err != nil {
+		return false, err
+	}
+	if !ValidChannelName(channel) {
+		return false, nil
+	}
+	cfg, err := e.configs.Resolve(ctx, channel)
+	if err != nil {
+		return false, fmt.Errorf("presence: config of %s: %w", channel, err)
+	}
+	if cfg == nil || !cfg.CanEnter(u) {
+		return false, nil
+	}
+	o := op{kind: opPresent, user: u, clientID: clientID, cfg: cfg, at: e.clk.Now().UnixNano()}
+	if err := e.actors.Tell(channel, o); err != nil {
+		return false, actorError(channel, err)
+	}
+	return true, nil
+}
+
+// Leave makes client clientID of user userID leave channel at once. It says
+// nothing about whether the channel exists or the client was present.
+func (e *Engine) Leave(ctx context.Context, userID, clientID, channel string) error {
+	if !ValidChannelName(channel) {
+		return nil
+	}
+	// A channel without an actor has no client: nothing to do.
+	err := e.actors.TellExisting(channel, op{kind: opLeave, userID: userID, clientID: clientID, at: e.clk.Now().UnixNano()})
+	if err != nil && !errors.Is(err, actor.ErrNoActor) {
+		return actorError(channel, err)
+	}
+	return nil
+}
+
+// State returns the state of channel as u may see it, or nil when it does
+// not exist, its name is invalid, or u may not view it.
+func (e *Engine) State(ctx context.Context, u *User, channel string) (*ChannelState, error) {
+	cfg, err := e.viewable(ctx, u, channel)
+	if cfg == nil || err != nil {
+		return nil, err
+	}
+	st, err := actor.Ask(ctx, e.actors, channel, func(r chan<- *ChannelState) op {
+		return op{kind: opState, cfg: cfg, reply: r}
+	})
+	if err != nil {
+		return nil, actorError(channel, err)
+	}
+	return st, nil
+}
+
+// Since returns the catch-up of channel after id after (negative: the last
+// id only) for u; Unavailable when the channel does not exist or u may not
+// view it. It implements CatchupSource.
+func (e *Engine) Since(ctx context.Context, u *User, channel string, after int64) (Catchup, error) {
+	cfg, err := e.viewable(ctx, u, channel)
+	if err != nil {
+		return Catchup{}, err
+	}
+	if cfg == nil {
+		return Catchup{Unavailable: true}, nil
+	}
+	cu, err := actor.Ask(ctx, e.actors, channel, func(r chan<- Catchup) op {
+		return op{kind: opSince, cfg: cfg, after: after, reply: r}
+	})
+	if err != nil {
+		return Catchup{}, actorError(channel, err)
+	}
+	return cu, nil
+}
+
+// viewable returns channel's config when it exists and u may view it.
+func (e *Engine) viewable(ctx context.Context, u *User, channel string) (*Config, error) {
+	if !ValidChannelName(channel) {
+		return nil, nil
+	}
+	cfg, err := e.configs.Resolve(ctx, channel)
+	if err != nil {
+		return nil, fmt.Errorf("presence: config of %s: %w", channel, err)
+	}
+	if cfg == nil || !cfg.CanView(u) {
+		return nil, nil
+	}
+	return cfg, nil
+}
+
+// Export returns the whole state of channel for a hand-off, or nil when no
+// actor runs it here. The channel keeps running; Remove it once the new
+// owner has Installed the snapshot.
+func (e *Engine) Export(ctx context.Context, channel string) (*ChannelSnapshot, error) {
+	reply := make(chan *ChannelSnapshot, 1)
+	err := e.actors.TellExisting(channel, op{kind: opExport, reply: (chan<- *ChannelSnapshot)(reply)})
+	if errors.Is(err, actor.ErrNoActor) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, actorError(channel, err)
+	}
+	select {
+	case s := <-reply:
+		return s, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("presence: export %s: %w", channel, ctx.Err())
+	}
+}
+
+// Install replaces the state of s.Channel by s, publishing nothing: the
+// channel continues from s.LastID with s's clients and their expiries.
+func (e *Engine) Install(ctx context.Context, s *ChannelSnapshot) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if !ValidChannelName(s.Channel) {
+		return fmt.Errorf("%w: snapshot of invalid channel %q", ErrInvalid, s.Channel)
+	}
+	_, err := actor.Ask(ctx, e.actors, s.Channel, func(r chan<- struct{}) op {
+		return op{kind: opInstall, snap: s, reply: r}
+	})
+	if err != nil {
+		return actorError(s.Channel, err)
+	}
+	return nil
+}
+
+// Remove stops channel's actor here and forgets its state without publishing
+// anything (after a hand-off). A later call for the channel starts a fresh
+// incarnation whose ids are above every id this node issued.
+func (e *Engine) Remove(ctx context.Context, channel string) error {
+	err := e.actors.StopAndWait(ctx, channel)
+	if err != nil && !errors.Is(err, actor.ErrNoActor) {
+		return actorError(channel, err)
+	}
+	return nil
+}
+
+// actorError maps actor runtime errors to presence sentinels.
+func actorError(channel string, err error) error {
+	switch {
+	case errors.Is(err, actor.ErrOverloaded):
+		return fmt.Errorf("%w: channel %s: %w", ErrOverloaded, channel, err)
+	case errors.Is(err, actor.ErrStopped):
+		return fmt.Errorf("%w: channel %s: %w", ErrUnavailable, channel, err)
+	}
+	return fmt.Errorf("presence: channel %s: %w", channel, err)
+}
+
+// deliverExpiry hands a batch of due timers to their channel's actor. A
+// full mailbox makes the wheel retry next tick; a channel without an actor
+// has no clients left, so its batch is dropped.
+func (e *Engine) deliverExpiry(g *timerGroup[*client], due *timer[*client], now time.Time) bool {
+	err := e.actors.TellExisting(g.name, op{kind: opExpire, group: g, due: due, at: now.UnixNano()})
+	return !errors.Is(err, actor.ErrOverloaded)
+}
+
+// newBase returns the first message id of a new channel incarnation: the
+// time in microseconds, or above every id issued here if that is higher.
+func (e *Engine) newBase() int64 {
+	for {
+		floor := e.idFloor.Load()
+		base := max(e.clk.Now().UnixMicro(), floor+1)
+		if e.idFloor.CompareAndSwap(floor, base) {
+			return base
+		}
+	}
+}
+
+// raiseFloor records that id was issued.
+func (e *Engine) raiseFloor(id int64) {
+	for {
+		floor := e.idFloor.Load()
+		if id <= floor || e.idFloor.CompareAndSwap(floor, id) {
+			return
+		}
+	}
+}
+
+// opKind says what a channel actor is asked to do.
+type opKind uint8
+
+const (
+	opPresent opKind = iota + 1
+	opLeave
+	opExpire
+	opState
+	opSince
+	opExport
+	opInstall
+)
+
+// op is a channel actor's message. It is a plain struct, not an interface,
+// so that a heartbeat's Tell copies it into the mailbox without allocating.
+type op struct {
+	kind     opKind
+	user     *User   // opPresent
+	userID   string  // opLeave
+	clientID string  // opPresent, opLeave
+	cfg      *Config // opPresent, opState, opSince
+	after    int64   // opSince
+	// at is when the request arrived (opPresent, opLeave) or the wheel's
+	// time (opExpire), in unix nanoseconds: queueing never shifts expiries.
+	at    int64
+	due   *timer[*client]
+	group *timerGroup[*client]
+	snap  *ChannelSnapshot // opInstall
+	reply any              // the Ask's reply channel
+}
+
+// channelActor is the behaviour owning one channel's state.
+type channelActor struct {
+	e  *Engine
+	ch *channel
+}
+
+func (e *Engine) newChannelActor(name string) actor.Behavior[op] {
+	return &channelActor{e: e, ch: newChannel(name, e.newBase(), e.wheel, e.metrics)}
+}
+
+// Started counts the channel as active.
+func (a *channelActor) Started() { a.e.metrics.channels.Add(1) }
+
+// Stopped releases the channel's timers and gauges: after passivation,
+// shutdown, Remove or a panic, whose state is lost.
+func (a *channelActor) Stopped() {
+	a.ch.clear()
+	a.e.metrics.channels.Add(-1)
+}
+
+// CanPassivate lets an idle channel go only when nobody is present in it.
+func (a *channelActor) CanPassivate() bool { return a.ch.empty() }
+
+// Receive applies one op to the channel.
+func (a *channelActor) Receive(o op) {
+	ch := a.ch
+	if o.cfg != nil {
+		ch.cfg = o.cfg // the freshest config decides the audience of messages
+	}
+	switch o.kind {
+	case opPresent:
+		a.publish(ch.present(o.user, o.clientID, o.cfg, o.at))
+	case opLeave:
+		a.publish(ch.leave(o.userID, o.clientID, o.at))
+	case opExpire:
+		m, _ := ch.expire(o.group, o.due, o.at)
+		a.publish(m)
+	case opState:
+		o.reply.(chan<- *ChannelState) <- ch.state(o.cfg)
+	case opSince:
+		o.reply.(chan<- Catchup) <- ch.since(o.after)
+	case opExport:
+		o.reply.(chan<- *ChannelSnapshot) <- ch.snapshot()
+	case opInstall:
+		ch.install(o.snap)
+		a.e.raiseFloor(o.snap.LastID)
+		o.reply.(chan<- struct{}) <- struct{}{}
+	}
+}
+
+func (a *channelActor) publish(m *Message) {
+	if m == nil {
+		return
+	}
+	a.e.raiseFloor(m.ID)
+	a.e.publisher.Publish(m)
+}
