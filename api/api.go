@@ -31,7 +31,7 @@ const (
 	DefaultRateRefillPerSecond  = 2.0
 	DefaultRateLimitMaxUsers    = 100_000
 	DefaultKeepAlive            = 25 * time.Second
-	DefaultMaxSubscribeChannels = 500
+	DefaultMaxSubscribeChannels = presence.MaxSubscribeChannels
 	DefaultDevTokenTTL          = 24 * time.Hour
 )
 

@@ -80,7 +80,7 @@ func (f *fakeService) Update(_ context.Context, u *presence.User, clientID strin
 	return out, nil
 }
 
-func (f *fakeService) Subscribe(_ context.Context, u *presence.User, from map[string]int64) (*presence.Subscription, error) {
+func (f *fakeService) Subscribe(_ context.Context, u *presence.User, from map[string]int64) (presence.Subscription, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -90,8 +90,7 @@ func (f *fakeService) Subscribe(_ context.Context, u *presence.User, from map[st
 	f.subs = append(f.subs, s)
 	f.froms = append(f.froms, from)
 	f.users = append(f.users, u)
-	var sub presence.Subscription = s
-	return &sub, nil
+	return s, nil
 }
 
 func (f *fakeService) updateCalls() []fakeCall {

@@ -29,7 +29,7 @@ func TestGetResponseShape(t *testing.T) {
 	}
 	want := `{"/a/count":{"count":3,"last_message_id":2},` +
 		`"/a/empty":{"count":0,"last_message_id":-1,"users":[]},` +
-		`"/a/full":{"count":1,"last_message_id":17,"users":[{"id":"7","username":"sam"}]},` +
+		`"/a/full":{"count":1,"last_message_id":17,"users":[{"id":"7","username":"sam","name":"","avatar_template":""}]},` +
 		`"/a/none":null}` + "\n"
 	if got := rec.Body.String(); got != want {
 		t.Fatalf("body\n got %s\nwant %s", got, want)

@@ -82,16 +82,14 @@ func (s *server) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cur := newCursor(from)
-	ref, err := s.cfg.Service.Subscribe(r.Context(), u, from)
-	if err == nil && (ref == nil || *ref == nil) {
+	sub, err := s.cfg.Service.Subscribe(r.Context(), u, from)
+	if err == nil && sub == nil {
 		err = errors.New("service returned no subscription")
 	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	// presence.Service returns a pointer to the Subscription interface.
-	sub := *ref
 	defer sub.Close()
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()

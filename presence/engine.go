@@ -220,14 +220,9 @@ func (e *Engine) Update(ctx context.Context, u *User, clientID string, present, 
 	return out, nil
 }
 
-// Subscribe streams the events of the channels of from. The result points to
-// the Subscription because Service says so.
-func (e *Engine) Subscribe(ctx context.Context, u *User, from map[string]int64) (*Subscription, error) {
-	s, err := e.hub.Subscribe(ctx, u, from, e)
-	if err != nil {
-		return nil, err
-	}
-	return &s, nil
+// Subscribe streams the events of the channels of from.
+func (e *Engine) Subscribe(ctx context.Context, u *User, from map[string]int64) (Subscription, error) {
+	return e.hub.Subscribe(ctx, u, from, e)
 }
 
 func checkClientID(id string) error {

@@ -132,8 +132,8 @@ func (h *Hub) Channels() []string {
 // of every channel first, then fetches each channel's catch-up from src and
 // merges the two, so nothing published in between is lost or repeated.
 func (h *Hub) Subscribe(ctx context.Context, u *User, from map[string]int64, src CatchupSource) (Subscription, error) {
-	if len(from) == 0 || len(from) > MaxChannelsPerCall {
-		return nil, fmt.Errorf("%w: subscribe to 1 to %d channels, not %d", ErrInvalid, MaxChannelsPerCall, len(from))
+	if len(from) == 0 || len(from) > MaxSubscribeChannels {
+		return nil, fmt.Errorf("%w: subscribe to 1 to %d channels, not %d", ErrInvalid, MaxSubscribeChannels, len(from))
 	}
 	s := newSubscription(ctx, h, u, from, src)
 	h.mu.Lock()

@@ -18,7 +18,7 @@ type collector struct {
 }
 
 type subscriber interface {
-	Subscribe(ctx context.Context, u *User, from map[string]int64) (*Subscription, error)
+	Subscribe(ctx context.Context, u *User, from map[string]int64) (Subscription, error)
 }
 
 // subscribe starts a subscription through a Service and collects its events.
@@ -28,7 +28,7 @@ func subscribe(t testing.TB, svc subscriber, u *User, from map[string]int64) *co
 	if err != nil {
 		t.Fatalf("subscribe: %v", err)
 	}
-	return collect(t, *s)
+	return collect(t, s)
 }
 
 func collect(t testing.TB, s Subscription) *collector {
@@ -362,7 +362,7 @@ func TestSubscriptionEnds(t *testing.T) {
 func TestSubscribeValidatesChannelCount(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	many := map[string]int64{}
-	for i := range MaxChannelsPerCall + 1 {
+	for i := range MaxSubscribeChannels + 1 {
 		many[fmt.Sprintf("/t/%d", i)] = -1
 	}
 	for _, from := range []map[string]int64{nil, many} {

@@ -33,6 +33,7 @@ const (
 	MaxClientIDBytes      = 128
 	MaxUserIDBytes        = 128
 	MaxChannelsPerCall    = 50
+	MaxSubscribeChannels  = 500  // channels of one SSE stream
 	BacklogMinMessages    = 1000 // a channel keeps at least its last 1000 messages...
 	BacklogMinAgeSeconds  = 600  // ...and every message younger than 10 minutes
 )
@@ -161,7 +162,7 @@ type Service interface {
 	Update(ctx context.Context, u *User, clientID string, present, leave []string) (map[string]bool, error)
 	// Subscribe streams events for the channels of from (name -> last seen id,
 	// -1 for new messages only) until ctx ends or the Subscription is closed.
-	Subscribe(ctx context.Context, u *User, from map[string]int64) (*Subscription, error)
+	Subscribe(ctx context.Context, u *User, from map[string]int64) (Subscription, error)
 }
 
 // Subscription is a live stream of events for a set of channels.
