@@ -18,7 +18,8 @@ run() { # run NAME CMD...: keeps going after a failing suite, fails at the end
 }
 
 step "gofmt and go vet"
-unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '^bench/' || true)
+unformatted+=$(cd bench && gofmt -l . | sed 's|^|bench/|')
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; failures+=(gofmt); fi
 go vet ./... || failures+=(vet)
 
@@ -26,6 +27,7 @@ run "go test -race (unit and in-process cluster tests)" \
   go test -race -count=1 -timeout 15m ./...
 
 if [ -z "${QUICK:-}" ]; then
+  run "load tool module (bench/)" bash -c 'cd bench && go vet ./... && go test -race -count=1 ./...'
   if command -v node >/dev/null 2>&1; then
     run "browser client unit tests (node --test)" node --test web/test/
   else
