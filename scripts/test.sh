@@ -32,6 +32,7 @@ if [ -z "${QUICK:-}" ]; then
   else
     echo "SKIP: node is not installed; the JS client unit tests did not run"
   fi
+  run "browser end-to-end tests (headless Chromium, 3 nodes)" ./scripts/browser-test.sh
   for target in FuzzValidChannelName:./presence FuzzParsePrefixDocument:./presence FuzzParseUpdate:./api; do
     name=${target%%:*}; pkg=${target#*:}
     run "fuzz smoke $name (10s)" go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime 10s
