@@ -1,0 +1,186 @@
+//go:build chaos
+
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/presencehq/presence/chaos"
+	"github.com/presencehq/presence/chaos/proc"
+)
+
+// Settings of the replication tests.
+const (
+	// convergeWithin is how soon after a fault every channel must agree
+	// with the model again.
+	convergeWithin = 10 * time.Second
+	// pauseFor exceeds the failure detector (about five seconds with the
+	// default gossip timings).
+	pauseFor = 15 * time.Second
+	// rejoinTimeout bounds a restarted node's return to owning channels.
+	rejoinTimeout = 60 * time.Second
+)
+
+// requireReplication skips the replication acceptance tests until the
+// lead enables them.
+func requireReplication(t *testing.T) {
+	t.Helper()
+	if os.Getenv("CHAOS_REPLICATION") != "1" {
+		t.Skip("needs channel replication (owner -> replica, promotion on an owner crash), not implemented yet; " +
+			"set CHAOS_REPLICATION=1 to run it (expected to fail until replication lands)")
+	}
+}
+
+// chaosRun is the shared setup of the replication tests: a cluster, a
+// heartbeating workload through random nodes, streams on every node and a
+// checker.
+type chaosRun struct {
+	c       *proc.Cluster
+	w       *chaos.Workload
+	streams *chaos.StreamChecker
+	checker *chaos.Checker
+	sum     chaos.Summary
+	rng     *rand.Rand
+}
+
+// startChaosRun starts 3 nodes and the traffic. Heartbeats come every 25 s
+// (a browser's 30 s, a little faster), so a user a crash lost does not come
+// back by itself within the convergence window: only replication can keep it.
+func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply time.Duration) *chaosRun {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := &chaosRun{c: startCluster(t, 3), rng: rand.New(rand.NewPCG(seed, 0))}
+	configure(t, r.c, "chaos", channelTimeout)
+	names := chaos.ChannelNames("chaos", "room", channels)
+	r.w = startWorkload(t, chaos.WorkloadConfig{
+		Pool: newPool(t, r.c.URLs()), Tokens: newTokens(t), Channels: names,
+		Users: users, ClientsPerUser: 2, Heartbeat: 25 * time.Second, Churn: 30 * time.Second,
+		Vanish: 0.02, Ramp: 10 * time.Second, Timeout: channelTimeout, StaleApply: staleApply,
+		Duration: 15 * time.Minute, IDPrefix: "k", Seed: seed, Logger: testLogger(t),
+	})
+	var err error
+	r.streams, err = chaos.StartStreams(context.Background(), chaos.StreamConfig{
+		URLs: r.c.URLs(), Channels: names, PerNode: perNodeStreams, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.streams.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.streams.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.checker, err = chaos.NewChecker(chaos.CheckerConfig{Pool: newPool(t, r.c.URLs()), Model: r.w.Model(), Channels: names})
+	if err != nil {
+		t.Fatal(err)
+	}
+	converge(t, r.checker, convergeWithin, &r.sum, "before any fault")
+	return r
+}
+
+// finish stops the traffic, prints the summary line and fails the test on
+// any loss, ghost or violation.
+func (r *chaosRun) finish(t *testing.T) {
+	t.Helper()
+	converge(t, r.checker, convergeWithin, &r.sum, "at the end")
+	r.w.Stop()
+	r.streams.Close()
+	st := r.streams.Stats()
+	r.sum.SetStreams(st)
+	t.Logf("workload: %+v", r.w.Stats())
+	t.Logf("streams: %+v", st)
+	fmt.Println(r.sum.String())
+	chaos.Require(t, r.sum)
+	requireAccepted(t, r.w)
+}
+
+// waitOwning waits until n is ready and its own /admin/owner answers show it
+// owning channels again.
+func (r *chaosRun) waitOwning(t *testing.T, n *proc.Node) {
+	t.Helper()
+	waitReady(t, r.c)
+	err := poll(rejoinTimeout, func() error {
+		own, err := owners(r.c, n, r.channelSample())
+		if err != nil {
+			return err
+		}
+		for _, owner := range own {
+			if owner == n.Name {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s owns none of the sampled channels", n.Name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// channelSample is enough channels that each of three nodes owns some.
+func (r *chaosRun) channelSample() []string {
+	return chaos.ChannelNames("chaos", "room", 30)
+}
+
+// TestProcessChaosKill is the replication acceptance: with 1,000 clients
+// heartbeating across 200 channels through random nodes, five times a
+// random node is killed with SIGKILL; within 10 s every channel's users
+// equal the model (none lost, none invented), the node comes back and
+// takes channels again, and the streams on every node keep their ids in
+// order throughout.
+func TestProcessChaosKill(t *testing.T) {
+	requireReplication(t)
+	r := startChaosRun(t, 200, 500, 2, 2*time.Second)
+	for round := 1; round <= 5; round++ {
+		victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
+		exit, err := victim.Kill()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("round %d: %s %v at %s", round, victim.Name, exit, time.Now().Format("15:04:05.000"))
+		converge(t, r.checker, convergeWithin, &r.sum, fmt.Sprintf("round %d, %s killed", round, victim.Name))
+		if err := victim.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		r.waitOwning(t, victim)
+		r.streams.Rehome()
+		t.Logf("round %d: %s back; streams %+v", round, victim.Name, r.streams.Stats())
+	}
+	r.finish(t)
+}
+
+// TestProcessChaosPause freezes a node with SIGSTOP for longer than the
+// failure detector, then resumes it: no ghost users, no two owners
+// publishing (stream ids never repeat or go backwards), and every channel
+// agrees with the model within 10 s.
+func TestProcessChaosPause(t *testing.T) {
+	requireReplication(t)
+	// A request stuck in the paused node's socket may be applied when it
+	// resumes: the model allows that for the pause and some margin.
+	r := startChaosRun(t, 100, 300, 2, pauseFor+5*time.Second)
+	victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
+	if err := victim.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s paused for %v at %s", victim.Name, pauseFor, time.Now().Format("15:04:05.000"))
+	time.Sleep(pauseFor) // the fault itself: the node stays frozen this long
+	if err := victim.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s resumed at %s", victim.Name, time.Now().Format("15:04:05.000"))
+	converge(t, r.checker, convergeWithin, &r.sum, fmt.Sprintf("%s resumed", victim.Name))
+	r.waitOwning(t, victim)
+	r.streams.Rehome()
+	// Traffic goes on for a while after the rejoin, under the stream checks.
+	for i := range 3 {
+		time.Sleep(3 * time.Second)
+		checkNow(t, r.checker, &r.sum, fmt.Sprintf("after the rejoin, read %d", i+1))
+	}
+	r.finish(t)
+}

@@ -1,0 +1,296 @@
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults of ModelConfig.
+const (
+	DefaultSlack = time.Second
+	// expiryPrecision is how late a node may expire a client (the contract's
+	// one-second precision).
+	expiryPrecision = time.Second
+)
+
+// farFuture stands for "unbounded": an attempt still in flight may take
+// effect at any later time.
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// ErrBadModelConfig is returned by NewModel for a configuration it cannot use.
+var ErrBadModelConfig = errors.New("chaos: invalid model configuration")
+
+// Expectation is what the model says about a user in a channel.
+type Expectation int
+
+// The three answers of the model.
+const (
+	MustBeAbsent Expectation = iota
+	MayBePresent
+	MustBePresent
+)
+
+func (e Expectation) String() string {
+	switch e {
+	case MustBePresent:
+		return "must be present"
+	case MayBePresent:
+		return "may be present"
+	}
+	return "must be absent"
+}
+
+// ModelConfig configures a Model.
+type ModelConfig struct {
+	// Timeout is the channels' configured client timeout; required.
+	Timeout time.Duration
+	// StaleApply is how long after a request failed a node may still apply
+	// it (a paused node resuming with the request in its socket); 0 means
+	// a failed request was applied, if at all, before its failure was seen.
+	StaleApply time.Duration
+	// Slack widens every "may" window and narrows every "must" window, for
+	// scheduling noise between a node and the test; 0 = DefaultSlack.
+	Slack time.Duration
+}
+
+// Model records every update a Workload's clients send and what they were
+// answered. It is safe for concurrent use.
+type Model struct {
+	cfg ModelConfig
+
+	mu       sync.Mutex
+	channels map[string]map[string]*slot // channel -> client -> slot
+	userOf   map[string]string           // client -> user
+}
+
+// slot is one client's history in one channel. Each client sends one
+// request at a time, so at most one attempt per slot is in flight.
+type slot struct {
+	ackSent, ackAt time.Time // latest present answered true: sent and answered
+	leaveStart     time.Time // start of the latest leave attempt
+	leaveSent      time.Time // latest leave answered: sent
+	leaveAckAt     time.Time // and answered
+	presentApplyBy time.Time // latest time a finished present may take effect
+	leaveApplyBy   time.Time // latest time a finished leave may take effect
+	presentPending bool
+	leavePending   bool
+}
+
+// NewModel returns an empty model.
+func NewModel(cfg ModelConfig) (*Model, error) {
+	if cfg.Timeout <= 0 || cfg.StaleApply < 0 || cfg.Slack < 0 {
+		return nil, ErrBadModelConfig
+	}
+	if cfg.Slack == 0 {
+		cfg.Slack = DefaultSlack
+	}
+	return &Model{cfg: cfg, channels: map[string]map[string]*slot{}, userOf: map[string]string{}}, nil
+}
+
+// Attempt is one update in flight; finish it with Done.
+type Attempt struct {
+	m              *Model
+	client         string
+	present, leave []string
+	sent           time.Time
+}
+
+// Begin records that client (of user) sends an update at sent: present
+// channels first, then leave channels, as the API applies them.
+func (m *Model) Begin(client, user string, present, leave []string, sent time.Time) *Attempt {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.userOf[client] = user
+	for _, ch := range present {
+		m.slot(ch, client).presentPending = true
+	}
+	for _, ch := range leave {
+		s := m.slot(ch, client)
+		s.leavePending = true
+		s.leaveStart = sent
+	}
+	return &Attempt{m: m, client: client, present: present, leave: leave, sent: sent}
+}
+
+// Outcome is how an update ended.
+type Outcome struct {
+	// OK: a node answered 200; Answer then maps each present channel to
+	// its true or false.
+	OK     bool
+	Answer map[string]bool
+	// Late: an earlier attempt of the call may have reached a node (it
+	// timed out or got a 5xx) and may still take effect up to StaleApply
+	// after At, even though a later attempt succeeded.
+	Late bool
+	At   time.Time // when the caller saw the outcome
+}
+
+// Done records the outcome of the update. A failed or Late update may still
+// take effect until At plus StaleApply.
+func (a *Attempt) Done(o Outcome) {
+	m := a.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	applyBy := o.At
+	if !o.OK || o.Late {
+		applyBy = o.At.Add(m.cfg.StaleApply)
+	}
+	for _, ch := range a.present {
+		s := m.slot(ch, a.client)
+		s.presentPending = false
+		if o.OK && o.Answer[ch] {
+			s.ackSent, s.ackAt = a.sent, o.At
+		}
+		if !o.OK || o.Answer[ch] || o.Late {
+			s.presentApplyBy = later(s.presentApplyBy, applyBy)
+		}
+	}
+	for _, ch := range a.leave {
+		s := m.slot(ch, a.client)
+		s.leavePending = false
+		s.leaveApplyBy = later(s.leaveApplyBy, applyBy)
+		if o.OK {
+			s.leaveSent, s.leaveAckAt = a.sent, o.At
+		}
+	}
+}
+
+func (m *Model) slot(channel, client string) *slot {
+	clients := m.channels[channel]
+	if clients == nil {
+		clients = map[string]*slot{}
+		m.channels[channel] = clients
+	}
+	s := clients[client]
+	if s == nil {
+		s = &slot{}
+		clients[client] = s
+	}
+	return s
+}
+
+// Expect returns, for a read of channel that the node served at some moment
+// between from and to, what the model says of every user it knows there.
+// Users it does not list must be absent.
+func (m *Model) Expect(channel string, from, to time.Time) map[string]Expectation {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]Expectation{}
+	for client, s := range m.channels[channel] {
+		user := m.userOf[client]
+		if e := m.expect(s, from, to); e > out[user] {
+			out[user] = e
+		}
+	}
+	return out
+}
+
+// expect judges one slot for a read served within [from, to].
+func (m *Model) expect(s *slot, from, to time.Time) Expectation {
+	if m.mustBePresent(s, from, to) {
+		return MustBePresent
+	}
+	if !from.Before(m.mayBePresentUntil(s)) {
+		return MustBeAbsent
+	}
+	return MayBePresent
+}
+
+// mustBePresent: an acknowledged present, sent after every earlier leave
+// could have taken effect, read before it could expire and before the next
+// leave was sent. Judged on the latest history, a read made before later
+// events is judged conservatively ("may" where "must" held), never wrongly.
+func (m *Model) mustBePresent(s *slot, from, to time.Time) bool {
+	if s.ackAt.IsZero() || s.ackSent.Before(s.leaveApplyBy) {
+		return false
+	}
+	end := s.ackSent.Add(m.cfg.Timeout - m.cfg.Slack)
+	if s.leaveStart.After(s.ackSent) && s.leaveStart.Before(end) {
+		end = s.leaveStart
+	}
+	return !from.Before(s.ackAt) && to.Before(end)
+}
+
+// mayBePresentUntil is the last moment the client may be listed: until its
+// last present could expire, or until an acknowledged leave sent after every
+// present could have taken effect.
+func (m *Model) mayBePresentUntil(s *slot) time.Time {
+	applyBy := s.presentApplyBy
+	if s.presentPending {
+		applyBy = farFuture
+	}
+	if applyBy.IsZero() {
+		return time.Time{}
+	}
+	until := applyBy.Add(m.cfg.Timeout + expiryPrecision + m.cfg.Slack)
+	if !s.leaveAckAt.IsZero() && !s.leaveSent.Before(applyBy) && s.leaveAckAt.Before(until) {
+		until = s.leaveAckAt
+	}
+	return until
+}
+
+// Describe renders what the model knows of user's clients in channel, for
+// reports: the latest acknowledged present, how late a present may still
+// apply, and the latest acknowledged leave.
+func (m *Model) Describe(channel, user string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var parts []string
+	for client, s := range m.channels[channel] {
+		if m.userOf[client] != user {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s: present acked %s/%s, applies by %s, pending %v; leave acked %s/%s, applies by %s, pending %v",
+			client, clockTime(s.ackSent), clockTime(s.ackAt), clockTime(s.presentApplyBy), s.presentPending,
+			clockTime(s.leaveSent), clockTime(s.leaveAckAt), clockTime(s.leaveApplyBy), s.leavePending))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+// clockTime renders t as a time of day with milliseconds; "-" when unset.
+func clockTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format("15:04:05.000")
+}
+
+// Channels returns the channels any client touched, sorted.
+func (m *Model) Channels() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.channels))
+	for ch := range m.channels {
+		out = append(out, ch)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Counts returns how many user-channel pairs must be, and may be, present
+// at now (a read served at that instant).
+func (m *Model) Counts(now time.Time) (must, may int) {
+	for _, ch := range m.Channels() {
+		for _, e := range m.Expect(ch, now, now) {
+			switch e {
+			case MustBePresent:
+				must++
+			case MayBePresent:
+				may++
+			}
+		}
+	}
+	return must, may
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,174 @@
+package chaos
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+// at is t0 plus s seconds.
+func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+func newTestModel(t *testing.T, stale time.Duration) *Model {
+	t.Helper()
+	m, err := NewModel(ModelConfig{Timeout: 60 * time.Second, StaleApply: stale, Slack: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// expectAt reads what the model says of user u in channel ch for a read
+// served exactly at s.
+func expectAt(m *Model, ch, u string, s float64) Expectation {
+	return m.Expect(ch, at(s), at(s))[u]
+}
+
+type probe struct {
+	at   float64
+	want Expectation
+}
+
+func checkProbes(t *testing.T, m *Model, ch, u string, probes []probe) {
+	t.Helper()
+	for _, p := range probes {
+		if got := expectAt(m, ch, u, p.at); got != p.want {
+			t.Errorf("%s in %s at %vs: %v, want %v", u, ch, p.at, got, p.want)
+		}
+	}
+}
+
+func TestModelAcknowledgedPresentExpires(t *testing.T) {
+	m := newTestModel(t, 0)
+	a := m.Begin("c1", "u1", []string{"/a"}, nil, at(0))
+	checkProbes(t, m, "/a", "u1", []probe{{0.5, MayBePresent}})
+	a.Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(1)})
+	checkProbes(t, m, "/a", "u1", []probe{
+		{0.5, MayBePresent},   // before the answer: maybe not applied yet
+		{1, MustBePresent},    // answered
+		{58.9, MustBePresent}, // sent at 0, timeout 60, slack 1
+		{59.5, MayBePresent},
+		{62.9, MayBePresent}, // answered at 1: expires by 1+60+1 (precision), +1 slack
+		{63, MustBeAbsent},
+	})
+	if got := expectAt(m, "/b", "u1", 10); got != MustBeAbsent {
+		t.Errorf("a channel the client never entered: %v", got)
+	}
+}
+
+func TestModelReadWindowMustCoverTheAnswer(t *testing.T) {
+	m := newTestModel(t, 0)
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(2)})
+	// A read that may have been served before the answer arrived.
+	if got := m.Expect("/a", at(1), at(3))["u1"]; got != MayBePresent {
+		t.Errorf("read over [1,3]: %v, want %v", got, MayBePresent)
+	}
+	// A read that may have been served after the timeout.
+	if got := m.Expect("/a", at(50), at(70))["u1"]; got != MayBePresent {
+		t.Errorf("read over [50,70]: %v, want %v", got, MayBePresent)
+	}
+}
+
+func TestModelLeave(t *testing.T) {
+	m := newTestModel(t, 0)
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(1)})
+	leave := m.Begin("c1", "u1", nil, []string{"/a"}, at(10))
+	checkProbes(t, m, "/a", "u1", []probe{
+		{9.9, MustBePresent}, // read before the leave was sent
+		{10.5, MayBePresent}, // while it is in flight
+	})
+	leave.Done(Outcome{OK: true, At: at(11)})
+	checkProbes(t, m, "/a", "u1", []probe{
+		{9.9, MayBePresent}, // judged after the leave: conservative
+		{10.5, MayBePresent},
+		{11, MustBeAbsent}, // acknowledged
+		{30, MustBeAbsent},
+	})
+}
+
+func TestModelFailedPresentMayApplyLate(t *testing.T) {
+	m := newTestModel(t, 20*time.Second)
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{At: at(3)})
+	checkProbes(t, m, "/a", "u1", []probe{
+		{1, MayBePresent},
+		{84, MayBePresent}, // failed at 3, stale 20, timeout 60, precision 1
+		{85.1, MustBeAbsent},
+	})
+	// A leave acknowledged before the stale window closed does not end it.
+	m.Begin("c1", "u1", nil, []string{"/a"}, at(10)).Done(Outcome{OK: true, At: at(11)})
+	checkProbes(t, m, "/a", "u1", []probe{{12, MayBePresent}})
+	// A leave sent after the stale window does.
+	m.Begin("c1", "u1", nil, []string{"/a"}, at(24)).Done(Outcome{OK: true, At: at(25)})
+	checkProbes(t, m, "/a", "u1", []probe{{25, MustBeAbsent}})
+}
+
+func TestModelFailedLeaveBlocksMustUntilANewerPresent(t *testing.T) {
+	m := newTestModel(t, 5*time.Second)
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(1)})
+	m.Begin("c1", "u1", nil, []string{"/a"}, at(2)).Done(Outcome{At: at(4)})
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(5)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(6)})
+	// The failed leave may apply until 9, after the present sent at 5.
+	checkProbes(t, m, "/a", "u1", []probe{{7, MayBePresent}})
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(10)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(11)})
+	checkProbes(t, m, "/a", "u1", []probe{{11, MustBePresent}})
+}
+
+func TestModelRejectedPresentIsAbsent(t *testing.T) {
+	m := newTestModel(t, 0)
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": false}, At: at(1)})
+	checkProbes(t, m, "/a", "u1", []probe{{2, MustBeAbsent}})
+}
+
+func TestModelUserIsPresentWhenAnyClientIs(t *testing.T) {
+	m := newTestModel(t, 0)
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(1)})
+	m.Begin("c2", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(1)})
+	m.Begin("c1", "u1", nil, []string{"/a"}, at(2)).Done(Outcome{OK: true, At: at(3)})
+	checkProbes(t, m, "/a", "u1", []probe{{4, MustBePresent}})
+	m.Begin("c2", "u1", nil, []string{"/a"}, at(5)).Done(Outcome{OK: true, At: at(6)})
+	checkProbes(t, m, "/a", "u1", []probe{{6, MustBeAbsent}})
+	must, may := m.Counts(at(7))
+	if must != 0 || may != 0 {
+		t.Errorf("Counts at 7, after every leave: must %d, may %d", must, may)
+	}
+}
+
+func TestModelCounts(t *testing.T) {
+	m := newTestModel(t, 0)
+	m.Begin("c1", "u1", []string{"/a", "/b"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true, "/b": true}, At: at(1)})
+	m.Begin("c2", "u2", []string{"/a"}, nil, at(0))
+	must, may := m.Counts(at(2))
+	if must != 2 || may != 1 {
+		t.Errorf("Counts: must %d, may %d; want 2 and 1", must, may)
+	}
+	if got := m.Channels(); len(got) != 2 || got[0] != "/a" || got[1] != "/b" {
+		t.Errorf("Channels: %v", got)
+	}
+}
+
+func TestNewModelRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []ModelConfig{{}, {Timeout: time.Second, StaleApply: -1}, {Timeout: time.Second, Slack: -1}} {
+		if _, err := NewModel(cfg); !errors.Is(err, ErrBadModelConfig) {
+			t.Errorf("NewModel(%+v): %v, want ErrBadModelConfig", cfg, err)
+		}
+	}
+}
+
+func TestModelLateAttemptsWidenTheWindows(t *testing.T) {
+	m := newTestModel(t, 10*time.Second)
+	// Acknowledged at 1, but an earlier attempt may still apply until 11.
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, Late: true, At: at(1)})
+	checkProbes(t, m, "/a", "u1", []probe{{1, MustBePresent}, {72.9, MayBePresent}, {73, MustBeAbsent}})
+	// A leave sent before 11 cannot end it; one sent after can.
+	m.Begin("c1", "u1", nil, []string{"/a"}, at(5)).Done(Outcome{OK: true, At: at(6)})
+	checkProbes(t, m, "/a", "u1", []probe{{7, MayBePresent}})
+	m.Begin("c1", "u1", nil, []string{"/a"}, at(12)).Done(Outcome{OK: true, Late: true, At: at(13)})
+	checkProbes(t, m, "/a", "u1", []probe{{13, MustBeAbsent}})
+	// The late leave may apply until 23: a present sent before then is not certain.
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(20)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(21)})
+	checkProbes(t, m, "/a", "u1", []probe{{22, MayBePresent}})
+	m.Begin("c1", "u1", []string{"/a"}, nil, at(24)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(25)})
+	checkProbes(t, m, "/a", "u1", []probe{{25, MustBePresent}})
+}

@@ -1,0 +1,192 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startTestWorkload runs a fast workload against node and waits until
+// every client entered.
+func startTestWorkload(t *testing.T, urls []string, channels []string) *Workload {
+	t.Helper()
+	pool, err := NewPool(PoolConfig{URLs: urls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := NewTokens(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWorkload(WorkloadConfig{
+		Pool: pool, Tokens: tokens, Channels: channels,
+		Users: 20, ClientsPerUser: 2, ChannelsPerClient: 2,
+		Heartbeat: 20 * time.Millisecond, Churn: 30 * time.Millisecond, Vanish: 0.05,
+		Timeout: time.Minute, Duration: time.Minute, Seed: 7,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.WaitEntered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func newTestChecker(t *testing.T, urls []string, w *Workload, channels []string) *Checker {
+	t.Helper()
+	pool, err := NewPool(PoolConfig{URLs: urls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewChecker(CheckerConfig{Pool: pool, Model: w.Model(), Channels: channels, Interval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitMoves polls until the workload has moved clients at least n times.
+func waitMoves(t *testing.T, w *Workload, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Stats().Moves < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d moves", w.Stats().Moves)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWorkloadAgreesWithACorrectNode(t *testing.T) {
+	node := newFakeNode(t)
+	channels := ChannelNames("t", "room", 120)
+	w := startTestWorkload(t, []string{node.URL()}, channels)
+	waitMoves(t, w, 50)
+	checker := newTestChecker(t, []string{node.URL()}, w, channels)
+	for range 5 {
+		res, err := checker.Check(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.OK() || res.UsersChecked == 0 || res.Channels != len(channels) {
+			t.Fatalf("check against a correct node: %v %v", res, res.Examples)
+		}
+	}
+	node.mu.Lock()
+	maxBatch := node.maxBatch
+	node.mu.Unlock()
+	if maxBatch != getBatch {
+		t.Errorf("largest read: %d channels, want batches of %d", maxBatch, getBatch)
+	}
+	st := w.Stats()
+	if st.Failed != 0 || st.Rejected != 0 || st.Entered != int64(w.Clients()) {
+		t.Errorf("workload stats: %+v", st)
+	}
+}
+
+func TestCheckerFindsLostAndGhostUsers(t *testing.T) {
+	node := newFakeNode(t)
+	channels := ChannelNames("t", "room", 10)
+	w := startTestWorkload(t, []string{node.URL()}, channels)
+	w.Stop() // a frozen model: everyone entered stays "must" for a minute
+	checker := newTestChecker(t, []string{node.URL()}, w, channels)
+
+	lostIn := ""
+	now := time.Now()
+	for _, ch := range channels {
+		for _, e := range w.Model().Expect(ch, now, now) {
+			if e == MustBePresent {
+				lostIn = ch
+			}
+		}
+	}
+	if lostIn == "" {
+		t.Fatal("no channel with a user that must be present")
+	}
+	node.set(func(f *fakeNode) { f.forget, f.ghost = lostIn, "nobody" })
+	res, err := checker.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Lost == 0 || res.Ghosts != len(channels) || res.OK() {
+		t.Errorf("result %v, want lost users in %s and a ghost in every channel", res, lostIn)
+	}
+	if len(res.Examples) == 0 || !strings.Contains(strings.Join(res.Examples, " "), "ghost: nobody") {
+		t.Errorf("examples: %v", res.Examples)
+	}
+
+	node.set(func(f *fakeNode) { f.forget, f.ghost = "", "" })
+	res, err = checker.Converge(context.Background(), 5*time.Second)
+	if err != nil || !res.OK() {
+		t.Errorf("after the repair: %v, %v", res, err)
+	}
+}
+
+func TestConvergeReportsTheLastComparison(t *testing.T) {
+	node := newFakeNode(t)
+	channels := ChannelNames("t", "room", 5)
+	w := startTestWorkload(t, []string{node.URL()}, channels)
+	w.Stop()
+	node.set(func(f *fakeNode) { f.ghost = "nobody" })
+	checker := newTestChecker(t, []string{node.URL()}, w, channels)
+	res, err := checker.Converge(context.Background(), 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ghosts != len(channels) || res.Attempts < 2 {
+		t.Errorf("result %v: want %d ghosts after several attempts", res, len(channels))
+	}
+	node.set(func(f *fakeNode) { f.unavail = true })
+	if _, err := checker.Converge(context.Background(), 100*time.Millisecond); !errors.Is(err, ErrNoRead) {
+		t.Errorf("with every node down: %v, want ErrNoRead", err)
+	}
+}
+
+func TestWorkloadFailsOverAndModelsFailures(t *testing.T) {
+	up, down := newFakeNode(t), newFakeNode(t)
+	down.set(func(f *fakeNode) { f.unavail = true })
+	channels := ChannelNames("t", "room", 30)
+	w := startTestWorkload(t, []string{down.URL(), up.URL()}, channels)
+	waitMoves(t, w, 20)
+	checker := newTestChecker(t, []string{down.URL(), up.URL()}, w, channels)
+	res, err := checker.Check(context.Background())
+	if err != nil || !res.OK() || res.UsersChecked == 0 {
+		t.Fatalf("through a node that answers 503 and one that works: %v, %v", res, err)
+	}
+}
+
+func TestNewWorkloadValidates(t *testing.T) {
+	pool, _ := NewPool(PoolConfig{URLs: []string{"http://127.0.0.1:1"}})
+	tokens, _ := NewTokens(testSecret)
+	good := WorkloadConfig{
+		Pool: pool, Tokens: tokens, Channels: []string{"/a/1", "/a/2"}, Users: 1,
+		Heartbeat: time.Second, Timeout: time.Minute, Duration: time.Minute,
+	}
+	if _, err := NewWorkload(good); err != nil {
+		t.Fatalf("a good config: %v", err)
+	}
+	bad := []func(c *WorkloadConfig){
+		func(c *WorkloadConfig) { c.Pool = nil },
+		func(c *WorkloadConfig) { c.Users = 0 },
+		func(c *WorkloadConfig) { c.Channels = c.Channels[:1] },
+		func(c *WorkloadConfig) { c.Heartbeat = c.Timeout },
+		func(c *WorkloadConfig) { c.Duration = 0 },
+		func(c *WorkloadConfig) { c.Vanish = 2 },
+	}
+	for i, mutate := range bad {
+		cfg := good
+		mutate(&cfg)
+		if _, err := NewWorkload(cfg); !errors.Is(err, ErrBadWorkloadConfig) {
+			t.Errorf("bad config %d: %v, want ErrBadWorkloadConfig", i, err)
+		}
+	}
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the process-level chaos tests (package chaos, build tag "chaos"): the
+# real presence-node binary, three nodes on loopback, killed, stopped,
+# paused and restarted while simulated clients and SSE subscribers check
+# that no user is lost or invented and that message ids stay in order.
+#
+#   ./scripts/chaos-test.sh                              every test
+#   ./scripts/chaos-test.sh -run TestProcessCluster      extra arguments go to go test
+#   CHAOS_REPLICATION=1 ./scripts/chaos-test.sh          also the kill and pause
+#                                                        tests, which need replication
+#
+# Node logs go to $CHAOS_ARTIFACTS (/tmp/presence-chaos-artifacts by
+# default), one directory per test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CHAOS_ARTIFACTS="${CHAOS_ARTIFACTS:-/tmp/presence-chaos-artifacts}"
+mkdir -p "$CHAOS_ARTIFACTS"
+bindir=$(mktemp -d "${TMPDIR:-/tmp}/presence-chaos-bin.XXXXXX")
+trap 'rm -rf "$bindir"' EXIT
+
+echo "==> building ./cmd/node"
+go build -o "$bindir/presence-node" ./cmd/node
+export CHAOS_BINARY="$bindir/presence-node"
+
+start=$(date +%s)
+status=0
+go test -tags chaos -count=1 -v -p 1 -timeout 20m ./chaos/... "$@" || status=$?
+echo "chaos tests: $( [ $status -eq 0 ] && echo passed || echo FAILED ) in $(( $(date +%s) - start ))s; node logs in $CHAOS_ARTIFACTS"
+exit $status
