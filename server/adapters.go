@@ -10,47 +10,61 @@ import (
 	"github.com/presencehq/presence/presence"
 )
 
-// prefixStore adapts the Raft store to the API's PrefixStore, translating
-// its errors into the presence sentinels the API maps to statuses.
-type prefixStore struct{ store *cluster.Store }
+// prefixStore adapts the Raft store to the API's PrefixStore: reads are
+// local, writes go through the leader (forwarded when this node follows).
+type prefixStore struct{ s *Server }
 
+// Put stores doc through the leader.
 func (p prefixStore) Put(ctx context.Context, prefix string, doc []byte) error {
-	return storeError(p.store.Put(ctx, prefix, doc))
+	return p.s.leaderWrite(ctx, prefixWrite{Prefix: prefix, Doc: doc})
 }
 
+// Delete removes prefix through the leader.
 func (p prefixStore) Delete(ctx context.Context, prefix string) error {
-	return storeError(p.store.Delete(ctx, prefix))
+	return p.s.leaderWrite(ctx, prefixWrite{Prefix: prefix})
 }
 
-func (p prefixStore) Get(prefix string) ([]byte, bool) { return p.store.Get(prefix) }
+// Get reads the local copy.
+func (p prefixStore) Get(prefix string) ([]byte, bool) { return p.s.store.Get(prefix) }
 
-func (p prefixStore) List() map[string][]byte { return p.store.List() }
+// List reads the local copy.
+func (p prefixStore) List() map[string][]byte { return p.s.store.List() }
 
+// storeError translates store errors, local or from the leader, into the
+// presence sentinels the API maps to statuses.
 func storeError(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, cluster.ErrKeyNotFound):
 		return fmt.Errorf("%w: %v", presence.ErrNotFound, err)
-	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader):
+	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader),
+		errors.Is(err, cluster.ErrStoreClosed), errors.Is(err, cluster.ErrPeerUnavailable),
+		errors.Is(err, cluster.ErrTransportClosed):
 		return fmt.Errorf("%w: %v", presence.ErrUnavailable, err)
 	}
 	return err
 }
 
-// localCluster answers the cluster questions for a node that is its own
-// cluster: it owns every channel and is ready once Raft has a leader.
-type localCluster struct{ s *Server }
+// clusterInfo answers /admin/cluster, /admin/owner and /readyz from the
+// member table, the Raft store and the router.
+type clusterInfo struct{ s *Server }
 
-func (l localCluster) Members() []api.Member {
-	return []api.Member{{Name: l.s.cfg.Name, HTTP: l.s.cfg.advertised(l.s.HTTPAddr()), State: "alive"}}
+// Members lists every remembered member, dead and departed ones included.
+func (c clusterInfo) Members() []api.Member {
+	recs := c.s.members.all()
+	out := make([]api.Member, 0, len(recs))
+	for _, rec := range recs {
+		out = append(out, api.Member{Name: rec.Name, HTTP: rec.Meta.HTTP, State: rec.State})
+	}
+	return out
 }
 
-func (l localCluster) Raft() api.RaftInfo {
-	leader, _ := l.s.store.Leader()
+// Raft names the leader this node knows and the configured servers.
+func (c clusterInfo) Raft() api.RaftInfo {
+	leader, _ := c.s.store.Leader()
 	info := api.RaftInfo{Leader: leader}
-	servers, err := l.s.store.Servers()
-	if err == nil {
+	if servers, err := c.s.store.Servers(); err == nil {
 		for _, srv := range servers {
 			info.Servers = append(info.Servers, srv.ID)
 		}
@@ -58,11 +72,29 @@ func (l localCluster) Raft() api.RaftInfo {
 	return info
 }
 
-func (l localCluster) Owner(string) (string, []string) { return l.s.cfg.Name, []string{} }
+// Owner answers from the router's current ring.
+func (c clusterInfo) Owner(channel string) (string, []string) { return c.s.router.Owner(channel) }
 
-func (l localCluster) Ready() (bool, string) {
-	if leader, _ := l.s.store.Leader(); leader == "" {
+// Ready: gossip running and joined (with --join), a Raft leader known, the
+// prefix documents loaded and no hand-off pending.
+func (c clusterInfo) Ready() (bool, string) {
+	s := c.s
+	switch {
+	case s.draining.Load():
+		return false, "shutting down"
+	case !s.started.Load():
+		return false, "membership not started"
+	case len(s.cfg.Join) > 0 && !s.joined.Load():
+		return false, "not joined to any of " + fmt.Sprint(s.cfg.Join)
+	}
+	if leader, _ := s.store.Leader(); leader == "" {
 		return false, "no raft leader"
+	}
+	if !s.configLoaded.Load() {
+		return false, "prefix documents not loaded yet"
+	}
+	if !s.router.Settled() {
+		return false, "channel ownership not settled"
 	}
 	return true, ""
 }

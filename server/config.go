@@ -20,6 +20,13 @@ const (
 	DefaultBootstrapExpect = 1
 	// DefaultShutdownTimeout bounds a graceful leave (the contract promises exit within 10 s).
 	DefaultShutdownTimeout = 9 * time.Second
+	// DefaultReapAfter is how long a dead or departed member stays a Raft
+	// voter before the leader removes it: long enough for a restart or a
+	// rolling upgrade to come back without a configuration change.
+	DefaultReapAfter = 30 * time.Second
+	// DefaultLeaderHold is how long an admin write waits for a Raft leader
+	// (an election, a leader's departure) before answering 503.
+	DefaultLeaderHold = 5 * time.Second
 )
 
 // Well-known secrets of --dev mode, printed at start. Never use them in production.
@@ -49,10 +56,23 @@ type Config struct {
 	CORSOrigins     []string // origins allowed to call the API; Dev adds "*"
 	Dev             bool     // development mode (demo prefix, /dev/token, demo page)
 
-	// FastTimings tightens Raft (and later gossip) timings for tests.
+	// ReapAfter is how long a dead or departed member stays a Raft voter
+	// before the leader removes it; 0 = DefaultReapAfter.
+	ReapAfter time.Duration
+	// LeaderHold bounds how long an admin write waits for a Raft leader
+	// before failing with 503; 0 = DefaultLeaderHold.
+	LeaderHold time.Duration
+
+	// FastTimings tightens Raft and the node's own retry timings for tests.
 	FastTimings bool
-	Clock       clock.Clock  // nil = clock.Real
-	Logger      *slog.Logger // nil = slog.Default()
+	// FastGossip selects memberlist timings that declare a stopped node dead
+	// within about two seconds, for tests that kill nodes. They suit an idle
+	// machine: under heavy load (the race detector on two cores) members
+	// falsely suspect each other and channels move for nothing. False: LAN
+	// timings, a dead node detected in about five seconds.
+	FastGossip bool
+	Clock      clock.Clock  // nil = clock.Real
+	Logger     *slog.Logger // nil = slog.Default()
 }
 
 // Validate fills defaults and checks the configuration.
@@ -101,6 +121,15 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: --data-dir is required", ErrConfig)
 	}
+	if c.ReapAfter < 0 || c.LeaderHold < 0 {
+		return fmt.Errorf("%w: negative reap or leader hold time", ErrConfig)
+	}
+	if c.ReapAfter == 0 {
+		c.ReapAfter = DefaultReapAfter
+	}
+	if c.LeaderHold == 0 {
+		c.LeaderHold = DefaultLeaderHold
+	}
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
@@ -134,4 +163,27 @@ func (c *Config) advertised(bind string) string {
 	}
 	_, port, _ := net.SplitHostPort(bind)
 	return net.JoinHostPort(c.Advertise, port)
+}
+
+// timings are the node's own periods and bounds; FastTimings shrinks them
+// for in-process tests, along with Raft's.
+type timings struct {
+	joinMin, joinMax time.Duration // backoff between join attempts
+	tick             time.Duration // loop period: bootstrap retries, reaping
+	statusCall       time.Duration // bounds one bootstrap status query
+	leave            time.Duration // bounds the gossip of a graceful leave
+	retryMin         time.Duration // first pause of a held admin write
+}
+
+func newTimings(fast bool) timings {
+	if fast {
+		return timings{
+			joinMin: 50 * time.Millisecond, joinMax: time.Second,
+			tick: 200 * time.Millisecond, statusCall: time.Second, leave: time.Second, retryMin: 20 * time.Millisecond,
+		}
+	}
+	return timings{
+		joinMin: 200 * time.Millisecond, joinMax: 5 * time.Second,
+		tick: time.Second, statusCall: 2 * time.Second, leave: 2 * time.Second, retryMin: 50 * time.Millisecond,
+	}
 }

@@ -1,6 +1,8 @@
-// Package server assembles a node: the Raft store of prefix documents, the
-// config resolver, the presence engine and the HTTP API. cmd/node parses
-// flags into a Config and runs a Server; tests start several in one process.
+// Package server assembles a cluster node: the node-to-node transport,
+// memberlist membership, the Raft store of prefix documents, the config
+// resolver, the presence engine behind the router, and the HTTP API.
+// cmd/node parses flags into a Config and runs a Server; tests start
+// several in one process (internal/testcluster).
 package server
 
 import (
@@ -11,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +22,7 @@ import (
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/web"
 )
 
@@ -33,74 +37,169 @@ const DemoPrefixDocument = `{"rules": [
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
+	timings  timings
 	registry *prometheus.Registry
 	resolver *presence.Resolver
 	store    *cluster.Store
 	engine   *presence.Engine
-	handler  http.Handler
 
-	httpSrv    *http.Server
-	listener   net.Listener
-	cancelBase context.CancelFunc
-	serveDone  chan struct{}
-	closeOnce  sync.Once
-	closeErr   error
+	transport *cluster.Transport
+	rpcAddr   string // advertised transport address
+	self      router.Member
+	router    *router.Router
+	routerRef atomic.Pointer[router.Router] // read by transport handlers, which may run before New returns
+	mlMu      sync.Mutex
+	ml        *cluster.Membership // set once gossip starts; see membership()
+	members   *memberTable
+	handler   http.Handler
+
+	// Lifetime: ctx ends the background loops and held writes; streams ends
+	// the SSE streams at shutdown.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	streams    context.Context
+	endStreams context.CancelFunc
+	wg         sync.WaitGroup
+	raftKick   chan struct{}
+	started    atomic.Bool // membership running
+	joined     atomic.Bool // another member seen
+	draining   atomic.Bool // shutting down: no new streams, not ready
+
+	startedAt    time.Time          // this run's incarnation, announced once serving
+	meta         cluster.MemberMeta // gossiped metadata, without the incarnation
+	configLoaded atomic.Bool        // the prefix documents caught up with the leader's
+
+	httpSrv   *http.Server
+	listener  net.Listener
+	serveDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// New builds a node from cfg without starting to serve.
+// New builds a node from cfg: it opens the Raft store and listens on the
+// Raft and transport addresses, but neither serves HTTP nor gossips until
+// Start.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("node", cfg.Name), registry: prometheus.NewRegistry()}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger.With("node", cfg.Name),
+		timings:   newTimings(cfg.FastTimings),
+		registry:  prometheus.NewRegistry(),
+		members:   newMemberTable(cfg.Name),
+		raftKick:  make(chan struct{}, 1),
+		startedAt: time.Now(),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.streams, s.endStreams = context.WithCancel(context.Background())
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.resolver = presence.NewResolver(presence.ResolverConfig{Clock: cfg.Clock, Logger: s.log})
+	if err := s.open(); err != nil {
+		s.cancel()
+		s.endStreams()
+		return nil, errors.Join(err, s.closeBackends(context.Background()))
+	}
+	return s, nil
+}
+
+// open builds the components in dependency order; on error, closeBackends
+// releases whatever was built.
+func (s *Server) open() error {
+	if err := s.openStore(); err != nil {
+		return err
+	}
+	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
+	tr, err := cluster.ListenTransport(cluster.TransportConfig{
+		BindAddr: s.cfg.RPCAddr,
+		Key:      key,
+		Handler:  s.handleRPC,
+		Errors:   transportErrors(),
+		Logger:   s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("rpc transport: %w", err)
+	}
+	s.transport = tr
+	s.rpcAddr = s.cfg.advertised(tr.Addr())
+	s.self = router.Member{Name: s.cfg.Name, RPCAddr: s.rpcAddr}
+	metrics := presence.NewMetrics(s.registry)
+	pub := router.NewPublisher()
+	if s.engine, err = presence.NewEngine(presence.EngineConfig{
+		Clock:     s.cfg.Clock,
+		Logger:    s.log,
+		Configs:   configGate{resolver: s.resolver, loaded: &s.configLoaded},
+		Metrics:   metrics,
+		Publisher: pub,
+	}); err != nil {
+		return err
+	}
+	if s.router, err = router.New(router.Config{
+		Self:      s.self,
+		Engine:    s.engine,
+		Publisher: pub,
+		Transport: tr,
+		Clock:     s.cfg.Clock,
+		Logger:    s.log,
+		Registry:  s.registry,
+		Metrics:   metrics,
+	}); err != nil {
+		return err
+	}
+	s.routerRef.Store(s.router)
+	return s.buildHandler()
+}
+
+// openStore opens the Raft store; a lone server (--bootstrap-expect 1,
+// no --join) bootstraps itself on its first start.
+func (s *Server) openStore() error {
+	var advertise string // empty: the address bound, which also covers port 0
+	if s.cfg.Advertise != "" {
+		advertise = s.cfg.advertised(s.cfg.RaftAddr)
+	}
 	store, err := cluster.OpenStore(cluster.StoreConfig{
-		NodeID:        cfg.Name,
-		BindAddr:      cfg.RaftAddr,
-		AdvertiseAddr: cfg.advertised(cfg.RaftAddr),
-		DataDir:       cfg.DataDir,
-		Bootstrap:     cfg.BootstrapExpect == 1 && len(cfg.Join) == 0,
+		NodeID:        s.cfg.Name,
+		BindAddr:      s.cfg.RaftAddr,
+		AdvertiseAddr: advertise,
+		DataDir:       s.cfg.DataDir,
+		Bootstrap:     s.cfg.BootstrapExpect == 1 && len(s.cfg.Join) == 0,
 		Logger:        s.log,
-		Fast:          cfg.FastTimings,
+		Fast:          s.cfg.FastTimings,
 		OnChange:      s.applyDocument,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("raft store: %w", err)
+		return fmt.Errorf("raft store: %w", err)
 	}
 	s.store = store
-	engine, err := presence.NewEngine(presence.EngineConfig{
-		Clock:   cfg.Clock,
-		Logger:  s.log,
-		Configs: s.resolver,
-		Metrics: presence.NewMetrics(s.registry),
-	})
-	if err != nil {
-		_ = store.Close()
-		return nil, err
-	}
-	s.engine = engine
+	return nil
+}
+
+// buildHandler builds the HTTP API over the router, the prefix store and
+// the cluster view.
+func (s *Server) buildHandler() error {
 	apiCfg := api.Config{
-		Service:     engine,
-		Prefixes:    prefixStore{store},
-		Cluster:     localCluster{s},
-		JWTSecret:   []byte(cfg.JWTSecret),
-		AdminToken:  cfg.AdminToken,
-		CORSOrigins: cfg.CORSOrigins,
-		Dev:         cfg.Dev,
-		Clock:       cfg.Clock,
+		Service:     s.router,
+		Prefixes:    prefixStore{s},
+		Cluster:     clusterInfo{s},
+		JWTSecret:   []byte(s.cfg.JWTSecret),
+		AdminToken:  s.cfg.AdminToken,
+		CORSOrigins: s.cfg.CORSOrigins,
+		Dev:         s.cfg.Dev,
+		Clock:       s.cfg.Clock,
 		Logger:      s.log,
 		Registry:    s.registry,
 		Client:      web.ClientHandler(),
 	}
-	if cfg.Dev {
+	if s.cfg.Dev {
 		apiCfg.Demo = web.DemoHandler()
 	}
-	if s.handler, err = api.New(apiCfg); err != nil {
-		s.closeBackends(context.Background())
-		return nil, err
+	h, err := api.New(apiCfg)
+	if err != nil {
+		return err
 	}
-	return s, nil
+	s.handler = s.guardStreams(h)
+	return nil
 }
 
 // applyDocument runs inside Raft's FSM apply: it only parses and swaps.
@@ -112,24 +211,25 @@ func (s *Server) applyDocument(prefix string, raw []byte) {
 
 // RegisterPrefix lets a Go program embedding the node decide the
 // configuration of a prefix's channels with a function (nil = no channel).
+// Every node of the cluster must register it: the owner of a channel
+// resolves its config.
 func (s *Server) RegisterPrefix(prefix string, fn presence.ConfigFunc) error {
 	return s.resolver.Register(prefix, fn)
 }
 
-// Start listens on the HTTP address and serves until Shutdown.
+// Start serves HTTP, starts gossiping, joins the --join addresses in the
+// background and runs the membership and Raft loops until Shutdown or Kill.
+// The node takes channels once its prefix documents caught up (awaitConfig).
 func (s *Server) Start(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
 	s.listener = ln
-	baseCtx, cancel := context.WithCancel(context.Background())
-	s.cancelBase = cancel
 	s.httpSrv = &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	s.serveDone = make(chan struct{})
@@ -139,18 +239,29 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
-	s.log.Info("serving", "http", ln.Addr().String(), "raft", s.cfg.RaftAddr, "data_dir", s.cfg.DataDir)
+	if err := s.startGossip(); err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
+	s.wg.Add(2)
+	go s.awaitConfig()
+	go s.raftLoop()
+	s.log.Info("serving", "http", ln.Addr().String(), "rpc", s.rpcAddr, "raft", s.store.Addr(),
+		"bootstrap_expect", s.cfg.BootstrapExpect, "data_dir", s.cfg.DataDir)
 	if s.cfg.Dev {
+		s.wg.Add(1)
 		go s.seedDemoPrefix(ctx)
 	}
 	return nil
 }
 
 // seedDemoPrefix stores the demo prefix once a leader exists, unless an
-// operator already configured "demo".
+// operator already configured "demo". Only the leader writes it.
 func (s *Server) seedDemoPrefix(ctx context.Context) {
+	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
 	if err := s.store.WaitForLeader(ctx); err != nil {
 		s.log.Warn("demo prefix not seeded: no leader", "err", err)
 		return
@@ -163,11 +274,13 @@ func (s *Server) seedDemoPrefix(ctx context.Context) {
 		s.log.Error("demo prefix document invalid", "err", err)
 		return
 	}
-	raw, _ := doc.MarshalJSON()
-	if err := s.store.Put(ctx, "demo", raw); err != nil {
+	if err := s.store.Put(ctx, "demo", doc.Bytes()); err != nil {
 		s.log.Warn("demo prefix not seeded", "err", err)
 	}
 }
+
+// Name is the node's name.
+func (s *Server) Name() string { return s.cfg.Name }
 
 // HTTPAddr is the address the API listens on (useful with port 0).
 func (s *Server) HTTPAddr() string {
@@ -177,37 +290,11 @@ func (s *Server) HTTPAddr() string {
 	return s.listener.Addr().String()
 }
 
+// RPCAddr is the node-to-node transport address (useful with port 0).
+func (s *Server) RPCAddr() string { return s.transport.Addr() }
+
+// RaftAddr is the Raft transport address (useful with port 0).
+func (s *Server) RaftAddr() string { return s.store.Addr() }
+
 // Handler returns the HTTP API handler (for in-process tests).
 func (s *Server) Handler() http.Handler { return s.handler }
-
-// Shutdown stops serving, ends streams, closes the engine and Raft. Safe to
-// call more than once.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.closeOnce.Do(func() {
-		if s.httpSrv != nil {
-			s.cancelBase() // ends SSE streams so Shutdown does not wait for them
-			if err := s.httpSrv.Shutdown(ctx); err != nil {
-				s.closeErr = errors.Join(s.closeErr, fmt.Errorf("http: %w", err))
-			}
-			<-s.serveDone
-		}
-		s.closeErr = errors.Join(s.closeErr, s.closeBackends(ctx))
-	})
-	return s.closeErr
-}
-
-func (s *Server) closeBackends(ctx context.Context) error {
-	var errs []error
-	if err := s.engine.Close(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("engine: %w", err))
-	}
-	if s.store.IsLeader() {
-		if err := s.store.TransferLeadership(); err != nil && !errors.Is(err, cluster.ErrNotLeader) {
-			s.log.Debug("leadership not transferred", "err", err)
-		}
-	}
-	if err := s.store.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("raft: %w", err))
-	}
-	return errors.Join(errs...)
-}

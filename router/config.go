@@ -1,0 +1,199 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/presence"
+)
+
+// Defaults applied by New to zero-valued Config fields.
+const (
+	// DefaultMaxHops bounds how many times one call is forwarded.
+	DefaultMaxHops = 3
+	// DefaultRetries is how many times the node that received a request
+	// retries it after presence.ErrMoved or an unreachable owner.
+	DefaultRetries = 3
+	// DefaultRetryBackoff is the first pause before such a retry; it doubles
+	// with each attempt.
+	DefaultRetryBackoff = 20 * time.Millisecond
+	// DefaultHandoffConcurrency bounds the channels pushed at once.
+	DefaultHandoffConcurrency = 16
+	// DefaultHandoffTimeout bounds one hand-off call (install or extract).
+	DefaultHandoffTimeout = 5 * time.Second
+	// DefaultRebalanceRetry is how long after a failed push the router tries
+	// again (on Config.Clock).
+	DefaultRebalanceRetry = 2 * time.Second
+	// DefaultSweepInterval is how often routing entries of channels without
+	// state are forgotten (on Config.Clock).
+	DefaultSweepInterval = time.Minute
+	// DefaultPushQueue bounds the messages waiting for one remote node;
+	// beyond it messages are dropped (its subscribers resync).
+	DefaultPushQueue = 8192
+	// DefaultPushBatch is the most messages sent in one push call.
+	DefaultPushBatch = 512
+	// DefaultForwardBatch is the most updates forwarded in one call.
+	DefaultForwardBatch = 128
+	// DefaultForwardTimeout bounds one call carrying forwarded updates.
+	DefaultForwardTimeout = 5 * time.Second
+	// DefaultForwardStall is the age at which a batch of forwarded updates
+	// in flight counts as stuck, letting later updates go beside it.
+	DefaultForwardStall = 10 * time.Millisecond
+	// DefaultFlushTimeout bounds how long a hand-off waits for the messages
+	// already queued for remote subscribers to be delivered.
+	DefaultFlushTimeout = time.Second
+)
+
+// Member is a node as the router sees it: its unique name and the address of
+// its node-to-node transport.
+type Member struct {
+	Name    string
+	RPCAddr string
+}
+
+// Caller makes node-to-node calls; *cluster.Transport implements it.
+type Caller interface {
+	Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error)
+}
+
+// Config configures a Router.
+type Config struct {
+	// Self is this node. Required.
+	Self Member
+	// Engine runs the channels this node owns. Required; it must have been
+	// created with Publisher as its EngineConfig.Publisher.
+	Engine *presence.Engine
+	// Publisher is the one given to Engine; New binds it to the router.
+	// Required.
+	Publisher *Publisher
+	// Transport carries calls to other nodes. Required.
+	Transport Caller
+	// Clock drives rebalance retries and sweeps; nil means clock.Real.
+	Clock clock.Clock
+	// Logger receives hand-off and forwarding problems; nil discards.
+	Logger *slog.Logger
+	// Registry receives the router metrics; nil leaves them unregistered.
+	Registry prometheus.Registerer
+	// Metrics receives the gauge of the router's subscriptions; nil means
+	// unregistered presence metrics. Pass the engine's to count them once.
+	Metrics *presence.Metrics
+	// SubscriberBuffer is the per-subscription event buffer; 0 means
+	// presence.DefaultSubscriberBuffer.
+	SubscriberBuffer int
+	// MaxHops bounds the forwards of one call; 0 means DefaultMaxHops.
+	MaxHops int
+	// Retries after presence.ErrMoved or an unreachable owner; 0 means
+	// DefaultRetries, negative means none.
+	Retries int
+	// RetryBackoff is the first pause between retries (wall time: it paces
+	// network calls); 0 means DefaultRetryBackoff.
+	RetryBackoff time.Duration
+	// HandoffConcurrency bounds parallel pushes; 0 means
+	// DefaultHandoffConcurrency.
+	HandoffConcurrency int
+	// HandoffTimeout bounds one install or extract call; 0 means
+	// DefaultHandoffTimeout.
+	HandoffTimeout time.Duration
+	// RebalanceRetry is the pause before retrying failed pushes; 0 means
+	// DefaultRebalanceRetry.
+	RebalanceRetry time.Duration
+	// SweepInterval is the period of the routing table sweep; 0 means
+	// DefaultSweepInterval.
+	SweepInterval time.Duration
+	// PushQueue bounds the messages queued per remote node; 0 means
+	// DefaultPushQueue.
+	PushQueue int
+	// PushBatch is the most messages per push call; 0 means DefaultPushBatch.
+	PushBatch int
+	// FlushTimeout bounds the wait for queued messages during a hand-off; 0
+	// means DefaultFlushTimeout.
+	FlushTimeout time.Duration
+	// ForwardBatch is the most updates combined into one forwarded call; 0
+	// means DefaultForwardBatch.
+	ForwardBatch int
+	// ForwardTimeout bounds one call of forwarded updates; 0 means
+	// DefaultForwardTimeout.
+	ForwardTimeout time.Duration
+	// ForwardStall is the age of a batch in flight past which later
+	// updates to the same node do not wait for it (wall time); 0 means
+	// DefaultForwardStall.
+	ForwardStall time.Duration
+}
+
+// Validate reports the first missing or invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.Self.Name == "" || c.Self.RPCAddr == "":
+		return fmt.Errorf("%w: router needs its own name and rpc address", presence.ErrInvalid)
+	case c.Engine == nil || c.Publisher == nil || c.Transport == nil:
+		return fmt.Errorf("%w: router needs an engine, its publisher and a transport", presence.ErrInvalid)
+	case c.SubscriberBuffer < 0 || c.MaxHops < 0 || c.HandoffConcurrency < 0 || c.PushQueue < 0 || c.PushBatch < 0 || c.ForwardBatch < 0:
+		return fmt.Errorf("%w: router sizes must not be negative", presence.ErrInvalid)
+	case c.RetryBackoff < 0 || c.HandoffTimeout < 0 || c.RebalanceRetry < 0 || c.SweepInterval < 0 || c.FlushTimeout < 0 || c.ForwardTimeout < 0 || c.ForwardStall < 0:
+		return fmt.Errorf("%w: router durations must not be negative", presence.ErrInvalid)
+	}
+	return nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = presence.NewMetrics(nil)
+	}
+	setDefault(&c.MaxHops, DefaultMaxHops)
+	setDefault(&c.Retries, DefaultRetries)
+	if c.Retries < 0 {
+		c.Retries = 0
+	}
+	setDefault(&c.RetryBackoff, DefaultRetryBackoff)
+	setDefault(&c.HandoffConcurrency, DefaultHandoffConcurrency)
+	setDefault(&c.HandoffTimeout, DefaultHandoffTimeout)
+	setDefault(&c.RebalanceRetry, DefaultRebalanceRetry)
+	setDefault(&c.SweepInterval, DefaultSweepInterval)
+	setDefault(&c.PushQueue, DefaultPushQueue)
+	setDefault(&c.PushBatch, DefaultPushBatch)
+	setDefault(&c.FlushTimeout, DefaultFlushTimeout)
+	setDefault(&c.ForwardBatch, DefaultForwardBatch)
+	setDefault(&c.ForwardTimeout, DefaultForwardTimeout)
+	setDefault(&c.ForwardStall, DefaultForwardStall)
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// ErrBusy is answered when a channel cannot be handed over right now because
+// the node is itself fetching or moving it; the other side retries later.
+var ErrBusy = errors.New("router: channel hand-off in progress")
+
+// sentinels are the errors that cross the wire, by position.
+var sentinels = []error{
+	presence.ErrMoved,
+	presence.ErrInvalid,
+	presence.ErrUnauthorized,
+	presence.ErrForbidden,
+	presence.ErrNotFound,
+	presence.ErrTooLarge,
+	presence.ErrRateLimited,
+	presence.ErrOverloaded,
+	presence.ErrUnavailable,
+	ErrBusy,
+}
+
+// TransportErrors lists the sentinel errors that must cross the wire, in the
+// order every node registers them (cluster.TransportConfig.Errors).
+func TransportErrors() []error { return slices.Clone(sentinels) }

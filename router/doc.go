@@ -1,0 +1,135 @@
+// Package router makes the nodes of a cluster one presence.Service: any node
+// answers any request by forwarding it to the node that serves the channel,
+// subscribers anywhere receive the messages of channels owned elsewhere, and
+// channels are handed over with their whole state when membership changes.
+//
+// # Routing
+//
+// Every node keeps a view: a ring (package ring) over the alive members, the
+// same ring without itself, and the members' transport addresses. For a
+// channel X a node applies, in order:
+//
+//  1. X is being handed over (moving): wait until the hand-off ends.
+//  2. A tombstone says X was handed to node T: forward to T.
+//  3. The node holds X's state (it fetched, received or started it): serve
+//     X with the local presence.Engine, whatever the ring says. A node holds
+//     a channel until it hands it over, so it never recreates a channel it
+//     gave away, and a channel pushed ahead of a membership change is served
+//     at once by its new holder.
+//  4. The ring makes this node X's owner: first pull X (below), then 3.
+//  5. Otherwise forward to the ring owner.
+//
+// A forwarded call carries the sender's ring epoch and a hop count; the
+// receiver routes it again by the same rules. Past MaxHops it answers
+// presence.ErrMoved. Only the node a request entered retries: after ErrMoved,
+// ErrBusy or an unreachable node it routes the failed share again with a
+// doubling backoff, then gives up with presence.ErrUnavailable (503). Epochs
+// are per-node counters, so they are logged, not compared.
+//
+// Get and Update group their channels by destination: the local share goes
+// to the engine, each remote node gets one call with its share, in parallel.
+// In an Update the leave of a channel follows its present to the same node,
+// so present-before-leave holds per channel. The caller's presence.User
+// travels with the call and the serving node checks permissions.
+//
+// Forwarded updates (heartbeats, the hot path) to one node are batched
+// without waiting: an update leaves at once when no batch is in flight to
+// that node, else it joins the next batch, sent when the one in flight
+// returns (ForwardBatch at most). The receiver serves a batch in order and
+// answers each update separately (answers, or an error carrying its
+// sentinel). A batch in flight longer than ForwardStall no longer holds the
+// next one back, so an update stuck on a slow config callback delays only
+// its own batch.
+//
+// # Wire format
+//
+// Requests and replies are hand-written binary: unsigned varints for lengths
+// and counters, zig-zag varints for ids and times, length-prefixed strings,
+// one bit per answer of an update, a message's audience sent once for a run
+// of messages sharing it. A forwarded heartbeat is about a hundred bytes. Methods 1 to 99 of the node transport belong to the router (the
+// Method constants); sentinel errors cross the wire through
+// cluster.TransportConfig.Errors = TransportErrors().
+//
+// # Hand-off
+//
+// Push. After every ring change a rebalance pass looks at each channel the
+// node holds (actors and held entries) whose ring owner is another node, and
+// for each: marks it moving (new calls wait), waits for the local calls in
+// progress, exports it (the mailbox is FIFO, so every accepted call is in the
+// snapshot), freezes the old actor (an expiry it still fires is dropped; the
+// new owner fires it from the snapshot), flushes the push queues of the
+// nodes subscribed to it, calls install on the owner with the snapshot and
+// those nodes, and only when that succeeded removes the actor and leaves a
+// tombstone. A failed push keeps the channel here and is retried
+// RebalanceRetry later (Config.Clock). A pass stops early when the view
+// changes; the next pass uses the new view.
+//
+// Pull. A node that owns X by the ring but does not hold it asks the owner
+// X would have without this node (ring without self: for a joiner, the old
+// owner) to extract X, once, with concurrent calls waiting on the same
+// fetch. The holder marks X moving, exports and removes it and sets a
+// tombstone to the requester (the request carries the requester's address,
+// since the holder may not have seen it join), then answers: the snapshot
+// (installed before any call is served), "none", "already delivered to you"
+// (a push won the race; an extract waits for a push in progress), or "handed
+// to Z" (the requester asks Z next, up to MaxHops). A node that is fetching
+// X itself answers ErrBusy and the requester retries. When the previous
+// holder cannot be reached the channel starts fresh: the engine's time-based
+// ids are above every id the old incarnation issued, so subscribers resync.
+//
+// Install merges. If the receiver already holds state for X (it started X
+// fresh while the holder was unreachable), clients are united, the later
+// expiry winning, and the last id moves past both histories with an empty
+// backlog: no id repeats and every subscriber resyncs at the next message.
+//
+// Tombstones are dropped when their target, once seen as a member, leaves,
+// when the ring owner is the target anyway, or when the target is unreachable
+// and not a member. Held channels whose actor passivated are forgotten after
+// two sweeps (SweepInterval); touching one again pulls, which finds nothing.
+//
+// Graceful leave. Drain builds the ring without this node, which every later
+// SetMembers keeps excluding, pushes every held channel to its owner there,
+// and returns when nothing is left; the node keeps forwarding (tombstones)
+// until Close. Installs sent to a draining node are refused with ErrMoved.
+//
+// # Cross-node subscriptions
+//
+// The router has its own presence.Hub, created with an OnChannel hook. Its
+// subscriptions use the router as their catch-up source: Since is forwarded
+// to the channel's holder together with this node's name and a registration
+// generation, and the holder records the node's interest before it answers,
+// so every later message is pushed. When the hub loses the last subscriber
+// of a channel the node tells the owner (interest off, same generation);
+// generations order the changes of one node and channel, so a late off never
+// undoes a newer on. Interest moves with the channel on hand-off (the node's
+// own subscribers included), interest changes reaching a node that handed
+// the channel away follow the tombstone, and a push answer lists the
+// channels the receiver no longer follows. Interest of nodes that leave the
+// membership is dropped.
+//
+// The engine's Publisher is the router's Publisher: each message of a
+// channel held here goes to the local hub and, in order, to the push queue
+// of every interested node. One goroutine per node sends its queue in
+// batches (PushBatch, one call in flight, so order holds); a full queue or
+// a failed call drops messages (presence_push_dropped_total) and the
+// subscribers see a gap and resync.
+//
+// Every message enters the hub through the feed, which tracks the last id
+// given to the hub per channel: duplicates are dropped, and a gap makes the
+// node fetch the missing messages from the holder (Since after the last id,
+// as a user the message audience admits; the hub still checks each message
+// against each subscriber) before releasing what arrived meanwhile. After
+// every ring change the node does the same for each subscribed channel whose
+// owner changed, which also registers its interest with the new holder.
+//
+// # Metrics
+//
+// presence_forwarded_total{method}, presence_forward_errors_total,
+// presence_handoffs_total{direction="in"|"out"}, presence_push_dropped_total
+// and presence_ring_epoch.
+//
+// Replication (the owner sending each change to ring.OwnerAndReplica's
+// replica before publishing, and promotion on an owner crash) will sit next
+// to the push queues: the replica is one more destination that must
+// acknowledge before the actor publishes.
+package router

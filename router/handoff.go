@@ -1,0 +1,419 @@
+package router
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/presence"
+)
+
+// requestRebalance asks the rebalance loop for a pass; Settled is false
+// until a pass started after this call completes without failures.
+func (r *Router) requestRebalance() {
+	r.wanted.Add(1)
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// rebalanceLoop runs a pass on every request, and again every
+// RebalanceRetry while pushes fail.
+func (r *Router) rebalanceLoop() {
+	var retry clock.Ticker
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
+	for {
+		var retryC <-chan time.Time
+		if retry != nil {
+			retryC = retry.C()
+		}
+		select {
+		case <-r.kick:
+		case <-retryC:
+		case <-r.ctx.Done():
+			return
+		}
+		want := r.wanted.Load()
+		failed := r.rebalance()
+		switch {
+		case failed > 0 && retry == nil:
+			retry = r.cfg.Clock.NewTicker(r.cfg.RebalanceRetry)
+		case failed == 0 && retry != nil:
+			retry.Stop()
+			retry = nil
+		}
+		if failed == 0 {
+			r.markSettled(want)
+		}
+		r.attempted.Store(want)
+	}
+}
+
+// idle reports whether every requested pass has run, successful or not:
+// what is left waits for the retry timer.
+func (r *Router) idle() bool { return r.attempted.Load() == r.wanted.Load() }
+
+// markSettled records that every pass requested up to want has completed.
+func (r *Router) markSettled(want uint64) {
+	r.settleM.Lock()
+	defer r.settleM.Unlock()
+	if r.done.Load() < want {
+		r.done.Store(want)
+		close(r.settleC)
+		r.settleC = make(chan struct{})
+	}
+}
+
+// rebalance pushes every channel held here that the current ring gives to
+// another node, a few at a time, and returns how many pushes failed. A pass
+// stops early when the view changes, since the next pass uses the new one.
+func (r *Router) rebalance() int {
+	v := r.view.Load()
+	cands := r.engine.Channels()
+	cands = append(cands, r.routes.held()...)
+	slices.Sort(cands)
+	cands = slices.Compact(cands)
+	var failed atomic.Int64
+	sem := make(chan struct{}, r.cfg.HandoffConcurrency)
+	var wg sync.WaitGroup
+	for _, ch := range cands {
+		if v.ring.Owner(ch) == r.self.Name {
+			continue
+		}
+		if r.view.Load() != v || r.ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := r.push(ch, v); err != nil {
+				failed.Add(1)
+				r.log.Info("hand-off failed; retrying later", "channel", ch, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	return int(failed.Load())
+}
+
+// push hands channel to its owner in v: new calls wait, the state is
+// exported once the calls in progress are done, the messages already queued
+// for remote subscribers are flushed, the owner installs the state, and only
+// then is the local actor removed and a tombstone left behind.
+func (r *Router) push(channel string, v *view) error {
+	owner := v.ring.Owner(channel)
+	to, ok := v.member(owner)
+	if !ok {
+		return fmt.Errorf("%w: no node to hand %s to", presence.ErrUnavailable, channel)
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
+	defer cancel()
+	if err := r.beginMove(ctx, channel, moveOut); err != nil {
+		return err
+	}
+	snap, interest, err := r.exportLocal(ctx, channel)
+	if err != nil || snap == nil {
+		r.endMove(channel, func(e *route) { e.held = e.held && err != nil })
+		return err
+	}
+	q := installRequest{from: r.self, snap: snap, interest: interest}
+	if _, err := r.call(ctx, to, MethodInstall, q.encode); err != nil {
+		r.endMove(channel, func(*route) {})
+		return err
+	}
+	r.forgetLocal(ctx, channel, to)
+	return nil
+}
+
+// exportLocal takes the state of a channel marked as moving out, freezes
+// the actor and flushes the push queues of the interested nodes. A nil
+// snapshot means there is no state here.
+func (r *Router) exportLocal(ctx context.Context, channel string) (*presence.ChannelSnapshot, []interested, error) {
+	snap, err := r.engine.Export(ctx, channel)
+	if err != nil || snap == nil {
+		return nil, nil, err
+	}
+	r.freeze(channel)
+	interest := r.interest.export(channel)
+	flushCtx, cancel := context.WithTimeout(ctx, r.cfg.FlushTimeout)
+	r.out.flush(flushCtx, interest)
+	cancel()
+	if r.feed.genOf(channel) != 0 {
+		interest = append(interest, interested{node: r.self, gen: r.feed.genOf(channel)})
+	}
+	return snap, interest, nil
+}
+
+// forgetLocal ends a successful hand-off of channel to to.
+func (r *Router) forgetLocal(ctx context.Context, channel string, to Member) {
+	if err := r.engine.Remove(ctx, channel); err != nil {
+		r.log.Warn("removing a handed-over channel failed", "channel", channel, "err", err)
+	}
+	r.interest.drop(channel)
+	_, seen := r.view.Load().member(to.Name)
+	r.endMove(channel, func(e *route) {
+		e.held = false
+		e.tomb = &tombstone{to: to, seen: seen}
+	})
+	r.m.handoffs.WithLabelValues(handoffOut).Inc()
+}
+
+// handleInstall takes over a channel pushed by its previous holder.
+func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error) {
+	q, err := decodeInstallRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	if !presence.ValidChannelName(q.snap.Channel) {
+		return nil, fmt.Errorf("%w: install of invalid channel %q", presence.ErrInvalid, q.snap.Channel)
+	}
+	if r.isDraining() {
+		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
+	}
+	if err := r.installLocal(ctx, q.snap, q.interest); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (r *Router) isDraining() bool {
+	r.memberMu.Lock()
+	defer r.memberMu.Unlock()
+	return r.draining
+}
+
+// installLocal makes this node the holder of snap's channel. If it already
+// holds state for the channel (it started it fresh when the previous holder
+// was unreachable), the two are merged. A node that does not own the
+// channel by its ring passes it on at its next rebalance pass.
+func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []interested) error {
+	channel := snap.Channel
+	if err := r.beginMove(ctx, channel, moveIn); err != nil {
+		return err
+	}
+	err := r.installMerged(ctx, snap)
+	if err != nil {
+		r.endMove(channel, func(*route) {})
+		return err
+	}
+	r.interest.add(channel, interest)
+	r.endMove(channel, func(e *route) {
+		e.held, e.tomb = true, nil
+	})
+	r.m.handoffs.WithLabelValues(handoffIn).Inc()
+	if r.view.Load().ring.Owner(channel) != r.self.Name {
+		r.requestRebalance()
+	}
+	return nil
+}
+
+func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapshot) error {
+	local, err := r.engine.Export(ctx, snap.Channel)
+	if err != nil {
+		return err
+	}
+	return r.engine.Install(ctx, mergeSnapshots(local, snap))
+}
+
+// mergeSnapshots combines the state found here with the one handed over.
+// Without local state the handed-over one is installed as it is. Otherwise
+// clients are united (the later expiry wins) and the id skips past both
+// histories with an empty backlog: no id repeats, and every subscriber sees
+// a gap at the next message and resyncs, since neither history is complete.
+func mergeSnapshots(local, in *presence.ChannelSnapshot) *presence.ChannelSnapshot {
+	if local == nil || len(local.Clients) == 0 && len(local.Backlog) == 0 && local.LastID <= in.LastID {
+		return in
+	}
+	out := &presence.ChannelSnapshot{
+		Channel: in.Channel,
+		Config:  cmp.Or(in.Config, local.Config),
+		LastID:  max(local.LastID, in.LastID) + 1,
+	}
+	byKey := make(map[[2]string]int)
+	for _, c := range slices.Concat(local.Clients, in.Clients) {
+		key := [2]string{c.User.ID, c.ClientID}
+		if i, dup := byKey[key]; dup {
+			if c.ExpiresAtUnixNano > out.Clients[i].ExpiresAtUnixNano {
+				out.Clients[i] = c
+			}
+			continue
+		}
+		byKey[key] = len(out.Clients)
+		out.Clients = append(out.Clients, c)
+	}
+	return out
+}
+
+// handleExtract hands a channel over to the node that took it over (the
+// pull side of a hand-off). The answer says whether there was state, or
+// where it went if this node had already handed it away.
+func (r *Router) handleExtract(ctx context.Context, body []byte) ([]byte, error) {
+	q, err := decodeExtractRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := r.extract(ctx, q.channel, q.requester)
+	if err != nil {
+		return nil, err
+	}
+	var e encoder
+	reply.encode(&e)
+	return e.b, nil
+}
+
+func (r *Router) extract(ctx context.Context, channel string, requester Member) (extractReply, error) {
+	if to, moved, err := r.tombstoneTo(ctx, channel); err != nil || moved {
+		if to.Name == requester.Name {
+			return extractReply{outcome: extractDelivered}, err
+		}
+		return extractReply{outcome: extractElsewhere, elsewhere: to}, err
+	}
+	if err := r.beginMove(ctx, channel, moveOut); err != nil {
+		return extractReply{}, err
+	}
+	// A tombstone may have appeared between the check and the mark.
+	if to, moved, _ := r.peekTombstone(channel); moved {
+		r.endMove(channel, func(*route) {})
+		if to.Name == requester.Name {
+			return extractReply{outcome: extractDelivered}, nil
+		}
+		return extractReply{outcome: extractElsewhere, elsewhere: to}, nil
+	}
+	snap, interest, err := r.exportLocal(ctx, channel)
+	if err != nil {
+		r.endMove(channel, func(*route) {})
+		return extractReply{}, err
+	}
+	if snap == nil {
+		r.endMove(channel, func(e *route) {
+			e.held = false
+			e.tomb = &tombstone{to: requester}
+		})
+		return extractReply{outcome: extractNone}, nil
+	}
+	r.forgetLocal(ctx, channel, requester)
+	return extractReply{outcome: extractSnapshot, snap: snap, interest: interest}, nil
+}
+
+// peekTombstone returns channel's tombstone without waiting.
+func (r *Router) peekTombstone(channel string) (Member, bool, error) {
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[channel]; e != nil && e.tomb != nil {
+		return e.tomb.to, true, nil
+	}
+	return Member{}, false, nil
+}
+
+// pull fetches channel, which this node now owns, from where it would be
+// without this node; it follows the channel if that node handed it on. If
+// the previous holder cannot be reached the channel starts fresh here: the
+// engine's new ids make its subscribers resync. Waiting calls go on when
+// f.done is closed.
+func (r *Router) pull(channel string, f *flight) {
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
+	defer cancel()
+	err := r.fetch(ctx, channel)
+	if err != nil && r.ctx.Err() == nil {
+		r.log.Warn("taking over a channel without its previous state", "channel", channel, "err", err)
+	}
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	e := sh.entry(channel)
+	e.pull = nil
+	if e.tomb == nil && r.ctx.Err() == nil {
+		e.held = true
+	}
+	sh.tidy(channel, e)
+	close(f.done)
+	sh.mu.Unlock()
+	if r.view.Load().ring.Owner(channel) != r.self.Name {
+		r.requestRebalance()
+	}
+}
+
+// fetch asks the previous holder for channel and installs what it answers.
+func (r *Router) fetch(ctx context.Context, channel string) error {
+	v := r.view.Load()
+	from, ok := v.member(v.others.Owner(channel))
+	if !ok {
+		return nil // a cluster of one: nobody had it
+	}
+	for hop, busy := 0, 0; hop <= r.cfg.MaxHops; {
+		q := extractRequest{channel: channel, requester: r.self}
+		resp, err := r.call(ctx, from, MethodExtract, q.encode)
+		if errors.Is(err, ErrBusy) && busy < r.cfg.Retries {
+			busy++
+			if err := sleep(ctx, r.cfg.RetryBackoff<<busy); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		reply, err := decodeExtractReply(resp)
+		if err != nil {
+			return err
+		}
+		switch reply.outcome {
+		case extractSnapshot:
+			return r.installLocal(ctx, reply.snap, reply.interest)
+		case extractElsewhere:
+			if reply.elsewhere.Name == r.self.Name {
+				return nil
+			}
+			from, hop = reply.elsewhere, hop+1
+			continue
+		}
+		return nil // none, or already delivered here by a push
+	}
+	return fmt.Errorf("%w: %s handed on more than %d times", presence.ErrMoved, channel, r.cfg.MaxHops)
+}
+
+// sleep waits d of wall time or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sweepLoop periodically forgets routing entries of channels that passivated.
+func (r *Router) sweepLoop() {
+	t := r.cfg.Clock.NewTicker(r.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C():
+			r.sweep()
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *Router) sweep() {
+	actors := make(map[string]bool)
+	for _, ch := range r.engine.Channels() {
+		actors[ch] = true
+	}
+	r.routes.sweepIdle(actors)
+	r.routes.sweepTombstones(r.view.Load())
+}

@@ -1,0 +1,381 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+
+	"github.com/presencehq/presence/presence"
+)
+
+// routeShards splits the routing table so heartbeats of different channels
+// rarely share a lock.
+const routeShards = 64
+
+// routeTable holds what this node knows about channels beyond the ring: the
+// ones whose state it holds, the ones being handed over, and tombstones of
+// the ones it handed away. Channels it never touched have no entry.
+type routeTable struct {
+	seed   maphash.Seed
+	shards [routeShards]routeShard
+}
+
+type routeShard struct {
+	mu sync.Mutex
+	m  map[string]*route
+}
+
+// moveKind says which way a channel is being handed over.
+type moveKind uint8
+
+const (
+	moveOut moveKind = iota + 1 // exported to another node (push or extract)
+	moveIn                      // a snapshot is being installed here
+)
+
+// route is one channel's entry, under its shard's lock.
+type route struct {
+	// held: this node holds the channel's state (pulled, installed, or
+	// started fresh) and serves it locally whatever the ring says, until it
+	// is handed over.
+	held bool
+	// idle: a sweep found no actor for the held channel; the next sweep
+	// forgets it unless a request touched it in between.
+	idle bool
+	// active counts local engine calls in progress; a hand-off waits for
+	// them (drained is closed when the count reaches zero) so that every
+	// accepted call is in the exported snapshot.
+	active  int
+	drained chan struct{}
+	// moving is closed when the current hand-off ends; requests wait on it.
+	moving chan struct{}
+	kind   moveKind
+	// frozen: the state was exported; anything the old actor still
+	// publishes (an expiry) is dropped, the new owner publishes it.
+	frozen bool
+	// pull is this node fetching the channel from its previous holder.
+	pull *flight
+	// tomb: the channel was handed to another node, which serves it.
+	tomb *tombstone
+}
+
+// tombstone remembers where a channel went.
+type tombstone struct {
+	to Member
+	// seen: to has been in the member set since; a tombstone to a node that
+	// was seen and then left is dropped (its state died with it).
+	seen bool
+}
+
+// flight is one pull in progress; done is closed when it ends.
+type flight struct{ done chan struct{} }
+
+func (e *route) empty() bool {
+	return !e.held && e.active == 0 && e.moving == nil && e.pull == nil && e.tomb == nil
+}
+
+func (t *routeTable) init() {
+	t.seed = maphash.MakeSeed()
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]*route)
+	}
+}
+
+func (t *routeTable) shard(channel string) *routeShard {
+	return &t.shards[maphash.String(t.seed, channel)%routeShards]
+}
+
+// entry returns channel's entry, creating it; the shard lock must be held.
+func (s *routeShard) entry(channel string) *route {
+	e := s.m[channel]
+	if e == nil {
+		e = &route{}
+		s.m[channel] = e
+	}
+	return e
+}
+
+// tidy forgets an entry that records nothing; the shard lock must be held.
+func (s *routeShard) tidy(channel string, e *route) {
+	if e.empty() {
+		delete(s.m, channel)
+	}
+}
+
+// wait blocks until c is closed or ctx ends.
+func wait(ctx context.Context, c <-chan struct{}) error {
+	select {
+	case <-c:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// target is where a call for a channel goes: this node's engine (local, and
+// then the caller must release the channel) or another node.
+type target struct {
+	local bool
+	to    Member
+}
+
+// acquire decides where a call for channel is served. The rules, in order:
+// a channel being handed over waits for the hand-off; a tombstone forwards
+// to the node the channel went to; a held channel is served here; a channel
+// this node owns by the ring is first fetched from its previous holder
+// (once; concurrent calls share the fetch); anything else goes to the ring
+// owner. A local answer counts the call as active until release.
+func (r *Router) acquire(ctx context.Context, channel string) (target, error) {
+	sh := r.routes.shard(channel)
+	for {
+		sh.mu.Lock()
+		e := sh.m[channel]
+		switch {
+		case e != nil && e.moving != nil:
+			c := e.moving
+			sh.mu.Unlock()
+			if err := wait(ctx, c); err != nil {
+				return target{}, err
+			}
+			continue
+		case e != nil && e.tomb != nil:
+			to := e.tomb.to
+			sh.mu.Unlock()
+			return target{to: to}, nil
+		case e != nil && e.held:
+			e.active++
+			e.idle = false
+			sh.mu.Unlock()
+			return target{local: true}, nil
+		case e != nil && e.pull != nil:
+			c := e.pull.done
+			sh.mu.Unlock()
+			if err := wait(ctx, c); err != nil {
+				return target{}, err
+			}
+			continue
+		}
+		v := r.view.Load()
+		owner := v.ring.Owner(channel)
+		if owner == r.self.Name && !v.joined {
+			sh.mu.Unlock()
+			return target{}, fmt.Errorf("%w: %s has not joined the cluster yet", presence.ErrMoved, r.self.Name)
+		}
+		if owner != r.self.Name {
+			sh.mu.Unlock()
+			m, ok := v.member(owner)
+			if !ok {
+				return target{}, fmt.Errorf("%w: no member owns %s", presence.ErrUnavailable, channel)
+			}
+			return target{to: m}, nil
+		}
+		f := &flight{done: make(chan struct{})}
+		e = sh.entry(channel)
+		if !r.spawn(func() { r.pull(channel, f) }) {
+			sh.tidy(channel, e)
+			sh.mu.Unlock()
+			return target{}, fmt.Errorf("%w: router closed", presence.ErrUnavailable)
+		}
+		e.pull = f
+		sh.mu.Unlock()
+	}
+}
+
+// release ends a local call started by acquire.
+func (r *Router) release(channel string) {
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	e := sh.m[channel]
+	e.active--
+	if e.active == 0 && e.drained != nil {
+		close(e.drained)
+		e.drained = nil
+	}
+	sh.mu.Unlock()
+}
+
+// beginMove marks channel as being handed over in direction kind, so new
+// calls wait, and returns once the local calls in progress have finished.
+// A move out waits for another move to end and then marks the channel
+// itself (the caller then finds the outcome: a tombstone, no state); it
+// gives ErrBusy while this node is fetching the channel, since the fetch may
+// be waiting for the very node that asks. An install waits for another
+// install, and gives ErrBusy while the channel is moving out (two nodes
+// pushing one channel to each other must not wait for each other).
+func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) error {
+	sh := r.routes.shard(channel)
+	for {
+		sh.mu.Lock()
+		e := sh.entry(channel)
+		busy := kind == moveOut && e.pull != nil || kind == moveIn && e.moving != nil && e.kind == moveOut
+		if busy {
+			sh.tidy(channel, e)
+			sh.mu.Unlock()
+			return fmt.Errorf("%w: %s", ErrBusy, channel)
+		}
+		if e.moving != nil {
+			c := e.moving
+			sh.mu.Unlock()
+			if err := wait(ctx, c); err != nil {
+				return err
+			}
+			continue
+		}
+		e.moving, e.kind = make(chan struct{}), kind
+		var drained chan struct{}
+		if e.active > 0 {
+			e.drained = make(chan struct{})
+			drained = e.drained
+		}
+		sh.mu.Unlock()
+		if drained == nil {
+			return nil
+		}
+		if err := wait(ctx, drained); err != nil {
+			r.endMove(channel, func(*route) {})
+			return err
+		}
+		return nil
+	}
+}
+
+// endMove applies the outcome of a hand-off to channel's entry and lets the
+// waiting calls go on.
+func (r *Router) endMove(channel string, outcome func(e *route)) {
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	e := sh.entry(channel)
+	outcome(e)
+	e.frozen = false
+	if e.moving != nil {
+		close(e.moving)
+		e.moving, e.kind = nil, 0
+	}
+	sh.tidy(channel, e)
+	sh.mu.Unlock()
+}
+
+// freeze marks channel's exported actor as frozen.
+func (r *Router) freeze(channel string) {
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	sh.entry(channel).frozen = true
+	sh.mu.Unlock()
+}
+
+// frozen reports whether the local actor of channel was exported for a
+// hand-off in progress.
+func (r *Router) frozen(channel string) bool {
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	e := sh.m[channel]
+	f := e != nil && e.frozen
+	sh.mu.Unlock()
+	return f
+}
+
+// tombstoneTo returns where channel was handed, if anywhere, waiting for a
+// hand-off in progress.
+func (r *Router) tombstoneTo(ctx context.Context, channel string) (Member, bool, error) {
+	sh := r.routes.shard(channel)
+	for {
+		sh.mu.Lock()
+		e := sh.m[channel]
+		if e != nil && e.moving != nil {
+			c := e.moving
+			sh.mu.Unlock()
+			if err := wait(ctx, c); err != nil {
+				return Member{}, false, err
+			}
+			continue
+		}
+		var to Member
+		found := e != nil && e.tomb != nil
+		if found {
+			to = e.tomb.to
+		}
+		sh.mu.Unlock()
+		return to, found, nil
+	}
+}
+
+// dropTombstone forgets that channel went to to, when to turned out to be
+// unreachable and is not a member: its state is lost, the ring decides.
+func (r *Router) dropTombstone(channel string, to Member) {
+	if _, ok := r.view.Load().member(to.Name); ok {
+		return
+	}
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	if e := sh.m[channel]; e != nil && e.tomb != nil && e.tomb.to == to {
+		e.tomb = nil
+		sh.tidy(channel, e)
+	}
+	sh.mu.Unlock()
+}
+
+// sweepTombstones updates tombstones for a new view: a target seen in the
+// member set and gone since is dropped, and so is a tombstone pointing at
+// the ring owner, which the ring already routes to.
+func (t *routeTable) sweepTombstones(v *view) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for ch, e := range sh.m {
+			if e.tomb == nil {
+				continue
+			}
+			_, member := v.members[e.tomb.to.Name]
+			switch {
+			case member && v.ring.Owner(ch) == e.tomb.to.Name:
+				e.tomb = nil
+			case member:
+				e.tomb.seen = true
+			case e.tomb.seen:
+				e.tomb = nil
+			}
+			sh.tidy(ch, e)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// sweepIdle forgets held channels that have had no actor for two sweeps in
+// a row (passivated): the next call fetches them again, which finds
+// nothing. actors is the set of channels with an actor, taken before.
+func (t *routeTable) sweepIdle(actors map[string]bool) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for ch, e := range sh.m {
+			if !e.held || e.active > 0 || e.moving != nil || e.pull != nil || actors[ch] {
+				e.idle = false
+				continue
+			}
+			if e.idle {
+				e.held, e.idle = false, false
+				sh.tidy(ch, e)
+			} else {
+				e.idle = true
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// held returns the channels whose state this node holds.
+func (t *routeTable) held() []string {
+	var out []string
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for ch, e := range sh.m {
+			if e.held {
+				out = append(out, ch)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}

@@ -1,0 +1,154 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/presence"
+)
+
+func member(name, state string) cluster.Member {
+	return cluster.Member{Name: name, State: state, Meta: cluster.MemberMeta{RPC: name + ":1", Raft: name + ":2", HTTP: name + ":3"}}
+}
+
+func names(ms []cluster.Member) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+func TestMemberTableTracksStatesAndDownTime(t *testing.T) {
+	tab := newMemberTable("a")
+	t0 := time.Unix(1000, 0)
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberJoin, Member: member("a", cluster.MemberStateAlive)}, t0)
+	if tab.othersSeen() {
+		t.Fatal("only self known, othersSeen true")
+	}
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberJoin, Member: member("c", cluster.MemberStateAlive)}, t0)
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberJoin, Member: member("b", cluster.MemberStateAlive)}, t0)
+	if got := names(tab.alive()); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("alive %v", got)
+	}
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberUpdate, Member: member("b", cluster.MemberStateLeaving)}, t0)
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberFailed, Member: member("c", cluster.MemberStateDead)}, t0.Add(time.Second))
+	if got := names(tab.alive()); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("alive after leaving and failure %v", got)
+	}
+	if !tab.othersSeen() {
+		t.Fatal("a leaving member is still seen")
+	}
+	rec, ok := tab.lookup("c")
+	if !ok || !rec.gone() || !rec.down.Equal(t0.Add(time.Second)) {
+		t.Fatalf("dead record %+v %v", rec, ok)
+	}
+	if got := len(tab.all()); got != 3 {
+		t.Fatalf("all has %d records, want 3", got)
+	}
+	tab.prune(t0.Add(10*time.Second), 5*time.Second)
+	if _, ok := tab.lookup("c"); ok {
+		t.Fatal("dead member not pruned")
+	}
+	if _, ok := tab.lookup("b"); !ok {
+		t.Fatal("leaving member pruned")
+	}
+}
+
+func TestMemberTableDetectsARestartThroughTheIncarnation(t *testing.T) {
+	tab := newMemberTable("a")
+	t0 := time.Unix(1000, 0)
+	run := func(name string, inc uint64, kind cluster.MemberEventKind, state string) bool {
+		m := member(name, state)
+		m.Meta.Incarnation = inc
+		return tab.apply(cluster.MemberEvent{Kind: kind, Member: m}, t0)
+	}
+	if run("b", 1, cluster.MemberJoin, cluster.MemberStateAlive) {
+		t.Error("first sight reported as a restart")
+	}
+	if run("b", 1, cluster.MemberUpdate, cluster.MemberStateAlive) {
+		t.Error("same incarnation reported as a restart")
+	}
+	if !run("b", 2, cluster.MemberUpdate, cluster.MemberStateAlive) {
+		t.Error("new incarnation of a live member not reported")
+	}
+	if !run("b", 0, cluster.MemberUpdate, cluster.MemberStateAlive) {
+		t.Error("a new process (incarnation 0 while loading) not reported")
+	}
+	if run("b", 2, cluster.MemberUpdate, cluster.MemberStateAlive) {
+		t.Error("the new process announcing its incarnation reported as another restart")
+	}
+	run("b", 2, cluster.MemberFailed, cluster.MemberStateDead)
+	if run("b", 3, cluster.MemberJoin, cluster.MemberStateAlive) {
+		t.Error("return after death reported as a restart: the router saw it leave already")
+	}
+	run("a", 1, cluster.MemberJoin, cluster.MemberStateAlive)
+	if run("a", 2, cluster.MemberUpdate, cluster.MemberStateAlive) {
+		t.Error("own restart reported")
+	}
+}
+
+func TestMemberTableRebuildMarksMissingDead(t *testing.T) {
+	tab := newMemberTable("a")
+	t0 := time.Unix(1000, 0)
+	for _, n := range []string{"a", "b", "c"} {
+		tab.apply(cluster.MemberEvent{Kind: cluster.MemberJoin, Member: member(n, cluster.MemberStateAlive)}, t0)
+	}
+	tab.rebuild([]cluster.Member{member("a", cluster.MemberStateAlive), member("d", cluster.MemberStateAlive)}, t0.Add(time.Second))
+	if got := names(tab.alive()); !slices.Equal(got, []string{"a", "d"}) {
+		t.Fatalf("alive after rebuild %v", got)
+	}
+	for _, n := range []string{"b", "c"} {
+		rec, _ := tab.lookup(n)
+		if rec.State != cluster.MemberStateDead || !rec.down.Equal(t0.Add(time.Second)) {
+			t.Errorf("%s after rebuild: %+v", n, rec)
+		}
+	}
+}
+
+func TestStoreErrorsMapToStatuses(t *testing.T) {
+	cases := []struct {
+		err  error
+		want error
+	}{
+		{fmt.Errorf("x: %w", cluster.ErrKeyNotFound), presence.ErrNotFound},
+		{fmt.Errorf("%w: %w", cluster.ErrNotLeader, cluster.ErrNoLeader), presence.ErrUnavailable},
+		{cluster.ErrStoreClosed, presence.ErrUnavailable},
+		{fmt.Errorf("dial: %w", cluster.ErrPeerUnavailable), presence.ErrUnavailable},
+	}
+	for _, tc := range cases {
+		if got := storeError(tc.err); !errors.Is(got, tc.want) {
+			t.Errorf("storeError(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+	if storeError(nil) != nil {
+		t.Error("storeError(nil) is not nil")
+	}
+	other := errors.New("boom")
+	if got := storeError(other); got != other {
+		t.Errorf("unknown error changed: %v", got)
+	}
+}
+
+func TestOnlyLeadershipAndReachabilityErrorsAreRetried(t *testing.T) {
+	retried := []error{
+		fmt.Errorf("%w: leader is b", cluster.ErrNotLeader),
+		cluster.ErrStoreClosed,
+		fmt.Errorf("call: %w", cluster.ErrPeerUnavailable),
+		fmt.Errorf("%w: b", errLeaderUnreachable),
+	}
+	for _, err := range retried {
+		if !retryableWrite(err) {
+			t.Errorf("%v not retried", err)
+		}
+	}
+	for _, err := range []error{nil, cluster.ErrKeyNotFound, presence.ErrInvalid, errors.New("boom")} {
+		if retryableWrite(err) {
+			t.Errorf("%v retried", err)
+		}
+	}
+}

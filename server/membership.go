@@ -1,0 +1,228 @@
+package server
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/router"
+)
+
+// startGossip starts memberlist with this node's advertised addresses in
+// its metadata, the member loop and, with --join, the join loop. It does
+// nothing once shutdown has begun.
+//
+// The metadata's Incarnation stays 0 until the node serves (announceServing):
+// the others route channels only to members with an incarnation, so a node
+// that has not loaded the prefix documents yet is never given channels, and
+// a restarted process is told apart from its predecessor at once.
+func (s *Server) startGossip() error {
+	s.mlMu.Lock()
+	defer s.mlMu.Unlock()
+	if s.ctx.Err() != nil {
+		return nil
+	}
+	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
+	s.meta = cluster.MemberMeta{
+		RPC:  s.rpcAddr,
+		Raft: s.store.Addr(),
+		HTTP: s.cfg.advertised(s.listener.Addr().String()),
+	}
+	ml, err := cluster.StartMembership(cluster.MembershipConfig{
+		Name:          s.cfg.Name,
+		BindAddr:      s.cfg.GossipAddr,
+		AdvertiseAddr: s.cfg.Advertise,
+		Meta:          s.meta,
+		Key:           key,
+		Fast:          s.cfg.FastGossip,
+		Logger:        s.log,
+	})
+	if err != nil {
+		return err
+	}
+	s.ml = ml
+	s.started.Store(true)
+	s.wg.Add(1)
+	go s.memberLoop(ml)
+	if len(s.cfg.Join) > 0 {
+		s.wg.Add(1)
+		go s.joinLoop(ml)
+	}
+	s.log.Info("gossiping", "gossip", ml.Addr(), "join", s.cfg.Join)
+	return nil
+}
+
+// announceServing gossips this run's incarnation (its start time), which
+// makes the others route channels to this node.
+func (s *Server) announceServing() {
+	ml := s.membership()
+	if ml == nil {
+		return
+	}
+	meta := s.meta
+	meta.Incarnation = uint64(s.startedAt.UnixNano())
+	if err := ml.UpdateMeta(meta, s.timings.leave); err != nil {
+		s.log.Warn("serving not announced", "err", err)
+		return
+	}
+	s.log.Info("serving channels", "incarnation", meta.Incarnation)
+}
+
+// membership returns memberlist, nil before gossip started.
+func (s *Server) membership() *cluster.Membership {
+	s.mlMu.Lock()
+	defer s.mlMu.Unlock()
+	return s.ml
+}
+
+// GossipAddr is the gossip address other nodes join (useful with port 0).
+func (s *Server) GossipAddr() string {
+	if ml := s.membership(); ml != nil {
+		return ml.Addr()
+	}
+	return s.cfg.GossipAddr
+}
+
+// joinLoop contacts the --join addresses until another member answers, so
+// a node started before its seeds still joins them once they are up.
+func (s *Server) joinLoop(ml *cluster.Membership) {
+	defer s.wg.Done()
+	backoff := s.timings.joinMin
+	for attempt := 1; ; attempt++ {
+		_, err := ml.Join(s.cfg.Join)
+		if err == nil && otherMemberLive(ml) {
+			s.joined.Store(true)
+			s.log.Info("joined the cluster", "attempts", attempt)
+			return
+		}
+		level := s.log.Debug
+		if attempt == 1 {
+			level = s.log.Info
+		}
+		level("join failed, retrying", "join", s.cfg.Join, "err", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-s.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, s.timings.joinMax)
+	}
+}
+
+// otherMemberLive reports whether gossip knows a live member besides this
+// node (a join address may be this node itself).
+func otherMemberLive(ml *cluster.Membership) bool {
+	for _, m := range ml.Members() {
+		if m.Name != ml.LocalName() {
+			return true
+		}
+	}
+	return false
+}
+
+// memberLoop is the one consumer of membership events: it keeps the member
+// table, tells the router who may own channels and wakes the Raft worker.
+// Nothing here runs inside memberlist's callbacks.
+func (s *Server) memberLoop(ml *cluster.Membership) {
+	defer s.wg.Done()
+	events := ml.Events()
+	prune := time.NewTicker(s.timings.tick)
+	defer prune.Stop()
+	var last []router.Member
+	restarted := map[string]bool{} // in the current burst of events
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			s.observe(ml, ev, restarted)
+			// A node joining a cluster learns every member at once: apply
+			// the burst before moving channels.
+			if !s.drainEvents(ml, restarted) {
+				return
+			}
+		case <-prune.C:
+			s.members.prune(time.Now(), 2*s.cfg.ReapAfter)
+			continue
+		case <-s.ctx.Done():
+			return
+		}
+		if len(restarted) > 0 {
+			// The router must see a replaced process leave and come back:
+			// its channels, and the subscriptions registered with it, died
+			// with the old one.
+			last = s.pushMembers(last, restarted)
+			clear(restarted)
+		}
+		last = s.pushMembers(last, nil)
+		s.kickRaft()
+	}
+}
+
+// drainEvents applies the events already queued; false once the channel
+// is closed.
+func (s *Server) drainEvents(ml *cluster.Membership, restarted map[string]bool) bool {
+	for {
+		select {
+		case ev, ok := <-ml.Events():
+			if !ok {
+				return false
+			}
+			s.observe(ml, ev, restarted)
+		default:
+			return true
+		}
+	}
+}
+
+// observe applies one event to the member table, noting restarted members.
+func (s *Server) observe(ml *cluster.Membership, ev cluster.MemberEvent, restarted map[string]bool) {
+	now := time.Now()
+	if ev.Kind == cluster.MemberResync {
+		s.members.rebuild(ml.Members(), now)
+		return
+	}
+	s.log.Debug("member event", "kind", ev.Kind.String(), "member", ev.Member.Name, "state", ev.Member.State)
+	if s.members.apply(ev, now) {
+		s.log.Info("member restarted", "member", ev.Member.Name, "incarnation", ev.Member.Meta.Incarnation)
+		restarted[ev.Member.Name] = true
+	}
+	if ev.Member.Name != s.cfg.Name && ev.Kind == cluster.MemberJoin {
+		s.joined.Store(true)
+	}
+	if (ev.Kind == cluster.MemberFailed || restarted[ev.Member.Name]) && ev.Member.Meta.RPC != "" {
+		// Fail calls in flight to a dead process now rather than at their timeout.
+		s.transport.Disconnect(ev.Member.Meta.RPC)
+	}
+}
+
+// pushMembers hands the router the members that may own channels, but
+// those in without, when they changed: alive, and serving (an incarnation
+// announced). This node stays in its own ring until it starts leaving.
+func (s *Server) pushMembers(last []router.Member, without map[string]bool) []router.Member {
+	var set []router.Member
+	selfSeen := false
+	for _, m := range s.members.alive() {
+		switch {
+		case m.Name == s.cfg.Name:
+			selfSeen = true
+		case m.Meta.RPC == "" || without[m.Name]:
+			continue // unreadable metadata leaves no address for channel calls
+		case m.Meta.Incarnation == 0:
+			continue // still loading the channels' configuration
+		}
+		set = append(set, router.Member{Name: m.Name, RPCAddr: m.Meta.RPC})
+	}
+	if !selfSeen && !s.draining.Load() {
+		set = append(set, s.self)
+		slices.SortFunc(set, func(a, b router.Member) int { return strings.Compare(a.Name, b.Name) })
+	}
+	if slices.Equal(set, last) {
+		return last
+	}
+	s.log.Info("channel owners changed", "members", len(set))
+	s.router.SetMembers(set)
+	return set
+}
