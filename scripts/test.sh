@@ -32,6 +32,7 @@ if [ -z "${QUICK:-}" ]; then
   else
     echo "SKIP: node is not installed; the JS client unit tests did not run"
   fi
+  run "process cluster and chaos tests (real binary, 3 nodes on loopback)" ./scripts/chaos-test.sh
   run "browser end-to-end tests (headless Chromium, 3 nodes)" ./scripts/browser-test.sh
   for target in FuzzValidChannelName:./presence FuzzParsePrefixDocument:./presence FuzzParseUpdate:./api; do
     name=${target%%:*}; pkg=${target#*:}
