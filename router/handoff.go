@@ -272,18 +272,13 @@ func (r *Router) handleExtract(ctx context.Context, body []byte) ([]byte, error)
 	return e.b, nil
 }
 
+// extract marks channel as moving out (waiting for a hand-off in progress)
+// and then answers where it went, or takes its state.
 func (r *Router) extract(ctx context.Context, channel string, requester Member) (extractReply, error) {
-	if to, moved, err := r.tombstoneTo(ctx, channel); err != nil || moved {
-		if to.Name == requester.Name {
-			return extractReply{outcome: extractDelivered}, err
-		}
-		return extractReply{outcome: extractElsewhere, elsewhere: to}, err
-	}
 	if err := r.beginMove(ctx, channel, moveOut); err != nil {
 		return extractReply{}, err
 	}
-	// A tombstone may have appeared between the check and the mark.
-	if to, moved, _ := r.peekTombstone(channel); moved {
+	if to, moved := r.peekTombstone(channel); moved {
 		r.endMove(channel, func(*route) {})
 		if to.Name == requester.Name {
 			return extractReply{outcome: extractDelivered}, nil
@@ -306,15 +301,15 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member) 
 	return extractReply{outcome: extractSnapshot, snap: snap, interest: interest}, nil
 }
 
-// peekTombstone returns channel's tombstone without waiting.
-func (r *Router) peekTombstone(channel string) (Member, bool, error) {
+// peekTombstone returns channel's tombstone target, if any.
+func (r *Router) peekTombstone(channel string) (Member, bool) {
 	sh := r.routes.shard(channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if e := sh.m[channel]; e != nil && e.tomb != nil {
-		return e.tomb.to, true, nil
+		return e.tomb.to, true
 	}
-	return Member{}, false, nil
+	return Member{}, false
 }
 
 // pull fetches channel, which this node now owns, from where it would be

@@ -104,7 +104,7 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 	hops int, out map[string]bool, mu *sync.Mutex) (updateGroup, error) {
 	var groups []*updateGroup
 	for _, ch := range present {
-		g, err := r.updateLocal(ctx, ch, hops, groups, func() error {
+		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
 			ok, err := r.engine.Present(ctx, u, clientID, ch)
 			mu.Lock()
 			out[ch] = ok
@@ -114,28 +114,26 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 		if err != nil {
 			return updateGroup{present: present, leave: leave}, err
 		}
-		if g != nil {
-			if len(g.present) == 0 && len(g.leave) == 0 {
-				groups = append(groups, g)
-			}
+		if remote {
+			var g *updateGroup
+			groups, g = groupFor(groups, to)
 			g.present = append(g.present, ch)
 		}
 	}
 	for _, ch := range leave {
-		g := groupWithPresent(groups, ch)
-		if g == nil {
-			var err error
-			g, err = r.updateLocal(ctx, ch, hops, groups, func() error {
-				return r.engine.Leave(ctx, u.ID, clientID, ch)
-			})
-			if err != nil {
-				return updateGroup{present: present, leave: leave}, err
-			}
+		if g := groupWithPresent(groups, ch); g != nil {
+			g.leave = append(g.leave, ch)
+			continue
 		}
-		if g != nil {
-			if len(g.present) == 0 && len(g.leave) == 0 {
-				groups = append(groups, g)
-			}
+		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
+			return r.engine.Leave(ctx, u.ID, clientID, ch)
+		})
+		if err != nil {
+			return updateGroup{present: present, leave: leave}, err
+		}
+		if remote {
+			var g *updateGroup
+			groups, g = groupFor(groups, to)
 			g.leave = append(g.leave, ch)
 		}
 	}
@@ -143,29 +141,35 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 }
 
 // updateLocal routes one channel: it runs apply when the channel is served
-// here, does nothing for an invalid name, and otherwise returns the group of
-// the node that serves it (a new, empty one if that node has none yet).
-func (r *Router) updateLocal(ctx context.Context, ch string, hops int, groups []*updateGroup, apply func() error) (*updateGroup, error) {
+// here (or its name is invalid: the engine then answers false or ignores
+// it, as it would locally), and otherwise returns the node that serves it.
+func (r *Router) updateLocal(ctx context.Context, ch string, hops int, apply func() error) (to Member, remote bool, err error) {
 	if !presence.ValidChannelName(ch) {
-		return nil, apply() // the engine answers false or ignores it, as locally
+		return Member{}, false, apply()
 	}
 	t, err := r.acquire(ctx, ch)
 	if err != nil {
-		return nil, err
+		return Member{}, false, err
 	}
 	if t.local {
 		defer r.release(ch)
-		return nil, apply()
+		return Member{}, false, apply()
 	}
 	if hops+1 > r.cfg.MaxHops {
-		return nil, fmt.Errorf("%w: %s after %d hops", presence.ErrMoved, ch, hops)
+		return Member{}, false, fmt.Errorf("%w: %s after %d hops", presence.ErrMoved, ch, hops)
 	}
+	return t.to, true, nil
+}
+
+// groupFor returns the group of node to, adding it if needed.
+func groupFor(groups []*updateGroup, to Member) ([]*updateGroup, *updateGroup) {
 	for _, g := range groups {
-		if g.to == t.to {
-			return g, nil
+		if g.to == to {
+			return groups, g
 		}
 	}
-	return &updateGroup{to: t.to}, nil
+	g := &updateGroup{to: to}
+	return append(groups, g), g
 }
 
 // groupWithPresent returns the group already carrying ch as a present

@@ -1,11 +1,14 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presencehq/presence/presence"
 )
@@ -60,7 +63,7 @@ func testUser(i int) *presence.User {
 }
 
 func canEnter(u *presence.User, ch string) bool {
-	cfg, _ := testConfigs{}.Resolve(nil, ch)
+	cfg, _ := testConfigs{}.Resolve(context.Background(), ch)
 	return cfg != nil && cfg.CanEnter(u)
 }
 
@@ -132,7 +135,7 @@ func checkModel(t *testing.T, nodes []*testNode, chs []string, m model) {
 }
 
 func canView(u *presence.User, ch string) bool {
-	cfg, _ := testConfigs{}.Resolve(nil, ch)
+	cfg, _ := testConfigs{}.Resolve(context.Background(), ch)
 	return cfg != nil && cfg.CanView(u)
 }
 
@@ -242,4 +245,49 @@ func channelOwnedBy(t testing.TB, n *testNode, owner, prefix string) string {
 	}
 	t.Fatalf("no channel owned by %s", owner)
 	return ""
+}
+
+func TestOwnerRingAndMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := newTestCluster(t, 3, func(cfg *Config) {
+		if cfg.Self.Name == "n1" {
+			cfg.Registry = reg
+		}
+	})
+	a := c.nodes[0]
+	ch := channelOwnedBy(t, a, "n2", "/pub/o")
+	owner, replicas := a.r.Owner(ch)
+	if owner != "n2" || len(replicas) != 1 || replicas[0] == "n2" {
+		t.Errorf("Owner(%s) = %s %v", ch, owner, replicas)
+	}
+	if got := a.r.Ring().Members(); !slices.Equal(got, []string{"n1", "n2", "n3"}) {
+		t.Errorf("ring members %v", got)
+	}
+	epoch := a.r.Ring().Epoch()
+	a.r.SetMembers(members(c.nodes[:2]...))
+	if a.r.Ring().Epoch() != epoch+1 {
+		t.Errorf("epoch %d after %d", a.r.Ring().Epoch(), epoch)
+	}
+	if _, err := a.r.Get(testCtx(t), nil, []string{ch}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+		if mf.GetName() == "presence_ring_epoch" && mf.GetMetric()[0].GetGauge().GetValue() != float64(epoch+1) {
+			t.Errorf("presence_ring_epoch = %v", mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	for _, name := range []string{"presence_forwarded_total", "presence_forward_errors_total", "presence_handoffs_total", "presence_push_dropped_total", "presence_ring_epoch"} {
+		if !got[name] {
+			t.Errorf("metric %s not registered", name)
+		}
+	}
+	if _, replicas := newTestCluster(t, 1, nil).nodes[0].r.Owner(ch); replicas == nil || len(replicas) != 0 {
+		t.Errorf("alone: replicas %v, want empty", replicas)
+	}
 }
