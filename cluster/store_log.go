@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -77,7 +78,21 @@ func (l *storeHclog) Log(level hclog.Level, msg string, args ...any) {
 	if !l.enabled(level) {
 		return
 	}
-	l.out.Log(context.Background(), storeSlogLevel(level), msg, args...)
+	l.out.Log(context.Background(), storeSlogLevel(level), msg, storeFormatArgs(args)...)
+}
+
+// storeFormatArgs renders hclog.Fmt values (raft logs its server lists
+// with them), which slog would otherwise print as the raw format and
+// arguments.
+func storeFormatArgs(args []any) []any {
+	for i, a := range args {
+		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
+			if format, isString := f[0].(string); isString {
+				args[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
+	return args
 }
 
 // Trace implements hclog.Logger.

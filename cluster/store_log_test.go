@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -84,5 +85,14 @@ func TestStoreHclogStandardWriter(t *testing.T) {
 	recs = storeLogRecords(t, &buf)
 	if len(recs) != 2 || recs[0]["level"] != "ERROR" || recs[1]["msg"] != "two" {
 		t.Fatalf("forced records = %v", recs)
+	}
+}
+
+func TestStoreLogFormatsHclogFmtValues(t *testing.T) {
+	var buf bytes.Buffer
+	logger := newStoreHclog(slog.New(slog.NewJSONHandler(&buf, nil)), "raft")
+	logger.Info("servers", "servers", hclog.Fmt("%+v", []string{"a", "b"}))
+	if !strings.Contains(buf.String(), `"servers":"[a b]"`) {
+		t.Fatalf("hclog.Fmt value not rendered: %s", buf.String())
 	}
 }
