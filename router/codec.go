@@ -314,17 +314,28 @@ type installRequest struct {
 	from     Member
 	snap     *presence.ChannelSnapshot
 	interest []interested
+	// leaves are the sender's recent leaves of the channel (user → unix
+	// ns), an optional tail: the receiver merges copies last writer wins.
+	leaves map[string]int64
 }
 
 func (q *installRequest) encode(e *encoder) {
 	e.member(q.from)
 	e.snapshot(q.snap)
 	e.interested(q.interest)
+	if len(q.leaves) > 0 {
+		e.leaves(q.leaves)
+	}
 }
 
 func decodeInstallRequest(b []byte) (installRequest, error) {
 	d := decoder{b: b}
 	q := installRequest{from: d.member(), snap: d.snapshot(), interest: d.interested()}
+	if len(d.b) > 0 {
+		if q.leaves = d.leaves(); len(q.leaves) == 0 {
+			d.fail() // the tail is only written when it is not empty
+		}
+	}
 	return q, d.finish()
 }
 

@@ -49,6 +49,9 @@ const (
 	// DefaultFlushTimeout bounds how long a hand-off waits for the messages
 	// already queued for remote subscribers to be delivered.
 	DefaultFlushTimeout = time.Second
+	// DefaultReplicationInterval is how often an owner sends its channels to
+	// their replicas when Replication is on (on Config.Clock).
+	DefaultReplicationInterval = time.Second
 )
 
 // Member is a node as the router sees it: its unique name and the address of
@@ -125,6 +128,13 @@ type Config struct {
 	// updates to the same node do not wait for it (wall time); 0 means
 	// DefaultForwardStall.
 	ForwardStall time.Duration
+	// Replication keeps a copy of every owned channel on its ring replica,
+	// promoted when the owner leaves the membership, and merges copies last
+	// writer wins with the leaves recorded here. Off by default.
+	Replication bool
+	// ReplicationInterval is the period of the replication pass; 0 means
+	// DefaultReplicationInterval.
+	ReplicationInterval time.Duration
 }
 
 // Validate reports the first missing or invalid field.
@@ -136,7 +146,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: router needs an engine, its publisher and a transport", presence.ErrInvalid)
 	case c.SubscriberBuffer < 0 || c.MaxHops < 0 || c.HandoffConcurrency < 0 || c.PushQueue < 0 || c.PushBatch < 0 || c.ForwardBatch < 0:
 		return fmt.Errorf("%w: router sizes must not be negative", presence.ErrInvalid)
-	case c.RetryBackoff < 0 || c.HandoffTimeout < 0 || c.RebalanceRetry < 0 || c.SweepInterval < 0 || c.FlushTimeout < 0 || c.ForwardTimeout < 0 || c.ForwardStall < 0:
+	case c.RetryBackoff < 0 || c.HandoffTimeout < 0 || c.RebalanceRetry < 0 || c.SweepInterval < 0 || c.FlushTimeout < 0 || c.ForwardTimeout < 0 || c.ForwardStall < 0 || c.ReplicationInterval < 0:
 		return fmt.Errorf("%w: router durations must not be negative", presence.ErrInvalid)
 	}
 	return nil
@@ -168,6 +178,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.ForwardBatch, DefaultForwardBatch)
 	setDefault(&c.ForwardTimeout, DefaultForwardTimeout)
 	setDefault(&c.ForwardStall, DefaultForwardStall)
+	setDefault(&c.ReplicationInterval, DefaultReplicationInterval)
 }
 
 func setDefault[T int | time.Duration](v *T, def T) {

@@ -128,8 +128,39 @@
 // presence_handoffs_total{direction="in"|"out"}, presence_push_dropped_total
 // and presence_ring_epoch.
 //
-// Replication (the owner sending each change to ring.OwnerAndReplica's
-// replica before publishing, and promotion on an owner crash) will sit next
-// to the push queues: the replica is one more destination that must
-// acknowledge before the actor publishes.
+// # Replication (Config.Replication, off by default)
+//
+// Every node keeps passive copies (no actor, nothing expires) of the
+// channels whose ring replica it is (ring.OwnerAndReplica). The owner sends
+// each present and leave it applied locally to the replica and waits for
+// the answer before the caller's update is answered (MethodReplicaDelta),
+// so an acknowledged change survives the owner's crash; heartbeats ride the
+// same path. Every ReplicationInterval it also exports each channel it owns
+// and sends the snapshots, with the interested nodes, to the replicas in
+// batches (MethodReplicate): this carries expiries, backlog and last id and
+// fills a new replica after a ring change. A copy is fresh while it came
+// from the owner's last or current pass; older copies are of channels the
+// owner gave up and are never promoted.
+//
+// Promotion. When a membership change removes an owner, each node holding
+// fresh copies of its channels promotes them: for a channel it now owns, the
+// pull finds the copy first and installs it (interest included, so pushes
+// resume); a copy of a channel another node now owns is sent to that node
+// as an install, merged with whatever it started meanwhile. A promoted copy
+// may miss the last messages the dead owner published, so its last id moves
+// past the clock (ids start from it in microseconds) with an empty backlog:
+// no id repeats and subscribers resync. When both copies are lost the
+// channel restarts empty with such ids.
+//
+// Fencing. A replica refuses copies and changes of a channel whose owner by
+// its own ring is not the sender, so a node back from a pause cannot
+// overwrite the copy of a channel taken over meanwhile. Every node records
+// recent leaves (user → time, for leaveMemory) of the channels it holds and
+// sends them with a hand-off; merging two copies drops a client whose user
+// left after the client's last heartbeat (expiry minus timeout), so a stale
+// copy cannot bring back users who left while its node was paused.
+//
+// Metrics: presence_replica_promotions_total, presence_replica_refused_total,
+// presence_replication_lag_seconds; hand-offs stay in
+// presence_handoffs_total.
 package router

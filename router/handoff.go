@@ -128,6 +128,9 @@ func (r *Router) push(channel string, v *view) error {
 		return err
 	}
 	q := installRequest{from: r.self, snap: snap, interest: interest}
+	if r.cfg.Replication {
+		q.leaves = r.leaves.get(channel, nil)
+	}
 	if _, err := r.call(ctx, to, MethodInstall, q.encode); err != nil {
 		r.endMove(channel, func(*route) {})
 		return err
@@ -181,7 +184,7 @@ func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error)
 	if r.isDraining() {
 		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
 	}
-	if err := r.installLocal(ctx, q.snap, q.interest); err != nil {
+	if err := r.installLocal(ctx, q.snap, q.interest, q.leaves); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -197,12 +200,12 @@ func (r *Router) isDraining() bool {
 // holds state for the channel (it started it fresh when the previous holder
 // was unreachable), the two are merged. A node that does not own the
 // channel by its ring passes it on at its next rebalance pass.
-func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []interested) error {
+func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []interested, leaves map[string]int64) error {
 	channel := snap.Channel
 	if err := r.beginMove(ctx, channel, moveIn); err != nil {
 		return err
 	}
-	err := r.installMerged(ctx, snap)
+	err := r.installMerged(ctx, snap, leaves)
 	if err != nil {
 		r.endMove(channel, func(*route) {})
 		return err
@@ -214,14 +217,28 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 	r.m.handoffs.WithLabelValues(handoffIn).Inc()
 	if r.view.Load().ring.Owner(channel) != r.self.Name {
 		r.requestRebalance()
+	} else if r.cfg.Replication {
+		r.spawn(func() { r.replicateNow(channel) })
 	}
 	return nil
 }
 
-func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapshot) error {
+// installMerged installs snap merged with the local state. With
+// replication on, the leaves known on both sides decide per user (last
+// writer wins): a client whose user left after its last heartbeat is not
+// brought back by a stale copy.
+func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapshot, leaves map[string]int64) error {
 	local, err := r.engine.Export(ctx, snap.Channel)
 	if err != nil {
 		return err
+	}
+	if r.cfg.Replication {
+		all := r.leaves.get(snap.Channel, leaves)
+		r.leaves.add(snap.Channel, leaves)
+		snap = dropLeft(snap, all)
+		if local != nil {
+			local = dropLeft(local, all)
+		}
 	}
 	return r.engine.Install(ctx, mergeSnapshots(local, snap))
 }
@@ -291,9 +308,12 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member) 
 		return extractReply{}, err
 	}
 	if snap == nil {
+		// Seen as a member already: the tombstone goes when the requester
+		// leaves, so a replica promoted then is not sent to a dead node.
+		_, seen := r.view.Load().member(requester.Name)
 		r.endMove(channel, func(e *route) {
 			e.held = false
-			e.tomb = &tombstone{to: requester}
+			e.tomb = &tombstone{to: requester, seen: seen}
 		})
 		return extractReply{outcome: extractNone}, nil
 	}
@@ -342,6 +362,9 @@ func (r *Router) pull(channel string, f *flight) {
 // fetch asks the previous holder for channel and installs what it answers.
 func (r *Router) fetch(ctx context.Context, channel string) error {
 	v := r.view.Load()
+	if promoted, err := r.promoteReplica(ctx, channel, v); promoted || err != nil {
+		return err
+	}
 	from, ok := v.member(v.others.Owner(channel))
 	if !ok {
 		return nil // a cluster of one: nobody had it
@@ -365,7 +388,7 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		}
 		switch reply.outcome {
 		case extractSnapshot:
-			return r.installLocal(ctx, reply.snap, reply.interest)
+			return r.installLocal(ctx, reply.snap, reply.interest, nil)
 		case extractElsewhere:
 			if reply.elsewhere.Name == r.self.Name {
 				return nil

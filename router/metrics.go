@@ -10,6 +10,10 @@ type metrics struct {
 	pushDropped   prometheus.Counter
 	ringEpoch     prometheus.Gauge
 
+	promotions     prometheus.Counter
+	replicaRefused prometheus.Counter
+	replicationLag prometheus.Gauge
+
 	// Children resolved once: a forwarded heartbeat never looks up a label.
 	fwdUpdate, fwdGet, fwdSince prometheus.Counter
 }
@@ -42,6 +46,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "presence_ring_epoch",
 			Help: "Epoch of this node's ownership ring; it grows with each membership change.",
 		}),
+		promotions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_replica_promotions_total",
+			Help: "Replica copies installed here after their owner left the membership.",
+		}),
+		replicaRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_replica_refused_total",
+			Help: "Replica copies refused because the sender does not own the channel here.",
+		}),
+		replicationLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "presence_replication_lag_seconds",
+			Help: "Age of the oldest replica copy sent by this node: time between the starts of the last two fully acknowledged passes, plus the last pass.",
+		}),
 	}
 	m.fwdUpdate = m.forwarded.WithLabelValues("update")
 	m.fwdGet = m.forwarded.WithLabelValues("get")
@@ -49,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.handoffs.WithLabelValues(handoffOut)
 	m.handoffs.WithLabelValues(handoffIn)
 	if reg != nil {
-		reg.MustRegister(m.forwarded, m.forwardErrors, m.handoffs, m.pushDropped, m.ringEpoch)
+		reg.MustRegister(m.forwarded, m.forwardErrors, m.handoffs, m.pushDropped, m.ringEpoch, m.promotions, m.replicaRefused, m.replicationLag)
 	}
 	return m
 }

@@ -38,7 +38,10 @@ type Router struct {
 	out      outbound
 	feed     feed
 	batch    updateBatcher
-	bufs     sync.Pool // *encoder
+	replicas replicaStore  // copies kept for other owners (Config.Replication)
+	leaves   leaveLog      // recent leaves of channels held here
+	replPass atomic.Uint64 // the current replication pass
+	bufs     sync.Pool     // *encoder
 
 	// Membership, under memberMu: SetMembers and Drain are serialised.
 	memberMu sync.Mutex
@@ -123,6 +126,8 @@ func New(cfg Config) (*Router, error) {
 	r.out.init(r)
 	r.feed.init(r)
 	r.batch.init(r)
+	r.replicas.init()
+	r.leaves.init()
 	r.settleC = make(chan struct{})
 	hub, err := presence.NewHub(presence.HubConfig{
 		Metrics:    cfg.Metrics,
@@ -144,6 +149,9 @@ func New(cfg Config) (*Router, error) {
 	r.spawn(r.rebalanceLoop)
 	r.spawn(r.sweepLoop)
 	r.spawn(r.feed.interestLoop)
+	if cfg.Replication {
+		r.spawn(r.replicateLoop)
+	}
 	return r, nil
 }
 
@@ -196,6 +204,9 @@ func (r *Router) installViewLocked() {
 		r.out.forgetNodes(departed)
 		r.batch.forgetNodes(departed)
 		r.feed.ownersChanged(old, v)
+		if r.cfg.Replication && len(departed) > 0 {
+			r.spawn(func() { r.promoteOrphans(departed) })
+		}
 	}
 	r.routes.sweepTombstones(v)
 	r.requestRebalance()

@@ -103,12 +103,16 @@ type updateGroup struct {
 func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID string, present, leave []string,
 	hops int, out map[string]bool, mu *sync.Mutex) (updateGroup, error) {
 	var groups []*updateGroup
+	var deltas []replicaDelta // the local share, for the replicas
 	for _, ch := range present {
 		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
 			ok, err := r.engine.Present(ctx, u, clientID, ch)
 			mu.Lock()
 			out[ch] = ok
 			mu.Unlock()
+			if ok && err == nil && r.cfg.Replication {
+				deltas = append(deltas, replicaDelta{channel: ch, user: u.Info(), clientID: clientID, at: r.cfg.Clock.Now().UnixNano()})
+			}
 			return err
 		})
 		if err != nil {
@@ -126,7 +130,15 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 			continue
 		}
 		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
-			return r.engine.Leave(ctx, u.ID, clientID, ch)
+			err := r.engine.Leave(ctx, u.ID, clientID, ch)
+			if err == nil && r.cfg.Replication {
+				// Recorded even when nothing was present here: a copy
+				// merged later must not bring the client back.
+				at := r.cfg.Clock.Now().UnixNano()
+				r.leaves.add(ch, map[string]int64{clientKey(u.ID, clientID): at})
+				deltas = append(deltas, replicaDelta{channel: ch, leave: true, user: presence.UserInfo{ID: u.ID}, clientID: clientID, at: at})
+			}
+			return err
 		})
 		if err != nil {
 			return updateGroup{present: present, leave: leave}, err
@@ -137,6 +149,7 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 			g.leave = append(g.leave, ch)
 		}
 	}
+	r.replicateDeltas(ctx, deltas)
 	return r.sendUpdates(ctx, u, clientID, hops, groups, out, mu)
 }
 

@@ -63,6 +63,10 @@ type Config struct {
 	// before failing with 503; 0 = DefaultLeaderHold.
 	LeaderHold time.Duration
 
+	// Replication keeps a copy of every channel on its ring replica and
+	// promotes it when the owner dies (router.Config.Replication).
+	Replication bool
+
 	// FastTimings tightens Raft and the node's own retry timings for tests.
 	FastTimings bool
 	// FastGossip selects memberlist timings that declare a stopped node dead

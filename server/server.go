@@ -144,6 +144,8 @@ func (s *Server) open() error {
 		Logger:    s.log,
 		Registry:  s.registry,
 		Metrics:   metrics,
+
+		Replication: s.cfg.Replication,
 	}); err != nil {
 		return err
 	}
