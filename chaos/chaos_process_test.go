@@ -31,8 +31,8 @@ const (
 func requireReplication(t *testing.T) {
 	t.Helper()
 	if os.Getenv("CHAOS_REPLICATION") != "1" {
-		t.Skip("needs channel replication (owner -> replica, promotion on an owner crash), not implemented yet; " +
-			"set CHAOS_REPLICATION=1 to run it (expected to fail until replication lands)")
+		t.Skip("needs channel replication, which is experimental (--replication) and does not pass this test yet; " +
+			"set CHAOS_REPLICATION=1 to run it with --replication")
 	}
 }
 

@@ -78,9 +78,14 @@ func startCluster(t *testing.T, n int) *proc.Cluster {
 	if err := os.RemoveAll(logDir); err != nil {
 		t.Fatal(err)
 	}
+	var args []string
+	if os.Getenv("CHAOS_REPLICATION") == "1" {
+		args = append(args, "--replication") // the kill and pause tests exercise it
+	}
 	c, err := proc.New(proc.Config{
 		Binary: binary, Dir: t.TempDir(), LogDir: logDir, Nodes: n,
 		JWTSecret: jwtSecret, AdminToken: adminToken, ClusterKey: randomKey(t),
+		Args: args,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,273 @@
+//go:build container
+
+package container_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/presencehq/presence/chaos"
+	"github.com/presencehq/presence/chaos/container"
+)
+
+// Settings of the suite. The environment variables are set by
+// scripts/container-test.sh; the defaults let `go test -tags container`
+// run alone once the image is built.
+const (
+	jwtSecret  = "container-chaos-jwt-secret"
+	adminToken = "container-chaos-admin-token"
+
+	defaultProject     = "presence-chaos"                   // CHAOS_COMPOSE_PROJECT
+	defaultComposeFile = "../../docker-compose.cluster.yml" // CHAOS_COMPOSE_FILE
+	defaultImage       = "presence-node:dev"                // PRESENCE_IMAGE, as the compose file
+	defaultArtifacts   = "/tmp/presence-container-artifacts"
+
+	// composeTimeout bounds one compose up or down.
+	composeTimeout = 3 * time.Minute
+	// readyTimeout bounds a (re)start until every node agrees.
+	readyTimeout = 90 * time.Second
+)
+
+var (
+	// cluster is the compose project under test; nil when docker is missing.
+	cluster *container.Cluster
+	// skipReason is set when the suite cannot run on this machine.
+	skipReason string
+	// artifacts is where container logs go (CHAOS_ARTIFACTS).
+	artifacts string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+// runSuite removes what an earlier run left, brings the cluster up, runs
+// the tests and tears the cluster down, unless CHAOS_COMPOSE_KEEP=1 leaves
+// that to the caller (the script saves the logs of a failed run first).
+func runSuite(m *testing.M) int {
+	artifacts = envOr("CHAOS_ARTIFACTS", defaultArtifacts)
+	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
+		skipReason = fmt.Sprintf("SKIP: docker not available (docker info: %v: %s)", err, firstLine(out))
+		fmt.Println(skipReason)
+		return m.Run()
+	}
+	ctx := context.Background()
+	c, err := newCluster(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "container:", err)
+		return 1
+	}
+	cluster = c
+	if os.Getenv("CHAOS_COMPOSE_KEEP") != "1" {
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), composeTimeout)
+			defer cancel()
+			if err := cluster.Down(ctx, true); err != nil {
+				fmt.Fprintln(os.Stderr, "container: tear down:", err)
+			}
+		}()
+	}
+	if err := bringUp(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "container:", err)
+		saveLogs(filepath.Join(artifacts, "setup"))
+		return 1
+	}
+	return m.Run()
+}
+
+// newCluster configures the compose project from the environment.
+func newCluster(ctx context.Context) (*container.Cluster, error) {
+	compose := strings.Fields(os.Getenv("CHAOS_COMPOSE"))
+	if len(compose) == 0 {
+		var err error
+		if compose, err = container.DetectCompose(ctx, ""); err != nil {
+			return nil, err
+		}
+	}
+	file, err := filepath.Abs(envOr("CHAOS_COMPOSE_FILE", defaultComposeFile))
+	if err != nil {
+		return nil, err
+	}
+	image := envOr("PRESENCE_IMAGE", defaultImage)
+	if err := exec.CommandContext(ctx, "docker", "image", "inspect", image).Run(); err != nil {
+		return nil, fmt.Errorf("image %s not found: build it with scripts/docker-build.sh (scripts/container-test.sh does)", image)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	return container.New(container.Config{
+		Compose: compose, File: file, Project: envOr("CHAOS_COMPOSE_PROJECT", defaultProject),
+		AdminToken: adminToken,
+		Env: []string{
+			"PRESENCE_IMAGE=" + image,
+			"PRESENCE_JWT_SECRET=" + jwtSecret,
+			"PRESENCE_ADMIN_TOKEN=" + adminToken,
+			"PRESENCE_CLUSTER_KEY=" + base64.StdEncoding.EncodeToString(key),
+			"PRESENCE_DEV=false",
+		},
+	})
+}
+
+// bringUp starts the cluster from nothing and waits until it is ready.
+func bringUp(ctx context.Context) error {
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, composeTimeout)
+	defer cancel()
+	if err := cluster.Down(ctx, true); err != nil {
+		return fmt.Errorf("removing leftovers: %w", err)
+	}
+	if err := cluster.Up(ctx); err != nil {
+		return err
+	}
+	ready, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	if err := cluster.WaitReady(ready, cluster.Services()); err != nil {
+		return err
+	}
+	fmt.Printf("container: cluster %v up and ready in %v\n", cluster.URLs(), time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// saveLogs writes every node's log to dir and says where.
+func saveLogs(dir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := cluster.SaveLogs(ctx, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "container: saving logs:", err)
+	}
+	fmt.Fprintln(os.Stderr, "container: node logs in", dir)
+}
+
+// ensureCluster skips without docker; otherwise it starts whatever an
+// earlier test left stopped, waits until every node agrees, and saves the
+// node logs if the test fails.
+func ensureCluster(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			saveLogs(filepath.Join(artifacts, sanitize(t.Name())))
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), composeTimeout)
+	defer cancel()
+	if err := cluster.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t)
+}
+
+// waitReady fails the test unless every node agrees within readyTimeout.
+func waitReady(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	began := time.Now()
+	if err := cluster.WaitReady(ctx, cluster.Services()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cluster ready in %v", time.Since(began).Round(time.Millisecond))
+}
+
+// configure stores the public prefix document of a scenario's channels and
+// waits until every node serves it.
+func configure(t *testing.T, prefix string, timeout time.Duration) []byte {
+	t.Helper()
+	return putPrefix(t, prefix, chaos.PublicPrefixDocument(prefix, timeout))
+}
+
+// putPrefix stores doc through the first node and waits until every node
+// serves it; it returns the stored document.
+func putPrefix(t *testing.T, prefix string, doc []byte) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stored, err := cluster.Admin(cluster.Services()[0]).PutPrefix(ctx, prefix, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitPrefix(t, prefix, stored)
+	return stored
+}
+
+// waitPrefix waits until every node answers doc for prefix.
+func waitPrefix(t *testing.T, prefix string, doc []byte) {
+	t.Helper()
+	for _, s := range cluster.Services() {
+		err := poll(10*time.Second, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			status, body, err := cluster.Admin(s).GetPrefix(ctx, prefix)
+			switch {
+			case err != nil:
+				return err
+			case status != 200 || !chaos.SameJSON(body, doc):
+				return fmt.Errorf("%s: GET prefix %s: %d %s, want %s", s, prefix, status, body, doc)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// poll calls cond until it returns nil or timeout passes (then its last error).
+func poll(timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v: %w", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// testLogger writes the toolkit's warnings to the test log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func firstLine(b []byte) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return line
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}
