@@ -35,7 +35,7 @@ func Ask[K comparable, M any, R any](ctx context.Context, s *System[K, M], key K
 		return zero, ctx.Err()
 	case <-failed:
 		err = errPanicked
-	case <-a.done:
+	case <-a.doneChan():
 		err = errNoReply
 	}
 	// A reply sent just before the failure still counts.

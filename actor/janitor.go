@@ -36,8 +36,8 @@ func (s *System[K, M]) sweep(now time.Time) {
 				continue
 			}
 			a.mb.shrinkIfIdle()
-			if now.Sub(a.idleSince) >= s.opts.IdleAfter {
-				a.mb.request(sysPassivate)
+			if now.Sub(a.idleSince) >= s.opts.IdleAfter && a.mb.request(sysPassivate) {
+				a.start()
 			}
 		}
 		sh.mu.RUnlock()

@@ -1,15 +1,18 @@
-// Package actor is a small runtime of virtual actors: one goroutine per key,
-// spawned by the first message, with a bounded mailbox, Tell and Ask, panic
+// Package actor is a small runtime of virtual actors: one behaviour per key,
+// created by the first message, with a bounded mailbox, Tell and Ask, panic
 // recovery with a restart budget, and passivation when idle. It knows nothing
 // about presence or HTTP.
 //
+// An actor has a goroutine only while it has work: the message that finds
+// its mailbox idle starts one, which exits once the mailbox is empty. Idle
+// actors therefore cost a few hundred bytes, not a stack.
+//
 // Guarantees: messages from one sender to one key are processed in order,
-// one at a time, on that actor's goroutine, even across restarts and
-// passivation (a new incarnation of a key starts only after the previous one
-// returned from Stopped). A message Tell accepted is processed unless the
-// actor exhausts its restart budget (then queued messages are dropped) or the
-// message itself panics. Tell never blocks and, for an existing actor, does
-// not allocate.
+// one at a time, even across restarts and passivation (a new incarnation of
+// a key starts only after the previous one returned from Stopped). A message
+// Tell accepted is processed unless the actor exhausts its restart budget
+// (then queued messages are dropped) or the message itself panics. Tell
+// never blocks and, for an existing actor, does not allocate.
 package actor
 
 import (
@@ -21,8 +24,9 @@ import (
 	"sync/atomic"
 )
 
-// Behavior handles an actor's messages. Receive runs on the actor's goroutine
-// only, one message at a time, so the behaviour needs no locking.
+// Behavior handles an actor's messages. Receive runs one message at a time,
+// each run ordered after the previous one, so the behaviour needs no locking
+// (successive messages may run on different goroutines).
 //
 // A Behavior may also implement Starter, Stopper and Passivator.
 type Behavior[M any] interface {
@@ -43,6 +47,16 @@ type Stopper interface {
 	Stopped()
 }
 
+// InlineReceiver is implemented by behaviours that can handle some messages
+// on the sender's goroutine (System.TellInline), typically the frequent ones
+// that are short and never block. ReceiveInline runs under the same
+// one-at-a-time guarantee as Receive. It either handles msg completely and
+// returns true, or changes nothing and returns false; msg is then queued
+// and later passed to Receive.
+type InlineReceiver[M any] interface {
+	ReceiveInline(msg M) bool
+}
+
 // Passivator is implemented by behaviours that may refuse passivation, for
 // example while they still hold state that must not be lost.
 type Passivator interface {
@@ -55,7 +69,8 @@ const shardCount = 64
 type shard[K comparable, M any] struct {
 	mu     sync.RWMutex
 	actors map[K]*actor[K, M]
-	_      [64]byte // keep neighbouring shards' locks off one cache line
+	bufs   bufPool[M] // rings of this shard's idle mailboxes
+	_      [64]byte   // keep neighbouring shards' locks off one cache line
 }
 
 // System hosts the actors of one kind, addressed by key K and fed messages of
@@ -139,14 +154,54 @@ func (s *System[K, M]) send(key K, env envelope[M], spawn bool) (*actor[K, M], e
 				return nil, err
 			}
 		}
-		switch a.mb.push(env) {
+		r, start := a.mb.enqueue(env)
+		switch r {
 		case pushed:
+			if start {
+				a.start()
+			}
 			return a, nil
 		case pushFull:
 			return nil, ErrOverloaded
 		}
 		stale = a // closed: stopping or passivating; replace it
 	}
+}
+
+// TellInline is Tell that first offers msg to the behaviour on the caller's
+// goroutine, which saves starting a goroutine for it: when the actor of key
+// is idle, with an empty mailbox and a behaviour implementing
+// InlineReceiver, ReceiveInline may handle msg before TellInline returns.
+// Otherwise, or when ReceiveInline declines, msg is queued as by Tell.
+// Ordering, panic recovery and the other guarantees are those of Tell; a
+// panic in ReceiveInline is recovered and does not reach the caller.
+func (s *System[K, M]) TellInline(key K, msg M) error {
+	a := s.lookup(key)
+	if a == nil || !a.mb.tryClaim() {
+		return s.Tell(key, msg)
+	}
+	handled, ok := a.tryInline(msg)
+	if !ok {
+		a.afterPanic()
+		return nil // as for a queued message that panicked
+	}
+	if handled {
+		if !a.mb.release() {
+			a.start() // messages arrived meanwhile
+		}
+		return nil
+	}
+	// Declined: queue it. The claim is ours, so the actor must be started
+	// whatever enqueue says (to drain, or to stop if it was closed).
+	r, _ := a.mb.enqueue(envelope[M]{msg: msg})
+	a.start()
+	switch r {
+	case pushFull:
+		return ErrOverloaded
+	case pushClosed:
+		return s.Tell(key, msg) // stopping: a successor takes it
+	}
+	return nil
 }
 
 // spawn returns the live actor for key, creating one if the registry has
@@ -164,10 +219,9 @@ func (s *System[K, M]) spawn(sh *shard[K, M], key K, stale *actor[K, M], create 
 	if !create {
 		return nil, ErrNoActor
 	}
-	a := newActor(s, key, cur)
+	a := newActor(s, sh, key, cur)
 	sh.actors[key] = a
 	s.wg.Add(1) // under the shard lock, so Shutdown's Wait sees it
-	go a.run()
 	return a, nil
 }
 
@@ -215,7 +269,7 @@ func (s *System[K, M]) Stop(key K) error {
 	if a == nil {
 		return ErrNoActor
 	}
-	a.mb.close()
+	a.close()
 	return nil
 }
 
@@ -227,9 +281,9 @@ func (s *System[K, M]) StopAndWait(ctx context.Context, key K) error {
 	if a == nil {
 		return ErrNoActor
 	}
-	a.mb.close()
+	a.close()
 	select {
-	case <-a.done:
+	case <-a.doneChan():
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("actor: stop %v: %w", key, ctx.Err())
@@ -248,7 +302,7 @@ func (s *System[K, M]) Shutdown(ctx context.Context) error {
 			sh := &s.shards[i]
 			sh.mu.Lock() // orders every earlier spawn's wg.Add before Wait
 			for _, a := range sh.actors {
-				a.mb.close()
+				a.close()
 			}
 			sh.mu.Unlock()
 		}

@@ -184,6 +184,9 @@ type server struct {
 	limiter *rateLimiter
 	metrics *httpMetrics
 	log     *slog.Logger
+	router  *mux.Router
+	// payloads shares encoded messages between SSE streams.
+	payloads *payloadCache
 }
 
 // New validates cfg and returns the node's HTTP handler.
@@ -197,17 +200,58 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
 	s := &server{
-		cfg:     cfg,
-		auth:    newAuthenticator(cfg.JWTSecret, cfg.Clock),
-		limiter: newRateLimiter(cfg.Clock, cfg.RateBurst, cfg.RateRefillPerSecond, cfg.RateLimitMaxUsers),
-		metrics: m,
-		log:     cfg.Logger,
+		cfg:      cfg,
+		auth:     newAuthenticator(cfg.JWTSecret, cfg.Clock),
+		limiter:  newRateLimiter(cfg.Clock, cfg.RateBurst, cfg.RateRefillPerSecond, cfg.RateLimitMaxUsers),
+		metrics:  m,
+		log:      cfg.Logger,
+		payloads: newPayloadCache(),
 	}
-	var h http.Handler = s.routes()
+	s.router = s.routes()
+	var h http.Handler = http.HandlerFunc(s.dispatch)
 	h = newCORS(cfg.CORSOrigins).wrap(h)
 	h = s.recoverer(h)
 	h = s.metrics.instrument(h, cfg.Clock)
 	return h, nil
+}
+
+// Paths of the presence endpoints, also their route templates.
+const (
+	pathGet       = "/presence/get"
+	pathUpdate    = "/presence/update"
+	pathSubscribe = "/presence/subscribe"
+)
+
+// dispatch serves the presence endpoints directly and everything else
+// through the router. The presence endpoints carry nearly all the traffic;
+// gorilla/mux would match them with regular expressions and copy the
+// request twice to store route data they never read. A request the switch
+// does not take (another path or method, a path needing cleaning) gets the
+// router's answer, so behaviour is the same.
+func (s *server) dispatch(w http.ResponseWriter, r *http.Request) {
+	var h http.HandlerFunc
+	switch r.URL.Path {
+	case pathUpdate:
+		if r.Method == http.MethodPost {
+			h = s.handleUpdate
+		}
+	case pathGet:
+		if r.Method == http.MethodGet {
+			h = s.handleGet
+		}
+	case pathSubscribe:
+		if r.Method == http.MethodGet {
+			h = s.handleSubscribe
+		}
+	}
+	if h == nil {
+		s.router.ServeHTTP(w, r)
+		return
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.route = r.URL.Path
+	}
+	h(w, r)
 }
 
 // routes registers every endpoint on a gorilla/mux router.
@@ -221,9 +265,9 @@ func (s *server) routes() *mux.Router {
 	})
 	r.Use(labelRoute)
 
-	r.HandleFunc("/presence/get", s.handleGet).Methods(http.MethodGet)
-	r.HandleFunc("/presence/update", s.handleUpdate).Methods(http.MethodPost)
-	r.HandleFunc("/presence/subscribe", s.handleSubscribe).Methods(http.MethodGet)
+	r.HandleFunc(pathGet, s.handleGet).Methods(http.MethodGet)
+	r.HandleFunc(pathUpdate, s.handleUpdate).Methods(http.MethodPost)
+	r.HandleFunc(pathSubscribe, s.handleSubscribe).Methods(http.MethodGet)
 
 	r.Handle("/admin/prefixes", s.admin(s.handleListPrefixes)).Methods(http.MethodGet)
 	r.Handle("/admin/prefixes/{prefix}", s.admin(s.handlePutPrefix)).Methods(http.MethodPut)

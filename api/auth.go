@@ -50,6 +50,7 @@ type authenticator struct {
 	secret []byte
 	clock  clock.Clock
 	parser *jwt.Parser
+	cache  *tokenCache
 }
 
 func newAuthenticator(secret []byte, clk clock.Clock) *authenticator {
@@ -58,11 +59,18 @@ func newAuthenticator(secret []byte, clk clock.Clock) *authenticator {
 		clock:  clk,
 		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithTimeFunc(clk.Now)),
+		cache: newTokenCache(tokenCacheCapacity),
 	}
 }
 
-// verify parses a token; any failure is an ErrUnauthorized.
+// verify returns the identity of a valid token; any failure is an
+// ErrUnauthorized. A token that verified before is answered from the cache
+// while its exp and nbf allow it.
 func (a *authenticator) verify(token string) (*presence.User, error) {
+	now := a.clock.Now()
+	if u, ok := a.cache.get(token, now); ok {
+		return u, nil
+	}
 	claims := &userClaims{}
 	_, err := a.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		// WithValidMethods already pins HS256; this guards the key type too.
@@ -74,7 +82,16 @@ func (a *authenticator) verify(token string) (*presence.User, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: invalid token: %v", presence.ErrUnauthorized, err)
 	}
-	return claims.user(), nil
+	u := claims.user()
+	e := &cachedToken{user: u}
+	if claims.ExpiresAt != nil {
+		e.expiresAt = claims.ExpiresAt.Time
+	}
+	if claims.NotBefore != nil {
+		e.notBefore = claims.NotBefore.Time
+	}
+	a.cache.put(strings.Clone(token), e, now)
+	return u, nil
 }
 
 // mint signs a token for u valid for ttl (dev mode).

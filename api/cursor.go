@@ -19,38 +19,50 @@ import (
 //	version byte (1) | FNV-1a 64 of the sorted names (8) | zigzag varint id per name
 const cursorVersion = 1
 
-// cursor tracks the last id of each channel of a stream.
+// cursor tracks the last id of each channel of a stream. It is encoded for
+// every event, so the names' hash is computed once and the ids sit in a
+// slice that follows the sorted names.
 type cursor struct {
 	names []string // sorted
-	ids   map[string]int64
+	ids   []int64  // ids[i] is the last id of names[i]
+	index map[string]int
+	hash  uint64 // namesHash(names)
 }
 
 func newCursor(from map[string]int64) *cursor {
-	c := &cursor{names: make([]string, 0, len(from)), ids: make(map[string]int64, len(from))}
-	for name, id := range from {
+	c := &cursor{names: make([]string, 0, len(from)), index: make(map[string]int, len(from))}
+	for name := range from {
 		c.names = append(c.names, name)
-		c.ids[name] = id
 	}
 	slices.Sort(c.names)
+	c.ids = make([]int64, len(c.names))
+	for i, name := range c.names {
+		c.ids[i] = from[name]
+		c.index[name] = i
+	}
+	c.hash = namesHash(c.names)
 	return c
 }
 
 // set moves channel's id; channels outside the stream are ignored.
 func (c *cursor) set(channel string, id int64) {
-	if _, ok := c.ids[channel]; ok {
-		c.ids[channel] = id
+	if i, ok := c.index[channel]; ok {
+		c.ids[i] = id
 	}
 }
 
 // encode returns the opaque event id.
-func (c *cursor) encode() string {
-	buf := make([]byte, 0, 9+len(c.names)*3)
-	buf = append(buf, cursorVersion)
-	buf = binary.BigEndian.AppendUint64(buf, namesHash(c.names))
-	for _, name := range c.names {
-		buf = binary.AppendVarint(buf, c.ids[name])
+func (c *cursor) encode() string { return string(c.appendEncoded(nil)) }
+
+// appendEncoded appends the opaque event id to buf.
+func (c *cursor) appendEncoded(buf []byte) []byte {
+	var scratch [256]byte
+	raw := append(scratch[:0], cursorVersion)
+	raw = binary.BigEndian.AppendUint64(raw, c.hash)
+	for _, id := range c.ids {
+		raw = binary.AppendVarint(raw, id)
 	}
-	return base64.RawURLEncoding.EncodeToString(buf)
+	return base64.RawURLEncoding.AppendEncode(buf, raw)
 }
 
 // decodeCursor returns the ids a cursor records for the stream's sorted

@@ -106,8 +106,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		body = []byte(`{"errors":["internal error"]}`)
 		status = http.StatusInternalServerError
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+	writeJSONBytes(w, status, body)
+}
+
+// Header values of JSON answers, shared by every response: net/http only
+// reads them, and Header.Add would copy a full one-element slice.
+var (
+	headerJSON    = []string{"application/json; charset=utf-8"}
+	headerNoStore = []string{"no-store"}
+)
+
+// writeJSONBytes answers body, a JSON document, with status and a newline.
+func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = headerJSON
+	h["Cache-Control"] = headerNoStore
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
 }

@@ -1,10 +1,10 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,11 +16,23 @@ import (
 // never become label values.
 const routeUnmatched = "unmatched"
 
-// httpMetrics are the HTTP layer's Prometheus collectors.
+// httpMetrics are the HTTP layer's Prometheus collectors. The labelled
+// children each request updates are resolved once and kept, so a request
+// costs a map lookup instead of a label hash per collector.
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	streams  prometheus.Gauge
+
+	mu        sync.RWMutex
+	counters  map[requestLabels]prometheus.Counter
+	observers map[string]prometheus.Observer
+}
+
+// requestLabels are the labels of presence_http_requests_total.
+type requestLabels struct {
+	route, method string
+	status        int
 }
 
 // newHTTPMetrics registers the collectors on reg, reusing those a previous
@@ -40,7 +52,7 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		Help: "Open Server-Sent Events streams.",
 	})
 	var err error
-	m := &httpMetrics{}
+	m := &httpMetrics{counters: map[requestLabels]prometheus.Counter{}, observers: map[string]prometheus.Observer{}}
 	if m.requests, err = register(reg, requests); err != nil {
 		return nil, err
 	}
@@ -65,16 +77,14 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	return c, err
 }
 
-// routeKey carries a *string the router fills with the matched route template.
-type routeKey struct{}
-
-// labelRoute is a router middleware that records the matched path template.
+// labelRoute is a router middleware that records the matched path template
+// on the request's statusWriter.
 func labelRoute(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if slot, ok := r.Context().Value(routeKey{}).(*string); ok {
+		if sw, ok := w.(*statusWriter); ok {
 			if route := mux.CurrentRoute(r); route != nil {
 				if tpl, err := route.GetPathTemplate(); err == nil {
-					*slot = tpl
+					sw.route = tpl
 				}
 			}
 		}
@@ -82,19 +92,48 @@ func labelRoute(next http.Handler) http.Handler {
 	})
 }
 
-// instrument counts and times every request by route template.
+// instrument counts and times every request by route template. Its
+// statusWriter is the one every inner layer shares.
 func (m *httpMetrics) instrument(next http.Handler, clk clock.Clock) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := clk.Now()
-		route := routeUnmatched
-		r = r.WithContext(context.WithValue(r.Context(), routeKey{}, &route))
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, route: routeUnmatched}
 		defer func() {
-			m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(sw.status())).Inc()
-			m.latency.WithLabelValues(route).Observe(clk.Now().Sub(start).Seconds())
+			m.counter(requestLabels{sw.route, methodLabel(r.Method), sw.status()}).Inc()
+			m.observer(sw.route).Observe(clk.Now().Sub(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// counter returns the request counter of l, resolving it on first use.
+func (m *httpMetrics) counter(l requestLabels) prometheus.Counter {
+	m.mu.RLock()
+	c := m.counters[l]
+	m.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	c = m.requests.WithLabelValues(l.route, l.method, strconv.Itoa(l.status))
+	m.mu.Lock()
+	m.counters[l] = c
+	m.mu.Unlock()
+	return c
+}
+
+// observer returns the latency histogram of route, resolving it on first use.
+func (m *httpMetrics) observer(route string) prometheus.Observer {
+	m.mu.RLock()
+	o := m.observers[route]
+	m.mu.RUnlock()
+	if o != nil {
+		return o
+	}
+	o = m.latency.WithLabelValues(route)
+	m.mu.Lock()
+	m.observers[route] = o
+	m.mu.Unlock()
+	return o
 }
 
 // methodLabel bounds the method label to the methods the API knows.
@@ -107,10 +146,12 @@ func methodLabel(method string) string {
 	return "other"
 }
 
-// statusWriter remembers the status written through it.
+// statusWriter remembers the status written through it and the route
+// template the request matched (routeUnmatched until a route says).
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	code  int
+	route string
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/presencehq/presence/presence"
 )
@@ -14,6 +15,16 @@ type stateJSON struct {
 	Count         int                  `json:"count"`
 	LastMessageID int64                `json:"last_message_id"`
 	Users         *[]presence.UserInfo `json:"users,omitempty"`
+}
+
+// hasRepeats reports whether a short list holds a name twice.
+func hasRepeats(names []string) bool {
+	for i := 1; i < len(names); i++ {
+		if slices.Contains(names[:i], names[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 func toStateJSON(st *presence.ChannelState) *stateJSON {
@@ -81,22 +92,28 @@ func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &rateLimitError{retryAfter: wait})
 		return
 	}
-	result, err := s.cfg.Service.Update(r.Context(), u, req.ClientID, dedupe(req.Present), dedupe(req.Leave))
+	present := dedupe(req.Present)
+	result, err := s.cfg.Service.Update(r.Context(), u, req.ClientID, present, dedupe(req.Leave))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	out := make(map[string]bool, len(req.Present))
-	for _, name := range req.Present {
-		out[name] = result[name]
-	}
-	writeJSON(w, http.StatusOK, out)
+	var scratch [256]byte
+	writeJSONBytes(w, http.StatusOK, appendUpdateResult(scratch[:0], present, result))
 }
 
-// dedupe removes repeated names, keeping the first occurrence's order.
+// dedupeScanMax is the list length up to which dedupe compares pairs
+// instead of building a set.
+const dedupeScanMax = 16
+
+// dedupe removes repeated names, keeping the first occurrence's order. A
+// list without repeats is returned as it is.
 func dedupe(names []string) []string {
 	if len(names) == 0 {
 		return nil
+	}
+	if len(names) <= dedupeScanMax && !hasRepeats(names) {
+		return names
 	}
 	seen := make(map[string]struct{}, len(names))
 	out := make([]string, 0, len(names))

@@ -9,7 +9,10 @@ import (
 // nothing was written yet) instead of a dropped connection.
 func (s *server) recoverer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w}
+		sw, ok := w.(*statusWriter) // instrument's, when it wraps us
+		if !ok {
+			sw = &statusWriter{ResponseWriter: w}
+		}
 		defer func() {
 			rec := recover()
 			if rec == nil {

@@ -1,11 +1,13 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/presencehq/presence/presence"
@@ -15,6 +17,12 @@ import (
 // reading cannot hold a goroutine forever. It is a socket deadline, so it is
 // wall-clock time by nature, not the injected clock.
 const sseWriteTimeout = 30 * time.Second
+
+// Comment frames; a comment line keeps proxies from timing the stream out.
+var (
+	connectedFrame = []byte(": connected\n\n")
+	keepaliveFrame = []byte(": keepalive\n\n")
+)
 
 // parseSubscribe reads the channels query ({"<name>": <last id>}) and applies
 // a Last-Event-ID header or lastEventId parameter on top of it.
@@ -110,21 +118,22 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, u *presence.User
 	// kept-alive connection.
 	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	w.WriteHeader(http.StatusOK)
-	if !s.send(w, rc, []byte(": connected\n\n")) {
+	if !s.send(w, rc, connectedFrame) {
 		return
 	}
+	enc := eventEncoder{payloads: s.payloads}
 	for {
 		var frame []byte
 		select {
 		case <-r.Context().Done():
 			return
 		case <-ticker.C():
-			frame = []byte(": keepalive\n\n")
+			frame = keepaliveFrame
 		case ev, open := <-sub.Events():
 			if !open {
 				return
 			}
-			frame = encodeEvent(ev, u, cur)
+			frame = enc.encode(ev, u, cur)
 		}
 		if frame != nil && !s.send(w, rc, frame) {
 			return
@@ -143,33 +152,18 @@ func (s *server) send(w http.ResponseWriter, rc *http.ResponseController, frame 
 	return rc.Flush() == nil
 }
 
-// Wire payloads of the three event kinds.
-type (
-	messageEvent struct {
-		Channel   string `json:"channel"`
-		MessageID int64  `json:"message_id"`
-		Data      any    `json:"data"`
-	}
-	enteringData struct {
-		EnteringUsers []presence.UserInfo `json:"entering_users"`
-	}
-	leavingData struct {
-		LeavingUserIDs []string `json:"leaving_user_ids"`
-	}
-	countData struct {
-		CountDelta int `json:"count_delta"`
-	}
-	channelEvent struct {
-		Channel string `json:"channel"`
-	}
-)
+// eventEncoder renders the events of one stream as SSE frames. The frame
+// buffer is reused: the stream writes each frame before encoding the next.
+type eventEncoder struct {
+	buf      []byte
+	payloads *payloadCache
+}
 
-// encodeEvent advances the cursor and renders ev as an SSE frame; nil when
-// the event must not reach u (a message whose audience excludes u, which the
+// encode advances the cursor and renders ev as an SSE frame; nil when the
+// event must not reach u (a message whose audience excludes u, which the
 // Service should already have filtered: this is defence in depth).
-func encodeEvent(ev presence.Event, u *presence.User, cur *cursor) []byte {
+func (e *eventEncoder) encode(ev presence.Event, u *presence.User, cur *cursor) []byte {
 	var name string
-	var payload any
 	switch ev.Kind {
 	case presence.EventMessage:
 		if ev.Message == nil {
@@ -179,42 +173,127 @@ func encodeEvent(ev presence.Event, u *presence.User, cur *cursor) []byte {
 		if a := ev.Message.Audience; a != nil && !a.CanView(u) {
 			return nil
 		}
-		name, payload = "message", messagePayload(ev.Channel, ev.Message)
+		name = "message"
 	case presence.EventResync:
 		cur.set(ev.Channel, ev.LastID)
-		name, payload = "resync", channelEvent{Channel: ev.Channel}
+		name = "resync"
 	case presence.EventUnavailable:
-		name, payload = "unavailable", channelEvent{Channel: ev.Channel}
+		name = "unavailable"
 	default:
 		return nil
 	}
-	data, err := json.Marshal(payload)
-	if err != nil {
-		return nil
+	b := append(e.buf[:0], "id: "...)
+	b = cur.appendEncoded(b)
+	b = append(b, "\nevent: "...)
+	b = append(b, name...)
+	b = append(b, "\ndata: "...)
+	if ev.Kind == presence.EventMessage {
+		b = e.payloads.append(b, ev.Channel, ev.Message)
+	} else {
+		b = append(b, `{"channel":`...)
+		b = appendJSONString(b, ev.Channel)
+		b = append(b, '}')
 	}
-	var b bytes.Buffer
-	b.WriteString("id: " + cur.encode() + "\n")
-	b.WriteString("event: " + name + "\n")
-	b.WriteString("data: ")
-	b.Write(data) // json.Marshal never emits raw newlines
-	b.WriteString("\n\n")
-	return b.Bytes()
+	b = append(b, "\n\n"...) // JSON never contains a raw newline
+	e.buf = b
+	return b
 }
 
-// messagePayload renders a message with exactly one of its payload kinds.
-func messagePayload(channel string, m *presence.Message) messageEvent {
-	out := messageEvent{Channel: channel, MessageID: m.ID}
+// appendMessagePayload appends the data of a message event with exactly one
+// of its payload kinds, byte for byte what encoding/json writes for
+// {"channel", "message_id", "data": {...}}.
+func appendMessagePayload(b []byte, channel string, m *presence.Message) []byte {
+	b = append(b, `{"channel":`...)
+	b = appendJSONString(b, channel)
+	b = append(b, `,"message_id":`...)
+	b = strconv.AppendInt(b, m.ID, 10)
 	switch {
 	case m.CountOnly:
-		out.Data = countData{CountDelta: m.CountDelta}
+		b = append(b, `,"data":{"count_delta":`...)
+		b = strconv.AppendInt(b, int64(m.CountDelta), 10)
 	case len(m.EnteringUsers) > 0:
-		out.Data = enteringData{EnteringUsers: m.EnteringUsers}
-	default:
-		ids := m.LeavingUserIDs
-		if ids == nil {
-			ids = []string{}
+		b = append(b, `,"data":{"entering_users":[`...)
+		for i, u := range m.EnteringUsers {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendUserInfo(b, u)
 		}
-		out.Data = leavingData{LeavingUserIDs: ids}
+		b = append(b, ']')
+	default:
+		b = append(b, `,"data":{"leaving_user_ids":[`...)
+		for i, id := range m.LeavingUserIDs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, id)
+		}
+		b = append(b, ']')
 	}
-	return out
+	return append(b, "}}"...)
+}
+
+func appendUserInfo(b []byte, u presence.UserInfo) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, u.ID)
+	b = append(b, `,"username":`...)
+	b = appendJSONString(b, u.Username)
+	b = append(b, `,"name":`...)
+	b = appendJSONString(b, u.Name)
+	b = append(b, `,"avatar_template":`...)
+	b = appendJSONString(b, u.AvatarTemplate)
+	return append(b, '}')
+}
+
+// payloadCache shares the encoded data of recent messages between the
+// streams of a node: every subscriber of a channel receives the same
+// *presence.Message, so a message fanned out to 10,000 streams is encoded
+// once instead of 10,000 times. It holds at most
+// payloadShards*payloadShardMax messages.
+type payloadCache struct {
+	seed   maphash.Seed
+	shards [payloadShards]payloadShard
+}
+
+const (
+	payloadShards   = 16
+	payloadShardMax = 64
+)
+
+type payloadShard struct {
+	mu sync.Mutex
+	m  map[*presence.Message][]byte
+}
+
+func newPayloadCache() *payloadCache {
+	c := &payloadCache{seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		c.shards[i].m = make(map[*presence.Message][]byte, payloadShardMax)
+	}
+	return c
+}
+
+// append appends the data of message m of channel. Messages are immutable
+// once published, so their encoding never changes.
+func (c *payloadCache) append(b []byte, channel string, m *presence.Message) []byte {
+	if channel != m.Channel {
+		return appendMessagePayload(b, channel, m)
+	}
+	sh := &c.shards[maphash.Comparable(c.seed, m)%payloadShards]
+	sh.mu.Lock()
+	data, ok := sh.m[m]
+	sh.mu.Unlock()
+	if ok {
+		return append(b, data...)
+	}
+	start := len(b)
+	b = appendMessagePayload(b, channel, m)
+	data = slices.Clone(b[start:])
+	sh.mu.Lock()
+	if len(sh.m) >= payloadShardMax {
+		clear(sh.m) // the messages of a moment ago are fanned out already
+	}
+	sh.m[m] = data
+	sh.mu.Unlock()
+	return b
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/presencehq/presence/presence"
 )
@@ -38,9 +39,14 @@ const maxFormParts = 2*presence.MaxChannelsPerCall + 16
 // (navigator.sendBeacon sends FormData as multipart, or a Blob of any type).
 // Every error wraps presence.ErrInvalid or presence.ErrTooLarge.
 func parseUpdate(contentType string, body io.Reader, limit int64) (updateRequest, error) {
-	data, err := readLimited(body, limit)
+	buf := bodyBuffers.Get().(*[]byte)
+	defer releaseBody(buf)
+	data, err := readInto(body, limit, buf)
 	if err != nil {
 		return updateRequest{}, err
+	}
+	if contentType == "application/json" { // the common case, without a params map
+		return parseUpdateJSON(data)
 	}
 	mediaType, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
@@ -62,18 +68,56 @@ func parseUpdate(contentType string, body io.Reader, limit int64) (updateRequest
 	return fields.update()
 }
 
+// bodyBuffers recycles the buffers bodies are read into: every value the
+// parsers keep is copied out of the body, so a buffer is free once the
+// request is parsed.
+var bodyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 1024)
+	return &b
+}}
+
+// maxPooledBody is the largest buffer kept for reuse.
+const maxPooledBody = 64 << 10
+
+func releaseBody(buf *[]byte) {
+	if cap(*buf) <= maxPooledBody {
+		*buf = (*buf)[:0]
+		bodyBuffers.Put(buf)
+	}
+}
+
 // readLimited reads all of body, failing with ErrTooLarge past limit bytes.
 func readLimited(body io.Reader, limit int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(body, limit+1))
+	var buf []byte
+	return readInto(body, limit, &buf)
+}
+
+// readInto is readLimited into buf, which is kept grown for its next use.
+func readInto(body io.Reader, limit int64, buf *[]byte) ([]byte, error) {
+	data := (*buf)[:0]
+	var err error
+	for int64(len(data)) <= limit {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		var n int
+		n, err = body.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err != nil {
+			break
+		}
+	}
+	*buf = data
+	if int64(len(data)) <= limit && (err == nil || err == io.EOF) {
+		return data, nil
+	}
 	var tooLarge *http.MaxBytesError
 	switch {
 	case int64(len(data)) > limit, errors.As(err, &tooLarge):
 		// The second case: an http.MaxBytesReader in front of us tripped first.
 		return nil, fmt.Errorf("%w: body over %d bytes", presence.ErrTooLarge, limit)
-	case err != nil:
-		return nil, invalid("unreadable body")
 	}
-	return data, nil
+	return nil, invalid("unreadable body")
 }
 
 // looksLikeJSON sniffs bodies sent without a useful content type.
@@ -85,6 +129,9 @@ func looksLikeJSON(data []byte) bool {
 // parseUpdateJSON validates {"client_id": "...", "present_channels": [...],
 // "leave_channels": [...]}. Unknown fields are ignored; null lists are omitted.
 func parseUpdateJSON(data []byte) (updateRequest, error) {
+	if req, ok := scanUpdateJSON(data); ok {
+		return req, req.validate()
+	}
 	var raw struct {
 		ClientID json.RawMessage `json:"client_id"`
 		Present  json.RawMessage `json:"present_channels"`

@@ -10,21 +10,61 @@ const (
 
 // backlog is a growable ring of a channel's recent messages, oldest first.
 // Message ids in it are contiguous and the newest is the channel's last id.
+//
+// Most messages of a busy node are one user entering, and a node with a
+// million present clients holds a million of them for ten minutes, so those
+// are kept compact (the user's identity, not a Message with a copy of it)
+// and rebuilt on the rare catch-up that reads them.
 type backlog struct {
-	buf  []*Message
-	head int // index of the oldest message
-	n    int
+	buf     []backlogEntry
+	head    int // index of the oldest message
+	n       int
+	last    int64  // id of the newest message; the others' ids follow
+	channel string // name the rebuilt messages carry
+}
+
+// backlogEntry is one message: msg itself, or, when msg is nil, a plain
+// enter of user rebuilt from the other fields (its id is implied by its
+// position).
+type backlogEntry struct {
+	msg      *Message
+	user     *User
+	audience *Config
+	at       int64 // PublishedAtUnixMilli
 }
 
 // len returns the number of messages held.
 func (b *backlog) len() int { return b.n }
 
+// entry returns the i-th oldest entry.
+func (b *backlog) entry(i int) *backlogEntry { return &b.buf[(b.head+i)%len(b.buf)] }
+
+// id returns the id of the i-th oldest message.
+func (b *backlog) id(i int) int64 { return b.last - int64(b.n-1-i) }
+
 // at returns the i-th oldest message.
-func (b *backlog) at(i int) *Message { return b.buf[(b.head+i)%len(b.buf)] }
+func (b *backlog) at(i int) *Message {
+	e := b.entry(i)
+	if e.msg != nil {
+		return e.msg
+	}
+	return newEnterMessage(b.channel, b.id(i), e.audience, e.at, e.user)
+}
 
 // push appends m, first dropping messages that are both beyond the newest
 // BacklogMinMessages and older than BacklogMinAgeSeconds.
 func (b *backlog) push(m *Message, nowMilli int64) {
+	b.add(backlogEntry{msg: m, at: m.PublishedAtUnixMilli}, m, nowMilli)
+}
+
+// pushEnter appends m, a message of user u alone entering that
+// newEnterMessage made, in its compact form.
+func (b *backlog) pushEnter(m *Message, u *User, nowMilli int64) {
+	b.add(backlogEntry{user: u, audience: m.Audience, at: m.PublishedAtUnixMilli}, m, nowMilli)
+}
+
+// add appends e, the entry of m, whose id follows the newest one.
+func (b *backlog) add(e backlogEntry, m *Message, nowMilli int64) {
 	b.prune(nowMilli)
 	if b.n == len(b.buf) {
 		if len(b.buf) < backlogHardCap {
@@ -33,13 +73,14 @@ func (b *backlog) push(m *Message, nowMilli int64) {
 			b.dropOldest() // hard cap: even young messages go
 		}
 	}
-	b.buf[(b.head+b.n)%len(b.buf)] = m
+	b.buf[(b.head+b.n)%len(b.buf)] = e
 	b.n++
+	b.channel, b.last = m.Channel, m.ID
 }
 
 func (b *backlog) prune(nowMilli int64) {
 	cutoff := nowMilli - BacklogMinAgeSeconds*1000
-	for b.n > BacklogMinMessages && b.at(0).PublishedAtUnixMilli < cutoff {
+	for b.n > BacklogMinMessages && b.entry(0).at < cutoff {
 		b.dropOldest()
 	}
 	if len(b.buf) > backlogShrinkAbove && b.n < len(b.buf)/4 {
@@ -48,15 +89,15 @@ func (b *backlog) prune(nowMilli int64) {
 }
 
 func (b *backlog) dropOldest() {
-	b.buf[b.head] = nil
+	b.buf[b.head] = backlogEntry{}
 	b.head = (b.head + 1) % len(b.buf)
 	b.n--
 }
 
 func (b *backlog) resize(capacity int) {
-	buf := make([]*Message, capacity)
+	buf := make([]backlogEntry, capacity)
 	for i := range b.n {
-		buf[i] = b.at(i)
+		buf[i] = *b.entry(i)
 	}
 	b.buf, b.head = buf, 0
 }
@@ -73,7 +114,7 @@ func (b *backlog) since(after, lastID int64) (msgs []*Message, ok bool) {
 	case b.n == 0:
 		return nil, false
 	}
-	oldest := b.at(0).ID
+	oldest := b.id(0)
 	if after < oldest-1 {
 		return nil, false
 	}
@@ -96,3 +137,19 @@ func (b *backlog) all() []*Message {
 
 // reset drops every message.
 func (b *backlog) reset() { *b = backlog{} }
+
+// enterMessage allocates a one-user enter message and its user list at once.
+type enterMessage struct {
+	m     Message
+	users [1]UserInfo
+}
+
+// newEnterMessage returns the message of u alone entering channel.
+func newEnterMessage(channel string, id int64, audience *Config, atMilli int64, u *User) *Message {
+	em := &enterMessage{
+		m:     Message{Channel: channel, ID: id, Audience: audience, PublishedAtUnixMilli: atMilli},
+		users: [1]UserInfo{u.Info()},
+	}
+	em.m.EnteringUsers = em.users[:]
+	return &em.m
+}

@@ -12,20 +12,27 @@ import (
 // free of allocation.
 type clientKey struct{ userID, clientID string }
 
-// client is one present browser tab or app instance.
+// client is one present browser tab or app instance. A node holds one per
+// present client, so it is kept to 96 bytes; a client that left is
+// recognised by no longer being in the map.
 type client struct {
-	key       clientKey
-	user      *presentUser
+	// user is the identity of the client's latest heartbeat (its ID never
+	// changes): a heartbeat with the same token compares one pointer.
+	user      *User
+	clientID  string
 	expiresAt int64 // unix nanoseconds; moved by every heartbeat
 	armedAt   int64 // deadline the timer was last armed for
-	gone      bool  // left or expired; its timer may still be in flight
 	timer     timer[*client]
 }
 
-// presentUser is a user with at least one present client.
+// key returns the client's key in the channel's map.
+func (c *client) key() clientKey { return clientKey{c.user.ID, c.clientID} }
+
+// presentUser is a user with at least one present client, stored by value
+// in the channel's users map (no allocation per user and channel).
 type presentUser struct {
-	info    UserInfo // from the token of the latest heartbeat
-	clients int
+	user    *User // from the token of the latest heartbeat; never modified
+	clients int32
 }
 
 // channel is the state of one channel, owned by a single actor goroutine.
@@ -34,7 +41,7 @@ type channel struct {
 	name    string
 	cfg     *Config // latest config seen: the audience of messages
 	clients map[clientKey]*client
-	users   map[string]*presentUser
+	users   map[string]presentUser
 	lastID  int64
 	backlog backlog
 	timers  *timerGroup[*client] // identifies this incarnation's timers
@@ -43,10 +50,17 @@ type channel struct {
 }
 
 func newChannel(name string, baseID int64, w *wheel[*client], m *Metrics) *channel {
-	return &channel{
+	ch := &channel{}
+	ch.init(name, baseID, w, m)
+	return ch
+}
+
+// init prepares a zero channel in place (channel actors embed theirs).
+func (ch *channel) init(name string, baseID int64, w *wheel[*client], m *Metrics) {
+	*ch = channel{
 		name:    name,
 		clients: make(map[clientKey]*client),
-		users:   make(map[string]*presentUser),
+		users:   make(map[string]presentUser),
 		lastID:  baseID,
 		timers:  &timerGroup[*client]{name: name},
 		wheel:   w,
@@ -57,58 +71,80 @@ func newChannel(name string, baseID int64, w *wheel[*client], m *Metrics) *chann
 // empty reports whether no client is present.
 func (ch *channel) empty() bool { return len(ch.clients) == 0 }
 
-// present marks a client of u present until now + the channel timeout. A
-// heartbeat of a known client only moves its expiry: the wheel notices when
-// the old deadline fires (lazy rescheduling).
+// present marks a client of u present until now + the channel timeout.
 func (ch *channel) present(u *User, clientID string, cfg *Config, now int64) *Message {
-	ch.cfg = cfg
-	expires := now + int64(cfg.TimeoutSeconds())*int64(time.Second)
-	if c, ok := ch.clients[clientKey{u.ID, clientID}]; ok {
-		c.expiresAt = expires
-		ch.refreshInfo(c.user, u)
-		if expires < c.armedAt { // the timeout shrank: fire earlier
-			c.armedAt = expires
-			ch.wheel.schedule(&c.timer, expires)
-		}
+	if ch.heartbeat(u, clientID, cfg, now) {
 		return nil
 	}
-	pu, first := ch.add(u, clientID, expires)
-	if !first {
+	ch.cfg = cfg
+	if !ch.add(u, clientID, now+timeoutNanos(cfg)) {
 		return nil
 	}
 	if cfg.CountOnly {
 		return ch.publish(func(m *Message) { m.CountDelta = 1 }, now)
 	}
-	return ch.publish(func(m *Message) { m.EnteringUsers = []UserInfo{pu.info} }, now)
+	return ch.publishEnter(u, now)
 }
+
+// heartbeat moves the expiry of u's client if it is present and reports
+// whether it was; otherwise it changes nothing. It never publishes. The
+// wheel notices the moved expiry when the old deadline fires (lazy
+// rescheduling), unless the timeout shrank.
+func (ch *channel) heartbeat(u *User, clientID string, cfg *Config, now int64) bool {
+	c, ok := ch.clients[clientKey{u.ID, clientID}]
+	if !ok {
+		return false
+	}
+	ch.cfg = cfg
+	expires := now + timeoutNanos(cfg)
+	c.expiresAt = expires
+	if c.user != u {
+		c.user = u
+		ch.refreshUser(u)
+	}
+	if expires < c.armedAt { // the timeout shrank: fire earlier
+		c.armedAt = expires
+		ch.wheel.schedule(&c.timer, expires)
+	}
+	return true
+}
+
+func timeoutNanos(cfg *Config) int64 { return int64(cfg.TimeoutSeconds()) * int64(time.Second) }
 
 // add registers a new client present until expires and reports whether it is
 // its user's first.
-func (ch *channel) add(u *User, clientID string, expires int64) (pu *presentUser, first bool) {
-	c := &client{key: clientKey{u.ID, clientID}, expiresAt: expires, armedAt: expires}
+func (ch *channel) add(u *User, clientID string, expires int64) (first bool) {
+	c := &client{user: u, clientID: clientID, expiresAt: expires, armedAt: expires}
 	c.timer.group, c.timer.value = ch.timers, c
-	ch.clients[c.key] = c
+	ch.clients[c.key()] = c
 	ch.metrics.clients.Add(1)
 	ch.wheel.schedule(&c.timer, expires)
 
 	pu, ok := ch.users[u.ID]
 	if !ok {
-		pu = &presentUser{info: u.Info()}
-		ch.users[u.ID] = pu
 		ch.metrics.users.Add(1)
-	} else {
-		ch.refreshInfo(pu, u)
 	}
-	c.user = pu
+	if !ok || !sameInfo(pu.user, u) {
+		pu.user = u
+	}
 	pu.clients++
-	return pu, pu.clients == 1
+	ch.users[u.ID] = pu
+	return pu.clients == 1
 }
 
-// refreshInfo keeps what other users see of pu in line with u's latest token.
-func (ch *channel) refreshInfo(pu *presentUser, u *User) {
-	if pu.info.Username != u.Username || pu.info.Name != u.Name || pu.info.AvatarTemplate != u.AvatarTemplate {
-		pu.info = u.Info()
+// refreshUser keeps what other users see of present user u in line with
+// u's latest token.
+func (ch *channel) refreshUser(u *User) {
+	pu := ch.users[u.ID]
+	if pu.user != u && !sameInfo(pu.user, u) {
+		pu.user = u
+		ch.users[u.ID] = pu
 	}
+}
+
+// sameInfo reports whether a and b show other users the same fields.
+func sameInfo(a, b *User) bool {
+	return a.Username == b.Username && a.Name == b.Name && a.AvatarTemplate == b.AvatarTemplate
 }
 
 // leave removes a client at once.
@@ -126,14 +162,16 @@ func (ch *channel) leave(userID, clientID string, now int64) *Message {
 
 // remove forgets c and reports whether its user has no client left.
 func (ch *channel) remove(c *client) (userLeft bool) {
-	c.gone = true
-	delete(ch.clients, c.key)
+	userID := c.user.ID
+	delete(ch.clients, c.key())
 	ch.metrics.clients.Add(-1)
-	c.user.clients--
-	if c.user.clients > 0 {
+	pu := ch.users[userID]
+	pu.clients--
+	if pu.clients > 0 {
+		ch.users[userID] = pu
 		return false
 	}
-	delete(ch.users, c.key.userID)
+	delete(ch.users, userID)
 	ch.metrics.users.Add(-1)
 	return true
 }
@@ -161,11 +199,11 @@ func (ch *channel) expire(g *timerGroup[*client], due *timer[*client], now int64
 		next := t.next
 		c := t.value
 		switch {
-		case c.gone:
+		case ch.clients[c.key()] != c: // left, or expired in an earlier batch
 		case c.expiresAt <= now:
 			expired++
 			if ch.remove(c) {
-				left = append(left, c.key.userID)
+				left = append(left, c.user.ID)
 			}
 		default:
 			t.deadline, c.armedAt = c.expiresAt, c.expiresAt
@@ -199,6 +237,16 @@ func (ch *channel) publish(fill func(*Message), now int64) *Message {
 	return m
 }
 
+// publishEnter publishes u entering a channel that is not count-only; the
+// backlog keeps it in compact form.
+func (ch *channel) publishEnter(u *User, now int64) *Message {
+	ch.lastID++
+	m := newEnterMessage(ch.name, ch.lastID, ch.cfg, now/int64(time.Millisecond), u)
+	ch.backlog.pushEnter(m, u, m.PublishedAtUnixMilli)
+	ch.metrics.published.Add(1)
+	return m
+}
+
 // state returns the channel as /presence/get shows it under cfg.
 func (ch *channel) state(cfg *Config) *ChannelState {
 	st := &ChannelState{CountOnly: cfg.CountOnly, Count: len(ch.users), LastMessageID: ch.lastID}
@@ -207,7 +255,7 @@ func (ch *channel) state(cfg *Config) *ChannelState {
 	}
 	st.Users = make([]UserInfo, 0, len(ch.users))
 	for _, pu := range ch.users {
-		st.Users = append(st.Users, pu.info)
+		st.Users = append(st.Users, pu.user.Info())
 	}
 	slices.SortFunc(st.Users, func(a, b UserInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return st
@@ -233,7 +281,7 @@ func (ch *channel) snapshot() *ChannelSnapshot {
 		Backlog: ch.backlog.all(),
 	}
 	for _, c := range ch.clients {
-		s.Clients = append(s.Clients, ClientSnapshot{User: c.user.info, ClientID: c.key.clientID, ExpiresAtUnixNano: c.expiresAt})
+		s.Clients = append(s.Clients, ClientSnapshot{User: ch.users[c.user.ID].user.Info(), ClientID: c.clientID, ExpiresAtUnixNano: c.expiresAt})
 	}
 	return s
 }

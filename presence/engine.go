@@ -235,7 +235,9 @@ func checkClientID(id string) error {
 // Present marks clientID of u present in channel. It reports false when the
 // channel does not exist (or its name is invalid) or u may not enter it. It
 // does not wait for the channel: the call is queued, and later calls for the
-// same channel are processed after it.
+// same channel are processed after it. A heartbeat of a present client into
+// an idle channel is applied at once on the caller's goroutine instead,
+// which is what makes heartbeats cheap.
 func (e *Engine) Present(ctx context.Context, u *User, clientID, channel string) (bool, error) {
 	if err := checkClientID(clientID); err != nil {
 		return false, err
@@ -251,7 +253,7 @@ func (e *Engine) Present(ctx context.Context, u *User, clientID, channel string)
 		return false, nil
 	}
 	o := op{kind: opPresent, user: u, clientID: clientID, cfg: cfg, at: e.clk.Now().UnixNano()}
-	if err := e.actors.Tell(channel, o); err != nil {
+	if err := e.actors.TellInline(channel, o); err != nil {
 		return false, actorError(channel, err)
 	}
 	return true, nil
@@ -443,14 +445,17 @@ type op struct {
 	reply any              // the Ask's reply channel
 }
 
-// channelActor is the behaviour owning one channel's state.
+// channelActor is the behaviour owning one channel's state, held in the
+// same allocation (one pointer less to chase per heartbeat).
 type channelActor struct {
 	e  *Engine
-	ch *channel
+	ch channel
 }
 
 func (e *Engine) newChannelActor(name string) actor.Behavior[op] {
-	return &channelActor{e: e, ch: newChannel(name, e.newBase(), e.wheel, e.metrics)}
+	a := &channelActor{e: e}
+	a.ch.init(name, e.newBase(), e.wheel, e.metrics)
+	return a
 }
 
 // Started counts the channel as active.
@@ -466,9 +471,17 @@ func (a *channelActor) Stopped() {
 // CanPassivate lets an idle channel go only when nobody is present in it.
 func (a *channelActor) CanPassivate() bool { return a.ch.empty() }
 
+// ReceiveInline applies, on the sender's goroutine, the ops that only move
+// an expiry: a heartbeat of a present client. Everything that may publish is
+// declined and goes through the mailbox, so publishing stays on the
+// channel's own goroutine.
+func (a *channelActor) ReceiveInline(o op) bool {
+	return o.kind == opPresent && a.ch.heartbeat(o.user, o.clientID, o.cfg, o.at)
+}
+
 // Receive applies one op to the channel.
 func (a *channelActor) Receive(o op) {
-	ch := a.ch
+	ch := &a.ch
 	if o.cfg != nil {
 		ch.cfg = o.cfg // the freshest config decides the audience of messages
 	}

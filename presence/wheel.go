@@ -1,6 +1,7 @@
 package presence
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -26,10 +27,13 @@ type timer[T any] struct {
 	// deadline (unix nanoseconds) is written by the owner while the timer is
 	// idle or fired, then read by the wheel under its lock.
 	deadline int64
-	due      int64 // tick the timer fires at, under wheel.mu
-	state    uint8
-	group    *timerGroup[T]
-	value    T
+	// due is the tick the timer fires at, under wheel.mu. 32 bits cover 68
+	// years of one-second ticks and keep an embedded timer small: there is
+	// one per present client.
+	due   int32
+	state uint8
+	group *timerGroup[T]
+	value T
 }
 
 // timerGroup collects the due timers of one owner (one incarnation of a
@@ -170,11 +174,11 @@ func (w *wheel[T]) len() int {
 }
 
 func (w *wheel[T]) insertLocked(t *timer[T]) {
-	due := w.tickOf(t.deadline)
+	due := min(w.tickOf(t.deadline), math.MaxInt32) // later is never, in practice
 	if due <= w.processed {
 		due = w.processed + 1
 	}
-	t.due = due
+	t.due = int32(due)
 	t.state = timerScheduled
 	slot := &w.slots[due%wheelSlots]
 	t.prev = nil
@@ -229,7 +233,7 @@ func (w *wheel[T]) advance(now time.Time) {
 func (w *wheel[T]) collectLocked(slot, target int64) {
 	for t := w.slots[slot]; t != nil; {
 		next := t.next
-		if t.due <= target {
+		if int64(t.due) <= target {
 			w.unlinkLocked(t)
 			t.state = timerFired
 			g := t.group

@@ -1,0 +1,130 @@
+package api
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/presencehq/presence/presence"
+)
+
+// Token cache bounds. Verifying an HS256 token and decoding its claims costs
+// more than the rest of a heartbeat, and a browser sends the same token for
+// hours, so verified tokens are remembered.
+const (
+	tokenCacheShards   = 16
+	tokenCacheCapacity = 32_768 // tokens, across shards (about 500 bytes each)
+	// tokenCacheSweepEvery is how often a full shard looks for expired
+	// entries before evicting live ones.
+	tokenCacheSweepEvery = time.Minute
+)
+
+// tokenCache remembers tokens that verified successfully, with the identity
+// they carry and their validity window. Only successful verifications are
+// stored, and a hit is re-checked against exp and nbf at the time of use,
+// so a cached token is never accepted outside the window its claims allow.
+// Every hit for a token returns the same *presence.User, which callers must
+// treat as immutable (channels compare it by pointer).
+type tokenCache struct {
+	seed     maphash.Seed
+	perShard int
+	shards   [tokenCacheShards]tokenShard
+}
+
+type tokenShard struct {
+	mu        sync.RWMutex
+	entries   map[string]*cachedToken
+	lastSweep time.Time
+	_         [16]byte // keep neighbouring shards' locks off one cache line
+}
+
+// cachedToken is a verified token: zero times mean the claim was absent.
+type cachedToken struct {
+	user      *presence.User
+	expiresAt time.Time // exp: valid strictly before it
+	notBefore time.Time // nbf: valid from it on
+}
+
+func newTokenCache(capacity int) *tokenCache {
+	c := &tokenCache{seed: maphash.MakeSeed(), perShard: max(1, capacity/tokenCacheShards)}
+	for i := range c.shards {
+		c.shards[i].entries = make(map[string]*cachedToken)
+	}
+	return c
+}
+
+// shard picks a token's shard from its last bytes: the end of a signed
+// token is its signature, uniformly distributed, and hashing the whole
+// token a second time (the map hashes it too) would cost more than the
+// lookup. A string shorter than eight bytes is hashed.
+func (c *tokenCache) shard(token string) *tokenShard {
+	if len(token) < 8 {
+		return &c.shards[maphash.String(c.seed, token)%tokenCacheShards]
+	}
+	tail := token[len(token)-8:]
+	var h uint64
+	for i := range len(tail) {
+		h = h*31 + uint64(tail[i])
+	}
+	return &c.shards[h%tokenCacheShards]
+}
+
+// get returns the identity of token if it was verified before and is valid
+// at now. An expired entry is dropped.
+func (c *tokenCache) get(token string, now time.Time) (*presence.User, bool) {
+	sh := c.shard(token)
+	sh.mu.RLock()
+	e := sh.entries[token]
+	sh.mu.RUnlock()
+	if e == nil {
+		return nil, false
+	}
+	if !e.expiresAt.IsZero() && !now.Before(e.expiresAt) {
+		sh.mu.Lock()
+		if sh.entries[token] == e {
+			delete(sh.entries, token)
+		}
+		sh.mu.Unlock()
+		return nil, false
+	}
+	if !e.notBefore.IsZero() && now.Before(e.notBefore) {
+		return nil, false // cannot happen for a token verified earlier, but never trust it early
+	}
+	return e.user, true
+}
+
+// put remembers a token that verified successfully. A full shard drops an
+// arbitrary entry, after dropping its expired ones if it has not looked for
+// them lately: a scan per insertion would make a churning cache quadratic.
+func (c *tokenCache) put(token string, e *cachedToken, now time.Time) {
+	sh := c.shard(token)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if len(sh.entries) >= c.perShard && now.Sub(sh.lastSweep) >= tokenCacheSweepEvery {
+		sh.lastSweep = now
+		for k, old := range sh.entries {
+			if !old.expiresAt.IsZero() && !now.Before(old.expiresAt) {
+				delete(sh.entries, k)
+			}
+		}
+	}
+	for k := range sh.entries {
+		if len(sh.entries) < c.perShard {
+			break
+		}
+		delete(sh.entries, k)
+	}
+	sh.entries[token] = e
+}
+
+// len returns the number of cached tokens.
+func (c *tokenCache) len() int {
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.RLock()
+		n += len(sh.entries)
+		sh.mu.RUnlock()
+	}
+	return n
+}

@@ -1,0 +1,107 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/presence"
+)
+
+func TestTokenCacheHonoursExpiry(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	a := newAuthenticator([]byte(testSecret), clk)
+	tok := token(t, jwt.MapClaims{"sub": "7", "exp": testStart.Add(time.Minute).Unix()})
+	first, err := a.verify(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := a.verify(tok)
+	if err != nil || again != first {
+		t.Fatalf("second verify: %p %v, want the cached identity %p", again, err, first)
+	}
+	if a.cache.len() != 1 {
+		t.Fatalf("%d cached tokens, want 1", a.cache.len())
+	}
+	clk.Advance(time.Minute) // exactly at exp: no longer valid
+	if _, err := a.verify(tok); !errors.Is(err, presence.ErrUnauthorized) {
+		t.Fatalf("verify at exp: %v, want ErrUnauthorized", err)
+	}
+	if a.cache.len() != 0 {
+		t.Fatal("an expired token stayed cached")
+	}
+}
+
+func TestTokenCacheHonoursNotBefore(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	a := newAuthenticator([]byte(testSecret), clk)
+	tok := token(t, jwt.MapClaims{"sub": "7", "nbf": testStart.Add(time.Minute).Unix()})
+	if _, err := a.verify(tok); !errors.Is(err, presence.ErrUnauthorized) {
+		t.Fatalf("verify before nbf: %v, want ErrUnauthorized", err)
+	}
+	if a.cache.len() != 0 {
+		t.Fatal("a token that failed verification was cached")
+	}
+	clk.Advance(time.Minute)
+	if _, err := a.verify(tok); err != nil {
+		t.Fatalf("verify at nbf: %v", err)
+	}
+	if _, err := a.verify(tok); err != nil || a.cache.len() != 1 {
+		t.Fatalf("cached verify: %v, %d cached", err, a.cache.len())
+	}
+}
+
+func TestTokenCacheNeverCachesFailures(t *testing.T) {
+	a := newAuthenticator([]byte(testSecret), clock.NewFake(testStart))
+	bad, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "7"}).SignedString([]byte("other secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := a.verify(bad); !errors.Is(err, presence.ErrUnauthorized) {
+			t.Fatalf("verify with the wrong secret: %v", err)
+		}
+	}
+	if a.cache.len() != 0 {
+		t.Fatalf("%d failed tokens cached", a.cache.len())
+	}
+	// A valid token's cache entry is keyed by its exact text: a tampered
+	// copy is verified on its own and fails.
+	good := token(t, jwt.MapClaims{"sub": "7"})
+	if _, err := a.verify(good); err != nil {
+		t.Fatal(err)
+	}
+	tampered := good[:len(good)-2] + "xx"
+	if tampered == good {
+		tampered = good[:len(good)-2] + "yy"
+	}
+	if _, err := a.verify(tampered); !errors.Is(err, presence.ErrUnauthorized) {
+		t.Fatalf("tampered token: %v, want ErrUnauthorized", err)
+	}
+}
+
+func TestTokenCacheIsBounded(t *testing.T) {
+	clk := clock.NewFake(testStart)
+	c := newTokenCache(64)
+	for i := range 1000 {
+		c.put(fmt.Sprint("token-", i), &cachedToken{user: &presence.User{ID: "x"}}, clk.Now())
+	}
+	if n := c.len(); n > 64 {
+		t.Fatalf("%d cached tokens, want at most 64", n)
+	}
+	// Expired entries go first when a shard is full.
+	c = newTokenCache(tokenCacheShards) // one per shard
+	old := &cachedToken{user: &presence.User{ID: "old"}, expiresAt: testStart.Add(time.Second)}
+	c.put("old", old, clk.Now())
+	clk.Advance(time.Hour)
+	for i := range 200 {
+		c.put(fmt.Sprint("t", i), &cachedToken{user: &presence.User{ID: "new"}}, clk.Now())
+	}
+	if _, ok := c.get("old", clk.Now()); ok {
+		t.Fatal("an expired token was answered")
+	}
+}
