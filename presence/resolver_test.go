@@ -212,7 +212,7 @@ func TestResolveCallbackTimeout(t *testing.T) {
 	release := srv.holdRequests()
 	defer close(release)
 	fake := clock.NewFake(resStart)
-	r := NewResolver(ResolverConfig{Clock: fake, CallbackTimeout: 20 * time.Millisecond})
+	r := NewResolver(ResolverConfig{Clock: fake, CallbackTimeout: 50 * time.Millisecond})
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 600))
 	if cfg := resolve(t, r, "/cb/slow"); cfg != nil {
 		t.Fatalf("timed-out callback gave %+v", cfg)
@@ -220,8 +220,16 @@ func TestResolveCallbackTimeout(t *testing.T) {
 	srv.mu.Lock()
 	srv.hold = nil
 	srv.mu.Unlock()
-	if cfg := resolve(t, r, "/cb/slow"); cfg == nil || !cfg.Public {
-		t.Fatalf("a timeout must not be cached, got %+v", cfg)
+	// The outcome of the second call depends on how fast the machine
+	// answers within the timeout; that it asks the server again does not.
+	// A request the client gave up on may still reach the server late.
+	resolve(t, r, "/cb/slow")
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.hits.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := srv.hits.Load(); got != 2 {
+		t.Fatalf("%d callback requests, want 2: a timeout must not be cached", got)
 	}
 }
 
