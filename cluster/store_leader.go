@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -104,6 +106,20 @@ func (s *Store) TransferLeadership() error {
 	}
 	if err := s.raft.LeadershipTransfer().Error(); err != nil {
 		return fmt.Errorf("cluster: transfer raft leadership: %w", s.mapRaftErr(err))
+	}
+	return nil
+}
+
+// Barrier waits until every entry committed before it has been applied to
+// this node's FSM. Only the leader can issue one: a newly elected leader
+// has the committed entries in its log but may not have applied them yet,
+// so a node that serves reads after an election calls Barrier first.
+func (s *Store) Barrier(timeout time.Duration) error {
+	if err := s.raft.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return fmt.Errorf("cluster: raft barrier: %w", err)
 	}
 	return nil
 }

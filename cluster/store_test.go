@@ -571,3 +571,19 @@ func TestStoreLeadershipBacklog(t *testing.T) {
 	}
 	<-s.done
 }
+
+func TestStoreBarrierOnLeaderOnly(t *testing.T) {
+	s := openStoreForTest(t, StoreConfig{NodeID: "n1", Bootstrap: true})
+	if err := s.WaitForLeader(storeTestContext(t)); err != nil {
+		t.Fatalf("WaitForLeader: %v", err)
+	}
+	if err := s.Put(context.Background(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Barrier(5 * time.Second); err != nil {
+		t.Fatalf("barrier on the leader: %v", err)
+	}
+	if v, ok := s.Get("k"); !ok || string(v) != "v" {
+		t.Fatalf("after the barrier the write is applied: %q %v", v, ok)
+	}
+}

@@ -50,15 +50,16 @@ func (s *Server) awaitConfig() {
 }
 
 // caughtUp reports whether this node's documents match the leader's. The
-// leader itself is caught up: it was elected with every committed entry and
-// applies them as soon as its term's first entry commits.
+// leader is caught up once a barrier has passed: it was elected with every
+// committed entry in its log, but applies them only when its term's first
+// entry commits, and until then it would serve without its documents.
 func (s *Server) caughtUp() bool {
 	leader, _ := s.store.Leader()
 	switch {
 	case leader == "":
 		return false
 	case leader == s.cfg.Name:
-		return true
+		return s.store.Barrier(s.timings.statusCall) == nil
 	}
 	rec, ok := s.members.lookup(leader)
 	if !ok || rec.gone() || rec.Meta.RPC == "" {

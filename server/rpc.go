@@ -74,8 +74,10 @@ func (s *Server) handleRPC(ctx context.Context, method uint16, body []byte) ([]b
 		// sender retries with the leader it learns next (one hop at most).
 		return nil, s.applyWrite(ctx, w)
 	case methodPrefixDigest:
-		if !s.store.IsLeader() {
-			return nil, cluster.ErrNotLeader
+		// The barrier makes the digest cover every committed document, even
+		// right after this node was elected.
+		if err := s.store.Barrier(s.timings.statusCall); err != nil {
+			return nil, err
 		}
 		return documentsDigest(s.store.List()), nil
 	}

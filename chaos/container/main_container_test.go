@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -55,8 +56,8 @@ func TestMain(m *testing.M) {
 // that to the caller (the script saves the logs of a failed run first).
 func runSuite(m *testing.M) int {
 	artifacts = envOr("CHAOS_ARTIFACTS", defaultArtifacts)
-	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
-		skipReason = fmt.Sprintf("SKIP: docker not available (docker info: %v: %s)", err, firstLine(out))
+	if err := dockerInfo(); err != nil {
+		skipReason = fmt.Sprintf("SKIP: docker not available (%v)", err)
 		fmt.Println(skipReason)
 		return m.Run()
 	}
@@ -82,6 +83,16 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// dockerInfo returns why the Docker engine cannot be reached, if it cannot.
+func dockerInfo() error {
+	_, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").Output()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && len(exit.Stderr) > 0 {
+		return fmt.Errorf("docker info: %s", firstLine(exit.Stderr))
+	}
+	return err
 }
 
 // newCluster configures the compose project from the environment.

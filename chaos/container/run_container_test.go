@@ -63,6 +63,7 @@ type run struct {
 	sum     chaos.Summary
 	rng     *rand.Rand
 	began   time.Time
+	done    bool // finish ran
 }
 
 // start brings the cluster to full strength, configures sc's prefix and
@@ -96,6 +97,7 @@ func start(t *testing.T, sc scenario) *run {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.streams.Close)
+	t.Cleanup(r.reportIncomplete) // runs first: the streams are still open
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := r.streams.WaitConnected(ctx); err != nil {
@@ -236,6 +238,7 @@ func (r *run) waitOwning(service string) {
 func (r *run) finish() {
 	r.t.Helper()
 	r.converge("at the end", convergeWithin)
+	r.done = true
 	r.w.Stop()
 	r.streams.Close()
 	st := r.streams.Stats()
@@ -251,6 +254,16 @@ func (r *run) finish() {
 	if r.sum.UsersChecked == 0 || st.Messages == 0 {
 		r.t.Errorf("nothing was checked: %d users, %d stream messages", r.sum.UsersChecked, st.Messages)
 	}
+}
+
+// reportIncomplete prints the summary so far of a scenario that stopped
+// before finish (a fatal error), so that every run reports its counts.
+func (r *run) reportIncomplete() {
+	if r.done {
+		return
+	}
+	r.sum.SetStreams(r.streams.Stats())
+	fmt.Printf("%s (stopped early): %s (%v)\n", r.t.Name(), r.sum.String(), time.Since(r.began).Round(time.Second))
 }
 
 // newPool returns a pool over every node with a browser client's timings.
