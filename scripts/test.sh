@@ -34,6 +34,7 @@ if [ -z "${QUICK:-}" ]; then
   fi
   run "process cluster and chaos tests (real binary, 3 nodes on loopback)" ./scripts/chaos-test.sh
   run "browser end-to-end tests (headless Chromium, 3 nodes)" ./scripts/browser-test.sh
+  run "container chaos tests (docker compose, 3 nodes)" ./scripts/container-test.sh
   for target in FuzzValidChannelName:./presence FuzzParsePrefixDocument:./presence FuzzParseUpdate:./api; do
     name=${target%%:*}; pkg=${target#*:}
     run "fuzz smoke $name (10s)" go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime 10s
