@@ -106,7 +106,7 @@ func (r *chaosRun) finish(t *testing.T) {
 func (r *chaosRun) waitOwning(t *testing.T, n *proc.Node) {
 	t.Helper()
 	waitReady(t, r.c)
-	err := poll(rejoinTimeout, func() error {
+	err := chaos.Poll(rejoinTimeout, func() error {
 		own, err := owners(r.c, n, r.channelSample())
 		if err != nil {
 			return err

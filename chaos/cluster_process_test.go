@@ -138,7 +138,7 @@ func checkCrossNodeStream(t *testing.T, c *proc.Cluster) {
 		update(t, node1, users[0], "sse-client-a", nil, []string{ch})
 	}
 	want := []string{"enter sse-a", "enter sse-b", "leave sse-a"}
-	err = poll(10*time.Second, func() error {
+	err = chaos.Poll(10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, stream := range []string{c.Nodes[1].URL() + "#0", c.Nodes[2].URL() + "#0"} {

@@ -162,7 +162,7 @@ func configure(t *testing.T, c *proc.Cluster, prefix string, timeout time.Durati
 func waitPrefix(t *testing.T, c *proc.Cluster, prefix string, doc []byte) {
 	t.Helper()
 	for _, n := range c.Running() {
-		err := poll(10*time.Second, func() error {
+		err := chaos.Poll(10*time.Second, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			status, body, err := c.Admin(n).GetPrefix(ctx, prefix)
@@ -177,21 +177,6 @@ func waitPrefix(t *testing.T, c *proc.Cluster, prefix string, doc []byte) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// poll calls cond until it returns nil or timeout passes (then its last error).
-func poll(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

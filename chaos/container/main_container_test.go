@@ -217,7 +217,7 @@ func putPrefix(t *testing.T, prefix string, doc []byte) []byte {
 func waitPrefix(t *testing.T, prefix string, doc []byte) {
 	t.Helper()
 	for _, s := range cluster.Services() {
-		err := poll(10*time.Second, func() error {
+		err := chaos.Poll(10*time.Second, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			status, body, err := cluster.Admin(s).GetPrefix(ctx, prefix)
@@ -232,21 +232,6 @@ func waitPrefix(t *testing.T, prefix string, doc []byte) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// poll calls cond until it returns nil or timeout passes (then its last error).
-func poll(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

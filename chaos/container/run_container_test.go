@@ -212,7 +212,7 @@ func (r *run) record(what string, res chaos.CheckResult) {
 func (r *run) waitOwning(service string) {
 	r.t.Helper()
 	waitReady(r.t)
-	err := poll(readyTimeout, func() error {
+	err := chaos.Poll(readyTimeout, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		for _, ch := range r.names[:min(sampleChannels, len(r.names))] {
