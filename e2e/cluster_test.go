@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -147,10 +148,12 @@ func newNode(name, logPrefix string) (*node, error) {
 // freeAddr returns a loopback address whose port is free for TCP and UDP
 // (memberlist binds both) at the time of the call.
 func freeAddr() (string, error) {
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Drawn below Linux's ephemeral range (32768-60999), which outgoing
+	// connections use: a ":0" port could be taken by one before the node binds.
+	for range 100 {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000)))
 		if err != nil {
-			return "", err
+			continue
 		}
 		addr := ln.Addr().String()
 		pc, err := net.ListenPacket("udp", addr)

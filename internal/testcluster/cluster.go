@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -305,10 +306,13 @@ func (n *Node) GossipAddr() string { return n.cfg.GossipAddr }
 // be told whom to join, in any start order.
 func freeGossipPort(t testing.TB) int {
 	t.Helper()
+	// Ports are drawn below Linux's ephemeral range (32768-60999): a port
+	// from ":0" is ephemeral, and an outgoing connection of another node
+	// could take it between this check and the node's bind.
 	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+mrand.IntN(12000))))
 		if err != nil {
-			t.Fatalf("testcluster: no free port: %v", err)
+			continue
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		udp, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
