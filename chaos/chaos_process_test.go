@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"testing"
 	"time"
 
@@ -25,16 +24,6 @@ const (
 	// rejoinTimeout bounds a restarted node's return to owning channels.
 	rejoinTimeout = 60 * time.Second
 )
-
-// requireReplication skips the replication acceptance tests until the
-// lead enables them.
-func requireReplication(t *testing.T) {
-	t.Helper()
-	if os.Getenv("CHAOS_REPLICATION") != "1" {
-		t.Skip("needs channel replication, which is experimental (--replication) and does not pass this test yet; " +
-			"set CHAOS_REPLICATION=1 to run it with --replication")
-	}
-}
 
 // chaosRun is the shared setup of the replication tests: a cluster, a
 // heartbeating workload through random nodes, streams on every node and a
@@ -135,7 +124,6 @@ func (r *chaosRun) channelSample() []string {
 // takes channels again, and the streams on every node keep their ids in
 // order throughout.
 func TestProcessChaosKill(t *testing.T) {
-	requireReplication(t)
 	r := startChaosRun(t, 200, 500, 2, 2*time.Second)
 	for round := 1; round <= 5; round++ {
 		victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
@@ -160,7 +148,6 @@ func TestProcessChaosKill(t *testing.T) {
 // publishing (stream ids never repeat or go backwards), and every channel
 // agrees with the model within 10 s.
 func TestProcessChaosPause(t *testing.T) {
-	requireReplication(t)
 	// A request stuck in the paused node's socket may be applied when it
 	// resumes: the model allows that for the pause and some margin.
 	r := startChaosRun(t, 100, 300, 2, pauseFor+5*time.Second)

@@ -79,8 +79,8 @@ func startCluster(t *testing.T, n int) *proc.Cluster {
 		t.Fatal(err)
 	}
 	var args []string
-	if os.Getenv("CHAOS_REPLICATION") == "1" {
-		args = append(args, "--replication") // the kill and pause tests exercise it
+	if level := os.Getenv("CHAOS_NODE_LOG_LEVEL"); level != "" {
+		args = append(args, "--log-level", level) // e.g. debug, to trace a failure
 	}
 	c, err := proc.New(proc.Config{
 		Binary: binary, Dir: t.TempDir(), LogDir: logDir, Nodes: n,

@@ -47,6 +47,10 @@ type channel struct {
 	timers  *timerGroup[*client] // identifies this incarnation's timers
 	wheel   *wheel[*client]
 	metrics *Metrics
+	// track: a Replicator is told every change; changes collects those of
+	// the current operation.
+	track   bool
+	changes []Change
 }
 
 func newChannel(name string, baseID int64, w *wheel[*client], m *Metrics) *channel {
@@ -77,7 +81,13 @@ func (ch *channel) present(u *User, clientID string, cfg *Config, now int64) *Me
 		return nil
 	}
 	ch.cfg = cfg
-	if !ch.add(u, clientID, now+timeoutNanos(cfg)) {
+	expires := now + timeoutNanos(cfg)
+	first := ch.add(u, clientID, expires)
+	if ch.track {
+		ch.changes = append(ch.changes, Change{Kind: ChangeEnter, Channel: ch.name, User: u, Config: cfg,
+			ExpiresAt: expires, UserID: u.ID, ClientID: clientID, At: now})
+	}
+	if !first {
 		return nil
 	}
 	if cfg.CountOnly {
@@ -98,6 +108,10 @@ func (ch *channel) heartbeat(u *User, clientID string, cfg *Config, now int64) b
 	ch.cfg = cfg
 	expires := now + timeoutNanos(cfg)
 	c.expiresAt = expires
+	if ch.track {
+		ch.changes = append(ch.changes, Change{Kind: ChangeRefresh, Channel: ch.name, User: u,
+			ExpiresAt: expires, UserID: u.ID, ClientID: clientID, At: now})
+	}
 	if c.user != u {
 		c.user = u
 		ch.refreshUser(u)
@@ -154,6 +168,7 @@ func (ch *channel) leave(userID, clientID string, now int64) *Message {
 		return nil
 	}
 	ch.wheel.cancel(&c.timer)
+	ch.trackLeave(c, now)
 	if !ch.remove(c) {
 		return nil
 	}
@@ -174,6 +189,13 @@ func (ch *channel) remove(c *client) (userLeft bool) {
 	delete(ch.users, userID)
 	ch.metrics.users.Add(-1)
 	return true
+}
+
+// trackLeave records that c leaves, for the Replicator.
+func (ch *channel) trackLeave(c *client, now int64) {
+	if ch.track {
+		ch.changes = append(ch.changes, Change{Kind: ChangeLeave, Channel: ch.name, UserID: c.user.ID, ClientID: c.clientID, At: now})
+	}
 }
 
 // leaving publishes that the users left, in one message.
@@ -202,6 +224,7 @@ func (ch *channel) expire(g *timerGroup[*client], due *timer[*client], now int64
 		case ch.clients[c.key()] != c: // left, or expired in an earlier batch
 		case c.expiresAt <= now:
 			expired++
+			ch.trackLeave(c, now)
 			if ch.remove(c) {
 				left = append(left, c.user.ID)
 			}

@@ -50,6 +50,9 @@ type EngineConfig struct {
 	Hub *Hub
 	// Publisher receives published messages; nil means the Hub.
 	Publisher Publisher
+	// Replicator, when set, receives every change of every channel and
+	// publishes their messages instead of Publisher (see Replicator).
+	Replicator Replicator
 	// MailboxSize bounds each channel's mailbox; past it calls fail with
 	// ErrOverloaded. 0 means DefaultMailboxSize.
 	MailboxSize int
@@ -87,15 +90,16 @@ func (c EngineConfig) Validate() error {
 // Install, Remove) are exported for a cluster layer that forwards requests to
 // the owner and hands channels over.
 type Engine struct {
-	clk       clock.Clock
-	log       *slog.Logger
-	configs   ConfigSource
-	metrics   *Metrics
-	hub       *Hub
-	ownHub    bool // made by the engine, so closed by it
-	publisher Publisher
-	wheel     *wheel[*client]
-	actors    *actor.System[string, op]
+	clk        clock.Clock
+	log        *slog.Logger
+	configs    ConfigSource
+	metrics    *Metrics
+	hub        *Hub
+	ownHub     bool // made by the engine, so closed by it
+	publisher  Publisher
+	replicator Replicator // nil: messages go straight to publisher
+	wheel      *wheel[*client]
+	actors     *actor.System[string, op]
 	// idFloor is the highest message id issued or installed on this node.
 	// New channel incarnations start above it, so their ids never repeat one
 	// a client may have seen, even when the clock has not moved.
@@ -124,7 +128,8 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.MailboxSize == 0 {
 		cfg.MailboxSize = DefaultMailboxSize
 	}
-	e := &Engine{clk: cfg.Clock, log: cfg.Logger, configs: cfg.Configs, metrics: cfg.Metrics, hub: cfg.Hub, publisher: cfg.Publisher}
+	e := &Engine{clk: cfg.Clock, log: cfg.Logger, configs: cfg.Configs, metrics: cfg.Metrics, hub: cfg.Hub,
+		publisher: cfg.Publisher, replicator: cfg.Replicator}
 	if e.hub == nil {
 		hub, err := NewHub(HubConfig{Metrics: cfg.Metrics, Logger: cfg.Logger, BufferSize: cfg.SubscriberBuffer})
 		if err != nil {
@@ -239,6 +244,25 @@ func checkClientID(id string) error {
 // an idle channel is applied at once on the caller's goroutine instead,
 // which is what makes heartbeats cheap.
 func (e *Engine) Present(ctx context.Context, u *User, clientID, channel string) (bool, error) {
+	return e.present(ctx, u, clientID, channel, nil)
+}
+
+// PresentAck is Present that also waits until the Replicator answers the
+// change's Done: once it returns true without error, the change is as safe
+// as the Replicator makes it. Without a Replicator it is Present.
+func (e *Engine) PresentAck(ctx context.Context, u *User, clientID, channel string) (bool, error) {
+	if e.replicator == nil {
+		return e.Present(ctx, u, clientID, channel)
+	}
+	done := make(chan error, 1)
+	ok, err := e.present(ctx, u, clientID, channel, done)
+	if !ok || err != nil {
+		return ok, err
+	}
+	return true, waitDone(ctx, channel, done)
+}
+
+func (e *Engine) present(ctx context.Context, u *User, clientID, channel string, done chan<- error) (bool, error) {
 	if err := checkClientID(clientID); err != nil {
 		return false, err
 	}
@@ -252,25 +276,62 @@ func (e *Engine) Present(ctx context.Context, u *User, clientID, channel string)
 	if cfg == nil || !cfg.CanEnter(u) {
 		return false, nil
 	}
-	o := op{kind: opPresent, user: u, clientID: clientID, cfg: cfg, at: e.clk.Now().UnixNano()}
+	o := op{kind: opPresent, user: u, clientID: clientID, cfg: cfg, at: e.clk.Now().UnixNano(), done: done}
 	if err := e.actors.TellInline(channel, o); err != nil {
 		return false, actorError(channel, err)
 	}
 	return true, nil
 }
 
+// waitDone waits for a change's answer from the Replicator.
+func waitDone(ctx context.Context, channel string, done <-chan error) error {
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %s: change not acknowledged: %w", ErrUnavailable, channel, ctx.Err())
+	}
+}
+
 // Leave makes client clientID of user userID leave channel at once. It says
 // nothing about whether the channel exists or the client was present.
 func (e *Engine) Leave(ctx context.Context, userID, clientID, channel string) error {
+	return e.leave(ctx, userID, clientID, channel, nil)
+}
+
+// LeaveAck is Leave that also waits until the Replicator answers the
+// change's Done (see PresentAck).
+func (e *Engine) LeaveAck(ctx context.Context, userID, clientID, channel string) error {
+	if e.replicator == nil {
+		return e.Leave(ctx, userID, clientID, channel)
+	}
+	done := make(chan error, 1)
+	sent, err := e.tellLeave(userID, clientID, channel, done)
+	if !sent || err != nil {
+		return err
+	}
+	return waitDone(ctx, channel, done)
+}
+
+func (e *Engine) leave(_ context.Context, userID, clientID, channel string, done chan<- error) error {
+	_, err := e.tellLeave(userID, clientID, channel, done)
+	return err
+}
+
+// tellLeave queues a leave; sent is false when there was nothing to do.
+func (e *Engine) tellLeave(userID, clientID, channel string, done chan<- error) (sent bool, err error) {
 	if !ValidChannelName(channel) {
-		return nil
+		return false, nil
 	}
 	// A channel without an actor has no client: nothing to do.
-	err := e.actors.TellExisting(channel, op{kind: opLeave, userID: userID, clientID: clientID, at: e.clk.Now().UnixNano()})
-	if err != nil && !errors.Is(err, actor.ErrNoActor) {
-		return actorError(channel, err)
+	err = e.actors.TellExisting(channel, op{kind: opLeave, userID: userID, clientID: clientID, at: e.clk.Now().UnixNano(), done: done})
+	if errors.Is(err, actor.ErrNoActor) {
+		return false, nil
 	}
-	return nil
+	if err != nil {
+		return false, actorError(channel, err)
+	}
+	return true, nil
 }
 
 // State returns the state of channel as u may see it, or nil when it does
@@ -362,6 +423,17 @@ func (e *Engine) Install(ctx context.Context, s *ChannelSnapshot) error {
 	return nil
 }
 
+// Resend makes channel's actor hand the Replicator a ChangeSnapshot of its
+// state (to fill a new replica). It does nothing for a channel without an
+// actor here.
+func (e *Engine) Resend(channel string) error {
+	err := e.actors.TellExisting(channel, op{kind: opResend})
+	if err != nil && !errors.Is(err, actor.ErrNoActor) {
+		return actorError(channel, err)
+	}
+	return nil
+}
+
 // Remove stops channel's actor here and forgets its state without publishing
 // anything (after a hand-off). A later call for the channel starts a fresh
 // incarnation whose ids are above every id this node issued.
@@ -425,6 +497,7 @@ const (
 	opSince
 	opExport
 	opInstall
+	opResend
 )
 
 // op is a channel actor's message. It is a plain struct, not an interface,
@@ -443,6 +516,7 @@ type op struct {
 	group *timerGroup[*client]
 	snap  *ChannelSnapshot // opInstall
 	reply any              // the Ask's reply channel
+	done  chan<- error     // opPresent, opLeave: answered by the Replicator
 }
 
 // channelActor is the behaviour owning one channel's state, held in the
@@ -455,6 +529,7 @@ type channelActor struct {
 func (e *Engine) newChannelActor(name string) actor.Behavior[op] {
 	a := &channelActor{e: e}
 	a.ch.init(name, e.newBase(), e.wheel, e.metrics)
+	a.ch.track = e.replicator != nil
 	return a
 }
 
@@ -466,6 +541,9 @@ func (a *channelActor) Started() { a.e.metrics.channels.Add(1) }
 func (a *channelActor) Stopped() {
 	a.ch.clear()
 	a.e.metrics.channels.Add(-1)
+	if r := a.e.replicator; r != nil {
+		r.Replicate(Change{Kind: ChangeStopped, Channel: a.ch.name, At: a.e.clk.Now().UnixNano()})
+	}
 }
 
 // CanPassivate lets an idle channel go only when nobody is present in it.
@@ -476,7 +554,11 @@ func (a *channelActor) CanPassivate() bool { return a.ch.empty() }
 // declined and goes through the mailbox, so publishing stays on the
 // channel's own goroutine.
 func (a *channelActor) ReceiveInline(o op) bool {
-	return o.kind == opPresent && a.ch.heartbeat(o.user, o.clientID, o.cfg, o.at)
+	if o.kind != opPresent || !a.ch.heartbeat(o.user, o.clientID, o.cfg, o.at) {
+		return false
+	}
+	a.dispatch(nil, o.done)
+	return true
 }
 
 // Receive applies one op to the channel.
@@ -487,12 +569,14 @@ func (a *channelActor) Receive(o op) {
 	}
 	switch o.kind {
 	case opPresent:
-		a.publish(ch.present(o.user, o.clientID, o.cfg, o.at))
+		a.dispatch(ch.present(o.user, o.clientID, o.cfg, o.at), o.done)
 	case opLeave:
-		a.publish(ch.leave(o.userID, o.clientID, o.at))
+		a.dispatch(ch.leave(o.userID, o.clientID, o.at), o.done)
 	case opExpire:
 		m, _ := ch.expire(o.group, o.due, o.at)
-		a.publish(m)
+		a.dispatch(m, nil)
+	case opResend:
+		a.snapshotChange(o.at)
 	case opState:
 		o.reply.(chan<- *ChannelState) <- ch.state(o.cfg)
 	case opSince:
@@ -502,14 +586,41 @@ func (a *channelActor) Receive(o op) {
 	case opInstall:
 		ch.install(o.snap)
 		a.e.raiseFloor(o.snap.LastID)
+		a.snapshotChange(a.e.clk.Now().UnixNano())
 		o.reply.(chan<- struct{}) <- struct{}{}
 	}
 }
 
-func (a *channelActor) publish(m *Message) {
-	if m == nil {
+// dispatch hands the changes of one operation, and m, its message if any,
+// to the Replicator (m and done ride on the last change), or publishes m
+// when there is no Replicator or nothing changed.
+func (a *channelActor) dispatch(m *Message, done chan<- error) {
+	if m != nil {
+		a.e.raiseFloor(m.ID)
+	}
+	r, changes := a.e.replicator, a.ch.changes
+	if r == nil || len(changes) == 0 {
+		if m != nil {
+			a.e.publisher.Publish(m)
+		}
+		if done != nil {
+			done <- nil
+		}
 		return
 	}
-	a.e.raiseFloor(m.ID)
-	a.e.publisher.Publish(m)
+	last := len(changes) - 1
+	changes[last].Message, changes[last].Done = m, done
+	for i := range changes {
+		changes[i].src = &a.ch
+		r.Replicate(changes[i])
+		changes[i] = Change{}
+	}
+	a.ch.changes = changes[:0]
+}
+
+// snapshotChange hands the Replicator the channel's whole state.
+func (a *channelActor) snapshotChange(at int64) {
+	if r := a.e.replicator; r != nil {
+		r.Replicate(Change{Kind: ChangeSnapshot, Channel: a.ch.name, At: at, src: &a.ch})
+	}
 }

@@ -12,13 +12,18 @@ import (
 
 // header travels with every forwarded call: the sender's ring epoch (logged
 // when a call is refused; epochs are per-node counters, so they are not
-// compared across nodes) and how many times the call was forwarded.
+// compared across nodes), how many times the call was forwarded, and when
+// the sender stops waiting for it.
 type header struct {
 	epoch uint64
 	hops  int
+	// deadline (unix ns, 0 for none): an update read after it is dropped,
+	// since its sender has retried elsewhere; applied late (by a node that
+	// was paused with the call in its socket) it would undo newer changes.
+	deadline int64
 }
 
-func (e *encoder) header(h header) { e.uint(h.epoch); e.uint(uint64(h.hops)) }
+func (e *encoder) header(h header) { e.uint(h.epoch); e.uint(uint64(h.hops)); e.int(h.deadline) }
 
 func (d *decoder) header() header {
 	h := header{epoch: d.uint()}
@@ -27,6 +32,7 @@ func (d *decoder) header() header {
 		d.fail()
 	}
 	h.hops = int(hops)
+	h.deadline = d.int()
 	return h
 }
 
@@ -253,16 +259,18 @@ func (d *decoder) interested() []interested {
 type extractRequest struct {
 	channel   string
 	requester Member
+	boot      uint64 // the requester's process (Router.boot)
 }
 
 func (q *extractRequest) encode(e *encoder) {
 	e.string(q.channel)
 	e.member(q.requester)
+	e.uint(q.boot)
 }
 
 func decodeExtractRequest(b []byte) (extractRequest, error) {
 	d := decoder{b: b}
-	q := extractRequest{channel: d.string(), requester: d.member()}
+	q := extractRequest{channel: d.string(), requester: d.member(), boot: d.uint()}
 	return q, d.finish()
 }
 
@@ -272,6 +280,10 @@ const (
 	extractSnapshot                  // here is the state; the holder forgot it
 	extractDelivered                 // the holder already handed it to the requester
 	extractElsewhere                 // the holder handed it to another node: ask it
+	// extractHeld: the holder keeps the channel because it does not see
+	// the requester as a member yet; the requester forwards to it until the
+	// holder hands the channel over (its rebalance, once it sees it).
+	extractHeld
 )
 
 // extractReply is the holder's answer.
@@ -297,7 +309,7 @@ func decodeExtractReply(b []byte) (extractReply, error) {
 	d := decoder{b: b}
 	p := extractReply{outcome: d.byte()}
 	switch p.outcome {
-	case extractNone, extractDelivered:
+	case extractNone, extractDelivered, extractHeld:
 	case extractSnapshot:
 		p.snap = d.snapshot()
 		p.interest = d.interested()
@@ -314,6 +326,10 @@ type installRequest struct {
 	from     Member
 	snap     *presence.ChannelSnapshot
 	interest []interested
+	// origin is the node whose state this continues (the holder that handed
+	// it over, or the dead owner of a promoted copy): replicas drop the
+	// copies it sent, which this state supersedes. Empty when unknown.
+	origin string
 	// leaves are the sender's recent leaves of the channel (user → unix
 	// ns), an optional tail: the receiver merges copies last writer wins.
 	leaves map[string]int64
@@ -323,6 +339,7 @@ func (q *installRequest) encode(e *encoder) {
 	e.member(q.from)
 	e.snapshot(q.snap)
 	e.interested(q.interest)
+	e.string(q.origin)
 	if len(q.leaves) > 0 {
 		e.leaves(q.leaves)
 	}
@@ -330,7 +347,7 @@ func (q *installRequest) encode(e *encoder) {
 
 func decodeInstallRequest(b []byte) (installRequest, error) {
 	d := decoder{b: b}
-	q := installRequest{from: d.member(), snap: d.snapshot(), interest: d.interested()}
+	q := installRequest{from: d.member(), snap: d.snapshot(), interest: d.interested(), origin: d.string()}
 	if len(d.b) > 0 {
 		if q.leaves = d.leaves(); len(q.leaves) == 0 {
 			d.fail() // the tail is only written when it is not empty

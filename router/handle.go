@@ -45,8 +45,6 @@ func (r *Router) Handle(ctx context.Context, method uint16, body []byte) ([]byte
 		return r.handleInstall(ctx, body)
 	case MethodReplicate:
 		return r.handleReplicate(body)
-	case MethodReplicaDelta:
-		return r.handleReplicaDelta(body)
 	}
 	return nil, fmt.Errorf("%w: unknown router method %d", presence.ErrInvalid, method)
 }

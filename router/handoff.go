@@ -112,11 +112,15 @@ func (r *Router) rebalance() int {
 // for remote subscribers are flushed, the owner installs the state, and only
 // then is the local actor removed and a tombstone left behind.
 func (r *Router) push(channel string, v *view) error {
-	owner := v.ring.Owner(channel)
-	to, ok := v.member(owner)
+	to, ok := v.member(v.ring.Owner(channel))
 	if !ok {
 		return fmt.Errorf("%w: no node to hand %s to", presence.ErrUnavailable, channel)
 	}
+	return r.pushTo(channel, to)
+}
+
+// pushTo hands channel to the node to (see push).
+func (r *Router) pushTo(channel string, to Member) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
 	if err := r.beginMove(ctx, channel, moveOut); err != nil {
@@ -127,7 +131,7 @@ func (r *Router) push(channel string, v *view) error {
 		r.endMove(channel, func(e *route) { e.held = e.held && err != nil })
 		return err
 	}
-	q := installRequest{from: r.self, snap: snap, interest: interest}
+	q := installRequest{from: r.self, snap: snap, interest: interest, origin: r.self.Name}
 	if r.cfg.Replication {
 		q.leaves = r.leaves.get(channel, nil)
 	}
@@ -184,7 +188,7 @@ func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error)
 	if r.isDraining() {
 		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
 	}
-	if err := r.installLocal(ctx, q.snap, q.interest, q.leaves); err != nil {
+	if err := r.installLocal(ctx, q.snap, q.interest, q.leaves, q.origin); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -200,10 +204,16 @@ func (r *Router) isDraining() bool {
 // holds state for the channel (it started it fresh when the previous holder
 // was unreachable), the two are merged. A node that does not own the
 // channel by its ring passes it on at its next rebalance pass.
-func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []interested, leaves map[string]int64) error {
+//
+// origin is the node whose state snap continues; the snapshot this install
+// sends to the replica tells it that origin's copy is superseded.
+func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []interested, leaves map[string]int64, origin string) error {
 	channel := snap.Channel
 	if err := r.beginMove(ctx, channel, moveIn); err != nil {
 		return err
+	}
+	if origin != "" && r.cfg.Replication {
+		r.supersedes.Store(channel, origin)
 	}
 	err := r.installMerged(ctx, snap, leaves)
 	if err != nil {
@@ -217,8 +227,6 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 	r.m.handoffs.WithLabelValues(handoffIn).Inc()
 	if r.view.Load().ring.Owner(channel) != r.self.Name {
 		r.requestRebalance()
-	} else if r.cfg.Replication {
-		r.spawn(func() { r.replicateNow(channel) })
 	}
 	return nil
 }
@@ -233,6 +241,10 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		return err
 	}
 	if r.cfg.Replication {
+		// The merged state replaces whatever the local actor still had on
+		// its way to the replica: those messages are not published, and the
+		// install sends the replica a snapshot.
+		r.streams.stopped(snap.Channel, true)
 		all := r.leaves.get(snap.Channel, leaves)
 		r.leaves.add(snap.Channel, leaves)
 		snap = dropLeft(snap, all)
@@ -240,7 +252,24 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 			local = dropLeft(local, all)
 		}
 	}
-	return r.engine.Install(ctx, mergeSnapshots(local, snap))
+	merged := mergeSnapshots(local, snap)
+	if merged != snap {
+		r.log.Info("merged a channel with the state held here", "channel", snap.Channel,
+			"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
+	}
+	return r.engine.Install(ctx, dropExpired(merged, r.cfg.Clock.Now().UnixNano()))
+}
+
+// dropExpired removes the clients whose expiry passed (a stale copy's):
+// installed, they would show their users until the wheel's next tick.
+func dropExpired(s *presence.ChannelSnapshot, now int64) *presence.ChannelSnapshot {
+	live := slices.DeleteFunc(slices.Clone(s.Clients), func(c presence.ClientSnapshot) bool { return c.ExpiresAtUnixNano <= now })
+	if len(live) == len(s.Clients) {
+		return s
+	}
+	out := *s
+	out.Clients = live
+	return &out
 }
 
 // mergeSnapshots combines the state found here with the one handed over.
@@ -280,7 +309,7 @@ func (r *Router) handleExtract(ctx context.Context, body []byte) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := r.extract(ctx, q.channel, q.requester)
+	reply, err := r.extract(ctx, q.channel, q.requester, q.boot)
 	if err != nil {
 		return nil, err
 	}
@@ -291,9 +320,26 @@ func (r *Router) handleExtract(ctx context.Context, body []byte) ([]byte, error)
 
 // extract marks channel as moving out (waiting for a hand-off in progress)
 // and then answers where it went, or takes its state.
-func (r *Router) extract(ctx context.Context, channel string, requester Member) (extractReply, error) {
+func (r *Router) extract(ctx context.Context, channel string, requester Member, boot uint64) (extractReply, error) {
 	if err := r.beginMove(ctx, channel, moveOut); err != nil {
 		return extractReply{}, err
+	}
+	if r.cfg.Replication {
+		// The requester owned the channel and restarted before anyone saw
+		// it die (an owner never pulls a channel it holds): it gets back
+		// the copy it sent here.
+		if e, ok := r.replicas.takeFrom(channel, requester.Name, boot); ok {
+			r.endMove(channel, func(*route) {})
+			r.m.promotions.Inc()
+			return extractReply{outcome: extractSnapshot, snap: e.copy.Snapshot(r.cfg.ReplicationInterval), interest: e.interest}, nil
+		}
+	}
+	if _, member := r.view.Load().member(requester.Name); !member && r.holds(channel) {
+		// Handed to a node the others do not see yet, the channel could not
+		// be replicated (its replica would defer the copy) and would die
+		// with it if it crashed again.
+		r.endMove(channel, func(*route) {})
+		return extractReply{outcome: extractHeld}, nil
 	}
 	if to, moved := r.peekTombstone(channel); moved {
 		r.endMove(channel, func(*route) {})
@@ -341,14 +387,21 @@ func (r *Router) pull(channel string, f *flight) {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
 	err := r.fetch(ctx, channel)
-	if err != nil && r.ctx.Err() == nil {
+	var held heldElsewhere
+	switch {
+	case errors.As(err, &held):
+		r.log.Info("channel kept by its holder until it sees this node", "channel", channel, "holder", held.holder.Name)
+	case err != nil && r.ctx.Err() == nil:
 		r.log.Warn("taking over a channel without its previous state", "channel", channel, "err", err)
 	}
 	sh := r.routes.shard(channel)
 	sh.mu.Lock()
 	e := sh.entry(channel)
 	e.pull = nil
-	if e.tomb == nil && r.ctx.Err() == nil {
+	switch {
+	case held.holder.Name != "":
+		e.tomb = &tombstone{to: held.holder, seen: true}
+	case e.tomb == nil && r.ctx.Err() == nil:
 		e.held = true
 	}
 	sh.tidy(channel, e)
@@ -370,7 +423,7 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		return nil // a cluster of one: nobody had it
 	}
 	for hop, busy := 0, 0; hop <= r.cfg.MaxHops; {
-		q := extractRequest{channel: channel, requester: r.self}
+		q := extractRequest{channel: channel, requester: r.self, boot: r.boot}
 		resp, err := r.call(ctx, from, MethodExtract, q.encode)
 		if errors.Is(err, ErrBusy) && busy < r.cfg.Retries {
 			busy++
@@ -388,7 +441,9 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		}
 		switch reply.outcome {
 		case extractSnapshot:
-			return r.installLocal(ctx, reply.snap, reply.interest, nil)
+			return r.installLocal(ctx, reply.snap, reply.interest, nil, from.Name)
+		case extractHeld:
+			return heldElsewhere{holder: from}
 		case extractElsewhere:
 			if reply.elsewhere.Name == r.self.Name {
 				return nil
@@ -399,6 +454,14 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		return nil // none, or already delivered here by a push
 	}
 	return fmt.Errorf("%w: %s handed on more than %d times", presence.ErrMoved, channel, r.cfg.MaxHops)
+}
+
+// heldElsewhere is fetch's answer when the previous holder keeps the
+// channel for now (extractHeld).
+type heldElsewhere struct{ holder Member }
+
+func (h heldElsewhere) Error() string {
+	return fmt.Sprintf("router: %s keeps the channel until it sees this node", h.holder.Name)
 }
 
 // sleep waits d of wall time or until ctx ends.

@@ -134,7 +134,7 @@ func (c *testCluster) addNode(name string) *testNode {
 		t.Fatalf("listen: %v", err)
 	}
 	pub := NewPublisher()
-	engine, err := presence.NewEngine(presence.EngineConfig{Clock: c.clk, Configs: testConfigs{}, Publisher: pub})
+	engine, err := presence.NewEngine(presence.EngineConfig{Clock: c.clk, Configs: testConfigs{}, Publisher: pub, Replicator: pub})
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}

@@ -30,12 +30,32 @@ func replicaChannel(t *testing.T, names []string, owner string) (ch, replica str
 
 // replicaClients returns how many clients node keeps in its copy of ch.
 func replicaClients(n *testNode, ch string) int {
+	return n.r.replicas.clients(ch)
+}
+
+// copyExpiry returns the expiry of user's client "tab" in node's copy of ch.
+func copyExpiry(n *testNode, ch, userID string) int64 {
 	n.r.replicas.mu.Lock()
 	defer n.r.replicas.mu.Unlock()
-	if e := n.r.replicas.by[ch]; e != nil {
-		return len(e.snap.Clients)
+	for _, e := range n.r.replicas.by[ch] {
+		for _, cs := range e.copy.Snapshot(0).Clients {
+			if cs.User.ID == userID {
+				return cs.ExpiresAtUnixNano
+			}
+		}
 	}
-	return -1
+	return 0
+}
+
+// without returns c's nodes except victim.
+func without(c *testCluster, victim *testNode) []*testNode {
+	var rest []*testNode
+	for _, n := range c.nodes {
+		if n != victim {
+			rest = append(rest, n)
+		}
+	}
+	return rest
 }
 
 // cutOff makes every node but victim unable to reach victim.
@@ -52,42 +72,28 @@ func cutOff(c *testCluster, victim *testNode) {
 	}
 }
 
-// replicate runs one replication pass everywhere and waits until rep holds
-// clients clients of ch.
-func replicate(t *testing.T, c *testCluster, rep *testNode, ch string, clients int) {
-	t.Helper()
-	c.clk.Advance(DefaultReplicationInterval)
-	waitFor(t, "the replica copy", func() bool { return replicaClients(rep, ch) == clients })
-}
-
 func TestReplicaPromotedWhenOwnerDies(t *testing.T) {
 	c := newTestCluster(t, 3, withReplication)
 	ctx := testCtx(t)
 	owner := c.node("n1")
 	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
 	rep := c.node(repName)
-	for _, u := range []string{"a", "b"} {
+	for _, u := range []string{"a", "b", "c"} {
 		if _, err := rep.r.Update(ctx, user(u), "tab", []string{ch}, nil); err != nil {
 			t.Fatal(err)
 		}
-	}
-	replicate(t, c, rep, ch, 2)
-	// A present acknowledged after the pass reached the replica with it.
-	if _, err := rep.r.Update(ctx, user("c"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
+		// An acknowledged enter is on the replica: no pass, no clock.
+		if n := replicaClients(rep, ch); n < 1 {
+			t.Fatalf("replica holds no copy after %s's acknowledged present", u)
+		}
 	}
 	if n := replicaClients(rep, ch); n != 3 {
-		t.Fatalf("replica holds %d clients after an acknowledged present, want 3", n)
+		t.Fatalf("replica holds %d clients after three acknowledged presents, want 3", n)
 	}
 	before := p1LastID(t, owner, ch)
 
 	cutOff(c, owner)
-	var rest []*testNode
-	for _, n := range c.nodes {
-		if n != owner {
-			rest = append(rest, n)
-		}
-	}
+	rest := without(c, owner)
 	c.setMembers(rest...)
 	got, err := rest[0].r.Get(ctx, nil, []string{ch})
 	if err != nil {
@@ -96,11 +102,127 @@ func TestReplicaPromotedWhenOwnerDies(t *testing.T) {
 	if ids := userIDs(got[ch]); !slices.Equal(ids, []string{"a", "b", "c"}) {
 		t.Fatalf("after the promotion users are %v, want [a b c]", ids)
 	}
-	if got[ch].LastMessageID <= before {
-		t.Fatalf("last id %d after the promotion, want above %d", got[ch].LastMessageID, before)
+	// Every published message reached the copy first: the ids continue.
+	if got[ch].LastMessageID != before {
+		t.Fatalf("last id %d after the promotion, want %d (continuing)", got[ch].LastMessageID, before)
+	}
+	if _, err := rep.r.Update(ctx, user("d"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if id := p1LastID(t, rep, ch); id != before+1 {
+		t.Fatalf("first id after the promotion %d, want %d", id, before+1)
 	}
 	if p := testutilValue(rep.r.m.promotions); p != 1 {
 		t.Fatalf("promotions on the replica: %v, want 1", p)
+	}
+}
+
+func TestHeartbeatsReachTheReplicaInBatches(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
+	owner, rep := c.node("n1"), c.node(repName)
+	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	first := copyExpiry(rep, ch, "a")
+	c.clk.Advance(10 * time.Second)
+	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := copyExpiry(rep, ch, "a"); got != first {
+		t.Fatalf("a heartbeat reached the copy at once (expiry %d, want %d until the batch)", got, first)
+	}
+	c.clk.Advance(DefaultReplicationInterval)
+	want := first + int64(10*time.Second)
+	waitFor(t, "the batched heartbeat on the replica", func() bool { return copyExpiry(rep, ch, "a") == want })
+}
+
+func TestReplicaWithoutACopyIsRefilled(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
+	owner, rep := c.node("n1"), c.node(repName)
+	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The replica loses its copy (as after a restart nobody noticed).
+	rep.r.replicas.mu.Lock()
+	delete(rep.r.replicas.by, ch)
+	rep.r.replicas.mu.Unlock()
+	if _, err := owner.r.Update(ctx, user("b"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the copy sent again whole", func() bool { return replicaClients(rep, ch) == 2 })
+}
+
+func TestRestartedOwnerGetsItsCopyBack(t *testing.T) {
+	c := newTestCluster(t, 2, withReplication)
+	ctx := testCtx(t)
+	ch, repName := replicaChannel(t, []string{"n1", "n2"}, "n1")
+	owner, rep := c.node("n1"), c.node(repName)
+	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := p1LastID(t, owner, ch)
+	// The same process asking (it handed the channel away and wants it
+	// back) does not get its own old copy: the channel went on elsewhere.
+	same, err := rep.r.extract(ctx, ch, owner.member(), owner.r.boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same.outcome == extractSnapshot {
+		t.Fatal("the owner's own process got its old copy back")
+	}
+	// The owner restarted before anyone noticed and pulls its channel from
+	// the node it would be on without it, the replica, which hands back
+	// the copy.
+	reply, err := rep.r.extract(ctx, ch, owner.member(), owner.r.boot+2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.outcome != extractSnapshot || len(reply.snap.Clients) != 1 || reply.snap.LastID != before {
+		t.Fatalf("extract after the restart: outcome %v, snapshot %+v; want a's copy up to %d", reply.outcome, reply.snap, before)
+	}
+}
+
+func TestStaleOwnerIsFencedAndHandsOver(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	stale := c.node("n1")
+	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
+	rep := c.node(repName)
+	if _, err := stale.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := stale.r.Subscribe(ctx, nil, map[string]int64{ch: p1LastID(t, stale, ch)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := collect(t, sub)
+	// The others drop n1 (paused, say) and the replica takes the channel
+	// over; n1's own view still has everyone.
+	rest := without(c, stale)
+	c.setMembers(rest...)
+	if _, err := rep.r.Update(ctx, user("b"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// n1 serves an enter as if it still owned the channel: its replica
+	// refuses the change, n1 publishes nothing and hands its state over.
+	if _, err := stale.r.Update(ctx, user("z"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := rep.r.Get(ctx, nil, []string{ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := userIDs(got[ch]); !slices.Equal(ids, []string{"a", "b", "z"}) {
+		t.Fatalf("users on the new owner %v, want [a b z]", ids)
+	}
+	waitFor(t, "n1 to give the channel up", func() bool { return !slices.Contains(stale.engine.Channels(), ch) })
+	checkStream(t, watch.events(), ch)
+	if testutilValue(rep.r.m.replicaRefused) == 0 {
+		t.Fatal("the replica refused nothing")
 	}
 }
 
@@ -115,15 +237,8 @@ func TestPausedOwnerCopyDoesNotBringBackLeftUsers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	replicate(t, c, rep, ch, 2)
-
 	// The owner is paused: the others drop it and the replica takes over.
-	var rest []*testNode
-	for _, n := range c.nodes {
-		if n != owner {
-			rest = append(rest, n)
-		}
-	}
+	rest := without(c, owner)
 	cutOff(c, owner)
 	c.setMembers(rest...)
 	c.clk.Advance(2 * time.Second)
@@ -166,21 +281,38 @@ func TestDropLeftKeepsClientsHeardAfterTheLeave(t *testing.T) {
 	}
 }
 
-func TestReplicateRequestRoundTrip(t *testing.T) {
-	q := replicateRequest{from: Member{Name: "n1", RPCAddr: "a:1"}, pass: 7, items: []replicaItem{{
-		snap:     &presence.ChannelSnapshot{Channel: "/x", LastID: 5},
-		interest: []interested{{node: Member{Name: "n2", RPCAddr: "b:2"}, gen: 3}},
-	}}}
+func TestReplicationBatchRoundTrip(t *testing.T) {
+	from := Member{Name: "n1", RPCAddr: "a:1"}
+	cfg := pubConfig
+	items := []replItem{
+		{kind: presence.ChangeSnapshot, channel: "/pub/x", snap: &presence.ChannelSnapshot{Channel: "/pub/x", LastID: 5},
+			interest: []interested{{node: Member{Name: "n2", RPCAddr: "b:2"}, gen: 3}}},
+		{kind: presence.ChangeEnter, channel: "/pub/x", user: presence.UserInfo{ID: "u", Username: "U"}, userID: "u", clientID: "t",
+			cfg: cfg, expires: 99, at: 9, msg: &presence.Message{Channel: "/pub/x", ID: 6, EnteringUsers: []presence.UserInfo{{ID: "u"}}}},
+		{kind: presence.ChangeRefresh, channel: "/pub/x", userID: "u", clientID: "t", expires: 100},
+		{kind: presence.ChangeLeave, channel: "/pub/x", userID: "u", clientID: "t", at: 11},
+		{kind: presence.ChangeStopped, channel: "/pub/x"},
+	}
 	var e encoder
-	q.encode(&e)
-	got, err := decodeReplicateRequest(e.b)
+	encodeReplBatch(&e, from, 77, items)
+	gotFrom, boot, got, err := decodeReplBatch(e.b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.from != q.from || got.pass != 7 || len(got.items) != 1 || got.items[0].snap.LastID != 5 || got.items[0].interest[0].gen != 3 {
-		t.Fatalf("round trip: %+v", got)
+	if gotFrom != from || boot != 77 || len(got) != len(items) {
+		t.Fatalf("round trip: from %v, %d items", gotFrom, len(got))
 	}
-	in := installRequest{from: q.from, snap: q.items[0].snap, leaves: map[string]int64{"u": 42}}
+	if got[0].snap.LastID != 5 || got[0].interest[0].gen != 3 || got[1].user.Username != "U" || got[1].msg.ID != 6 ||
+		got[1].cfg == nil || got[2].expires != 100 || got[3].at != 11 || got[4].kind != presence.ChangeStopped {
+		t.Fatalf("round trip lost fields: %+v", got)
+	}
+	// A truncated batch is an error, never a panic.
+	for n := range len(e.b) {
+		if _, _, _, err := decodeReplBatch(e.b[:n]); err == nil {
+			t.Fatalf("a batch cut at %d bytes decoded", n)
+		}
+	}
+	in := installRequest{from: from, snap: items[0].snap, leaves: map[string]int64{"u": 42}}
 	e = encoder{}
 	in.encode(&e)
 	back, err := decodeInstallRequest(e.b)
@@ -205,7 +337,7 @@ func TestLeaveWithoutPresenceStillFencesALateCopy(t *testing.T) {
 		{User: presence.UserInfo{ID: "k"}, ClientID: "tab", ExpiresAtUnixNano: exp},
 		{User: presence.UserInfo{ID: "m"}, ClientID: "tab", ExpiresAtUnixNano: exp},
 	}}
-	if err := n.r.installLocal(ctx, snap, nil, nil); err != nil {
+	if err := n.r.installLocal(ctx, snap, nil, nil, ""); err != nil {
 		t.Fatal(err)
 	}
 	got, err := n.r.Get(ctx, nil, []string{ch})
@@ -225,22 +357,49 @@ func TestHolderRefusesAStaleOwnersCopy(t *testing.T) {
 	if _, err := holder.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
-	q := replicateRequest{from: stale.member(), pass: 1, items: []replicaItem{{
+	items := []replItem{{kind: presence.ChangeSnapshot, channel: ch,
 		snap: &presence.ChannelSnapshot{Channel: ch, Config: pubConfig, LastID: 1, Clients: []presence.ClientSnapshot{
 			{User: presence.UserInfo{ID: "ghost"}, ClientID: "tab", ExpiresAtUnixNano: c.clk.Now().Add(time.Minute).UnixNano()},
 		}},
-	}}}
+	}}
 	var e encoder
-	q.encode(&e)
+	encodeReplBatch(&e, stale.member(), 1, items)
 	resp, err := holder.r.handleReplicate(e.b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := decoder{b: resp}
-	if refused := d.strings(); !slices.Equal(refused, []string{ch}) {
-		t.Fatalf("refused %v, want [%s]", refused, ch)
+	reply, err := decodeReplReply(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(reply.refused, []string{ch}) {
+		t.Fatalf("refused %v, want [%s]", reply.refused, ch)
 	}
 	if n := replicaClients(holder, ch); n != -1 {
 		t.Fatalf("the holder kept a stale copy with %d clients", n)
+	}
+}
+
+func TestForwardedUpdateReadAfterItsDeadlineIsDropped(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	ctx := testCtx(t)
+	n := c.nodes[0]
+	// The sender gave up a second ago (it has retried elsewhere since):
+	// applied now, the present could bring back a user who left meanwhile.
+	q := updateRequest{hdr: header{hops: 1, deadline: c.clk.Now().Add(-time.Second).UnixNano()},
+		user: user("a"), clientID: "tab", present: []string{"/pub/late"}}
+	if _, err := n.r.serveUpdate(ctx, &q, nil); !errors.Is(err, presence.ErrUnavailable) {
+		t.Fatalf("late forwarded update: %v, want ErrUnavailable", err)
+	}
+	got, err := n.r.Get(ctx, nil, []string{"/pub/late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := userIDs(got["/pub/late"]); len(ids) != 0 {
+		t.Fatalf("users %v after a dropped update, want none", ids)
+	}
+	q.hdr.deadline = c.clk.Now().Add(time.Second).UnixNano()
+	if _, err := n.r.serveUpdate(ctx, &q, nil); err != nil {
+		t.Fatalf("update within its deadline: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 type Router struct {
 	cfg    Config
 	self   Member
+	boot   uint64 // identifies this process among the incarnations of self
 	log    *slog.Logger
 	engine *presence.Engine
 	tr     Caller
@@ -39,9 +41,13 @@ type Router struct {
 	feed     feed
 	batch    updateBatcher
 	replicas replicaStore  // copies kept for other owners (Config.Replication)
-	leaves   leaveLog      // recent leaves of channels held here
-	replPass atomic.Uint64 // the current replication pass
-	bufs     sync.Pool     // *encoder
+	streams  replStreams   // this node's changes on their way to replicas
+	replKick chan struct{} // buffered 1: replicaLoop should run a round
+	// supersedes: channel → the node whose state the channel's last
+	// install continued, for the snapshot that install sends the replica.
+	supersedes sync.Map
+	leaves     leaveLog  // recent leaves of channels held here
+	bufs       sync.Pool // *encoder
 
 	// Membership, under memberMu: SetMembers and Drain are serialised.
 	memberMu sync.Mutex
@@ -119,6 +125,7 @@ func New(cfg Config) (*Router, error) {
 		tr:     cfg.Transport,
 		m:      newMetrics(cfg.Registry),
 		kick:   make(chan struct{}, 1),
+		boot:   rand.Uint64() | 1,
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.routes.init()
@@ -127,6 +134,8 @@ func New(cfg Config) (*Router, error) {
 	r.feed.init(r)
 	r.batch.init(r)
 	r.replicas.init()
+	r.streams.init()
+	r.replKick = make(chan struct{}, 1)
 	r.leaves.init()
 	r.settleC = make(chan struct{})
 	hub, err := presence.NewHub(presence.HubConfig{
@@ -150,7 +159,7 @@ func New(cfg Config) (*Router, error) {
 	r.spawn(r.sweepLoop)
 	r.spawn(r.feed.interestLoop)
 	if cfg.Replication {
-		r.spawn(r.replicateLoop)
+		r.spawn(r.replicaLoop)
 	}
 	return r, nil
 }
@@ -206,6 +215,9 @@ func (r *Router) installViewLocked() {
 		r.feed.ownersChanged(old, v)
 		if r.cfg.Replication && len(departed) > 0 {
 			r.spawn(func() { r.promoteOrphans(departed) })
+		}
+		if r.cfg.Replication {
+			r.kickReplicas()
 		}
 	}
 	r.routes.sweepTombstones(v)

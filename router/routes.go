@@ -256,6 +256,15 @@ func (r *Router) endMove(channel string, outcome func(e *route)) {
 	sh.mu.Unlock()
 }
 
+// movingOut reports whether channel is being handed to another node.
+func (r *Router) movingOut(channel string) bool {
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[channel]
+	return e != nil && e.moving != nil && e.kind == moveOut
+}
+
 // freeze marks channel's exported actor as frozen.
 func (r *Router) freeze(channel string) {
 	sh := r.routes.shard(channel)

@@ -103,16 +103,14 @@ type updateGroup struct {
 func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID string, present, leave []string,
 	hops int, out map[string]bool, mu *sync.Mutex) (updateGroup, error) {
 	var groups []*updateGroup
-	var deltas []replicaDelta // the local share, for the replicas
 	for _, ch := range present {
 		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
-			ok, err := r.engine.Present(ctx, u, clientID, ch)
+			// With replication, the change is on the replica before the
+			// answer: an acknowledged enter survives the owner's crash.
+			ok, err := r.engine.PresentAck(ctx, u, clientID, ch)
 			mu.Lock()
 			out[ch] = ok
 			mu.Unlock()
-			if ok && err == nil && r.cfg.Replication {
-				deltas = append(deltas, replicaDelta{channel: ch, user: u.Info(), clientID: clientID, at: r.cfg.Clock.Now().UnixNano()})
-			}
 			return err
 		})
 		if err != nil {
@@ -130,15 +128,12 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 			continue
 		}
 		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
-			err := r.engine.Leave(ctx, u.ID, clientID, ch)
-			if err == nil && r.cfg.Replication {
+			if r.cfg.Replication {
 				// Recorded even when nothing was present here: a copy
 				// merged later must not bring the client back.
-				at := r.cfg.Clock.Now().UnixNano()
-				r.leaves.add(ch, map[string]int64{clientKey(u.ID, clientID): at})
-				deltas = append(deltas, replicaDelta{channel: ch, leave: true, user: presence.UserInfo{ID: u.ID}, clientID: clientID, at: at})
+				r.leaves.add(ch, map[string]int64{clientKey(u.ID, clientID): r.cfg.Clock.Now().UnixNano()})
 			}
-			return err
+			return r.engine.LeaveAck(ctx, u.ID, clientID, ch)
 		})
 		if err != nil {
 			return updateGroup{present: present, leave: leave}, err
@@ -149,7 +144,6 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 			g.leave = append(g.leave, ch)
 		}
 	}
-	r.replicateDeltas(ctx, deltas)
 	return r.sendUpdates(ctx, u, clientID, hops, groups, out, mu)
 }
 
@@ -257,7 +251,16 @@ func (r *Router) forwardUpdate(ctx context.Context, g *updateGroup, u *presence.
 
 // header is what this node attaches to a call it forwards after hops.
 func (r *Router) header(hops int) header {
-	return header{epoch: r.view.Load().epoch, hops: hops + 1}
+	deadline := r.cfg.Clock.Now().Add(r.cfg.ForwardTimeout).UnixNano()
+	return header{epoch: r.view.Load().epoch, hops: hops + 1, deadline: deadline}
+}
+
+// current refuses a forwarded update read after its sender's deadline.
+func (r *Router) current(h header) error {
+	if h.deadline != 0 && r.cfg.Clock.Now().UnixNano() > h.deadline {
+		return fmt.Errorf("%w: forwarded update arrived after its deadline", presence.ErrUnavailable)
+	}
+	return nil
 }
 
 // call encodes a request with enc and sends it to to.

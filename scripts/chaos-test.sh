@@ -6,8 +6,6 @@
 #
 #   ./scripts/chaos-test.sh                              every test
 #   ./scripts/chaos-test.sh -run TestProcessCluster      extra arguments go to go test
-#   CHAOS_REPLICATION=1 ./scripts/chaos-test.sh          also the kill and pause
-#                                                        tests, which need replication
 #
 # Node logs go to $CHAOS_ARTIFACTS (/tmp/presence-chaos-artifacts by
 # default), one directory per test.

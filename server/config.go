@@ -63,9 +63,10 @@ type Config struct {
 	// before failing with 503; 0 = DefaultLeaderHold.
 	LeaderHold time.Duration
 
-	// Replication keeps a copy of every channel on its ring replica and
-	// promotes it when the owner dies (router.Config.Replication).
-	Replication bool
+	// DisableReplication turns off the copy of every channel on its ring
+	// replica (router.Config.Replication), which is what lets a channel
+	// survive its owner's crash. For benchmarks and tests of the bare path.
+	DisableReplication bool
 
 	// FastTimings tightens Raft and the node's own retry timings for tests.
 	FastTimings bool

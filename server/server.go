@@ -127,11 +127,12 @@ func (s *Server) open() error {
 	metrics := presence.NewMetrics(s.registry)
 	pub := router.NewPublisher()
 	if s.engine, err = presence.NewEngine(presence.EngineConfig{
-		Clock:     s.cfg.Clock,
-		Logger:    s.log,
-		Configs:   configGate{resolver: s.resolver, loaded: &s.configLoaded},
-		Metrics:   metrics,
-		Publisher: pub,
+		Clock:      s.cfg.Clock,
+		Logger:     s.log,
+		Configs:    configGate{resolver: s.resolver, loaded: &s.configLoaded},
+		Metrics:    metrics,
+		Publisher:  pub,
+		Replicator: pub,
 	}); err != nil {
 		return err
 	}
@@ -145,7 +146,7 @@ func (s *Server) open() error {
 		Registry:  s.registry,
 		Metrics:   metrics,
 
-		Replication: s.cfg.Replication,
+		Replication: !s.cfg.DisableReplication,
 	}); err != nil {
 		return err
 	}

@@ -101,7 +101,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts gossip, authenticates node-to-node calls")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: well-known secrets, demo prefix, /dev/token, demo page")
-	fs.BoolVar(&cfg.Replication, "replication", false, "experimental: keep channel replicas and promote them when an owner dies")
+	replication := fs.Bool("replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err
@@ -113,6 +113,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 		return cfg, 0, err
 	}
 	cfg.Join = splitList(join)
+	cfg.DisableReplication = !*replication
 	cfg.CORSOrigins = splitList(cors)
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)

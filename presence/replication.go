@@ -1,0 +1,141 @@
+package presence
+
+import "time"
+
+// ChangeKind says what a Change did to a channel.
+type ChangeKind uint8
+
+// Kinds of Change.
+const (
+	// ChangeEnter: a client became present (its user may have been present
+	// already through another client).
+	ChangeEnter ChangeKind = iota + 1
+	// ChangeRefresh: a present client's expiry moved. It never publishes,
+	// so a replicator may batch it.
+	ChangeRefresh
+	// ChangeLeave: a client left or expired.
+	ChangeLeave
+	// ChangeSnapshot: the channel's whole state was installed, or a copy of
+	// it was asked for (Engine.Resend). Snapshot returns it.
+	ChangeSnapshot
+	// ChangeStopped: the channel's actor stopped here (handed over,
+	// passivated or removed); nothing of it remains on this node.
+	ChangeStopped
+)
+
+// Replicator receives every change of every channel's state, in the
+// channel's order, on the channel's goroutine (or under its inline lock):
+// it must not block. With a Replicator, the engine publishes nothing itself:
+// the replicator publishes each change's Message once the change is safe
+// (typically acknowledged by a replica), or drops it when this node turns
+// out not to own the channel any more. It must also answer every Done.
+type Replicator interface {
+	Replicate(c Change)
+}
+
+// Change is one step of a channel's state.
+type Change struct {
+	Kind    ChangeKind
+	Channel string
+	// User and ExpiresAt are the client's identity and new expiry (Enter,
+	// Refresh); Config is the channel config that admitted it (Enter).
+	User      *User
+	Config    *Config
+	ExpiresAt int64 // unix ns
+	// UserID and ClientID identify the client (Enter, Refresh, Leave).
+	UserID   string
+	ClientID string
+	// At is when the change happened (unix ns).
+	At int64
+	// Message is what the change published, or nil. Of several changes made
+	// by one operation (expiry of many clients) the last carries it.
+	Message *Message
+	// Done, when not nil, is waited on by the caller that made the change:
+	// the replicator sends nil once the change is safe, or an error.
+	Done chan<- error
+
+	src *channel // valid only during the Replicate call
+}
+
+// Snapshot returns the channel's whole state right after the change. It
+// may only be called during Replicator.Replicate, on the channel's
+// goroutine; it returns nil for ChangeStopped.
+func (c *Change) Snapshot() *ChannelSnapshot {
+	if c.src == nil {
+		return nil
+	}
+	return c.src.snapshot()
+}
+
+// Copy is a passive copy of a channel kept by a replica: the owner's
+// changes are applied in order, nothing expires and nothing is published
+// until the copy is promoted (Snapshot, then Engine.Install).
+type Copy struct {
+	name    string
+	cfg     *Config
+	lastID  int64
+	clients map[clientKey]ClientSnapshot
+	backlog backlog
+}
+
+// NewCopy starts a copy from an owner's snapshot, which the caller validated.
+func NewCopy(s *ChannelSnapshot) *Copy {
+	c := &Copy{name: s.Channel, cfg: s.Config, lastID: s.LastID, clients: make(map[clientKey]ClientSnapshot, len(s.Clients))}
+	for _, cs := range s.Clients {
+		c.clients[clientKey{cs.User.ID, cs.ClientID}] = cs
+	}
+	for _, m := range s.Backlog {
+		c.backlog.push(m, m.PublishedAtUnixMilli)
+	}
+	return c
+}
+
+// Clients returns how many clients the copy holds.
+func (c *Copy) Clients() int { return len(c.clients) }
+
+// LastID returns the id of the last message the copy knows of.
+func (c *Copy) LastID() int64 { return c.lastID }
+
+// Apply applies one of the owner's changes (not a snapshot).
+func (c *Copy) Apply(ch *Change) {
+	key := clientKey{ch.UserID, ch.ClientID}
+	switch ch.Kind {
+	case ChangeEnter, ChangeRefresh:
+		if ch.Config != nil {
+			c.cfg = ch.Config
+		}
+		cs, ok := c.clients[key]
+		if !ok || ch.User != nil {
+			if ch.User != nil {
+				cs.User = ch.User.Info()
+			}
+			cs.ClientID = ch.ClientID
+		}
+		cs.ExpiresAtUnixNano = max(cs.ExpiresAtUnixNano, ch.ExpiresAt)
+		if cs.User.ID != "" {
+			c.clients[key] = cs
+		}
+	case ChangeLeave:
+		delete(c.clients, key)
+	}
+	if m := ch.Message; m != nil {
+		if m.ID != c.lastID+1 {
+			c.backlog.reset() // the backlog must stay contiguous
+		}
+		c.lastID = m.ID
+		c.backlog.push(m, m.PublishedAtUnixMilli)
+	}
+}
+
+// Snapshot returns the copy as a snapshot to install, every expiry moved
+// later by grace: heartbeats the owner batched in its last moments may not
+// have reached the copy, and a client must not leave before its timeout.
+func (c *Copy) Snapshot(grace time.Duration) *ChannelSnapshot {
+	s := &ChannelSnapshot{Channel: c.name, Config: c.cfg, LastID: c.lastID, Backlog: c.backlog.all()}
+	s.Clients = make([]ClientSnapshot, 0, len(c.clients))
+	for _, cs := range c.clients {
+		cs.ExpiresAtUnixNano += int64(grace)
+		s.Clients = append(s.Clients, cs)
+	}
+	return s
+}

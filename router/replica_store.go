@@ -1,0 +1,453 @@
+package router
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/presencehq/presence/presence"
+)
+
+// leaveMemory is how long a leave is remembered for merging copies: longer
+// than any pause that ends with two copies of one channel.
+const leaveMemory = 10 * time.Minute
+
+// staleCopyAfter is how long a copy whose live owner no longer owns the
+// channel (in this node's view) is kept without news from that owner: long
+// enough for membership views to agree again.
+const staleCopyAfter = 30 * time.Second
+
+// replicaEntry is this node's copy of a channel owned by another node.
+type replicaEntry struct {
+	owner    string
+	copy     *presence.Copy
+	interest []interested
+	heard    int64  // when the owner last sent something for it (unix ns)
+	boot     uint64 // the owner's process that sent it
+}
+
+// replicaStore holds the copies this node keeps for other owners, one per
+// channel and owner: after a crash and a quick restart, two nodes may both
+// have held a channel for a moment, and the copy of the one that then dies
+// must not be overwritten by the other's. It is passive: no actor runs the
+// copies, nothing expires until a promotion.
+type replicaStore struct {
+	mu sync.Mutex
+	by map[string]map[string]*replicaEntry // channel → owner → copy
+}
+
+func (s *replicaStore) init() { s.by = make(map[string]map[string]*replicaEntry) }
+
+// apply applies one item of owner's stream and reports false when it is a
+// change to a copy this node does not have from owner (the owner must send
+// a snapshot first).
+func (s *replicaStore) apply(owner string, boot uint64, it *replItem, now int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	copies := s.by[it.channel]
+	switch it.kind {
+	case presence.ChangeSnapshot:
+		if copies == nil {
+			copies = make(map[string]*replicaEntry, 1)
+			s.by[it.channel] = copies
+		}
+		copies[owner] = &replicaEntry{owner: owner, copy: presence.NewCopy(it.snap), interest: it.interest, heard: now, boot: boot}
+		if it.supersedes != "" && it.supersedes != owner {
+			delete(copies, it.supersedes) // owner continues that node's state
+		}
+		return true
+	case presence.ChangeStopped:
+		s.deleteLocked(it.channel, owner)
+		return true
+	}
+	e := copies[owner]
+	if e == nil || e.boot != boot {
+		return false // none, or the previous process's: a snapshot first
+	}
+	e.copy.Apply(it.change())
+	e.heard = now
+	return true
+}
+
+// deleteLocked forgets owner's copy of channel; the lock must be held.
+func (s *replicaStore) deleteLocked(channel, owner string) {
+	if copies := s.by[channel]; copies != nil {
+		delete(copies, owner)
+		if len(copies) == 0 {
+			delete(s.by, channel)
+		}
+	}
+}
+
+// clients returns how many clients the fullest copy of channel holds, or -1
+// without a copy.
+func (s *replicaStore) clients(channel string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := -1
+	for _, e := range s.by[channel] {
+		n = max(n, e.copy.Clients())
+	}
+	return n
+}
+
+// take removes and returns the copies of channel whose owners are no longer
+// members of v.
+func (s *replicaStore) take(channel string, v *view) []*replicaEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*replicaEntry
+	for owner, e := range s.by[channel] {
+		if _, alive := v.member(owner); !alive {
+			out = append(out, e)
+			s.deleteLocked(channel, owner)
+		}
+	}
+	return out
+}
+
+// takeFrom removes and returns the copy of channel that owner's previous
+// process sent: owner restarted (as boot) before anyone noticed, and asks
+// for its channel back.
+func (s *replicaStore) takeFrom(channel, owner string, boot uint64) (*replicaEntry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.by[channel][owner]
+	if e == nil || e.boot == boot {
+		return nil, false
+	}
+	s.deleteLocked(channel, owner)
+	return e, true
+}
+
+// orphans lists the channels with copies of the departed owners.
+func (s *replicaStore) orphans(gone map[string]bool) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for ch, copies := range s.by {
+		for owner := range copies {
+			if gone[owner] {
+				out = append(out, ch)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// prune forgets the copies this node does not need: of live owners, those
+// of channels it holds itself, and those that v does not give to their
+// owner and that the owner sent nothing for in staleCopyAfter (a hand-off
+// leaves the old holder's copy behind until then, in case the new holder
+// dies first; membership views differ for a while after every change,
+// hence the wait). Copies of departed owners stay for promoteOrphans.
+func (s *replicaStore) prune(v *view, now int64, holds func(string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch, copies := range s.by {
+		held := holds(ch)
+		for owner, e := range copies {
+			if _, alive := v.member(owner); !alive {
+				continue
+			}
+			stale := v.ring.Owner(ch) != owner && now-e.heard > int64(staleCopyAfter)
+			if stale || held {
+				s.deleteLocked(ch, owner)
+			}
+		}
+	}
+}
+
+// leaveLog remembers when users left the channels held here, so that a
+// stale copy merged later cannot bring them back (last writer wins).
+type leaveLog struct {
+	mu sync.Mutex
+	by map[string]map[string]int64 // channel → user → leave time (unix ns)
+}
+
+func (l *leaveLog) init() { l.by = make(map[string]map[string]int64) }
+
+// record notes the leaves of a published message.
+func (l *leaveLog) record(m *presence.Message) {
+	if len(m.LeavingUserIDs) == 0 {
+		return
+	}
+	at := m.PublishedAtUnixMilli * int64(time.Millisecond)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	users := l.by[m.Channel]
+	if users == nil {
+		users = make(map[string]int64)
+		l.by[m.Channel] = users
+	}
+	for _, id := range m.LeavingUserIDs {
+		users[id] = max(users[id], at)
+	}
+}
+
+// get returns a copy of channel's leaves merged with extra.
+func (l *leaveLog) get(channel string, extra map[string]int64) map[string]int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]int64, len(l.by[channel])+len(extra))
+	for id, at := range l.by[channel] {
+		out[id] = at
+	}
+	for id, at := range extra {
+		out[id] = max(out[id], at)
+	}
+	return out
+}
+
+// add merges leaves received with a channel.
+func (l *leaveLog) add(channel string, leaves map[string]int64) {
+	if len(leaves) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	users := l.by[channel]
+	if users == nil {
+		users = make(map[string]int64)
+		l.by[channel] = users
+	}
+	for id, at := range leaves {
+		users[id] = max(users[id], at)
+	}
+}
+
+// prune forgets leaves older than before.
+func (l *leaveLog) prune(before int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ch, users := range l.by {
+		for id, at := range users {
+			if at < before {
+				delete(users, id)
+			}
+		}
+		if len(users) == 0 {
+			delete(l.by, ch)
+		}
+	}
+}
+
+// clientKey is the leave log key of one client's own leave; a key without
+// NUL is a user's leave (the user's last client left).
+func clientKey(userID, clientID string) string { return userID + "\x00" + clientID }
+
+// dropLeft removes the clients whose user left after the client's last
+// heartbeat (its expiry minus the channel timeout).
+func dropLeft(s *presence.ChannelSnapshot, leaves map[string]int64) *presence.ChannelSnapshot {
+	if len(leaves) == 0 || len(s.Clients) == 0 || s.Config == nil {
+		return s
+	}
+	timeout := int64(s.Config.TimeoutSeconds()) * int64(time.Second)
+	kept := make([]presence.ClientSnapshot, 0, len(s.Clients))
+	for _, c := range s.Clients {
+		heard := c.ExpiresAtUnixNano - timeout
+		if at, ok := leaves[c.User.ID]; ok && at > heard {
+			continue
+		}
+		if at, ok := leaves[clientKey(c.User.ID, c.ClientID)]; ok && at > heard {
+			continue
+		}
+		kept = append(kept, c)
+	}
+	if len(kept) == len(s.Clients) {
+		return s
+	}
+	out := *s
+	out.Clients = kept
+	return &out
+}
+
+// encodeLeaves appends a leave map (an optional tail of an install).
+func (e *encoder) leaves(m map[string]int64) {
+	e.uint(uint64(len(m)))
+	for id, at := range m {
+		e.string(id)
+		e.int(at)
+	}
+}
+
+func (d *decoder) leaves() map[string]int64 {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	m := make(map[string]int64, n)
+	for range n {
+		id := d.string()
+		m[id] = d.int()
+	}
+	return m
+}
+
+// handleReplicate applies a batch of an owner's stream to the copies kept
+// here. Per channel, the items are refused when this node holds the
+// channel itself (fencing: the sender is an owner the others replaced, and
+// must hand over what it has), deferred when the sender does not own the
+// channel in this node's view, and otherwise applied in order.
+func (r *Router) handleReplicate(body []byte) ([]byte, error) {
+	from, boot, items, err := decodeReplBatch(body)
+	if err != nil {
+		return nil, err
+	}
+	v := r.view.Load()
+	now := r.cfg.Clock.Now().UnixNano()
+	verdicts := make(map[string]copyVerdict)
+	var reply replReply
+	for i := range items {
+		it := &items[i]
+		vd, seen := verdicts[it.channel]
+		if !seen {
+			vd = r.copyVerdict(v, it.channel, from.Name)
+			verdicts[it.channel] = vd
+			switch vd {
+			case copyRefused:
+				reply.refused = append(reply.refused, it.channel)
+			case copyDeferred:
+				reply.deferred = append(reply.deferred, it.channel)
+			}
+		}
+		if vd != copyAccepted {
+			if !seen {
+				r.log.Debug("replica copy not taken", "channel", it.channel, "from", from.Name, "verdict", vd)
+			}
+			continue
+		}
+		if it.kind == presence.ChangeSnapshot || it.kind == presence.ChangeStopped {
+			r.log.Debug("replica copy", "channel", it.channel, "from", from.Name, "kind", it.kind)
+		}
+		if !r.replicas.apply(from.Name, boot, it, now) && !slices.Contains(reply.missing, it.channel) {
+			reply.missing = append(reply.missing, it.channel)
+		}
+		if it.kind == presence.ChangeLeave {
+			r.leaves.add(it.channel, map[string]int64{clientKey(it.userID, it.clientID): it.at})
+		}
+	}
+	r.m.replicaRefused.Add(float64(len(reply.refused)))
+	var e encoder
+	reply.encode(&e)
+	return e.b, nil
+}
+
+// holds reports whether this node holds channel's state or is installing it.
+func (r *Router) holds(channel string) bool {
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[channel]
+	return e != nil && (e.held || e.moving != nil && e.kind == moveIn)
+}
+
+// copyVerdict is what a replica does with an owner's items for a channel.
+type copyVerdict uint8
+
+const (
+	copyAccepted copyVerdict = iota
+	copyRefused
+	copyDeferred
+)
+
+// copyVerdict decides for channel's items from from. Only one node serves
+// a channel, so a node holding it does not take another's copy: when its
+// ring gives the channel to from, it hands the channel over (from retries
+// afterwards); otherwise from is stale (an owner replaced while paused or
+// cut off) and is refused.
+func (r *Router) copyVerdict(v *view, channel, from string) copyVerdict {
+	_, member := v.member(from)
+	switch {
+	case r.holds(channel) && member && v.ring.Owner(channel) == from:
+		r.requestRebalance()
+		return copyDeferred
+	case r.holds(channel):
+		return copyRefused
+	case !member:
+		// A node this one has not seen join (or saw die: a new process
+		// under the same name) waits until it has: its copy must not be
+		// promoted as the dead one's.
+		return copyDeferred
+	}
+	return copyAccepted
+}
+
+// promoteOrphans is run after a membership change: every copy whose owner
+// left is promoted here when this node now owns the channel (through the
+// ordinary pull, which installs the copy), or forgotten.
+func (r *Router) promoteOrphans(gone map[string]bool) {
+	v := r.view.Load()
+	for _, ch := range r.replicas.orphans(gone) {
+		if r.ctx.Err() != nil {
+			return
+		}
+		if owner := v.ring.Owner(ch); owner != r.self.Name {
+			r.handOrphan(ch, v, owner)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
+		t, err := r.acquire(ctx, ch)
+		if err == nil && t.local {
+			r.release(ch)
+		}
+		if err == nil {
+			// Already held (started fresh when the dead holder did not
+			// answer): the copy is merged in.
+			if _, err := r.promoteReplica(ctx, ch, v); err != nil {
+				r.log.Info("merging a replica copy failed", "channel", ch, "err", err)
+			}
+		}
+		cancel()
+	}
+}
+
+// handOrphan gives the copy of a channel whose owner left to the channel's
+// new owner, which merges it with whatever it started meanwhile (it may
+// have found nobody to pull the channel from).
+func (r *Router) handOrphan(channel string, v *view, owner string) {
+	to, known := v.member(owner)
+	if !known {
+		return
+	}
+	for _, e := range r.replicas.take(channel, v) {
+		r.handCopy(channel, e, to)
+	}
+}
+
+// handCopy sends one copy to the channel's new owner as an install.
+func (r *Router) handCopy(channel string, e *replicaEntry, to Member) {
+	owner := to.Name
+	q := installRequest{from: r.self, snap: e.copy.Snapshot(r.cfg.ReplicationInterval), interest: e.interest, origin: e.owner}
+	q.leaves = r.leaves.get(channel, nil)
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
+	defer cancel()
+	if _, err := r.call(ctx, to, MethodInstall, q.encode); err != nil {
+		r.log.Info("handing a replica copy to the new owner failed", "channel", channel, "owner", owner, "err", err)
+		return
+	}
+	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.owner, "clients", len(q.snap.Clients))
+	r.m.promotions.Inc()
+}
+
+// promoteReplica installs the copy of channel kept here if its owner left;
+// it reports whether it did. Every message the owner published reached the
+// copy first, so the channel continues with the next id and its backlog.
+func (r *Router) promoteReplica(ctx context.Context, channel string, v *view) (bool, error) {
+	if !r.cfg.Replication {
+		return false, nil
+	}
+	copies := r.replicas.take(channel, v)
+	for _, e := range copies {
+		// A second copy (two holders died) merges into the first.
+		snap := e.copy.Snapshot(r.cfg.ReplicationInterval)
+		if err := r.installLocal(ctx, snap, e.interest, nil, e.owner); err != nil {
+			return false, err
+		}
+		r.m.promotions.Inc()
+		r.log.Info("promoted replica", "channel", channel, "former_owner", e.owner, "clients", len(snap.Clients), "last_id", snap.LastID)
+	}
+	return len(copies) > 0, nil
+}
