@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,10 @@ const DefaultMemberEventBuffer = 256
 // memberResolveTimeout bounds resolving a bind or advertise host name.
 const memberResolveTimeout = 5 * time.Second
 
+// DefaultRememberFailed is how long Failed lists a member after its
+// failure when MembershipConfig.RememberFailed is zero.
+const DefaultRememberFailed = 10 * time.Minute
+
 // ErrMembershipShutdown is returned by operations on a Membership that was
 // shut down or, for UpdateMeta, has left.
 var ErrMembershipShutdown = errors.New("cluster: membership shut down")
@@ -46,8 +51,12 @@ type MembershipConfig struct {
 	// picks a free port (see Membership.Addr). Host names are resolved.
 	BindAddr string
 	// AdvertiseAddr is the host other members use to reach this one, needed
-	// when binding 0.0.0.0; the port is the bound one. Empty: the bind host.
+	// when binding 0.0.0.0. Empty: the bind host.
 	AdvertiseAddr string
+	// AdvertisePort is the port other members use to reach this one, when
+	// a port mapping or proxy stands in front of it. It needs a fixed bind
+	// port and, binding every interface, AdvertiseAddr. Zero: the bound port.
+	AdvertisePort int
 	// Meta is gossiped to every member; its encoding must fit in
 	// memberlist.MetaMaxSize (512) bytes.
 	Meta MemberMeta
@@ -62,6 +71,9 @@ type MembershipConfig struct {
 	// EventBuffer is the Events channel capacity; zero means
 	// DefaultMemberEventBuffer.
 	EventBuffer int
+	// RememberFailed is how long Failed lists a member after failure
+	// detection declared it dead; zero means DefaultRememberFailed.
+	RememberFailed time.Duration
 }
 
 // Validate reports a configuration StartMembership cannot use.
@@ -73,11 +85,20 @@ func (c MembershipConfig) Validate() error {
 		return fmt.Errorf("cluster: gossip key is %d bytes, want 16, 24 or 32", len(c.Key))
 	case c.EventBuffer < 0:
 		return errors.New("cluster: negative membership event buffer")
+	case c.AdvertisePort < 0 || c.AdvertisePort > 65535:
+		return fmt.Errorf("cluster: gossip advertise port %d out of range", c.AdvertisePort)
+	case c.RememberFailed < 0:
+		return errors.New("cluster: negative failed member memory")
 	}
-	if _, _, err := memberSplitHostPort(c.BindAddr); err != nil {
+	_, port, err := memberSplitHostPort(c.BindAddr)
+	if err != nil {
 		return err
 	}
-	_, err := c.Meta.encode(false)
+	if c.AdvertisePort != 0 && port == 0 {
+		// memberlist advertises the port it picked for port 0.
+		return errors.New("cluster: gossip advertise port needs a fixed bind port")
+	}
+	_, err = c.Meta.encode(false)
 	return err
 }
 
@@ -96,6 +117,11 @@ type Membership struct {
 	// (hashicorp/memberlist#306).
 	viewMu sync.Mutex
 	view   map[string]Member
+	// failed holds the members declared dead after being seen alive, with
+	// the time of their failure, for rejoining them after a partition
+	// (memberlist itself stops probing the dead). Guarded by viewMu.
+	failed     map[string]failedMember
+	keepFailed time.Duration
 
 	metaMu  sync.Mutex
 	meta    MemberMeta
@@ -129,6 +155,9 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.EventBuffer == 0 {
 		cfg.EventBuffer = DefaultMemberEventBuffer
 	}
+	if cfg.RememberFailed == 0 {
+		cfg.RememberFailed = DefaultRememberFailed
+	}
 	encoded, _ := cfg.Meta.encode(false) // checked by Validate
 	m := &Membership{
 		name:    cfg.Name,
@@ -139,6 +168,9 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		events:  make(chan MemberEvent, cfg.EventBuffer),
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
+
+		failed:     make(map[string]failedMember),
+		keepFailed: cfg.RememberFailed,
 	}
 	mlc, err := m.memberlistConfig(cfg)
 	if err != nil {
@@ -178,6 +210,14 @@ func (m *Membership) memberlistConfig(cfg MembershipConfig) (*memberlist.Config,
 			return nil, fmt.Errorf("cluster: gossip advertise address: %w", err)
 		}
 	}
+	if cfg.AdvertisePort != 0 {
+		// memberlist applies the port only along with an address.
+		if c.AdvertiseAddr == "" && net.ParseIP(bindIP).IsUnspecified() {
+			return nil, errors.New("cluster: gossip advertise port without an advertise address")
+		}
+		c.AdvertiseAddr = cmp.Or(c.AdvertiseAddr, bindIP)
+		c.AdvertisePort = cfg.AdvertisePort
+	}
 	if len(cfg.Key) > 0 {
 		c.SecretKey = append([]byte(nil), cfg.Key...)
 	}
@@ -195,7 +235,9 @@ func (m *Membership) memberlistConfig(cfg MembershipConfig) (*memberlist.Config,
 //     can confirm a suspicion, and the unconfirmed timeout is the one that
 //     applies; 12 s rather than 24 s before a silent owner's channels move.
 //   - PushPullInterval and GossipToTheDeadTime 15 s instead of 30 s: full
-//     state syncs are cheap for a few nodes and heal partitions sooner.
+//     state syncs are cheap for a few nodes. They only reach members still
+//     thought alive: once both sides of a partition declared the other dead,
+//     only a Join (see Failed) merges them again.
 //   - DeadNodeReclaimTime 10 s: a node restarted under the same name on a
 //     new address (a rescheduled container) may rejoin once it has been
 //     dead that long, instead of being refused as a name conflict.
@@ -250,6 +292,23 @@ func (m *Membership) Members() []Member {
 	out := make([]Member, 0, len(m.view))
 	for _, mem := range m.view {
 		out = append(out, mem)
+	}
+	m.viewMu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Failed returns, sorted by name, the members that failure detection
+// declared dead after this node saw them alive, within RememberFailed of
+// their failure and not alive since. Members that left gracefully are not
+// listed (but see MemberLeave: a rare leave is reported as a failure).
+func (m *Membership) Failed() []Member {
+	now := time.Now()
+	m.viewMu.Lock()
+	pruneFailed(m.failed, now, m.keepFailed)
+	out := make([]Member, 0, len(m.failed))
+	for _, f := range m.failed {
+		out = append(out, f.Member)
 	}
 	m.viewMu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })

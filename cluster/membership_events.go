@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -59,16 +60,45 @@ type MemberEvent struct {
 	Member Member // zero for MemberResync
 }
 
-// observe records a member's latest state in the view and reports it.
+// failedMember is a member declared dead, and since when.
+type failedMember struct {
+	Member
+	since time.Time
+}
+
+// observe records a member's latest state in the view and the failed
+// members, and reports it.
 func (m *Membership) observe(kind MemberEventKind, mem Member) {
+	now := time.Now()
 	m.viewMu.Lock()
-	if kind == MemberLeave || kind == MemberFailed {
+	prev, seen := m.view[mem.Name]
+	switch kind {
+	case MemberFailed:
 		delete(m.view, mem.Name)
-	} else {
+		// A member that announced its leave is gone for good, even when
+		// memberlist reports the leave as a failure.
+		if seen && prev.State == MemberStateAlive && mem.Name != m.name {
+			m.failed[mem.Name] = failedMember{Member: mem, since: now}
+		}
+		pruneFailed(m.failed, now, m.keepFailed)
+	case MemberLeave:
+		delete(m.view, mem.Name)
+		delete(m.failed, mem.Name)
+	default:
 		m.view[mem.Name] = mem
+		delete(m.failed, mem.Name)
 	}
 	m.viewMu.Unlock()
 	m.emit(MemberEvent{Kind: kind, Member: mem})
+}
+
+// pruneFailed forgets the members that failed more than keep before now.
+func pruneFailed(failed map[string]failedMember, now time.Time, keep time.Duration) {
+	for name, f := range failed {
+		if now.Sub(f.since) > keep {
+			delete(failed, name)
+		}
+	}
 }
 
 // stopEvents ends the resync goroutine and closes the events channel.

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -203,6 +206,85 @@ func TestMembershipUpdateMeta(t *testing.T) {
 	}
 }
 
+// TestMembershipFailedListsCrashedMembersOnly: a crashed member is listed
+// by Failed until it is alive again; a member that left is never listed.
+func TestMembershipFailedListsCrashedMembersOnly(t *testing.T) {
+	ms, logs := startTestCluster(t, 3, nil)
+	if err := ms[1].Leave(memberTestTimeout); err != nil {
+		t.Fatal(err)
+	}
+	memberWaitFor(t, "node-0 to see node-1 leave", func() bool { return logs[0].has(MemberLeave, "node-1", MemberStateLeft) })
+	if err := ms[1].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ms[2].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	memberWaitFor(t, "node-0 to see node-2 fail", func() bool { return logs[0].has(MemberFailed, "node-2", MemberStateDead) })
+	failed := ms[0].Failed()
+	if len(failed) != 1 || failed[0].Name != "node-2" || failed[0].Addr != ms[2].Addr() || failed[0].State != MemberStateDead {
+		t.Fatalf("Failed() = %+v, want node-2 dead at %s", failed, ms[2].Addr())
+	}
+	// Back under the same name (a restart on a new port): no longer failed.
+	back := startTestMember(t, "node-2", nil)
+	if _, err := back.Join([]string{ms[0].Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	memberWaitFor(t, "node-0 to forget node-2's failure", func() bool {
+		return len(ms[0].Failed()) == 0 && slices.Equal(memberNames(ms[0]), []string{"node-0", "node-2"})
+	})
+}
+
+func TestPruneFailed(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	failed := map[string]failedMember{
+		"old":    {Member: Member{Name: "old"}, since: t0},
+		"recent": {Member: Member{Name: "recent"}, since: t0.Add(5 * time.Second)},
+	}
+	pruneFailed(failed, t0.Add(10*time.Second), 5*time.Second)
+	if _, ok := failed["old"]; ok || len(failed) != 1 {
+		t.Fatalf("after pruning: %v", failed)
+	}
+}
+
+// TestMembershipAdvertisePort: the others are told the advertised port,
+// not the bound one (a proxy or port mapping in front of the node).
+func TestMembershipAdvertisePort(t *testing.T) {
+	bind := memberFreePort(t)
+	advertise := bind + 1 // never bound: only what the others are told
+	m, err := StartMembership(MembershipConfig{Name: "a", BindAddr: "127.0.0.1:" + strconv.Itoa(bind),
+		AdvertisePort: advertise, Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Shutdown() })
+	if want := "127.0.0.1:" + strconv.Itoa(advertise); m.Addr() != want {
+		t.Fatalf("Addr() = %s, want %s", m.Addr(), want)
+	}
+}
+
+// memberFreePort finds a port free for both TCP and UDP on 127.0.0.1,
+// below the ephemeral range as internal/testcluster does.
+func memberFreePort(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		udp, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			udp.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return 0
+}
+
 func TestMembershipKeyMismatch(t *testing.T) {
 	a := startTestMember(t, "a", bytes.Repeat([]byte{1}, 16))
 	b := startTestMember(t, "b", bytes.Repeat([]byte{2}, 16))
@@ -294,6 +376,10 @@ func TestMembershipConfigValidate(t *testing.T) {
 		{Name: "a", BindAddr: "127.0.0.1:99999"},
 		{Name: "a", BindAddr: "127.0.0.1:0", Key: []byte("short")},
 		{Name: "a", BindAddr: "127.0.0.1:0", Meta: MemberMeta{RPC: string(make([]byte, 600))}},
+		{Name: "a", BindAddr: "127.0.0.1:7946", AdvertisePort: -1},
+		{Name: "a", BindAddr: "127.0.0.1:7946", AdvertisePort: 65536},
+		{Name: "a", BindAddr: "127.0.0.1:0", AdvertisePort: 7946},
+		{Name: "a", BindAddr: "127.0.0.1:0", RememberFailed: -time.Second},
 	}
 	for i, cfg := range bad {
 		if err := cfg.Validate(); err == nil {

@@ -10,8 +10,8 @@ import (
 )
 
 // startGossip starts memberlist with this node's advertised addresses in
-// its metadata, the member loop and, with --join, the join loop. It does
-// nothing once shutdown has begun.
+// its metadata, the member loop and the cluster loop (join, then heal
+// partitions). It does nothing once shutdown has begun.
 //
 // The metadata's Incarnation stays 0 until the node serves (announceServing):
 // the others route channels only to members with an incarnation, so a node
@@ -37,18 +37,17 @@ func (s *Server) startGossip() error {
 		Key:           key,
 		Fast:          s.cfg.FastGossip,
 		Logger:        s.log,
+
+		RememberFailed: rememberFailed(s.cfg.ReapAfter),
 	})
 	if err != nil {
 		return err
 	}
 	s.ml = ml
 	s.started.Store(true)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.memberLoop(ml)
-	if len(s.cfg.Join) > 0 {
-		s.wg.Add(1)
-		go s.joinLoop(ml)
-	}
+	go s.clusterLoop(ml)
 	s.log.Info("gossiping", "gossip", ml.Addr(), "join", s.cfg.Join)
 	return nil
 }
@@ -84,17 +83,30 @@ func (s *Server) GossipAddr() string {
 	return s.cfg.GossipAddr
 }
 
-// joinLoop contacts the --join addresses until another member answers, so
-// a node started before its seeds still joins them once they are up.
-func (s *Server) joinLoop(ml *cluster.Membership) {
+// clusterLoop joins the --join addresses, if any, then heals partitions
+// for as long as the node runs: every joinMax (the longest pause between
+// join attempts) it rejoins the seeds and recently failed members that
+// gossip does not see alive.
+func (s *Server) clusterLoop(ml *cluster.Membership) {
 	defer s.wg.Done()
+	if len(s.cfg.Join) > 0 && !s.joinLoop(ml) {
+		return
+	}
+	r := &rejoiner{ml: ml, seeds: s.cfg.Join, log: s.log}
+	r.run(s.ctx, s.timings.joinMax, s.draining.Load)
+}
+
+// joinLoop contacts the --join addresses until another member answers, so
+// a node started before its seeds still joins them once they are up. It
+// reports false when the node stops first.
+func (s *Server) joinLoop(ml *cluster.Membership) bool {
 	backoff := s.timings.joinMin
 	for attempt := 1; ; attempt++ {
 		_, err := ml.Join(s.cfg.Join)
 		if err == nil && otherMemberLive(ml) {
 			s.joined.Store(true)
 			s.log.Info("joined the cluster", "attempts", attempt)
-			return
+			return true
 		}
 		level := s.log.Debug
 		if attempt == 1 {
@@ -104,7 +116,7 @@ func (s *Server) joinLoop(ml *cluster.Membership) {
 		select {
 		case <-time.After(backoff):
 		case <-s.ctx.Done():
-			return
+			return false
 		}
 		backoff = min(2*backoff, s.timings.joinMax)
 	}
