@@ -128,39 +128,71 @@
 // presence_handoffs_total{direction="in"|"out"}, presence_push_dropped_total
 // and presence_ring_epoch.
 //
-// # Replication (Config.Replication, off by default)
+// # Replication (Config.Replication; on in presence-node)
 //
-// Every node keeps passive copies (no actor, nothing expires) of the
-// channels whose ring replica it is (ring.OwnerAndReplica). The owner sends
-// each present and leave it applied locally to the replica and waits for
-// the answer before the caller's update is answered (MethodReplicaDelta),
-// so an acknowledged change survives the owner's crash; heartbeats ride the
-// same path. Every ReplicationInterval it also exports each channel it owns
-// and sends the snapshots, with the interested nodes, to the replicas in
-// batches (MethodReplicate): this carries expiries, backlog and last id and
-// fills a new replica after a ring change. A copy is fresh while it came
-// from the owner's last or current pass; older copies are of channels the
-// owner gave up and are never promoted.
+// The Engine hands every change of a channel's state (a client entered,
+// refreshed or left, a snapshot after an install) to the router, on the
+// channel's goroutine and in the channel's order (presence.Replicator).
+// The router queues it on the stream to the channel's replica: the ring's
+// second node for a channel this node owns, or the ring owner for a channel
+// it only holds until a hand-off. One goroutine per replica sends the
+// stream in order (MethodReplicate, one batch in flight). The first item of
+// a channel on a stream is a whole snapshot (clients, expiries, last id,
+// backlog, interested nodes); then come the changes, each with the message
+// it published. Refreshes (a heartbeat that only moves an expiry) are
+// coalesced per client and sent with the next batch or every
+// ReplicationInterval; enters and leaves are sent at once.
 //
-// Promotion. When a membership change removes an owner, each node holding
-// fresh copies of its channels promotes them: for a channel it now owns, the
-// pull finds the copy first and installs it (interest included, so pushes
-// resume); a copy of a channel another node now owns is sent to that node
-// as an install, merged with whatever it started meanwhile. A promoted copy
-// may miss the last messages the dead owner published, so its last id moves
-// past the clock (ids start from it in microseconds) with an empty backlog:
-// no id repeats and subscribers resync. When both copies are lost the
-// channel restarts empty with such ids.
+// Publish after replicate. A message is published (local hub, push queues)
+// only once the replica acknowledged the change that made it, and an
+// update's enters and leaves are answered only then (Engine.PresentAck,
+// LeaveAck). So every id a subscriber saw, and every acknowledged enter or
+// leave, is on the replica: a promoted copy continues with the next id and
+// its backlog, and subscribers notice nothing but a pause.
 //
-// Fencing. A replica refuses copies and changes of a channel whose owner by
-// its own ring is not the sender, so a node back from a pause cannot
-// overwrite the copy of a channel taken over meanwhile. Every node records
-// recent leaves (user → time, for leaveMemory) of the channels it holds and
-// sends them with a hand-off; merging two copies drops a client whose user
-// left after the client's last heartbeat (expiry minus timeout), so a stale
-// copy cannot bring back users who left while its node was paused.
+// Replica side. Copies are passive (presence.Copy: nothing expires), kept
+// per channel and sending owner, stamped with the owner's process (boot).
+// Per channel, a batch is accepted, deferred (the sender is not a member in
+// this node's view yet: it is asked to retry) or refused (this node holds
+// the channel itself: the sender is stale). A change for a copy the replica
+// lacks is answered "missing" and the owner resends a snapshot. A copy is
+// dropped when its owner says so (passivation; a replica move, once the new
+// replica acknowledged its snapshot), when a snapshot from the channel's new
+// holder says it continues that owner's state, when this node holds the
+// channel, or 30 s after its live owner stopped owning the channel in this
+// node's view. A hand-off keeps the old copy until then: if the new holder
+// dies before its own replica has a copy, the old one is still there.
+//
+// Promotion. When membership drops an owner, each node with copies from it
+// acts on them: for a channel it now owns it installs the copy (the pull
+// finds it first; if the channel was already started here, the copy is
+// merged in); a channel another node now owns gets the copy as an install,
+// merged with whatever that node started meanwhile. Expiries move later by
+// ReplicationInterval, the refreshes the dead owner may not have sent yet.
+// A restarted owner that asks for its channel before anyone noticed its
+// death gets its previous process's copy back (extract, boot differs). A
+// holder does not hand a channel to a node it does not see as a member yet
+// (extractHeld): that node forwards to it until the holder pushes it.
+//
+// Fencing. A node that was paused or cut off while others took its channels
+// over keeps publishing nothing: its messages wait for its replica, which
+// now holds the channel and refuses; the node then hands its state to that
+// holder, which merges it. Merges unite clients (latest expiry wins), drop
+// clients whose user or client left after their last heartbeat (the leave
+// log: recent leaves of each channel, kept leaveMemory and sent with every
+// hand-off), drop expired ones, and move the last id past both histories
+// with an empty backlog, so subscribers see a gap and resync. A forwarded
+// update carries its sender's deadline and is dropped when read after it:
+// a paused node must not apply, on resuming, an update its sender has
+// since retried elsewhere.
+//
+// Lost state. When the owner and its replica die together (or the replica
+// dies before acknowledging a new channel's snapshot), the channel restarts
+// empty on its next owner with ids from the clock (microseconds), above
+// any id seen, and subscribers resync; clients re-enter with their next
+// heartbeat.
 //
 // Metrics: presence_replica_promotions_total, presence_replica_refused_total,
-// presence_replication_lag_seconds; hand-offs stay in
-// presence_handoffs_total.
+// presence_replication_lag_seconds (age of the oldest change in the last
+// acknowledged batch); hand-offs stay in presence_handoffs_total.
 package router

@@ -56,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		replicationLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "presence_replication_lag_seconds",
-			Help: "Age of the oldest replica copy sent by this node: time between the starts of the last two fully acknowledged passes, plus the last pass.",
+			Help: "Time from queueing to acknowledgement of the oldest change in the last batch a replica acknowledged.",
 		}),
 	}
 	m.fwdUpdate = m.forwarded.WithLabelValues("update")

@@ -213,14 +213,15 @@ type replStream struct {
 	wake chan struct{} // buffered 1
 	stop chan struct{} // closed by close
 
-	mu       sync.Mutex
-	closed   bool
-	failures int // calls failed in a row
-	items    []replItem
-	retiring map[string]bool                // channels moved to another replica, whose copy here waits for its snapshot
-	refresh  map[string]map[clientRef]int64 // channel → client → newest expiry
-	pending  int                            // entries in refresh
-	synced   map[string]bool                // channels whose snapshot was sent
+	mu        sync.Mutex
+	closed    bool
+	failures  int // calls failed in a row
+	deferrals int // answers in a row that deferred items
+	items     []replItem
+	retiring  map[string]bool                // channels moved to another replica, whose copy here waits for its snapshot
+	refresh   map[string]map[clientRef]int64 // channel → client → newest expiry
+	pending   int                            // entries in refresh
+	synced    map[string]bool                // channels whose snapshot was sent
 }
 
 func newReplStream(to Member) *replStream {
@@ -447,7 +448,15 @@ func (s *replStream) failed(r *Router, batch []replItem, err error) bool {
 		return false
 	}
 	s.requeue(batch)
-	return sleepOr(s.stop, r, r.cfg.RetryBackoff)
+	return sleepOr(s.stop, r, retryDelay(r.cfg.RetryBackoff, failures))
+}
+
+// maxRetryDelay bounds the wait between two tries of a stream's batch.
+const maxRetryDelay = time.Second
+
+// retryDelay doubles base with every failure in a row, up to maxRetryDelay.
+func retryDelay(base time.Duration, failures int) time.Duration {
+	return min(base<<min(failures-1, 10), maxRetryDelay)
 }
 
 // acknowledged settles an answered batch: applied items publish their
@@ -457,6 +466,12 @@ func (s *replStream) failed(r *Router, batch []replItem, err error) bool {
 func (s *replStream) acknowledged(r *Router, batch []replItem, reply replReply) bool {
 	s.mu.Lock()
 	s.failures = 0
+	if len(reply.deferred) > 0 {
+		s.deferrals++
+	} else {
+		s.deferrals = 0
+	}
+	deferrals := s.deferrals
 	s.mu.Unlock()
 	refused, deferred := setOf(reply.refused), setOf(reply.deferred)
 	var again []replItem
@@ -491,7 +506,7 @@ func (s *replStream) acknowledged(r *Router, batch []replItem, reply replReply) 
 	}
 	if len(again) > 0 {
 		s.requeue(again)
-		return sleepOr(s.stop, r, r.cfg.RetryBackoff)
+		return sleepOr(s.stop, r, retryDelay(r.cfg.RetryBackoff, deferrals))
 	}
 	s.mu.Lock()
 	more := len(s.items) > 0 || s.pending > 0

@@ -7,8 +7,6 @@
 #
 #   ./scripts/container-test.sh                           every scenario
 #   ./scripts/container-test.sh -run TestContainerDownUp  extra arguments go to go test
-#   CHAOS_REPLICATION=1 ./scripts/container-test.sh       also the kill and network
-#                                                         scenarios, which need replication
 #
 # Without a reachable Docker engine it prints "SKIP: docker not available" and
 # exits 0. Otherwise it builds the image (scripts/docker-build.sh), removes

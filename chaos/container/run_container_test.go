@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,16 +27,6 @@ const (
 	// readPause separates the strict reads of hold.
 	readPause = 2 * time.Second
 )
-
-// requireReplication skips the scenarios that need crash replication and
-// partition merge until the lead enables them, as the process chaos tests do.
-func requireReplication(t *testing.T) {
-	t.Helper()
-	if os.Getenv("CHAOS_REPLICATION") != "1" {
-		t.Skip("needs channel replication (promotion of a replica when an owner dies) and partition merge, " +
-			"not implemented yet; set CHAOS_REPLICATION=1 to run it (expected to fail until they land)")
-	}
-}
 
 // scenario is the traffic of one test.
 type scenario struct {

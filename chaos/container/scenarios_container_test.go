@@ -32,7 +32,6 @@ const (
 // ghosts once the timeout passed), the node is started again and takes
 // channels back, and the streams on every node keep their ids in order.
 func TestContainerKill(t *testing.T) {
-	requireReplication(t)
 	r := start(t, scenario{prefix: "kill", channels: 200, users: 250, heartbeat: faultHeartbeat,
 		staleApply: 2 * time.Second, perNode: 2, vanish: 0.02})
 	for round, victim := range r.shuffled() {
@@ -58,7 +57,6 @@ func TestContainerKill(t *testing.T) {
 // publishing (stream ids never repeat or go backwards), and the node owns
 // channels again.
 func TestContainerNetworkDisconnect(t *testing.T) {
-	requireReplication(t)
 	// A request stuck in the cut-off node's socket may be applied when it
 	// is back: the model allows that for the cut and some margin.
 	r := start(t, scenario{prefix: "cut", channels: 100, users: 250, heartbeat: faultHeartbeat,
