@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -125,14 +126,20 @@ func (r *chaosRun) channelSample() []string {
 // order throughout.
 func TestProcessChaosKill(t *testing.T) {
 	r := startChaosRun(t, 200, 500, 2, 2*time.Second)
+	var failovers []time.Duration
 	for round := 1; round <= 5; round++ {
 		victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
 		exit, err := victim.Kill()
+		killed := time.Now()
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("round %d: %s %v at %s", round, victim.Name, exit, time.Now().Format("15:04:05.000"))
+		t.Logf("round %d: %s %v at %s", round, victim.Name, exit, killed.Format("15:04:05.000"))
 		converge(t, r.checker, convergeWithin, &r.sum, fmt.Sprintf("round %d, %s killed", round, victim.Name))
+		// The check's reads wait (the clients' pool retries) until the dead
+		// owner's channels answer again, so this is the fail-over time.
+		failovers = append(failovers, time.Since(killed))
+		t.Logf("round %d: every channel agreed with the model %v after the kill", round, failovers[len(failovers)-1].Round(time.Millisecond))
 		if err := victim.Restart(); err != nil {
 			t.Fatal(err)
 		}
@@ -140,6 +147,10 @@ func TestProcessChaosKill(t *testing.T) {
 		r.streams.Rehome()
 		t.Logf("round %d: %s back; streams %+v", round, victim.Name, r.streams.Stats())
 	}
+	slices.Sort(failovers)
+	fmt.Printf("failover after kill -9: median %v, min %v, max %v over %d kills\n",
+		failovers[len(failovers)/2].Round(time.Millisecond), failovers[0].Round(time.Millisecond),
+		failovers[len(failovers)-1].Round(time.Millisecond), len(failovers))
 	r.finish(t)
 }
 

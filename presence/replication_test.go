@@ -1,0 +1,203 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeReplicator records every change; it publishes and answers at once,
+// unless hold is set, in which case Done waits for release.
+type fakeReplicator struct {
+	mu      sync.Mutex
+	changes []Change
+	snaps   []*ChannelSnapshot // Snapshot() of each ChangeSnapshot
+	pub     Publisher
+	hold    bool
+	held    []chan<- error
+}
+
+func (f *fakeReplicator) Replicate(c Change) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.Kind == ChangeSnapshot {
+		f.snaps = append(f.snaps, c.Snapshot())
+	}
+	c.src = nil // not valid after the call
+	f.changes = append(f.changes, c)
+	if c.Message != nil && f.pub != nil {
+		f.pub.Publish(c.Message)
+	}
+	switch {
+	case c.Done == nil:
+	case f.hold:
+		f.held = append(f.held, c.Done)
+	default:
+		c.Done <- nil
+	}
+}
+
+func (f *fakeReplicator) kinds(channel string) []ChangeKind {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []ChangeKind
+	for _, c := range f.changes {
+		if c.Channel == channel {
+			out = append(out, c.Kind)
+		}
+	}
+	return out
+}
+
+func (f *fakeReplicator) release(err error) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := len(f.held)
+	for _, d := range f.held {
+		d <- err
+	}
+	f.held = nil
+	return n
+}
+
+func withReplicator(f *fakeReplicator) func(*EngineConfig) {
+	return func(c *EngineConfig) { c.Replicator = f }
+}
+
+func TestReplicatorGetsEveryChangeInOrder(t *testing.T) {
+	rep := &fakeReplicator{}
+	r := newEngineRig(t, configFunc(publicOnly), withReplicator(rep))
+	rep.pub = r.rec
+	alice, bob := &User{ID: "alice"}, &User{ID: "bob"}
+	r.present(alice, "tab", "/pub/a")
+	r.present(alice, "tab", "/pub/a") // a heartbeat: only the expiry moves
+	r.present(bob, "tab", "/pub/a")
+	r.leave(alice, "tab", "/pub/a")
+	r.clk.Advance(time.Duration(publicCfg.TimeoutSeconds()+2) * time.Second)
+	awaitCond(t, "bob's expiry", func() bool { return len(rep.kinds("/pub/a")) == 5 })
+	want := []ChangeKind{ChangeEnter, ChangeRefresh, ChangeEnter, ChangeLeave, ChangeLeave}
+	if got := rep.kinds("/pub/a"); !slices.Equal(got, want) {
+		t.Fatalf("changes %v, want %v", got, want)
+	}
+	// Each change that published carries its message, in id order; the
+	// engine published nothing itself.
+	var ids []int64
+	rep.mu.Lock()
+	for _, c := range rep.changes {
+		if c.Message != nil {
+			ids = append(ids, c.Message.ID)
+		}
+	}
+	enter := rep.changes[0]
+	rep.mu.Unlock()
+	if len(ids) != 4 || !slices.IsSorted(ids) || ids[3] != ids[0]+3 {
+		t.Fatalf("message ids %v, want four in a row", ids)
+	}
+	if enter.User != alice || enter.Config != publicCfg || enter.ExpiresAt <= enter.At {
+		t.Fatalf("enter change %+v lacks its user, config or expiry", enter)
+	}
+	if got := len(r.rec.take("/pub/a")); got != 4 {
+		t.Fatalf("%d messages reached the publisher, want 4 (through the replicator)", got)
+	}
+}
+
+func TestReplicatorGetsSnapshotsOnInstallAndResend(t *testing.T) {
+	rep := &fakeReplicator{}
+	r := newEngineRig(t, configFunc(publicOnly), withReplicator(rep))
+	ctx := context.Background()
+	snap := &ChannelSnapshot{Channel: "/pub/s", Config: publicCfg, LastID: 41, Clients: []ClientSnapshot{
+		{User: UserInfo{ID: "k"}, ClientID: "tab", ExpiresAtUnixNano: r.clk.Now().Add(time.Minute).UnixNano()},
+	}}
+	if err := r.e.Install(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.e.Resend("/pub/s"); err != nil {
+		t.Fatal(err)
+	}
+	awaitCond(t, "two snapshots", func() bool { return len(rep.kinds("/pub/s")) == 2 })
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	for _, s := range rep.snaps {
+		if s.LastID != 41 || len(s.Clients) != 1 {
+			t.Fatalf("snapshot %+v, want the installed state", s)
+		}
+	}
+}
+
+func TestReplicatorToldWhenAChannelStops(t *testing.T) {
+	rep := &fakeReplicator{}
+	r := newEngineRig(t, configFunc(publicOnly), withReplicator(rep))
+	r.present(&User{ID: "a"}, "tab", "/pub/gone")
+	if err := r.e.Remove(context.Background(), "/pub/gone"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rep.kinds("/pub/gone"); !slices.Equal(got, []ChangeKind{ChangeEnter, ChangeStopped}) {
+		t.Fatalf("changes %v, want enter then stopped", got)
+	}
+}
+
+func TestPresentAckWaitsForTheReplicator(t *testing.T) {
+	rep := &fakeReplicator{hold: true}
+	r := newEngineRig(t, configFunc(publicOnly), withReplicator(rep))
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.e.PresentAck(ctx, &User{ID: "a"}, "tab", "/pub/ack")
+		done <- err
+	}()
+	awaitCond(t, "the held change", func() bool { return rep.release(nil) == 1 })
+	if err := <-done; err != nil {
+		t.Fatalf("PresentAck: %v", err)
+	}
+	// A refusal reaches the caller.
+	go func() { done <- r.e.LeaveAck(ctx, "a", "tab", "/pub/ack") }()
+	refused := errors.New("refused")
+	awaitCond(t, "the held leave", func() bool { return rep.release(refused) == 1 })
+	if err := <-done; !errors.Is(err, refused) {
+		t.Fatalf("LeaveAck: %v, want the replicator's error", err)
+	}
+	// A leave of a client that is not there changes nothing and returns.
+	if err := r.e.LeaveAck(ctx, "nobody", "tab", "/pub/ack"); err != nil {
+		t.Fatal(err)
+	}
+	// The caller's context bounds the wait.
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, err := r.e.PresentAck(short, &User{ID: "b"}, "tab", "/pub/ack"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("PresentAck past its context: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestCopyAppliesChangesAndPromotesWithGrace(t *testing.T) {
+	cfg := publicCfg
+	m1 := &Message{Channel: "/pub/c", ID: 11, EnteringUsers: []UserInfo{{ID: "a"}}}
+	c := NewCopy(&ChannelSnapshot{Channel: "/pub/c", Config: cfg, LastID: 10})
+	c.Apply(&Change{Kind: ChangeEnter, UserID: "a", ClientID: "t", User: &User{ID: "a", Name: "A"}, ExpiresAt: 100, Message: m1})
+	c.Apply(&Change{Kind: ChangeRefresh, UserID: "a", ClientID: "t", ExpiresAt: 200})
+	c.Apply(&Change{Kind: ChangeRefresh, UserID: "a", ClientID: "t", ExpiresAt: 150}) // older: ignored
+	c.Apply(&Change{Kind: ChangeEnter, UserID: "b", ClientID: "t", User: &User{ID: "b"}, ExpiresAt: 100,
+		Message: &Message{Channel: "/pub/c", ID: 12, EnteringUsers: []UserInfo{{ID: "b"}}}})
+	c.Apply(&Change{Kind: ChangeLeave, UserID: "b", ClientID: "t",
+		Message: &Message{Channel: "/pub/c", ID: 13, LeavingUserIDs: []string{"b"}}})
+	c.Apply(&Change{Kind: ChangeRefresh, UserID: "ghost", ClientID: "t", ExpiresAt: 300}) // unknown client
+	s := c.Snapshot(time.Second)
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if s.LastID != 13 || len(s.Backlog) != 3 || s.Backlog[0].ID != 11 {
+		t.Fatalf("last id %d, backlog %d messages; want 13 and 11..13", s.LastID, len(s.Backlog))
+	}
+	if len(s.Clients) != 1 || s.Clients[0].User.Name != "A" || s.Clients[0].ExpiresAtUnixNano != 200+int64(time.Second) {
+		t.Fatalf("clients %+v, want a alone, expiry 200 plus the grace", s.Clients)
+	}
+	// A gap in ids (a message the copy never got) restarts the backlog, so
+	// it stays contiguous.
+	c.Apply(&Change{Kind: ChangeLeave, UserID: "a", ClientID: "t",
+		Message: &Message{Channel: "/pub/c", ID: 20, LeavingUserIDs: []string{"a"}}})
+	if s := c.Snapshot(0); s.LastID != 20 || len(s.Backlog) != 1 || s.Validate() != nil {
+		t.Fatalf("after a gap: last id %d, backlog %d", s.LastID, len(s.Backlog))
+	}
+}
