@@ -140,6 +140,10 @@ func (r *Router) pushTo(channel string, to Member) error {
 		return err
 	}
 	r.forgetLocal(ctx, channel, to)
+	// The new holder has the state: the copy this node's replica keeps
+	// would only be stale now (a pull's copy stays, since the puller may
+	// not have received the answer).
+	r.streams.retired(channel, "")
 	return nil
 }
 
@@ -324,10 +328,11 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 	if err := r.beginMove(ctx, channel, moveOut); err != nil {
 		return extractReply{}, err
 	}
-	if r.cfg.Replication {
+	if to, moved := r.peekTombstone(channel); r.cfg.Replication && (!moved || to.Name == requester.Name) && !r.holds(channel) {
 		// The requester owned the channel and restarted before anyone saw
 		// it die (an owner never pulls a channel it holds): it gets back
-		// the copy it sent here.
+		// the copy its previous process sent here. Where the channel is
+		// held or was handed on, that copy is stale.
 		if e, ok := r.replicas.takeFrom(channel, requester.Name, boot); ok {
 			r.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()

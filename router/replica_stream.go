@@ -277,7 +277,8 @@ func (s *replStream) kick() {
 }
 
 // forget stops replicating channel and, with tell, tells the replica to
-// drop its copy after what is queued. With drop (the channel's actor
+// drop its copy after what is queued (without, the copy is retiring: it
+// goes once the channel is safe elsewhere, see replStreams.retired). With drop (the channel's actor
 // stopped here), the items still queued for it are settled without their
 // messages instead: the node that has the channel now continues from a
 // snapshot holding them.
@@ -297,6 +298,8 @@ func (s *replStream) forget(channel string, drop, tell bool) {
 		if tell {
 			s.items = append(s.items, replItem{kind: presence.ChangeStopped, channel: channel})
 			s.kick()
+		} else {
+			s.retiring[channel] = true
 		}
 	}
 }

@@ -130,12 +130,38 @@ func TestHeartbeatsReachTheReplicaInBatches(t *testing.T) {
 	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := copyExpiry(rep, ch, "a"); got != first {
-		t.Fatalf("a heartbeat reached the copy at once (expiry %d, want %d until the batch)", got, first)
-	}
 	c.clk.Advance(DefaultReplicationInterval)
 	want := first + int64(10*time.Second)
 	waitFor(t, "the batched heartbeat on the replica", func() bool { return copyExpiry(rep, ch, "a") == want })
+}
+
+func TestStreamCoalescesRefreshes(t *testing.T) {
+	c := newTestCluster(t, 1, withReplication)
+	r := c.nodes[0].r
+	s := newReplStream(Member{Name: "rep"})
+	s.synced["/pub/x"] = true
+	for i, exp := range []int64{300, 500, 400} {
+		done := make(chan error, 1)
+		s.add(r, &presence.Change{Kind: presence.ChangeRefresh, Channel: "/pub/x", UserID: "a", ClientID: "t", ExpiresAt: exp, Done: done})
+		if err := <-done; err != nil {
+			t.Fatalf("refresh %d answered %v", i, err)
+		}
+	}
+	if len(s.items) != 0 || s.pending != 1 {
+		t.Fatalf("refreshes queued %d items, %d pending; want none queued, one coalesced", len(s.items), s.pending)
+	}
+	batch := s.take()
+	if len(batch) != 1 || batch[0].kind != presence.ChangeRefresh || batch[0].expires != 500 {
+		t.Fatalf("batch %+v, want one refresh with the newest expiry", batch)
+	}
+	// A leave drops the client's pending refresh: sent after the leave, it
+	// could not bring the client back anyway, but it is useless.
+	s.add(r, &presence.Change{Kind: presence.ChangeRefresh, Channel: "/pub/x", UserID: "a", ClientID: "t", ExpiresAt: 600})
+	s.add(r, &presence.Change{Kind: presence.ChangeLeave, Channel: "/pub/x", UserID: "a", ClientID: "t"})
+	batch = s.take()
+	if len(batch) != 1 || batch[0].kind != presence.ChangeLeave || s.pending != 0 {
+		t.Fatalf("batch %+v, %d pending; want the leave alone", batch, s.pending)
+	}
 }
 
 func TestReplicaWithoutACopyIsRefilled(t *testing.T) {
