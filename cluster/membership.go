@@ -229,11 +229,15 @@ func (m *Membership) memberlistConfig(cfg MembershipConfig) (*memberlist.Config,
 }
 
 // memberLANConfig is memberlist.DefaultLANConfig (probe every 1 s with a
-// 500 ms timeout, gossip every 200 ms to 3 nodes, suspicion multiplier 4:
-// a suspect dies after at least 4 s in clusters of up to 10 nodes) with:
+// 500 ms timeout, gossip every 200 ms to 3 nodes) with:
+//   - SuspicionMult 3 instead of 4: a suspect dies after at least 3 s in
+//     clusters of up to 10 nodes, so a crashed owner's channels are served
+//     again about 4.5 s after the crash rather than 5.5 s. A node stalled
+//     longer than that (a long GC pause, a saturated host) is declared dead
+//     and fenced on its return, at the cost of one hand-off.
 //   - SuspicionMaxTimeoutMult 3 instead of 6: in a small cluster few members
 //     can confirm a suspicion, and the unconfirmed timeout is the one that
-//     applies; 12 s rather than 24 s before a silent owner's channels move.
+//     applies; 9 s rather than 18 s before a silent owner's channels move.
 //   - PushPullInterval and GossipToTheDeadTime 15 s instead of 30 s: full
 //     state syncs are cheap for a few nodes. They only reach members still
 //     thought alive: once both sides of a partition declared the other dead,
@@ -243,6 +247,7 @@ func (m *Membership) memberlistConfig(cfg MembershipConfig) (*memberlist.Config,
 //     dead that long, instead of being refused as a name conflict.
 func memberLANConfig() *memberlist.Config {
 	c := memberlist.DefaultLANConfig()
+	c.SuspicionMult = 3
 	c.SuspicionMaxTimeoutMult = 3
 	c.PushPullInterval = 15 * time.Second
 	c.GossipToTheDeadTime = 15 * time.Second

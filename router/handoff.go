@@ -405,7 +405,7 @@ func (r *Router) pull(channel string, f *flight) {
 	e.pull = nil
 	switch {
 	case held.holder.Name != "":
-		e.tomb = &tombstone{to: held.holder, seen: true}
+		e.tomb = &tombstone{to: held.holder, seen: true, until: r.cfg.Clock.Now().Add(heldTombstoneFor).UnixNano()}
 	case e.tomb == nil && r.ctx.Err() == nil:
 		e.held = true
 	}
@@ -460,6 +460,10 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 	}
 	return fmt.Errorf("%w: %s handed on more than %d times", presence.ErrMoved, channel, r.cfg.MaxHops)
 }
+
+// heldTombstoneFor is how long a node forwards a channel to a holder that
+// kept it (extractHeld) before it asks again.
+const heldTombstoneFor = 2 * time.Second
 
 // heldElsewhere is fetch's answer when the previous holder keeps the
 // channel for now (extractHeld).

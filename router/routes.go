@@ -66,6 +66,10 @@ type tombstone struct {
 	// seen: to has been in the member set since; a tombstone to a node that
 	// was seen and then left is dropped (its state died with it).
 	seen bool
+	// until (unix ns, 0 for never) ends a tombstone to a holder that kept
+	// the channel (extractHeld): by then it has handed the channel over or
+	// lost it, and a new pull finds out which.
+	until int64
 }
 
 // flight is one pull in progress; done is closed when it ends.
@@ -138,6 +142,11 @@ func (r *Router) acquire(ctx context.Context, channel string) (target, error) {
 			if err := wait(ctx, c); err != nil {
 				return target{}, err
 			}
+			continue
+		case e != nil && e.tomb != nil && e.tomb.until != 0 && r.cfg.Clock.Now().UnixNano() > e.tomb.until:
+			e.tomb = nil
+			sh.tidy(channel, e)
+			sh.mu.Unlock()
 			continue
 		case e != nil && e.tomb != nil:
 			to := e.tomb.to
