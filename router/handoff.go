@@ -218,6 +218,9 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 	}
 	if origin != "" && r.cfg.Replication {
 		r.supersedes.Store(channel, origin)
+		// A copy origin sent here earlier is older than this state: merged
+		// in later (as an orphan's), it could bring back clients that left.
+		r.replicas.dropFrom(channel, origin)
 	}
 	err := r.installMerged(ctx, snap, leaves)
 	if err != nil {

@@ -121,6 +121,13 @@ func (s *replicaStore) takeFrom(channel, owner string, boot uint64) (*replicaEnt
 	return e, true
 }
 
+// dropFrom forgets owner's copy of channel.
+func (s *replicaStore) dropFrom(channel, owner string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleteLocked(channel, owner)
+}
+
 // orphans lists the channels with copies of the departed owners.
 func (s *replicaStore) orphans(gone map[string]bool) []string {
 	s.mu.Lock()

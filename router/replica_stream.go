@@ -204,6 +204,31 @@ func (ss *replStreams) synced(name, channel string) bool {
 // clientRef identifies a client of a channel whose expiry moved.
 type clientRef struct{ userID, clientID string }
 
+// idle reports whether nothing waits to be sent or answered (coalesced
+// refreshes aside: a replica promoting its copy adds their grace).
+func (s *replStream) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed || len(s.items) == 0 && s.inflight == 0
+}
+
+// flush waits until every stream is idle, or ctx ends: a node leaving
+// gracefully lets its replicas learn that it handed its channels over
+// (their copies retired) before the others see it go.
+func (ss *replStreams) flush(ctx context.Context) error {
+	for {
+		ss.mu.Lock()
+		list := slices.Collect(maps.Values(ss.by))
+		ss.mu.Unlock()
+		if !slices.ContainsFunc(list, func(s *replStream) bool { return !s.idle() }) {
+			return nil
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
 // replStream is the ordered replication stream of this node's channels to
 // one replica, sent by one goroutine. Items wait in order; refreshes (a
 // heartbeat that only moves an expiry) are coalesced and sent every
@@ -215,6 +240,7 @@ type replStream struct {
 
 	mu        sync.Mutex
 	closed    bool
+	inflight  int // items sent and not answered yet
 	failures  int // calls failed in a row
 	deferrals int // answers in a row that deferred items
 	items     []replItem
@@ -412,6 +438,14 @@ func (s *replStream) sendOnce(r *Router) bool {
 	if len(batch) == 0 {
 		return false
 	}
+	s.mu.Lock()
+	s.inflight = len(batch)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inflight = 0
+		s.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.ForwardTimeout)
 	defer cancel()
 	go func() { // a closed stream abandons its call at once

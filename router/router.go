@@ -270,6 +270,9 @@ func (r *Router) Drain(ctx context.Context) error {
 			return fmt.Errorf("%w: router closed during drain", presence.ErrUnavailable)
 		}
 	}
+	if err := r.streams.flush(ctx); err != nil {
+		return fmt.Errorf("router: drain: replication streams not flushed: %w", err)
+	}
 	return nil
 }
 
