@@ -43,6 +43,7 @@ type options struct {
 	bootstrapExpect int  // 0: the initial node count
 	noKey           bool // run without a cluster key
 	fastGossip      bool // server.Config.FastGossip
+	partitions      bool // nodes behind cuttable proxies
 	configure       func(i int, cfg *server.Config)
 }
 
@@ -59,6 +60,12 @@ func WithoutClusterKey() Option { return func(o *options) { o.noKey = true } }
 // under heavy load the fast timings make members suspect each other.
 func WithFastGossip() Option { return func(o *options) { o.fastGossip = true } }
 
+// WithPartitions routes every node's gossip (UDP and TCP), Raft and
+// node-to-node RPC traffic through proxies at its advertised addresses, so
+// that Partition can cut the network between nodes. The test is skipped
+// where loopback addresses other than 127.0.0.1 cannot be bound.
+func WithPartitions() Option { return func(o *options) { o.partitions = true } }
+
 // WithConfig lets a test adjust node i's configuration before each start.
 func WithConfig(fn func(i int, cfg *server.Config)) Option {
 	return func(o *options) { o.configure = fn }
@@ -72,6 +79,7 @@ type Cluster struct {
 	dir  string
 	key  string
 	log  *slog.Logger
+	net  *network // nil unless WithPartitions
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -114,6 +122,10 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		_, _ = rand.Read(key) // crypto/rand.Read never fails
 		c.key = base64.StdEncoding.EncodeToString(key)
 	}
+	if c.opts.partitions {
+		key, _ := base64.StdEncoding.DecodeString(c.key) // empty without a key
+		c.net = newNetwork(t, key)
+	}
 	t.Cleanup(c.stopAll)
 	for range n {
 		c.addNode()
@@ -142,8 +154,11 @@ func (c *Cluster) addNode() *Node {
 		FastGossip:      c.opts.fastGossip,
 		Logger:          c.log,
 	}
+	if c.net != nil {
+		c.net.place(i, &cfg)
+	}
 	if i > 0 {
-		cfg.Join = []string{c.nodes[0].cfg.GossipAddr}
+		cfg.Join = []string{c.nodes[0].GossipAddr()}
 	}
 	n := &Node{Index: i, Name: name, c: c, cfg: cfg}
 	c.nodes = append(c.nodes, n)
@@ -167,7 +182,7 @@ func (c *Cluster) gossipAddrsLocked(skip int) []string {
 	var out []string
 	for _, n := range c.nodes {
 		if n.Index != skip {
-			out = append(out, n.cfg.GossipAddr)
+			out = append(out, n.GossipAddr())
 		}
 	}
 	return out
@@ -222,8 +237,12 @@ func (c *Cluster) StartNode(i int) {
 		srv.Kill()
 		c.t.Fatalf("testcluster: start %s: %v", n.Name, err)
 	}
-	// Keep the ports picked by the kernel for later restarts.
-	n.cfg.HTTPAddr, n.cfg.RPCAddr, n.cfg.RaftAddr = srv.HTTPAddr(), srv.RPCAddr(), srv.RaftAddr()
+	// Keep the ports picked by the kernel for later restarts. Nodes behind
+	// proxies have fixed ports, and RaftAddr reports the advertised address.
+	n.cfg.HTTPAddr = srv.HTTPAddr()
+	if c.net == nil {
+		n.cfg.RPCAddr, n.cfg.RaftAddr = srv.RPCAddr(), srv.RaftAddr()
+	}
 	n.srv = srv
 }
 
@@ -298,8 +317,15 @@ func (n *Node) URL() string {
 	return "http://" + n.cfg.HTTPAddr
 }
 
-// GossipAddr is the node's gossip address.
-func (n *Node) GossipAddr() string { return n.cfg.GossipAddr }
+// GossipAddr is the gossip address other nodes join: the bound one, or
+// its proxy's in a cluster started WithPartitions.
+func (n *Node) GossipAddr() string {
+	if n.cfg.Advertise == "" {
+		return n.cfg.GossipAddr
+	}
+	_, port, _ := net.SplitHostPort(n.cfg.GossipAddr)
+	return net.JoinHostPort(n.cfg.Advertise, port)
+}
 
 // freeGossipPort finds a port free for both TCP and UDP on 127.0.0.1:
 // gossip addresses are chosen before any node starts so that every node can
