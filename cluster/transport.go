@@ -51,11 +51,12 @@ var (
 	ErrTransportFrameTooLarge = errors.New("cluster: frame too large")
 )
 
-// TransportHandler serves one incoming call. It runs on its own goroutine,
-// concurrently with other calls; ctx carries the caller's deadline and is
-// cancelled when the connection or the transport closes. The handler owns
-// body; the transport never touches the returned slice after it is handed
-// back, and the handler must not modify it afterwards either.
+// TransportHandler serves one incoming call. It runs on a goroutine of its
+// own for the duration of the call (a pooled one), concurrently with other
+// calls; ctx carries the caller's deadline and is cancelled when the
+// connection or the transport closes. The handler owns body; the transport
+// never touches the returned slice after it is handed back, and the handler
+// must not modify it afterwards either.
 type TransportHandler func(ctx context.Context, method uint16, body []byte) ([]byte, error)
 
 // TransportConfig configures ListenTransport.
@@ -144,17 +145,18 @@ func (c *TransportConfig) applyDefaults() {
 // connections per peer, requests tagged by id and answered out of order,
 // writes coalesced by one writer goroutine per connection.
 type Transport struct {
-	cfg    TransportConfig
-	log    *slog.Logger
-	auth   transportAuth
-	errs   transportErrorTable
-	bufs   transportBufPool
-	calls  transportCallPool
-	ln     net.Listener
-	ctx    context.Context // cancelled by Close; parent of dials and served calls
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	closed atomic.Bool
+	cfg     TransportConfig
+	log     *slog.Logger
+	auth    transportAuth
+	errs    transportErrorTable
+	bufs    transportBufPool
+	calls   transportCallPool
+	workers transportWorkers
+	ln      net.Listener
+	ctx     context.Context // cancelled by Close; parent of dials and served calls
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closed  atomic.Bool
 
 	peers sync.Map // address -> *transportPeer; read on every call, rarely written
 
@@ -186,6 +188,7 @@ func ListenTransport(cfg TransportConfig) (*Transport, error) {
 		cancel: cancel,
 		conns:  make(map[transportCloser]struct{}),
 	}
+	t.workers.jobs = make(chan transportJob)
 	t.wg.Add(1)
 	go t.acceptLoop()
 	return t, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,8 +14,9 @@ import (
 var errTransportNoHandler = errors.New("cluster: this node serves no transport calls")
 
 // transportServerConn is an accepted connection whose peer sends calls.
-// Each call is served on its own goroutine; replies go through the shared
-// writer, so they leave in completion order, not arrival order.
+// Each call is served on a goroutine of the transport's pool; replies go
+// through the shared writer, so they leave in completion order, not arrival
+// order.
 type transportServerConn struct {
 	transportWire
 	t         *Transport
@@ -60,8 +62,8 @@ func (c *transportServerConn) run() {
 	c.t.log.Debug("transport connection closed", "remote", c.remote, "err", err)
 }
 
-// readLoop reads requests and starts a goroutine for each, waiting for a
-// free slot when MaxInflight calls are already running.
+// readLoop reads requests and hands each to a serving goroutine, waiting
+// for a free slot when MaxInflight calls are already running.
 func (c *transportServerConn) readLoop() error {
 	for {
 		h, body, err := c.readFrame()
@@ -80,7 +82,63 @@ func (c *transportServerConn) readLoop() error {
 			return c.err
 		}
 		c.served.Add(1)
-		go c.serve(h, body)
+		c.t.workers.dispatch(c.t, transportJob{c: c, h: h, body: body})
+	}
+}
+
+// transportJob is one request waiting for a serving goroutine.
+type transportJob struct {
+	c    *transportServerConn
+	h    transportHeader
+	body []byte
+}
+
+// transportMaxIdleWorkers bounds the serving goroutines kept waiting for
+// work between bursts.
+const transportMaxIdleWorkers = 64
+
+// transportWorkers serves calls on long-lived goroutines. A goroutine per
+// call cost an allocation and grew its stack afresh through the handlers'
+// deep call chains every time; workers keep their grown stacks. A call that
+// finds no idle worker starts one, so a blocked handler never holds others
+// up, and workers beyond transportMaxIdleWorkers exit once idle.
+type transportWorkers struct {
+	jobs chan transportJob // unbuffered: a send succeeds only into an idle worker
+	idle atomic.Int32      // workers waiting for a job
+	live atomic.Int32      // workers, busy or idle
+}
+
+// dispatch hands j to an idle worker, or starts one.
+func (ws *transportWorkers) dispatch(t *Transport, j transportJob) {
+	select {
+	case ws.jobs <- j:
+		return
+	default:
+	}
+	t.wg.Add(1)
+	ws.live.Add(1)
+	go ws.work(t, j)
+}
+
+// work serves j, then further jobs until Close or until enough other
+// workers are idle.
+func (ws *transportWorkers) work(t *Transport, j transportJob) {
+	defer t.wg.Done()
+	defer ws.live.Add(-1)
+	for {
+		j.c.serve(j.h, j.body)
+		j = transportJob{} // let the body go while idle
+		if ws.idle.Add(1) > transportMaxIdleWorkers {
+			ws.idle.Add(-1)
+			return
+		}
+		select {
+		case j = <-ws.jobs:
+			ws.idle.Add(-1)
+		case <-t.ctx.Done():
+			ws.idle.Add(-1)
+			return
+		}
 	}
 }
 

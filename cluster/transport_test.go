@@ -566,3 +566,64 @@ func TestTransportCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	transportWaitFor(t, "goroutines to wind down", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// TestTransportWorkersOutliveCalls holds a burst of calls in the handler at
+// once, then checks that the serving goroutines stay for later calls, at
+// most transportMaxIdleWorkers of them, and leave with the transport.
+func TestTransportWorkersOutliveCalls(t *testing.T) {
+	const burst = 3 * transportMaxIdleWorkers
+	gate := make(chan struct{})
+	var entered atomic.Int32
+	srv, err := ListenTransport(TransportConfig{BindAddr: "127.0.0.1:0", Handler: func(ctx context.Context, m uint16, body []byte) ([]byte, error) {
+		if m == 1 {
+			entered.Add(1)
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return body, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli := startTestTransport(t, TransportConfig{})
+	ctx := transportTestCtx(t)
+	if _, err := cli.Call(ctx, srv.Addr(), 2, nil); err != nil { // connect first
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Go(func() {
+			if _, err := cli.Call(ctx, srv.Addr(), 1, nil); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	transportWaitFor(t, "the burst to reach the handler", func() bool { return entered.Load() == burst })
+	if n := srv.workers.live.Load(); n < burst {
+		t.Fatalf("%d workers serve a burst of %d held calls", n, burst)
+	}
+	close(gate)
+	wg.Wait()
+	transportWaitFor(t, "surplus workers to exit", func() bool {
+		return srv.workers.live.Load() == transportMaxIdleWorkers && srv.workers.idle.Load() == transportMaxIdleWorkers
+	})
+	// Later calls are served by the idle workers: no new goroutine stays.
+	for i := range 100 {
+		if got, err := cli.Call(ctx, srv.Addr(), 2, []byte{byte(i)}); err != nil || len(got) != 1 || got[0] != byte(i) {
+			t.Fatalf("call %d after the burst: %q, %v", i, got, err)
+		}
+	}
+	if n := srv.workers.live.Load(); n > transportMaxIdleWorkers+1 {
+		t.Fatalf("%d workers after sequential calls, want the %d idle ones (one more at most, racing a reply)", n, transportMaxIdleWorkers)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.workers.live.Load(); n != 0 {
+		t.Fatalf("%d workers outlived Close", n)
+	}
+}

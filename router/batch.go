@@ -220,10 +220,9 @@ type updateResult struct {
 // handleUpdate serves a batch of forwarded updates, in order on the calling
 // goroutine (a goroutine per update measured half the throughput). The
 // batch's channel lists share one array, and users, client ids and channel
-// names seen before are shared rather than decoded again (the same
-// heartbeats come back every few seconds): a third fewer allocations per
-// forwarded update, and the channel recognises its client's user by
-// pointer.
+// names seen before are shared rather than decoded again (the same clients
+// heartbeat again and again): fewer allocations per forwarded update, and
+// the channel recognises its client's user by pointer.
 func (r *Router) handleUpdate(ctx context.Context, body []byte) ([]byte, error) {
 	d := decoder{b: body}
 	reqs := make([]updateRequest, d.count())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -45,6 +46,9 @@ type HTTPConfig struct {
 	Groups []string
 	// Tracker, when set, is told about enters so deliveries can be timed.
 	Tracker *Tracker
+	// Route picks each call's node; RouteOwner and RouteOther need Owners.
+	Route  Route
+	Owners *Ownership
 }
 
 // HTTPTarget sends operations as POST /presence/update calls.
@@ -57,6 +61,9 @@ type HTTPTarget struct {
 func NewHTTPTarget(cfg HTTPConfig) (*HTTPTarget, error) {
 	if len(cfg.URLs) == 0 {
 		return nil, errors.New("load: no URLs")
+	}
+	if cfg.Route.NeedsOwners() && cfg.Owners == nil {
+		return nil, fmt.Errorf("load: route %s needs the channels' owners", cfg.Route)
 	}
 	t := &HTTPTarget{cfg: cfg, tokens: make([]string, cfg.Pop.Config().Users)}
 	for u := range t.tokens {
@@ -76,6 +83,17 @@ func (t *HTTPTarget) user(u int, stamp uint64) token.User {
 		usr.AvatarTemplate = AvatarWithStamp(stamp)
 	}
 	return usr
+}
+
+// WithRoute returns a target sending the same population's calls by route
+// r (owners may be nil when r does not need them); tokens are shared.
+func (t *HTTPTarget) WithRoute(r Route, owners *Ownership) (*HTTPTarget, error) {
+	if r.NeedsOwners() && owners == nil {
+		return nil, fmt.Errorf("load: route %s needs the channels' owners", r)
+	}
+	c := *t
+	c.cfg.Route, c.cfg.Owners = r, owners
+	return &c, nil
 }
 
 // Batch implements Target: one operation per HTTP call.
@@ -115,7 +133,7 @@ func (t *HTTPTarget) do(ctx context.Context, op *Op) Outcome {
 			tok = st
 		}
 	}
-	base := t.cfg.URLs[(op.User*pop.Config().ClientsPerUser+op.Client)%len(t.cfg.URLs)]
+	base := t.cfg.URLs[t.cfg.Route.pick(op, pop.Config().ClientsPerUser, len(t.cfg.URLs), t.cfg.Owners)]
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/presence/update", bytes.NewReader(payload))
 	if err != nil {
 		return Outcome{Code: "bad request: " + err.Error()}

@@ -10,10 +10,12 @@ import (
 	"strings"
 )
 
-// Memory is a node's memory as its /metrics reports it, in bytes.
+// Memory is a node's memory as its /metrics reports it, in bytes, and the
+// CPU time its process used so far (0 when not reported).
 type Memory struct {
 	HeapInuse float64 `json:"heap_inuse_bytes"`
 	RSS       float64 `json:"resident_bytes"`
+	CPU       float64 `json:"cpu_seconds,omitempty"`
 }
 
 // ScrapeMemory reads go_memstats_heap_inuse_bytes and
@@ -34,7 +36,8 @@ func ScrapeMemory(ctx context.Context, client *http.Client, base string) (Memory
 	return ParseMemory(resp.Body)
 }
 
-// ParseMemory extracts the two gauges from Prometheus text format.
+// ParseMemory extracts the two memory gauges, and process_cpu_seconds_total
+// when present, from Prometheus text format.
 func ParseMemory(r io.Reader) (Memory, error) {
 	var m Memory
 	found := 0
@@ -46,6 +49,12 @@ func ParseMemory(r io.Reader) (Memory, error) {
 			continue
 		}
 		var dst *float64
+		if name == "process_cpu_seconds_total" {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+				m.CPU = v
+			}
+			continue
+		}
 		switch name {
 		case "go_memstats_heap_inuse_bytes":
 			dst = &m.HeapInuse

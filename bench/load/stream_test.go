@@ -120,12 +120,13 @@ func TestParseMemory(t *testing.T) {
 go_memstats_heap_inuse_bytes 1.2345e+07
 go_memstats_heap_inuse_bytes_total_not_this 5
 process_resident_memory_bytes 4.2e+07
+process_cpu_seconds_total 12.5
 `
 	m, err := ParseMemory(strings.NewReader(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.HeapInuse != 12345000 || m.RSS != 42000000 {
+	if m.HeapInuse != 12345000 || m.RSS != 42000000 || m.CPU != 12.5 {
 		t.Errorf("memory %+v", m)
 	}
 	if _, err := ParseMemory(strings.NewReader("up 1\n")); err == nil {

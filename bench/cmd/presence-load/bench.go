@@ -115,8 +115,12 @@ func (b *bench) presence(ctx context.Context) error {
 	}
 	subsPer, subChannels := subscriberPlan(o.subscribers, o.subscriberChans, o.channels)
 	tracker := load.NewTracker(subsPer)
+	owners, err := b.lookupOwners(ctx, client, pop)
+	if err != nil {
+		return err
+	}
 	target, err := load.NewHTTPTarget(load.HTTPConfig{URLs: o.urls, Client: client, Pop: pop,
-		Minter: b.minter, Groups: o.groups, Tracker: tracker})
+		Minter: b.minter, Groups: o.groups, Tracker: tracker, Route: o.routes[0], Owners: owners})
 	if err != nil {
 		return err
 	}
@@ -135,21 +139,10 @@ func (b *bench) presence(ctx context.Context) error {
 		st := tracker.Stats(0)
 		b.rep.Warmup = newPhase("presence /presence/update (enter all)", 0, res, &st)
 	}
-	for i, rate := range o.rates() {
-		if ctx.Err() != nil {
-			break
-		}
-		phase := i + 1
-		tracker.SetPhase(phase)
-		b.logf("run %d: %s, %s", phase, describeRate(rate, o.concurrency), o.duration)
-		res := load.Run(ctx, load.Workload{Pop: pop}, target, b.runConfig(rate))
-		b.waitDeliveries(ctx, tracker, phase)
-		st := tracker.Stats(phase)
-		ph := newPhase("presence /presence/update", rate, res, &st)
-		b.checkExpiry(pop, res)
-		b.checkRateLimited(res)
-		b.rep.Presence = append(b.rep.Presence, ph)
+	if err := b.measuredRuns(ctx, client, pop, tracker, target, owners); err != nil {
+		return err
 	}
+	b.checkOwnersKept(ctx, client, pop, owners)
 	b.rep.Memory = scrapeAll(ctx, client, o.urls, b.rep.Memory)
 	for _, s := range subs {
 		b.rep.StreamDrops += s.Drops.Load()
@@ -160,6 +153,126 @@ func (b *bench) presence(ctx context.Context) error {
 		load.Run(ctx, load.Cleanup{Pop: pop}, target, load.RunConfig{Duration: cleanupLimit, Concurrency: o.concurrency})
 	}
 	return nil
+}
+
+// measuredRuns runs every rate with every route, --rounds times over, so
+// the routes of one round are compared under the same conditions.
+func (b *bench) measuredRuns(ctx context.Context, client *http.Client, pop *load.Population, tracker *load.Tracker,
+	target *load.HTTPTarget, owners *load.Ownership) error {
+	o := b.o
+	targets := make([]*load.HTTPTarget, len(o.routes))
+	for i, r := range o.routes {
+		t, err := target.WithRoute(r, owners)
+		if err != nil {
+			return err
+		}
+		targets[i] = t
+	}
+	phase := 0
+	for round := 1; round <= o.rounds; round++ {
+		for _, rate := range o.rates() {
+			for i, route := range o.routes {
+				if ctx.Err() != nil {
+					return nil
+				}
+				phase++
+				tracker.SetPhase(phase)
+				b.logf("run %d: route %s, %s, %s", phase, route, describeRate(rate, o.concurrency), o.duration)
+				before := takeCPU(ctx, client, o.urls)
+				res := load.Run(ctx, load.Workload{Pop: pop}, targets[i], b.runConfig(rate))
+				after := takeCPU(ctx, client, o.urls)
+				b.waitDeliveries(ctx, tracker, phase)
+				st := tracker.Stats(phase)
+				ph := newPhase(b.presenceName(route), rate, res, &st)
+				ph.Route, ph.Round = route.String(), round
+				ph.CPU = cpuPerRequest(before, after, res.Requests)
+				b.checkExpiry(pop, res)
+				b.checkRateLimited(res)
+				b.rep.Presence = append(b.rep.Presence, ph)
+			}
+		}
+	}
+	return nil
+}
+
+// cpuSnapshot is the CPU time used so far by each node (from /metrics,
+// -1 when unknown) and by the load tool itself.
+type cpuSnapshot struct {
+	nodes []float64
+	tool  time.Duration
+}
+
+func takeCPU(ctx context.Context, client *http.Client, urls []string) cpuSnapshot {
+	s := cpuSnapshot{nodes: make([]float64, len(urls)), tool: load.SelfCPU()}
+	for i, u := range urls {
+		s.nodes[i] = -1
+		if m, err := load.ScrapeMemory(ctx, client, u); err == nil && m.CPU > 0 {
+			s.nodes[i] = m.CPU
+		}
+	}
+	return s
+}
+
+// cpuPerRequest is the CPU time per request between two snapshots, nil
+// when a node did not report it.
+func cpuPerRequest(before, after cpuSnapshot, requests uint64) *cpuUse {
+	if requests == 0 {
+		return nil
+	}
+	per := func(sec float64) float64 { return sec * 1e6 / float64(requests) }
+	u := &cpuUse{Tool: per((after.tool - before.tool).Seconds())}
+	for i := range before.nodes {
+		if before.nodes[i] < 0 || after.nodes[i] < 0 {
+			return nil
+		}
+		n := per(after.nodes[i] - before.nodes[i])
+		u.Nodes = append(u.Nodes, n)
+		u.NodesTotal += n
+	}
+	return u
+}
+
+// presenceName names a measured run; the route is named unless it is the
+// only one and the default.
+func (b *bench) presenceName(route load.Route) string {
+	if len(b.o.routes) == 1 && route == load.RouteClient {
+		return "presence /presence/update"
+	}
+	return "presence /presence/update, route " + route.String()
+}
+
+// lookupOwners asks the cluster who owns every channel, when a route needs
+// it, and records how the channels are spread.
+func (b *bench) lookupOwners(ctx context.Context, client *http.Client, pop *load.Population) (*load.Ownership, error) {
+	if !b.o.needsOwners() {
+		return nil, nil
+	}
+	owners, err := load.LookupOwners(ctx, client, b.o.urls, b.o.adminToken, pop)
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	b.rep.Owners = make(map[string]int, len(owners.Names))
+	for i, n := range owners.Counts() {
+		b.rep.Owners[owners.Names[i]] = n
+	}
+	b.logf("owners looked up: %v channels per node", b.rep.Owners)
+	return owners, nil
+}
+
+// checkOwnersKept notes channels whose owner changed during the runs: their
+// calls went to the wrong node for the route.
+func (b *bench) checkOwnersKept(ctx context.Context, client *http.Client, pop *load.Population, owners *load.Ownership) {
+	if owners == nil || ctx.Err() != nil {
+		return
+	}
+	later, err := load.LookupOwners(ctx, client, b.o.urls, b.o.adminToken, pop)
+	if err != nil {
+		b.rep.note("owners not checked after the runs: %v", err)
+		return
+	}
+	if n := owners.Moved(later); n > 0 {
+		b.rep.note("%d of %d channels changed owner during the runs (membership changed?): the routes are not what they claim", n, len(owners.Owners))
+	}
 }
 
 // checkExpiry notes when heartbeats came too rarely to keep every present

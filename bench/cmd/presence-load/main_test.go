@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/presencehq/presence/bench/load"
 )
 
 func TestOptionsRejectBadInput(t *testing.T) {
@@ -18,17 +20,25 @@ func TestOptionsRejectBadInput(t *testing.T) {
 		{"--channels", "1", "--channels-per-user", "2"},
 		{"--urls", "", "--baseline=false"},
 		{"extra"},
+		{"--route", "nearest"},
+		{"--route", "owner,owner"},
+		{"--route", "other"}, // one URL: no node other than the owner
+		{"--route", ""},
+		{"--rounds", "0"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}
 	}
-	o, err := parseOptions([]string{"--urls", "http://a/, http://b", "--sweep", "100, 200"}, io.Discard)
+	o, err := parseOptions([]string{"--urls", "http://a/, http://b", "--sweep", "100, 200", "--route", "owner, other"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(o.urls, " ") != "http://a http://b" || len(o.rates()) != 2 {
 		t.Errorf("urls %v rates %v", o.urls, o.rates())
+	}
+	if len(o.routes) != 2 || o.routes[1] != load.RouteOther || !o.needsOwners() {
+		t.Errorf("routes %v", o.routes)
 	}
 }
 
@@ -98,6 +108,35 @@ func TestRedisAutoRun(t *testing.T) {
 	for _, p := range r.Redis {
 		if p.Requests == 0 || p.OK != p.Requests {
 			t.Errorf("pipeline %d: %d ops, %d ok, codes %v", p.Pipeline, p.Requests, p.OK, p.Codes)
+		}
+	}
+}
+
+func TestRouteSummaryComparesSameRound(t *testing.T) {
+	o, err := parseOptions([]string{"--urls", "http://a,http://b", "--route", "owner,other", "--rounds", "2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReport(o)
+	add := func(route string, round int, tput, nodes float64) {
+		r.Presence = append(r.Presence, &phase{Target: "presence /presence/update, route " + route, Route: route, Round: round,
+			Throughput: tput, CPU: &cpuUse{Nodes: []float64{nodes / 2, nodes / 2}, NodesTotal: nodes, Tool: 50}})
+	}
+	add("owner", 1, 1000, 80)
+	add("other", 1, 500, 120)
+	add("owner", 2, 2000, 70)
+	add("other", 2, 1500, 100)
+	var out bytes.Buffer
+	r.writeText(&out)
+	text := out.String()
+	for _, want := range []string{
+		"= 0.50 x route owner (round 1)", "= 0.75 x route owner (round 2)",
+		"other / owner: 0.50, 0.75; mean 1,000 / 1,500 req/s = 0.67",
+		"route owner: CPU per request, mean of the runs: nodes 75.0 µs, load tool 50.0 µs",
+		"CPU per request: nodes 120.0 µs (60.0 + 60.0), load tool 50.0 µs",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, text)
 		}
 	}
 }

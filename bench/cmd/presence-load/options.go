@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,8 +13,11 @@ import (
 	"github.com/presencehq/presence/bench/load"
 )
 
-// devJWTSecret is the secret a node started with --dev uses.
-const devJWTSecret = "dev-jwt-secret-not-for-production"
+// The secrets of a node started with --dev.
+const (
+	devJWTSecret  = "dev-jwt-secret-not-for-production"
+	devAdminToken = "dev-admin-token"
+)
 
 // options are the command-line flags, parsed and checked.
 type options struct {
@@ -47,13 +51,16 @@ type options struct {
 	runID             string
 	seed              uint64
 	cpuProfile        string
+	routes            []load.Route
+	rounds            int
+	adminToken        string
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("presence-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var urls, groups, mix, sweep string
+	var urls, groups, mix, sweep, routes string
 	fs.StringVar(&urls, "urls", "http://127.0.0.1:8080", "comma-separated node base URLs; clients and subscribers are spread over them (empty: no presence run)")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", devJWTSecret, "HS256 secret the nodes verify tokens with; the default is the one of --dev")
 	fs.StringVar(&groups, "groups", "", "comma-separated groups put into every token (for prefixes restricted to groups)")
@@ -84,6 +91,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.runID, "run-id", "", "prefix of user and client ids (default: random per run)")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed of the operation sequence")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load tool itself to this file")
+	fs.StringVar(&routes, "route", "client", "comma-separated routes, one measured run each: client (client i to node i mod n), owner (each call to its channel's owner), other (to a node that does not own it), random")
+	fs.IntVar(&o.rounds, "rounds", 1, "repeat the measured runs (every rate, every route) this many times, alternating")
+	fs.StringVar(&o.adminToken, "admin-token", devAdminToken, "admin token for GET /admin/cluster and /admin/owner (routes owner and other); the default is the one of --dev")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: presence-load [flags]\n\nDrives presence nodes over HTTP like browsers do and reports throughput,\nlatency and enter-to-subscriber delivery. Flags:\n")
 		fs.PrintDefaults()
@@ -106,6 +116,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.sweep, err = parseRates(sweep); err != nil {
 		return nil, err
 	}
+	if o.routes, err = parseRoutes(routes); err != nil {
+		return nil, err
+	}
 	return o, o.validate()
 }
 
@@ -123,6 +136,10 @@ func (o *options) validate() error {
 		return errors.New("--subscribers must be >= 0 and --subscriber-channels >= 1")
 	case o.plot != "" && len(o.sweep) == 0:
 		return errors.New("--plot needs --sweep")
+	case o.rounds < 1:
+		return errors.New("--rounds must be >= 1")
+	case len(o.urls) < 2 && slices.Contains(o.routes, load.RouteOther):
+		return errors.New("--route other needs at least two --urls")
 	}
 	return o.population("check").Validate()
 }
@@ -152,6 +169,30 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// parseRoutes reads --route: distinct routes, in the order given.
+func parseRoutes(s string) ([]load.Route, error) {
+	var out []load.Route
+	for _, p := range splitList(s) {
+		r, err := load.ParseRoute(p)
+		if err != nil {
+			return nil, fmt.Errorf("--route: %w", err)
+		}
+		if slices.Contains(out, r) {
+			return nil, fmt.Errorf("--route: %s given twice", r)
+		}
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--route: empty")
+	}
+	return out, nil
+}
+
+// needsOwners reports whether a route must know the channels' owners.
+func (o *options) needsOwners() bool {
+	return slices.ContainsFunc(o.routes, load.Route.NeedsOwners)
 }
 
 func parseRates(s string) ([]float64, error) {

@@ -19,18 +19,19 @@ import (
 // report is everything one invocation measured; it is also the --json
 // output.
 type report struct {
-	RunID            string        `json:"run_id"`
-	Setup            setup         `json:"setup"`
-	Baseline         *phase        `json:"baseline,omitempty"`
-	Warmup           *phase        `json:"warmup,omitempty"`
-	Presence         []*phase      `json:"presence,omitempty"`
-	Memory           []*nodeMemory `json:"memory,omitempty"`
-	WatchedChannels  int           `json:"watched_channels"`
-	StreamDrops      uint64        `json:"stream_drops"`
-	Redis            []*phase      `json:"redis,omitempty"`
-	RedisExpiryCalls uint64        `json:"redis_expiry_calls,omitempty"`
-	Plot             string        `json:"plot,omitempty"`
-	Notes            []string      `json:"notes,omitempty"`
+	RunID            string         `json:"run_id"`
+	Setup            setup          `json:"setup"`
+	Baseline         *phase         `json:"baseline,omitempty"`
+	Warmup           *phase         `json:"warmup,omitempty"`
+	Presence         []*phase       `json:"presence,omitempty"`
+	Memory           []*nodeMemory  `json:"memory,omitempty"`
+	WatchedChannels  int            `json:"watched_channels"`
+	StreamDrops      uint64         `json:"stream_drops"`
+	Redis            []*phase       `json:"redis,omitempty"`
+	RedisExpiryCalls uint64         `json:"redis_expiry_calls,omitempty"`
+	Plot             string         `json:"plot,omitempty"`
+	Owners           map[string]int `json:"owners,omitempty"` // channels per node (routes owner, other)
+	Notes            []string       `json:"notes,omitempty"`
 	opts             *options
 }
 
@@ -47,6 +48,8 @@ type setup struct {
 	Mix                load.Mix  `json:"mix"`
 	DurationS          float64   `json:"duration_s"`
 	Rates              []float64 `json:"offered_rates"`
+	Routes             []string  `json:"routes"`
+	Rounds             int       `json:"rounds"`
 	Concurrency        int       `json:"concurrency"`
 	Connections        int       `json:"connections"`
 	Redis              string    `json:"redis,omitempty"`
@@ -82,6 +85,14 @@ type delivery struct {
 	Messages  load.MessageCounts `json:"messages"`
 }
 
+// cpuUse is the CPU time per request of a run, in microseconds: each node's
+// process (from its /metrics), their sum, and the load tool's process.
+type cpuUse struct {
+	Nodes      []float64 `json:"nodes"`
+	NodesTotal float64   `json:"nodes_total"`
+	Tool       float64   `json:"load_tool"`
+}
+
 type phase struct {
 	Target          string               `json:"target"`
 	OfferedRate     float64              `json:"offered_rate"`
@@ -101,6 +112,10 @@ type phase struct {
 	Delivery        *delivery            `json:"delivery,omitempty"`
 	RatioToBaseline float64              `json:"ratio_to_baseline,omitempty"`
 	RatioToPresence float64              `json:"ratio_to_presence,omitempty"`
+	Route           string               `json:"route,omitempty"`
+	Round           int                  `json:"round,omitempty"`
+	RatioToRoute    float64              `json:"ratio_to_first_route,omitempty"` // over the first route's run of the same round and rate
+	CPU             *cpuUse              `json:"cpu_us_per_request,omitempty"`
 	p50, p99        time.Duration
 }
 
@@ -111,6 +126,7 @@ func newReport(o *options) *report {
 		Subscribers: o.subscribers, SubscriberChannels: o.subscriberChans, Mix: o.mix,
 		DurationS: o.duration.Seconds(), Rates: o.rates(), Concurrency: o.concurrency,
 		Connections: o.connections, Redis: o.redis, RedisPipeline: o.redisPipeline,
+		Routes: routeNames(o.routes), Rounds: o.rounds,
 	}}
 }
 
@@ -152,15 +168,68 @@ func (r *report) finish() {
 			p.RatioToBaseline = p.Throughput / r.Baseline.Throughput
 		}
 	}
+	r.finishRoutes()
+	first := r.firstRouteRuns()
 	for i, p := range r.Redis {
-		if len(r.Presence) == 0 {
+		if len(first) == 0 {
 			break
 		}
 		// Redis runs repeat the presence rates, once per pipeline setting.
-		if ours := r.Presence[i%len(r.Presence)]; ours.Throughput > 0 {
+		if ours := first[i%len(first)]; ours.Throughput > 0 {
 			p.RatioToPresence = p.Throughput / ours.Throughput
 		}
 	}
+}
+
+// finishRoutes compares each run with the first route's run of the same
+// round and rate, which ran just before it.
+func (r *report) finishRoutes() {
+	first := r.Setup.Routes[0]
+	for _, p := range r.Presence {
+		if p.Route == first {
+			continue
+		}
+		for _, q := range r.Presence {
+			if q.Route == first && q.Round == p.Round && q.OfferedRate == p.OfferedRate && q.Throughput > 0 {
+				p.RatioToRoute = p.Throughput / q.Throughput
+			}
+		}
+	}
+}
+
+// firstRouteRuns are the presence runs of the first route in the first
+// round: one per rate, what the Redis runs are compared with.
+func (r *report) firstRouteRuns() []*phase {
+	var out []*phase
+	for _, p := range r.Presence {
+		if p.Route == r.Setup.Routes[0] && p.Round == 1 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// byRoute groups the presence runs by route, in --route order.
+func (r *report) byRoute() [][]*phase {
+	var out [][]*phase
+	for _, name := range r.Setup.Routes {
+		var group []*phase
+		for _, p := range r.Presence {
+			if p.Route == name {
+				group = append(group, p)
+			}
+		}
+		out = append(out, group)
+	}
+	return out
+}
+
+func routeNames(rs []load.Route) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.String()
+	}
+	return out
 }
 
 func (r *report) writeJSON(w io.Writer) error {
@@ -192,10 +261,18 @@ func (r *report) writeText(w io.Writer) {
 		writeDelivery(w, p.Delivery)
 	}
 	for _, p := range r.Presence {
-		writePhase(w, p, r.Baseline)
+		writePhase(w, p, r.Baseline, r.Setup.Routes[0])
 	}
-	if len(r.Presence) > 1 {
-		writeSweepTable(w, "presence", r.Presence)
+	if len(r.Setup.Rates) > 1 {
+		for _, group := range r.byRoute() {
+			if len(group) > 0 {
+				writeSweepTable(w, sweepName(group[0]), group)
+			}
+		}
+	}
+	r.writeRouteSummary(w)
+	if len(r.Owners) > 0 {
+		fmt.Fprintf(w, "\nchannels owned per node: %s\n", ownersLine(r.Owners))
 	}
 	writeMemory(w, r.Memory)
 	if r.StreamDrops > 0 {
@@ -217,7 +294,76 @@ func (r *report) writeText(w io.Writer) {
 	}
 }
 
-func writePhase(w io.Writer, p *phase, base *phase) {
+// writeRouteSummary prints each route's throughput over the first route's,
+// round by round and over all rounds, and the CPU time per request of each.
+func (r *report) writeRouteSummary(w io.Writer) {
+	routes := r.Setup.Routes
+	if len(routes) < 2 || len(r.Presence) == 0 {
+		return
+	}
+	groups := r.byRoute()
+	fmt.Fprintf(w, "\nroutes compared with route %s (same round, same rate):\n", routes[0])
+	for i := 1; i < len(routes); i++ {
+		ratios := make([]string, len(groups[i]))
+		for j, p := range groups[i] {
+			ratios[j] = strconv.FormatFloat(p.RatioToRoute, 'f', 2, 64)
+		}
+		mine, base := meanThroughput(groups[i]), meanThroughput(groups[0])
+		overall := 0.0
+		if base > 0 {
+			overall = mine / base
+		}
+		fmt.Fprintf(w, "  %s / %s: %s; mean %s / %s req/s = %.2f\n", routes[i], routes[0], strings.Join(ratios, ", "),
+			commas(mine), commas(base), overall)
+	}
+	for i, name := range routes {
+		if nodes, tool, ok := meanCPU(groups[i]); ok {
+			fmt.Fprintf(w, "  route %s: CPU per request, mean of the runs: nodes %.1f µs, load tool %.1f µs\n", name, nodes, tool)
+		}
+	}
+}
+
+func meanThroughput(ps []*phase) float64 {
+	if len(ps) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, p := range ps {
+		sum += p.Throughput
+	}
+	return sum / float64(len(ps))
+}
+
+// meanCPU averages the CPU per request of runs that measured it.
+func meanCPU(ps []*phase) (nodes, tool float64, ok bool) {
+	n := 0
+	for _, p := range ps {
+		if p.CPU != nil {
+			nodes, tool, n = nodes+p.CPU.NodesTotal, tool+p.CPU.Tool, n+1
+		}
+	}
+	if n == 0 {
+		return 0, 0, false
+	}
+	return nodes / float64(n), tool / float64(n), true
+}
+
+func sweepName(p *phase) string {
+	if p.Route == "" || p.Target == "presence /presence/update" {
+		return "presence"
+	}
+	return "presence, route " + p.Route
+}
+
+func ownersLine(owners map[string]int) string {
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(owners)) {
+		parts = append(parts, n+" "+commas(float64(owners[n])))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func writePhase(w io.Writer, p *phase, base *phase, firstRoute string) {
 	mode := "closed loop"
 	if p.OfferedRate > 0 {
 		mode = "offered " + commas(p.OfferedRate) + " req/s"
@@ -225,6 +371,9 @@ func writePhase(w io.Writer, p *phase, base *phase) {
 	fmt.Fprintf(w, "\n%s (%s): %s req/s", p.Target, mode, commas(p.Throughput))
 	if base != nil && p.RatioToBaseline > 0 {
 		fmt.Fprintf(w, " = %.2f x trivial handler %s req/s", p.RatioToBaseline, commas(base.Throughput))
+	}
+	if p.RatioToRoute > 0 {
+		fmt.Fprintf(w, " = %.2f x route %s (round %d)", p.RatioToRoute, firstRoute, p.Round)
 	}
 	fmt.Fprintf(w, "\n  requests %s (ok %s = %s/s)  %s\n", commas(float64(p.Requests)), commas(float64(p.OK)), commas(p.OKThroughput), latencyLine(p.Latency))
 	for _, k := range []string{"heartbeat", "enter", "leave"} {
@@ -236,12 +385,24 @@ func writePhase(w io.Writer, p *phase, base *phase) {
 		fmt.Fprintf(w, "  offered %s, not started before the end (tool saturated): %s\n", commas(float64(p.Offered)), commas(float64(p.Unsent)))
 	}
 	fmt.Fprintf(w, "  status: %s\n", codesLine(p.Codes))
+	writeCPU(w, p.CPU)
 	writeDelivery(w, p.Delivery)
 }
 
-func writeDelivery(w io.Writer, d *delivery) {
-	if d == nil {
+func writeCPU(w io.Writer, u *cpuUse) {
+	if u == nil {
 		return
+	}
+	nodes := make([]string, len(u.Nodes))
+	for i, n := range u.Nodes {
+		nodes[i] = strconv.FormatFloat(n, 'f', 1, 64)
+	}
+	fmt.Fprintf(w, "  CPU per request: nodes %.1f µs (%s), load tool %.1f µs\n", u.NodesTotal, strings.Join(nodes, " + "), u.Tool)
+}
+
+func writeDelivery(w io.Writer, d *delivery) {
+	if d == nil || *d == (delivery{}) {
+		return // nothing subscribed, nothing to say
 	}
 	fmt.Fprintf(w, "  delivery enter -> subscriber: %s samples  %s; missing %d, unmatched %d\n",
 		commas(float64(d.Samples)), latencyLine(d.Latency), d.Missing, d.Unmatched)
@@ -354,7 +515,11 @@ func (r *report) writePlot(path string) error {
 			series = append(series, s)
 		}
 	}
-	add("presence", r.Presence)
+	for _, group := range r.byRoute() {
+		if len(group) > 0 {
+			add(sweepName(group[0]), group)
+		}
+	}
 	for _, group := range byPipeline(r.Redis) {
 		add(redisName(group[0].Pipeline), group)
 	}
