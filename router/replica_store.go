@@ -309,6 +309,11 @@ func (r *Router) handleReplicate(body []byte) ([]byte, error) {
 	var reply replReply
 	for i := range items {
 		it := &items[i]
+		if it.kind == presence.ChangeStopped {
+			// Dropping the sender's own copy is always safe, held or not.
+			r.replicas.apply(from.Name, boot, it, now)
+			continue
+		}
 		vd, seen := verdicts[it.channel]
 		if !seen {
 			vd = r.copyVerdict(v, it.channel, from.Name)
