@@ -107,7 +107,7 @@ func (s *server) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 // stream writes events and keepalives until the client leaves, the
 // subscription ends, or a write fails.
 func (s *server) stream(w http.ResponseWriter, r *http.Request, u *presence.User, sub presence.Subscription, cur *cursor) {
-	rc := http.NewResponseController(w)
+	out := &sseWriter{w: w, rc: http.NewResponseController(w)}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -116,62 +116,138 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request, u *presence.User
 	defer ticker.Stop()
 	// Clear the per-write deadline so it cannot outlive the stream on a
 	// kept-alive connection.
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	defer func() { _ = out.rc.SetWriteDeadline(time.Time{}) }()
 	w.WriteHeader(http.StatusOK)
-	if !s.send(w, rc, connectedFrame) {
+	if !out.send(connectedFrame) {
 		return
 	}
 	enc := eventEncoder{payloads: s.payloads}
+	events := sub.Events()
 	for {
-		var frame []byte
 		select {
 		case <-r.Context().Done():
 			return
 		case <-ticker.C():
-			frame = keepaliveFrame
-		case ev, open := <-sub.Events():
-			if !open {
+			if !out.send(keepaliveFrame) {
 				return
 			}
-			frame = enc.encode(ev, u, cur)
-		}
-		if frame != nil && !s.send(w, rc, frame) {
-			return
+		case ev, open := <-events:
+			if !open || !out.sendBatch(&enc, ev, events, u, cur) {
+				return
+			}
 		}
 	}
 }
 
-// send writes and flushes one frame under a write deadline.
-func (s *server) send(w http.ResponseWriter, rc *http.ResponseController, frame []byte) bool {
-	// Not every ResponseWriter supports deadlines (httptest's does not); the
-	// stream still works without one.
-	_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
-	if _, err := w.Write(frame); err != nil {
+// sseWriter writes a stream's frames, one write and one flush (one system
+// call) per batch.
+type sseWriter struct {
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	deadline time.Time // the write deadline in force
+}
+
+// send writes and flushes frames under a write deadline.
+func (o *sseWriter) send(frames []byte) bool {
+	if o.rearm(time.Now()) {
+		// Not every ResponseWriter supports deadlines (httptest's does
+		// not); the stream still works without one.
+		_ = o.rc.SetWriteDeadline(o.deadline)
+	}
+	if _, err := o.w.Write(frames); err != nil {
 		return false
 	}
-	return rc.Flush() == nil
+	return o.rc.Flush() == nil
 }
 
-// eventEncoder renders the events of one stream as SSE frames. The frame
-// buffer is reused: the stream writes each frame before encoding the next.
+// sendBatch writes ev and the events queued behind it with one send; false
+// when the stream must end (a write failed or events was closed).
+func (o *sseWriter) sendBatch(enc *eventEncoder, ev presence.Event, events <-chan presence.Event, u *presence.User, cur *cursor) bool {
+	frames, open := enc.batch(ev, events, u, cur)
+	if len(frames) > 0 && !o.send(frames) {
+		return false
+	}
+	enc.release()
+	return open
+}
+
+// rearm reports whether the write deadline must move before a write at now,
+// and moves it. It moves only when less than half of sseWriteTimeout is
+// left, so that a busy stream does not re-arm a timer for every batch: a
+// write is still given between half and all of sseWriteTimeout.
+func (o *sseWriter) rearm(now time.Time) bool {
+	if o.deadline.Sub(now) >= sseWriteTimeout/2 {
+		return false
+	}
+	o.deadline = now.Add(sseWriteTimeout)
+	return true
+}
+
+// Batching bounds: a batch stops growing at sseMaxBatch bytes, and a buffer
+// that a burst grew beyond sseKeepBuffer is dropped after its write, so
+// that idle streams do not each hold a burst's worth of memory.
+const (
+	sseMaxBatch   = 32 << 10
+	sseKeepBuffer = 8 << 10
+)
+
+// eventEncoder renders the events of one stream as SSE frames into a
+// buffer that is reused from batch to batch.
 type eventEncoder struct {
 	buf      []byte
 	payloads *payloadCache
 }
 
-// encode advances the cursor and renders ev as an SSE frame; nil when the
-// event must not reach u (a message whose audience excludes u, which the
-// Service should already have filtered: this is defence in depth).
+// batch renders ev and every further event already queued on events (up to
+// sseMaxBatch bytes) as consecutive frames, so that a subscriber that fell
+// behind catches up with one write. open is false when events was closed;
+// the frames gathered before are still returned and must be written.
+func (e *eventEncoder) batch(ev presence.Event, events <-chan presence.Event, u *presence.User, cur *cursor) (frames []byte, open bool) {
+	e.buf = e.append(e.buf[:0], ev, u, cur)
+	for len(e.buf) < sseMaxBatch {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return e.buf, false
+			}
+			e.buf = e.append(e.buf, ev, u, cur)
+		default:
+			return e.buf, true
+		}
+	}
+	return e.buf, true
+}
+
+// release drops a buffer that a burst made large.
+func (e *eventEncoder) release() {
+	if cap(e.buf) > sseKeepBuffer {
+		e.buf = nil
+	}
+}
+
+// encode advances the cursor and renders ev as one SSE frame; nil when the
+// event must not be streamed (see append).
 func (e *eventEncoder) encode(ev presence.Event, u *presence.User, cur *cursor) []byte {
+	e.buf = e.append(e.buf[:0], ev, u, cur)
+	if len(e.buf) == 0 {
+		return nil
+	}
+	return e.buf
+}
+
+// append advances the cursor and appends ev's SSE frame to b; nothing when
+// the event must not reach u (a message whose audience excludes u, which
+// the Service should already have filtered: this is defence in depth).
+func (e *eventEncoder) append(b []byte, ev presence.Event, u *presence.User, cur *cursor) []byte {
 	var name string
 	switch ev.Kind {
 	case presence.EventMessage:
 		if ev.Message == nil {
-			return nil
+			return b
 		}
 		cur.set(ev.Channel, ev.Message.ID)
 		if a := ev.Message.Audience; a != nil && !a.CanView(u) {
-			return nil
+			return b
 		}
 		name = "message"
 	case presence.EventResync:
@@ -180,9 +256,9 @@ func (e *eventEncoder) encode(ev presence.Event, u *presence.User, cur *cursor) 
 	case presence.EventUnavailable:
 		name = "unavailable"
 	default:
-		return nil
+		return b
 	}
-	b := append(e.buf[:0], "id: "...)
+	b = append(b, "id: "...)
 	b = cur.appendEncoded(b)
 	b = append(b, "\nevent: "...)
 	b = append(b, name...)
@@ -194,9 +270,7 @@ func (e *eventEncoder) encode(ev presence.Event, u *presence.User, cur *cursor) 
 		b = appendJSONString(b, ev.Channel)
 		b = append(b, '}')
 	}
-	b = append(b, "\n\n"...) // JSON never contains a raw newline
-	e.buf = b
-	return b
+	return append(b, "\n\n"...) // JSON never contains a raw newline
 }
 
 // appendMessagePayload appends the data of a message event with exactly one

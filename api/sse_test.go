@@ -220,3 +220,27 @@ func isClosed(c chan struct{}) bool {
 		return false
 	}
 }
+
+// Events that queue up while a stream writes reach the client as the same
+// frames, in order, whether or not they were written together.
+func TestSSEQueuedEventsKeepTheirFrames(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := newStreamServer(t, e)
+	st, sub, from := openSub(t, e, srv, 0, subscribeQuery(`{"/a/x":0,"/a/y":-1}`), nil)
+	audience := &presence.Config{Public: true}
+	cur := newCursor(from)
+	var want []string
+	for id := int64(1); id <= 12; id++ {
+		ch := []string{"/a/x", "/a/y"}[id%2]
+		sub.events <- presence.Event{Kind: presence.EventMessage, Channel: ch, LastID: id,
+			Message: &presence.Message{Channel: ch, ID: id, LeavingUserIDs: []string{"u"}, Audience: audience}}
+		cur.set(ch, id)
+		want = append(want, fmt.Sprintf("id: %s\nevent: message\ndata: {\"channel\":%q,\"message_id\":%d,\"data\":{\"leaving_user_ids\":[\"u\"]}}\n\n",
+			cur.encode(), ch, id))
+	}
+	for i, w := range want {
+		if got := st.next(); got != w {
+			t.Fatalf("frame %d:\n got %q\nwant %q", i, got, w)
+		}
+	}
+}

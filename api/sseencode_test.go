@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/presencehq/presence/presence"
 )
@@ -94,4 +95,100 @@ func BenchmarkSSEEncode(b *testing.B) {
 	}
 	b.Run("fresh", func(b *testing.B) { run(b, true) })
 	b.Run("fanout", func(b *testing.B) { run(b, false) })
+}
+
+// queued returns a closed channel holding evs, as a subscription that ended
+// with events still buffered.
+func queued(evs ...presence.Event) <-chan presence.Event {
+	c := make(chan presence.Event, len(evs))
+	for _, ev := range evs {
+		c <- ev
+	}
+	close(c)
+	return c
+}
+
+func TestEventBatchMatchesFrameByFrame(t *testing.T) {
+	from := map[string]int64{"/a/x": 3, "/a/y": -1, "/a/z": 0}
+	u := &presence.User{ID: "42"}
+	public := &presence.Config{Public: true}
+	secret := &presence.Config{AllowedUserIDs: []string{"1"}}
+	evs := []presence.Event{
+		{Kind: presence.EventMessage, Channel: "/a/x", LastID: 4, Message: &presence.Message{Channel: "/a/x", ID: 4, LeavingUserIDs: []string{"7"}, Audience: public}},
+		{Kind: presence.EventMessage, Channel: "/a/x", LastID: 5, Message: &presence.Message{Channel: "/a/x", ID: 5, LeavingUserIDs: []string{"8"}, Audience: secret}},
+		{Kind: presence.EventResync, Channel: "/a/y", LastID: 90},
+		{Kind: presence.EventUnavailable, Channel: "/a/z"},
+		{Kind: presence.EventMessage, Channel: "/a/x", LastID: 6, Message: &presence.Message{Channel: "/a/x", ID: 6, CountOnly: true, CountDelta: 1, Audience: public}},
+	}
+	// The reference: one frame per event, as the stream wrote them before
+	// batching (the hidden message moves the cursor but writes nothing).
+	var want []byte
+	refCur, ref := newCursor(from), eventEncoder{payloads: newPayloadCache()}
+	for _, ev := range evs {
+		want = append(want, ref.encode(ev, u, refCur)...)
+	}
+	cur, enc := newCursor(from), eventEncoder{payloads: newPayloadCache()}
+	got, open := enc.batch(evs[0], queued(evs[1:]...), u, cur)
+	if open {
+		t.Fatal("batch reported a closed channel open")
+	}
+	if string(got) != string(want) {
+		t.Fatalf("batch\n got %q\nwant %q", got, want)
+	}
+	if cur.encode() != refCur.encode() {
+		t.Fatalf("cursor %s, want %s", cur.encode(), refCur.encode())
+	}
+}
+
+func TestEventBatchIsBounded(t *testing.T) {
+	u := &presence.User{ID: "42"}
+	cur, enc := newCursor(map[string]int64{"/a/x": -1}), eventEncoder{payloads: newPayloadCache()}
+	unavailable := presence.Event{Kind: presence.EventUnavailable, Channel: "/a/x"}
+	frame := len(enc.encode(unavailable, u, cur))
+	n := 2*sseMaxBatch/frame + 2
+	c := make(chan presence.Event, n)
+	for range n {
+		c <- unavailable
+	}
+	got, open := enc.batch(<-c, c, u, cur)
+	if !open || len(got) < sseMaxBatch || len(got) >= sseMaxBatch+frame {
+		t.Fatalf("batch of %d bytes (open %v), want %d to %d", len(got), open, sseMaxBatch, sseMaxBatch+frame-1)
+	}
+	if left := len(c); left != n-len(got)/frame {
+		t.Fatalf("%d events left queued, want %d", left, n-len(got)/frame)
+	}
+	enc.release()
+	if enc.buf != nil {
+		t.Fatalf("a %d-byte buffer kept after a burst", cap(enc.buf))
+	}
+	small, _ := enc.batch(unavailable, queued(), u, cur)
+	enc.release()
+	if len(small) != frame || enc.buf == nil {
+		t.Fatalf("small batch of %d bytes, buffer kept %v", len(small), enc.buf != nil)
+	}
+}
+
+func TestSSEWriteDeadlineRearm(t *testing.T) {
+	var o sseWriter
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	steps := []struct {
+		at   time.Duration
+		want bool
+	}{
+		{0, true}, // no deadline yet
+		{time.Second, false},
+		{sseWriteTimeout / 2, false}, // exactly half left
+		{sseWriteTimeout/2 + time.Nanosecond, true},
+		{sseWriteTimeout, false},
+		{10 * sseWriteTimeout, true}, // long idle: the old deadline passed
+	}
+	for _, s := range steps {
+		now := t0.Add(s.at)
+		if got := o.rearm(now); got != s.want {
+			t.Fatalf("rearm at %v: %v, want %v", s.at, got, s.want)
+		}
+		if left := o.deadline.Sub(now); left < sseWriteTimeout/2 || left > sseWriteTimeout {
+			t.Fatalf("at %v the deadline is %v away", s.at, left)
+		}
+	}
 }
