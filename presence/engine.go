@@ -295,8 +295,9 @@ func waitDone(ctx context.Context, channel string, done <-chan error) error {
 
 // Leave makes client clientID of user userID leave channel at once. It says
 // nothing about whether the channel exists or the client was present.
-func (e *Engine) Leave(ctx context.Context, userID, clientID, channel string) error {
-	return e.leave(ctx, userID, clientID, channel, nil)
+func (e *Engine) Leave(_ context.Context, userID, clientID, channel string) error {
+	_, err := e.tellLeave(userID, clientID, channel, nil)
+	return err
 }
 
 // LeaveAck is Leave that also waits until the Replicator answers the
@@ -311,11 +312,6 @@ func (e *Engine) LeaveAck(ctx context.Context, userID, clientID, channel string)
 		return err
 	}
 	return waitDone(ctx, channel, done)
-}
-
-func (e *Engine) leave(_ context.Context, userID, clientID, channel string, done chan<- error) error {
-	_, err := e.tellLeave(userID, clientID, channel, done)
-	return err
 }
 
 // tellLeave queues a leave; sent is false when there was nothing to do.
@@ -427,7 +423,7 @@ func (e *Engine) Install(ctx context.Context, s *ChannelSnapshot) error {
 // state (to fill a new replica). It does nothing for a channel without an
 // actor here.
 func (e *Engine) Resend(channel string) error {
-	err := e.actors.TellExisting(channel, op{kind: opResend})
+	err := e.actors.TellExisting(channel, op{kind: opResend, at: e.clk.Now().UnixNano()})
 	if err != nil && !errors.Is(err, actor.ErrNoActor) {
 		return actorError(channel, err)
 	}

@@ -93,9 +93,6 @@ func NewCopy(s *ChannelSnapshot) *Copy {
 // Clients returns how many clients the copy holds.
 func (c *Copy) Clients() int { return len(c.clients) }
 
-// LastID returns the id of the last message the copy knows of.
-func (c *Copy) LastID() int64 { return c.lastID }
-
 // Apply applies one of the owner's changes (not a snapshot).
 func (c *Copy) Apply(ch *Change) {
 	key := clientKey{ch.UserID, ch.ClientID}

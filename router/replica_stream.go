@@ -79,7 +79,7 @@ func (r *Router) settle(m *presence.Message, done chan<- error, err error) {
 
 // replStreams holds one stream per replica node.
 type replStreams struct {
-	mu sync.Mutex
+	mu sync.RWMutex // read-locked by every change's lookup
 	by map[string]*replStream
 }
 
@@ -87,30 +87,40 @@ func (ss *replStreams) init() { ss.by = make(map[string]*replStream) }
 
 // get returns the stream to to, starting it if needed.
 func (ss *replStreams) get(r *Router, to Member) *replStream {
+	ss.mu.RLock()
+	s := ss.by[to.Name]
+	ss.mu.RUnlock()
+	if s != nil && s.to == to {
+		return s
+	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	s := ss.by[to.Name]
+	s = ss.by[to.Name]
 	if s != nil && s.to == to {
 		return s
 	}
 	if s != nil {
 		s.close(r) // the node came back at another address
 	}
-	s = newReplStream(to)
+	s = newReplStream(r.ctx, to)
 	if !r.spawn(func() { s.run(r) }) {
-		s.closed = true
+		s.close(r)
 	}
 	ss.by[to.Name] = s
 	return s
 }
 
+// list returns the streams.
+func (ss *replStreams) list() []*replStream {
+	ss.mu.RLock()
+	defer ss.mu.RUnlock()
+	return slices.Collect(maps.Values(ss.by))
+}
+
 // stopped drops channel from every stream: its actor is gone here. With
 // tell, replicas drop their copies too.
 func (ss *replStreams) stopped(channel string, tell bool) {
-	ss.mu.Lock()
-	list := slices.Collect(maps.Values(ss.by))
-	ss.mu.Unlock()
-	for _, s := range list {
+	for _, s := range ss.list() {
 		s.forget(channel, true, tell)
 	}
 }
@@ -135,10 +145,7 @@ func (ss *replStreams) keepOnly(r *Router, v *view) {
 // makes another node (which resyncReplicas fills). The old replica keeps
 // its copy until the new one has acknowledged a snapshot (retired).
 func (ss *replStreams) retarget(r *Router, v *view) {
-	ss.mu.Lock()
-	list := slices.Collect(maps.Values(ss.by))
-	ss.mu.Unlock()
-	for _, s := range list {
+	for _, s := range ss.list() {
 		for _, ch := range s.syncedChannels() {
 			if to, ok := r.replicaOf(v, ch); !ok || to.Name != s.to.Name {
 				s.retire(ch)
@@ -151,10 +158,7 @@ func (ss *replStreams) retarget(r *Router, v *view) {
 // the one called except, which has just acknowledged a snapshot of it, to
 // drop theirs.
 func (ss *replStreams) retired(channel, except string) {
-	ss.mu.Lock()
-	list := slices.Collect(maps.Values(ss.by))
-	ss.mu.Unlock()
-	for _, s := range list {
+	for _, s := range ss.list() {
 		if s.to.Name == except {
 			continue
 		}
@@ -190,9 +194,9 @@ func (s *replStream) syncedChannels() []string {
 
 // synced reports whether the stream to name has sent channel's snapshot.
 func (ss *replStreams) synced(name, channel string) bool {
-	ss.mu.Lock()
+	ss.mu.RLock()
 	s := ss.by[name]
-	ss.mu.Unlock()
+	ss.mu.RUnlock()
 	if s == nil {
 		return false
 	}
@@ -217,10 +221,7 @@ func (s *replStream) idle() bool {
 // (their copies retired) before the others see it go.
 func (ss *replStreams) flush(ctx context.Context) error {
 	for {
-		ss.mu.Lock()
-		list := slices.Collect(maps.Values(ss.by))
-		ss.mu.Unlock()
-		if !slices.ContainsFunc(list, func(s *replStream) bool { return !s.idle() }) {
+		if !slices.ContainsFunc(ss.list(), func(s *replStream) bool { return !s.idle() }) {
 			return nil
 		}
 		if err := sleep(ctx, 10*time.Millisecond); err != nil {
@@ -236,7 +237,10 @@ func (ss *replStreams) flush(ctx context.Context) error {
 type replStream struct {
 	to   Member
 	wake chan struct{} // buffered 1
-	stop chan struct{} // closed by close
+	// ctx ends with the router or when close stops the stream: its call in
+	// flight and its retry wait end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu        sync.Mutex
 	closed    bool
@@ -250,9 +254,11 @@ type replStream struct {
 	synced    map[string]bool                // channels whose snapshot was sent
 }
 
-func newReplStream(to Member) *replStream {
-	return &replStream{to: to, wake: make(chan struct{}, 1), stop: make(chan struct{}),
+func newReplStream(parent context.Context, to Member) *replStream {
+	s := &replStream{to: to, wake: make(chan struct{}, 1),
 		refresh: make(map[string]map[clientRef]int64), synced: make(map[string]bool), retiring: make(map[string]bool)}
+	s.ctx, s.cancel = context.WithCancel(parent)
+	return s
 }
 
 // add queues a change. The first change of a channel the replica has no
@@ -357,7 +363,7 @@ func (s *replStream) close(r *Router) {
 	items := s.items
 	s.items, s.synced = nil, nil
 	s.mu.Unlock()
-	close(s.stop)
+	s.cancel()
 	for i := range items {
 		r.settle(items[i].msg, items[i].done, nil)
 	}
@@ -371,9 +377,7 @@ func (s *replStream) run(r *Router) {
 		select {
 		case <-s.wake:
 		case <-t.C():
-		case <-s.stop:
-			return
-		case <-r.ctx.Done():
+		case <-s.ctx.Done():
 			return
 		}
 		for s.sendOnce(r) {
@@ -446,15 +450,8 @@ func (s *replStream) sendOnce(r *Router) bool {
 		s.inflight = 0
 		s.mu.Unlock()
 	}()
-	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.ForwardTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, r.cfg.ForwardTimeout)
 	defer cancel()
-	go func() { // a closed stream abandons its call at once
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	resp, err := r.call(ctx, s.to, MethodReplicate, func(e *encoder) { encodeReplBatch(e, r.self, r.boot, batch) })
 	var reply replReply
 	if err == nil {
@@ -485,7 +482,7 @@ func (s *replStream) failed(r *Router, batch []replItem, err error) bool {
 		return false
 	}
 	s.requeue(batch)
-	return sleepOr(s.stop, r, retryDelay(r.cfg.RetryBackoff, failures))
+	return sleep(s.ctx, retryDelay(r.cfg.RetryBackoff, failures)) == nil
 }
 
 // maxRetryDelay bounds the wait between two tries of a stream's batch.
@@ -543,7 +540,7 @@ func (s *replStream) acknowledged(r *Router, batch []replItem, reply replReply) 
 	}
 	if len(again) > 0 {
 		s.requeue(again)
-		return sleepOr(s.stop, r, retryDelay(r.cfg.RetryBackoff, deferrals))
+		return sleep(s.ctx, retryDelay(r.cfg.RetryBackoff, deferrals)) == nil
 	}
 	s.mu.Lock()
 	more := len(s.items) > 0 || s.pending > 0
@@ -561,20 +558,6 @@ func (s *replStream) unsync(channels []string) {
 	for _, ch := range channels {
 		delete(s.synced, ch)
 	}
-}
-
-// sleepOr waits d of wall time; false when stop or the router ended first.
-func sleepOr(stop <-chan struct{}, r *Router, d time.Duration) bool {
-	ctx, cancel := context.WithCancel(r.ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return sleep(ctx, d) == nil
 }
 
 func setOf(list []string) map[string]bool {

@@ -117,7 +117,7 @@ func TestReplicaPromotedWhenOwnerDies(t *testing.T) {
 	}
 }
 
-func TestHeartbeatsReachTheReplicaInBatches(t *testing.T) {
+func TestHeartbeatReachesTheReplicaWithinAnInterval(t *testing.T) {
 	c := newTestCluster(t, 3, withReplication)
 	ctx := testCtx(t)
 	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
@@ -138,7 +138,7 @@ func TestHeartbeatsReachTheReplicaInBatches(t *testing.T) {
 func TestStreamCoalescesRefreshes(t *testing.T) {
 	c := newTestCluster(t, 1, withReplication)
 	r := c.nodes[0].r
-	s := newReplStream(Member{Name: "rep"})
+	s := newReplStream(r.ctx, Member{Name: "rep"})
 	s.synced["/pub/x"] = true
 	for i, exp := range []int64{300, 500, 400} {
 		done := make(chan error, 1)
