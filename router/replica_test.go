@@ -28,6 +28,15 @@ func replicaChannel(t *testing.T, names []string, owner string) (ch, replica str
 	return "", ""
 }
 
+// update sends an update of client "tab" through n and fails the test
+// unless it is answered.
+func update(t *testing.T, n *testNode, u *presence.User, present, leave []string) {
+	t.Helper()
+	if _, err := n.r.Update(testCtx(t), u, "tab", present, leave); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // replicaClients returns how many clients node keeps in its copy of ch.
 func replicaClients(n *testNode, ch string) int {
 	return n.r.replicas.clients(ch)
@@ -79,9 +88,7 @@ func TestReplicaPromotedWhenOwnerDies(t *testing.T) {
 	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
 	rep := c.node(repName)
 	for _, u := range []string{"a", "b", "c"} {
-		if _, err := rep.r.Update(ctx, user(u), "tab", []string{ch}, nil); err != nil {
-			t.Fatal(err)
-		}
+		update(t, rep, user(u), []string{ch}, nil)
 		// An acknowledged enter is on the replica: no pass, no clock.
 		if n := replicaClients(rep, ch); n < 1 {
 			t.Fatalf("replica holds no copy after %s's acknowledged present", u)
@@ -106,9 +113,7 @@ func TestReplicaPromotedWhenOwnerDies(t *testing.T) {
 	if got[ch].LastMessageID != before {
 		t.Fatalf("last id %d after the promotion, want %d (continuing)", got[ch].LastMessageID, before)
 	}
-	if _, err := rep.r.Update(ctx, user("d"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, rep, user("d"), []string{ch}, nil)
 	if id := p1LastID(t, rep, ch); id != before+1 {
 		t.Fatalf("first id after the promotion %d, want %d", id, before+1)
 	}
@@ -119,17 +124,12 @@ func TestReplicaPromotedWhenOwnerDies(t *testing.T) {
 
 func TestHeartbeatReachesTheReplicaWithinAnInterval(t *testing.T) {
 	c := newTestCluster(t, 3, withReplication)
-	ctx := testCtx(t)
 	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
 	owner, rep := c.node("n1"), c.node(repName)
-	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, owner, user("a"), []string{ch}, nil)
 	first := copyExpiry(rep, ch, "a")
 	c.clk.Advance(10 * time.Second)
-	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, owner, user("a"), []string{ch}, nil)
 	c.clk.Advance(DefaultReplicationInterval)
 	want := first + int64(10*time.Second)
 	waitFor(t, "the batched heartbeat on the replica", func() bool { return copyExpiry(rep, ch, "a") == want })
@@ -166,19 +166,14 @@ func TestStreamCoalescesRefreshes(t *testing.T) {
 
 func TestReplicaWithoutACopyIsRefilled(t *testing.T) {
 	c := newTestCluster(t, 3, withReplication)
-	ctx := testCtx(t)
 	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
 	owner, rep := c.node("n1"), c.node(repName)
-	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, owner, user("a"), []string{ch}, nil)
 	// The replica loses its copy (as after a restart nobody noticed).
 	rep.r.replicas.mu.Lock()
 	delete(rep.r.replicas.by, ch)
 	rep.r.replicas.mu.Unlock()
-	if _, err := owner.r.Update(ctx, user("b"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, owner, user("b"), []string{ch}, nil)
 	waitFor(t, "the copy sent again whole", func() bool { return replicaClients(rep, ch) == 2 })
 }
 
@@ -187,9 +182,7 @@ func TestRestartedOwnerGetsItsCopyBack(t *testing.T) {
 	ctx := testCtx(t)
 	ch, repName := replicaChannel(t, []string{"n1", "n2"}, "n1")
 	owner, rep := c.node("n1"), c.node(repName)
-	if _, err := owner.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, owner, user("a"), []string{ch}, nil)
 	before := p1LastID(t, owner, ch)
 	// The same process asking (it handed the channel away and wants it
 	// back) does not get its own old copy: the channel went on elsewhere.
@@ -218,9 +211,7 @@ func TestStaleOwnerIsFencedAndHandsOver(t *testing.T) {
 	stale := c.node("n1")
 	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
 	rep := c.node(repName)
-	if _, err := stale.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, stale, user("a"), []string{ch}, nil)
 	sub, err := stale.r.Subscribe(ctx, nil, map[string]int64{ch: p1LastID(t, stale, ch)})
 	if err != nil {
 		t.Fatal(err)
@@ -230,14 +221,10 @@ func TestStaleOwnerIsFencedAndHandsOver(t *testing.T) {
 	// over; n1's own view still has everyone.
 	rest := without(c, stale)
 	c.setMembers(rest...)
-	if _, err := rep.r.Update(ctx, user("b"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, rep, user("b"), []string{ch}, nil)
 	// n1 serves an enter as if it still owned the channel: its replica
 	// refuses the change, n1 publishes nothing and hands its state over.
-	if _, err := stale.r.Update(ctx, user("z"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, stale, user("z"), []string{ch}, nil)
 	got, err := rep.r.Get(ctx, nil, []string{ch})
 	if err != nil {
 		t.Fatal(err)
@@ -259,18 +246,14 @@ func TestPausedOwnerCopyDoesNotBringBackLeftUsers(t *testing.T) {
 	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
 	rep := c.node(repName)
 	for _, u := range []string{"a", "b"} {
-		if _, err := rep.r.Update(ctx, user(u), "tab", []string{ch}, nil); err != nil {
-			t.Fatal(err)
-		}
+		update(t, rep, user(u), []string{ch}, nil)
 	}
 	// The owner is paused: the others drop it and the replica takes over.
 	rest := without(c, owner)
 	cutOff(c, owner)
 	c.setMembers(rest...)
 	c.clk.Advance(2 * time.Second)
-	if _, err := rep.r.Update(ctx, user("b"), "tab", nil, []string{ch}); err != nil {
-		t.Fatal(err)
-	}
+	update(t, rep, user("b"), nil, []string{ch})
 	// The owner comes back with its stale copy; the channel is handed back
 	// and the merge must not resurrect b.
 	for _, n := range c.nodes {
@@ -355,9 +338,7 @@ func TestLeaveWithoutPresenceStillFencesALateCopy(t *testing.T) {
 	heard := c.clk.Now().UnixNano()
 	c.clk.Advance(time.Second)
 	// The leave reaches this node before the copy holding the client.
-	if _, err := n.r.Update(ctx, user("k"), "tab", nil, []string{ch}); err != nil {
-		t.Fatal(err)
-	}
+	update(t, n, user("k"), nil, []string{ch})
 	exp := heard + int64(pubConfig.TimeoutSeconds())*int64(time.Second)
 	snap := &presence.ChannelSnapshot{Channel: ch, Config: pubConfig, LastID: 5, Clients: []presence.ClientSnapshot{
 		{User: presence.UserInfo{ID: "k"}, ClientID: "tab", ExpiresAtUnixNano: exp},
@@ -377,12 +358,9 @@ func TestLeaveWithoutPresenceStillFencesALateCopy(t *testing.T) {
 
 func TestHolderRefusesAStaleOwnersCopy(t *testing.T) {
 	c := newTestCluster(t, 2, withReplication)
-	ctx := testCtx(t)
 	ch, _ := replicaChannel(t, []string{"n1", "n2"}, "n1")
 	holder, stale := c.node("n1"), c.node("n2")
-	if _, err := holder.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
-		t.Fatal(err)
-	}
+	update(t, holder, user("a"), []string{ch}, nil)
 	items := []replItem{{kind: presence.ChangeSnapshot, channel: ch,
 		snap: &presence.ChannelSnapshot{Channel: ch, Config: pubConfig, LastID: 1, Clients: []presence.ClientSnapshot{
 			{User: presence.UserInfo{ID: "ghost"}, ClientID: "tab", ExpiresAtUnixNano: c.clk.Now().Add(time.Minute).UnixNano()},
