@@ -49,8 +49,8 @@ const (
 	// DefaultFlushTimeout bounds how long a hand-off waits for the messages
 	// already queued for remote subscribers to be delivered.
 	DefaultFlushTimeout = time.Second
-	// DefaultReplicationInterval is how often an owner sends its channels to
-	// their replicas when Replication is on (on Config.Clock).
+	// DefaultReplicationInterval is how long a refresh waits at most before
+	// it is sent to the replica (on Config.Clock).
 	DefaultReplicationInterval = time.Second
 )
 
@@ -130,9 +130,12 @@ type Config struct {
 	ForwardStall time.Duration
 	// Replication keeps a copy of every owned channel on its ring replica,
 	// promoted when the owner leaves the membership, and merges copies last
-	// writer wins with the leaves recorded here. Off by default.
+	// writer wins with the client leaves recorded here. Off by default
+	// (presence-node turns it on).
 	Replication bool
-	// ReplicationInterval is the period of the replication pass; 0 means
+	// ReplicationInterval is how long a refresh (a heartbeat that only
+	// moves an expiry) may wait before it is sent to the replica, and the
+	// grace a promoted copy adds to every expiry; 0 means
 	// DefaultReplicationInterval.
 	ReplicationInterval time.Duration
 }

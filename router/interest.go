@@ -107,9 +107,6 @@ func (r *Router) publish(m *presence.Message) {
 	if r.frozen(m.Channel) {
 		return
 	}
-	if r.cfg.Replication {
-		r.leaves.record(m)
-	}
 	r.feed.deliver(m)
 	r.interest.each(m.Channel, func(to Member) { r.out.enqueue(to, m) })
 }

@@ -176,24 +176,6 @@ type leaveLog struct {
 
 func (l *leaveLog) init() { l.by = make(map[string]map[string]int64) }
 
-// record notes the leaves of a published message.
-func (l *leaveLog) record(m *presence.Message) {
-	if len(m.LeavingUserIDs) == 0 {
-		return
-	}
-	at := m.PublishedAtUnixMilli * int64(time.Millisecond)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	users := l.by[m.Channel]
-	if users == nil {
-		users = make(map[string]int64)
-		l.by[m.Channel] = users
-	}
-	for _, id := range m.LeavingUserIDs {
-		users[id] = max(users[id], at)
-	}
-}
-
 // get returns a copy of channel's leaves merged with extra.
 func (l *leaveLog) get(channel string, extra map[string]int64) map[string]int64 {
 	l.mu.Lock()
@@ -215,14 +197,27 @@ func (l *leaveLog) add(channel string, leaves map[string]int64) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for id, at := range leaves {
+		l.noteLocked(channel, id, at)
+	}
+}
+
+// addClient notes that one client of userID left channel at at.
+func (l *leaveLog) addClient(channel, userID, clientID string, at int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.noteLocked(channel, clientKey(userID, clientID), at)
+}
+
+// noteLocked records the leave of key (a user, or clientKey) at at, the
+// later one winning; the lock must be held.
+func (l *leaveLog) noteLocked(channel, key string, at int64) {
 	users := l.by[channel]
 	if users == nil {
 		users = make(map[string]int64)
 		l.by[channel] = users
 	}
-	for id, at := range leaves {
-		users[id] = max(users[id], at)
-	}
+	users[key] = max(users[key], at)
 }
 
 // prune forgets leaves older than before.
@@ -241,8 +236,8 @@ func (l *leaveLog) prune(before int64) {
 	}
 }
 
-// clientKey is the leave log key of one client's own leave; a key without
-// NUL is a user's leave (the user's last client left).
+// clientKey is the leave log key of one client's leave (expiry included);
+// a key without NUL is a user's leave, as older hand-offs sent them.
 func clientKey(userID, clientID string) string { return userID + "\x00" + clientID }
 
 // dropLeft removes the clients whose user left after the client's last
@@ -338,7 +333,7 @@ func (r *Router) handleReplicate(body []byte) ([]byte, error) {
 			reply.missing = append(reply.missing, it.channel)
 		}
 		if it.kind == presence.ChangeLeave {
-			r.leaves.add(it.channel, map[string]int64{clientKey(it.userID, it.clientID): it.at})
+			r.leaves.addClient(it.channel, it.userID, it.clientID, it.at)
 		}
 	}
 	r.m.replicaRefused.Add(float64(len(reply.refused)))

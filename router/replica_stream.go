@@ -41,7 +41,7 @@ func (r *Router) replicate(c presence.Change) {
 		r.streams.stopped(c.Channel, !r.movingOut(c.Channel))
 		return
 	case presence.ChangeLeave:
-		r.leaves.add(c.Channel, map[string]int64{clientKey(c.UserID, c.ClientID): c.At})
+		r.leaves.addClient(c.Channel, c.UserID, c.ClientID, c.At)
 	}
 	to, ok := r.replicaOf(r.view.Load(), c.Channel)
 	if !ok {

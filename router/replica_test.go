@@ -407,3 +407,43 @@ func TestForwardedUpdateReadAfterItsDeadlineIsDropped(t *testing.T) {
 		t.Fatalf("update within its deadline: %v", err)
 	}
 }
+
+func TestSubscriberElsewhereContinuesAfterPromotion(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	owner := c.node("n1")
+	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
+	rep := c.node(repName)
+	var other *testNode
+	for _, n := range c.nodes {
+		if n != owner && n != rep {
+			other = n
+		}
+	}
+	update(t, owner, user("a"), []string{ch}, nil)
+	before := p1LastID(t, other, ch)
+	sub, err := other.r.Subscribe(ctx, nil, map[string]int64{ch: before})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := collect(t, sub)
+	update(t, owner, user("b"), []string{ch}, nil)
+	waitFor(t, "b's enter on the third node", func() bool { return len(watch.messages(ch)) == 1 })
+
+	cutOff(c, owner)
+	c.setMembers(without(c, owner)...)
+	update(t, rep, user("c"), []string{ch}, nil)
+	// The promoted copy knows the third node's interest and continues the
+	// ids: c's enter arrives as the next message, not as a resync.
+	waitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
+	checkStream(t, watch.events(), ch)
+	msgs := watch.messages(ch)
+	if got := msgs[1].Message.ID; got != before+2 {
+		t.Fatalf("c's enter has id %d, want %d (continuing after b's)", got, before+2)
+	}
+	for _, ev := range watch.events() {
+		if ev.Kind == presence.EventResync {
+			t.Fatalf("the subscriber got a resync: %+v", ev)
+		}
+	}
+}

@@ -131,7 +131,7 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 			if r.cfg.Replication {
 				// Recorded even when nothing was present here: a copy
 				// merged later must not bring the client back.
-				r.leaves.add(ch, map[string]int64{clientKey(u.ID, clientID): r.cfg.Clock.Now().UnixNano()})
+				r.leaves.addClient(ch, u.ID, clientID, r.cfg.Clock.Now().UnixNano())
 			}
 			return r.engine.LeaveAck(ctx, u.ID, clientID, ch)
 		})
