@@ -80,18 +80,6 @@ func (s *replicaStore) deleteLocked(channel, owner string) {
 	}
 }
 
-// clients returns how many clients the fullest copy of channel holds, or -1
-// without a copy.
-func (s *replicaStore) clients(channel string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := -1
-	for _, e := range s.by[channel] {
-		n = max(n, e.copy.Clients())
-	}
-	return n
-}
-
 // take removes and returns the copies of channel whose owners are no longer
 // members of v.
 func (s *replicaStore) take(channel string, v *view) []*replicaEntry {

@@ -39,7 +39,14 @@ func update(t *testing.T, n *testNode, u *presence.User, present, leave []string
 
 // replicaClients returns how many clients node keeps in its copy of ch.
 func replicaClients(n *testNode, ch string) int {
-	return n.r.replicas.clients(ch)
+	s := &n.r.replicas
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clients := -1
+	for _, e := range s.by[ch] {
+		clients = max(clients, e.copy.Clients())
+	}
+	return clients
 }
 
 // copyExpiry returns the expiry of user's client "tab" in node's copy of ch.
