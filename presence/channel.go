@@ -270,6 +270,11 @@ func (ch *channel) publishEnter(u *User, now int64) *Message {
 	return m
 }
 
+// publishResync publishes a resync marker (see Message.Resync).
+func (ch *channel) publishResync(now int64) *Message {
+	return ch.publish(func(m *Message) { m.Resync = true }, now)
+}
+
 // state returns the channel as /presence/get shows it under cfg.
 func (ch *channel) state(cfg *Config) *ChannelState {
 	st := &ChannelState{CountOnly: cfg.CountOnly, Count: len(ch.users), LastMessageID: ch.lastID}

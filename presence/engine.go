@@ -404,6 +404,18 @@ func (e *Engine) Export(ctx context.Context, channel string) (*ChannelSnapshot, 
 // Install replaces the state of s.Channel by s, publishing nothing: the
 // channel continues from s.LastID with s's clients and their expiries.
 func (e *Engine) Install(ctx context.Context, s *ChannelSnapshot) error {
+	return e.install(ctx, s, false)
+}
+
+// InstallMerged installs s, a state merged from two histories that no
+// subscriber could follow message by message, and publishes a resync
+// marker after it (Message.Resync): subscribers re-read the channel now
+// rather than at its next change.
+func (e *Engine) InstallMerged(ctx context.Context, s *ChannelSnapshot) error {
+	return e.install(ctx, s, true)
+}
+
+func (e *Engine) install(ctx context.Context, s *ChannelSnapshot, resync bool) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -411,7 +423,7 @@ func (e *Engine) Install(ctx context.Context, s *ChannelSnapshot) error {
 		return fmt.Errorf("%w: snapshot of invalid channel %q", ErrInvalid, s.Channel)
 	}
 	_, err := actor.Ask(ctx, e.actors, s.Channel, func(r chan<- struct{}) op {
-		return op{kind: opInstall, snap: s, reply: r}
+		return op{kind: opInstall, snap: s, resync: resync, reply: r}
 	})
 	if err != nil {
 		return actorError(s.Channel, err)
@@ -500,6 +512,7 @@ const (
 // so that a heartbeat's Tell copies it into the mailbox without allocating.
 type op struct {
 	kind     opKind
+	resync   bool    // opInstall: publish a resync marker after the state
 	user     *User   // opPresent
 	userID   string  // opLeave
 	clientID string  // opPresent, opLeave
@@ -572,7 +585,7 @@ func (a *channelActor) Receive(o op) {
 		m, _ := ch.expire(o.group, o.due, o.at)
 		a.dispatch(m, nil)
 	case opResend:
-		a.snapshotChange(o.at)
+		a.snapshotChange(o.at, nil)
 	case opState:
 		o.reply.(chan<- *ChannelState) <- ch.state(o.cfg)
 	case opSince:
@@ -582,7 +595,13 @@ func (a *channelActor) Receive(o op) {
 	case opInstall:
 		ch.install(o.snap)
 		a.e.raiseFloor(o.snap.LastID)
-		a.snapshotChange(a.e.clk.Now().UnixNano())
+		now := a.e.clk.Now().UnixNano()
+		var marker *Message
+		if o.resync {
+			marker = ch.publishResync(now)
+			a.e.raiseFloor(marker.ID)
+		}
+		a.snapshotChange(now, marker)
 		o.reply.(chan<- struct{}) <- struct{}{}
 	}
 }
@@ -614,9 +633,16 @@ func (a *channelActor) dispatch(m *Message, done chan<- error) {
 	a.ch.changes = changes[:0]
 }
 
-// snapshotChange hands the Replicator the channel's whole state.
-func (a *channelActor) snapshotChange(at int64) {
-	if r := a.e.replicator; r != nil {
-		r.Replicate(Change{Kind: ChangeSnapshot, Channel: a.ch.name, At: at, src: &a.ch})
+// snapshotChange hands the Replicator the channel's whole state, with m, a
+// message already in it to publish once the state is safe (or at once
+// without a Replicator).
+func (a *channelActor) snapshotChange(at int64, m *Message) {
+	r := a.e.replicator
+	if r == nil {
+		if m != nil {
+			a.e.publisher.Publish(m)
+		}
+		return
 	}
+	r.Replicate(Change{Kind: ChangeSnapshot, Channel: a.ch.name, At: at, Message: m, src: &a.ch})
 }

@@ -127,6 +127,44 @@ func TestReplicatorGetsSnapshotsOnInstallAndResend(t *testing.T) {
 	}
 }
 
+func TestInstallMergedPublishesAResyncMarkerWithItsSnapshot(t *testing.T) {
+	rep := &fakeReplicator{}
+	r := newEngineRig(t, configFunc(publicOnly), withReplicator(rep))
+	rep.pub = r.rec
+	snap := &ChannelSnapshot{Channel: "/pub/m", Config: publicCfg, LastID: 41, Clients: []ClientSnapshot{
+		{User: UserInfo{ID: "k"}, ClientID: "tab", ExpiresAtUnixNano: r.clk.Now().Add(time.Minute).UnixNano()},
+	}}
+	if err := r.e.InstallMerged(context.Background(), snap); err != nil {
+		t.Fatal(err)
+	}
+	rep.mu.Lock()
+	changes, snaps := slices.Clone(rep.changes), slices.Clone(rep.snaps)
+	rep.mu.Unlock()
+	// One snapshot, carrying the marker, which the state already holds: a
+	// replica promoted later resyncs subscribers that follow from before it.
+	if len(changes) != 1 || changes[0].Kind != ChangeSnapshot {
+		t.Fatalf("changes %+v, want one snapshot", changes)
+	}
+	m := changes[0].Message
+	if m == nil || !m.Resync || m.ID != 42 || m.Audience != publicCfg {
+		t.Fatalf("the snapshot carries %+v, want a resync marker with id 42", m)
+	}
+	if s := snaps[0]; s.LastID != 42 || len(s.Backlog) != 1 || s.Backlog[0] != m || len(s.Clients) != 1 {
+		t.Fatalf("snapshot %+v, want the installed clients and the marker as its backlog", s)
+	}
+	if got := r.rec.take("/pub/m"); len(got) != 1 || got[0] != m {
+		t.Fatalf("published %v, want the marker", got)
+	}
+	// Without a merge, an install publishes nothing.
+	snap.Channel = "/pub/plain"
+	if err := r.e.Install(context.Background(), snap); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.rec.take("/pub/plain"); len(got) != 0 {
+		t.Fatalf("a plain install published %v", got)
+	}
+}
+
 func TestReplicatorToldWhenAChannelStops(t *testing.T) {
 	rep := &fakeReplicator{}
 	r := newEngineRig(t, configFunc(publicOnly), withReplicator(rep))

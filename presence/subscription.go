@@ -146,9 +146,10 @@ func (s *subscription) catchupEvents(sc *subChannel, cu Catchup) []Event {
 	}
 	evs := make([]Event, 0, len(cu.Messages))
 	for _, m := range cu.Messages {
-		if !s.allowed(m) {
-			// Hidden from this subscriber at publish time: it cannot follow
-			// the channel's changes, so it must re-read the channel.
+		if !s.allowed(m) || m.Resync {
+			// Hidden from this subscriber at publish time, or a break in
+			// the history: it cannot follow the channel's changes, so it
+			// must re-read the channel.
 			return []Event{{Kind: EventResync, Channel: sc.name, LastID: cu.LastID}}
 		}
 		evs = append(evs, Event{Kind: EventMessage, Channel: sc.name, Message: m, LastID: m.ID})
@@ -192,7 +193,7 @@ func (s *subscription) goLive() bool {
 // classify turns a live message into the event the subscriber needs, moving
 // the channel's cursor: nothing for a duplicate, EventUnavailable (and the
 // channel off) when m's audience excludes the subscriber, EventResync on a
-// gap in ids.
+// gap in ids or a resync marker.
 func (s *subscription) classify(sc *subChannel, m *Message) (Event, bool) {
 	switch {
 	case sc.mode == chanOff || m.ID <= sc.cursor:
@@ -200,7 +201,7 @@ func (s *subscription) classify(sc *subChannel, m *Message) (Event, bool) {
 	case !s.allowed(m):
 		sc.mode = chanOff
 		return Event{Kind: EventUnavailable, Channel: sc.name}, true
-	case m.ID != sc.cursor+1:
+	case m.ID != sc.cursor+1 || m.Resync:
 		sc.cursor = m.ID
 		return Event{Kind: EventResync, Channel: sc.name, LastID: m.ID}, true
 	}

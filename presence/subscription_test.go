@@ -126,6 +126,18 @@ func (f *fakeSource) publishTo(name string, n int, audience *Config) []*Message 
 	return out
 }
 
+// publishResync appends a resync marker to channel and publishes it, as an
+// owner does after merging two states.
+func (f *fakeSource) publishResync(name string) {
+	f.mu.Lock()
+	ch := f.channel(name)
+	ch.lastID++
+	m := &Message{Channel: name, ID: ch.lastID, Audience: publicCfg, Resync: true}
+	ch.backlog.push(m, 0)
+	f.mu.Unlock()
+	f.hub.Publish(m)
+}
+
 func (f *fakeSource) Since(_ context.Context, _ *User, name string, after int64) (Catchup, error) {
 	if f.during != nil {
 		f.during(name, true)
@@ -265,6 +277,24 @@ func TestSubscriptionLiveGapResyncs(t *testing.T) {
 	f.hub.Publish(&Message{Channel: "/t/a", ID: 151, Audience: publicCfg})
 	f.hub.Publish(&Message{Channel: "/t/a", ID: 151, Audience: publicCfg}) // duplicate
 	expectEvents(t, c, "/t/a:r150", "/t/a:m151")
+}
+
+func TestSubscriptionResyncMarker(t *testing.T) {
+	f := newFakeSource(t, HubConfig{})
+	f.publish("/t/a", 1)
+	live := f.subscribe(t, alice, map[string]int64{"/t/a": 101})
+	awaitCond(t, "the subscription to be live", func() bool { return subscriptionLive(live) })
+	// The marker follows the cursor without a gap and still asks for a
+	// re-read; what follows it is a message again.
+	f.publishResync("/t/a")
+	f.publish("/t/a", 1)
+	expectEvents(t, live, "/t/a:r102", "/t/a:m103")
+	// A catch-up over the marker asks for a re-read too, and the messages
+	// after it follow.
+	behind := f.subscribe(t, alice, map[string]int64{"/t/a": 101})
+	expectEvents(t, behind, "/t/a:r103")
+	after := f.subscribe(t, alice, map[string]int64{"/t/a": 102})
+	expectEvents(t, after, "/t/a:m103")
 }
 
 // subscriptionLive reports whether every channel of c finished its catch-up.

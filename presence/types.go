@@ -129,6 +129,10 @@ type Message struct {
 	Audience *Config `json:"-"`
 	// PublishedAtUnixMilli helps prune the backlog by age.
 	PublishedAtUnixMilli int64 `json:"-"`
+	// Resync marks a break in the channel's history (two states were
+	// merged): it carries no change, and every subscriber must re-read the
+	// channel instead of applying it.
+	Resync bool `json:"-"`
 }
 
 // EventKind tells what a subscription event carries.

@@ -498,6 +498,7 @@ func (e *encoder) messages(ms []*presence.Message) {
 		e.string(m.Channel)
 		e.int(m.ID)
 		e.bool(m.CountOnly)
+		e.bool(m.Resync)
 		e.userInfos(m.EnteringUsers)
 		e.strings(m.LeavingUserIDs)
 		e.int(int64(m.CountDelta))
@@ -523,6 +524,7 @@ func (d *decoder) messages() []*presence.Message {
 			Channel:              d.string(),
 			ID:                   d.int(),
 			CountOnly:            d.bool(),
+			Resync:               d.bool(),
 			EnteringUsers:        d.userInfos(),
 			LeavingUserIDs:       d.strings(),
 			CountDelta:           d.intField(),

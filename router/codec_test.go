@@ -16,6 +16,7 @@ func testMessages() []*presence.Message {
 		{Channel: "/staff/a", ID: 1 << 52, EnteringUsers: []presence.UserInfo{{ID: "1", Username: "sam", Name: "Sam", AvatarTemplate: "/a/{size}.png"}}, Audience: aud, PublishedAtUnixMilli: 1_700_000_000_123},
 		{Channel: "/staff/a", ID: 1<<52 + 1, LeavingUserIDs: []string{"1", "2"}, Audience: aud, PublishedAtUnixMilli: 1_700_000_000_456},
 		{Channel: "/count/b", ID: 7, CountOnly: true, CountDelta: -3, Audience: &presence.Config{Public: true, CountOnly: true}},
+		{Channel: "/count/b", ID: 8, CountOnly: true, Resync: true, Audience: &presence.Config{Public: true, CountOnly: true}},
 		{Channel: "/pub/c", ID: 9},
 	}
 }
@@ -144,7 +145,7 @@ func TestCodecSharesAudience(t *testing.T) {
 	if got[0].Audience != got[1].Audience {
 		t.Error("consecutive messages with one audience decode to two configs")
 	}
-	if got[3].Audience != nil {
+	if got[len(got)-1].Audience != nil {
 		t.Error("a message without audience got one")
 	}
 }

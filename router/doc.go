@@ -80,7 +80,8 @@
 // Install merges. If the receiver already holds state for X (it started X
 // fresh while the holder was unreachable), clients are united, the later
 // expiry winning, and the last id moves past both histories with an empty
-// backlog: no id repeats and every subscriber resyncs at the next message.
+// backlog: no id repeats, and a resync marker published with the install
+// makes every subscriber re-read the channel at once.
 //
 // Tombstones are dropped when their target, once seen as a member, leaves,
 // when the ring owner is the target anyway, or when the target is unreachable
@@ -181,7 +182,7 @@
 // clients whose user or client left after their last heartbeat (the leave
 // log: recent leaves of each channel, kept leaveMemory and sent with every
 // hand-off), drop expired ones, and move the last id past both histories
-// with an empty backlog, so subscribers see a gap and resync. A forwarded
+// with an empty backlog and a resync marker, so subscribers resync. A forwarded
 // update carries its sender's deadline and is dropped when read after it:
 // a paused node must not apply, on resuming, an update its sender has
 // since retried elsewhere.

@@ -222,12 +222,14 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 		// in later (as an orphan's), it could bring back clients that left.
 		r.replicas.dropFrom(channel, origin)
 	}
+	// Interest first: the install publishes (a merge's resync marker) and
+	// takes the replica's snapshot, and both must reach the nodes handed over.
+	r.interest.add(channel, interest)
 	err := r.installMerged(ctx, snap, leaves)
 	if err != nil {
 		r.endMove(channel, func(*route) {})
 		return err
 	}
-	r.interest.add(channel, interest)
 	r.endMove(channel, func(e *route) {
 		e.held, e.tomb = true, nil
 	})
@@ -260,11 +262,12 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		}
 	}
 	merged := mergeSnapshots(local, snap)
-	if merged != snap {
-		r.log.Info("merged a channel with the state held here", "channel", snap.Channel,
-			"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
+	if merged == snap {
+		return r.engine.Install(ctx, dropExpired(snap, r.cfg.Clock.Now().UnixNano()))
 	}
-	return r.engine.Install(ctx, dropExpired(merged, r.cfg.Clock.Now().UnixNano()))
+	r.log.Info("merged a channel with the state held here", "channel", snap.Channel,
+		"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
+	return r.engine.InstallMerged(ctx, dropExpired(merged, r.cfg.Clock.Now().UnixNano()))
 }
 
 // dropExpired removes the clients whose expiry passed (a stale copy's):
@@ -282,8 +285,8 @@ func dropExpired(s *presence.ChannelSnapshot, now int64) *presence.ChannelSnapsh
 // mergeSnapshots combines the state found here with the one handed over.
 // Without local state the handed-over one is installed as it is. Otherwise
 // clients are united (the later expiry wins) and the id skips past both
-// histories with an empty backlog: no id repeats, and every subscriber sees
-// a gap at the next message and resyncs, since neither history is complete.
+// histories with an empty backlog: no id repeats, and since neither history
+// is complete, the install publishes a resync marker (InstallMerged).
 func mergeSnapshots(local, in *presence.ChannelSnapshot) *presence.ChannelSnapshot {
 	if local == nil || len(local.Clients) == 0 && len(local.Backlog) == 0 && local.LastID <= in.LastID {
 		return in

@@ -336,10 +336,18 @@ func TestUnreachablePreviousOwnerStartsFreshThenMerges(t *testing.T) {
 	if ids := userIDs(got[ch]); !slices.Equal(ids, []string{"new", "old"}) {
 		t.Fatalf("after the merge users are %v", ids)
 	}
+	// The merge itself tells subscribers to re-read the channel; they do
+	// not wait for its next change.
+	waitFor(t, "a resync", func() bool { return resyncs(col.events()) > 0 })
 	if _, err := a.r.Update(ctx, user("later"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a resync", func() bool { return resyncs(col.events()) > 0 })
+	// It follows the resync as the next message.
+	next := got[ch].LastMessageID + 1
+	waitFor(t, "later's enter", func() bool {
+		msgs := col.messages(ch)
+		return len(msgs) > 0 && msgs[len(msgs)-1].LastID == next
+	})
 	checkStream(t, col.events(), ch)
 }
 

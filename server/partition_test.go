@@ -67,9 +67,19 @@ func TestPartitionBothSidesServeAndHealWithin10s(t *testing.T) {
 
 	time.Sleep(time.Until(detected.Add(faultHold))) // the fault's duration
 	t.Logf("cut statistics before the heal: %+v (cut for %v)", c.CutStats(), time.Since(cut).Round(time.Millisecond))
+	seen := eventCounts(streams)
 	healAndConverge(t, c, m, ch)
 	beats.stop(t)
-	checkPartitionStreams(t, c, m, ch, streams)
+	checkPartitionStreams(t, c, m, ch, streams, seen)
+}
+
+// eventCounts returns how many events each stream received so far.
+func eventCounts(streams map[int]watch) map[int]int {
+	n := make(map[int]int, len(streams))
+	for i, w := range streams {
+		n[i] = len(w.stream.Events())
+	}
+	return n
 }
 
 // sidesServe: each side serves ch for its own clients. On node2 user b
@@ -447,39 +457,49 @@ func converged(c *testcluster.Cluster, m *model, ch string) error {
 	return nil
 }
 
-// checkPartitionStreams checks the subscribers opened before the cut: ids
-// never repeated, jumps only after a resync, and a user entering after the
-// heal reaches each of them (as its message or as a resync).
-func checkPartitionStreams(t *testing.T, c *testcluster.Cluster, m *model, ch string, streams map[int]watch) {
+// checkPartitionStreams checks the subscribers of both sides. Each side
+// missed the other's changes, so the merge must tell each stream to re-read
+// the channel (a resync after seen[i] events) without waiting for the
+// channel's next change; the enter that follows then arrives as a message
+// (or inside another resync), and ids never repeat.
+func checkPartitionStreams(t *testing.T, c *testcluster.Cluster, m *model, ch string, streams map[int]watch, seen map[int]int) {
 	t.Helper()
-	before := map[int]int{}
 	for i, w := range streams {
-		before[i] = len(w.stream.Events())
+		err := w.stream.WaitEvents(settleTimeout, func(events []testcluster.Event) error {
+			if resyncsIn(events[seen[i]:]) == 0 {
+				return fmt.Errorf("no resync since the heal")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("stream on node%d: %v; events %+v", i, err, w.stream.Events())
+		}
 	}
+	before := eventCounts(streams)
 	enter(t, c, m, 1, "d", ch)
 	for i, w := range streams {
 		err := w.stream.WaitEvents(settleTimeout, func(events []testcluster.Event) error {
 			if _, err := checkContinuity(events, map[string]int64{ch: w.from}); err != nil {
 				return err
 			}
-			// A resync replaces the first message after a merge: the
-			// client fetches the channel, d included.
-			for _, ev := range events[before[i]:] {
-				if ev.Event == "resync" {
-					return nil
-				}
+			if resyncsIn(events[before[i]:]) > 0 {
+				return nil // the client fetches the channel, d included
 			}
 			return streamed(events, "d")
 		})
-		resyncs := 0
-		for _, ev := range w.stream.Events() {
-			if ev.Event == "resync" {
-				resyncs++
-			}
-		}
-		t.Logf("stream on node%d: %d events, %d resync", i, len(w.stream.Events()), resyncs)
+		t.Logf("stream on node%d: %d events, %d resync", i, len(w.stream.Events()), resyncsIn(w.stream.Events()))
 		if err != nil {
 			t.Errorf("stream on node%d: %v; events %+v", i, err, w.stream.Events())
 		}
 	}
+}
+
+func resyncsIn(events []testcluster.Event) int {
+	n := 0
+	for _, ev := range events {
+		if ev.Event == "resync" {
+			n++
+		}
+	}
+	return n
 }
