@@ -128,8 +128,10 @@ type Store struct {
 
 	notifyCh chan bool     // raft's NotifyCh
 	leaderCh chan bool     // what LeadershipChanges hands out
-	stop     chan struct{} // closed by Close to end the forwarder
+	stop     chan struct{} // closed by Close to end the forwarder and the watcher
 	done     chan struct{} // closed when the forwarder has ended
+
+	watcherDone chan struct{} // closed when watchLaggingFollowers has ended
 
 	closeOnce sync.Once
 	closeErr  error
@@ -154,11 +156,14 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		leaderCh: make(chan bool),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+
+		watcherDone: make(chan struct{}),
 	}
 	if err := s.open(); err != nil {
 		return nil, err
 	}
 	go s.forwardLeadership()
+	go s.watchLaggingFollowers()
 	if cfg.Bootstrap {
 		if err := s.bootstrapSelf(); err != nil {
 			return nil, errors.Join(err, s.Close())
@@ -320,6 +325,7 @@ func (s *Store) Close() error {
 		err := s.raft.Shutdown().Error()
 		close(s.stop)
 		<-s.done
+		<-s.watcherDone
 		s.closeErr = errors.Join(err, s.bolt.Close())
 	})
 	return s.closeErr

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -38,6 +39,8 @@ type storeChange struct {
 // storeFSM is the replicated key/value map. Raft calls Apply, Snapshot and
 // Restore from a single goroutine; readers take the read lock.
 type storeFSM struct {
+	// writes counts the log entries applied (see watchLaggingFollowers).
+	writes   atomic.Uint64
 	mu       sync.RWMutex
 	data     map[string][]byte // values are never mutated once stored
 	onChange func(key string, value []byte)
@@ -50,6 +53,7 @@ func newStoreFSM(onChange func(key string, value []byte)) *storeFSM {
 // Apply implements raft.FSM. It returns nil on success or an error, which
 // Store hands back to the writer through the ApplyFuture's response.
 func (f *storeFSM) Apply(entry *raft.Log) any {
+	f.writes.Add(1)
 	var cmd storeCommand
 	if err := json.Unmarshal(entry.Data, &cmd); err != nil {
 		return fmt.Errorf("cluster: decode store command at index %d: %w", entry.Index, err)
