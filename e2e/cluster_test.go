@@ -82,8 +82,9 @@ type cluster struct {
 // every node knows the e2e prefix.
 func startCluster(binary, workDir, artifacts, label string, size int) (*cluster, error) {
 	c := &cluster{label: label}
+	taken := map[string]bool{} // nodes bind their ports only at start: never hand one out twice
 	for i := range size {
-		n, err := newNode(fmt.Sprintf("node%d", i+1), filepath.Join(artifacts, label))
+		n, err := newNode(fmt.Sprintf("node%d", i+1), filepath.Join(artifacts, label), taken)
 		if err != nil {
 			return nil, err
 		}
@@ -128,11 +129,12 @@ func (c *cluster) launch(binary, workDir string) error {
 	return nil
 }
 
-// newNode picks free loopback ports for a node; its log goes to logPrefix-<name>.log.
-func newNode(name, logPrefix string) (*node, error) {
+// newNode picks free loopback ports for a node, none of taken (which it
+// extends); its log goes to logPrefix-<name>.log.
+func newNode(name, logPrefix string, taken map[string]bool) (*node, error) {
 	var addrs [4]string
 	for i := range addrs {
-		addr, err := freeAddr()
+		addr, err := freeAddr(taken)
 		if err != nil {
 			return nil, err
 		}
@@ -145,9 +147,10 @@ func newNode(name, logPrefix string) (*node, error) {
 	}, nil
 }
 
-// freeAddr returns a loopback address whose port is free for TCP and UDP
-// (memberlist binds both) at the time of the call.
-func freeAddr() (string, error) {
+// freeAddr returns a loopback address not in taken whose port is free for
+// TCP and UDP (memberlist binds both) at the time of the call, and adds it
+// to taken.
+func freeAddr(taken map[string]bool) (string, error) {
 	// Drawn below Linux's ephemeral range (32768-60999), which outgoing
 	// connections use: a ":0" port could be taken by one before the node binds.
 	for range 100 {
@@ -158,9 +161,13 @@ func freeAddr() (string, error) {
 		addr := ln.Addr().String()
 		pc, err := net.ListenPacket("udp", addr)
 		ln.Close()
+		if err == nil && !taken[addr] {
+			pc.Close()
+			taken[addr] = true
+			return addr, nil
+		}
 		if err == nil {
 			pc.Close()
-			return addr, nil
 		}
 	}
 	return "", errors.New("no free loopback port for both TCP and UDP")

@@ -152,7 +152,12 @@ func TestNodeStartedBeforeItsSeedJoins(t *testing.T) {
 	c.WaitReady()
 }
 
-func TestModelOf200ChannelsThroughRandomNodes(t *testing.T) {
+// startModelCluster starts 3 nodes with the public prefix "m" and gives
+// 200 of its channels a population: updates random updates of up to
+// maxPerUser channels each, through random nodes, checked against the
+// model. The random source is seeded from the clock (logged).
+func startModelCluster(t *testing.T, updates, maxPerUser int) (*testcluster.Cluster, *model, *rand.Rand, []string) {
+	t.Helper()
 	c := testcluster.Start(t, 3)
 	c.WaitReady()
 	putPrefix(t, c, 0, "m", publicPrefix)
@@ -163,8 +168,13 @@ func TestModelOf200ChannelsThroughRandomNodes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	channels := channelNames(200)
 	m := newModel()
-	randomUpdates(t, c, m, rng, 60, channels, 3)
+	randomUpdates(t, c, m, rng, updates, channels, maxPerUser)
 	m.checkAll(t, c, channels)
+	return c, m, rng, channels
+}
+
+func TestModelOf200ChannelsThroughRandomNodes(t *testing.T) {
+	c, _, _, channels := startModelCluster(t, 60, 3)
 
 	// Every node reports the same last message id for every channel.
 	var first map[string]*testcluster.ChannelState
@@ -303,18 +313,7 @@ func channelOwnedBy(t *testing.T, c *testcluster.Cluster, node string) string {
 }
 
 func TestJoinAndGracefulLeaveMoveChannelsWithoutLoss(t *testing.T) {
-	c := testcluster.Start(t, 3)
-	c.WaitReady()
-	putPrefix(t, c, 0, "m", publicPrefix)
-	waitPrefixEverywhere(t, c, "m", true, settleTimeout)
-
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, 2))
-	channels := channelNames(200)
-	m := newModel()
-	randomUpdates(t, c, m, rng, 40, channels, 2)
-	m.checkAll(t, c, channels)
+	c, m, rng, channels := startModelCluster(t, 40, 2)
 
 	// Streams on node0, which stays, follow 8 channels whatever their owner.
 	watched := channels[:8]
@@ -355,43 +354,14 @@ type watch struct {
 	from   int64
 }
 
-// openStreams subscribes on node i to each channel from its current id,
-// then makes user "watcher" enter the channel (recorded in m) and waits for
-// that message: the stream is live from then on, so a node crashing later
-// cannot fail its catch-up (which would close it, for the client to
-// reconnect).
+// openStreams subscribes on node i to each channel from its current id
+// (see subscribe), as user "watcher": a node crashing later cannot fail a
+// stream's catch-up (which would close it, for the client to reconnect).
 func openStreams(t *testing.T, c *testcluster.Cluster, i int, channels []string, m *model) map[string]watch {
 	t.Helper()
-	cl := c.Node(i).Client(testcluster.Token("watcher"))
 	out := map[string]watch{}
 	for _, ch := range channels {
-		st, err := cl.Get(ch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		from := st[ch].LastMessageID
-		s, err := cl.Subscribe(map[string]int64{ch: from}, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.Close)
-		if _, err := cl.Update("w", []string{ch}, nil); err != nil {
-			t.Fatal(err)
-		}
-		m.apply("watcher", "w", []string{ch}, nil)
-		err = s.WaitEvents(settleTimeout, func(events []testcluster.Event) error {
-			for _, ev := range events {
-				msg, _ := ev.Message()
-				if len(msg.Data.EnteringUsers) > 0 && msg.Data.EnteringUsers[0].ID == "watcher" {
-					return nil
-				}
-			}
-			return fmt.Errorf("%s: watcher's entry not streamed: %+v", ch, events)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[ch] = watch{stream: s, from: from}
+		out[ch] = subscribe(t, c, m, i, ch, "watcher")
 	}
 	return out
 }

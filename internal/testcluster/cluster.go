@@ -13,7 +13,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -80,6 +79,9 @@ type Cluster struct {
 	key  string
 	log  *slog.Logger
 	net  *network // nil unless WithPartitions
+	// ports hands out the fixed ports of the nodes (gossip, and every
+	// port behind proxies).
+	ports *portPicker
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -110,7 +112,7 @@ func Start(t testing.TB, n int, opts ...Option) *Cluster {
 // Cleanup stops every node when the test ends.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, dir: t.TempDir(), log: testLogger(t)}
+	c := &Cluster{t: t, dir: t.TempDir(), log: testLogger(t), ports: newPortPicker()}
 	for _, opt := range opts {
 		opt(&c.opts)
 	}
@@ -124,7 +126,7 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	}
 	if c.opts.partitions {
 		key, _ := base64.StdEncoding.DecodeString(c.key) // empty without a key
-		c.net = newNetwork(t, key)
+		c.net = newNetwork(t, key, c.ports)
 	}
 	t.Cleanup(c.stopAll)
 	for range n {
@@ -142,7 +144,7 @@ func (c *Cluster) addNode() *Node {
 	cfg := server.Config{
 		Name:            name,
 		HTTPAddr:        "127.0.0.1:0",
-		GossipAddr:      "127.0.0.1:" + strconv.Itoa(freeGossipPort(c.t)),
+		GossipAddr:      "127.0.0.1:" + strconv.Itoa(c.ports.pick(c.t, func(port int) bool { return portFree(port, true) })),
 		RaftAddr:        "127.0.0.1:0",
 		RPCAddr:         "127.0.0.1:0",
 		BootstrapExpect: c.opts.bootstrapExpect,
@@ -325,29 +327,4 @@ func (n *Node) GossipAddr() string {
 	}
 	_, port, _ := net.SplitHostPort(n.cfg.GossipAddr)
 	return net.JoinHostPort(n.cfg.Advertise, port)
-}
-
-// freeGossipPort finds a port free for both TCP and UDP on 127.0.0.1:
-// gossip addresses are chosen before any node starts so that every node can
-// be told whom to join, in any start order.
-func freeGossipPort(t testing.TB) int {
-	t.Helper()
-	// Ports are drawn below Linux's ephemeral range (32768-60999): a port
-	// from ":0" is ephemeral, and an outgoing connection of another node
-	// could take it between this check and the node's bind.
-	for range 100 {
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+mrand.IntN(12000))))
-		if err != nil {
-			continue
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		udp, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		ln.Close()
-		if err == nil {
-			udp.Close()
-			return port
-		}
-	}
-	t.Fatalf("testcluster: no port free for both TCP and UDP")
-	return 0
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
@@ -34,9 +33,10 @@ type network struct {
 	key []byte // gossip encryption key; nil for plain gossip
 
 	mu      sync.Mutex
-	names   []string       // node names by index
-	rpcs    []string       // advertised RPC addresses by index
-	rafts   []string       // advertised Raft addresses by index
+	names   []string // node names by index
+	rpcs    []string // advertised RPC addresses by index
+	rafts   []string // advertised Raft addresses by index
+	ports   *portPicker
 	sources map[string]int // bound gossip address -> node index
 	side    map[int]int    // node -> side while partitioned; absent: reaches all
 	proxies []*nodeProxy
@@ -55,14 +55,14 @@ type CutStats struct {
 // proxyHostBase is the last byte of node 0's advertised loopback address.
 const proxyHostBase = 101
 
-func newNetwork(t testing.TB, key []byte) *network {
+func newNetwork(t testing.TB, key []byte, ports *portPicker) *network {
 	// Linux routes all of 127.0.0.0/8 to loopback; other systems may not.
 	ln, err := net.Listen("tcp", proxyHost(0)+":0")
 	if err != nil {
 		t.Skipf("testcluster: partitions need loopback addresses beyond 127.0.0.1: %v", err)
 	}
 	ln.Close()
-	nw := &network{t: t, key: key, sources: map[string]int{}}
+	nw := &network{t: t, key: key, ports: ports, sources: map[string]int{}}
 	// Registered before the cluster's own cleanup, so it runs after the
 	// nodes are gone.
 	t.Cleanup(nw.close)
@@ -113,16 +113,13 @@ func (nw *network) place(i int, cfg *server.Config) {
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// listen finds a port free on 127.0.0.1 (for TCP, and UDP when udp is
-// set) and binds the proxy's listeners on host with that port, drawn below
-// the ephemeral range as freeGossipPort does.
+// listen picks a port free on 127.0.0.1 (for TCP, and UDP when udp is
+// set), which the node will bind, and binds the proxy's listeners on host
+// with that port.
 func (nw *network) listen(host string, udp bool) (*streamProxy, *packetProxy, int) {
 	nw.t.Helper()
 	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		if !portFree(port, udp) {
-			continue
-		}
+		port := nw.ports.pick(nw.t, func(port int) bool { return portFree(port, udp) })
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			continue
