@@ -597,7 +597,7 @@ func (a *channelActor) Receive(o op) {
 		a.e.raiseFloor(o.snap.LastID)
 		now := a.e.clk.Now().UnixNano()
 		var marker *Message
-		if o.resync {
+		if o.resync && ch.cfg != nil { // without a config no subscriber may see the channel
 			marker = ch.publishResync(now)
 			a.e.raiseFloor(marker.ID)
 		}

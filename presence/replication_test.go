@@ -163,6 +163,15 @@ func TestInstallMergedPublishesAResyncMarkerWithItsSnapshot(t *testing.T) {
 	if got := r.rec.take("/pub/plain"); len(got) != 0 {
 		t.Fatalf("a plain install published %v", got)
 	}
+	// Nor does the merge of a channel that never had a client (no config:
+	// no subscriber may see it).
+	bare := &ChannelSnapshot{Channel: "/pub/bare", LastID: 7}
+	if err := r.e.InstallMerged(context.Background(), bare); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.rec.take("/pub/bare"); len(got) != 0 {
+		t.Fatalf("the merge of a channel without config published %v", got)
+	}
 }
 
 func TestReplicatorToldWhenAChannelStops(t *testing.T) {
