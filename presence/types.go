@@ -124,15 +124,15 @@ type Message struct {
 	LeavingUserIDs []string   `json:"-"`
 	CountDelta     int        `json:"-"`
 	CountOnly      bool       `json:"-"`
+	// Resync marks a break in the channel's history (two states were
+	// merged): it carries no change, and every subscriber must re-read the
+	// channel instead of applying it.
+	Resync bool `json:"-"`
 	// Audience is the channel config at publish time: only users allowed to
 	// view by it receive the message.
 	Audience *Config `json:"-"`
 	// PublishedAtUnixMilli helps prune the backlog by age.
 	PublishedAtUnixMilli int64 `json:"-"`
-	// Resync marks a break in the channel's history (two states were
-	// merged): it carries no change, and every subscriber must re-read the
-	// channel instead of applying it.
-	Resync bool `json:"-"`
 }
 
 // EventKind tells what a subscription event carries.
