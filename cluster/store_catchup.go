@@ -68,6 +68,10 @@ func (w *catchUpWatcher) resumed(id raft.ServerID, now time.Time, writes uint64,
 // its own).
 func (w *catchUpWatcher) reset() { clear(w.outages) }
 
+// removed forgets id's outage: it left the configuration, and a server
+// added back gets a replication without backed-off history.
+func (w *catchUpWatcher) removed(id raft.ServerID) { delete(w.outages, id) }
+
 // watchLaggingFollowers transfers leadership when a follower returns from
 // an outage during which writes were applied (see storeCatchUpOutage), so
 // that it gets them within moments instead of after the leader's next
@@ -77,7 +81,7 @@ func (s *Store) watchLaggingFollowers() {
 	ch := make(chan raft.Observation, storeCatchUpObservations)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
-		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation, raft.PeerObservation:
 			return true
 		}
 		return false
@@ -101,6 +105,10 @@ func (s *Store) observeFollower(w *catchUpWatcher, o raft.Observation) {
 	case raft.LeaderObservation:
 		if d.LeaderID != raft.ServerID(s.cfg.NodeID) {
 			w.reset()
+		}
+	case raft.PeerObservation:
+		if d.Removed {
+			w.removed(d.Peer.ID)
 		}
 	case raft.FailedHeartbeatObservation:
 		w.failed(d.PeerID, d.LastContact, now, s.fsm.writes.Load())

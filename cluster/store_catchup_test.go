@@ -45,4 +45,10 @@ func TestCatchUpWatcherTransfersOnlyForALongOutageWithMissedWrites(t *testing.T)
 	if w.resumed("n4", long, 2, true) {
 		t.Error("a resume without a noted outage asked for a transfer")
 	}
+	w.failed("n5", t0, t0, 1)
+	w.removed("n5")
+	w.failed("n5", long, long, 2) // added back, then failing again: a new outage
+	if w.resumed("n5", long.Add(time.Second), 3, true) {
+		t.Error("an outage noted before the server was removed counted for its return")
+	}
 }
