@@ -82,7 +82,7 @@ func (ch *channel) present(u *User, clientID string, cfg *Config, now int64) *Me
 	}
 	ch.cfg = cfg
 	expires := now + timeoutNanos(cfg)
-	first := ch.add(u, clientID, expires)
+	first := ch.add(u, clientID, expires, expires)
 	if ch.track {
 		ch.changes = append(ch.changes, Change{Kind: ChangeEnter, Channel: ch.name, User: u, Config: cfg,
 			ExpiresAt: expires, UserID: u.ID, ClientID: clientID, At: now})
@@ -125,14 +125,15 @@ func (ch *channel) heartbeat(u *User, clientID string, cfg *Config, now int64) b
 
 func timeoutNanos(cfg *Config) int64 { return int64(cfg.TimeoutSeconds()) * int64(time.Second) }
 
-// add registers a new client present until expires and reports whether it is
-// its user's first.
-func (ch *channel) add(u *User, clientID string, expires int64) (first bool) {
-	c := &client{user: u, clientID: clientID, expiresAt: expires, armedAt: expires}
+// add registers a new client present until expires, its timer armed for
+// armAt (expires, or later for an installed copy's grace), and reports
+// whether it is its user's first.
+func (ch *channel) add(u *User, clientID string, expires, armAt int64) (first bool) {
+	c := &client{user: u, clientID: clientID, expiresAt: expires, armedAt: armAt}
 	c.timer.group, c.timer.value = ch.timers, c
 	ch.clients[c.key()] = c
 	ch.metrics.clients.Add(1)
-	ch.wheel.schedule(&c.timer, expires)
+	ch.wheel.schedule(&c.timer, armAt)
 
 	pu, ok := ch.users[u.ID]
 	if !ok {
@@ -334,7 +335,7 @@ func (ch *channel) install(s *ChannelSnapshot) {
 	for _, cs := range s.Clients {
 		u := &User{ID: cs.User.ID, Username: cs.User.Username, Name: cs.User.Name, AvatarTemplate: cs.User.AvatarTemplate}
 		if _, dup := ch.clients[clientKey{u.ID, cs.ClientID}]; !dup {
-			ch.add(u, cs.ClientID, cs.ExpiresAtUnixNano)
+			ch.add(u, cs.ClientID, cs.ExpiresAtUnixNano, cs.ExpiresAtUnixNano+int64(s.ExpiryGrace))
 		}
 	}
 }
@@ -350,6 +351,12 @@ type ChannelSnapshot struct {
 	LastID  int64
 	Clients []ClientSnapshot
 	Backlog []*Message // oldest first, contiguous ids ending at LastID
+	// ExpiryGrace delays the expiry of the installed clients past their
+	// ExpiresAtUnixNano, which stays their last heartbeat plus the timeout
+	// (merges compare it with leave times): a replica's copy may lack the
+	// refreshes its owner batched last, and a client must not leave before
+	// its timeout.
+	ExpiryGrace time.Duration
 }
 
 // ClientSnapshot is one present client of a ChannelSnapshot.
@@ -373,6 +380,9 @@ func (s *ChannelSnapshot) Validate() error {
 		if c.User.ID == "" || c.ClientID == "" {
 			return fmt.Errorf("%w: snapshot of %s: client without ids", ErrInvalid, s.Channel)
 		}
+	}
+	if s.ExpiryGrace < 0 {
+		return fmt.Errorf("%w: snapshot of %s: negative expiry grace", ErrInvalid, s.Channel)
 	}
 	return nil
 }

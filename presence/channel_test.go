@@ -303,6 +303,27 @@ func TestChannelSnapshotInstall(t *testing.T) {
 	}
 }
 
+func TestChannelInstallWithGraceExpiresAfterIt(t *testing.T) {
+	r := newChannelRig()
+	src := r.channel("/t/g")
+	src.present(alice, "x", publicCfg, r.now()) // expires 60 s from now
+	snap := src.snapshot()
+	src.clear()
+	snap.ExpiryGrace = 5 * time.Second
+
+	dst := r.channel("/t/g")
+	dst.install(snap)
+	if got := dst.snapshot().Clients[0].ExpiresAtUnixNano; got != snap.Clients[0].ExpiresAtUnixNano {
+		t.Fatalf("installed expiry %d, want %d: the grace must not move it", got, snap.Clients[0].ExpiresAtUnixNano)
+	}
+	if ms := r.advance(62 * time.Second); len(ms) != 0 {
+		t.Fatalf("expired within the grace: %+v", ms)
+	}
+	if ms := r.advance(4 * time.Second); len(ms) != 1 || !slices.Equal(ms[0].LeavingUserIDs, []string{"1"}) {
+		t.Fatalf("after the grace: %+v, want alice leaving", ms)
+	}
+}
+
 func TestSnapshotValidate(t *testing.T) {
 	bad := []*ChannelSnapshot{
 		{Channel: "/t/a", LastID: 5, Backlog: []*Message{{ID: 3}, {ID: 5}}},

@@ -124,14 +124,15 @@ func (c *Copy) Apply(ch *Change) {
 	}
 }
 
-// Snapshot returns the copy as a snapshot to install, every expiry moved
-// later by grace: heartbeats the owner batched in its last moments may not
-// have reached the copy, and a client must not leave before its timeout.
+// Snapshot returns the copy as a snapshot to install, with an ExpiryGrace
+// of grace: heartbeats the owner batched in its last moments may not have
+// reached the copy, and a client must not leave before its timeout. The
+// expiries themselves stay as the owner sent them, so that merges compare
+// the clients' last heartbeats with leave times exactly.
 func (c *Copy) Snapshot(grace time.Duration) *ChannelSnapshot {
-	s := &ChannelSnapshot{Channel: c.name, Config: c.cfg, LastID: c.lastID, Backlog: c.backlog.all()}
+	s := &ChannelSnapshot{Channel: c.name, Config: c.cfg, LastID: c.lastID, Backlog: c.backlog.all(), ExpiryGrace: grace}
 	s.Clients = make([]ClientSnapshot, 0, len(c.clients))
 	for _, cs := range c.clients {
-		cs.ExpiresAtUnixNano += int64(grace)
 		s.Clients = append(s.Clients, cs)
 	}
 	return s

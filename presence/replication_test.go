@@ -237,8 +237,8 @@ func TestCopyAppliesChangesAndPromotesWithGrace(t *testing.T) {
 	if s.LastID != 13 || len(s.Backlog) != 3 || s.Backlog[0].ID != 11 {
 		t.Fatalf("last id %d, backlog %d messages; want 13 and 11..13", s.LastID, len(s.Backlog))
 	}
-	if len(s.Clients) != 1 || s.Clients[0].User.Name != "A" || s.Clients[0].ExpiresAtUnixNano != 200+int64(time.Second) {
-		t.Fatalf("clients %+v, want a alone, expiry 200 plus the grace", s.Clients)
+	if len(s.Clients) != 1 || s.Clients[0].User.Name != "A" || s.Clients[0].ExpiresAtUnixNano != 200 || s.ExpiryGrace != time.Second {
+		t.Fatalf("clients %+v, grace %v; want a alone, expiry 200 as sent, and the grace apart", s.Clients, s.ExpiryGrace)
 	}
 	// A gap in ids (a message the copy never got) restarts the backlog, so
 	// it stays contiguous.

@@ -2,6 +2,7 @@ package router
 
 import (
 	"math"
+	"time"
 
 	"github.com/presencehq/presence/presence"
 )
@@ -571,6 +572,7 @@ func (e *encoder) snapshot(s *presence.ChannelSnapshot) {
 		e.int(c.ExpiresAtUnixNano)
 	}
 	e.messages(s.Backlog)
+	e.int(int64(s.ExpiryGrace))
 }
 
 func (d *decoder) snapshot() *presence.ChannelSnapshot {
@@ -580,5 +582,6 @@ func (d *decoder) snapshot() *presence.ChannelSnapshot {
 		s.Clients[i] = presence.ClientSnapshot{User: d.userInfo(), ClientID: d.string(), ExpiresAtUnixNano: d.int()}
 	}
 	s.Backlog = d.messages()
+	s.ExpiryGrace = time.Duration(d.int())
 	return s
 }

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/presencehq/presence/presence"
 )
@@ -29,6 +30,8 @@ func TestCodecRoundTrips(t *testing.T) {
 		LastID:  1<<52 + 1,
 		Clients: []presence.ClientSnapshot{{User: u.Info(), ClientID: "tab", ExpiresAtUnixNano: 1_700_000_060_000_000_000}},
 		Backlog: testMessages()[:2],
+
+		ExpiryGrace: time.Second,
 	}
 	interest := []interested{{node: Member{Name: "n2", RPCAddr: "127.0.0.1:7947"}, gen: 12}}
 	cases := []struct {

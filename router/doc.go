@@ -81,7 +81,10 @@
 // fresh while the holder was unreachable), clients are united, the later
 // expiry winning, and the last id moves past both histories with an empty
 // backlog: no id repeats, and a resync marker published with the install
-// makes every subscriber re-read the channel at once.
+// makes every subscriber re-read the channel at once. An older copy of the
+// receiver's own history (its last message found unchanged in the
+// receiver's backlog, no user the receiver lacks) only adds its clients:
+// the receiver's ids go on and nobody resyncs.
 //
 // Tombstones are dropped when their target, once seen as a member, leaves,
 // when the ring owner is the target anyway, or when the target is unreachable

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -261,54 +260,33 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 			local = dropLeft(local, all)
 		}
 	}
-	merged := mergeSnapshots(local, snap)
-	if merged == snap {
-		return r.engine.Install(ctx, dropExpired(snap, r.cfg.Clock.Now().UnixNano()))
+	merged, diverged := mergeSnapshots(local, snap)
+	now := r.cfg.Clock.Now().UnixNano()
+	switch {
+	case merged == snap:
+		return r.engine.Install(ctx, dropExpired(snap, now))
+	case !diverged:
+		r.log.Info("merged an older copy of the channel's history", "channel", snap.Channel,
+			"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
+		return r.engine.Install(ctx, dropExpired(merged, now))
 	}
 	r.log.Info("merged a channel with the state held here", "channel", snap.Channel,
 		"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
-	return r.engine.InstallMerged(ctx, dropExpired(merged, r.cfg.Clock.Now().UnixNano()))
+	return r.engine.InstallMerged(ctx, dropExpired(merged, now))
 }
 
-// dropExpired removes the clients whose expiry passed (a stale copy's):
-// installed, they would show their users until the wheel's next tick.
+// dropExpired removes the clients whose expiry, grace included, passed (a
+// stale copy's): installed, they would show their users until the wheel's
+// next tick.
 func dropExpired(s *presence.ChannelSnapshot, now int64) *presence.ChannelSnapshot {
-	live := slices.DeleteFunc(slices.Clone(s.Clients), func(c presence.ClientSnapshot) bool { return c.ExpiresAtUnixNano <= now })
+	end := now - int64(s.ExpiryGrace)
+	live := slices.DeleteFunc(slices.Clone(s.Clients), func(c presence.ClientSnapshot) bool { return c.ExpiresAtUnixNano <= end })
 	if len(live) == len(s.Clients) {
 		return s
 	}
 	out := *s
 	out.Clients = live
 	return &out
-}
-
-// mergeSnapshots combines the state found here with the one handed over.
-// Without local state the handed-over one is installed as it is. Otherwise
-// clients are united (the later expiry wins) and the id skips past both
-// histories with an empty backlog: no id repeats, and since neither history
-// is complete, the install publishes a resync marker (InstallMerged).
-func mergeSnapshots(local, in *presence.ChannelSnapshot) *presence.ChannelSnapshot {
-	if local == nil || len(local.Clients) == 0 && len(local.Backlog) == 0 && local.LastID <= in.LastID {
-		return in
-	}
-	out := &presence.ChannelSnapshot{
-		Channel: in.Channel,
-		Config:  cmp.Or(in.Config, local.Config),
-		LastID:  max(local.LastID, in.LastID) + 1,
-	}
-	byKey := make(map[[2]string]int)
-	for _, c := range slices.Concat(local.Clients, in.Clients) {
-		key := [2]string{c.User.ID, c.ClientID}
-		if i, dup := byKey[key]; dup {
-			if c.ExpiresAtUnixNano > out.Clients[i].ExpiresAtUnixNano {
-				out.Clients[i] = c
-			}
-			continue
-		}
-		byKey[key] = len(out.Clients)
-		out.Clients = append(out.Clients, c)
-	}
-	return out
 }
 
 // handleExtract hands a channel over to the node that took it over (the

@@ -297,6 +297,28 @@ func TestDropLeftKeepsClientsHeardAfterTheLeave(t *testing.T) {
 	}
 }
 
+// TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat: the
+// grace a promoted copy gets must not make its clients look heard later
+// than they were. Here the client's last heartbeat reached the copy at
+// 5 s, and it left at 5.5 s on the other side of a partition: the merge
+// drops it (with the grace folded into the expiry it was kept, a ghost).
+func TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat(t *testing.T) {
+	cfg := &presence.Config{Timeout: 10}
+	c := presence.NewCopy(&presence.ChannelSnapshot{Channel: "/x", Config: cfg, LastID: 1})
+	c.Apply(&presence.Change{Kind: presence.ChangeEnter, UserID: "u", ClientID: "t", User: &presence.User{ID: "u"}, Config: cfg, ExpiresAt: 15e9, At: 5e9})
+	snap := c.Snapshot(time.Second)
+	if out := dropLeft(snap, map[string]int64{clientKey("u", "t"): 5.5e9}); len(out.Clients) != 0 {
+		t.Fatalf("kept %+v after its leave", out.Clients)
+	}
+	// The grace still keeps the client past its expiry when nothing left.
+	if out := dropExpired(snap, 15.5e9); len(out.Clients) != 1 {
+		t.Fatal("a promoted client was dropped within its grace")
+	}
+	if out := dropExpired(snap, 16e9); len(out.Clients) != 0 {
+		t.Fatal("a promoted client outlived its grace")
+	}
+}
+
 func TestReplicationBatchRoundTrip(t *testing.T) {
 	from := Member{Name: "n1", RPCAddr: "a:1"}
 	cfg := pubConfig
