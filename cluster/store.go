@@ -215,12 +215,13 @@ func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) 
 		}
 		advertise = addr
 	}
-	trans, err := raft.NewTCPTransportWithLogger(s.cfg.BindAddr, advertise, storeMaxPool,
-		storeTransportTimeout, hlog.Named("transport"))
+	stream, err := listenStoreStream(s.cfg.BindAddr, advertise)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: raft transport on %s: %w", s.cfg.BindAddr, err)
 	}
-	return trans, nil
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: storeMaxPool, Timeout: storeTransportTimeout, Logger: hlog.Named("transport"),
+	}), nil
 }
 
 func (s *Store) raftConfig(hlog hclog.Logger) *raft.Config {
@@ -322,7 +323,12 @@ func (s *Store) Servers() ([]StoreServer, error) {
 // answering from memory. Close is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		err := s.raft.Shutdown().Error()
+		shutdown := s.raft.Shutdown()
+		// Raft closes its transport only once its goroutines ended, and a
+		// leader's heartbeat may be dialling a peer that vanished: closing
+		// the transport first aborts such dials (see storeStream).
+		_ = s.trans.Close()
+		err := shutdown.Error()
 		close(s.stop)
 		<-s.done
 		<-s.watcherDone
