@@ -135,7 +135,8 @@ type Config struct {
 	Replication bool
 	// ReplicationInterval is how long a refresh (a heartbeat that only
 	// moves an expiry) may wait before it is sent to the replica, and the
-	// grace a promoted copy adds to every expiry; 0 means
+	// grace a promoted copy waits past every expiry before expiring its
+	// clients (ChannelSnapshot.ExpiryGrace); 0 means
 	// DefaultReplicationInterval.
 	ReplicationInterval time.Duration
 }
