@@ -86,6 +86,11 @@
 // receiver's backlog, no user the receiver lacks) only adds its clients:
 // the receiver's ids go on and nobody resyncs.
 //
+// A push of a channel with no state here still carries the leaves answered
+// here (sendLeaves): a node that served the channel without its state (cut
+// off from its holder) acknowledged them, and the holder drops the clients
+// they concern (applyLeaves), last writer wins.
+//
 // Tombstones are dropped when their target, once seen as a member, leaves,
 // when the ring owner is the target anyway, or when the target is unreachable
 // and not a member. Held channels whose actor passivated are forgotten after

@@ -126,6 +126,9 @@ func (r *Router) pushTo(channel string, to Member) error {
 		return err
 	}
 	snap, interest, err := r.exportLocal(ctx, channel)
+	if err == nil && snap == nil {
+		err = r.sendLeaves(ctx, channel, to)
+	}
 	if err != nil || snap == nil {
 		r.endMove(channel, func(e *route) { e.held = e.held && err != nil })
 		return err
@@ -144,6 +147,59 @@ func (r *Router) pushTo(channel string, to Member) error {
 	// not have received the answer).
 	r.streams.retired(channel, "")
 	return nil
+}
+
+// sendLeaves hands the leaves answered here for channel, which has no state
+// here, to the channel's new holder. This node may have served the channel without its state (cut
+// off from the node that held it, or in the moment after a partition healed
+// before the member lists merged): the client that left is then still
+// present at the holder, which must drop it (see applyLeaves).
+func (r *Router) sendLeaves(ctx context.Context, channel string, to Member) error {
+	if !r.cfg.Replication {
+		return nil
+	}
+	leaves := r.leaves.get(channel, nil)
+	if len(leaves) == 0 {
+		return nil
+	}
+	q := installRequest{from: r.self, snap: &presence.ChannelSnapshot{Channel: channel}, leaves: leaves}
+	_, err := r.call(ctx, to, MethodInstall, q.encode)
+	return err
+}
+
+// leavesOnly reports whether an install carries no state, only leaves
+// (sendLeaves): a real channel's last id is never 0.
+func leavesOnly(s *presence.ChannelSnapshot) bool {
+	return s.LastID == 0 && s.Config == nil && len(s.Clients) == 0 && len(s.Backlog) == 0
+}
+
+// applyLeaves takes leaves another node answered for channel without its
+// state: they are kept for later merges and, when this node holds the
+// channel, its clients that left after their last heartbeat are dropped
+// (last writer wins, as in merges) and subscribers told to re-read it.
+func (r *Router) applyLeaves(ctx context.Context, channel string, leaves map[string]int64) error {
+	r.leaves.add(channel, leaves)
+	if !r.holds(channel) {
+		return nil
+	}
+	if err := r.beginMove(ctx, channel, moveIn); err != nil {
+		return err
+	}
+	defer r.endMove(channel, func(*route) {})
+	local, err := r.engine.Export(ctx, channel)
+	if err != nil || local == nil {
+		return err
+	}
+	kept := dropLeft(local, r.leaves.get(channel, nil))
+	if kept == local {
+		return nil
+	}
+	r.log.Info("dropped clients that left through another node", "channel", channel,
+		"clients", len(local.Clients)-len(kept.Clients))
+	// As in installMerged: what the actor still had on its way to the
+	// replica is replaced, and the install sends the replica a snapshot.
+	r.streams.stopped(channel, true)
+	return r.engine.InstallMerged(ctx, kept)
 }
 
 // exportLocal takes the state of a channel marked as moving out, freezes
@@ -190,6 +246,9 @@ func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error)
 	}
 	if r.isDraining() {
 		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
+	}
+	if leavesOnly(q.snap) {
+		return nil, r.applyLeaves(ctx, q.snap.Channel, q.leaves)
 	}
 	if err := r.installLocal(ctx, q.snap, q.interest, q.leaves, q.origin); err != nil {
 		return nil, err

@@ -28,6 +28,21 @@ func replicaChannel(t *testing.T, names []string, owner string) (ch, replica str
 	return "", ""
 }
 
+// channelWith returns a channel that owner owns among names, with replica
+// as its replica.
+func channelWith(t *testing.T, names []string, owner, replica string) string {
+	t.Helper()
+	rg := ring.New(1, names)
+	for i := range 10000 {
+		ch := fmt.Sprintf("/pub/r%d", i)
+		if o, rep := rg.OwnerAndReplica(ch); o == owner && rep == replica {
+			return ch
+		}
+	}
+	t.Fatalf("no channel owned by %s with replica %s", owner, replica)
+	return ""
+}
+
 // update sends an update of client "tab" through n and fails the test
 // unless it is answered.
 func update(t *testing.T, n *testNode, u *presence.User, present, leave []string) {
@@ -475,4 +490,37 @@ func TestSubscriberElsewhereContinuesAfterPromotion(t *testing.T) {
 			t.Fatalf("the subscriber got a resync: %+v", ev)
 		}
 	}
+}
+
+// TestLeaveAnsweredWithoutTheStateReachesTheHolder: a node cut off from
+// the holder of a channel serves it without its state, so a client's
+// leave there changes nothing locally. When the views merge, the node's
+// hand-off carries the leave to the holder, which drops the client
+// instead of keeping it until its timeout (a ghost).
+func TestLeaveAnsweredWithoutTheStateReachesTheHolder(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	holder, lone := c.node("n1"), c.node("n3")
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2") // n3 holds no copy
+	update(t, holder, user("k"), []string{ch}, nil)
+	update(t, holder, user("m"), []string{ch}, nil)
+	c.clk.Advance(time.Second)
+
+	// n3 is cut off and sees itself alone; the others see each other.
+	cutOff(c, lone)
+	lone.caller.setFail(func(string, uint16) error { return errors.New("unreachable") })
+	lone.r.SetMembers(members(lone))
+	for _, n := range without(c, lone) {
+		n.r.SetMembers(members(without(c, lone)...))
+	}
+	update(t, lone, user("k"), nil, []string{ch}) // answered by n3, which has nothing of ch
+
+	for _, n := range c.nodes {
+		n.caller.setFail(nil)
+	}
+	c.setMembers(c.nodes...)
+	waitFor(t, "k's leave to reach the holder", func() bool {
+		got, err := holder.r.Get(ctx, nil, []string{ch})
+		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
+	})
 }
