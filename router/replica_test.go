@@ -524,3 +524,37 @@ func TestLeaveAnsweredWithoutTheStateReachesTheHolder(t *testing.T) {
 		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
 	})
 }
+
+// TestLeaveAnsweredByTheCutOwnerSurvivesTheHandBack: the channel's owner
+// is cut off; the client enters through the others, which serve the
+// channel meanwhile, and leaves through the owner, which has nothing of
+// it. When the views merge, the channel is handed back to its owner, whose
+// leave log must drop the client.
+func TestLeaveAnsweredByTheCutOwnerSurvivesTheHandBack(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	owner := c.node("n2")
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n2", "n1")
+
+	cutOff(c, owner)
+	owner.caller.setFail(func(string, uint16) error { return errors.New("unreachable") })
+	owner.r.SetMembers(members(owner))
+	rest := without(c, owner)
+	for _, n := range rest {
+		n.r.SetMembers(members(rest...))
+	}
+	update(t, rest[0], user("k"), []string{ch}, nil)
+	update(t, rest[0], user("m"), []string{ch}, nil)
+	c.clk.Advance(time.Second)
+	update(t, owner, user("k"), nil, []string{ch}) // answered by the cut owner, which has nothing
+
+	for _, n := range c.nodes {
+		n.caller.setFail(nil)
+	}
+	c.setMembers(c.nodes...)
+	c.waitSettled(c.nodes...)
+	waitFor(t, "k's leave to hold after the hand-back", func() bool {
+		got, err := owner.r.Get(ctx, nil, []string{ch})
+		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
+	})
+}
