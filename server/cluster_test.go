@@ -115,7 +115,7 @@ func TestBootstrapWaitsForExpectedServers(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if alive := aliveCount(view); alive != 2 {
+			if alive := len(view.Alive()); alive != 2 {
 				return fmt.Errorf("%s sees %d alive", n.Name, alive)
 			}
 		}
@@ -433,16 +433,6 @@ func countMoved(before, after map[string]string) int {
 	n := 0
 	for ch, owner := range before {
 		if after[ch] != owner {
-			n++
-		}
-	}
-	return n
-}
-
-func aliveCount(view testcluster.ClusterView) int {
-	n := 0
-	for _, m := range view.Members {
-		if m.State == "alive" {
 			n++
 		}
 	}

@@ -329,14 +329,7 @@ func waitSides(t *testing.T, c *testcluster.Cluster, sides ...[]int) {
 				if err != nil {
 					return err
 				}
-				var alive []string
-				for _, mem := range view.Members {
-					if mem.State == "alive" {
-						alive = append(alive, mem.Name)
-					}
-				}
-				slices.Sort(alive)
-				if !slices.Equal(alive, want) {
+				if alive := view.Alive(); !slices.Equal(alive, want) {
 					return fmt.Errorf("node%d sees alive %v, want %v", i, alive, want)
 				}
 			}

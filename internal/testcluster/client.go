@@ -100,13 +100,7 @@ func (c *Cluster) Ready() error {
 
 // checkView compares one node's /admin/cluster with the running nodes.
 func checkView(node string, view ClusterView, running []string, leader *string) error {
-	var alive []string
-	for _, m := range view.Members {
-		if m.State == "alive" {
-			alive = append(alive, m.Name)
-		}
-	}
-	slices.Sort(alive)
+	alive := view.Alive()
 	if !slices.Equal(alive, running) {
 		return fmt.Errorf("%s sees alive %v, running %v", node, alive, running)
 	}
@@ -227,6 +221,18 @@ func (cl *Client) getJSON(path string, out any) error {
 type ClusterView struct {
 	Members []api.Member `json:"members"`
 	Raft    api.RaftInfo `json:"raft"`
+}
+
+// Alive returns the names of the members in state "alive", sorted.
+func (v ClusterView) Alive() []string {
+	var alive []string
+	for _, m := range v.Members {
+		if m.State == "alive" {
+			alive = append(alive, m.Name)
+		}
+	}
+	slices.Sort(alive)
+	return alive
 }
 
 // Cluster GETs /admin/cluster.
