@@ -27,7 +27,9 @@ type benchNode struct {
 	tokens []string
 }
 
-func newBenchNode(b *testing.B) *benchNode {
+// newDemoEngine returns an engine in which every /demo/ channel is public,
+// with its metrics registry; it is closed when b ends.
+func newDemoEngine(b *testing.B) (*presence.Engine, *prometheus.Registry) {
 	b.Helper()
 	resolver := presence.NewResolver(presence.ResolverConfig{})
 	doc := `{"rules": [{"match": "/demo/.+", "config": {"public": true}}]}`
@@ -40,6 +42,12 @@ func newBenchNode(b *testing.B) *benchNode {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { engine.Close(context.Background()) })
+	return engine, reg
+}
+
+func newBenchNode(b *testing.B) *benchNode {
+	b.Helper()
+	engine, reg := newDemoEngine(b)
 	h, err := New(Config{
 		Service:    engine,
 		Prefixes:   newFakePrefixes(),

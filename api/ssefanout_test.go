@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -16,9 +15,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/presencehq/presence/presence"
 )
 
 // fanoutChannel is the channel every stream of BenchmarkSSEFanout follows.
@@ -51,16 +47,7 @@ func newFrameCounter(streams int) frameCounter {
 
 func newFanoutNode(b *testing.B, users, streams int) *fanoutNode {
 	b.Helper()
-	resolver := presence.NewResolver(presence.ResolverConfig{})
-	doc := `{"rules": [{"match": "/demo/.+", "config": {"public": true}}]}`
-	if err := resolver.SetDocument("demo", []byte(doc)); err != nil {
-		b.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	engine, err := presence.NewEngine(presence.EngineConfig{Configs: resolver, Metrics: presence.NewMetrics(reg)})
-	if err != nil {
-		b.Fatal(err)
-	}
+	engine, reg := newDemoEngine(b)
 	h, err := New(Config{
 		Service: engine, Prefixes: newFakePrefixes(), Cluster: &fakeCluster{ready: true},
 		JWTSecret: []byte(testSecret), AdminToken: testAdminToken, Registry: reg, RateBurst: 1 << 30,
@@ -70,10 +57,9 @@ func newFanoutNode(b *testing.B, users, streams int) *fanoutNode {
 		b.Fatal(err)
 	}
 	n := &fanoutNode{frameCounter: newFrameCounter(streams), h: h, srv: httptest.NewServer(h)}
-	b.Cleanup(func() {
+	b.Cleanup(func() { // before the engine's close, registered earlier
 		n.srv.CloseClientConnections()
 		n.srv.Close()
-		engine.Close(context.Background())
 	})
 	exp := time.Now().Add(time.Hour).Unix()
 	for i := range users {
