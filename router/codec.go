@@ -357,6 +357,36 @@ func decodeInstallRequest(b []byte) (installRequest, error) {
 	return q, d.finish()
 }
 
+// leavesRequest carries the leaves a node answered for a channel it has
+// no state of (MethodLeaves), to where the channel is.
+type leavesRequest struct {
+	from    Member
+	channel string
+	hops    int
+	leaves  map[string]int64 // user or client key → unix ns, never empty
+}
+
+func (q *leavesRequest) encode(e *encoder) {
+	e.member(q.from)
+	e.string(q.channel)
+	e.uint(uint64(q.hops))
+	e.leaves(q.leaves)
+}
+
+func decodeLeavesRequest(b []byte) (leavesRequest, error) {
+	d := decoder{b: b}
+	q := leavesRequest{from: d.member(), channel: d.string()}
+	hops := d.uint()
+	if hops > 255 {
+		d.fail()
+	}
+	q.hops = int(hops)
+	if q.leaves = d.leaves(); len(q.leaves) == 0 {
+		d.fail()
+	}
+	return q, d.finish()
+}
+
 // Shared pieces.
 
 func (e *encoder) member(m Member) { e.string(m.Name); e.string(m.RPCAddr) }

@@ -78,6 +78,9 @@ func TestCodecRoundTrips(t *testing.T) {
 		{"install", (&installRequest{from: interest[0].node, snap: snap, interest: interest}).encode,
 			func(b []byte) (any, error) { return decodeInstallRequest(b) },
 			installRequest{from: interest[0].node, snap: snap, interest: interest}},
+		{"leaves", (&leavesRequest{from: interest[0].node, channel: "/pub/a", hops: 2, leaves: map[string]int64{"k": 5, clientKey("m", "tab"): -3}}).encode,
+			func(b []byte) (any, error) { return decodeLeavesRequest(b) },
+			leavesRequest{from: interest[0].node, channel: "/pub/a", hops: 2, leaves: map[string]int64{"k": 5, clientKey("m", "tab"): -3}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,6 +172,7 @@ func FuzzDecoders(f *testing.F) {
 			func(b []byte) error { _, err := decodePushRequest(b); return err },
 			func(b []byte) error { _, err := decodeExtractReply(b); return err },
 			func(b []byte) error { _, err := decodeInstallRequest(b); return err },
+			func(b []byte) error { _, err := decodeLeavesRequest(b); return err },
 			func(b []byte) error { _, err := decodeBools(b); return err },
 			func(b []byte) error { _, err := decodeUpdateResults(b, "n"); return err },
 		} {

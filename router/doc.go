@@ -87,9 +87,14 @@
 // the receiver's ids go on and nobody resyncs.
 //
 // A push of a channel with no state here still carries the leaves answered
-// here (sendLeaves): a node that served the channel without its state (cut
-// off from its holder) acknowledged them, and the holder drops the clients
-// they concern (applyLeaves), last writer wins.
+// here (sendLeaves, MethodLeaves): a node that served the channel without
+// its state (cut off from its holder) acknowledged them, and the holder
+// drops the clients they concern, last writer wins. The receiver keeps them
+// and routes them on like a call (tombstone, ring owner, at most MaxHops),
+// since the sender's view may have been partial; a receiver that owns the
+// channel by its ring without holding it keeps them for the holder's
+// hand-off, and hands them on itself if its ring gives the channel to
+// another node first (route.owesLeaves).
 //
 // Tombstones are dropped when their target, once seen as a member, leaves,
 // when the ring owner is the target anyway, or when the target is unreachable

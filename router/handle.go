@@ -17,6 +17,7 @@ const (
 	MethodPush     uint16 = 5 // published messages for a node's subscribers
 	MethodExtract  uint16 = 6 // pull: hand a channel over to the requester
 	MethodInstall  uint16 = 7 // push: take over a channel's state
+	MethodLeaves   uint16 = 9 // leaves answered where the channel had no state
 	// MaxMethod is the highest method number reserved for the router.
 	MaxMethod uint16 = 99
 )
@@ -45,6 +46,8 @@ func (r *Router) Handle(ctx context.Context, method uint16, body []byte) ([]byte
 		return r.handleInstall(ctx, body)
 	case MethodReplicate:
 		return r.handleReplicate(body)
+	case MethodLeaves:
+		return r.handleLeaves(ctx, body)
 	}
 	return nil, fmt.Errorf("%w: unknown router method %d", presence.ErrInvalid, method)
 }

@@ -130,7 +130,10 @@ func (r *Router) pushTo(channel string, to Member) error {
 		err = r.sendLeaves(ctx, channel, to)
 	}
 	if err != nil || snap == nil {
-		r.endMove(channel, func(e *route) { e.held = e.held && err != nil })
+		r.endMove(channel, func(e *route) {
+			e.held = e.held && err != nil
+			e.owesLeaves = e.owesLeaves && err != nil
+		})
 		return err
 	}
 	q := installRequest{from: r.self, snap: snap, interest: interest, origin: r.self.Name}
@@ -142,6 +145,8 @@ func (r *Router) pushTo(channel string, to Member) error {
 		return err
 	}
 	r.forgetLocal(ctx, channel, to)
+	r.log.Debug("handed a channel over", "channel", channel, "to", to.Name, "clients", len(snap.Clients),
+		"last_id", snap.LastID, "epoch", r.view.Load().epoch)
 	// The new holder has the state: the copy this node's replica keeps
 	// would only be stale now (a pull's copy stays, since the puller may
 	// not have received the answer).
@@ -150,10 +155,11 @@ func (r *Router) pushTo(channel string, to Member) error {
 }
 
 // sendLeaves hands the leaves answered here for channel, which has no state
-// here, to the channel's new holder. This node may have served the channel without its state (cut
-// off from the node that held it, or in the moment after a partition healed
-// before the member lists merged): the client that left is then still
-// present at the holder, which must drop it (see applyLeaves).
+// here, to the channel's owner in this node's view. This node may have
+// served the channel without its state (cut off from the node that held
+// it, or in the moment after a partition healed before the member lists
+// merged): the client that left is then still present at the holder, which
+// must drop it (see takeLeaves).
 func (r *Router) sendLeaves(ctx context.Context, channel string, to Member) error {
 	if !r.cfg.Replication {
 		return nil
@@ -162,24 +168,57 @@ func (r *Router) sendLeaves(ctx context.Context, channel string, to Member) erro
 	if len(leaves) == 0 {
 		return nil
 	}
-	q := installRequest{from: r.self, snap: &presence.ChannelSnapshot{Channel: channel}, leaves: leaves}
-	_, err := r.call(ctx, to, MethodInstall, q.encode)
+	q := leavesRequest{from: r.self, channel: channel, leaves: leaves}
+	_, err := r.call(ctx, to, MethodLeaves, q.encode)
+	r.log.Debug("sent the leaves of a channel without state here", "channel", channel, "to", to.Name,
+		"leaves", len(leaves), "err", err)
 	return err
 }
 
-// leavesOnly reports whether an install carries no state, only leaves
-// (sendLeaves): a real channel's last id is never 0.
-func leavesOnly(s *presence.ChannelSnapshot) bool {
-	return s.LastID == 0 && s.Config == nil && len(s.Clients) == 0 && len(s.Backlog) == 0
+func (r *Router) handleLeaves(ctx context.Context, body []byte) ([]byte, error) {
+	q, err := decodeLeavesRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	if !presence.ValidChannelName(q.channel) {
+		return nil, fmt.Errorf("%w: leaves of invalid channel %q", presence.ErrInvalid, q.channel)
+	}
+	return nil, r.takeLeaves(ctx, q)
 }
 
-// applyLeaves takes leaves another node answered for channel without its
-// state: they are kept for later merges and, when this node holds the
-// channel, its clients that left after their last heartbeat are dropped
-// (last writer wins, as in merges) and subscribers told to re-read it.
-func (r *Router) applyLeaves(ctx context.Context, channel string, leaves map[string]int64) error {
-	r.leaves.add(channel, leaves)
-	if !r.holds(channel) {
+// takeLeaves keeps leaves another node answered for a channel without its
+// state and passes them on to where the channel is. Kept here, they go with
+// every later hand-off of the channel from here and decide every merge
+// here; but the receiver may neither hold the channel nor ever get it (the
+// sender's view was partial), so it forwards them along its own route (a
+// tombstone, or the ring owner). Where the channel is held, the clients that
+// left after their last heartbeat are dropped (dropLeftHere).
+func (r *Router) takeLeaves(ctx context.Context, q leavesRequest) error {
+	r.leaves.add(q.channel, q.leaves)
+	t, err := r.locate(ctx, q.channel)
+	if err != nil {
+		return err
+	}
+	if t.local {
+		return r.dropLeftHere(ctx, q.channel)
+	}
+	if q.hops+1 > r.cfg.MaxHops {
+		return fmt.Errorf("%w: leaves of %s after %d hops", presence.ErrMoved, q.channel, q.hops)
+	}
+	fwd := leavesRequest{from: r.self, channel: q.channel, hops: q.hops + 1, leaves: r.leaves.get(q.channel, nil)}
+	_, err = r.call(ctx, t.to, MethodLeaves, fwd.encode)
+	r.log.Debug("passed leaves on", "channel", q.channel, "from", q.from.Name, "to", t.to.Name, "hops", fwd.hops, "err", err)
+	return err
+}
+
+// dropLeftHere drops the clients of channel, if it is held here, whose
+// user or client left after their last heartbeat by the leave log (last
+// writer wins, as in merges) and tells subscribers to re-read the channel.
+// A channel owned here but not held gets the log applied when its holder
+// hands it over (installMerged), or hands the leaves on (owesLeaves).
+func (r *Router) dropLeftHere(ctx context.Context, channel string) error {
+	if r.owesLeaves(channel) {
+		r.log.Debug("kept leaves for a channel owned but not held here", "channel", channel)
 		return nil
 	}
 	if err := r.beginMove(ctx, channel, moveIn); err != nil {
@@ -200,6 +239,20 @@ func (r *Router) applyLeaves(ctx context.Context, channel string, leaves map[str
 	// replica is replaced, and the install sends the replica a snapshot.
 	r.streams.stopped(channel, true)
 	return r.engine.InstallMerged(ctx, kept)
+}
+
+// owesLeaves marks channel as owing leaves unless it is held (or being
+// installed) here; it reports whether it did.
+func (r *Router) owesLeaves(channel string) bool {
+	sh := r.routes.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.entry(channel)
+	if e.held || e.moving != nil && e.kind == moveIn {
+		return false
+	}
+	e.owesLeaves = true
+	return true
 }
 
 // exportLocal takes the state of a channel marked as moving out, freezes
@@ -247,9 +300,6 @@ func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error)
 	if r.isDraining() {
 		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
 	}
-	if leavesOnly(q.snap) {
-		return nil, r.applyLeaves(ctx, q.snap.Channel, q.leaves)
-	}
 	if err := r.installLocal(ctx, q.snap, q.interest, q.leaves, q.origin); err != nil {
 		return nil, err
 	}
@@ -289,7 +339,7 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 		return err
 	}
 	r.endMove(channel, func(e *route) {
-		e.held, e.tomb = true, nil
+		e.held, e.tomb, e.owesLeaves = true, nil, false // the install applied the leaves
 	})
 	r.m.handoffs.WithLabelValues(handoffIn).Inc()
 	if r.view.Load().ring.Owner(channel) != r.self.Name {
@@ -323,6 +373,7 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 	now := r.cfg.Clock.Now().UnixNano()
 	switch {
 	case merged == snap:
+		r.log.Debug("installed a channel", "channel", snap.Channel, "clients", len(snap.Clients), "last_id", snap.LastID)
 		return r.engine.Install(ctx, dropExpired(snap, now))
 	case !diverged:
 		r.log.Info("merged an older copy of the channel's history", "channel", snap.Channel,
@@ -357,6 +408,8 @@ func (r *Router) handleExtract(ctx context.Context, body []byte) ([]byte, error)
 		return nil, err
 	}
 	reply, err := r.extract(ctx, q.channel, q.requester, q.boot)
+	r.log.Debug("extract answered", "channel", q.channel, "requester", q.requester.Name, "outcome", reply.outcome,
+		"err", err, "epoch", r.view.Load().epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -468,6 +521,7 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 	}
 	from, ok := v.member(v.others.Owner(channel))
 	if !ok {
+		r.log.Debug("starting a channel: no other member to pull it from", "channel", channel, "epoch", v.epoch)
 		return nil // a cluster of one: nobody had it
 	}
 	for hop, busy := 0, 0; hop <= r.cfg.MaxHops; {
@@ -499,6 +553,8 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 			from, hop = reply.elsewhere, hop+1
 			continue
 		}
+		r.log.Debug("pulled a channel: nothing to install", "channel", channel, "from", from.Name,
+			"outcome", reply.outcome, "epoch", v.epoch)
 		return nil // none, or already delivered here by a push
 	}
 	return fmt.Errorf("%w: %s handed on more than %d times", presence.ErrMoved, channel, r.cfg.MaxHops)

@@ -558,3 +558,75 @@ func TestLeaveAnsweredByTheCutOwnerSurvivesTheHandBack(t *testing.T) {
 		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
 	})
 }
+
+// TestLeavesHandedToANodeWithoutTheChannelReachTheHolder: a leave answered
+// by a cut-off node that has nothing of the channel is handed, while the
+// member lists merge, to the owner in that node's partial view, which does
+// not hold the channel either. Once the views agree, the holder keeps the
+// channel (nothing moves and nothing merges), so the leave must have been
+// passed on to it: the node that got the leaves forwards them to where the
+// channel is.
+func TestLeavesHandedToANodeWithoutTheChannelReachTheHolder(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	holder, copyHolder, lone := c.node("n1"), c.node("n2"), c.node("n3")
+	// Without n1, n2 owns ch: n3's partial view {n2, n3} sends it there.
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
+	update(t, holder, user("k"), []string{ch}, nil)
+	update(t, holder, user("m"), []string{ch}, nil)
+	c.clk.Advance(time.Second)
+
+	cutOff(c, lone)
+	lone.caller.setFail(func(string, uint16) error { return errors.New("unreachable") })
+	lone.r.SetMembers(members(lone))
+	for _, n := range without(c, lone) {
+		n.r.SetMembers(members(without(c, lone)...))
+	}
+	update(t, lone, user("k"), nil, []string{ch}) // answered by n3, which has nothing of ch
+
+	// n3 reconnects and sees n2 first; n2 does not hold ch (only a copy).
+	for _, n := range c.nodes {
+		n.caller.setFail(nil)
+	}
+	lone.r.SetMembers(members(copyHolder, lone))
+	c.waitSettled(lone)
+	c.setMembers(c.nodes...)
+	c.waitSettled(c.nodes...)
+	waitFor(t, "k's leave to reach the holder", func() bool {
+		got, err := holder.r.Get(ctx, nil, []string{ch})
+		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
+	})
+}
+
+// TestLeavesOwedByANodeWithoutTheChannelAreHandedOn: leaves reach a node
+// that owns the channel by its (partial) view but does not hold it; it keeps
+// them, and when its view changes and gives the channel to the holder, its
+// rebalance pass hands them on, so the holder drops the client.
+func TestLeavesOwedByANodeWithoutTheChannelAreHandedOn(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	holder, lone := c.node("n1"), c.node("n3")
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
+	update(t, holder, user("k"), []string{ch}, nil)
+	update(t, holder, user("m"), []string{ch}, nil)
+	c.clk.Advance(time.Second)
+
+	lone.r.SetMembers(members(lone)) // n3 sees itself alone: it owns ch
+	c.waitSettled(lone)
+	q := leavesRequest{from: c.node("n2").member(), channel: ch,
+		leaves: map[string]int64{clientKey("k", "tab"): c.clk.Now().UnixNano()}}
+	if err := lone.r.takeLeaves(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	got, err := holder.r.Get(ctx, nil, []string{ch})
+	if err != nil || !slices.Equal(userIDs(got[ch]), []string{"k", "m"}) {
+		t.Fatalf("before n3 sees the others: %v, %v; want k and m still at the holder", got[ch], err)
+	}
+
+	lone.r.SetMembers(members(c.nodes...))
+	c.waitSettled(c.nodes...)
+	waitFor(t, "k's leave to be handed on to the holder", func() bool {
+		got, err := holder.r.Get(ctx, nil, []string{ch})
+		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
+	})
+}

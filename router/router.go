@@ -207,6 +207,7 @@ func (r *Router) installViewLocked() {
 	v := &view{epoch: r.epoch, joined: r.joined, ring: ring.New(r.epoch, slices.Collect(maps.Keys(members))), others: others, members: members}
 	old := r.view.Swap(v)
 	r.m.ringEpoch.Set(float64(v.epoch))
+	r.log.Debug("view changed", "epoch", v.epoch, "members", slices.Sorted(maps.Keys(members)))
 	if old != nil {
 		departed := departedNodes(old, v, r.self.Name)
 		r.interest.forgetNodes(departed)

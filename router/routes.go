@@ -58,6 +58,12 @@ type route struct {
 	pull *flight
 	// tomb: the channel was handed to another node, which serves it.
 	tomb *tombstone
+	// owesLeaves: leaves answered for the channel by a node without its
+	// state reached this node, which owns the channel by its ring but does
+	// not hold it. They are applied if the holder hands the channel here;
+	// if the ring gives the channel to another node first, a rebalance pass
+	// hands them on (the view they were routed by may have been partial).
+	owesLeaves bool
 }
 
 // tombstone remembers where a channel went.
@@ -76,7 +82,7 @@ type tombstone struct {
 type flight struct{ done chan struct{} }
 
 func (e *route) empty() bool {
-	return !e.held && e.active == 0 && e.moving == nil && e.pull == nil && e.tomb == nil
+	return !e.held && !e.owesLeaves && e.active == 0 && e.moving == nil && e.pull == nil && e.tomb == nil
 }
 
 func (t *routeTable) init() {
@@ -131,6 +137,19 @@ type target struct {
 // (once; concurrent calls share the fetch); anything else goes to the ring
 // owner. A local answer counts the call as active until release.
 func (r *Router) acquire(ctx context.Context, channel string) (target, error) {
+	return r.resolve(ctx, channel, true)
+}
+
+// locate finds where channel is by the rules of acquire, without fetching
+// it and without counting a call: local when this node holds the channel,
+// or owns it by the ring without holding it (its holder hands it here).
+func (r *Router) locate(ctx context.Context, channel string) (target, error) {
+	return r.resolve(ctx, channel, false)
+}
+
+// resolve applies the rules of acquire; call counts a local answer as an
+// active call and fetches a channel owned but not held here.
+func (r *Router) resolve(ctx context.Context, channel string, call bool) (target, error) {
 	sh := r.routes.shard(channel)
 	for {
 		sh.mu.Lock()
@@ -153,8 +172,10 @@ func (r *Router) acquire(ctx context.Context, channel string) (target, error) {
 			sh.mu.Unlock()
 			return target{to: to}, nil
 		case e != nil && e.held:
-			e.active++
-			e.idle = false
+			if call {
+				e.active++
+				e.idle = false
+			}
 			sh.mu.Unlock()
 			return target{local: true}, nil
 		case e != nil && e.pull != nil:
@@ -167,6 +188,10 @@ func (r *Router) acquire(ctx context.Context, channel string) (target, error) {
 		}
 		v := r.view.Load()
 		owner := v.ring.Owner(channel)
+		if owner == r.self.Name && !call {
+			sh.mu.Unlock()
+			return target{local: true}, nil
+		}
 		if owner == r.self.Name && !v.joined {
 			sh.mu.Unlock()
 			return target{}, fmt.Errorf("%w: %s has not joined the cluster yet", presence.ErrMoved, r.self.Name)
@@ -367,12 +392,12 @@ func (t *routeTable) sweepIdle(actors map[string]bool) {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		for ch, e := range sh.m {
-			if !e.held || e.active > 0 || e.moving != nil || e.pull != nil || actors[ch] {
+			if !e.held && !e.owesLeaves || e.active > 0 || e.moving != nil || e.pull != nil || actors[ch] {
 				e.idle = false
 				continue
 			}
 			if e.idle {
-				e.held, e.idle = false, false
+				e.held, e.owesLeaves, e.idle = false, false, false
 				sh.tidy(ch, e)
 			} else {
 				e.idle = true
@@ -382,14 +407,15 @@ func (t *routeTable) sweepIdle(actors map[string]bool) {
 	}
 }
 
-// held returns the channels whose state this node holds.
+// held returns the channels whose state this node holds, and those it
+// owes leaves to (route.owesLeaves): a rebalance pass looks at both.
 func (t *routeTable) held() []string {
 	var out []string
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		for ch, e := range sh.m {
-			if e.held {
+			if e.held || e.owesLeaves {
 				out = append(out, ch)
 			}
 		}

@@ -133,6 +133,8 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 				// merged later must not bring the client back.
 				r.leaves.addClient(ch, u.ID, clientID, r.cfg.Clock.Now().UnixNano())
 			}
+			r.log.Debug("leave served here", "channel", ch, "user", u.ID, "client", clientID, "hops", hops,
+				"epoch", r.view.Load().epoch)
 			return r.engine.LeaveAck(ctx, u.ID, clientID, ch)
 		})
 		if err != nil {
