@@ -202,6 +202,14 @@ func (r *Router) takeLeaves(ctx context.Context, q leavesRequest) error {
 	if t.local {
 		return r.dropLeftHere(ctx, q.channel)
 	}
+	if t.to.Name == q.from.Name {
+		// The sender routes the channel here and this node routes it back:
+		// the two views disagree. Sent back, the leaves would wait on the
+		// sender's hand-off in progress; kept, they go on when the views
+		// change.
+		r.owesLeaves(q.channel)
+		return nil
+	}
 	if q.hops+1 > r.cfg.MaxHops {
 		return fmt.Errorf("%w: leaves of %s after %d hops", presence.ErrMoved, q.channel, q.hops)
 	}
@@ -242,7 +250,8 @@ func (r *Router) dropLeftHere(ctx context.Context, channel string) error {
 }
 
 // owesLeaves marks channel as owing leaves unless it is held (or being
-// installed) here; it reports whether it did.
+// installed) here; it reports whether it did. A rebalance pass hands owed
+// leaves to the channel's ring owner when that is another node.
 func (r *Router) owesLeaves(channel string) bool {
 	sh := r.routes.shard(channel)
 	sh.mu.Lock()

@@ -59,10 +59,11 @@ type route struct {
 	// tomb: the channel was handed to another node, which serves it.
 	tomb *tombstone
 	// owesLeaves: leaves answered for the channel by a node without its
-	// state reached this node, which owns the channel by its ring but does
-	// not hold it. They are applied if the holder hands the channel here;
-	// if the ring gives the channel to another node first, a rebalance pass
-	// hands them on (the view they were routed by may have been partial).
+	// state reached this node, which does not hold the channel and could
+	// not pass them on: it owns the channel by its ring, or its ring points
+	// back at the sender. They are applied if the holder hands the channel
+	// here; when the ring gives the channel to another node, a rebalance
+	// pass hands them on (the views they were routed by were partial).
 	owesLeaves bool
 }
 
