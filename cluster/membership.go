@@ -98,7 +98,7 @@ func (c MembershipConfig) Validate() error {
 		// memberlist advertises the port it picked for port 0.
 		return errors.New("cluster: gossip advertise port needs a fixed bind port")
 	}
-	_, err = c.Meta.encode(false)
+	_, err = c.Meta.encode(0)
 	return err
 }
 
@@ -125,8 +125,8 @@ type Membership struct {
 
 	metaMu  sync.Mutex
 	meta    MemberMeta
-	leaving bool   // set by Leave, gossiped in the metadata flags
-	encoded []byte // meta and leaving as served to memberlist
+	flags   byte   // memberFlag*: set by AnnounceDraining and Leave
+	encoded []byte // meta and flags as served to memberlist
 
 	// Event hand-off: memberlist callbacks never block. When the channel is
 	// full, lagging is set and kick wakes the resync goroutine, which
@@ -158,7 +158,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.RememberFailed == 0 {
 		cfg.RememberFailed = DefaultRememberFailed
 	}
-	encoded, _ := cfg.Meta.encode(false) // checked by Validate
+	encoded, _ := cfg.Meta.encode(0) // checked by Validate
 	m := &Membership{
 		name:    cfg.Name,
 		log:     cfg.Logger.With("component", "membership"),
@@ -337,11 +337,38 @@ func (m *Membership) UpdateMeta(meta MemberMeta, timeout time.Duration) error {
 	if m.shutdown.Load() || m.isLeaving() {
 		return ErrMembershipShutdown
 	}
-	if err := m.setMeta(meta, false); err != nil {
+	if err := m.setMeta(meta, m.currentFlags()); err != nil {
 		return err
 	}
 	if err := m.ml.UpdateNode(memberWait(timeout)); err != nil {
 		return fmt.Errorf("cluster: gossip metadata update: %w", err)
+	}
+	return nil
+}
+
+// AnnounceDraining tells the others, within timeout, that this node started
+// shutting down and is handing its channels over: they see a MemberUpdate
+// with Draining set. It stays a member, alive and owning what it holds,
+// until Leave. Nodes that all drain at once know there is nobody to hand
+// channels to. Calling it again does nothing.
+func (m *Membership) AnnounceDraining(timeout time.Duration) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	if m.shutdown.Load() || m.isLeaving() {
+		return ErrMembershipShutdown
+	}
+	flags := m.currentFlags()
+	if flags&memberFlagDraining != 0 {
+		return nil
+	}
+	m.metaMu.Lock()
+	meta := m.meta
+	m.metaMu.Unlock()
+	if err := m.setMeta(meta, flags|memberFlagDraining); err != nil {
+		return err
+	}
+	if err := m.ml.UpdateNode(memberWait(timeout)); err != nil {
+		return fmt.Errorf("cluster: announce draining: %w", err)
 	}
 	return nil
 }
@@ -369,7 +396,7 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	m.metaMu.Lock()
 	meta := m.meta
 	m.metaMu.Unlock()
-	if err := m.setMeta(meta, true); err != nil {
+	if err := m.setMeta(meta, m.currentFlags()|memberFlagLeaving); err != nil {
 		errs = append(errs, err)
 	} else if err := m.ml.UpdateNode(memberWait(time.Until(deadline))); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: announce leave: %w", err))
@@ -385,22 +412,24 @@ func (m *Membership) Leave(timeout time.Duration) error {
 // on zero or less.
 func memberWait(d time.Duration) time.Duration { return max(d, time.Millisecond) }
 
-func (m *Membership) setMeta(meta MemberMeta, leaving bool) error {
-	b, err := meta.encode(leaving)
+func (m *Membership) setMeta(meta MemberMeta, flags byte) error {
+	b, err := meta.encode(flags)
 	if err != nil {
 		return err
 	}
 	m.metaMu.Lock()
-	m.meta, m.leaving, m.encoded = meta, leaving, b
+	m.meta, m.flags, m.encoded = meta, flags, b
 	m.metaMu.Unlock()
 	return nil
 }
 
-func (m *Membership) isLeaving() bool {
+func (m *Membership) currentFlags() byte {
 	m.metaMu.Lock()
 	defer m.metaMu.Unlock()
-	return m.leaving
+	return m.flags
 }
+
+func (m *Membership) isLeaving() bool { return m.currentFlags()&memberFlagLeaving != 0 }
 
 // Shutdown stops gossiping without announcing a departure (call Leave
 // first for that), stops event delivery and closes Events. Calling it

@@ -50,6 +50,10 @@ type Member struct {
 	Addr  string // gossip address, host:port
 	Meta  MemberMeta
 	State string // one of the MemberState* constants
+	// Draining: the member announced it is shutting down and hands its
+	// channels over (Membership.AnnounceDraining). It stays alive, and owns
+	// what it holds, until it leaves.
+	Draining bool
 }
 
 // MemberEvent reports a change in membership. Consumers should treat events
@@ -155,10 +159,11 @@ func (m *Membership) resyncLoop() {
 // member converts a memberlist node, gone or still live; metadata that
 // does not decode is logged and left zero rather than hiding the node.
 func (m *Membership) member(n *memberlist.Node, gone bool) Member {
-	meta, leaving, err := decodeMemberMeta(n.Meta)
+	meta, flags, err := decodeMemberMeta(n.Meta)
 	if err != nil {
 		m.log.Warn("member metadata unreadable", "member", n.Name, "err", err)
 	}
+	leaving := flags&memberFlagLeaving != 0
 	state := MemberStateAlive
 	switch {
 	case gone && leaving:
@@ -168,7 +173,8 @@ func (m *Membership) member(n *memberlist.Node, gone bool) Member {
 	case leaving:
 		state = MemberStateLeaving
 	}
-	return Member{Name: n.Name, Addr: n.Address(), Meta: meta, State: state}
+	return Member{Name: n.Name, Addr: n.Address(), Meta: meta, State: state,
+		Draining: state == MemberStateAlive && flags&memberFlagDraining != 0}
 }
 
 // memberDelegate serves this node's metadata to memberlist. Membership uses

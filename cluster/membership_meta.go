@@ -11,9 +11,14 @@ import (
 // memberMetaVersion leads the encoded metadata so the format can evolve.
 const memberMetaVersion = 1
 
-// memberFlagLeaving marks a node announcing a graceful departure; see
-// Membership.Leave for why it travels in the metadata.
-const memberFlagLeaving = 1
+// Flags of the metadata. memberFlagLeaving marks a node announcing a
+// graceful departure (see Membership.Leave for why it travels in the
+// metadata); memberFlagDraining a node that started shutting down and
+// hands its channels over, still alive (see Membership.AnnounceDraining).
+const (
+	memberFlagLeaving  byte = 1
+	memberFlagDraining byte = 2
+)
 
 // ErrMemberMetaTooLarge is returned when encoded metadata exceeds what
 // memberlist carries for a node (memberlist.MetaMaxSize bytes).
@@ -31,12 +36,8 @@ type MemberMeta struct {
 
 // encode packs m as: version byte, flags byte, then RPC, Raft and HTTP each
 // as a uvarint length and bytes, then Incarnation as a uvarint.
-func (m MemberMeta) encode(leaving bool) ([]byte, error) {
+func (m MemberMeta) encode(flags byte) ([]byte, error) {
 	b := make([]byte, 0, 2+len(m.RPC)+len(m.Raft)+len(m.HTTP)+4*binary.MaxVarintLen64)
-	var flags byte
-	if leaving {
-		flags |= memberFlagLeaving
-	}
 	b = append(b, memberMetaVersion, flags)
 	for _, s := range []string{m.RPC, m.Raft, m.HTTP} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
@@ -50,24 +51,24 @@ func (m MemberMeta) encode(leaving bool) ([]byte, error) {
 }
 
 // decodeMemberMeta reverses encode, rejecting truncated or unknown input.
-func decodeMemberMeta(b []byte) (meta MemberMeta, leaving bool, err error) {
+func decodeMemberMeta(b []byte) (meta MemberMeta, flags byte, err error) {
 	if len(b) < 2 || b[0] != memberMetaVersion {
-		return MemberMeta{}, false, errors.New("cluster: unknown member metadata version")
+		return MemberMeta{}, 0, errors.New("cluster: unknown member metadata version")
 	}
-	leaving = b[1]&memberFlagLeaving != 0
+	flags = b[1]
 	b = b[2:]
 	var fields [3]string
 	for i := range fields {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
-			return MemberMeta{}, false, errors.New("cluster: truncated member metadata")
+			return MemberMeta{}, 0, errors.New("cluster: truncated member metadata")
 		}
 		fields[i] = string(b[k : k+int(n)])
 		b = b[k+int(n):]
 	}
 	inc, k := binary.Uvarint(b)
 	if k <= 0 || k != len(b) {
-		return MemberMeta{}, false, errors.New("cluster: malformed member metadata")
+		return MemberMeta{}, 0, errors.New("cluster: malformed member metadata")
 	}
-	return MemberMeta{RPC: fields[0], Raft: fields[1], HTTP: fields[2], Incarnation: inc}, leaving, nil
+	return MemberMeta{RPC: fields[0], Raft: fields[1], HTTP: fields[2], Incarnation: inc}, flags, nil
 }

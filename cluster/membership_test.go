@@ -206,6 +206,57 @@ func TestMembershipUpdateMeta(t *testing.T) {
 	}
 }
 
+// TestMembershipAnnounceDraining: the others see a draining member as
+// alive and draining; a metadata update keeps the flag; the leave that
+// follows reports the member as left, not draining.
+func TestMembershipAnnounceDraining(t *testing.T) {
+	ms, logs := startTestCluster(t, 2, nil)
+	if err := ms[1].AnnounceDraining(memberTestTimeout); err != nil {
+		t.Fatal(err)
+	}
+	draining := func() bool {
+		for _, m := range ms[0].Members() {
+			if m.Name == "node-1" {
+				return m.Draining && m.State == MemberStateAlive
+			}
+		}
+		return false
+	}
+	memberWaitFor(t, "node-0 to see node-1 draining", draining)
+	if err := ms[1].AnnounceDraining(time.Second); err != nil {
+		t.Fatalf("second AnnounceDraining: %v", err)
+	}
+	meta := MemberMeta{HTTP: "10.0.0.1:8080", Incarnation: 9}
+	if err := ms[1].UpdateMeta(meta, memberTestTimeout); err != nil {
+		t.Fatal(err)
+	}
+	memberWaitFor(t, "node-0 to see the new metadata", func() bool {
+		for _, m := range ms[0].Members() {
+			if m.Name == "node-1" && m.Meta == meta {
+				return true
+			}
+		}
+		return false
+	})
+	if !draining() {
+		t.Fatal("a metadata update cleared the draining flag")
+	}
+	if err := ms[1].Leave(memberTestTimeout); err != nil {
+		t.Fatal(err)
+	}
+	memberWaitFor(t, "node-0's leave event", func() bool { return logs[0].has(MemberLeave, "node-1", MemberStateLeft) })
+	logs[0].mu.Lock()
+	defer logs[0].mu.Unlock()
+	for _, ev := range logs[0].events {
+		if ev.Member.Name == "node-1" && ev.Member.Draining && ev.Member.State != MemberStateAlive {
+			t.Fatalf("a member that is not alive reported as draining: %+v", ev)
+		}
+	}
+	if err := ms[1].AnnounceDraining(time.Second); !errors.Is(err, ErrMembershipShutdown) {
+		t.Fatalf("AnnounceDraining after Leave: %v", err)
+	}
+}
+
 // TestMembershipFailedListsCrashedMembersOnly: a crashed member is listed
 // by Failed until it is alive again; a member that left is never listed.
 func TestMembershipFailedListsCrashedMembersOnly(t *testing.T) {
@@ -344,20 +395,20 @@ func TestMemberMetaEncoding(t *testing.T) {
 		{HTTP: "[::1]:8080"},
 	}
 	for _, want := range cases {
-		for _, leaving := range []bool{false, true} {
-			b, err := want.encode(leaving)
+		for _, flags := range []byte{0, memberFlagLeaving, memberFlagDraining, memberFlagDraining | memberFlagLeaving} {
+			b, err := want.encode(flags)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(b) > memberlist.MetaMaxSize {
 				t.Fatalf("%d bytes", len(b))
 			}
-			got, gotLeaving, err := decodeMemberMeta(b)
-			if err != nil || got != want || gotLeaving != leaving {
-				t.Fatalf("round trip of %+v, %v = %+v, %v, %v", want, leaving, got, gotLeaving, err)
+			got, gotFlags, err := decodeMemberMeta(b)
+			if err != nil || got != want || gotFlags != flags {
+				t.Fatalf("round trip of %+v, %v = %+v, %v, %v", want, flags, got, gotFlags, err)
 			}
 		}
-		b, _ := want.encode(false)
+		b, _ := want.encode(0)
 		for i := range len(b) - 1 {
 			if _, _, err := decodeMemberMeta(b[:i]); err == nil {
 				t.Fatalf("truncated %+v at %d decoded", want, i)

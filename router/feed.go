@@ -3,12 +3,17 @@ package router
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/presencehq/presence/presence"
 )
 
 // feedFillers bounds the catch-up fetches run at once after a ring change.
 const feedFillers = 16
+
+// feedRetry is the pause (wall time: it paces network calls) before a
+// catch-up that could not reach the channel's holder is tried again.
+const feedRetry = 250 * time.Millisecond
 
 // viewerID is the user id under which a node fetches missed messages of a
 // restricted channel for its hub (see viewerFor).
@@ -183,6 +188,25 @@ func (f *feed) fill(channel string, fc *feedChan, after int64, aud *presence.Con
 		}
 	}
 	fc.held, fc.filling = nil, false
+	if err != nil && f.r.ctx.Err() == nil {
+		// The holder was not reached (views disagreeing for a moment, a
+		// holder that just died). This node's interest may be registered
+		// nowhere: a promoted copy knows only the interest of its last
+		// snapshot. Without another try its subscribers could hear nothing
+		// more of the channel.
+		f.r.log.Debug("catch-up failed; retrying", "channel", channel, "err", err)
+		f.retryLater(feedWork{channel: channel, gen: fc.gen, refresh: true})
+	}
+}
+
+// retryLater queues w again after feedRetry; refresh skips it if the
+// channel's local subscribers are gone by then.
+func (f *feed) retryLater(w feedWork) {
+	f.r.spawn(func() {
+		if sleep(f.r.ctx, feedRetry) == nil {
+			f.queue(w)
+		}
+	})
 }
 
 // viewerFor returns a user that aud lets view the channel, so that a node

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -629,4 +630,45 @@ func TestLeavesOwedByANodeWithoutTheChannelAreHandedOn(t *testing.T) {
 		got, err := holder.r.Get(ctx, nil, []string{ch})
 		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
 	})
+}
+
+// TestSubscriberNodeRegistersAgainAfterAFailedCatchUp: a node subscribed
+// after the owner's last snapshot to its replica, so the replica's copy
+// does not know its interest. The owner dies; the node's catch-up with the
+// new holder fails at first (views still disagree). It must try again:
+// otherwise its interest is registered nowhere and its subscribers never
+// hear of the channel again.
+func TestSubscriberNodeRegistersAgainAfterAFailedCatchUp(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	owner := c.node("n1")
+	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
+	rep := c.node(repName)
+	other := without(c, owner)[0]
+	if other == rep {
+		other = without(c, owner)[1]
+	}
+	update(t, owner, user("a"), []string{ch}, nil) // the replica's snapshot
+	sub, err := other.r.Subscribe(ctx, nil, map[string]int64{ch: p1LastID(t, other, ch)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := collect(t, sub)
+	update(t, owner, user("b"), []string{ch}, nil)
+	waitFor(t, "b's enter on the third node", func() bool { return len(watch.messages(ch)) == 1 })
+
+	cutOff(c, owner)
+	var failedSince atomic.Int64
+	other.caller.setFail(func(addr string, method uint16) error {
+		if addr == owner.tr.Addr() || method == MethodSince && failedSince.Add(1) <= 4 {
+			return errors.New("unreachable")
+		}
+		return nil
+	})
+	c.setMembers(without(c, owner)...)
+	update(t, rep, user("c"), []string{ch}, nil)
+	waitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
+	if failedSince.Load() < 4 {
+		t.Fatalf("only %d catch-ups failed: the test did not make the first ones fail", failedSince.Load())
+	}
 }

@@ -50,12 +50,20 @@ func storeError(err error) error {
 // member table, the Raft store and the router.
 type clusterInfo struct{ s *Server }
 
+// memberStateDraining is what /admin/cluster shows for an alive member that
+// announced it is shutting down (cluster.Member.Draining).
+const memberStateDraining = "draining"
+
 // Members lists every remembered member, dead and departed ones included.
 func (c clusterInfo) Members() []api.Member {
 	recs := c.s.members.all()
 	out := make([]api.Member, 0, len(recs))
 	for _, rec := range recs {
-		out = append(out, api.Member{Name: rec.Name, HTTP: rec.Meta.HTTP, State: rec.State})
+		state := rec.State
+		if state == cluster.MemberStateAlive && rec.Draining {
+			state = memberStateDraining
+		}
+		out = append(out, api.Member{Name: rec.Name, HTTP: rec.Meta.HTTP, State: state})
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -579,4 +580,38 @@ func TestSubscribersSurviveAQuickCrashAndRestartOfTheOwner(t *testing.T) {
 		})
 	})
 	t.Logf("stream live again after %d users entered", user-1)
+}
+
+// TestWholeClusterShutdownEndsWithoutWaitingForHandOffs: when every node
+// shuts down at once, none can take channels over. Each node sees the
+// others draining and stops waiting for hand-offs rather than spending the
+// whole drain budget of its shutdown context (minutes here), so every
+// Shutdown returns long before that.
+func TestWholeClusterShutdownEndsWithoutWaitingForHandOffs(t *testing.T) {
+	c := testcluster.Start(t, 3)
+	c.WaitReady()
+	putPrefix(t, c, 0, "m", publicPrefix)
+	waitPrefixEverywhere(t, c, "m", true, settleTimeout)
+	m := newModel()
+	for i, ch := range channelNames(30) {
+		enter(t, c, m, i%3, fmt.Sprintf("u%d", i), ch)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	done := make(chan error, c.Len())
+	for i := range c.Len() {
+		srv := c.Node(i).Server()
+		go func() { done <- srv.Shutdown(ctx) }()
+	}
+	bound := time.After(time.Minute) // far below the drain budget, far above a gossip round
+	for range c.Len() {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		case <-bound:
+			t.Fatal("the nodes kept waiting to hand channels to each other")
+		}
+	}
 }

@@ -107,6 +107,22 @@ func (t *memberTable) alive() []cluster.Member {
 	return out
 }
 
+// othersDraining reports whether there are other live members and every
+// one of them announced it is draining: none would take a channel over.
+func (t *memberTable) othersDraining() bool {
+	others := 0
+	for _, m := range t.alive() {
+		if m.Name == t.self {
+			continue
+		}
+		if !m.Draining {
+			return false
+		}
+		others++
+	}
+	return others > 0
+}
+
 // lookup returns the record of name.
 func (t *memberTable) lookup(name string) (memberRecord, bool) {
 	t.mu.RLock()

@@ -59,6 +59,37 @@ func TestMemberTableTracksStatesAndDownTime(t *testing.T) {
 	}
 }
 
+func TestMemberTableOthersDraining(t *testing.T) {
+	tab := newMemberTable("a")
+	t0 := time.Unix(1000, 0)
+	draining := func(name string) cluster.Member {
+		m := member(name, cluster.MemberStateAlive)
+		m.Draining = true
+		return m
+	}
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberJoin, Member: draining("a")}, t0)
+	if tab.othersDraining() {
+		t.Fatal("alone: othersDraining true")
+	}
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberJoin, Member: member("b", cluster.MemberStateAlive)}, t0)
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberUpdate, Member: draining("c")}, t0)
+	if tab.othersDraining() {
+		t.Fatal("b does not drain, othersDraining true")
+	}
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberUpdate, Member: draining("b")}, t0)
+	if !tab.othersDraining() {
+		t.Fatal("b and c drain, othersDraining false")
+	}
+	// A member that left takes nothing over either way.
+	tab.apply(cluster.MemberEvent{Kind: cluster.MemberLeave, Member: member("b", cluster.MemberStateLeft)}, t0)
+	if !tab.othersDraining() {
+		t.Fatal("c drains and b left, othersDraining false")
+	}
+	if got := (clusterInfo{s: &Server{members: tab}}).Members(); got[0].State != "draining" || got[1].State != cluster.MemberStateLeft {
+		t.Fatalf("/admin/cluster members %+v, want a draining, b left", got)
+	}
+}
+
 func TestMemberTableDetectsARestartThroughTheIncarnation(t *testing.T) {
 	tab := newMemberTable("a")
 	t0 := time.Unix(1000, 0)

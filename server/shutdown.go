@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,21 +59,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // handOff is the graceful part of Shutdown. Its failures are logged, not
 // returned: the node stops anyway, and the others recover as from a crash.
 func (s *Server) handOff(ctx context.Context) {
-	if s.othersAlive() {
-		drainCtx, cancel := budget(ctx, shutdownReserve)
-		start := time.Now()
-		if err := s.router.Drain(drainCtx); err != nil {
-			s.log.Warn("channels not all handed off", "err", err)
-		} else {
-			s.log.Info("channels handed off", "took", time.Since(start).Round(time.Millisecond))
+	// Announced alongside the hand-off (the broadcast takes a gossip round
+	// or two), which does not depend on it: nodes use it only to stop
+	// waiting for each other when they all shut down at once.
+	announced := make(chan struct{})
+	go func() {
+		defer close(announced)
+		if err := s.membership().AnnounceDraining(s.timings.leave); err != nil {
+			s.log.Warn("draining not announced", "err", err)
 		}
-		cancel()
+	}()
+	if s.othersAlive() {
+		s.drain(ctx)
 	} else {
 		s.log.Info("no other node alive: channels not handed off")
 	}
 	if err := s.store.TransferLeadership(); err != nil {
 		s.log.Warn("raft leadership not transferred", "err", err)
 	}
+	<-announced
 	leave := s.timings.leave
 	if deadline, ok := ctx.Deadline(); ok {
 		leave = max(min(leave, time.Until(deadline)/2), time.Millisecond)
@@ -81,6 +86,46 @@ func (s *Server) handOff(ctx context.Context) {
 		s.log.Warn("membership leave not fully announced", "err", err)
 	}
 }
+
+// drain hands every channel over within ctx's budget, and gives up as soon
+// as every other member is draining too (the whole cluster shutting down):
+// they refuse hand-offs, and waiting would only delay every node's exit.
+func (s *Server) drain(ctx context.Context) {
+	drainCtx, cancel := budget(ctx, shutdownReserve)
+	defer cancel()
+	var everyoneDraining atomic.Bool
+	go func() {
+		tick := time.NewTicker(drainPollInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-drainCtx.Done():
+				return
+			case <-tick.C:
+				if s.members.othersDraining() {
+					everyoneDraining.Store(true)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	err := s.router.Drain(drainCtx)
+	switch {
+	case err == nil:
+		s.log.Info("channels handed off", "took", time.Since(start).Round(time.Millisecond))
+	case everyoneDraining.Load():
+		s.log.Info("every other node is shutting down too: channels not handed off",
+			"after", time.Since(start).Round(time.Millisecond))
+	default:
+		s.log.Warn("channels not all handed off", "err", err)
+	}
+}
+
+// drainPollInterval is how often a draining node checks whether every other
+// member drains too.
+const drainPollInterval = 50 * time.Millisecond
 
 // othersAlive reports whether another member could take channels over.
 func (s *Server) othersAlive() bool {
