@@ -105,6 +105,11 @@
 // SetMembers keeps excluding, pushes every held channel to its owner there,
 // and returns when nothing is left; the node keeps forwarding (tombstones)
 // until Close. Installs sent to a draining node are refused with ErrMoved.
+// The other nodes learn of the drain through SetMembers (its draining
+// names): they leave the node out of their rings but keep it as a member,
+// so a new owner pulls what it still holds from it. When every member
+// drains (the whole cluster stopping), the rings are empty: each node
+// serves what it holds and answers ErrUnavailable for the rest at once.
 //
 // # Cross-node subscriptions
 //

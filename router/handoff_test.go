@@ -480,3 +480,80 @@ func TestInterestReRegisteredOnOwnerChange(t *testing.T) {
 		t.Errorf("%d resyncs; the gap should have been filled", n)
 	}
 }
+
+// TestDrainAnnouncedBeforeTheHandOff: the others learn that a node drains
+// (its gossip announcement) before or while it hands its channels over.
+// They leave it out of their rings, so its channels go to their new owners
+// whether the owner pulls one first or the leaver pushes it: every channel
+// keeps its users and ids, requests through any node work, and nobody
+// resyncs.
+func TestDrainAnnouncedBeforeTheHandOff(t *testing.T) {
+	c := newTestCluster(t, 4, nil)
+	p := populate(t, c, 200)
+	leaver := c.nodes[1]
+	stay := []*testNode{c.nodes[0], c.nodes[2], c.nodes[3]}
+	for _, n := range stay {
+		n.r.SetMembers(members(c.nodes...), leaver.name)
+	}
+	// Requests before the drain: new owners pull from the leaver.
+	checkModel(t, c.nodes, p.chs, p.m)
+	if err := leaver.r.Drain(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if chs := leaver.engine.Channels(); len(chs) != 0 {
+		t.Fatalf("after Drain the leaver still runs %v", chs)
+	}
+	p.checkAfterMove(t, c.nodes, stay)
+	for name, col := range p.cols {
+		if n := resyncs(col.events()); n != 0 {
+			t.Errorf("subscription on %s saw %d resyncs", name, n)
+		}
+	}
+}
+
+// TestWholeClusterDrainingRefusesUnheldChannelsAtOnce: every node shuts
+// down at once and sees the others draining. A channel a node holds is
+// still served by it; a channel nobody holds is refused at once with
+// ErrUnavailable instead of bouncing between the nodes (each would forward
+// it to another) until the retries run out.
+func TestWholeClusterDrainingRefusesUnheldChannelsAtOnce(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.Retries, cfg.RetryBackoff = 8, time.Hour })
+	ctx := testCtx(t)
+	held := testChannels(1)[0]
+	if _, err := c.nodes[0].r.Update(ctx, testUser(0), "tab", []string{held}, nil); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"n1", "n2", "n3"}
+	for _, n := range c.nodes {
+		var others []string
+		for _, name := range names {
+			if name != n.name {
+				others = append(others, name)
+			}
+		}
+		n.r.SetMembers(members(c.nodes...), others...)
+		drainCtx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+		_ = n.r.Drain(drainCtx) // nobody can take channels: the drain cannot end
+		cancel()
+	}
+	// A retry would wait an hour (RetryBackoff): the test's deadline
+	// fails the call long before, so an answer means no retry.
+	servedByHolder := false
+	for _, n := range c.nodes {
+		_, err := n.r.Update(ctx, testUser(2), "tab", []string{"/pub/never-used"}, nil)
+		if !errors.Is(err, presence.ErrUnavailable) {
+			t.Fatalf("unheld channel through %s: %v, want ErrUnavailable", n.name, err)
+		}
+		if !slices.Contains(n.engine.Channels(), held) {
+			continue
+		}
+		got, err := n.r.Get(ctx, testUser(0), []string{held})
+		if err != nil || got[held] == nil || len(got[held].Users) != 1 {
+			t.Fatalf("held channel through its holder %s: %v, %v", n.name, got[held], err)
+		}
+		servedByHolder = true
+	}
+	if !servedByHolder {
+		t.Fatalf("no node holds %s", held)
+	}
+}

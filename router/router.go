@@ -52,6 +52,9 @@ type Router struct {
 	// Membership, under memberMu: SetMembers and Drain are serialised.
 	memberMu sync.Mutex
 	members  []Member // last alive set given to SetMembers
+	// leaving: members of that set that announced their shutdown; they
+	// own nothing new (see SetMembers).
+	leaving  map[string]bool
 	draining bool
 	joined   bool
 	epoch    uint64
@@ -69,10 +72,11 @@ type Router struct {
 
 var _ presence.Service = (*Router)(nil)
 
-// view is an immutable routing snapshot: the ring that decides owners, the
-// ring without this node (where a channel would be if this node did not
-// exist: the place to fetch a channel from after taking it over) and the
-// members' addresses.
+// view is an immutable routing snapshot: the ring that decides owners
+// (members that announced their shutdown left out), the ring of every other
+// member, draining ones included (where a channel would be if this node did
+// not exist: the place to fetch a channel from after taking it over) and
+// the members' addresses.
 type view struct {
 	epoch uint64
 	// joined: membership was given (SetMembers or Drain). Before, the node
@@ -181,10 +185,20 @@ func (r *Router) Owner(channel string) (owner string, replicas []string) {
 // SetMembers replaces the alive members (self is added unless the node is
 // draining) and builds the next ring. Channels this node holds but no longer
 // owns are handed over in the background; it returns at once.
-func (r *Router) SetMembers(members []Member) {
+//
+// draining names members that announced their shutdown: they stay members
+// (calls reach them, channels are fetched from them) but are left out of
+// the ring, so they are given nothing and, when every node stops at once,
+// a channel nobody holds is refused at once (presence.ErrUnavailable)
+// instead of bouncing between nodes that each think another owns it.
+func (r *Router) SetMembers(members []Member, draining ...string) {
 	r.memberMu.Lock()
 	defer r.memberMu.Unlock()
 	r.members = slices.Clone(members)
+	r.leaving = make(map[string]bool, len(draining))
+	for _, name := range draining {
+		r.leaving[name] = true
+	}
 	r.joined = true
 	r.installViewLocked()
 }
@@ -204,10 +218,16 @@ func (r *Router) installViewLocked() {
 	if !r.draining {
 		members[r.self.Name] = r.self
 	}
-	v := &view{epoch: r.epoch, joined: r.joined, ring: ring.New(r.epoch, slices.Collect(maps.Keys(members))), others: others, members: members}
+	owners := make([]string, 0, len(members))
+	for name := range members {
+		if !r.leaving[name] || name == r.self.Name {
+			owners = append(owners, name)
+		}
+	}
+	v := &view{epoch: r.epoch, joined: r.joined, ring: ring.New(r.epoch, owners), others: others, members: members}
 	old := r.view.Swap(v)
 	r.m.ringEpoch.Set(float64(v.epoch))
-	r.log.Debug("view changed", "epoch", v.epoch, "members", slices.Sorted(maps.Keys(members)))
+	r.log.Debug("view changed", "epoch", v.epoch, "members", slices.Sorted(maps.Keys(members)), "owners", v.ring.Len())
 	if old != nil {
 		departed := departedNodes(old, v, r.self.Name)
 		r.interest.forgetNodes(departed)

@@ -141,7 +141,7 @@ func (s *Server) memberLoop(ml *cluster.Membership) {
 	events := ml.Events()
 	prune := time.NewTicker(s.timings.tick)
 	defer prune.Stop()
-	var last []router.Member
+	var last routerMembers
 	restarted := map[string]bool{} // in the current burst of events
 	for {
 		select {
@@ -210,11 +210,23 @@ func (s *Server) observe(ml *cluster.Membership, ev cluster.MemberEvent, restart
 	}
 }
 
+// routerMembers is what pushMembers last gave the router.
+type routerMembers struct {
+	members  []router.Member
+	draining []string // names of members that announced their shutdown
+}
+
+func (a routerMembers) equal(b routerMembers) bool {
+	return slices.Equal(a.members, b.members) && slices.Equal(a.draining, b.draining)
+}
+
 // pushMembers hands the router the members that may own channels, but
 // those in without, when they changed: alive, and serving (an incarnation
-// announced). This node stays in its own ring until it starts leaving.
-func (s *Server) pushMembers(last []router.Member, without map[string]bool) []router.Member {
+// announced), with those that announced their shutdown. This node stays in
+// its own ring until it starts leaving.
+func (s *Server) pushMembers(last routerMembers, without map[string]bool) routerMembers {
 	var set []router.Member
+	var draining []string
 	selfSeen := false
 	for _, m := range s.members.alive() {
 		switch {
@@ -226,15 +238,20 @@ func (s *Server) pushMembers(last []router.Member, without map[string]bool) []ro
 			continue // still loading the channels' configuration
 		}
 		set = append(set, router.Member{Name: m.Name, RPCAddr: m.Meta.RPC})
+		if m.Draining && m.Name != s.cfg.Name {
+			draining = append(draining, m.Name)
+		}
 	}
 	if !selfSeen && !s.draining.Load() {
 		set = append(set, s.self)
 		slices.SortFunc(set, func(a, b router.Member) int { return strings.Compare(a.Name, b.Name) })
 	}
-	if slices.Equal(set, last) {
+	slices.Sort(draining)
+	next := routerMembers{members: set, draining: draining}
+	if next.equal(last) {
 		return last
 	}
-	s.log.Info("channel owners changed", "members", len(set))
-	s.router.SetMembers(set)
-	return set
+	s.log.Info("channel owners changed", "members", len(set), "draining", len(draining))
+	s.router.SetMembers(set, draining...)
+	return next
 }

@@ -60,8 +60,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // returned: the node stops anyway, and the others recover as from a crash.
 func (s *Server) handOff(ctx context.Context) {
 	// Announced alongside the hand-off (the broadcast takes a gossip round
-	// or two), which does not depend on it: nodes use it only to stop
-	// waiting for each other when they all shut down at once.
+	// or two), which does not depend on it: the others give this node no
+	// channel from then on, and nodes that all shut down at once stop
+	// waiting for each other.
 	announced := make(chan struct{})
 	go func() {
 		defer close(announced)
@@ -81,6 +82,11 @@ func (s *Server) handOff(ctx context.Context) {
 	leave := s.timings.leave
 	if deadline, ok := ctx.Deadline(); ok {
 		leave = max(min(leave, time.Until(deadline)/2), time.Millisecond)
+	}
+	if s.members.othersDraining() {
+		// Nobody stays to learn of the departure, and the broadcast cannot
+		// finish once the others stopped gossiping: do not wait it out.
+		leave = min(leave, leaveWhenAllStop)
 	}
 	if err := s.membership().Leave(leave); err != nil {
 		s.log.Warn("membership leave not fully announced", "err", err)
@@ -126,6 +132,10 @@ func (s *Server) drain(ctx context.Context) {
 // drainPollInterval is how often a draining node checks whether every other
 // member drains too.
 const drainPollInterval = 50 * time.Millisecond
+
+// leaveWhenAllStop bounds the wait for the leave broadcast when every other
+// member is shutting down too.
+const leaveWhenAllStop = 300 * time.Millisecond
 
 // othersAlive reports whether another member could take channels over.
 func (s *Server) othersAlive() bool {
