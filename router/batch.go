@@ -253,7 +253,17 @@ func (r *Router) serveUpdate(ctx context.Context, q *updateRequest, vals []bool)
 	if err := r.current(q.hdr); err != nil {
 		return vals, err
 	}
-	out, err := r.update(ctx, q.user, q.clientID, q.present, q.leave, q.hdr.hops)
+	var sent int64
+	if q.hdr.deadline != 0 {
+		// Waits on the way (a pull, a hand-off) end with the sender's
+		// deadline: after it, the sender has given up and may have
+		// retried elsewhere.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(q.hdr.deadline-r.cfg.Clock.Now().UnixNano()))
+		defer cancel()
+		sent = q.hdr.deadline - r.cfg.ForwardTimeout.Nanoseconds()
+	}
+	out, err := r.update(ctx, q.user, q.clientID, q.present, q.leave, q.hdr.hops, sent)
 	if err != nil {
 		return vals, err
 	}

@@ -203,7 +203,11 @@
 // with an empty backlog and a resync marker, so subscribers resync. A forwarded
 // update carries its sender's deadline and is dropped when read after it:
 // a paused node must not apply, on resuming, an update its sender has
-// since retried elsewhere.
+// since retried elsewhere; its waits on the way (a pull, a hand-off) end at
+// that deadline too. A forwarded present whose client left the channel
+// here after the present was sent (its sender gave up while it waited
+// behind a stalled batch, and the client moved on) is answered false and
+// not applied: last writer wins, as in merges.
 //
 // Lost state. When the owner and its replica die together (or the replica
 // dies before acknowledging a new channel's snapshot), the channel restarts

@@ -208,6 +208,14 @@ func (l *leaveLog) noteLocked(channel, key string, at int64) {
 	users[key] = max(users[key], at)
 }
 
+// leftAfter reports whether the client (or its user) left channel after t.
+func (l *leaveLog) leftAfter(channel, userID, clientID string, t int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	users := l.by[channel]
+	return users[clientKey(userID, clientID)] > t || users[userID] > t
+}
+
 // prune forgets leaves older than before.
 func (l *leaveLog) prune(before int64) {
 	l.mu.Lock()

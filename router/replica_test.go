@@ -672,3 +672,43 @@ func TestSubscriberNodeRegistersAgainAfterAFailedCatchUp(t *testing.T) {
 		t.Fatalf("only %d catch-ups failed: the test did not make the first ones fail", failedSince.Load())
 	}
 }
+
+// TestForwardedPresentOvertakenByALeaveIsDropped: a forwarded present that
+// waited on its way (held up behind a hand-off while its sender gave up)
+// reaches the holder after the same client's leave, sent later, was
+// applied there: it must not bring the client back until its timeout. A
+// present sent after the leave is applied.
+func TestForwardedPresentOvertakenByALeaveIsDropped(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ctx := testCtx(t)
+	holder := c.node("n1")
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
+	update(t, holder, user("k"), []string{ch}, nil)
+	update(t, holder, user("m"), []string{ch}, nil)
+	forwarded := func(sent time.Time) updateRequest {
+		deadline := sent.Add(holder.r.cfg.ForwardTimeout).UnixNano()
+		return updateRequest{hdr: header{hops: 1, deadline: deadline}, user: user("k"), clientID: "tab", present: []string{ch}}
+	}
+	stale := forwarded(c.clk.Now())
+	c.clk.Advance(time.Second)
+	update(t, holder, user("k"), nil, []string{ch}) // the leave, sent after the present
+	c.clk.Advance(time.Second)
+
+	vals, err := holder.r.serveUpdate(ctx, &stale, nil)
+	if err != nil || len(vals) != 1 || vals[0] {
+		t.Fatalf("overtaken present answered %v, %v; want false", vals, err)
+	}
+	got, err := holder.r.Get(ctx, nil, []string{ch})
+	if err != nil || !slices.Equal(userIDs(got[ch]), []string{"m"}) {
+		t.Fatalf("after the overtaken present: %v, %v; want only m", got[ch], err)
+	}
+
+	fresh := forwarded(c.clk.Now())
+	if vals, err := holder.r.serveUpdate(ctx, &fresh, nil); err != nil || len(vals) != 1 || !vals[0] {
+		t.Fatalf("present sent after the leave answered %v, %v; want true", vals, err)
+	}
+	got, err = holder.r.Get(ctx, nil, []string{ch})
+	if err != nil || !slices.Equal(userIDs(got[ch]), []string{"k", "m"}) {
+		t.Fatalf("after a present sent after the leave: %v, %v; want k and m", got[ch], err)
+	}
+}

@@ -18,7 +18,7 @@ func (r *Router) Update(ctx context.Context, u *presence.User, clientID string, 
 	if err := checkUpdate(u, clientID, present, leave); err != nil {
 		return nil, err
 	}
-	return r.update(ctx, u, clientID, present, leave, 0)
+	return r.update(ctx, u, clientID, present, leave, 0, 0)
 }
 
 func checkUpdate(u *presence.User, clientID string, present, leave []string) error {
@@ -73,12 +73,13 @@ func (r *Router) Since(ctx context.Context, u *presence.User, channel string, af
 
 // update serves an update received after hops forwards. The node the
 // request entered (hops 0) retries channels whose owner moved or could not be
-// reached; the others answer presence.ErrMoved and let it.
-func (r *Router) update(ctx context.Context, u *presence.User, clientID string, present, leave []string, hops int) (map[string]bool, error) {
+// reached; the others answer presence.ErrMoved and let it. sent is when the
+// forwarding node sent it (unix ns; 0 at the node the request entered).
+func (r *Router) update(ctx context.Context, u *presence.User, clientID string, present, leave []string, hops int, sent int64) (map[string]bool, error) {
 	out := make(map[string]bool, len(present))
 	var mu sync.Mutex
 	for attempt := 0; ; attempt++ {
-		retry, err := r.updateOnce(ctx, u, clientID, present, leave, hops, out, &mu)
+		retry, err := r.updateOnce(ctx, u, clientID, present, leave, hops, sent, out, &mu)
 		if err == nil {
 			return out, nil
 		}
@@ -101,10 +102,16 @@ type updateGroup struct {
 // of the remote shares that failed, or all of them when routing itself
 // failed (applying a present or a leave twice changes nothing).
 func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID string, present, leave []string,
-	hops int, out map[string]bool, mu *sync.Mutex) (updateGroup, error) {
+	hops int, sent int64, out map[string]bool, mu *sync.Mutex) (updateGroup, error) {
 	var groups []*updateGroup
 	for _, ch := range present {
 		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
+			if r.overtaken(ch, u.ID, clientID, sent) {
+				mu.Lock()
+				out[ch] = false
+				mu.Unlock()
+				return nil
+			}
 			// With replication, the change is on the replica before the
 			// answer: an acknowledged enter survives the owner's crash.
 			ok, err := r.engine.PresentAck(ctx, u, clientID, ch)
@@ -147,6 +154,26 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 		}
 	}
 	return r.sendUpdates(ctx, u, clientID, hops, groups, out, mu)
+}
+
+// overtaken reports whether a forwarded present, sent at sent (unix ns, 0
+// when not forwarded), was overtaken by a leave of the same client that
+// this node applied to channel after it was sent. The present waited on its
+// way (a batch held up behind a channel being handed over, a pull) while
+// its sender gave up, and the client moved on and left; applied now, it
+// would show the client until its timeout. Last writer wins, as in merges.
+// A present at the node the request entered cannot be overtaken: its client
+// waits for the answer before it sends anything else, and gives up by
+// closing the request, which cancels the present.
+func (r *Router) overtaken(channel, userID, clientID string, sent int64) bool {
+	if sent == 0 || !r.cfg.Replication {
+		return false
+	}
+	if r.leaves.leftAfter(channel, userID, clientID, sent) {
+		r.log.Debug("dropped a forwarded present overtaken by the client's leave", "channel", channel, "user", userID, "client", clientID)
+		return true
+	}
+	return false
 }
 
 // updateLocal routes one channel: it runs apply when the channel is served
