@@ -158,7 +158,7 @@ func (s *replicaStore) prune(v *view, now int64, holds func(string) bool) {
 // leaveLog remembers when users left the channels held here, so that a
 // stale copy merged later cannot bring them back (last writer wins).
 type leaveLog struct {
-	mu sync.Mutex
+	mu sync.RWMutex // read on every forwarded present (leftAfter)
 	by map[string]map[string]int64 // channel → user → leave time (unix ns)
 }
 
@@ -166,8 +166,8 @@ func (l *leaveLog) init() { l.by = make(map[string]map[string]int64) }
 
 // get returns a copy of channel's leaves merged with extra.
 func (l *leaveLog) get(channel string, extra map[string]int64) map[string]int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.mu.RLock()
+	defer l.mu.RUnlock()
 	out := make(map[string]int64, len(l.by[channel])+len(extra))
 	for id, at := range l.by[channel] {
 		out[id] = at
@@ -210,8 +210,8 @@ func (l *leaveLog) noteLocked(channel, key string, at int64) {
 
 // leftAfter reports whether the client (or its user) left channel after t.
 func (l *leaveLog) leftAfter(channel, userID, clientID string, t int64) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.mu.RLock()
+	defer l.mu.RUnlock()
 	users := l.by[channel]
 	return users[clientKey(userID, clientID)] > t || users[userID] > t
 }
