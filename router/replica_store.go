@@ -213,6 +213,9 @@ func (l *leaveLog) leftAfter(channel, userID, clientID string, t int64) bool {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	users := l.by[channel]
+	if len(users) == 0 {
+		return false
+	}
 	return users[clientKey(userID, clientID)] > t || users[userID] > t
 }
 
