@@ -158,7 +158,7 @@ func (s *replicaStore) prune(v *view, now int64, holds func(string) bool) {
 // leaveLog remembers when users left the channels held here, so that a
 // stale copy merged later cannot bring them back (last writer wins).
 type leaveLog struct {
-	mu sync.RWMutex // read on every forwarded present (leftAfter)
+	mu sync.RWMutex                // read on every forwarded present (leftAfter)
 	by map[string]map[string]int64 // channel → user → leave time (unix ns)
 }
 
