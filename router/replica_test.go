@@ -90,6 +90,45 @@ func without(c *testCluster, victim *testNode) []*testNode {
 	return rest
 }
 
+// partition cuts victim off from the others both ways: it sees itself
+// alone, the others see each other.
+func partition(c *testCluster, victim *testNode) {
+	cutOff(c, victim)
+	victim.caller.setFail(func(string, uint16) error { return errors.New("unreachable") })
+	victim.r.SetMembers(members(victim))
+	rest := without(c, victim)
+	for _, n := range rest {
+		n.r.SetMembers(members(rest...))
+	}
+}
+
+// waitUsers waits until n lists exactly the users want in ch.
+func waitUsers(t *testing.T, n *testNode, ch, what string, want ...string) {
+	t.Helper()
+	waitFor(t, what, func() bool {
+		got, err := n.r.Get(testCtx(t), nil, []string{ch})
+		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), want)
+	})
+}
+
+// leaveThroughACutNode: n1 holds ch (replica n2) with users k and m; n3,
+// cut off and seeing itself alone, answers k's leave without any state of
+// ch. It returns with the network whole again and the views still split.
+func leaveThroughACutNode(t *testing.T) (c *testCluster, holder, lone *testNode, ch string) {
+	c = newTestCluster(t, 3, withReplication)
+	holder, lone = c.node("n1"), c.node("n3")
+	ch = channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
+	update(t, holder, user("k"), []string{ch}, nil)
+	update(t, holder, user("m"), []string{ch}, nil)
+	c.clk.Advance(time.Second)
+	partition(c, lone)
+	update(t, lone, user("k"), nil, []string{ch})
+	for _, n := range c.nodes {
+		n.caller.setFail(nil)
+	}
+	return c, holder, lone, ch
+}
+
 // cutOff makes every node but victim unable to reach victim.
 func cutOff(c *testCluster, victim *testNode) {
 	for _, n := range c.nodes {
@@ -453,28 +492,43 @@ func TestForwardedUpdateReadAfterItsDeadlineIsDropped(t *testing.T) {
 	}
 }
 
-func TestSubscriberElsewhereContinuesAfterPromotion(t *testing.T) {
+// thirdNodeWatch is a channel owned by n1 with a subscriber on the node
+// that is neither its owner nor its replica.
+type thirdNodeWatch struct {
+	owner, rep, other *testNode
+	ch                string
+	before            int64 // the last id when the subscription began
+	watch             *collector
+}
+
+// watchFromTheThirdNode: user a enters (the replica gets the channel's
+// snapshot), the third node subscribes, and b's enter reaches it.
+func watchFromTheThirdNode(t *testing.T) (*testCluster, thirdNodeWatch) {
 	c := newTestCluster(t, 3, withReplication)
-	ctx := testCtx(t)
-	owner := c.node("n1")
-	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
-	rep := c.node(repName)
-	var other *testNode
+	w := thirdNodeWatch{owner: c.node("n1")}
+	var repName string
+	w.ch, repName = replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
+	w.rep = c.node(repName)
 	for _, n := range c.nodes {
-		if n != owner && n != rep {
-			other = n
+		if n != w.owner && n != w.rep {
+			w.other = n
 		}
 	}
-	update(t, owner, user("a"), []string{ch}, nil)
-	before := p1LastID(t, other, ch)
-	sub, err := other.r.Subscribe(ctx, nil, map[string]int64{ch: before})
+	update(t, w.owner, user("a"), []string{w.ch}, nil)
+	w.before = p1LastID(t, w.other, w.ch)
+	sub, err := w.other.r.Subscribe(testCtx(t), nil, map[string]int64{w.ch: w.before})
 	if err != nil {
 		t.Fatal(err)
 	}
-	watch := collect(t, sub)
-	update(t, owner, user("b"), []string{ch}, nil)
-	waitFor(t, "b's enter on the third node", func() bool { return len(watch.messages(ch)) == 1 })
+	w.watch = collect(t, sub)
+	update(t, w.owner, user("b"), []string{w.ch}, nil)
+	waitFor(t, "b's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 1 })
+	return c, w
+}
 
+func TestSubscriberElsewhereContinuesAfterPromotion(t *testing.T) {
+	c, w := watchFromTheThirdNode(t)
+	owner, rep, ch, before, watch := w.owner, w.rep, w.ch, w.before, w.watch
 	cutOff(c, owner)
 	c.setMembers(without(c, owner)...)
 	update(t, rep, user("c"), []string{ch}, nil)
@@ -499,31 +553,9 @@ func TestSubscriberElsewhereContinuesAfterPromotion(t *testing.T) {
 // hand-off carries the leave to the holder, which drops the client
 // instead of keeping it until its timeout (a ghost).
 func TestLeaveAnsweredWithoutTheStateReachesTheHolder(t *testing.T) {
-	c := newTestCluster(t, 3, withReplication)
-	ctx := testCtx(t)
-	holder, lone := c.node("n1"), c.node("n3")
-	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2") // n3 holds no copy
-	update(t, holder, user("k"), []string{ch}, nil)
-	update(t, holder, user("m"), []string{ch}, nil)
-	c.clk.Advance(time.Second)
-
-	// n3 is cut off and sees itself alone; the others see each other.
-	cutOff(c, lone)
-	lone.caller.setFail(func(string, uint16) error { return errors.New("unreachable") })
-	lone.r.SetMembers(members(lone))
-	for _, n := range without(c, lone) {
-		n.r.SetMembers(members(without(c, lone)...))
-	}
-	update(t, lone, user("k"), nil, []string{ch}) // answered by n3, which has nothing of ch
-
-	for _, n := range c.nodes {
-		n.caller.setFail(nil)
-	}
+	c, holder, _, ch := leaveThroughACutNode(t)
 	c.setMembers(c.nodes...)
-	waitFor(t, "k's leave to reach the holder", func() bool {
-		got, err := holder.r.Get(ctx, nil, []string{ch})
-		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
-	})
+	waitUsers(t, holder, ch, "k's leave to reach the holder", "m")
 }
 
 // TestLeaveAnsweredByTheCutOwnerSurvivesTheHandBack: the channel's owner
@@ -533,17 +565,11 @@ func TestLeaveAnsweredWithoutTheStateReachesTheHolder(t *testing.T) {
 // leave log must drop the client.
 func TestLeaveAnsweredByTheCutOwnerSurvivesTheHandBack(t *testing.T) {
 	c := newTestCluster(t, 3, withReplication)
-	ctx := testCtx(t)
 	owner := c.node("n2")
 	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n2", "n1")
 
-	cutOff(c, owner)
-	owner.caller.setFail(func(string, uint16) error { return errors.New("unreachable") })
-	owner.r.SetMembers(members(owner))
+	partition(c, owner)
 	rest := without(c, owner)
-	for _, n := range rest {
-		n.r.SetMembers(members(rest...))
-	}
 	update(t, rest[0], user("k"), []string{ch}, nil)
 	update(t, rest[0], user("m"), []string{ch}, nil)
 	c.clk.Advance(time.Second)
@@ -554,10 +580,7 @@ func TestLeaveAnsweredByTheCutOwnerSurvivesTheHandBack(t *testing.T) {
 	}
 	c.setMembers(c.nodes...)
 	c.waitSettled(c.nodes...)
-	waitFor(t, "k's leave to hold after the hand-back", func() bool {
-		got, err := owner.r.Get(ctx, nil, []string{ch})
-		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
-	})
+	waitUsers(t, owner, ch, "k's leave to hold after the hand-back", "m")
 }
 
 // TestLeavesHandedToANodeWithoutTheChannelReachTheHolder: a leave answered
@@ -568,35 +591,13 @@ func TestLeaveAnsweredByTheCutOwnerSurvivesTheHandBack(t *testing.T) {
 // passed on to it: the node that got the leaves forwards them to where the
 // channel is.
 func TestLeavesHandedToANodeWithoutTheChannelReachTheHolder(t *testing.T) {
-	c := newTestCluster(t, 3, withReplication)
-	ctx := testCtx(t)
-	holder, copyHolder, lone := c.node("n1"), c.node("n2"), c.node("n3")
-	// Without n1, n2 owns ch: n3's partial view {n2, n3} sends it there.
-	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
-	update(t, holder, user("k"), []string{ch}, nil)
-	update(t, holder, user("m"), []string{ch}, nil)
-	c.clk.Advance(time.Second)
-
-	cutOff(c, lone)
-	lone.caller.setFail(func(string, uint16) error { return errors.New("unreachable") })
-	lone.r.SetMembers(members(lone))
-	for _, n := range without(c, lone) {
-		n.r.SetMembers(members(without(c, lone)...))
-	}
-	update(t, lone, user("k"), nil, []string{ch}) // answered by n3, which has nothing of ch
-
-	// n3 reconnects and sees n2 first; n2 does not hold ch (only a copy).
-	for _, n := range c.nodes {
-		n.caller.setFail(nil)
-	}
-	lone.r.SetMembers(members(copyHolder, lone))
+	c, holder, lone, ch := leaveThroughACutNode(t)
+	// n3 sees n2 first; without n1, n2 owns ch, but it holds only a copy.
+	lone.r.SetMembers(members(c.node("n2"), lone))
 	c.waitSettled(lone)
 	c.setMembers(c.nodes...)
 	c.waitSettled(c.nodes...)
-	waitFor(t, "k's leave to reach the holder", func() bool {
-		got, err := holder.r.Get(ctx, nil, []string{ch})
-		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
-	})
+	waitUsers(t, holder, ch, "k's leave to reach the holder", "m")
 }
 
 // TestLeavesOwedByANodeWithoutTheChannelAreHandedOn: leaves reach a node
@@ -626,10 +627,7 @@ func TestLeavesOwedByANodeWithoutTheChannelAreHandedOn(t *testing.T) {
 
 	lone.r.SetMembers(members(c.nodes...))
 	c.waitSettled(c.nodes...)
-	waitFor(t, "k's leave to be handed on to the holder", func() bool {
-		got, err := holder.r.Get(ctx, nil, []string{ch})
-		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), []string{"m"})
-	})
+	waitUsers(t, holder, ch, "k's leave to be handed on to the holder", "m")
 }
 
 // TestSubscriberNodeRegistersAgainAfterAFailedCatchUp: a node subscribed
@@ -639,24 +637,8 @@ func TestLeavesOwedByANodeWithoutTheChannelAreHandedOn(t *testing.T) {
 // otherwise its interest is registered nowhere and its subscribers never
 // hear of the channel again.
 func TestSubscriberNodeRegistersAgainAfterAFailedCatchUp(t *testing.T) {
-	c := newTestCluster(t, 3, withReplication)
-	ctx := testCtx(t)
-	owner := c.node("n1")
-	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
-	rep := c.node(repName)
-	other := without(c, owner)[0]
-	if other == rep {
-		other = without(c, owner)[1]
-	}
-	update(t, owner, user("a"), []string{ch}, nil) // the replica's snapshot
-	sub, err := other.r.Subscribe(ctx, nil, map[string]int64{ch: p1LastID(t, other, ch)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	watch := collect(t, sub)
-	update(t, owner, user("b"), []string{ch}, nil)
-	waitFor(t, "b's enter on the third node", func() bool { return len(watch.messages(ch)) == 1 })
-
+	c, w := watchFromTheThirdNode(t)
+	owner, rep, other, ch, watch := w.owner, w.rep, w.other, w.ch, w.watch
 	cutOff(c, owner)
 	var failedSince atomic.Int64
 	other.caller.setFail(func(addr string, method uint16) error {
