@@ -158,9 +158,10 @@
 // stream in order (MethodReplicate, one batch in flight). The first item of
 // a channel on a stream is a whole snapshot (clients, expiries, last id,
 // backlog, interested nodes); then come the changes, each with the message
-// it published. Refreshes (a heartbeat that only moves an expiry) are
-// coalesced per client and sent with the next batch or every
-// ReplicationInterval; enters and leaves are sent at once.
+// it published, and the interested nodes again whenever they change.
+// Refreshes (a heartbeat that only moves an expiry) are coalesced per
+// client and sent with the next batch or every ReplicationInterval; enters
+// and leaves are sent at once.
 //
 // Publish after replicate. A message is published (local hub, push queues)
 // only once the replica acknowledged the change that made it, and an

@@ -16,11 +16,15 @@ type interestTable struct {
 	self string
 	mu   sync.RWMutex
 	by   map[string]map[string]interested // channel -> node name -> entry
+	// changed is called, outside the lock, after apply changed a channel's
+	// entries (the router tells the channel's replica).
+	changed func(channel string)
 }
 
-func (t *interestTable) init(self string) {
+func (t *interestTable) init(self string, changed func(channel string)) {
 	t.self = self
 	t.by = make(map[string]map[string]interested)
+	t.changed = changed
 }
 
 // apply records one change of node's interest. An on newer than (or as new
@@ -30,9 +34,9 @@ func (t *interestTable) apply(node Member, c interestChange) {
 		return // this node's own subscribers get messages straight from the actor
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	nodes := t.by[c.channel]
 	cur, ok := nodes[node.Name]
+	changed := false
 	switch {
 	case c.on && (!ok || cur.gen <= c.gen):
 		if nodes == nil {
@@ -40,11 +44,17 @@ func (t *interestTable) apply(node Member, c interestChange) {
 			t.by[c.channel] = nodes
 		}
 		nodes[node.Name] = interested{node: node, gen: c.gen}
+		changed = !ok || cur.node != node
 	case !c.on && ok && cur.gen <= c.gen:
 		delete(nodes, node.Name)
 		if len(nodes) == 0 {
 			delete(t.by, c.channel)
 		}
+		changed = true
+	}
+	t.mu.Unlock()
+	if changed && t.changed != nil {
+		t.changed(c.channel)
 	}
 }
 

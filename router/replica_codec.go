@@ -11,6 +11,11 @@ import (
 // order the channels made them.
 const MethodReplicate uint16 = 8
 
+// replInterest is the kind of a replication item that carries the nodes
+// interested in a channel, sent when they change; presence's kinds are
+// small numbers.
+const replInterest presence.ChangeKind = 200
+
 // replItem is one step of a replication stream: a channel's whole state
 // (snapshot), one client's change, or the end of the channel here
 // (presence.ChangeStopped).
@@ -60,6 +65,9 @@ func encodeReplBatch(e *encoder, from Member, boot uint64, items []replItem) {
 			e.interested(it.interest)
 			e.string(it.supersedes)
 			continue // the snapshot holds the message already
+		case replInterest:
+			e.interested(it.interest)
+			continue
 		case presence.ChangeEnter:
 			e.userInfo(it.user)
 			e.config(it.cfg)
@@ -88,6 +96,10 @@ func decodeReplBatch(b []byte) (Member, uint64, []replItem, error) {
 		switch it.kind {
 		case presence.ChangeSnapshot:
 			it.snap, it.interest, it.supersedes = d.snapshot(), d.interested(), d.string()
+			items = append(items, it)
+			continue
+		case replInterest:
+			it.interest = d.interested()
 			items = append(items, it)
 			continue
 		case presence.ChangeEnter:

@@ -65,6 +65,11 @@ func (s *replicaStore) apply(owner string, boot uint64, it *replItem, now int64)
 	if e == nil || e.boot != boot {
 		return false // none, or the previous process's: a snapshot first
 	}
+	if it.kind == replInterest {
+		e.interest = it.interest
+		e.heard = now
+		return true
+	}
 	e.copy.Apply(it.change())
 	e.heard = now
 	return true

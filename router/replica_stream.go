@@ -301,6 +301,36 @@ func (s *replStream) add(r *Router, c *presence.Change) {
 	s.kick()
 }
 
+// addInterest queues the interested nodes of channel when the replica has
+// its copy already; otherwise the snapshot that starts the copy carries
+// them.
+func (s *replStream) addInterest(r *Router, channel string) {
+	s.mu.Lock()
+	if s.closed || !s.synced[channel] {
+		s.mu.Unlock()
+		return
+	}
+	// Taken under the stream's lock, so that queued lists keep the order
+	// of the changes they follow.
+	s.items = append(s.items, replItem{kind: replInterest, channel: channel, interest: r.interestOf(channel),
+		queued: r.cfg.Clock.Now().UnixNano()})
+	s.mu.Unlock()
+	s.kick()
+}
+
+// replicateInterest tells the replica of a channel held here that the
+// nodes interested in it changed: a copy promoted after the owner died
+// pushes the channel's messages to them (without it, only to those of the
+// copy's last snapshot, until the others re-registered).
+func (r *Router) replicateInterest(channel string) {
+	if !r.cfg.Replication || !r.holds(channel) {
+		return
+	}
+	if to, ok := r.replicaOf(r.view.Load(), channel); ok {
+		r.streams.get(r, to).addInterest(r, channel)
+	}
+}
+
 func (s *replStream) kick() {
 	select {
 	case s.wake <- struct{}{}:

@@ -385,6 +385,7 @@ func TestReplicationBatchRoundTrip(t *testing.T) {
 		{kind: presence.ChangeRefresh, channel: "/pub/x", userID: "u", clientID: "t", expires: 100},
 		{kind: presence.ChangeLeave, channel: "/pub/x", userID: "u", clientID: "t", at: 11},
 		{kind: presence.ChangeStopped, channel: "/pub/x"},
+		{kind: replInterest, channel: "/pub/x", interest: []interested{{node: Member{Name: "n3", RPCAddr: "c:3"}, gen: 4}}},
 	}
 	var e encoder
 	encodeReplBatch(&e, from, 77, items)
@@ -396,7 +397,8 @@ func TestReplicationBatchRoundTrip(t *testing.T) {
 		t.Fatalf("round trip: from %v, %d items", gotFrom, len(got))
 	}
 	if got[0].snap.LastID != 5 || got[0].interest[0].gen != 3 || got[1].user.Username != "U" || got[1].msg.ID != 6 ||
-		got[1].cfg == nil || got[2].expires != 100 || got[3].at != 11 || got[4].kind != presence.ChangeStopped {
+		got[1].cfg == nil || got[2].expires != 100 || got[3].at != 11 || got[4].kind != presence.ChangeStopped ||
+		got[5].kind != replInterest || len(got[5].interest) != 1 || got[5].interest[0].node.Name != "n3" {
 		t.Fatalf("round trip lost fields: %+v", got)
 	}
 	// A truncated batch is an error, never a panic.
@@ -502,8 +504,10 @@ type thirdNodeWatch struct {
 }
 
 // watchFromTheThirdNode: user a enters (the replica gets the channel's
-// snapshot), the third node subscribes, and b's enter reaches it.
-func watchFromTheThirdNode(t *testing.T) (*testCluster, thirdNodeWatch) {
+// snapshot), the third node subscribes, and b's enter reaches it. With
+// unreplicated, b enters first and the owner's replication stops before
+// the subscription: the replica never learns of the third node's interest.
+func watchFromTheThirdNode(t *testing.T, unreplicated bool) (*testCluster, thirdNodeWatch) {
 	c := newTestCluster(t, 3, withReplication)
 	w := thirdNodeWatch{owner: c.node("n1")}
 	var repName string
@@ -516,18 +520,29 @@ func watchFromTheThirdNode(t *testing.T) (*testCluster, thirdNodeWatch) {
 	}
 	update(t, w.owner, user("a"), []string{w.ch}, nil)
 	w.before = p1LastID(t, w.other, w.ch)
+	if unreplicated {
+		update(t, w.owner, user("b"), []string{w.ch}, nil)
+		w.owner.caller.setFail(func(_ string, method uint16) error {
+			if method == MethodReplicate {
+				return errors.New("unreachable")
+			}
+			return nil
+		})
+	}
 	sub, err := w.other.r.Subscribe(testCtx(t), nil, map[string]int64{w.ch: w.before})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.watch = collect(t, sub)
-	update(t, w.owner, user("b"), []string{w.ch}, nil)
+	if !unreplicated {
+		update(t, w.owner, user("b"), []string{w.ch}, nil)
+	}
 	waitFor(t, "b's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 1 })
 	return c, w
 }
 
 func TestSubscriberElsewhereContinuesAfterPromotion(t *testing.T) {
-	c, w := watchFromTheThirdNode(t)
+	c, w := watchFromTheThirdNode(t, false)
 	owner, rep, ch, before, watch := w.owner, w.rep, w.ch, w.before, w.watch
 	cutOff(c, owner)
 	c.setMembers(without(c, owner)...)
@@ -631,13 +646,13 @@ func TestLeavesOwedByANodeWithoutTheChannelAreHandedOn(t *testing.T) {
 }
 
 // TestSubscriberNodeRegistersAgainAfterAFailedCatchUp: a node subscribed
-// after the owner's last snapshot to its replica, so the replica's copy
-// does not know its interest. The owner dies; the node's catch-up with the
-// new holder fails at first (views still disagree). It must try again:
+// when the owner could no longer replicate, so the replica's copy does not
+// know its interest. The owner dies; the node's catch-up with the new
+// holder fails at first (views still disagree). It must try again:
 // otherwise its interest is registered nowhere and its subscribers never
 // hear of the channel again.
 func TestSubscriberNodeRegistersAgainAfterAFailedCatchUp(t *testing.T) {
-	c, w := watchFromTheThirdNode(t)
+	c, w := watchFromTheThirdNode(t, true)
 	owner, rep, other, ch, watch := w.owner, w.rep, w.other, w.ch, w.watch
 	cutOff(c, owner)
 	var failedSince atomic.Int64
@@ -692,5 +707,39 @@ func TestForwardedPresentOvertakenByALeaveIsDropped(t *testing.T) {
 	got, err = holder.r.Get(ctx, nil, []string{ch})
 	if err != nil || !slices.Equal(userIDs(got[ch]), []string{"k", "m"}) {
 		t.Fatalf("after a present sent after the leave: %v, %v; want k and m", got[ch], err)
+	}
+}
+
+// TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot: the third node
+// subscribes after the replica got the channel's snapshot. The interest
+// change reaches the replica on its own, so when the owner dies the
+// promoted channel pushes to the third node at once, even though every
+// catch-up of the third node fails.
+func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
+	c, w := watchFromTheThirdNode(t, false)
+	waitFor(t, "the replica's copy to list the third node", func() bool {
+		w.rep.r.replicas.mu.Lock()
+		defer w.rep.r.replicas.mu.Unlock()
+		for _, e := range w.rep.r.replicas.by[w.ch] {
+			for _, in := range e.interest {
+				if in.node.Name == w.other.name {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	cutOff(c, w.owner)
+	w.other.caller.setFail(func(addr string, method uint16) error {
+		if addr == w.owner.tr.Addr() || method == MethodSince {
+			return errors.New("unreachable")
+		}
+		return nil
+	})
+	c.setMembers(without(c, w.owner)...)
+	update(t, w.rep, user("c"), []string{w.ch}, nil)
+	waitFor(t, "c's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 2 })
+	if got := w.watch.messages(w.ch)[1].Message.ID; got != w.before+2 {
+		t.Fatalf("c's enter has id %d, want %d", got, w.before+2)
 	}
 }

@@ -133,7 +133,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.routes.init()
-	r.interest.init(r.self.Name)
+	r.interest.init(r.self.Name, r.replicateInterest)
 	r.out.init(r)
 	r.feed.init(r)
 	r.batch.init(r)
