@@ -187,6 +187,8 @@ type server struct {
 	router  *mux.Router
 	// payloads shares encoded messages between SSE streams.
 	payloads *payloadCache
+	// unavailable logs 503 answers at a bounded rate.
+	unavailable *unavailableLog
 }
 
 // New validates cfg and returns the node's HTTP handler.
@@ -206,6 +208,8 @@ func New(cfg Config) (http.Handler, error) {
 		metrics:  m,
 		log:      cfg.Logger,
 		payloads: newPayloadCache(),
+
+		unavailable: newUnavailableLog(cfg.Clock),
 	}
 	s.router = s.routes()
 	var h http.Handler = http.HandlerFunc(s.dispatch)

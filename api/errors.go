@@ -73,7 +73,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = "internal error"
 	case status >= 500:
-		s.log.Warn("request unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.unavailable.log(s.log, r, err)
 		msg = "service temporarily unavailable"
 	}
 	switch status {
