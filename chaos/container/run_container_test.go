@@ -195,31 +195,45 @@ func (r *run) record(what string, res chaos.CheckResult) {
 	}
 }
 
-// waitOwning waits until every node agrees again and service's own
-// /admin/owner answers show it owning channels, then sends the streams
-// that ran away from it back home.
+// waitOwning waits until service rejoined and takes channels back: every
+// node's /admin/owner shows it owning some of the sampled channels (the
+// service believes that as soon as it starts; the others only once they
+// have seen it rejoin), then every node is ready, its hand-offs done. The
+// streams that ran away from it are then sent back home.
 func (r *run) waitOwning(service string) {
 	r.t.Helper()
 	waitReady(r.t)
 	err := chaos.Poll(readyTimeout, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, ch := range r.names[:min(sampleChannels, len(r.names))] {
-			v, err := cluster.Admin(service).Owner(ctx, ch)
-			if err != nil {
+		for _, s := range cluster.Services() {
+			if err := r.seesOwning(s, service); err != nil {
 				return err
 			}
-			if v.Owner == service {
-				return nil
-			}
 		}
-		return fmt.Errorf("%s owns none of the sampled channels", service)
+		return nil
 	})
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	waitReady(r.t)
 	r.streams.Rehome()
 	r.logf("%s owns channels again", service)
+}
+
+// seesOwning returns nil once node's /admin/owner gives owner one of the
+// sampled channels.
+func (r *run) seesOwning(node, owner string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, ch := range r.names[:min(sampleChannels, len(r.names))] {
+		v, err := cluster.Admin(node).Owner(ctx, ch)
+		if err != nil {
+			return err
+		}
+		if v.Owner == owner {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s sees %s owning none of the sampled channels", node, owner)
 }
 
 // finish checks once more, stops the traffic, prints the summary line and
