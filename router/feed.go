@@ -11,9 +11,14 @@ import (
 // feedFillers bounds the catch-up fetches run at once after a ring change.
 const feedFillers = 16
 
-// feedRetry is the pause (wall time: it paces network calls) before a
-// catch-up that could not reach the channel's holder is tried again.
-const feedRetry = 250 * time.Millisecond
+// A catch-up that could not reach the channel's holder is tried again after
+// feedRetry, doubling with each failure in a row up to feedRetryMax (wall
+// time: it paces network calls), so that a holder unreachable for long
+// (every node stopping) is not asked four times a second per channel.
+const (
+	feedRetry    = 250 * time.Millisecond
+	feedRetryMax = 2 * time.Second
+)
 
 // viewerID is the user id under which a node fetches missed messages of a
 // restricted channel for its hub (see viewerFor).
@@ -55,6 +60,7 @@ type feedChan struct {
 	audience *presence.Config
 	filling  bool
 	held     []*presence.Message // arrived during a fill, in order
+	failures int                 // catch-ups failed in a row
 }
 
 func (f *feed) init(r *Router) {
@@ -188,22 +194,25 @@ func (f *feed) fill(channel string, fc *feedChan, after int64, aud *presence.Con
 		}
 	}
 	fc.held, fc.filling = nil, false
-	if err != nil && f.r.ctx.Err() == nil {
-		// The holder was not reached (views disagreeing for a moment, a
-		// holder that just died). This node's interest may be registered
-		// nowhere: a promoted copy knows only the interest of its last
-		// snapshot. Without another try its subscribers could hear nothing
-		// more of the channel.
-		f.r.log.Debug("catch-up failed; retrying", "channel", channel, "err", err)
-		f.retryLater(feedWork{channel: channel, gen: fc.gen, refresh: true})
+	if err == nil || f.r.ctx.Err() != nil {
+		fc.failures = 0
+		return
 	}
+	// The holder was not reached (views disagreeing for a moment, a holder
+	// that just died). This node's interest may be registered nowhere (the
+	// owner died before its replica learned of it): without another try its
+	// subscribers could hear nothing more of the channel.
+	fc.failures++
+	pause := min(feedRetry<<min(fc.failures-1, 8), feedRetryMax)
+	f.r.log.Debug("catch-up failed; retrying", "channel", channel, "after", pause, "err", err)
+	f.retryLater(feedWork{channel: channel, gen: fc.gen, refresh: true}, pause)
 }
 
-// retryLater queues w again after feedRetry; refresh skips it if the
-// channel's local subscribers are gone by then.
-func (f *feed) retryLater(w feedWork) {
+// retryLater queues w again after pause; refresh skips it if the channel's
+// local subscribers are gone by then.
+func (f *feed) retryLater(w feedWork, pause time.Duration) {
 	f.r.spawn(func() {
-		if sleep(f.r.ctx, feedRetry) == nil {
+		if sleep(f.r.ctx, pause) == nil {
 			f.queue(w)
 		}
 	})
