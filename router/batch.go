@@ -261,6 +261,9 @@ func (r *Router) serveUpdate(ctx context.Context, q *updateRequest, vals []bool)
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(q.hdr.deadline-r.cfg.Clock.Now().UnixNano()))
 		defer cancel()
+		// The header carries the deadline, not the send time: this
+		// assumes the sender's ForwardTimeout is this node's (the nodes
+		// of a cluster share their configuration).
 		sent = q.hdr.deadline - r.cfg.ForwardTimeout.Nanoseconds()
 	}
 	out, err := r.update(ctx, q.user, q.clientID, q.present, q.leave, q.hdr.hops, sent)

@@ -238,7 +238,7 @@ func (s *Server) pushMembers(last routerMembers, without map[string]bool) router
 			continue // still loading the channels' configuration
 		}
 		set = append(set, router.Member{Name: m.Name, RPCAddr: m.Meta.RPC})
-		if m.Draining && m.Name != s.cfg.Name {
+		if m.Draining { // this node's own drain is the router's Drain; it ignores the name
 			draining = append(draining, m.Name)
 		}
 	}
