@@ -743,3 +743,38 @@ func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
 		t.Fatalf("c's enter has id %d, want %d", got, w.before+2)
 	}
 }
+
+// TestClientStoppedDuringAPartitionLeavesAtItsTimeout: the owner is cut
+// off; the others promote the replica's copy. Client k stops heartbeating
+// at the cut, m goes on through the majority. When the partition heals and
+// the two states merge, k is still listed until its timeout (its last
+// heartbeat plus 60 s, within the expiry precision) and gone after it;
+// m stays.
+func TestClientStoppedDuringAPartitionLeavesAtItsTimeout(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	owner, rep := c.node("n1"), c.node("n2")
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
+	update(t, owner, user("k"), []string{ch}, nil) // k's last heartbeat
+	update(t, owner, user("m"), []string{ch}, nil)
+	lastHeard := c.clk.Now()
+
+	partition(c, owner)
+	c.clk.Advance(20 * time.Second)
+	update(t, rep, user("m"), []string{ch}, nil) // m goes on; k has stopped
+	for _, n := range c.nodes {
+		n.caller.setFail(nil)
+	}
+	c.setMembers(c.nodes...)
+	c.waitSettled(c.nodes...)
+	waitUsers(t, owner, ch, "the merged channel to list k and m", "k", "m")
+
+	timeout := time.Duration(pubConfig.TimeoutSeconds()) * time.Second
+	c.clk.Advance(lastHeard.Add(timeout - time.Second).Sub(c.clk.Now()))
+	got, err := owner.r.Get(testCtx(t), nil, []string{ch})
+	if err != nil || !slices.Equal(userIDs(got[ch]), []string{"k", "m"}) {
+		t.Fatalf("a second before k's timeout: %v, %v; want k still listed", got[ch], err)
+	}
+	// Past the timeout, the promoted copy's grace and the wheel's precision.
+	c.clk.Advance(time.Second + 2*DefaultReplicationInterval + time.Second)
+	waitUsers(t, owner, ch, "k to leave after its timeout", "m")
+}
