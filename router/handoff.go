@@ -80,7 +80,7 @@ func (r *Router) markSettled(want uint64) {
 func (r *Router) rebalance() int {
 	v := r.view.Load()
 	cands := r.engine.Channels()
-	cands = append(cands, r.routes.held()...)
+	cands = append(cands, r.routes.toRebalance()...)
 	slices.Sort(cands)
 	cands = slices.Compact(cands)
 	var failed atomic.Int64

@@ -408,9 +408,10 @@ func (t *routeTable) sweepIdle(actors map[string]bool) {
 	}
 }
 
-// held returns the channels whose state this node holds, and those it
-// owes leaves to (route.owesLeaves): a rebalance pass looks at both.
-func (t *routeTable) held() []string {
+// toRebalance returns the channels a rebalance pass looks at besides those
+// with an actor: the ones held here (with or without state) and the ones
+// this node owes leaves to (route.owesLeaves).
+func (t *routeTable) toRebalance() []string {
 	var out []string
 	for i := range t.shards {
 		sh := &t.shards[i]
