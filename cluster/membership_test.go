@@ -4,16 +4,18 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 const memberTestTimeout = 15 * time.Second
@@ -67,7 +69,7 @@ func startTestMember(t *testing.T, name string, key []byte) *Membership {
 		Meta:     MemberMeta{RPC: name + ":rpc", Raft: name + ":raft", HTTP: name + ":http", Incarnation: 7},
 		Key:      key,
 		Fast:     true,
-		Logger:   slog.New(&transportTestLog{}),
+		Logger:   testkit.Logger(t),
 	})
 	if err != nil {
 		t.Fatalf("StartMembership(%s): %v", name, err)
@@ -443,13 +445,13 @@ func TestMembershipConfigValidate(t *testing.T) {
 }
 
 func TestMemberLogWriter(t *testing.T) {
-	rec := &transportTestLog{}
-	w := memberLogWriter{log: slog.New(rec)}
+	logger, buf := testkit.CapturedLogger()
+	w := memberLogWriter{log: logger}
 	fmt.Fprintf(w, "[WARN] memberlist: Refuting a suspect message\n")
 	fmt.Fprintf(w, "[ERR] memberlist: failed to receive\n[DEBUG] memberlist: Stream connection\n")
-	for _, want := range []string{"WARN Refuting a suspect message", "ERROR failed to receive", "DEBUG Stream connection"} {
-		if !rec.contains(want) {
-			t.Fatalf("log lacks %q: %v", want, rec.msgs)
+	for _, want := range []string{`level=WARN msg="Refuting a suspect message"`, `level=ERROR msg="failed to receive"`, `level=DEBUG msg="Stream connection"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Fatalf("log lacks %q: %s", want, buf)
 		}
 	}
 }

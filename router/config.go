@@ -61,7 +61,7 @@ type Member struct {
 	RPCAddr string
 }
 
-// Caller makes node-to-node calls; *cluster.Transport implements it.
+// Caller makes node-to-node calls; *transport.Transport implements it.
 type Caller interface {
 	Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error)
 }
@@ -210,5 +210,5 @@ var sentinels = []error{
 }
 
 // TransportErrors lists the sentinel errors that must cross the wire, in the
-// order every node registers them (cluster.TransportConfig.Errors).
+// order every node registers them (transport.Config.Errors).
 func TransportErrors() []error { return slices.Clone(sentinels) }

@@ -48,7 +48,7 @@
 // one bit per answer of an update, a message's audience sent once for a run
 // of messages sharing it. A forwarded heartbeat is about a hundred bytes. Methods 1 to 99 of the node transport belong to the router (the
 // Method constants); sentinel errors cross the wire through
-// cluster.TransportConfig.Errors = TransportErrors().
+// transport.Config.Errors = TransportErrors().
 //
 // # Hand-off
 //

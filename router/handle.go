@@ -23,7 +23,7 @@ const (
 )
 
 // TransportErrors returns the sentinel errors that must cross the wire; the
-// server passes them as cluster.TransportConfig.Errors. It is the same list
+// server passes them as transport.Config.Errors. It is the same list
 // as the package function, for callers holding a Router.
 func (r *Router) TransportErrors() []error { return TransportErrors() }
 

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -448,7 +448,7 @@ func (r *Router) sinceOnce(ctx context.Context, u *presence.User, channel string
 // the owner moved, was busy handing the channel over, or was unreachable
 // (membership is about to say so).
 func retryable(err error) bool {
-	return errors.Is(err, presence.ErrMoved) || errors.Is(err, ErrBusy) || errors.Is(err, cluster.ErrPeerUnavailable)
+	return errors.Is(err, presence.ErrMoved) || errors.Is(err, ErrBusy) || errors.Is(err, transport.ErrPeerUnavailable)
 }
 
 // shouldRetry decides whether the entry node retries after err, pausing
@@ -499,7 +499,7 @@ func isSentinel(err error) bool {
 // forgetUnreachable drops the tombstones of channels that pointed to a node
 // which could not be reached and is no longer a member.
 func (r *Router) forgetUnreachable(err error, to Member, lists ...[]string) {
-	if !errors.Is(err, cluster.ErrPeerUnavailable) {
+	if !errors.Is(err, transport.ErrPeerUnavailable) {
 		return
 	}
 	for _, list := range lists {

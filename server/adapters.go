@@ -7,6 +7,7 @@ import (
 
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -39,8 +40,8 @@ func storeError(err error) error {
 	case errors.Is(err, cluster.ErrKeyNotFound):
 		return fmt.Errorf("%w: %v", presence.ErrNotFound, err)
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader),
-		errors.Is(err, cluster.ErrStoreClosed), errors.Is(err, cluster.ErrPeerUnavailable),
-		errors.Is(err, cluster.ErrTransportClosed):
+		errors.Is(err, cluster.ErrStoreClosed), errors.Is(err, transport.ErrPeerUnavailable),
+		errors.Is(err, transport.ErrClosed):
 		return fmt.Errorf("%w: %v", presence.ErrUnavailable, err)
 	}
 	return err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -149,7 +150,7 @@ func TestStoreErrorsMapToStatuses(t *testing.T) {
 		{fmt.Errorf("x: %w", cluster.ErrKeyNotFound), presence.ErrNotFound},
 		{fmt.Errorf("%w: %w", cluster.ErrNotLeader, cluster.ErrNoLeader), presence.ErrUnavailable},
 		{cluster.ErrStoreClosed, presence.ErrUnavailable},
-		{fmt.Errorf("dial: %w", cluster.ErrPeerUnavailable), presence.ErrUnavailable},
+		{fmt.Errorf("dial: %w", transport.ErrPeerUnavailable), presence.ErrUnavailable},
 	}
 	for _, tc := range cases {
 		if got := storeError(tc.err); !errors.Is(got, tc.want) {
@@ -169,7 +170,7 @@ func TestOnlyLeadershipAndReachabilityErrorsAreRetried(t *testing.T) {
 	retried := []error{
 		fmt.Errorf("%w: leader is b", cluster.ErrNotLeader),
 		cluster.ErrStoreClosed,
-		fmt.Errorf("call: %w", cluster.ErrPeerUnavailable),
+		fmt.Errorf("call: %w", transport.ErrPeerUnavailable),
 		fmt.Errorf("%w: b", errLeaderUnreachable),
 	}
 	for _, err := range retried {

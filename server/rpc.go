@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router"
 )
@@ -145,5 +146,5 @@ func (s *Server) tryWrite(ctx context.Context, w prefixWrite) error {
 // retryableWrite reports errors that a new leader or a moment may cure.
 func retryableWrite(err error) bool {
 	return errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrStoreClosed) ||
-		errors.Is(err, cluster.ErrPeerUnavailable) || errors.Is(err, errLeaderUnreachable)
+		errors.Is(err, transport.ErrPeerUnavailable) || errors.Is(err, errLeaderUnreachable)
 }

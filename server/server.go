@@ -21,6 +21,7 @@ import (
 
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/web"
@@ -43,7 +44,7 @@ type Server struct {
 	store    *cluster.Store
 	engine   *presence.Engine
 
-	transport *cluster.Transport
+	transport *transport.Transport
 	rpcAddr   string // advertised transport address
 	self      router.Member
 	router    *router.Router
@@ -111,7 +112,7 @@ func (s *Server) open() error {
 		return err
 	}
 	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
-	tr, err := cluster.ListenTransport(cluster.TransportConfig{
+	tr, err := transport.Listen(transport.Config{
 		BindAddr: s.cfg.RPCAddr,
 		Key:      key,
 		Handler:  s.handleRPC,

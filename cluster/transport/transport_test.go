@@ -1,4 +1,4 @@
-package cluster
+package transport
 
 import (
 	"bytes"
@@ -6,89 +6,47 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
-const transportTestTimeout = 10 * time.Second
+// testTimeout bounds each test's calls: a deadline for failure, never a
+// duration a test depends on.
+const testTimeout = 10 * time.Second
 
-// transportWaitFor polls cond until it holds or the deadline passes.
-func transportWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(transportTestTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// transportTestLog records log messages so tests can check what was logged.
-type transportTestLog struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (l *transportTestLog) Enabled(context.Context, slog.Level) bool { return true }
-func (l *transportTestLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *transportTestLog) WithGroup(string) slog.Handler            { return l }
-func (l *transportTestLog) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Level.String() + " " + r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		b.WriteString(" " + a.String())
-		return true
-	})
-	l.mu.Lock()
-	l.msgs = append(l.msgs, b.String())
-	l.mu.Unlock()
-	return nil
-}
-
-func (l *transportTestLog) contains(sub string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, m := range l.msgs {
-		if strings.Contains(m, sub) {
-			return true
-		}
-	}
-	return false
-}
-
-// startTestTransport listens on a free loopback port and closes at cleanup.
-func startTestTransport(t testing.TB, cfg TransportConfig) *Transport {
+// startTransport listens on a free loopback port and closes at cleanup.
+func startTransport(t testing.TB, cfg Config) *Transport {
 	t.Helper()
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = "127.0.0.1:0"
 	}
-	tr, err := ListenTransport(cfg)
+	tr, err := Listen(cfg)
 	if err != nil {
-		t.Fatalf("ListenTransport: %v", err)
+		t.Fatalf("Listen: %v", err)
 	}
 	t.Cleanup(func() { tr.Close() })
 	return tr
 }
 
-func transportEcho(_ context.Context, _ uint16, body []byte) ([]byte, error) { return body, nil }
+func echo(_ context.Context, _ uint16, body []byte) ([]byte, error) { return body, nil }
 
-func transportTestCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), transportTestTimeout)
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-// transportPendingCalls counts calls registered on t's outgoing connections.
-func transportPendingCalls(t *Transport) int {
+// pendingCalls counts calls registered on t's outgoing connections.
+func pendingCalls(t *Transport) int {
 	n := 0
 	t.peers.Range(func(_, v any) bool {
-		p := v.(*transportPeer)
+		p := v.(*peerConns)
 		for i := range p.slots {
 			if c := p.slots[i].conn.Load(); c != nil {
 				c.mu.Lock()
@@ -101,22 +59,22 @@ func transportPendingCalls(t *Transport) int {
 	return n
 }
 
-func transportConnCount(t *Transport) int {
+func connCount(t *Transport) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.conns)
 }
 
 func TestTransportEcho(t *testing.T) {
-	srv := startTestTransport(t, TransportConfig{Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
+	srv := startTransport(t, Config{Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
 		return append([]byte(fmt.Sprintf("m%d:", method)), body...), nil
 	}})
-	cli := startTestTransport(t, TransportConfig{})
-	got, err := cli.Call(transportTestCtx(t), srv.Addr(), 7, []byte("hello"))
+	cli := startTransport(t, Config{})
+	got, err := cli.Call(testCtx(t), srv.Addr(), 7, []byte("hello"))
 	if err != nil || string(got) != "m7:hello" {
 		t.Fatalf("Call = %q, %v; want m7:hello", got, err)
 	}
-	got, err = cli.Call(transportTestCtx(t), srv.Addr(), 8, nil)
+	got, err = cli.Call(testCtx(t), srv.Addr(), 8, nil)
 	if err != nil || string(got) != "m8:" {
 		t.Fatalf("empty Call = %q, %v; want m8:", got, err)
 	}
@@ -132,7 +90,7 @@ func TestTransportOutOfOrderReplies(t *testing.T) {
 		gates[i] = make(chan struct{})
 	}
 	var entered atomic.Int32
-	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, _ uint16, body []byte) ([]byte, error) {
+	srv := startTransport(t, Config{Handler: func(ctx context.Context, _ uint16, body []byte) ([]byte, error) {
 		entered.Add(1)
 		select {
 		case <-gates[binary.BigEndian.Uint32(body)]:
@@ -141,8 +99,8 @@ func TestTransportOutOfOrderReplies(t *testing.T) {
 		}
 		return body, nil
 	}})
-	cli := startTestTransport(t, TransportConfig{})
-	ctx := transportTestCtx(t)
+	cli := startTransport(t, Config{})
+	ctx := testCtx(t)
 	var done [n]atomic.Bool
 	errs := make(chan error, n)
 	for i := range n {
@@ -156,9 +114,9 @@ func TestTransportOutOfOrderReplies(t *testing.T) {
 			errs <- err
 		}()
 	}
-	transportWaitFor(t, "all requests in the handler", func() bool { return entered.Load() == n })
+	testkit.WaitFor(t, "all requests in the handler", func() bool { return entered.Load() == n })
 	close(gates[n-1])
-	transportWaitFor(t, "the last call to return", done[n-1].Load)
+	testkit.WaitFor(t, "the last call to return", done[n-1].Load)
 	if done[0].Load() {
 		t.Fatal("first call returned before its reply was released")
 	}
@@ -170,17 +128,17 @@ func TestTransportOutOfOrderReplies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if c := transportConnCount(cli); c != 1 {
+	if c := connCount(cli); c != 1 {
 		t.Fatalf("client holds %d connections, want 1", c)
 	}
 }
 
 func TestTransportManyConcurrentCalls(t *testing.T) {
-	srv := startTestTransport(t, TransportConfig{Handler: transportEcho})
+	srv := startTransport(t, Config{Handler: echo})
 	for _, conns := range []int{1, 3} {
 		t.Run(fmt.Sprintf("conns=%d", conns), func(t *testing.T) {
-			cli := startTestTransport(t, TransportConfig{ConnsPerPeer: conns})
-			ctx := transportTestCtx(t)
+			cli := startTransport(t, Config{ConnsPerPeer: conns})
+			ctx := testCtx(t)
 			var wg sync.WaitGroup
 			errs := make(chan error, 64)
 			for g := range 64 {
@@ -200,10 +158,10 @@ func TestTransportManyConcurrentCalls(t *testing.T) {
 			for err := range errs {
 				t.Fatal(err)
 			}
-			if c := transportConnCount(cli); c != conns {
+			if c := connCount(cli); c != conns {
 				t.Fatalf("client holds %d connections, want %d", c, conns)
 			}
-			if p := transportPendingCalls(cli); p != 0 {
+			if p := pendingCalls(cli); p != 0 {
 				t.Fatalf("%d calls still pending", p)
 			}
 		})
@@ -214,7 +172,7 @@ func TestTransportSentinelErrors(t *testing.T) {
 	errA := errors.New("sentinel a")
 	errB := errors.New("sentinel b")
 	errOther := errors.New("unregistered")
-	srv := startTestTransport(t, TransportConfig{
+	srv := startTransport(t, Config{
 		Errors: []error{errA, errB},
 		Handler: func(_ context.Context, method uint16, _ []byte) ([]byte, error) {
 			switch method {
@@ -228,11 +186,11 @@ func TestTransportSentinelErrors(t *testing.T) {
 			return nil, nil
 		},
 	})
-	cli := startTestTransport(t, TransportConfig{Errors: []error{errA, errB}})
-	ctx := transportTestCtx(t)
+	cli := startTransport(t, Config{Errors: []error{errA, errB}})
+	ctx := testCtx(t)
 
 	_, err := cli.Call(ctx, srv.Addr(), 1, nil)
-	var remote *TransportRemoteError
+	var remote *RemoteError
 	if !errors.Is(err, errB) || errors.Is(err, errA) || !errors.As(err, &remote) {
 		t.Fatalf("method 1 error %v: want a remote error matching errB only", err)
 	}
@@ -253,15 +211,15 @@ func TestTransportSentinelErrors(t *testing.T) {
 }
 
 func TestTransportHandlerPanicAndNoHandler(t *testing.T) {
-	srv := startTestTransport(t, TransportConfig{Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
+	srv := startTransport(t, Config{Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
 		if method == 1 {
 			panic("boom")
 		}
 		return body, nil
 	}})
-	bare := startTestTransport(t, TransportConfig{})
-	cli := startTestTransport(t, TransportConfig{})
-	ctx := transportTestCtx(t)
+	bare := startTransport(t, Config{})
+	cli := startTransport(t, Config{})
+	ctx := testCtx(t)
 	if _, err := cli.Call(ctx, srv.Addr(), 1, nil); err == nil || !strings.Contains(err.Error(), "panicked") {
 		t.Fatalf("panicking handler: err = %v", err)
 	}
@@ -290,25 +248,26 @@ func TestTransportKeys(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var served atomic.Int32
-			srvLog, cliLog := &transportTestLog{}, &transportTestLog{}
-			srv := startTestTransport(t, TransportConfig{Key: tc.server, Logger: slog.New(srvLog), Handler: func(_ context.Context, _ uint16, b []byte) ([]byte, error) {
+			srvLogger, srvLog := testkit.CapturedLogger()
+			cliLogger, cliLog := testkit.CapturedLogger()
+			srv := startTransport(t, Config{Key: tc.server, Logger: srvLogger, Handler: func(_ context.Context, _ uint16, b []byte) ([]byte, error) {
 				served.Add(1)
 				return b, nil
 			}})
-			cli := startTestTransport(t, TransportConfig{Key: tc.client, Logger: slog.New(cliLog)})
-			got, err := cli.Call(transportTestCtx(t), srv.Addr(), 1, []byte("x"))
+			cli := startTransport(t, Config{Key: tc.client, Logger: cliLogger})
+			got, err := cli.Call(testCtx(t), srv.Addr(), 1, []byte("x"))
 			if tc.ok {
 				if err != nil || string(got) != "x" {
 					t.Fatalf("Call = %q, %v", got, err)
 				}
 				return
 			}
-			if !errors.Is(err, ErrTransportAuth) || !errors.Is(err, ErrPeerUnavailable) {
-				t.Fatalf("Call error %v: want ErrTransportAuth and ErrPeerUnavailable", err)
+			if !errors.Is(err, ErrAuth) || !errors.Is(err, ErrPeerUnavailable) {
+				t.Fatalf("Call error %v: want ErrAuth and ErrPeerUnavailable", err)
 			}
 			const clear = "same --cluster-key"
-			transportWaitFor(t, "the server to log the refusal", func() bool { return srvLog.contains(clear) })
-			if !cliLog.contains(clear) {
+			testkit.WaitFor(t, "the server to log the refusal", func() bool { return strings.Contains(srvLog.String(), clear) })
+			if !strings.Contains(cliLog.String(), clear) {
 				t.Fatal("client did not log the refusal")
 			}
 			if served.Load() != 0 {
@@ -328,10 +287,10 @@ func TestTransportPeerRestart(t *testing.T) {
 		}
 		return body, nil
 	}
-	srv := startTestTransport(t, TransportConfig{Handler: handler})
+	srv := startTransport(t, Config{Handler: handler})
 	addr := srv.Addr()
-	cli := startTestTransport(t, TransportConfig{})
-	ctx := transportTestCtx(t)
+	cli := startTransport(t, Config{})
+	ctx := testCtx(t)
 	if _, err := cli.Call(ctx, addr, 1, []byte("a")); err != nil {
 		t.Fatal(err)
 	}
@@ -352,23 +311,23 @@ func TestTransportPeerRestart(t *testing.T) {
 		t.Fatalf("call to a stopped peer: %v, want ErrPeerUnavailable", err)
 	}
 
-	startTestTransport(t, TransportConfig{BindAddr: addr, Handler: handler})
-	transportWaitFor(t, "a call to the restarted peer", func() bool {
+	startTransport(t, Config{BindAddr: addr, Handler: handler})
+	testkit.WaitFor(t, "a call to the restarted peer", func() bool {
 		got, err := cli.Call(ctx, addr, 1, []byte("b"))
 		return err == nil && string(got) == "b"
 	})
 }
 
 func TestTransportDisconnect(t *testing.T) {
-	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+	srv := startTransport(t, Config{Handler: func(ctx context.Context, method uint16, body []byte) ([]byte, error) {
 		if method == 2 {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}
 		return body, nil
 	}})
-	cli := startTestTransport(t, TransportConfig{})
-	ctx := transportTestCtx(t)
+	cli := startTransport(t, Config{})
+	ctx := testCtx(t)
 	if _, err := cli.Call(ctx, srv.Addr(), 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +336,7 @@ func TestTransportDisconnect(t *testing.T) {
 		_, err := cli.Call(ctx, srv.Addr(), 2, nil)
 		res <- err
 	}()
-	transportWaitFor(t, "the call to be pending", func() bool { return transportPendingCalls(cli) == 1 })
+	testkit.WaitFor(t, "the call to be pending", func() bool { return pendingCalls(cli) == 1 })
 	cli.Disconnect(srv.Addr())
 	if err := <-res; !errors.Is(err, ErrPeerUnavailable) {
 		t.Fatalf("call on a disconnected peer: %v", err)
@@ -391,7 +350,7 @@ func TestTransportContextCancel(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	sawDeadline := make(chan bool, 1)
-	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, method uint16, _ []byte) ([]byte, error) {
+	srv := startTransport(t, Config{Handler: func(ctx context.Context, method uint16, _ []byte) ([]byte, error) {
 		_, ok := ctx.Deadline()
 		sawDeadline <- ok
 		if method == 2 {
@@ -404,9 +363,9 @@ func TestTransportContextCancel(t *testing.T) {
 		}
 		return nil, nil
 	}})
-	cli := startTestTransport(t, TransportConfig{})
+	cli := startTransport(t, Config{})
 
-	ctx, cancel := context.WithCancel(transportTestCtx(t))
+	ctx, cancel := context.WithCancel(testCtx(t))
 	res := make(chan error, 1)
 	go func() {
 		_, err := cli.Call(ctx, srv.Addr(), 1, nil)
@@ -419,28 +378,28 @@ func TestTransportContextCancel(t *testing.T) {
 	if err := <-res; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled call: %v", err)
 	}
-	if p := transportPendingCalls(cli); p != 0 {
+	if p := pendingCalls(cli); p != 0 {
 		t.Fatalf("%d calls still registered after cancellation", p)
 	}
 
 	// A short deadline reaches the handler, which gives up with it.
-	short, cancelShort := context.WithTimeout(transportTestCtx(t), 50*time.Millisecond)
+	short, cancelShort := context.WithTimeout(testCtx(t), 50*time.Millisecond)
 	defer cancelShort()
 	if _, err := cli.Call(short, srv.Addr(), 2, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("call past its deadline: %v", err)
 	}
 	<-sawDeadline
-	if p := transportPendingCalls(cli); p != 0 {
+	if p := pendingCalls(cli); p != 0 {
 		t.Fatalf("%d calls still registered after the deadline", p)
 	}
 }
 
 func TestTransportCallTimeout(t *testing.T) {
-	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, _ uint16, _ []byte) ([]byte, error) {
+	srv := startTransport(t, Config{Handler: func(ctx context.Context, _ uint16, _ []byte) ([]byte, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}})
-	cli := startTestTransport(t, TransportConfig{CallTimeout: 50 * time.Millisecond})
+	cli := startTransport(t, Config{CallTimeout: 50 * time.Millisecond})
 	if _, err := cli.Call(context.Background(), srv.Addr(), 1, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("call without reply: %v, want DeadlineExceeded", err)
 	}
@@ -449,7 +408,7 @@ func TestTransportCallTimeout(t *testing.T) {
 func TestTransportFrameLimits(t *testing.T) {
 	const limit = 1024
 	big := make([]byte, 2*limit)
-	srv := startTestTransport(t, TransportConfig{MaxFrameBytes: limit, Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
+	srv := startTransport(t, Config{MaxFrameBytes: limit, Handler: func(_ context.Context, method uint16, body []byte) ([]byte, error) {
 		switch method {
 		case 2:
 			return big, nil
@@ -458,13 +417,13 @@ func TestTransportFrameLimits(t *testing.T) {
 		}
 		return body, nil
 	}})
-	ctx := transportTestCtx(t)
+	ctx := testCtx(t)
 
-	small := startTestTransport(t, TransportConfig{MaxFrameBytes: limit})
-	if _, err := small.Call(ctx, srv.Addr(), 1, big); !errors.Is(err, ErrTransportFrameTooLarge) {
+	small := startTransport(t, Config{MaxFrameBytes: limit})
+	if _, err := small.Call(ctx, srv.Addr(), 1, big); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("oversized request: %v", err)
 	}
-	if _, err := small.Call(ctx, srv.Addr(), 2, nil); !errors.Is(err, ErrTransportFrameTooLarge) {
+	if _, err := small.Call(ctx, srv.Addr(), 2, nil); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("oversized reply: %v", err)
 	}
 	if got, err := small.Call(ctx, srv.Addr(), 1, []byte("ok")); err != nil || string(got) != "ok" {
@@ -472,38 +431,38 @@ func TestTransportFrameLimits(t *testing.T) {
 	}
 
 	// A sender with a larger limit gets its connection dropped by the receiver.
-	large := startTestTransport(t, TransportConfig{})
+	large := startTransport(t, Config{})
 	if _, err := large.Call(ctx, srv.Addr(), 1, big); !errors.Is(err, ErrPeerUnavailable) {
 		t.Fatalf("request over the receiver's limit: %v", err)
 	}
 	// A reply over the caller's own limit drops the caller's connection.
-	tiny := startTestTransport(t, TransportConfig{MaxFrameBytes: 16})
-	if _, err := tiny.Call(ctx, srv.Addr(), 3, nil); !errors.Is(err, ErrPeerUnavailable) || !errors.Is(err, ErrTransportFrameTooLarge) {
+	tiny := startTransport(t, Config{MaxFrameBytes: 16})
+	if _, err := tiny.Call(ctx, srv.Addr(), 3, nil); !errors.Is(err, ErrPeerUnavailable) || !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("reply over the caller's limit: %v", err)
 	}
 }
 
 func TestTransportCloseFailsInflight(t *testing.T) {
 	entered := make(chan struct{}, 1)
-	srv := startTestTransport(t, TransportConfig{Handler: func(ctx context.Context, _ uint16, _ []byte) ([]byte, error) {
+	srv := startTransport(t, Config{Handler: func(ctx context.Context, _ uint16, _ []byte) ([]byte, error) {
 		entered <- struct{}{}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}})
-	cli := startTestTransport(t, TransportConfig{})
+	cli := startTransport(t, Config{})
 	res := make(chan error, 1)
 	go func() {
-		_, err := cli.Call(transportTestCtx(t), srv.Addr(), 1, nil)
+		_, err := cli.Call(testCtx(t), srv.Addr(), 1, nil)
 		res <- err
 	}()
 	<-entered
 	if err := cli.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-res; !errors.Is(err, ErrTransportClosed) {
-		t.Fatalf("in-flight call on Close: %v, want ErrTransportClosed", err)
+	if err := <-res; !errors.Is(err, ErrClosed) {
+		t.Fatalf("in-flight call on Close: %v, want ErrClosed", err)
 	}
-	if _, err := cli.Call(context.Background(), srv.Addr(), 1, nil); !errors.Is(err, ErrTransportClosed) {
+	if _, err := cli.Call(context.Background(), srv.Addr(), 1, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("call after Close: %v", err)
 	}
 	if err := cli.Close(); err != nil {
@@ -517,7 +476,7 @@ func TestTransportCloseFailsInflight(t *testing.T) {
 }
 
 func TestTransportConfigValidate(t *testing.T) {
-	bad := []TransportConfig{
+	bad := []Config{
 		{},
 		{BindAddr: "127.0.0.1:0", Key: []byte("short")},
 		{BindAddr: "127.0.0.1:0", Errors: []error{nil}},
@@ -528,26 +487,26 @@ func TestTransportConfigValidate(t *testing.T) {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("config %d: Validate accepted %+v", i, cfg)
 		}
-		if _, err := ListenTransport(cfg); err == nil {
-			t.Errorf("config %d: ListenTransport accepted it", i)
+		if _, err := Listen(cfg); err == nil {
+			t.Errorf("config %d: Listen accepted it", i)
 		}
 	}
-	if err := (TransportConfig{BindAddr: "127.0.0.1:0", Key: make([]byte, 16)}).Validate(); err != nil {
+	if err := (Config{BindAddr: "127.0.0.1:0", Key: make([]byte, 16)}).Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}
 }
 
 func TestTransportCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
-	srv, err := ListenTransport(TransportConfig{BindAddr: "127.0.0.1:0", Handler: transportEcho})
+	srv, err := Listen(Config{BindAddr: "127.0.0.1:0", Handler: echo})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := ListenTransport(TransportConfig{BindAddr: "127.0.0.1:0", ConnsPerPeer: 2})
+	cli, err := Listen(Config{BindAddr: "127.0.0.1:0", ConnsPerPeer: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := transportTestCtx(t)
+	ctx := testCtx(t)
 	for i := range 10 {
 		if _, err := cli.Call(ctx, srv.Addr(), uint16(i), []byte("x")); err != nil {
 			t.Fatal(err)
@@ -564,17 +523,17 @@ func TestTransportCloseLeavesNoGoroutines(t *testing.T) {
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
-	transportWaitFor(t, "goroutines to wind down", func() bool { return runtime.NumGoroutine() <= before })
+	testkit.WaitFor(t, "goroutines to wind down", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // TestTransportWorkersOutliveCalls holds a burst of calls in the handler at
 // once, then checks that the serving goroutines stay for later calls, at
-// most transportMaxIdleWorkers of them, and leave with the transport.
+// most maxIdleWorkers of them, and leave with the transport.
 func TestTransportWorkersOutliveCalls(t *testing.T) {
-	const burst = 3 * transportMaxIdleWorkers
+	const burst = 3 * maxIdleWorkers
 	gate := make(chan struct{})
 	var entered atomic.Int32
-	srv, err := ListenTransport(TransportConfig{BindAddr: "127.0.0.1:0", Handler: func(ctx context.Context, m uint16, body []byte) ([]byte, error) {
+	srv, err := Listen(Config{BindAddr: "127.0.0.1:0", Handler: func(ctx context.Context, m uint16, body []byte) ([]byte, error) {
 		if m == 1 {
 			entered.Add(1)
 			select {
@@ -589,8 +548,8 @@ func TestTransportWorkersOutliveCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	cli := startTestTransport(t, TransportConfig{})
-	ctx := transportTestCtx(t)
+	cli := startTransport(t, Config{})
+	ctx := testCtx(t)
 	if _, err := cli.Call(ctx, srv.Addr(), 2, nil); err != nil { // connect first
 		t.Fatal(err)
 	}
@@ -602,14 +561,14 @@ func TestTransportWorkersOutliveCalls(t *testing.T) {
 			}
 		})
 	}
-	transportWaitFor(t, "the burst to reach the handler", func() bool { return entered.Load() == burst })
+	testkit.WaitFor(t, "the burst to reach the handler", func() bool { return entered.Load() == burst })
 	if n := srv.workers.live.Load(); n < burst {
 		t.Fatalf("%d workers serve a burst of %d held calls", n, burst)
 	}
 	close(gate)
 	wg.Wait()
-	transportWaitFor(t, "surplus workers to exit", func() bool {
-		return srv.workers.live.Load() == transportMaxIdleWorkers && srv.workers.idle.Load() == transportMaxIdleWorkers
+	testkit.WaitFor(t, "surplus workers to exit", func() bool {
+		return srv.workers.live.Load() == maxIdleWorkers && srv.workers.idle.Load() == maxIdleWorkers
 	})
 	// Later calls are served by the idle workers: no new goroutine stays.
 	for i := range 100 {
@@ -617,8 +576,8 @@ func TestTransportWorkersOutliveCalls(t *testing.T) {
 			t.Fatalf("call %d after the burst: %q, %v", i, got, err)
 		}
 	}
-	if n := srv.workers.live.Load(); n > transportMaxIdleWorkers+1 {
-		t.Fatalf("%d workers after sequential calls, want the %d idle ones (one more at most, racing a reply)", n, transportMaxIdleWorkers)
+	if n := srv.workers.live.Load(); n > maxIdleWorkers+1 {
+		t.Fatalf("%d workers after sequential calls, want the %d idle ones (one more at most, racing a reply)", n, maxIdleWorkers)
 	}
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)

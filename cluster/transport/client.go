@@ -1,4 +1,4 @@
-package cluster
+package transport
 
 import (
 	"context"
@@ -10,58 +10,58 @@ import (
 	"time"
 )
 
-// transportCall is one outstanding request. Calls are pooled: the reply
+// pendingCall is one outstanding request. Calls are pooled: the reply
 // channel has room for exactly one result, so whoever removes the call from
 // the pending map can always deliver without blocking.
-type transportCall struct {
-	ch    chan transportResult
+type pendingCall struct {
+	ch    chan callResult
 	timer *time.Timer // stopped while pooled
 }
 
-type transportResult struct {
+type callResult struct {
 	body []byte
 	err  error
 }
 
-// transportCallPool recycles calls and their timers. One pool per Transport.
-type transportCallPool struct{ p sync.Pool }
+// callPool recycles calls and their timers. One pool per Transport.
+type callPool struct{ p sync.Pool }
 
-func (cp *transportCallPool) get() *transportCall {
-	if c, ok := cp.p.Get().(*transportCall); ok {
+func (cp *callPool) get() *pendingCall {
+	if c, ok := cp.p.Get().(*pendingCall); ok {
 		return c
 	}
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &transportCall{ch: make(chan transportResult, 1), timer: t}
+	return &pendingCall{ch: make(chan callResult, 1), timer: t}
 }
 
-func (cp *transportCallPool) put(c *transportCall) {
+func (cp *callPool) put(c *pendingCall) {
 	c.timer.Stop() // since Go 1.23 no stale tick can be received after Stop
 	cp.p.Put(c)
 }
 
-// transportClientConn is an outgoing connection carrying this node's calls.
-type transportClientConn struct {
-	transportWire
+// clientConn is an outgoing connection carrying this node's calls.
+type clientConn struct {
+	wire
 	t      *Transport
 	addr   string
 	nextID atomic.Uint64
 
 	mu      sync.Mutex
-	pending map[uint64]*transportCall // nil once the connection failed
+	pending map[uint64]*pendingCall // nil once the connection failed
 }
 
-func newTransportClientConn(t *Transport, nc net.Conn, addr string) *transportClientConn {
-	return &transportClientConn{
-		transportWire: newTransportWire(nc, t.cfg.MaxFrameBytes, t.cfg.CallTimeout, &t.bufs),
-		t:             t,
-		addr:          addr,
-		pending:       make(map[uint64]*transportCall),
+func newClientConn(t *Transport, nc net.Conn, addr string) *clientConn {
+	return &clientConn{
+		wire:    newWire(nc, t.cfg.MaxFrameBytes, t.cfg.CallTimeout, &t.bufs),
+		t:       t,
+		addr:    addr,
+		pending: make(map[uint64]*pendingCall),
 	}
 }
 
 // start launches the reader and writer goroutines, owned by the transport.
-func (c *transportClientConn) start() {
+func (c *clientConn) start() {
 	c.t.wg.Add(2)
 	go func() {
 		defer c.t.wg.Done()
@@ -75,26 +75,26 @@ func (c *transportClientConn) start() {
 }
 
 // close fails the connection and every call waiting on it.
-func (c *transportClientConn) close(err error) {
+func (c *clientConn) close(err error) {
 	c.fail(err)
 	c.failPending()
 }
 
 // failPending hands the wire's error to every waiting call. Later calls
 // find the map gone and fail at registration.
-func (c *transportClientConn) failPending() {
+func (c *clientConn) failPending() {
 	c.mu.Lock()
 	calls := c.pending
 	c.pending = nil
 	c.mu.Unlock()
 	for _, call := range calls {
-		call.ch <- transportResult{err: c.err}
+		call.ch <- callResult{err: c.err}
 	}
 }
 
 // callTimeout returns how long a call may take, and whether a timer must
 // enforce it (false when ctx's own deadline comes first).
-func (c *transportClientConn) callTimeout(ctx context.Context) (time.Duration, bool) {
+func (c *clientConn) callTimeout(ctx context.Context) (time.Duration, bool) {
 	if dl, ok := ctx.Deadline(); ok {
 		if left := time.Until(dl); left <= c.t.cfg.CallTimeout {
 			return left, false
@@ -104,10 +104,10 @@ func (c *transportClientConn) callTimeout(ctx context.Context) (time.Duration, b
 }
 
 // call sends one request and waits for its reply, ctx, or the timeout.
-func (c *transportClientConn) call(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+func (c *clientConn) call(ctx context.Context, method uint16, body []byte) ([]byte, error) {
 	timeout, useTimer := c.callTimeout(ctx)
 	if timeout <= 0 {
-		return nil, fmt.Errorf("cluster: call %s: %w", c.addr, context.DeadlineExceeded)
+		return nil, fmt.Errorf("transport: call %s: %w", c.addr, context.DeadlineExceeded)
 	}
 	call := c.t.calls.get()
 	id := c.nextID.Add(1)
@@ -115,11 +115,11 @@ func (c *transportClientConn) call(ctx context.Context, method uint16, body []by
 		c.t.calls.put(call)
 		return nil, c.err
 	}
-	h := transportHeader{length: uint32(len(body)), kind: transportKindRequest, code: method, id: id, timeout: transportMillis(timeout)}
+	h := header{length: uint32(len(body)), kind: kindRequest, code: method, id: id, timeout: roundMillis(timeout)}
 	if err := c.enqueue(ctx, c.bufs.frame(h, body)); err != nil {
 		c.abandon(id, call)
 		if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
-			return nil, fmt.Errorf("cluster: call %s method %d: %w", c.addr, method, err)
+			return nil, fmt.Errorf("transport: call %s method %d: %w", c.addr, method, err)
 		}
 		return nil, err // the wire's error, which names the peer
 	}
@@ -134,14 +134,14 @@ func (c *transportClientConn) call(ctx context.Context, method uint16, body []by
 		return r.body, r.err
 	case <-ctx.Done():
 		c.abandon(id, call)
-		return nil, fmt.Errorf("cluster: call %s method %d: %w", c.addr, method, ctx.Err())
+		return nil, fmt.Errorf("transport: call %s method %d: %w", c.addr, method, ctx.Err())
 	case <-expired:
 		c.abandon(id, call)
-		return nil, fmt.Errorf("cluster: call %s method %d: no reply within %v: %w", c.addr, method, timeout, context.DeadlineExceeded)
+		return nil, fmt.Errorf("transport: call %s method %d: no reply within %v: %w", c.addr, method, timeout, context.DeadlineExceeded)
 	}
 }
 
-func (c *transportClientConn) register(id uint64, call *transportCall) bool {
+func (c *clientConn) register(id uint64, call *pendingCall) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending == nil {
@@ -153,7 +153,7 @@ func (c *transportClientConn) register(id uint64, call *transportCall) bool {
 
 // abandon withdraws a call the caller stopped waiting for. If a reply is
 // already being delivered, it is drained first so the pooled call is clean.
-func (c *transportClientConn) abandon(id uint64, call *transportCall) {
+func (c *clientConn) abandon(id uint64, call *pendingCall) {
 	c.mu.Lock()
 	_, waiting := c.pending[id]
 	delete(c.pending, id)
@@ -165,7 +165,7 @@ func (c *transportClientConn) abandon(id uint64, call *transportCall) {
 }
 
 // complete delivers a reply to its call, if the caller still waits.
-func (c *transportClientConn) complete(id uint64, r transportResult) {
+func (c *clientConn) complete(id uint64, r callResult) {
 	c.mu.Lock()
 	call := c.pending[id]
 	delete(c.pending, id)
@@ -176,7 +176,7 @@ func (c *transportClientConn) complete(id uint64, r transportResult) {
 }
 
 // readLoop dispatches replies until the connection fails.
-func (c *transportClientConn) readLoop() {
+func (c *clientConn) readLoop() {
 	for {
 		h, body, err := c.readFrame()
 		if err != nil {
@@ -184,10 +184,10 @@ func (c *transportClientConn) readLoop() {
 			return
 		}
 		switch h.kind {
-		case transportKindReply:
-			c.complete(h.id, transportResult{body: body})
-		case transportKindError:
-			c.complete(h.id, transportResult{err: c.t.errs.decode(c.addr, h.code, body)})
+		case kindReply:
+			c.complete(h.id, callResult{body: body})
+		case kindError:
+			c.complete(h.id, callResult{err: c.t.errs.decode(c.addr, h.code, body)})
 		default:
 			c.close(fmt.Errorf("%w: connection to %s: unexpected frame kind %d", ErrPeerUnavailable, c.addr, h.kind))
 			return
@@ -195,9 +195,9 @@ func (c *transportClientConn) readLoop() {
 	}
 }
 
-// transportMillis rounds a positive duration up to whole milliseconds, so
+// roundMillis rounds a positive duration up to whole milliseconds, so
 // the peer never sees a zero ("no deadline") or a shorter deadline.
-func transportMillis(d time.Duration) uint32 {
+func roundMillis(d time.Duration) uint32 {
 	ms := (d + time.Millisecond - 1) / time.Millisecond
 	return uint32(min(max(ms, 1), 1<<32-1))
 }

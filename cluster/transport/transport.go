@@ -1,4 +1,4 @@
-package cluster
+package transport
 
 import (
 	"context"
@@ -11,56 +11,56 @@ import (
 	"time"
 )
 
-// Defaults applied by ListenTransport to zero-valued TransportConfig fields.
+// Defaults applied by Listen to zero-valued Config fields.
 const (
-	// DefaultTransportDialTimeout bounds connecting plus the handshake.
-	DefaultTransportDialTimeout = 2 * time.Second
-	// DefaultTransportCallTimeout bounds a call whose ctx has no deadline.
-	DefaultTransportCallTimeout = 5 * time.Second
-	// DefaultTransportMaxFrameBytes leaves room for handing off a big channel.
-	DefaultTransportMaxFrameBytes = 16 << 20
-	// DefaultTransportConnsPerPeer: one connection batches best; more only
+	// DefaultDialTimeout bounds connecting plus the handshake.
+	DefaultDialTimeout = 2 * time.Second
+	// DefaultCallTimeout bounds a call whose ctx has no deadline.
+	DefaultCallTimeout = 5 * time.Second
+	// DefaultMaxFrameBytes leaves room for handing off a big channel.
+	DefaultMaxFrameBytes = 16 << 20
+	// DefaultConnsPerPeer: one connection batches best; more only
 	// help when a single reader goroutine becomes the bottleneck.
-	DefaultTransportConnsPerPeer = 1
-	// DefaultTransportMaxInflight bounds concurrent calls per connection.
-	DefaultTransportMaxInflight = 4096
+	DefaultConnsPerPeer = 1
+	// DefaultMaxInflight bounds concurrent calls per connection.
+	DefaultMaxInflight = 4096
 )
 
 const (
-	transportMinBackoff              = 50 * time.Millisecond
-	transportMaxBackoff              = 2 * time.Second
-	transportAcceptRetryDelay        = 50 * time.Millisecond
-	transportKeepAlive               = 15 * time.Second
-	transportMaxConnsPerPeer         = 16
-	transportMaxFrameLimit           = 1 << 30
-	transportMaxRegisteredErrorCount = 1<<16 - transportFirstUserCode
+	minBackoff          = 50 * time.Millisecond
+	maxBackoff          = 2 * time.Second
+	acceptRetryDelay    = 50 * time.Millisecond
+	keepAlive           = 15 * time.Second
+	maxConnsPerPeer     = 16
+	maxFrameLimit       = 1 << 30
+	maxRegisteredErrors = 1<<16 - firstUserCode
 )
 
 var (
-	// ErrTransportClosed is returned by calls made on, or in flight during,
+	// ErrClosed is returned by calls made on, or in flight during,
 	// a closed Transport.
-	ErrTransportClosed = errors.New("cluster: transport closed")
+	ErrClosed = errors.New("transport: closed")
 	// ErrPeerUnavailable wraps every failure to reach a peer: dial errors,
 	// failed handshakes, broken connections and back-off after a failed dial.
-	ErrPeerUnavailable = errors.New("cluster: peer unavailable")
-	// ErrTransportAuth marks a handshake refused because the cluster keys
+	ErrPeerUnavailable = errors.New("transport: peer unavailable")
+	// ErrAuth marks a handshake refused because the cluster keys
 	// differ or only one side has a key.
-	ErrTransportAuth = errors.New("cluster: transport authentication failed")
-	// ErrTransportFrameTooLarge is returned when a request or reply body
+	ErrAuth = errors.New("transport: authentication failed")
+	// ErrFrameTooLarge is returned when a request or reply body
 	// exceeds MaxFrameBytes.
-	ErrTransportFrameTooLarge = errors.New("cluster: frame too large")
+	ErrFrameTooLarge = errors.New("transport: frame too large")
 )
 
-// TransportHandler serves one incoming call. It runs on a goroutine of its
+// Handler serves one incoming call. It runs on a goroutine of its
 // own for the duration of the call (a pooled one), concurrently with other
 // calls; ctx carries the caller's deadline and is cancelled when the
 // connection or the transport closes. The handler owns body; the transport
 // never touches the returned slice after it is handed back, and the handler
 // must not modify it afterwards either.
-type TransportHandler func(ctx context.Context, method uint16, body []byte) ([]byte, error)
+type Handler func(ctx context.Context, method uint16, body []byte) ([]byte, error)
 
-// TransportConfig configures ListenTransport.
-type TransportConfig struct {
+// Config configures Listen.
+type Config struct {
 	// BindAddr is the host:port to listen on; port 0 picks a free port.
 	BindAddr string
 	// Key is the cluster key (16, 24 or 32 bytes). When set, both ends prove
@@ -69,75 +69,75 @@ type TransportConfig struct {
 	Key []byte
 	// Handler serves incoming calls. Nil makes the transport client-only:
 	// incoming calls are answered with an error.
-	Handler TransportHandler
+	Handler Handler
 	// Errors lists sentinel errors that cross the wire by position: a handler
 	// error matching Errors[i] (errors.Is) reaches the caller as an error that
 	// matches Errors[i] too. Every node must list the same errors in the same
 	// order. context.Canceled, context.DeadlineExceeded and
-	// ErrTransportFrameTooLarge are always carried.
+	// ErrFrameTooLarge are always carried.
 	Errors []error
 	// Logger receives handshake failures and connection errors; nil discards.
 	Logger *slog.Logger
 	// DialTimeout bounds connecting and the handshake; zero means
-	// DefaultTransportDialTimeout.
+	// DefaultDialTimeout.
 	DialTimeout time.Duration
 	// CallTimeout bounds a call whose ctx has no earlier deadline; zero means
-	// DefaultTransportCallTimeout.
+	// DefaultCallTimeout.
 	CallTimeout time.Duration
 	// MaxFrameBytes is the largest request or reply body sent or accepted;
-	// zero means DefaultTransportMaxFrameBytes.
+	// zero means DefaultMaxFrameBytes.
 	MaxFrameBytes int
 	// ConnsPerPeer is how many connections are kept to each peer, calls being
-	// spread over them; zero means DefaultTransportConnsPerPeer.
+	// spread over them; zero means DefaultConnsPerPeer.
 	ConnsPerPeer int
 	// MaxInflight bounds the calls served at once on one incoming connection;
 	// beyond it the connection stops reading, pushing back on the sender.
-	// Zero means DefaultTransportMaxInflight.
+	// Zero means DefaultMaxInflight.
 	MaxInflight int
 }
 
-// Validate reports a configuration ListenTransport cannot use.
-func (c TransportConfig) Validate() error {
+// Validate reports a configuration Listen cannot use.
+func (c Config) Validate() error {
 	switch {
 	case c.BindAddr == "":
-		return errors.New("cluster: transport bind address is empty")
+		return errors.New("transport: bind address is empty")
 	case len(c.Key) != 0 && len(c.Key) != 16 && len(c.Key) != 24 && len(c.Key) != 32:
-		return fmt.Errorf("cluster: transport key is %d bytes, want 16, 24 or 32", len(c.Key))
-	case len(c.Errors) > transportMaxRegisteredErrorCount:
-		return fmt.Errorf("cluster: %d transport errors registered, at most %d", len(c.Errors), transportMaxRegisteredErrorCount)
+		return fmt.Errorf("transport: key is %d bytes, want 16, 24 or 32", len(c.Key))
+	case len(c.Errors) > maxRegisteredErrors:
+		return fmt.Errorf("transport: %d errors registered, at most %d", len(c.Errors), maxRegisteredErrors)
 	case c.DialTimeout < 0, c.CallTimeout < 0, c.MaxFrameBytes < 0, c.MaxInflight < 0:
-		return errors.New("cluster: negative transport timeout or limit")
-	case c.MaxFrameBytes > transportMaxFrameLimit:
-		return fmt.Errorf("cluster: transport MaxFrameBytes %d above %d", c.MaxFrameBytes, transportMaxFrameLimit)
-	case c.ConnsPerPeer < 0 || c.ConnsPerPeer > transportMaxConnsPerPeer:
-		return fmt.Errorf("cluster: transport ConnsPerPeer %d out of range 0..%d", c.ConnsPerPeer, transportMaxConnsPerPeer)
+		return errors.New("transport: negative timeout or limit")
+	case c.MaxFrameBytes > maxFrameLimit:
+		return fmt.Errorf("transport: MaxFrameBytes %d above %d", c.MaxFrameBytes, maxFrameLimit)
+	case c.ConnsPerPeer < 0 || c.ConnsPerPeer > maxConnsPerPeer:
+		return fmt.Errorf("transport: ConnsPerPeer %d out of range 0..%d", c.ConnsPerPeer, maxConnsPerPeer)
 	}
 	for i, err := range c.Errors {
 		if err == nil {
-			return fmt.Errorf("cluster: transport error %d is nil", i)
+			return fmt.Errorf("transport: error %d is nil", i)
 		}
 	}
 	return nil
 }
 
-func (c *TransportConfig) applyDefaults() {
+func (c *Config) applyDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	if c.DialTimeout == 0 {
-		c.DialTimeout = DefaultTransportDialTimeout
+		c.DialTimeout = DefaultDialTimeout
 	}
 	if c.CallTimeout == 0 {
-		c.CallTimeout = DefaultTransportCallTimeout
+		c.CallTimeout = DefaultCallTimeout
 	}
 	if c.MaxFrameBytes == 0 {
-		c.MaxFrameBytes = DefaultTransportMaxFrameBytes
+		c.MaxFrameBytes = DefaultMaxFrameBytes
 	}
 	if c.ConnsPerPeer == 0 {
-		c.ConnsPerPeer = DefaultTransportConnsPerPeer
+		c.ConnsPerPeer = DefaultConnsPerPeer
 	}
 	if c.MaxInflight == 0 {
-		c.MaxInflight = DefaultTransportMaxInflight
+		c.MaxInflight = DefaultMaxInflight
 	}
 }
 
@@ -145,50 +145,50 @@ func (c *TransportConfig) applyDefaults() {
 // connections per peer, requests tagged by id and answered out of order,
 // writes coalesced by one writer goroutine per connection.
 type Transport struct {
-	cfg     TransportConfig
+	cfg     Config
 	log     *slog.Logger
-	auth    transportAuth
-	errs    transportErrorTable
-	bufs    transportBufPool
-	calls   transportCallPool
-	workers transportWorkers
+	auth    handshake
+	errs    errorTable
+	bufs    bufPool
+	calls   callPool
+	workers workerPool
 	ln      net.Listener
 	ctx     context.Context // cancelled by Close; parent of dials and served calls
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 
-	peers sync.Map // address -> *transportPeer; read on every call, rarely written
+	peers sync.Map // address -> *peerConns; read on every call, rarely written
 
-	mu    sync.Mutex                   // guards conns and, with closed, spawning
-	conns map[transportCloser]struct{} // every open connection, both directions
+	mu    sync.Mutex          // guards conns and, with closed, spawning
+	conns map[closer]struct{} // every open connection, both directions
 }
 
-// transportCloser is an open connection Close must tear down.
-type transportCloser interface{ close(err error) }
+// closer is an open connection Close must tear down.
+type closer interface{ close(err error) }
 
-// ListenTransport validates cfg, listens on cfg.BindAddr and starts serving.
-func ListenTransport(cfg TransportConfig) (*Transport, error) {
+// Listen validates cfg, listens on cfg.BindAddr and starts serving.
+func Listen(cfg Config) (*Transport, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.applyDefaults()
 	ln, err := net.Listen("tcp", cfg.BindAddr)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: transport listen on %s: %w", cfg.BindAddr, err)
+		return nil, fmt.Errorf("transport: listen on %s: %w", cfg.BindAddr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Transport{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "transport"),
-		auth:   newTransportAuth(cfg.Key),
-		errs:   newTransportErrorTable(cfg.Errors),
+		auth:   newHandshake(cfg.Key),
+		errs:   newErrorTable(cfg.Errors),
 		ln:     ln,
 		ctx:    ctx,
 		cancel: cancel,
-		conns:  make(map[transportCloser]struct{}),
+		conns:  make(map[closer]struct{}),
 	}
-	t.workers.jobs = make(chan transportJob)
+	t.workers.jobs = make(chan job)
 	t.wg.Add(1)
 	go t.acceptLoop()
 	return t, nil
@@ -203,17 +203,17 @@ func (t *Transport) Addr() string { return t.ln.Addr().String() }
 // deadline travels with the request so the peer's handler sees it too.
 // body is copied before Call returns or blocks, so the caller may reuse it.
 // Errors: ErrPeerUnavailable (wrapped) when the peer cannot be reached or the
-// connection breaks, ErrTransportClosed, ctx errors, the peer's registered
-// sentinel errors, or a *TransportRemoteError.
+// connection breaks, ErrClosed, ctx errors, the peer's registered
+// sentinel errors, or a *RemoteError.
 func (t *Transport) Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error) {
 	if len(body) > t.cfg.MaxFrameBytes {
-		return nil, fmt.Errorf("%w: request of %d bytes to %s exceeds %d", ErrTransportFrameTooLarge, len(body), addr, t.cfg.MaxFrameBytes)
+		return nil, fmt.Errorf("%w: request of %d bytes to %s exceeds %d", ErrFrameTooLarge, len(body), addr, t.cfg.MaxFrameBytes)
 	}
 	if t.closed.Load() {
-		return nil, ErrTransportClosed
+		return nil, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("cluster: call %s method %d: %w", addr, method, err)
+		return nil, fmt.Errorf("transport: call %s method %d: %w", addr, method, err)
 	}
 	c, err := t.conn(ctx, addr)
 	if err != nil {
@@ -230,7 +230,7 @@ func (t *Transport) Disconnect(addr string) {
 	if !ok {
 		return
 	}
-	p := v.(*transportPeer)
+	p := v.(*peerConns)
 	for i := range p.slots {
 		if c := p.slots[i].conn.Load(); c != nil {
 			c.close(fmt.Errorf("%w: %s: disconnected", ErrPeerUnavailable, addr))
@@ -239,7 +239,7 @@ func (t *Transport) Disconnect(addr string) {
 }
 
 // Close stops listening, closes every connection and fails in-flight calls
-// with ErrTransportClosed. It waits for served calls to return, so handlers
+// with ErrClosed. It waits for served calls to return, so handlers
 // must honour their ctx. Calling Close again returns nil.
 func (t *Transport) Close() error {
 	t.mu.Lock()
@@ -248,7 +248,7 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	err := t.ln.Close()
-	conns := make([]transportCloser, 0, len(t.conns))
+	conns := make([]closer, 0, len(t.conns))
 	for c := range t.conns {
 		conns = append(conns, c)
 	}
@@ -256,12 +256,12 @@ func (t *Transport) Close() error {
 	// Connections go before handler contexts are cancelled, so no reply
 	// born of the cancellation reaches a caller: callers see the peer leave.
 	for _, c := range conns {
-		c.close(ErrTransportClosed)
+		c.close(ErrClosed)
 	}
 	t.cancel()
 	t.wg.Wait()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("cluster: close transport listener: %w", err)
+		return fmt.Errorf("transport: close listener: %w", err)
 	}
 	return nil
 }
@@ -285,7 +285,7 @@ func (t *Transport) spawn(f func()) bool {
 
 // track registers an open connection so Close can find it; it refuses once
 // the transport is closing.
-func (t *Transport) track(c transportCloser) bool {
+func (t *Transport) track(c closer) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed.Load() {
@@ -295,7 +295,7 @@ func (t *Transport) track(c transportCloser) bool {
 	return true
 }
 
-func (t *Transport) untrack(c transportCloser) {
+func (t *Transport) untrack(c closer) {
 	t.mu.Lock()
 	delete(t.conns, c)
 	t.mu.Unlock()
@@ -313,7 +313,7 @@ func (t *Transport) acceptLoop() {
 			// Out of descriptors and the like: pause instead of spinning.
 			t.log.Warn("transport accept failed", "err", err)
 			select {
-			case <-time.After(transportAcceptRetryDelay):
+			case <-time.After(acceptRetryDelay):
 			case <-t.ctx.Done():
 				return
 			}
@@ -332,7 +332,7 @@ func (t *Transport) serveConn(nc net.Conn) {
 	stop := context.AfterFunc(t.ctx, func() { nc.Close() })
 	err := t.auth.accept(nc, t.cfg.DialTimeout)
 	if !stop() {
-		err = ErrTransportClosed
+		err = ErrClosed
 	}
 	if err != nil {
 		nc.Close()
@@ -341,9 +341,9 @@ func (t *Transport) serveConn(nc net.Conn) {
 		}
 		return
 	}
-	c := newTransportServerConn(t, nc)
+	c := newServerConn(t, nc)
 	if !t.track(c) {
-		c.close(ErrTransportClosed)
+		c.close(ErrClosed)
 		return
 	}
 	defer t.untrack(c)
@@ -351,7 +351,7 @@ func (t *Transport) serveConn(nc net.Conn) {
 }
 
 func (t *Transport) logHandshakeFailure(direction, remote string, err error) {
-	if errors.Is(err, ErrTransportAuth) {
+	if errors.Is(err, ErrAuth) {
 		t.log.Error("transport handshake refused; check that every node uses the same --cluster-key",
 			"direction", direction, "remote", remote, "err", err)
 		return

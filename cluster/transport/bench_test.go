@@ -1,4 +1,4 @@
-package cluster
+package transport
 
 import (
 	"context"
@@ -6,10 +6,10 @@ import (
 	"testing"
 )
 
-// transportBenchPair starts a server echoing bodies and a client.
-func transportBenchPair(b *testing.B, conns int) (*Transport, string) {
-	srv := startTestTransport(b, TransportConfig{Key: make([]byte, 32), Handler: transportEcho})
-	cli := startTestTransport(b, TransportConfig{Key: make([]byte, 32), ConnsPerPeer: conns})
+// benchPair starts a server echoing bodies and a client.
+func benchPair(b *testing.B, conns int) (*Transport, string) {
+	srv := startTransport(b, Config{Key: make([]byte, 32), Handler: echo})
+	cli := startTransport(b, Config{Key: make([]byte, 32), ConnsPerPeer: conns})
 	if _, err := cli.Call(context.Background(), srv.Addr(), 1, nil); err != nil {
 		b.Fatal(err)
 	}
@@ -18,7 +18,7 @@ func transportBenchPair(b *testing.B, conns int) (*Transport, string) {
 
 // BenchmarkTransportCall measures one caller's round trip over loopback.
 func BenchmarkTransportCall(b *testing.B) {
-	cli, addr := transportBenchPair(b, 1)
+	cli, addr := benchPair(b, 1)
 	body := []byte("heartbeat:/chat/42:client-7")
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -34,7 +34,7 @@ func BenchmarkTransportCall(b *testing.B) {
 func BenchmarkTransportCallParallel(b *testing.B) {
 	for _, conns := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
-			cli, addr := transportBenchPair(b, conns)
+			cli, addr := benchPair(b, conns)
 			body := []byte("heartbeat:/chat/42:client-7")
 			ctx := context.Background()
 			b.SetParallelism(16)

@@ -1,4 +1,4 @@
-package cluster
+package transport
 
 import (
 	"context"
@@ -9,19 +9,19 @@ import (
 	"time"
 )
 
-// transportPeer holds the outgoing connections to one address. Calls are
+// peerConns holds the outgoing connections to one address. Calls are
 // spread over its slots round-robin.
-type transportPeer struct {
+type peerConns struct {
 	addr  string
 	next  atomic.Uint32
-	slots []transportSlot
+	slots []slot
 }
 
-// transportSlot is one connection to a peer, dialled lazily. At most one
+// slot is one connection to a peer, dialled lazily. At most one
 // dial runs per slot; after a failed dial the slot refuses calls for a
 // growing back-off instead of hammering a peer that is down.
-type transportSlot struct {
-	conn atomic.Pointer[transportClientConn] // nil until dialled
+type slot struct {
+	conn atomic.Pointer[clientConn] // nil until dialled
 
 	mu        sync.Mutex
 	dialing   chan struct{} // closed when the running dial ends; nil when none runs
@@ -31,16 +31,16 @@ type transportSlot struct {
 }
 
 // peer returns the peer entry for addr, creating it on first use.
-func (t *Transport) peer(addr string) *transportPeer {
+func (t *Transport) peer(addr string) *peerConns {
 	if v, ok := t.peers.Load(addr); ok {
-		return v.(*transportPeer)
+		return v.(*peerConns)
 	}
-	v, _ := t.peers.LoadOrStore(addr, &transportPeer{addr: addr, slots: make([]transportSlot, t.cfg.ConnsPerPeer)})
-	return v.(*transportPeer)
+	v, _ := t.peers.LoadOrStore(addr, &peerConns{addr: addr, slots: make([]slot, t.cfg.ConnsPerPeer)})
+	return v.(*peerConns)
 }
 
 // conn returns a live connection to addr, dialling one if needed.
-func (t *Transport) conn(ctx context.Context, addr string) (*transportClientConn, error) {
+func (t *Transport) conn(ctx context.Context, addr string) (*clientConn, error) {
 	p := t.peer(addr)
 	s := &p.slots[0]
 	if len(p.slots) > 1 {
@@ -57,9 +57,9 @@ func (t *Transport) conn(ctx context.Context, addr string) (*transportClientConn
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("cluster: connect to %s: %w", addr, ctx.Err())
+			return nil, fmt.Errorf("transport: connect to %s: %w", addr, ctx.Err())
 		case <-t.ctx.Done():
-			return nil, ErrTransportClosed
+			return nil, ErrClosed
 		}
 		s.mu.Lock()
 		failed := s.lastErr
@@ -76,7 +76,7 @@ func (t *Transport) conn(ctx context.Context, addr string) (*transportClientConn
 // slotState returns the slot's live connection, or the error to fail fast
 // with while backing off, or a channel closed when a dial (started here if
 // none runs) ends.
-func (t *Transport) slotState(addr string, s *transportSlot) (<-chan struct{}, *transportClientConn, error) {
+func (t *Transport) slotState(addr string, s *slot) (<-chan struct{}, *clientConn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.conn.Load(); c != nil && c.alive() {
@@ -88,7 +88,7 @@ func (t *Transport) slotState(addr string, s *transportSlot) (<-chan struct{}, *
 		}
 		done := make(chan struct{})
 		if !t.spawn(func() { t.dial(addr, s, done) }) {
-			return nil, nil, ErrTransportClosed
+			return nil, nil, ErrClosed
 		}
 		s.dialing, s.lastErr = done, nil
 	}
@@ -96,14 +96,14 @@ func (t *Transport) slotState(addr string, s *transportSlot) (<-chan struct{}, *
 }
 
 // dial connects a slot, runs the handshake and records the outcome.
-func (t *Transport) dial(addr string, s *transportSlot, done chan struct{}) {
+func (t *Transport) dial(addr string, s *slot, done chan struct{}) {
 	defer close(done)
 	c, err := t.dialConn(addr)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.dialing = nil
 	if err != nil {
-		s.backoff = min(max(2*s.backoff, transportMinBackoff), transportMaxBackoff)
+		s.backoff = min(max(2*s.backoff, minBackoff), maxBackoff)
 		s.notBefore = time.Now().Add(s.backoff)
 		s.lastErr = fmt.Errorf("%w: %w", ErrPeerUnavailable, err)
 		return
@@ -113,10 +113,10 @@ func (t *Transport) dial(addr string, s *transportSlot, done chan struct{}) {
 }
 
 // dialConn opens, authenticates and starts a connection to addr.
-func (t *Transport) dialConn(addr string) (*transportClientConn, error) {
+func (t *Transport) dialConn(addr string) (*clientConn, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
 	defer cancel()
-	d := net.Dialer{KeepAlive: transportKeepAlive}
+	d := net.Dialer{KeepAlive: keepAlive}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
@@ -133,10 +133,10 @@ func (t *Transport) dialConn(addr string) (*transportClientConn, error) {
 		}
 		return nil, fmt.Errorf("handshake with %s: %w", addr, err)
 	}
-	c := newTransportClientConn(t, nc, addr)
+	c := newClientConn(t, nc, addr)
 	if !t.track(c) {
-		c.close(ErrTransportClosed)
-		return nil, ErrTransportClosed
+		c.close(ErrClosed)
+		return nil, ErrClosed
 	}
 	c.start()
 	return c, nil

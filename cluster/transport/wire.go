@@ -1,4 +1,4 @@
-package cluster
+package transport
 
 import (
 	"bufio"
@@ -21,22 +21,22 @@ import (
 //	8  uint64 call id, chosen by the caller, echoed by the reply
 //	16 uint32 request timeout in milliseconds (0: none); zero in replies
 //	20 body
-const transportHeaderLen = 20
+const headerLen = 20
 
 const (
-	transportKindRequest byte = 1
-	transportKindReply   byte = 2
-	transportKindError   byte = 3
+	kindRequest byte = 1
+	kindReply   byte = 2
+	kindError   byte = 3
 )
 
 const (
-	transportBufferSize    = 64 << 10
-	transportQueueLen      = 1024
-	transportPooledBufSize = 64 << 10 // larger request buffers are left to the GC
+	bufferSize    = 64 << 10
+	queueLen      = 1024
+	pooledBufSize = 64 << 10 // larger request buffers are left to the GC
 )
 
-// transportHeader is the decoded fixed part of a frame.
-type transportHeader struct {
+// header is the decoded fixed part of a frame.
+type header struct {
 	length  uint32
 	kind    byte
 	code    uint16
@@ -44,7 +44,7 @@ type transportHeader struct {
 	timeout uint32
 }
 
-func (h transportHeader) encode(b *[transportHeaderLen]byte) {
+func (h header) encode(b *[headerLen]byte) {
 	binary.BigEndian.PutUint32(b[0:4], h.length)
 	b[4] = h.kind
 	b[5] = 0
@@ -53,8 +53,8 @@ func (h transportHeader) encode(b *[transportHeaderLen]byte) {
 	binary.BigEndian.PutUint32(b[16:20], h.timeout)
 }
 
-func decodeTransportHeader(b *[transportHeaderLen]byte) transportHeader {
-	return transportHeader{
+func decodeHeader(b *[headerLen]byte) header {
+	return header{
 		length:  binary.BigEndian.Uint32(b[0:4]),
 		kind:    b[4],
 		code:    binary.BigEndian.Uint16(b[6:8]),
@@ -63,20 +63,20 @@ func decodeTransportHeader(b *[transportHeaderLen]byte) transportHeader {
 	}
 }
 
-// transportOut is one frame queued for the writer. When pooled is set the
+// outFrame is one frame queued for the writer. When pooled is set the
 // frame (header included) lives in that pooled buffer, returned after the
 // write; otherwise hdr precedes body.
-type transportOut struct {
-	hdr    [transportHeaderLen]byte
+type outFrame struct {
+	hdr    [headerLen]byte
 	body   []byte
 	pooled *[]byte
 }
 
-// transportBufPool recycles request buffers so a call copies its body
+// bufPool recycles request buffers so a call copies its body
 // without allocating. One pool per Transport.
-type transportBufPool struct{ p sync.Pool }
+type bufPool struct{ p sync.Pool }
 
-func (bp *transportBufPool) get() *[]byte {
+func (bp *bufPool) get() *[]byte {
 	if b, ok := bp.p.Get().(*[]byte); ok {
 		return b
 	}
@@ -84,53 +84,53 @@ func (bp *transportBufPool) get() *[]byte {
 	return &b
 }
 
-func (bp *transportBufPool) put(b *[]byte) {
-	if cap(*b) <= transportPooledBufSize {
+func (bp *bufPool) put(b *[]byte) {
+	if cap(*b) <= pooledBufSize {
 		*b = (*b)[:0]
 		bp.p.Put(b)
 	}
 }
 
 // frame copies header and body into one pooled buffer.
-func (bp *transportBufPool) frame(h transportHeader, body []byte) transportOut {
+func (bp *bufPool) frame(h header, body []byte) outFrame {
 	buf := bp.get()
-	var hb [transportHeaderLen]byte
+	var hb [headerLen]byte
 	h.encode(&hb)
 	*buf = append(append((*buf)[:0], hb[:]...), body...)
-	return transportOut{pooled: buf}
+	return outFrame{pooled: buf}
 }
 
-// transportWire is the connection plumbing shared by both directions: a
+// wire is the connection plumbing shared by both directions: a
 // writer goroutine that drains a queue into a buffered writer and flushes
 // only when the queue is empty, so frames from concurrent callers are
 // batched into few syscalls under load. (Writing on the sender's goroutine
 // whenever the wire was idle saved nothing for a lone caller and made 16
 // concurrent callers 3 times slower: each made its own write syscall.)
-type transportWire struct {
+type wire struct {
 	nc           net.Conn
 	r            *bufio.Reader
-	out          chan transportOut
+	out          chan outFrame
 	done         chan struct{} // closed by fail
 	failOnce     sync.Once
 	err          error // why the wire failed; read only after done is closed
 	maxFrame     int
 	writeTimeout time.Duration
-	bufs         *transportBufPool
+	bufs         *bufPool
 	bw           *bufio.Writer // used by the writer goroutine only
 	// deadline is the write deadline last set on nc (writer goroutine).
 	deadline time.Time
 	// Header scratch space for the reader and the writer goroutines, kept
 	// here because a local array passed to an io.Reader/Writer escapes.
-	rhdr, whdr [transportHeaderLen]byte
+	rhdr, whdr [headerLen]byte
 }
 
-func newTransportWire(nc net.Conn, maxFrame int, writeTimeout time.Duration, bufs *transportBufPool) transportWire {
-	return transportWire{
+func newWire(nc net.Conn, maxFrame int, writeTimeout time.Duration, bufs *bufPool) wire {
+	return wire{
 		bufs:         bufs,
 		nc:           nc,
-		r:            bufio.NewReaderSize(nc, transportBufferSize),
-		bw:           bufio.NewWriterSize(nc, transportBufferSize),
-		out:          make(chan transportOut, transportQueueLen),
+		r:            bufio.NewReaderSize(nc, bufferSize),
+		bw:           bufio.NewWriterSize(nc, bufferSize),
+		out:          make(chan outFrame, queueLen),
 		done:         make(chan struct{}),
 		maxFrame:     maxFrame,
 		writeTimeout: writeTimeout,
@@ -138,7 +138,7 @@ func newTransportWire(nc net.Conn, maxFrame int, writeTimeout time.Duration, buf
 }
 
 // fail closes the wire once, remembering the first reason.
-func (w *transportWire) fail(err error) bool {
+func (w *wire) fail(err error) bool {
 	first := false
 	w.failOnce.Do(func() {
 		w.err = err
@@ -149,7 +149,7 @@ func (w *transportWire) fail(err error) bool {
 	return first
 }
 
-func (w *transportWire) alive() bool {
+func (w *wire) alive() bool {
 	select {
 	case <-w.done:
 		return false
@@ -160,7 +160,7 @@ func (w *transportWire) alive() bool {
 
 // enqueue hands a frame to the writer, giving up when the wire fails or
 // ctx ends (ctx may be nil for replies, which wait only for the wire).
-func (w *transportWire) enqueue(ctx context.Context, f transportOut) error {
+func (w *wire) enqueue(ctx context.Context, f outFrame) error {
 	select {
 	case w.out <- f: // the common case, without a three-way select
 		return nil
@@ -181,9 +181,9 @@ func (w *transportWire) enqueue(ctx context.Context, f transportOut) error {
 }
 
 // writeLoop writes queued frames until the wire fails.
-func (w *transportWire) writeLoop() {
+func (w *wire) writeLoop() {
 	for {
-		var f transportOut
+		var f outFrame
 		select {
 		case f = <-w.out:
 		case <-w.done:
@@ -200,7 +200,7 @@ func (w *transportWire) writeLoop() {
 // yields once before flushing: callers that are runnable but not yet
 // scheduled add their frames to this batch (far fewer write syscalls under
 // load for a sub-microsecond delay when idle).
-func (w *transportWire) writeBatch(f transportOut) error {
+func (w *wire) writeBatch(f outFrame) error {
 	if err := w.extendDeadline(); err != nil {
 		w.release(f)
 		return fmt.Errorf("set write deadline: %w", err)
@@ -215,7 +215,7 @@ func (w *transportWire) writeBatch(f transportOut) error {
 }
 
 // writeQueued writes the frames waiting in the queue, unless err is set.
-func (w *transportWire) writeQueued(err error) error {
+func (w *wire) writeQueued(err error) error {
 	for err == nil {
 		select {
 		case f := <-w.out:
@@ -230,7 +230,7 @@ func (w *transportWire) writeQueued(err error) error {
 // extendDeadline keeps a write deadline between writeTimeout/2 and
 // writeTimeout ahead, so that a peer that stopped reading cannot wedge the
 // connection forever, without a call into the poller for every batch.
-func (w *transportWire) extendDeadline() error {
+func (w *wire) extendDeadline() error {
 	now := time.Now()
 	if w.deadline.Sub(now) > w.writeTimeout/2 {
 		return nil
@@ -240,14 +240,14 @@ func (w *transportWire) extendDeadline() error {
 }
 
 // release returns a frame's pooled buffer, if any, without writing it.
-func (w *transportWire) release(f transportOut) {
+func (w *wire) release(f outFrame) {
 	if f.pooled != nil {
 		w.bufs.put(f.pooled)
 	}
 }
 
 // writeFrame copies f into the buffered writer.
-func (w *transportWire) writeFrame(f transportOut) error {
+func (w *wire) writeFrame(f outFrame) error {
 	if f.pooled != nil {
 		_, err := w.bw.Write(*f.pooled)
 		w.bufs.put(f.pooled)
@@ -264,13 +264,13 @@ func (w *transportWire) writeFrame(f transportOut) error {
 // readFrame reads the next frame. A body longer than the limit is a
 // protocol violation: the stream cannot be resynchronised without reading
 // it, so the connection is dropped.
-func (w *transportWire) readFrame() (transportHeader, []byte, error) {
+func (w *wire) readFrame() (header, []byte, error) {
 	if _, err := io.ReadFull(w.r, w.rhdr[:]); err != nil {
-		return transportHeader{}, nil, err
+		return header{}, nil, err
 	}
-	h := decodeTransportHeader(&w.rhdr)
+	h := decodeHeader(&w.rhdr)
 	if int64(h.length) > int64(w.maxFrame) {
-		return h, nil, fmt.Errorf("%w: peer sent %d bytes, limit %d", ErrTransportFrameTooLarge, h.length, w.maxFrame)
+		return h, nil, fmt.Errorf("%w: peer sent %d bytes, limit %d", ErrFrameTooLarge, h.length, w.maxFrame)
 	}
 	if h.length == 0 {
 		return h, nil, nil
