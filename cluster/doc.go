@@ -1,7 +1,6 @@
-// Package cluster joins presence nodes into one service: memberlist
-// membership (who is alive, and each node's addresses) and the Raft store
-// of prefix documents (the only replicated configuration). The node-to-node
-// transport is package cluster/transport.
+// Package cluster holds the Raft store of prefix documents (the only
+// replicated configuration). Membership and the node-to-node transport are
+// packages cluster/membership and cluster/transport.
 //
 // The Raft store (Store) keeps a small map from prefix name to an opaque
 // document; the presence package parses the documents. Writes go through the

@@ -7,6 +7,7 @@ import (
 
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 )
@@ -52,7 +53,7 @@ func storeError(err error) error {
 type clusterInfo struct{ s *Server }
 
 // memberStateDraining is what /admin/cluster shows for an alive member that
-// announced it is shutting down (cluster.Member.Draining).
+// announced it is shutting down (membership.Member.Draining).
 const memberStateDraining = "draining"
 
 // Members lists every remembered member, dead and departed ones included.
@@ -61,7 +62,7 @@ func (c clusterInfo) Members() []api.Member {
 	out := make([]api.Member, 0, len(recs))
 	for _, rec := range recs {
 		state := rec.State
-		if state == cluster.MemberStateAlive && rec.Draining {
+		if state == membership.StateAlive && rec.Draining {
 			state = memberStateDraining
 		}
 		out = append(out, api.Member{Name: rec.Name, HTTP: rec.Meta.HTTP, State: state})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
 )
 
 // raftOpTimeout bounds one configuration change or bootstrap step.
@@ -70,7 +71,7 @@ func (s *Server) maybeBootstrap() bool {
 	if len(s.cfg.Join) > 0 && !s.joined.Load() {
 		return true // do not bootstrap alone before meeting the seeds
 	}
-	var candidates []cluster.Member
+	var candidates []membership.Member
 	for _, m := range s.members.alive() {
 		if m.Meta.Raft != "" && m.Meta.RPC != "" {
 			candidates = append(candidates, m)
@@ -106,7 +107,7 @@ func (s *Server) maybeBootstrap() bool {
 
 // existingStateAmong asks the other chosen servers whether they hold Raft
 // state: if one does, a cluster exists and this node waits to be added.
-func (s *Server) existingStateAmong(chosen []cluster.Member) (bool, error) {
+func (s *Server) existingStateAmong(chosen []membership.Member) (bool, error) {
 	for _, m := range chosen {
 		if m.Name == s.cfg.Name {
 			continue

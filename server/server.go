@@ -21,6 +21,7 @@ import (
 
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router"
@@ -50,7 +51,7 @@ type Server struct {
 	router    *router.Router
 	routerRef atomic.Pointer[router.Router] // read by transport handlers, which may run before New returns
 	mlMu      sync.Mutex
-	ml        *cluster.Membership // set once gossip starts; see membership()
+	ml        *membership.Membership // set once gossip starts; see membership()
 	members   *memberTable
 	handler   http.Handler
 
@@ -66,9 +67,9 @@ type Server struct {
 	joined     atomic.Bool // another member seen
 	draining   atomic.Bool // shutting down: no new streams, not ready
 
-	startedAt    time.Time          // this run's incarnation, announced once serving
-	meta         cluster.MemberMeta // gossiped metadata, without the incarnation
-	configLoaded atomic.Bool        // the prefix documents caught up with the leader's
+	startedAt    time.Time       // this run's incarnation, announced once serving
+	meta         membership.Meta // gossiped metadata, without the incarnation
+	configLoaded atomic.Bool     // the prefix documents caught up with the leader's
 
 	httpSrv   *http.Server
 	listener  net.Listener

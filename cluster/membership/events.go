@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 import (
 	"strconv"
@@ -7,38 +7,38 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// MemberEventKind says what happened to a member.
-type MemberEventKind int
+// EventKind says what happened to a member.
+type EventKind int
 
-// Kinds of MemberEvent.
+// Kinds of Event.
 const (
-	// MemberJoin: a member appeared (this node included, at start).
-	MemberJoin MemberEventKind = iota + 1
-	// MemberUpdate: a member's metadata changed.
-	MemberUpdate
-	// MemberLeave: a member left gracefully (Member.State "left"). In rare
-	// gossip orderings a graceful leave is reported as MemberFailed instead,
+	// EventJoin: a member appeared (this node included, at start).
+	EventJoin EventKind = iota + 1
+	// EventUpdate: a member's metadata changed.
+	EventUpdate
+	// EventLeave: a member left gracefully (Member.State "left"). In rare
+	// gossip orderings a graceful leave is reported as EventFailed instead,
 	// so treat the two alike for correctness and the kind as a hint.
-	MemberLeave
-	// MemberFailed: failure detection declared a member dead (State "dead").
-	MemberFailed
-	// MemberResync: events were dropped because the consumer lagged; the
+	EventLeave
+	// EventFailed: failure detection declared a member dead (State "dead").
+	EventFailed
+	// EventResync: events were dropped because the consumer lagged; the
 	// event carries no member. Re-read Members() to catch up.
-	MemberResync
+	EventResync
 )
 
 // String returns the kind's name.
-func (k MemberEventKind) String() string {
+func (k EventKind) String() string {
 	switch k {
-	case MemberJoin:
+	case EventJoin:
 		return "join"
-	case MemberUpdate:
+	case EventUpdate:
 		return "update"
-	case MemberLeave:
+	case EventLeave:
 		return "leave"
-	case MemberFailed:
+	case EventFailed:
 		return "failed"
-	case MemberResync:
+	case EventResync:
 		return "resync"
 	}
 	return "unknown(" + strconv.Itoa(int(k)) + ")"
@@ -48,20 +48,20 @@ func (k MemberEventKind) String() string {
 type Member struct {
 	Name  string
 	Addr  string // gossip address, host:port
-	Meta  MemberMeta
-	State string // one of the MemberState* constants
+	Meta  Meta
+	State string // one of the State* constants
 	// Draining: the member announced it is shutting down and hands its
 	// channels over (Membership.AnnounceDraining). It stays alive, and owns
 	// what it holds, until it leaves.
 	Draining bool
 }
 
-// MemberEvent reports a change in membership. Consumers should treat events
+// Event reports a change in membership. Consumers should treat events
 // as idempotent hints (a Join for a known member, a Leave for an unknown one)
-// and rebuild from Members() on MemberResync.
-type MemberEvent struct {
-	Kind   MemberEventKind
-	Member Member // zero for MemberResync
+// and rebuild from Members() on EventResync.
+type Event struct {
+	Kind   EventKind
+	Member Member // zero for EventResync
 }
 
 // failedMember is a member declared dead, and since when.
@@ -72,20 +72,20 @@ type failedMember struct {
 
 // observe records a member's latest state in the view and the failed
 // members, and reports it.
-func (m *Membership) observe(kind MemberEventKind, mem Member) {
+func (m *Membership) observe(kind EventKind, mem Member) {
 	now := time.Now()
 	m.viewMu.Lock()
 	prev, seen := m.view[mem.Name]
 	switch kind {
-	case MemberFailed:
+	case EventFailed:
 		delete(m.view, mem.Name)
 		// A member that announced its leave is gone for good, even when
 		// memberlist reports the leave as a failure.
-		if seen && prev.State == MemberStateAlive && mem.Name != m.name {
+		if seen && prev.State == StateAlive && mem.Name != m.name {
 			m.failed[mem.Name] = failedMember{Member: mem, since: now}
 		}
 		pruneFailed(m.failed, now, m.keepFailed)
-	case MemberLeave:
+	case EventLeave:
 		delete(m.view, mem.Name)
 		delete(m.failed, mem.Name)
 	default:
@@ -93,7 +93,7 @@ func (m *Membership) observe(kind MemberEventKind, mem Member) {
 		delete(m.failed, mem.Name)
 	}
 	m.viewMu.Unlock()
-	m.emit(MemberEvent{Kind: kind, Member: mem})
+	m.emit(Event{Kind: kind, Member: mem})
 }
 
 // pruneFailed forgets the members that failed more than keep before now.
@@ -118,7 +118,7 @@ func (m *Membership) stopEvents() {
 // emit hands an event to the channel without ever blocking memberlist.
 // While a resync is owed, events are dropped: the resync covers them, and
 // delivering later events first would reorder what the consumer sees.
-func (m *Membership) emit(ev MemberEvent) {
+func (m *Membership) emit(ev Event) {
 	m.eventsMu.Lock()
 	defer m.eventsMu.Unlock()
 	if m.closed || m.lagging.Load() {
@@ -135,7 +135,7 @@ func (m *Membership) emit(ev MemberEvent) {
 	}
 }
 
-// resyncLoop delivers a MemberResync after events were dropped. The flag
+// resyncLoop delivers an EventResync after events were dropped. The flag
 // is cleared before the send, so an event dropped later owes a new resync
 // and no change can fall between a consumer's re-read and the flag.
 func (m *Membership) resyncLoop() {
@@ -149,7 +149,7 @@ func (m *Membership) resyncLoop() {
 		m.lagging.Store(false)
 		m.log.Warn("membership events dropped; consumer told to resync")
 		select {
-		case m.events <- MemberEvent{Kind: MemberResync}:
+		case m.events <- Event{Kind: EventResync}:
 		case <-m.done:
 			return
 		}
@@ -159,29 +159,29 @@ func (m *Membership) resyncLoop() {
 // member converts a memberlist node, gone or still live; metadata that
 // does not decode is logged and left zero rather than hiding the node.
 func (m *Membership) member(n *memberlist.Node, gone bool) Member {
-	meta, flags, err := decodeMemberMeta(n.Meta)
+	meta, flags, err := decodeMeta(n.Meta)
 	if err != nil {
 		m.log.Warn("member metadata unreadable", "member", n.Name, "err", err)
 	}
-	leaving := flags&memberFlagLeaving != 0
-	state := MemberStateAlive
+	leaving := flags&flagLeaving != 0
+	state := StateAlive
 	switch {
 	case gone && leaving:
-		state = MemberStateLeft
+		state = StateLeft
 	case gone:
-		state = MemberStateDead
+		state = StateDead
 	case leaving:
-		state = MemberStateLeaving
+		state = StateLeaving
 	}
 	return Member{Name: n.Name, Addr: n.Address(), Meta: meta, State: state,
-		Draining: state == MemberStateAlive && flags&memberFlagDraining != 0}
+		Draining: state == StateAlive && flags&flagDraining != 0}
 }
 
-// memberDelegate serves this node's metadata to memberlist. Membership uses
+// metaDelegate serves this node's metadata to memberlist. Membership uses
 // no user messages or state exchange, so the rest are no-ops.
-type memberDelegate struct{ m *Membership }
+type metaDelegate struct{ m *Membership }
 
-func (d memberDelegate) NodeMeta(limit int) []byte {
+func (d metaDelegate) NodeMeta(limit int) []byte {
 	d.m.metaMu.Lock()
 	defer d.m.metaMu.Unlock()
 	if len(d.m.encoded) > limit {
@@ -190,28 +190,28 @@ func (d memberDelegate) NodeMeta(limit int) []byte {
 	return append([]byte(nil), d.m.encoded...)
 }
 
-func (memberDelegate) NotifyMsg([]byte)                  {}
-func (memberDelegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
-func (memberDelegate) LocalState(bool) []byte            { return nil }
-func (memberDelegate) MergeRemoteState(_ []byte, _ bool) {}
+func (metaDelegate) NotifyMsg([]byte)                  {}
+func (metaDelegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
+func (metaDelegate) LocalState(bool) []byte            { return nil }
+func (metaDelegate) MergeRemoteState(_ []byte, _ bool) {}
 
-// memberEventDelegate receives memberlist's node events. memberlist calls
+// eventDelegate receives memberlist's node events. memberlist calls
 // it with its node lock held, so it only copies and hands off.
-type memberEventDelegate struct{ m *Membership }
+type eventDelegate struct{ m *Membership }
 
-func (d memberEventDelegate) NotifyJoin(n *memberlist.Node) {
-	d.m.observe(MemberJoin, d.m.member(n, false))
+func (d eventDelegate) NotifyJoin(n *memberlist.Node) {
+	d.m.observe(EventJoin, d.m.member(n, false))
 }
 
-func (d memberEventDelegate) NotifyLeave(n *memberlist.Node) {
+func (d eventDelegate) NotifyLeave(n *memberlist.Node) {
 	mem := d.m.member(n, true)
-	kind := MemberFailed
-	if mem.State == MemberStateLeft {
-		kind = MemberLeave
+	kind := EventFailed
+	if mem.State == StateLeft {
+		kind = EventLeave
 	}
 	d.m.observe(kind, mem)
 }
 
-func (d memberEventDelegate) NotifyUpdate(n *memberlist.Node) {
-	d.m.observe(MemberUpdate, d.m.member(n, false))
+func (d eventDelegate) NotifyUpdate(n *memberlist.Node) {
+	d.m.observe(EventUpdate, d.m.member(n, false))
 }

@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 import (
 	"bytes"
@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// memberLogTags maps memberlist's level tags onto slog levels.
-var memberLogTags = []struct {
+// logTags maps memberlist's level tags onto slog levels.
+var logTags = []struct {
 	tag   string
 	level slog.Level
 }{
@@ -19,27 +19,27 @@ var memberLogTags = []struct {
 	{"[ERROR] ", slog.LevelError},
 }
 
-// memberLogWriter receives the lines memberlist prints through its
+// logWriter receives the lines memberlist prints through its
 // *log.Logger and re-emits them as structured slog records, levelled by
 // the "[LEVEL]" tag each line starts with.
-type memberLogWriter struct {
+type logWriter struct {
 	log *slog.Logger
 }
 
 // Write implements io.Writer; memberlist's logger writes one line per call.
-func (w memberLogWriter) Write(p []byte) (int, error) {
+func (w logWriter) Write(p []byte) (int, error) {
 	for line := range bytes.Lines(p) {
 		w.line(strings.TrimRight(string(line), "\r\n"))
 	}
 	return len(p), nil
 }
 
-func (w memberLogWriter) line(msg string) {
+func (w logWriter) line(msg string) {
 	if msg == "" {
 		return
 	}
 	level := slog.LevelInfo
-	for _, t := range memberLogTags {
+	for _, t := range logTags {
 		if rest, ok := strings.CutPrefix(msg, t.tag); ok {
 			msg, level = rest, t.level
 			break

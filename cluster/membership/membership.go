@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 import (
 	"cmp"
@@ -22,29 +22,29 @@ import (
 // expose its per-node state (suspect included) to delegates, so a member is
 // "alive" until it announces a departure or is removed.
 const (
-	MemberStateAlive   = "alive"
-	MemberStateLeaving = "leaving" // announced a graceful departure, still gossiping
-	MemberStateDead    = "dead"    // declared failed by the others
-	MemberStateLeft    = "left"    // left gracefully
+	StateAlive   = "alive"
+	StateLeaving = "leaving" // announced a graceful departure, still gossiping
+	StateDead    = "dead"    // declared failed by the others
+	StateLeft    = "left"    // left gracefully
 )
 
-// DefaultMemberEventBuffer is the Events channel capacity when
-// MembershipConfig.EventBuffer is zero.
-const DefaultMemberEventBuffer = 256
+// DefaultEventBuffer is the Events channel capacity when
+// Config.EventBuffer is zero.
+const DefaultEventBuffer = 256
 
-// memberResolveTimeout bounds resolving a bind or advertise host name.
-const memberResolveTimeout = 5 * time.Second
+// resolveTimeout bounds resolving a bind or advertise host name.
+const resolveTimeout = 5 * time.Second
 
 // DefaultRememberFailed is how long Failed lists a member after its
-// failure when MembershipConfig.RememberFailed is zero.
+// failure when Config.RememberFailed is zero.
 const DefaultRememberFailed = 10 * time.Minute
 
-// ErrMembershipShutdown is returned by operations on a Membership that was
+// ErrShutdown is returned by operations on a Membership that was
 // shut down or, for UpdateMeta, has left.
-var ErrMembershipShutdown = errors.New("cluster: membership shut down")
+var ErrShutdown = errors.New("membership: shut down")
 
-// MembershipConfig configures StartMembership.
-type MembershipConfig struct {
+// Config configures Start.
+type Config struct {
 	// Name is this node's unique name in the cluster. Required.
 	Name string
 	// BindAddr is the gossip host:port, bound for both TCP and UDP; port 0
@@ -59,7 +59,7 @@ type MembershipConfig struct {
 	AdvertisePort int
 	// Meta is gossiped to every member; its encoding must fit in
 	// memberlist.MetaMaxSize (512) bytes.
-	Meta MemberMeta
+	Meta Meta
 	// Key, when set (16, 24 or 32 bytes), encrypts and authenticates gossip;
 	// members with another key, or none, cannot join. Nil: plain gossip.
 	Key []byte
@@ -69,34 +69,34 @@ type MembershipConfig struct {
 	// Logger receives memberlist's log lines; nil discards them.
 	Logger *slog.Logger
 	// EventBuffer is the Events channel capacity; zero means
-	// DefaultMemberEventBuffer.
+	// DefaultEventBuffer.
 	EventBuffer int
 	// RememberFailed is how long Failed lists a member after failure
 	// detection declared it dead; zero means DefaultRememberFailed.
 	RememberFailed time.Duration
 }
 
-// Validate reports a configuration StartMembership cannot use.
-func (c MembershipConfig) Validate() error {
+// Validate reports a configuration Start cannot use.
+func (c Config) Validate() error {
 	switch {
 	case c.Name == "":
-		return errors.New("cluster: membership name is empty")
+		return errors.New("membership: name is empty")
 	case len(c.Key) != 0 && len(c.Key) != 16 && len(c.Key) != 24 && len(c.Key) != 32:
-		return fmt.Errorf("cluster: gossip key is %d bytes, want 16, 24 or 32", len(c.Key))
+		return fmt.Errorf("membership: gossip key is %d bytes, want 16, 24 or 32", len(c.Key))
 	case c.EventBuffer < 0:
-		return errors.New("cluster: negative membership event buffer")
+		return errors.New("membership: negative event buffer")
 	case c.AdvertisePort < 0 || c.AdvertisePort > 65535:
-		return fmt.Errorf("cluster: gossip advertise port %d out of range", c.AdvertisePort)
+		return fmt.Errorf("membership: gossip advertise port %d out of range", c.AdvertisePort)
 	case c.RememberFailed < 0:
-		return errors.New("cluster: negative failed member memory")
+		return errors.New("membership: negative failed member memory")
 	}
-	_, port, err := memberSplitHostPort(c.BindAddr)
+	_, port, err := splitHostPort(c.BindAddr)
 	if err != nil {
 		return err
 	}
 	if c.AdvertisePort != 0 && port == 0 {
 		// memberlist advertises the port it picked for port 0.
-		return errors.New("cluster: gossip advertise port needs a fixed bind port")
+		return errors.New("membership: gossip advertise port needs a fixed bind port")
 	}
 	_, err = c.Meta.encode(0)
 	return err
@@ -124,15 +124,15 @@ type Membership struct {
 	keepFailed time.Duration
 
 	metaMu  sync.Mutex
-	meta    MemberMeta
-	flags   byte   // memberFlag*: set by AnnounceDraining and Leave
+	meta    Meta
+	flags   byte   // flag*: set by AnnounceDraining and Leave
 	encoded []byte // meta and flags as served to memberlist
 
 	// Event hand-off: memberlist callbacks never block. When the channel is
 	// full, lagging is set and kick wakes the resync goroutine, which
-	// delivers a MemberResync once the consumer makes room.
+	// delivers an EventResync once the consumer makes room.
 	eventsMu sync.Mutex // guards sends against closing events
-	events   chan MemberEvent
+	events   chan Event
 	closed   bool
 	lagging  atomic.Bool
 	kick     chan struct{}
@@ -143,9 +143,9 @@ type Membership struct {
 	shutdown atomic.Bool
 }
 
-// StartMembership creates the local member and starts gossiping. It joins
+// Start creates the local member and starts gossiping. It joins
 // nobody; call Join with the addresses of existing members.
-func StartMembership(cfg MembershipConfig) (*Membership, error) {
+func Start(cfg Config) (*Membership, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.EventBuffer == 0 {
-		cfg.EventBuffer = DefaultMemberEventBuffer
+		cfg.EventBuffer = DefaultEventBuffer
 	}
 	if cfg.RememberFailed == 0 {
 		cfg.RememberFailed = DefaultRememberFailed
@@ -165,7 +165,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		meta:    cfg.Meta,
 		encoded: encoded,
 		view:    make(map[string]Member),
-		events:  make(chan MemberEvent, cfg.EventBuffer),
+		events:  make(chan Event, cfg.EventBuffer),
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 
@@ -181,7 +181,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
 		m.stopEvents()
-		return nil, fmt.Errorf("cluster: start memberlist: %w", err)
+		return nil, fmt.Errorf("membership: start memberlist: %w", err)
 	}
 	m.ml = ml
 	// Create announced this node synchronously, so the view holds it.
@@ -192,28 +192,28 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 }
 
 // memberlistConfig translates cfg into memberlist's configuration.
-func (m *Membership) memberlistConfig(cfg MembershipConfig) (*memberlist.Config, error) {
-	c := memberLANConfig()
+func (m *Membership) memberlistConfig(cfg Config) (*memberlist.Config, error) {
+	c := lanConfig()
 	if cfg.Fast {
-		c = memberFastConfig()
+		c = fastConfig()
 	}
-	host, port, _ := memberSplitHostPort(cfg.BindAddr)
-	bindIP, err := memberResolveIP(host, "0.0.0.0")
+	host, port, _ := splitHostPort(cfg.BindAddr)
+	bindIP, err := resolveIP(host, "0.0.0.0")
 	if err != nil {
-		return nil, fmt.Errorf("cluster: gossip bind address: %w", err)
+		return nil, fmt.Errorf("membership: gossip bind address: %w", err)
 	}
 	c.Name = cfg.Name
 	c.BindAddr, c.BindPort = bindIP, port
 	c.AdvertisePort = port
 	if cfg.AdvertiseAddr != "" {
-		if c.AdvertiseAddr, err = memberResolveIP(cfg.AdvertiseAddr, ""); err != nil {
-			return nil, fmt.Errorf("cluster: gossip advertise address: %w", err)
+		if c.AdvertiseAddr, err = resolveIP(cfg.AdvertiseAddr, ""); err != nil {
+			return nil, fmt.Errorf("membership: gossip advertise address: %w", err)
 		}
 	}
 	if cfg.AdvertisePort != 0 {
 		// memberlist applies the port only along with an address.
 		if c.AdvertiseAddr == "" && net.ParseIP(bindIP).IsUnspecified() {
-			return nil, errors.New("cluster: gossip advertise port without an advertise address")
+			return nil, errors.New("membership: gossip advertise port without an advertise address")
 		}
 		c.AdvertiseAddr = cmp.Or(c.AdvertiseAddr, bindIP)
 		c.AdvertisePort = cfg.AdvertisePort
@@ -221,14 +221,14 @@ func (m *Membership) memberlistConfig(cfg MembershipConfig) (*memberlist.Config,
 	if len(cfg.Key) > 0 {
 		c.SecretKey = append([]byte(nil), cfg.Key...)
 	}
-	c.Delegate = memberDelegate{m}
-	c.Events = memberEventDelegate{m}
-	c.Logger = log.New(memberLogWriter{log: m.log}, "", 0)
+	c.Delegate = metaDelegate{m}
+	c.Events = eventDelegate{m}
+	c.Logger = log.New(logWriter{log: m.log}, "", 0)
 	c.LogOutput = nil
 	return c, nil
 }
 
-// memberLANConfig is memberlist.DefaultLANConfig (gossip every 200 ms to 3
+// lanConfig is memberlist.DefaultLANConfig (gossip every 200 ms to 3
 // nodes) with:
 //   - ProbeInterval 500 ms (timeout 250 ms) and SuspicionMult 3 instead of
 //     1 s, 500 ms and 4: a suspect dies after 1.5 s when another member
@@ -247,7 +247,7 @@ func (m *Membership) memberlistConfig(cfg MembershipConfig) (*memberlist.Config,
 //   - DeadNodeReclaimTime 10 s: a node restarted under the same name on a
 //     new address (a rescheduled container) may rejoin once it has been
 //     dead that long, instead of being refused as a name conflict.
-func memberLANConfig() *memberlist.Config {
+func lanConfig() *memberlist.Config {
 	c := memberlist.DefaultLANConfig()
 	c.ProbeInterval = 500 * time.Millisecond
 	c.ProbeTimeout = 250 * time.Millisecond
@@ -259,9 +259,9 @@ func memberLANConfig() *memberlist.Config {
 	return c
 }
 
-// memberFastConfig suits in-process tests on loopback: probes every 200 ms,
+// fastConfig suits in-process tests on loopback: probes every 200 ms,
 // suspicion of 400-800 ms, so a stopped member is dead within about 1-2 s.
-func memberFastConfig() *memberlist.Config {
+func fastConfig() *memberlist.Config {
 	c := memberlist.DefaultLocalConfig()
 	c.ProbeInterval = 200 * time.Millisecond
 	c.ProbeTimeout = 100 * time.Millisecond
@@ -286,11 +286,11 @@ func (m *Membership) Addr() string { return m.addr }
 // returns how many it reached; an error only if it reached none.
 func (m *Membership) Join(addrs []string) (int, error) {
 	if m.shutdown.Load() {
-		return 0, ErrMembershipShutdown
+		return 0, ErrShutdown
 	}
 	n, err := m.ml.Join(addrs)
 	if err != nil {
-		return n, fmt.Errorf("cluster: join %s: %w", strings.Join(addrs, ","), err)
+		return n, fmt.Errorf("membership: join %s: %w", strings.Join(addrs, ","), err)
 	}
 	return n, nil
 }
@@ -310,7 +310,7 @@ func (m *Membership) Members() []Member {
 // Failed returns, sorted by name, the members that failure detection
 // declared dead after this node saw them alive, within RememberFailed of
 // their failure and not alive since. Members that left gracefully are not
-// listed (but see MemberLeave: a rare leave is reported as a failure).
+// listed (but see EventLeave: a rare leave is reported as a failure).
 func (m *Membership) Failed() []Member {
 	now := time.Now()
 	m.viewMu.Lock()
@@ -325,29 +325,29 @@ func (m *Membership) Failed() []Member {
 }
 
 // Events returns the channel of membership changes. It is closed by
-// Shutdown. See MemberEvent and MemberResync for the delivery contract.
-func (m *Membership) Events() <-chan MemberEvent { return m.events }
+// Shutdown. See Event and EventResync for the delivery contract.
+func (m *Membership) Events() <-chan Event { return m.events }
 
 // UpdateMeta replaces this node's metadata and gossips it, waiting up to
-// timeout for the broadcast; others see a MemberUpdate.
-func (m *Membership) UpdateMeta(meta MemberMeta, timeout time.Duration) error {
+// timeout for the broadcast; others see an EventUpdate.
+func (m *Membership) UpdateMeta(meta Meta, timeout time.Duration) error {
 	m.lifeMu.Lock()
 	defer m.lifeMu.Unlock()
 	// After Leave, an update would gossip this node back to life.
 	if m.shutdown.Load() || m.isLeaving() {
-		return ErrMembershipShutdown
+		return ErrShutdown
 	}
 	if err := m.setMeta(meta, m.currentFlags()); err != nil {
 		return err
 	}
-	if err := m.ml.UpdateNode(memberWait(timeout)); err != nil {
-		return fmt.Errorf("cluster: gossip metadata update: %w", err)
+	if err := m.ml.UpdateNode(gossipWait(timeout)); err != nil {
+		return fmt.Errorf("membership: gossip metadata update: %w", err)
 	}
 	return nil
 }
 
 // AnnounceDraining tells the others, within timeout, that this node started
-// shutting down and is handing its channels over: they see a MemberUpdate
+// shutting down and is handing its channels over: they see an EventUpdate
 // with Draining set. It stays a member, alive and owning what it holds,
 // until Leave. Nodes that all drain at once know there is nobody to hand
 // channels to. Calling it again does nothing.
@@ -355,20 +355,20 @@ func (m *Membership) AnnounceDraining(timeout time.Duration) error {
 	m.lifeMu.Lock()
 	defer m.lifeMu.Unlock()
 	if m.shutdown.Load() || m.isLeaving() {
-		return ErrMembershipShutdown
+		return ErrShutdown
 	}
 	flags := m.currentFlags()
-	if flags&memberFlagDraining != 0 {
+	if flags&flagDraining != 0 {
 		return nil
 	}
 	m.metaMu.Lock()
 	meta := m.meta
 	m.metaMu.Unlock()
-	if err := m.setMeta(meta, flags|memberFlagDraining); err != nil {
+	if err := m.setMeta(meta, flags|flagDraining); err != nil {
 		return err
 	}
-	if err := m.ml.UpdateNode(memberWait(timeout)); err != nil {
-		return fmt.Errorf("cluster: announce draining: %w", err)
+	if err := m.ml.UpdateNode(gossipWait(timeout)); err != nil {
+		return fmt.Errorf("membership: announce draining: %w", err)
 	}
 	return nil
 }
@@ -380,13 +380,13 @@ func (m *Membership) AnnounceDraining(timeout time.Duration) error {
 //
 // memberlist reports a leave and a failure through the same callback and
 // does not tell them apart, so the intent travels first as a metadata flag
-// (others see a MemberUpdate with State "leaving"), then memberlist's own
+// (others see an EventUpdate with State "leaving"), then memberlist's own
 // leave message follows.
 func (m *Membership) Leave(timeout time.Duration) error {
 	m.lifeMu.Lock()
 	defer m.lifeMu.Unlock()
 	if m.shutdown.Load() {
-		return ErrMembershipShutdown
+		return ErrShutdown
 	}
 	if m.isLeaving() {
 		return nil
@@ -396,23 +396,23 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	m.metaMu.Lock()
 	meta := m.meta
 	m.metaMu.Unlock()
-	if err := m.setMeta(meta, m.currentFlags()|memberFlagLeaving); err != nil {
+	if err := m.setMeta(meta, m.currentFlags()|flagLeaving); err != nil {
 		errs = append(errs, err)
-	} else if err := m.ml.UpdateNode(memberWait(time.Until(deadline))); err != nil {
-		errs = append(errs, fmt.Errorf("cluster: announce leave: %w", err))
+	} else if err := m.ml.UpdateNode(gossipWait(time.Until(deadline))); err != nil {
+		errs = append(errs, fmt.Errorf("membership: announce leave: %w", err))
 	}
 	// Leave anyway: a late announcement only makes others report "dead".
-	if err := m.ml.Leave(memberWait(time.Until(deadline))); err != nil {
-		errs = append(errs, fmt.Errorf("cluster: leave: %w", err))
+	if err := m.ml.Leave(gossipWait(time.Until(deadline))); err != nil {
+		errs = append(errs, fmt.Errorf("membership: leave: %w", err))
 	}
 	return errors.Join(errs...)
 }
 
-// memberWait turns a timeout into one memberlist honours: it waits forever
+// gossipWait turns a timeout into one memberlist honours: it waits forever
 // on zero or less.
-func memberWait(d time.Duration) time.Duration { return max(d, time.Millisecond) }
+func gossipWait(d time.Duration) time.Duration { return max(d, time.Millisecond) }
 
-func (m *Membership) setMeta(meta MemberMeta, flags byte) error {
+func (m *Membership) setMeta(meta Meta, flags byte) error {
 	b, err := meta.encode(flags)
 	if err != nil {
 		return err
@@ -429,7 +429,7 @@ func (m *Membership) currentFlags() byte {
 	return m.flags
 }
 
-func (m *Membership) isLeaving() bool { return m.currentFlags()&memberFlagLeaving != 0 }
+func (m *Membership) isLeaving() bool { return m.currentFlags()&flagLeaving != 0 }
 
 // Shutdown stops gossiping without announcing a departure (call Leave
 // first for that), stops event delivery and closes Events. Calling it
@@ -443,35 +443,35 @@ func (m *Membership) Shutdown() error {
 	err := m.ml.Shutdown()
 	m.stopEvents()
 	if err != nil {
-		return fmt.Errorf("cluster: memberlist shutdown: %w", err)
+		return fmt.Errorf("membership: memberlist shutdown: %w", err)
 	}
 	return nil
 }
 
-// memberSplitHostPort parses a gossip bind address.
-func memberSplitHostPort(addr string) (string, int, error) {
+// splitHostPort parses a gossip bind address.
+func splitHostPort(addr string) (string, int, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", 0, fmt.Errorf("cluster: gossip bind address %q: %w", addr, err)
+		return "", 0, fmt.Errorf("membership: gossip bind address %q: %w", addr, err)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("cluster: gossip bind address %q: bad port", addr)
+		return "", 0, fmt.Errorf("membership: gossip bind address %q: bad port", addr)
 	}
 	return host, port, nil
 }
 
-// memberResolveIP returns host as an IP string, resolving a name (memberlist
+// resolveIP returns host as an IP string, resolving a name (memberlist
 // takes IPs only; container setups advertise service names). An empty host
 // yields def.
-func memberResolveIP(host, def string) (string, error) {
+func resolveIP(host, def string) (string, error) {
 	if host == "" {
 		return def, nil
 	}
 	if ip := net.ParseIP(host); ip != nil {
 		return ip.String(), nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), memberResolveTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
 	ips, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
 	if err != nil {

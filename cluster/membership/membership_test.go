@@ -1,11 +1,9 @@
-package cluster
+package membership
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,30 +16,20 @@ import (
 	"github.com/presencehq/presence/internal/testkit"
 )
 
-const memberTestTimeout = 15 * time.Second
+// testTimeout bounds the waits for gossip to go out: a deadline for
+// failure, never a duration a test depends on.
+const testTimeout = 15 * time.Second
 
-// memberWaitFor polls cond until it holds or the deadline passes.
-func memberWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(memberTestTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// memberEventLog drains a member's events in the background so tests can
+// eventLog drains a member's events in the background so tests can
 // look for an event without racing the channel.
-type memberEventLog struct {
+type eventLog struct {
 	mu     sync.Mutex
-	events []MemberEvent
+	events []Event
 	done   chan struct{}
 }
 
-func collectMemberEvents(m *Membership) *memberEventLog {
-	l := &memberEventLog{done: make(chan struct{})}
+func collectEvents(m *Membership) *eventLog {
+	l := &eventLog{done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		for ev := range m.Events() {
@@ -53,32 +41,32 @@ func collectMemberEvents(m *Membership) *memberEventLog {
 	return l
 }
 
-func (l *memberEventLog) has(kind MemberEventKind, name, state string) bool {
+func (l *eventLog) has(kind EventKind, name, state string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.ContainsFunc(l.events, func(ev MemberEvent) bool {
+	return slices.ContainsFunc(l.events, func(ev Event) bool {
 		return ev.Kind == kind && ev.Member.Name == name && ev.Member.State == state
 	})
 }
 
-func startTestMember(t *testing.T, name string, key []byte) *Membership {
+func startMember(t *testing.T, name string, key []byte) *Membership {
 	t.Helper()
-	m, err := StartMembership(MembershipConfig{
+	m, err := Start(Config{
 		Name:     name,
 		BindAddr: "127.0.0.1:0",
-		Meta:     MemberMeta{RPC: name + ":rpc", Raft: name + ":raft", HTTP: name + ":http", Incarnation: 7},
+		Meta:     Meta{RPC: name + ":rpc", Raft: name + ":raft", HTTP: name + ":http", Incarnation: 7},
 		Key:      key,
 		Fast:     true,
 		Logger:   testkit.Logger(t),
 	})
 	if err != nil {
-		t.Fatalf("StartMembership(%s): %v", name, err)
+		t.Fatalf("Start(%s): %v", name, err)
 	}
 	t.Cleanup(func() { m.Shutdown() })
 	return m
 }
 
-func memberNames(m *Membership) []string {
+func namesOf(m *Membership) []string {
 	var names []string
 	for _, mem := range m.Members() {
 		names = append(names, mem.Name)
@@ -86,14 +74,14 @@ func memberNames(m *Membership) []string {
 	return names
 }
 
-// startTestCluster starts n members, joined through the first.
-func startTestCluster(t *testing.T, n int, key []byte) ([]*Membership, []*memberEventLog) {
+// startCluster starts n members, joined through the first.
+func startCluster(t *testing.T, n int, key []byte) ([]*Membership, []*eventLog) {
 	t.Helper()
 	ms := make([]*Membership, n)
-	logs := make([]*memberEventLog, n)
+	logs := make([]*eventLog, n)
 	for i := range ms {
-		ms[i] = startTestMember(t, fmt.Sprintf("node-%d", i), key)
-		logs[i] = collectMemberEvents(ms[i])
+		ms[i] = startMember(t, fmt.Sprintf("node-%d", i), key)
+		logs[i] = collectEvents(ms[i])
 	}
 	for _, m := range ms[1:] {
 		if _, err := m.Join([]string{ms[0].Addr()}); err != nil {
@@ -105,19 +93,19 @@ func startTestCluster(t *testing.T, n int, key []byte) ([]*Membership, []*member
 		want[i] = fmt.Sprintf("node-%d", i)
 	}
 	for _, m := range ms {
-		memberWaitFor(t, m.LocalName()+" to see every member", func() bool {
-			return slices.Equal(memberNames(m), want)
+		testkit.WaitFor(t, m.LocalName()+" to see every member", func() bool {
+			return slices.Equal(namesOf(m), want)
 		})
 	}
 	return ms, logs
 }
 
 func TestMembershipJoinWithMetadata(t *testing.T) {
-	ms, logs := startTestCluster(t, 3, bytes.Repeat([]byte{9}, 32))
+	ms, logs := startCluster(t, 3, bytes.Repeat([]byte{9}, 32))
 	for _, m := range ms {
 		for _, mem := range m.Members() {
-			want := MemberMeta{RPC: mem.Name + ":rpc", Raft: mem.Name + ":raft", HTTP: mem.Name + ":http", Incarnation: 7}
-			if mem.Meta != want || mem.State != MemberStateAlive || mem.Addr == "" {
+			want := Meta{RPC: mem.Name + ":rpc", Raft: mem.Name + ":raft", HTTP: mem.Name + ":http", Incarnation: 7}
+			if mem.Meta != want || mem.State != StateAlive || mem.Addr == "" {
 				t.Fatalf("%s sees %+v", m.LocalName(), mem)
 			}
 		}
@@ -125,85 +113,85 @@ func TestMembershipJoinWithMetadata(t *testing.T) {
 	for i, l := range logs {
 		for j := range ms {
 			name := ms[j].LocalName()
-			memberWaitFor(t, fmt.Sprintf("node-%d join event for %s", i, name), func() bool {
-				return l.has(MemberJoin, name, MemberStateAlive)
+			testkit.WaitFor(t, fmt.Sprintf("node-%d join event for %s", i, name), func() bool {
+				return l.has(EventJoin, name, StateAlive)
 			})
 		}
 	}
 }
 
 func TestMembershipFailureDetected(t *testing.T) {
-	ms, logs := startTestCluster(t, 3, nil)
+	ms, logs := startCluster(t, 3, nil)
 	if err := ms[2].Shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		memberWaitFor(t, fmt.Sprintf("node-%d to drop node-2", i), func() bool {
-			return slices.Equal(memberNames(ms[i]), []string{"node-0", "node-1"})
+		testkit.WaitFor(t, fmt.Sprintf("node-%d to drop node-2", i), func() bool {
+			return slices.Equal(namesOf(ms[i]), []string{"node-0", "node-1"})
 		})
-		memberWaitFor(t, fmt.Sprintf("node-%d failed event", i), func() bool {
-			return logs[i].has(MemberFailed, "node-2", MemberStateDead)
+		testkit.WaitFor(t, fmt.Sprintf("node-%d failed event", i), func() bool {
+			return logs[i].has(EventFailed, "node-2", StateDead)
 		})
 	}
-	if logs[0].has(MemberLeave, "node-2", MemberStateLeft) {
+	if logs[0].has(EventLeave, "node-2", StateLeft) {
 		t.Fatal("a crash was reported as a graceful leave")
 	}
 	<-logs[2].done // Shutdown closes the Events channel
 }
 
 func TestMembershipGracefulLeave(t *testing.T) {
-	ms, logs := startTestCluster(t, 3, nil)
-	if err := ms[1].Leave(memberTestTimeout); err != nil {
+	ms, logs := startCluster(t, 3, nil)
+	if err := ms[1].Leave(testTimeout); err != nil {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 2} {
-		memberWaitFor(t, fmt.Sprintf("node-%d leave event", i), func() bool {
-			return logs[i].has(MemberLeave, "node-1", MemberStateLeft)
+		testkit.WaitFor(t, fmt.Sprintf("node-%d leave event", i), func() bool {
+			return logs[i].has(EventLeave, "node-1", StateLeft)
 		})
-		if slices.Contains(memberNames(ms[i]), "node-1") {
+		if slices.Contains(namesOf(ms[i]), "node-1") {
 			t.Fatalf("node-%d still lists node-1 after its leave event", i)
 		}
-		if !logs[i].has(MemberUpdate, "node-1", MemberStateLeaving) {
+		if !logs[i].has(EventUpdate, "node-1", StateLeaving) {
 			t.Fatalf("node-%d saw no leaving announcement before the leave", i)
 		}
 	}
 	if err := ms[1].Leave(time.Second); err != nil {
 		t.Fatalf("second Leave: %v", err)
 	}
-	if err := ms[1].UpdateMeta(MemberMeta{}, time.Second); !errors.Is(err, ErrMembershipShutdown) {
+	if err := ms[1].UpdateMeta(Meta{}, time.Second); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("UpdateMeta after Leave: %v", err)
 	}
 	if err := ms[1].Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ms[1].Join([]string{ms[0].Addr()}); !errors.Is(err, ErrMembershipShutdown) {
+	if _, err := ms[1].Join([]string{ms[0].Addr()}); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("Join after Shutdown: %v", err)
 	}
-	if err := ms[1].Leave(time.Second); !errors.Is(err, ErrMembershipShutdown) {
+	if err := ms[1].Leave(time.Second); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("Leave after Shutdown: %v", err)
 	}
-	if logs[0].has(MemberFailed, "node-1", MemberStateDead) {
+	if logs[0].has(EventFailed, "node-1", StateDead) {
 		t.Fatal("a graceful leave was reported as a failure")
 	}
 }
 
 func TestMembershipUpdateMeta(t *testing.T) {
-	ms, logs := startTestCluster(t, 2, nil)
-	meta := MemberMeta{RPC: "10.0.0.1:7947", Raft: "10.0.0.1:8300", HTTP: "10.0.0.1:8080", Incarnation: 8}
-	if err := ms[1].UpdateMeta(meta, memberTestTimeout); err != nil {
+	ms, logs := startCluster(t, 2, nil)
+	meta := Meta{RPC: "10.0.0.1:7947", Raft: "10.0.0.1:8300", HTTP: "10.0.0.1:8080", Incarnation: 8}
+	if err := ms[1].UpdateMeta(meta, testTimeout); err != nil {
 		t.Fatal(err)
 	}
-	memberWaitFor(t, "node-0 to see the new metadata", func() bool {
+	testkit.WaitFor(t, "node-0 to see the new metadata", func() bool {
 		logs[0].mu.Lock()
 		defer logs[0].mu.Unlock()
-		return slices.ContainsFunc(logs[0].events, func(ev MemberEvent) bool {
-			return ev.Kind == MemberUpdate && ev.Member.Name == "node-1" && ev.Member.Meta == meta
+		return slices.ContainsFunc(logs[0].events, func(ev Event) bool {
+			return ev.Kind == EventUpdate && ev.Member.Name == "node-1" && ev.Member.Meta == meta
 		})
 	})
 	if got := ms[0].Members()[1].Meta; got != meta {
 		t.Fatalf("Members() meta = %+v, want %+v", got, meta)
 	}
-	if err := ms[1].UpdateMeta(MemberMeta{HTTP: string(make([]byte, 600))}, time.Second); !errors.Is(err, ErrMemberMetaTooLarge) {
+	if err := ms[1].UpdateMeta(Meta{HTTP: string(make([]byte, 600))}, time.Second); !errors.Is(err, ErrMetaTooLarge) {
 		t.Fatalf("oversized meta: %v", err)
 	}
 }
@@ -212,27 +200,27 @@ func TestMembershipUpdateMeta(t *testing.T) {
 // alive and draining; a metadata update keeps the flag; the leave that
 // follows reports the member as left, not draining.
 func TestMembershipAnnounceDraining(t *testing.T) {
-	ms, logs := startTestCluster(t, 2, nil)
-	if err := ms[1].AnnounceDraining(memberTestTimeout); err != nil {
+	ms, logs := startCluster(t, 2, nil)
+	if err := ms[1].AnnounceDraining(testTimeout); err != nil {
 		t.Fatal(err)
 	}
 	draining := func() bool {
 		for _, m := range ms[0].Members() {
 			if m.Name == "node-1" {
-				return m.Draining && m.State == MemberStateAlive
+				return m.Draining && m.State == StateAlive
 			}
 		}
 		return false
 	}
-	memberWaitFor(t, "node-0 to see node-1 draining", draining)
+	testkit.WaitFor(t, "node-0 to see node-1 draining", draining)
 	if err := ms[1].AnnounceDraining(time.Second); err != nil {
 		t.Fatalf("second AnnounceDraining: %v", err)
 	}
-	meta := MemberMeta{HTTP: "10.0.0.1:8080", Incarnation: 9}
-	if err := ms[1].UpdateMeta(meta, memberTestTimeout); err != nil {
+	meta := Meta{HTTP: "10.0.0.1:8080", Incarnation: 9}
+	if err := ms[1].UpdateMeta(meta, testTimeout); err != nil {
 		t.Fatal(err)
 	}
-	memberWaitFor(t, "node-0 to see the new metadata", func() bool {
+	testkit.WaitFor(t, "node-0 to see the new metadata", func() bool {
 		for _, m := range ms[0].Members() {
 			if m.Name == "node-1" && m.Meta == meta {
 				return true
@@ -243,18 +231,18 @@ func TestMembershipAnnounceDraining(t *testing.T) {
 	if !draining() {
 		t.Fatal("a metadata update cleared the draining flag")
 	}
-	if err := ms[1].Leave(memberTestTimeout); err != nil {
+	if err := ms[1].Leave(testTimeout); err != nil {
 		t.Fatal(err)
 	}
-	memberWaitFor(t, "node-0's leave event", func() bool { return logs[0].has(MemberLeave, "node-1", MemberStateLeft) })
+	testkit.WaitFor(t, "node-0's leave event", func() bool { return logs[0].has(EventLeave, "node-1", StateLeft) })
 	logs[0].mu.Lock()
 	defer logs[0].mu.Unlock()
 	for _, ev := range logs[0].events {
-		if ev.Member.Name == "node-1" && ev.Member.Draining && ev.Member.State != MemberStateAlive {
+		if ev.Member.Name == "node-1" && ev.Member.Draining && ev.Member.State != StateAlive {
 			t.Fatalf("a member that is not alive reported as draining: %+v", ev)
 		}
 	}
-	if err := ms[1].AnnounceDraining(time.Second); !errors.Is(err, ErrMembershipShutdown) {
+	if err := ms[1].AnnounceDraining(time.Second); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("AnnounceDraining after Leave: %v", err)
 	}
 }
@@ -262,29 +250,29 @@ func TestMembershipAnnounceDraining(t *testing.T) {
 // TestMembershipFailedListsCrashedMembersOnly: a crashed member is listed
 // by Failed until it is alive again; a member that left is never listed.
 func TestMembershipFailedListsCrashedMembersOnly(t *testing.T) {
-	ms, logs := startTestCluster(t, 3, nil)
-	if err := ms[1].Leave(memberTestTimeout); err != nil {
+	ms, logs := startCluster(t, 3, nil)
+	if err := ms[1].Leave(testTimeout); err != nil {
 		t.Fatal(err)
 	}
-	memberWaitFor(t, "node-0 to see node-1 leave", func() bool { return logs[0].has(MemberLeave, "node-1", MemberStateLeft) })
+	testkit.WaitFor(t, "node-0 to see node-1 leave", func() bool { return logs[0].has(EventLeave, "node-1", StateLeft) })
 	if err := ms[1].Shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	if err := ms[2].Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	memberWaitFor(t, "node-0 to see node-2 fail", func() bool { return logs[0].has(MemberFailed, "node-2", MemberStateDead) })
+	testkit.WaitFor(t, "node-0 to see node-2 fail", func() bool { return logs[0].has(EventFailed, "node-2", StateDead) })
 	failed := ms[0].Failed()
-	if len(failed) != 1 || failed[0].Name != "node-2" || failed[0].Addr != ms[2].Addr() || failed[0].State != MemberStateDead {
+	if len(failed) != 1 || failed[0].Name != "node-2" || failed[0].Addr != ms[2].Addr() || failed[0].State != StateDead {
 		t.Fatalf("Failed() = %+v, want node-2 dead at %s", failed, ms[2].Addr())
 	}
 	// Back under the same name (a restart on a new port): no longer failed.
-	back := startTestMember(t, "node-2", nil)
+	back := startMember(t, "node-2", nil)
 	if _, err := back.Join([]string{ms[0].Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	memberWaitFor(t, "node-0 to forget node-2's failure", func() bool {
-		return len(ms[0].Failed()) == 0 && slices.Equal(memberNames(ms[0]), []string{"node-0", "node-2"})
+	testkit.WaitFor(t, "node-0 to forget node-2's failure", func() bool {
+		return len(ms[0].Failed()) == 0 && slices.Equal(namesOf(ms[0]), []string{"node-0", "node-2"})
 	})
 }
 
@@ -303,9 +291,13 @@ func TestPruneFailed(t *testing.T) {
 // TestMembershipAdvertisePort: the others are told the advertised port,
 // not the bound one (a proxy or port mapping in front of the node).
 func TestMembershipAdvertisePort(t *testing.T) {
-	bind := memberFreePort(t)
+	var ports testkit.Ports
+	bind, err := ports.Take(true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	advertise := bind + 1 // never bound: only what the others are told
-	m, err := StartMembership(MembershipConfig{Name: "a", BindAddr: "127.0.0.1:" + strconv.Itoa(bind),
+	m, err := Start(Config{Name: "a", BindAddr: "127.0.0.1:" + strconv.Itoa(bind),
 		AdvertisePort: advertise, Fast: true})
 	if err != nil {
 		t.Fatal(err)
@@ -316,32 +308,10 @@ func TestMembershipAdvertisePort(t *testing.T) {
 	}
 }
 
-// memberFreePort finds a port free for both TCP and UDP on 127.0.0.1,
-// below the ephemeral range as internal/testcluster does.
-func memberFreePort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		udp, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err == nil {
-			udp.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both TCP and UDP")
-	return 0
-}
-
 func TestMembershipKeyMismatch(t *testing.T) {
-	a := startTestMember(t, "a", bytes.Repeat([]byte{1}, 16))
-	b := startTestMember(t, "b", bytes.Repeat([]byte{2}, 16))
-	c := startTestMember(t, "c", nil)
+	a := startMember(t, "a", bytes.Repeat([]byte{1}, 16))
+	b := startMember(t, "b", bytes.Repeat([]byte{2}, 16))
+	c := startMember(t, "c", nil)
 	if n, err := b.Join([]string{a.Addr()}); err == nil || n != 0 {
 		t.Fatalf("join with another key: n=%d err=%v", n, err)
 	}
@@ -349,7 +319,7 @@ func TestMembershipKeyMismatch(t *testing.T) {
 		t.Fatalf("join without a key: n=%d err=%v", n, err)
 	}
 	for _, m := range []*Membership{a, b, c} {
-		if names := memberNames(m); len(names) != 1 {
+		if names := namesOf(m); len(names) != 1 {
 			t.Fatalf("%s sees %v after refused joins", m.LocalName(), names)
 		}
 	}
@@ -359,7 +329,7 @@ func TestMembershipKeyMismatch(t *testing.T) {
 // reading: memberlist must keep working, and the consumer, once it reads,
 // is told to resync.
 func TestMembershipEventsNeverBlock(t *testing.T) {
-	m, err := StartMembership(MembershipConfig{Name: "slow", BindAddr: "127.0.0.1:0", Fast: true, EventBuffer: 1})
+	m, err := Start(Config{Name: "slow", BindAddr: "127.0.0.1:0", Fast: true, EventBuffer: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,21 +337,21 @@ func TestMembershipEventsNeverBlock(t *testing.T) {
 	// The buffer already holds this node's own join; these joins overflow it.
 	others := make([]*Membership, 3)
 	for i := range others {
-		others[i] = startTestMember(t, fmt.Sprintf("other-%d", i), nil)
+		others[i] = startMember(t, fmt.Sprintf("other-%d", i), nil)
 		if _, err := others[i].Join([]string{m.Addr()}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	memberWaitFor(t, "all members despite a full event channel", func() bool { return len(m.Members()) == 4 })
-	if ev := <-m.Events(); ev.Kind != MemberJoin || ev.Member.Name != "slow" {
+	testkit.WaitFor(t, "all members despite a full event channel", func() bool { return len(m.Members()) == 4 })
+	if ev := <-m.Events(); ev.Kind != EventJoin || ev.Member.Name != "slow" {
 		t.Fatalf("first event = %+v, want slow's own join", ev)
 	}
 	// Gossip may slip a late event in before the resync; the resync must come.
-	timeout := time.After(memberTestTimeout)
+	timeout := time.After(testTimeout)
 	for {
 		select {
 		case ev := <-m.Events():
-			if ev.Kind == MemberResync {
+			if ev.Kind == EventResync {
 				return
 			}
 		case <-timeout:
@@ -390,14 +360,14 @@ func TestMembershipEventsNeverBlock(t *testing.T) {
 	}
 }
 
-func TestMemberMetaEncoding(t *testing.T) {
-	cases := []MemberMeta{
+func TestMetaEncoding(t *testing.T) {
+	cases := []Meta{
 		{},
 		{RPC: "127.0.0.1:7947", Raft: "127.0.0.1:8300", HTTP: "127.0.0.1:8080", Incarnation: 1<<64 - 1},
 		{HTTP: "[::1]:8080"},
 	}
 	for _, want := range cases {
-		for _, flags := range []byte{0, memberFlagLeaving, memberFlagDraining, memberFlagDraining | memberFlagLeaving} {
+		for _, flags := range []byte{0, flagLeaving, flagDraining, flagDraining | flagLeaving} {
 			b, err := want.encode(flags)
 			if err != nil {
 				t.Fatal(err)
@@ -405,30 +375,30 @@ func TestMemberMetaEncoding(t *testing.T) {
 			if len(b) > memberlist.MetaMaxSize {
 				t.Fatalf("%d bytes", len(b))
 			}
-			got, gotFlags, err := decodeMemberMeta(b)
+			got, gotFlags, err := decodeMeta(b)
 			if err != nil || got != want || gotFlags != flags {
 				t.Fatalf("round trip of %+v, %v = %+v, %v, %v", want, flags, got, gotFlags, err)
 			}
 		}
 		b, _ := want.encode(0)
 		for i := range len(b) - 1 {
-			if _, _, err := decodeMemberMeta(b[:i]); err == nil {
+			if _, _, err := decodeMeta(b[:i]); err == nil {
 				t.Fatalf("truncated %+v at %d decoded", want, i)
 			}
 		}
 	}
-	if _, _, err := decodeMemberMeta([]byte{9, 0, 0, 0, 0, 0}); err == nil {
+	if _, _, err := decodeMeta([]byte{9, 0, 0, 0, 0, 0}); err == nil {
 		t.Fatal("unknown version decoded")
 	}
 }
 
 func TestMembershipConfigValidate(t *testing.T) {
-	bad := []MembershipConfig{
+	bad := []Config{
 		{BindAddr: "127.0.0.1:0"},
 		{Name: "a", BindAddr: "127.0.0.1"},
 		{Name: "a", BindAddr: "127.0.0.1:99999"},
 		{Name: "a", BindAddr: "127.0.0.1:0", Key: []byte("short")},
-		{Name: "a", BindAddr: "127.0.0.1:0", Meta: MemberMeta{RPC: string(make([]byte, 600))}},
+		{Name: "a", BindAddr: "127.0.0.1:0", Meta: Meta{RPC: string(make([]byte, 600))}},
 		{Name: "a", BindAddr: "127.0.0.1:7946", AdvertisePort: -1},
 		{Name: "a", BindAddr: "127.0.0.1:7946", AdvertisePort: 65536},
 		{Name: "a", BindAddr: "127.0.0.1:0", AdvertisePort: 7946},
@@ -439,14 +409,14 @@ func TestMembershipConfigValidate(t *testing.T) {
 			t.Errorf("config %d accepted: %+v", i, cfg)
 		}
 	}
-	if err := (MembershipConfig{Name: "a", BindAddr: ":7946"}).Validate(); err != nil {
+	if err := (Config{Name: "a", BindAddr: ":7946"}).Validate(); err != nil {
 		t.Fatalf("valid config refused: %v", err)
 	}
 }
 
-func TestMemberLogWriter(t *testing.T) {
+func TestLogWriter(t *testing.T) {
 	logger, buf := testkit.CapturedLogger()
-	w := memberLogWriter{log: logger}
+	w := logWriter{log: logger}
 	fmt.Fprintf(w, "[WARN] memberlist: Refuting a suspect message\n")
 	fmt.Fprintf(w, "[ERR] memberlist: failed to receive\n[DEBUG] memberlist: Stream connection\n")
 	for _, want := range []string{`level=WARN msg="Refuting a suspect message"`, `level=ERROR msg="failed to receive"`, `level=DEBUG msg="Stream connection"`} {
