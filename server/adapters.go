@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/presencehq/presence/api"
-	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/raftstore"
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 )
@@ -38,10 +38,10 @@ func storeError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, cluster.ErrKeyNotFound):
+	case errors.Is(err, raftstore.ErrKeyNotFound):
 		return fmt.Errorf("%w: %v", presence.ErrNotFound, err)
-	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader),
-		errors.Is(err, cluster.ErrStoreClosed), errors.Is(err, transport.ErrPeerUnavailable),
+	case errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrNoLeader),
+		errors.Is(err, raftstore.ErrClosed), errors.Is(err, transport.ErrPeerUnavailable),
 		errors.Is(err, transport.ErrClosed):
 		return fmt.Errorf("%w: %v", presence.ErrUnavailable, err)
 	}

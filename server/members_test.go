@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/raftstore"
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 )
@@ -148,9 +148,9 @@ func TestStoreErrorsMapToStatuses(t *testing.T) {
 		err  error
 		want error
 	}{
-		{fmt.Errorf("x: %w", cluster.ErrKeyNotFound), presence.ErrNotFound},
-		{fmt.Errorf("%w: %w", cluster.ErrNotLeader, cluster.ErrNoLeader), presence.ErrUnavailable},
-		{cluster.ErrStoreClosed, presence.ErrUnavailable},
+		{fmt.Errorf("x: %w", raftstore.ErrKeyNotFound), presence.ErrNotFound},
+		{fmt.Errorf("%w: %w", raftstore.ErrNotLeader, raftstore.ErrNoLeader), presence.ErrUnavailable},
+		{raftstore.ErrClosed, presence.ErrUnavailable},
 		{fmt.Errorf("dial: %w", transport.ErrPeerUnavailable), presence.ErrUnavailable},
 	}
 	for _, tc := range cases {
@@ -169,8 +169,8 @@ func TestStoreErrorsMapToStatuses(t *testing.T) {
 
 func TestOnlyLeadershipAndReachabilityErrorsAreRetried(t *testing.T) {
 	retried := []error{
-		fmt.Errorf("%w: leader is b", cluster.ErrNotLeader),
-		cluster.ErrStoreClosed,
+		fmt.Errorf("%w: leader is b", raftstore.ErrNotLeader),
+		raftstore.ErrClosed,
 		fmt.Errorf("call: %w", transport.ErrPeerUnavailable),
 		fmt.Errorf("%w: b", errLeaderUnreachable),
 	}
@@ -179,7 +179,7 @@ func TestOnlyLeadershipAndReachabilityErrorsAreRetried(t *testing.T) {
 			t.Errorf("%v not retried", err)
 		}
 	}
-	for _, err := range []error{nil, cluster.ErrKeyNotFound, presence.ErrInvalid, errors.New("boom")} {
+	for _, err := range []error{nil, raftstore.ErrKeyNotFound, presence.ErrInvalid, errors.New("boom")} {
 		if retryableWrite(err) {
 			t.Errorf("%v retried", err)
 		}

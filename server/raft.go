@@ -5,8 +5,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/raftstore"
 )
 
 // raftOpTimeout bounds one configuration change or bootstrap step.
@@ -81,11 +81,11 @@ func (s *Server) maybeBootstrap() bool {
 		return true
 	}
 	chosen := candidates[:s.cfg.BootstrapExpect]
-	servers := make([]cluster.StoreServer, 0, len(chosen))
+	servers := make([]raftstore.Server, 0, len(chosen))
 	self := false
 	for _, m := range chosen {
 		self = self || m.Name == s.cfg.Name
-		servers = append(servers, cluster.StoreServer{ID: m.Name, Addr: m.Meta.Raft, Voter: true})
+		servers = append(servers, raftstore.Server{ID: m.Name, Addr: m.Meta.Raft, Voter: true})
 	}
 	if !self {
 		return true // the first servers bootstrap; their leader will add this one
@@ -95,7 +95,7 @@ func (s *Server) maybeBootstrap() bool {
 	}
 	err = s.store.BootstrapCluster(servers)
 	switch {
-	case errors.Is(err, cluster.ErrAlreadyBootstrapped):
+	case errors.Is(err, raftstore.ErrAlreadyBootstrapped):
 		return false
 	case err != nil:
 		s.log.Warn("raft bootstrap failed", "err", err)

@@ -20,8 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/presencehq/presence/api"
-	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/raftstore"
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router"
@@ -42,7 +42,7 @@ type Server struct {
 	timings  timings
 	registry *prometheus.Registry
 	resolver *presence.Resolver
-	store    *cluster.Store
+	store    *raftstore.Store
 	engine   *presence.Engine
 
 	transport *transport.Transport
@@ -163,7 +163,7 @@ func (s *Server) openStore() error {
 	if s.cfg.Advertise != "" {
 		advertise = s.cfg.advertised(s.cfg.RaftAddr)
 	}
-	store, err := cluster.OpenStore(cluster.StoreConfig{
+	store, err := raftstore.Open(raftstore.Config{
 		NodeID:        s.cfg.Name,
 		BindAddr:      s.cfg.RaftAddr,
 		AdvertiseAddr: advertise,

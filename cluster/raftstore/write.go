@@ -1,14 +1,15 @@
-package cluster
+package raftstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/presencehq/presence/cluster/fsm"
 )
 
 // Put stores value under key. Only the leader accepts writes: elsewhere it
@@ -19,12 +20,12 @@ import (
 // was lost while it was in flight. Writing the same value again is harmless.
 func (s *Store) Put(ctx context.Context, key string, value []byte) error {
 	if key == "" {
-		return errors.New("cluster: put: empty key")
+		return errors.New("raftstore: put: empty key")
 	}
 	if len(value) == 0 {
-		return errors.New("cluster: put: empty value")
+		return errors.New("raftstore: put: empty value")
 	}
-	return s.apply(ctx, storeCommand{Op: storeOpPut, Key: key, Value: value})
+	return s.apply(ctx, fsm.Command{Op: fsm.OpPut, Key: key, Value: value})
 }
 
 // Delete removes key, with ErrKeyNotFound if the replicated map does not
@@ -32,18 +33,18 @@ func (s *Store) Put(ctx context.Context, key string, value []byte) error {
 // caveats about cancellation and lost leadership.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	if key == "" {
-		return errors.New("cluster: delete: empty key")
+		return errors.New("raftstore: delete: empty key")
 	}
-	return s.apply(ctx, storeCommand{Op: storeOpDelete, Key: key})
+	return s.apply(ctx, fsm.Command{Op: fsm.OpDelete, Key: key})
 }
 
 // apply submits cmd to the Raft log and returns the FSM's answer.
-func (s *Store) apply(ctx context.Context, cmd storeCommand) error {
-	data, err := json.Marshal(cmd)
+func (s *Store) apply(ctx context.Context, cmd fsm.Command) error {
+	data, err := cmd.Encode()
 	if err != nil {
-		return fmt.Errorf("cluster: encode store command: %w", err)
+		return err
 	}
-	f, err := storeAwait(ctx, s, func(timeout time.Duration) raft.ApplyFuture {
+	f, err := await(ctx, s, func(timeout time.Duration) raft.ApplyFuture {
 		return s.raft.Apply(data, timeout)
 	})
 	if err != nil {
@@ -60,7 +61,7 @@ func (s *Store) apply(ctx context.Context, cmd storeCommand) error {
 // left alone, so callers may repeat the call. Leader only.
 func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
 	if id == "" || addr == "" {
-		return errors.New("cluster: add voter: empty id or address")
+		return errors.New("raftstore: add voter: empty id or address")
 	}
 	if err := s.checkLeader(); err != nil {
 		return err
@@ -69,14 +70,14 @@ func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
 	if err != nil {
 		return err
 	}
-	if slices.Contains(servers, StoreServer{ID: id, Addr: addr, Voter: true}) {
+	if slices.Contains(servers, Server{ID: id, Addr: addr, Voter: true}) {
 		return nil
 	}
-	_, err = storeAwait(ctx, s, func(timeout time.Duration) raft.IndexFuture {
+	_, err = await(ctx, s, func(timeout time.Duration) raft.IndexFuture {
 		return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
 	})
 	if err != nil {
-		return fmt.Errorf("cluster: add voter %s: %w", id, err)
+		return fmt.Errorf("raftstore: add voter %s: %w", id, err)
 	}
 	return nil
 }
@@ -92,23 +93,23 @@ func (s *Store) RemoveServer(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(servers, func(srv StoreServer) bool { return srv.ID == id }) {
+	if !slices.ContainsFunc(servers, func(srv Server) bool { return srv.ID == id }) {
 		return nil
 	}
-	_, err = storeAwait(ctx, s, func(timeout time.Duration) raft.IndexFuture {
+	_, err = await(ctx, s, func(timeout time.Duration) raft.IndexFuture {
 		return s.raft.RemoveServer(raft.ServerID(id), 0, timeout)
 	})
 	if err != nil {
-		return fmt.Errorf("cluster: remove server %s: %w", id, err)
+		return fmt.Errorf("raftstore: remove server %s: %w", id, err)
 	}
 	return nil
 }
 
-// storeAwait checks leadership, starts a Raft operation and waits for it or
+// await checks leadership, starts a Raft operation and waits for it or
 // for ctx. The operation runs in its own goroutine because Raft's futures
 // cannot be selected on; Raft answers every future, at the latest on
 // shutdown, so the goroutine always ends.
-func storeAwait[F raft.Future](ctx context.Context, s *Store, start func(timeout time.Duration) F) (F, error) {
+func await[F raft.Future](ctx context.Context, s *Store, start func(timeout time.Duration) F) (F, error) {
 	var zero F
 	if err := ctx.Err(); err != nil {
 		return zero, err
@@ -139,7 +140,7 @@ func storeAwait[F raft.Future](ctx context.Context, s *Store, start func(timeout
 		}
 		return r.f, nil
 	case <-ctx.Done():
-		return zero, fmt.Errorf("cluster: stopped waiting for raft, the change may still apply: %w", ctx.Err())
+		return zero, fmt.Errorf("raftstore: stopped waiting for raft, the change may still apply: %w", ctx.Err())
 	}
 }
 
@@ -150,7 +151,7 @@ func (s *Store) checkLeader() error {
 	case raft.Leader:
 		return nil
 	case raft.Shutdown:
-		return ErrStoreClosed
+		return ErrClosed
 	}
 	return s.notLeaderErr()
 }
@@ -169,7 +170,7 @@ func (s *Store) notLeaderErr() error {
 func (s *Store) mapRaftErr(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return fmt.Errorf("%w: %w", ErrStoreClosed, err)
+		return fmt.Errorf("%w: %w", ErrClosed, err)
 	case errors.Is(err, raft.ErrNotLeader),
 		errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):

@@ -1,4 +1,4 @@
-package cluster
+package raftstore
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// storeLeadershipBacklog bounds the transitions kept for a slow reader of
+// leadershipBacklog bounds the transitions kept for a slow reader of
 // LeadershipChanges.
-const storeLeadershipBacklog = 64
+const leadershipBacklog = 64
 
 // IsLeader reports whether this server is the Raft leader right now.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
@@ -45,7 +45,7 @@ func (s *Store) forwardLeadership() {
 		select {
 		case v := <-s.notifyCh:
 			pending = append(pending, v)
-			if len(pending) > storeLeadershipBacklog {
+			if len(pending) > leadershipBacklog {
 				pending = pending[2:]
 			}
 		case out <- next:
@@ -58,7 +58,7 @@ func (s *Store) forwardLeadership() {
 
 // WaitForLeader returns once this server knows a leader (itself or
 // another), ErrNoLeader wrapping ctx's error if ctx ends first, or
-// ErrStoreClosed after Close.
+// ErrClosed after Close.
 func (s *Store) WaitForLeader(ctx context.Context) error {
 	// Registered before the first check, so an election in between is seen.
 	ch := make(chan raft.Observation, 1)
@@ -75,7 +75,7 @@ func (s *Store) WaitForLeader(ctx context.Context) error {
 		select {
 		case <-ch:
 		case <-s.stop:
-			return ErrStoreClosed
+			return ErrClosed
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
 		}
@@ -105,7 +105,7 @@ func (s *Store) TransferLeadership() error {
 		return nil
 	}
 	if err := s.raft.LeadershipTransfer().Error(); err != nil {
-		return fmt.Errorf("cluster: transfer raft leadership: %w", s.mapRaftErr(err))
+		return fmt.Errorf("raftstore: transfer raft leadership: %w", s.mapRaftErr(err))
 	}
 	return nil
 }
@@ -119,7 +119,7 @@ func (s *Store) Barrier(timeout time.Duration) error {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
-		return fmt.Errorf("cluster: raft barrier: %w", err)
+		return fmt.Errorf("raftstore: raft barrier: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package cluster
+package raftstore
 
 import (
 	"testing"
@@ -7,8 +7,8 @@ import (
 
 func TestCatchUpWatcherTransfersOnlyForALongOutageWithMissedWrites(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	long := t0.Add(storeCatchUpOutage)
-	short := t0.Add(storeCatchUpOutage - time.Millisecond)
+	long := t0.Add(catchUpOutage)
+	short := t0.Add(catchUpOutage - time.Millisecond)
 	cases := []struct {
 		name    string
 		resume  time.Time

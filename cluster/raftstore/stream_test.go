@@ -1,6 +1,6 @@
 //go:build linux
 
-package cluster
+package raftstore
 
 import (
 	"context"
@@ -52,9 +52,9 @@ func blackhole(t *testing.T) string {
 	return ""
 }
 
-func TestStoreStreamCloseAbortsDials(t *testing.T) {
+func TestStreamLayerCloseAbortsDials(t *testing.T) {
 	addr := blackhole(t)
-	s, err := listenStoreStream("127.0.0.1:0", nil)
+	s, err := listenStreamLayer("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +76,12 @@ func TestStoreStreamCloseAbortsDials(t *testing.T) {
 	}
 }
 
-func TestListenStoreStreamNeedsADiallableAddress(t *testing.T) {
-	if _, err := listenStoreStream("0.0.0.0:0", nil); err == nil {
+func TestListenStreamLayerNeedsADiallableAddress(t *testing.T) {
+	if _, err := listenStreamLayer("0.0.0.0:0", nil); err == nil {
 		t.Fatal("an unspecified bind address without an advertise address was accepted")
 	}
 	adv := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 8300}
-	s, err := listenStoreStream("0.0.0.0:0", adv)
+	s, err := listenStreamLayer("0.0.0.0:0", adv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cluster
+package raftstore
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// storeStream is the Raft transport's TCP stream layer. Unlike raft's own
+// streamLayer is the Raft transport's TCP stream layer. Unlike raft's own
 // TCPStreamLayer, closing it also aborts the dials in progress: a leader
 // heartbeats its followers with fresh dials once their connections broke,
 // and a dial to a peer that vanished without refusing connections (a
@@ -18,21 +18,21 @@ import (
 // its timeout. Raft's shutdown waits for those heartbeats, so without this
 // a node stopping after its peers could hold its exit for the whole dial
 // timeout, past the 10 s a graceful stop may take.
-type storeStream struct {
+type streamLayer struct {
 	net.Listener
 	advertise net.Addr // nil: the bound address
 	ctx       context.Context
 	cancel    context.CancelFunc
 }
 
-// listenStoreStream binds bindAddr; advertise, if not nil, is the address
+// listenStreamLayer binds bindAddr; advertise, if not nil, is the address
 // the other servers dial.
-func listenStoreStream(bindAddr string, advertise net.Addr) (*storeStream, error) {
+func listenStreamLayer(bindAddr string, advertise net.Addr) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bindAddr)
 	if err != nil {
 		return nil, err
 	}
-	s := &storeStream{Listener: ln, advertise: advertise}
+	s := &streamLayer{Listener: ln, advertise: advertise}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	addr, ok := s.Addr().(*net.TCPAddr)
 	switch {
@@ -49,13 +49,13 @@ func listenStoreStream(bindAddr string, advertise net.Addr) (*storeStream, error
 }
 
 // Dial implements raft.StreamLayer.
-func (s *storeStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	return d.DialContext(s.ctx, "tcp", string(address))
 }
 
 // Addr implements net.Listener: the advertised address if any.
-func (s *storeStream) Addr() net.Addr {
+func (s *streamLayer) Addr() net.Addr {
 	if s.advertise != nil {
 		return s.advertise
 	}
@@ -63,7 +63,7 @@ func (s *storeStream) Addr() net.Addr {
 }
 
 // Close stops accepting and aborts the dials in progress.
-func (s *storeStream) Close() error {
+func (s *streamLayer) Close() error {
 	s.cancel()
 	return s.Listener.Close()
 }

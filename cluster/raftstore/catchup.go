@@ -1,4 +1,4 @@
-package cluster
+package raftstore
 
 import (
 	"time"
@@ -6,7 +6,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// storeCatchUpOutage is how long heartbeats to a follower must have failed
+// catchUpOutage is how long heartbeats to a follower must have failed
 // before its return warrants a leadership transfer. hashicorp/raft's leader
 // doubles its pause between retries of appends to an unreachable follower
 // up to 10.24 s (replication.go: failureWait, maxFailureScale), and the
@@ -15,12 +15,12 @@ import (
 // growing, so a follower that missed writes could wait up to 10 s for them.
 // A new leader starts its replication without that history and sends them
 // at once.
-const storeCatchUpOutage = 2 * time.Second
+const catchUpOutage = 2 * time.Second
 
-// storeCatchUpObservations buffers heartbeat observations; Raft drops them
+// catchUpObservations buffers heartbeat observations; Raft drops them
 // when the buffer is full rather than block, which at worst costs one
 // transfer (the follower then catches up at the leader's next retry).
-const storeCatchUpObservations = 64
+const catchUpObservations = 64
 
 // followerOutage is what the leader noted when heartbeats to a follower
 // started failing.
@@ -55,13 +55,13 @@ func (w *catchUpWatcher) failed(id raft.ServerID, lastContact, now time.Time, wr
 }
 
 // resumed ends id's outage and reports whether leadership should move: this
-// server is the leader, the outage lasted storeCatchUpOutage or more, and
+// server is the leader, the outage lasted catchUpOutage or more, and
 // writes were applied during it (so id lacks entries only the backed-off
 // replication would send).
 func (w *catchUpWatcher) resumed(id raft.ServerID, now time.Time, writes uint64, leader bool) bool {
 	o, ok := w.outages[id]
 	delete(w.outages, id)
-	return ok && leader && writes > o.writes && now.Sub(o.since) >= storeCatchUpOutage
+	return ok && leader && writes > o.writes && now.Sub(o.since) >= catchUpOutage
 }
 
 // reset forgets every outage (leadership was lost: a later leader observes
@@ -73,12 +73,12 @@ func (w *catchUpWatcher) reset() { clear(w.outages) }
 func (w *catchUpWatcher) removed(id raft.ServerID) { delete(w.outages, id) }
 
 // watchLaggingFollowers transfers leadership when a follower returns from
-// an outage during which writes were applied (see storeCatchUpOutage), so
+// an outage during which writes were applied (see catchUpOutage), so
 // that it gets them within moments instead of after the leader's next
 // backed-off retry. It runs until Close.
 func (s *Store) watchLaggingFollowers() {
 	defer close(s.watcherDone)
-	ch := make(chan raft.Observation, storeCatchUpObservations)
+	ch := make(chan raft.Observation, catchUpObservations)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
 		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation, raft.PeerObservation:
@@ -111,9 +111,9 @@ func (s *Store) observeFollower(w *catchUpWatcher, o raft.Observation) {
 			w.removed(d.Peer.ID)
 		}
 	case raft.FailedHeartbeatObservation:
-		w.failed(d.PeerID, d.LastContact, now, s.fsm.writes.Load())
+		w.failed(d.PeerID, d.LastContact, now, s.fsm.Writes())
 	case raft.ResumedHeartbeatObservation:
-		if !w.resumed(d.PeerID, now, s.fsm.writes.Load(), s.IsLeader()) {
+		if !w.resumed(d.PeerID, now, s.fsm.Writes(), s.IsLeader()) {
 			return
 		}
 		s.logger.Info("raft: a follower returned after missing writes; handing leadership over so that it catches up now",

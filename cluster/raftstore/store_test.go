@@ -1,107 +1,44 @@
-package cluster
+package raftstore
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
-// storeTestTimeout bounds every wait in these tests; it is a deadline for
+// testTimeout bounds every wait in these tests; it is a deadline for
 // failure, never a duration the tests depend on.
-const storeTestTimeout = 15 * time.Second
+const testTimeout = 15 * time.Second
 
-// storeWaitFor polls cond until it holds or the deadline passes.
-func storeWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(storeTestTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// storeRecv receives one value from ch within the deadline.
-func storeRecv(t *testing.T, ch <-chan bool) (value, ok bool) {
+// recv receives one value from ch within the deadline.
+func recv(t *testing.T, ch <-chan bool) (value, ok bool) {
 	t.Helper()
 	select {
 	case v, ok := <-ch:
 		return v, ok
-	case <-time.After(storeTestTimeout):
+	case <-time.After(testTimeout):
 		t.Fatal("timed out waiting for a leadership change")
 		return false, false
 	}
 }
 
-func storeTestContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTestTimeout)
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-// storeTestLog collects Raft's log and prints it only if the test fails,
-// which keeps passing runs quiet and is safe after the test has ended.
-type storeTestLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *storeTestLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func newStoreTestLogger(t *testing.T) *slog.Logger {
-	l := &storeTestLog{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Logf("store log:\n%s", l.buf.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// storeChanges records OnChange calls.
-type storeChanges struct {
-	mu    sync.Mutex
-	calls []storeChange
-}
-
-func (c *storeChanges) record(key string, value []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls = append(c.calls, storeChange{key: key, value: value})
-}
-
-func (c *storeChanges) snapshot() []storeChange {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.calls)
-}
-
-// latest returns the last value reported for every key, nil for deleted.
-func (c *storeChanges) latest() map[string][]byte {
-	out := make(map[string][]byte)
-	for _, ch := range c.snapshot() {
-		out[ch.key] = ch.value
-	}
-	return out
-}
-
-// openStoreForTest opens a store with fast timings on a free loopback port
+// openForTest opens a store with fast timings on a free loopback port
 // and a fresh data dir unless cfg names them, and closes it at cleanup.
-func openStoreForTest(t *testing.T, cfg StoreConfig) *Store {
+func openForTest(t *testing.T, cfg Config) *Store {
 	t.Helper()
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = "127.0.0.1:0"
@@ -110,10 +47,10 @@ func openStoreForTest(t *testing.T, cfg StoreConfig) *Store {
 		cfg.DataDir = t.TempDir()
 	}
 	cfg.Fast = true
-	cfg.Logger = newStoreTestLogger(t).With("node", cfg.NodeID)
-	s, err := OpenStore(cfg)
+	cfg.Logger = testkit.Logger(t).With("node", cfg.NodeID)
+	s, err := Open(cfg)
 	if err != nil {
-		t.Fatalf("OpenStore(%s): %v", cfg.NodeID, err)
+		t.Fatalf("Open(%s): %v", cfg.NodeID, err)
 	}
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
@@ -123,7 +60,7 @@ func openStoreForTest(t *testing.T, cfg StoreConfig) *Store {
 	return s
 }
 
-func storeMustGet(t *testing.T, s *Store, key string) string {
+func mustGet(t *testing.T, s *Store, key string) string {
 	t.Helper()
 	v, ok := s.Get(key)
 	if !ok {
@@ -132,19 +69,19 @@ func storeMustGet(t *testing.T, s *Store, key string) string {
 	return string(v)
 }
 
-func storeHas(s *Store, key, want string) bool {
+func holds(s *Store, key, want string) bool {
 	v, ok := s.Get(key)
 	return ok && string(v) == want
 }
 
 func TestStoreSingleServer(t *testing.T) {
-	changes := &storeChanges{}
-	s := openStoreForTest(t, StoreConfig{NodeID: "n1", Bootstrap: true, OnChange: changes.record})
-	ctx := storeTestContext(t)
+	changes := &testkit.Changes{}
+	s := openForTest(t, Config{NodeID: "n1", Bootstrap: true, OnChange: changes.Record})
+	ctx := testContext(t)
 	if err := s.WaitForLeader(ctx); err != nil {
 		t.Fatalf("WaitForLeader: %v", err)
 	}
-	if v, ok := storeRecv(t, s.LeadershipChanges()); !v || !ok {
+	if v, ok := recv(t, s.LeadershipChanges()); !v || !ok {
 		t.Fatalf("first leadership change = %v (open %v), want true", v, ok)
 	}
 	if !s.IsLeader() {
@@ -157,7 +94,7 @@ func TestStoreSingleServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Servers: %v", err)
 	}
-	if want := []StoreServer{{ID: "n1", Addr: s.Addr(), Voter: true}}; !slices.Equal(servers, want) {
+	if want := []Server{{ID: "n1", Addr: s.Addr(), Voter: true}}; !slices.Equal(servers, want) {
 		t.Fatalf("Servers() = %v, want %v", servers, want)
 	}
 
@@ -167,7 +104,7 @@ func TestStoreSingleServer(t *testing.T) {
 			t.Fatalf("Put(%s): %v", kv[0], err)
 		}
 		// Put returns after the local apply, so the read needs no wait.
-		if got := storeMustGet(t, s, kv[0]); got != kv[1] {
+		if got := mustGet(t, s, kv[0]); got != kv[1] {
 			t.Fatalf("Get(%s) = %s, want %s", kv[0], got, kv[1])
 		}
 	}
@@ -177,7 +114,7 @@ func TestStoreSingleServer(t *testing.T) {
 		t.Fatalf("List() = %q, want %q", list, want)
 	}
 	list["a"][0] = 'X' // List hands out copies
-	if got := storeMustGet(t, s, "a"); got != `{"v":3}` {
+	if got := mustGet(t, s, "a"); got != `{"v":3}` {
 		t.Fatalf("changing List's result changed the store: %s", got)
 	}
 
@@ -197,25 +134,20 @@ func TestStoreSingleServer(t *testing.T) {
 		t.Fatal("Put with an empty value succeeded")
 	}
 
-	wantCalls := []storeChange{
-		{"a", []byte(`{"v":1}`)}, {"b", []byte(`{"v":2}`)}, {"a", []byte(`{"v":3}`)}, {"a", nil},
+	wantCalls := []testkit.Change{
+		{Key: "a", Value: []byte(`{"v":1}`)}, {Key: "b", Value: []byte(`{"v":2}`)},
+		{Key: "a", Value: []byte(`{"v":3}`)}, {Key: "a", Value: nil},
 	}
-	if got := changes.snapshot(); !storeChangesEqual(got, wantCalls) {
+	if got := changes.Calls(); !testkit.EqualChanges(got, wantCalls) {
 		t.Fatalf("OnChange calls = %q, want %q", got, wantCalls)
 	}
 }
 
-func storeChangesEqual(a, b []storeChange) bool {
-	return slices.EqualFunc(a, b, func(x, y storeChange) bool {
-		return x.key == y.key && bytes.Equal(x.value, y.value) && (x.value == nil) == (y.value == nil)
-	})
-}
-
 func TestStoreRestartReplaysLog(t *testing.T) {
 	dir := t.TempDir()
-	first := openStoreForTest(t, StoreConfig{NodeID: "n1", DataDir: dir, Bootstrap: true})
-	ctx := storeTestContext(t)
-	storeWaitFor(t, "first start to lead", first.IsLeader)
+	first := openForTest(t, Config{NodeID: "n1", DataDir: dir, Bootstrap: true})
+	ctx := testContext(t)
+	testkit.WaitFor(t, "first start to lead", first.IsLeader)
 	for _, k := range []string{"a", "b", "c"} {
 		if err := first.Put(ctx, k, []byte("doc-"+k)); err != nil {
 			t.Fatalf("Put(%s): %v", k, err)
@@ -228,42 +160,42 @@ func TestStoreRestartReplaysLog(t *testing.T) {
 	if err := first.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	storeDrainUntilClosed(t, first.LeadershipChanges())
+	drainUntilClosed(t, first.LeadershipChanges())
 
-	changes := &storeChanges{}
-	second := openStoreForTest(t, StoreConfig{
-		NodeID: "n1", DataDir: dir, BindAddr: addr, Bootstrap: true, OnChange: changes.record,
+	changes := &testkit.Changes{}
+	second := openForTest(t, Config{
+		NodeID: "n1", DataDir: dir, BindAddr: addr, Bootstrap: true, OnChange: changes.Record,
 	})
 	if has, err := second.HasExistingState(); err != nil || !has {
 		t.Fatalf("HasExistingState() = %v, %v; want true", has, err)
 	}
-	err := second.BootstrapCluster([]StoreServer{{ID: "n1", Addr: addr, Voter: true}})
+	err := second.BootstrapCluster([]Server{{ID: "n1", Addr: addr, Voter: true}})
 	if !errors.Is(err, ErrAlreadyBootstrapped) {
 		t.Fatalf("BootstrapCluster on existing state = %v, want ErrAlreadyBootstrapped", err)
 	}
 	// The replay applies the log in order, asynchronously: a write after
 	// the restart returns once every entry before it is applied too.
-	storeWaitFor(t, "restarted server to lead", second.IsLeader)
+	testkit.WaitFor(t, "restarted server to lead", second.IsLeader)
 	if err := second.Put(ctx, "d", []byte("doc-d")); err != nil {
 		t.Fatalf("Put after restart: %v", err)
 	}
-	if !storeHas(second, "a", "doc-a") || !storeHas(second, "c", "doc-c") || !storeHas(second, "d", "doc-d") {
+	if !holds(second, "a", "doc-a") || !holds(second, "c", "doc-c") || !holds(second, "d", "doc-d") {
 		t.Fatalf("after the restart the store holds %q", second.List())
 	}
 	if _, ok := second.Get("b"); ok {
 		t.Fatal("deleted key b came back after restart")
 	}
-	latest := changes.latest()
+	latest := changes.Latest()
 	if string(latest["a"]) != "doc-a" || string(latest["c"]) != "doc-c" || latest["b"] != nil {
 		t.Fatalf("OnChange after restart reported %q", latest)
 	}
 }
 
-// storeDrainUntilClosed reads ch until Close has closed it.
-func storeDrainUntilClosed(t *testing.T, ch <-chan bool) {
+// drainUntilClosed reads ch until Close has closed it.
+func drainUntilClosed(t *testing.T, ch <-chan bool) {
 	t.Helper()
 	for {
-		if _, ok := storeRecv(t, ch); !ok {
+		if _, ok := recv(t, ch); !ok {
 			return
 		}
 	}
@@ -271,9 +203,9 @@ func storeDrainUntilClosed(t *testing.T, ch <-chan bool) {
 
 func TestStoreSnapshotRestore(t *testing.T) {
 	dir := t.TempDir()
-	first := openStoreForTest(t, StoreConfig{NodeID: "n1", DataDir: dir, Bootstrap: true})
-	ctx := storeTestContext(t)
-	storeWaitFor(t, "leadership", first.IsLeader)
+	first := openForTest(t, Config{NodeID: "n1", DataDir: dir, Bootstrap: true})
+	ctx := testContext(t)
+	testkit.WaitFor(t, "leadership", first.IsLeader)
 	for i := range 10 {
 		if err := first.Put(ctx, fmt.Sprintf("k%d", i), fmt.Appendf(nil, "v%d", i)); err != nil {
 			t.Fatalf("Put(k%d): %v", i, err)
@@ -298,14 +230,14 @@ func TestStoreSnapshotRestore(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 
-	changes := &storeChanges{}
-	second := openStoreForTest(t, StoreConfig{
-		NodeID: "n1", DataDir: dir, BindAddr: addr, Bootstrap: true, OnChange: changes.record,
+	changes := &testkit.Changes{}
+	second := openForTest(t, Config{
+		NodeID: "n1", DataDir: dir, BindAddr: addr, Bootstrap: true, OnChange: changes.Record,
 	})
-	// NewRaft restores the snapshot before OpenStore returns.
-	restored := changes.snapshot()
+	// NewRaft restores the snapshot before Open returns.
+	restored := changes.Calls()
 	for i := range 10 {
-		if i >= len(restored) || restored[i].key != fmt.Sprintf("k%d", i) {
+		if i >= len(restored) || restored[i].Key != fmt.Sprintf("k%d", i) {
 			t.Fatalf("OnChange during snapshot restore = %q, want k0..k9 first", restored)
 		}
 	}
@@ -313,27 +245,27 @@ func TestStoreSnapshotRestore(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		want[fmt.Sprintf("k%d", i)] = fmt.Appendf(nil, "v%d", i)
 	}
-	storeWaitFor(t, "snapshot restore and log replay", func() bool {
+	testkit.WaitFor(t, "snapshot restore and log replay", func() bool {
 		return maps.EqualFunc(second.List(), want, bytes.Equal)
 	})
-	latest := changes.latest()
+	latest := changes.Latest()
 	if v, ok := latest["k0"]; !ok || v != nil {
 		t.Fatalf("OnChange did not report the replayed deletion of k0: %q", latest)
 	}
 }
 
 func TestStoreThreeServers(t *testing.T) {
-	ctx := storeTestContext(t)
-	s1 := openStoreForTest(t, StoreConfig{NodeID: "n1", Bootstrap: true})
-	s2 := openStoreForTest(t, StoreConfig{NodeID: "n2"})
-	s3 := openStoreForTest(t, StoreConfig{NodeID: "n3"})
+	ctx := testContext(t)
+	s1 := openForTest(t, Config{NodeID: "n1", Bootstrap: true})
+	s2 := openForTest(t, Config{NodeID: "n2"})
+	s3 := openForTest(t, Config{NodeID: "n3"})
 	all := []*Store{s1, s2, s3}
-	storeWaitFor(t, "n1 to lead", s1.IsLeader)
-	if v, _ := storeRecv(t, s1.LeadershipChanges()); !v {
+	testkit.WaitFor(t, "n1 to lead", s1.IsLeader)
+	if v, _ := recv(t, s1.LeadershipChanges()); !v {
 		t.Fatal("n1 was not told it leads")
 	}
 	for _, s := range []*Store{s2, s3, s2} { // adding n2 twice is harmless
-		storeOnLeader(t, all, "AddVoter "+s.cfg.NodeID, func(l *Store) error {
+		onLeader(t, all, "AddVoter "+s.cfg.NodeID, func(l *Store) error {
 			return l.AddVoter(ctx, s.cfg.NodeID, s.Addr())
 		})
 	}
@@ -342,9 +274,9 @@ func TestStoreThreeServers(t *testing.T) {
 		t.Fatalf("Servers() = %v, %v; want 3", servers, err)
 	}
 
-	storeOnLeader(t, all, "Put a", func(l *Store) error { return l.Put(ctx, "a", []byte("1")) })
-	storeWaitFor(t, "a everywhere", func() bool { return storeHasAll(all, "a", "1") })
-	follower := storeWaitForFollower(t, all)
+	onLeader(t, all, "Put a", func(l *Store) error { return l.Put(ctx, "a", []byte("1")) })
+	testkit.WaitFor(t, "a everywhere", func() bool { return allHold(all, "a", "1") })
+	follower := waitForFollower(t, all)
 	if err := follower.Put(ctx, "x", []byte("1")); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("Put on follower = %v, want ErrNotLeader", err)
 	}
@@ -354,56 +286,56 @@ func TestStoreThreeServers(t *testing.T) {
 
 	// Hand leadership away from n1; Raft may time a transfer out under load,
 	// so try until n1 no longer leads.
-	storeWaitFor(t, "n1 to hand over leadership", func() bool {
+	testkit.WaitFor(t, "n1 to hand over leadership", func() bool {
 		if err := s1.TransferLeadership(); err != nil {
 			t.Logf("TransferLeadership: %v", err)
 		}
 		return !s1.IsLeader()
 	})
-	if v, _ := storeRecv(t, s1.LeadershipChanges()); v {
+	if v, _ := recv(t, s1.LeadershipChanges()); v {
 		t.Fatal("n1 was not told it lost leadership")
 	}
-	leader := storeOnLeader(t, all, "Put b", func(l *Store) error { return l.Put(ctx, "b", []byte("2")) })
-	storeWaitFor(t, "b everywhere", func() bool { return storeHasAll(all, "b", "2") })
+	leader := onLeader(t, all, "Put b", func(l *Store) error { return l.Put(ctx, "b", []byte("2")) })
+	testkit.WaitFor(t, "b everywhere", func() bool { return allHold(all, "b", "2") })
 
 	// Stop the leader: the two others elect one of themselves.
 	if err := leader.Close(); err != nil {
 		t.Fatalf("Close leader: %v", err)
 	}
 	rest := slices.DeleteFunc(slices.Clone(all), func(s *Store) bool { return s == leader })
-	storeOnLeader(t, rest, "Put c", func(l *Store) error { return l.Put(ctx, "c", []byte("3")) })
-	storeWaitFor(t, "c on the survivors", func() bool { return storeHasAll(rest, "c", "3") })
+	onLeader(t, rest, "Put c", func(l *Store) error { return l.Put(ctx, "c", []byte("3")) })
+	testkit.WaitFor(t, "c on the survivors", func() bool { return allHold(rest, "c", "3") })
 	stopped := leader.cfg.NodeID
-	next := storeOnLeader(t, rest, "RemoveServer "+stopped, func(l *Store) error {
+	next := onLeader(t, rest, "RemoveServer "+stopped, func(l *Store) error {
 		return l.RemoveServer(ctx, stopped)
 	})
 	servers, err = next.Servers()
-	if err != nil || len(servers) != 2 || slices.ContainsFunc(servers, func(s StoreServer) bool { return s.ID == stopped }) {
+	if err != nil || len(servers) != 2 || slices.ContainsFunc(servers, func(s Server) bool { return s.ID == stopped }) {
 		t.Fatalf("Servers() after removing %s = %v, %v", stopped, servers, err)
 	}
-	follower = storeWaitForFollower(t, rest)
+	follower = waitForFollower(t, rest)
 	if err := follower.RemoveServer(ctx, next.cfg.NodeID); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("RemoveServer on follower = %v, want ErrNotLeader", err)
 	}
 }
 
-func storeHasAll(stores []*Store, key, want string) bool {
+func allHold(stores []*Store, key, want string) bool {
 	for _, s := range stores {
-		if !storeHas(s, key, want) {
+		if !holds(s, key, want) {
 			return false
 		}
 	}
 	return true
 }
 
-// storeOnLeader runs op on the current leader among stores, again on
+// onLeader runs op on the current leader among stores, again on
 // ErrNotLeader (an election under a loaded test machine), as a caller
 // forwarding writes would. It returns the leader on which op succeeded.
-func storeOnLeader(t *testing.T, stores []*Store, what string, op func(*Store) error) *Store {
+func onLeader(t *testing.T, stores []*Store, what string, op func(*Store) error) *Store {
 	t.Helper()
 	var leader *Store
-	storeWaitFor(t, what+" on the leader", func() bool {
-		leader = storeWaitForLeaderAmong(t, stores...)
+	testkit.WaitFor(t, what+" on the leader", func() bool {
+		leader = waitForLeaderAmong(t, stores...)
 		err := op(leader)
 		if err != nil && !errors.Is(err, ErrNotLeader) {
 			t.Fatalf("%s: %v", what, err)
@@ -413,11 +345,11 @@ func storeOnLeader(t *testing.T, stores []*Store, what string, op func(*Store) e
 	return leader
 }
 
-// storeWaitForFollower returns a store that follows a known leader.
-func storeWaitForFollower(t *testing.T, stores []*Store) *Store {
+// waitForFollower returns a store that follows a known leader.
+func waitForFollower(t *testing.T, stores []*Store) *Store {
 	t.Helper()
 	var follower *Store
-	storeWaitFor(t, "a follower that knows the leader", func() bool {
+	testkit.WaitFor(t, "a follower that knows the leader", func() bool {
 		for _, s := range stores {
 			if id, _ := s.Leader(); !s.IsLeader() && id != "" {
 				follower = s
@@ -429,11 +361,11 @@ func storeWaitForFollower(t *testing.T, stores []*Store) *Store {
 	return follower
 }
 
-// storeWaitForLeaderAmong waits until exactly one of stores leads.
-func storeWaitForLeaderAmong(t *testing.T, stores ...*Store) *Store {
+// waitForLeaderAmong waits until exactly one of stores leads.
+func waitForLeaderAmong(t *testing.T, stores ...*Store) *Store {
 	t.Helper()
 	var leader *Store
-	storeWaitFor(t, "a new leader", func() bool {
+	testkit.WaitFor(t, "a new leader", func() bool {
 		leader = nil
 		for _, s := range stores {
 			if s.IsLeader() {
@@ -459,16 +391,16 @@ func TestStorePutHonoursContext(t *testing.T) {
 			<-release // holds the FSM, so the Put cannot complete
 		}
 	}
-	s := openStoreForTest(t, StoreConfig{NodeID: "n1", Bootstrap: true, OnChange: onChange})
+	s := openForTest(t, Config{NodeID: "n1", Bootstrap: true, OnChange: onChange})
 	t.Cleanup(unblock) // registered after Close's cleanup, so it runs first
-	storeWaitFor(t, "leadership", s.IsLeader)
+	testkit.WaitFor(t, "leadership", s.IsLeader)
 
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := s.Put(canceled, "early", []byte("1")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Put with a canceled context = %v, want context.Canceled", err)
 	}
-	if err := s.Put(storeTestContext(t), "later", []byte("1")); err != nil {
+	if err := s.Put(testContext(t), "later", []byte("1")); err != nil {
 		t.Fatalf("Put(later): %v", err)
 	}
 	if _, ok := s.Get("early"); ok {
@@ -481,7 +413,7 @@ func TestStorePutHonoursContext(t *testing.T) {
 	go func() { result <- s.Put(ctx, "slow", []byte("1")) }()
 	select {
 	case <-entered:
-	case <-time.After(storeTestTimeout):
+	case <-time.After(testTimeout):
 		t.Fatal("the slow Put never reached the FSM")
 	}
 	cancel()
@@ -490,22 +422,22 @@ func TestStorePutHonoursContext(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("Put canceled in flight = %v, want context.Canceled", err)
 		}
-	case <-time.After(storeTestTimeout):
+	case <-time.After(testTimeout):
 		t.Fatal("Put did not return after its context was canceled")
 	}
 	unblock()
 	// The committed entry still applies: cancellation only stops the wait.
-	storeWaitFor(t, "the abandoned write to apply", func() bool { return storeHas(s, "slow", "1") })
+	testkit.WaitFor(t, "the abandoned write to apply", func() bool { return holds(s, "slow", "1") })
 }
 
 func TestStoreWaitForLeaderTimesOut(t *testing.T) {
-	s := openStoreForTest(t, StoreConfig{NodeID: "lonely"}) // never bootstrapped
+	s := openForTest(t, Config{NodeID: "lonely"}) // never bootstrapped
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := s.WaitForLeader(ctx); !errors.Is(err, ErrNoLeader) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitForLeader without a cluster = %v, want ErrNoLeader and DeadlineExceeded", err)
 	}
-	err := s.Put(storeTestContext(t), "a", []byte("1"))
+	err := s.Put(testContext(t), "a", []byte("1"))
 	if !errors.Is(err, ErrNotLeader) || !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("Put without a leader = %v, want ErrNotLeader and ErrNoLeader", err)
 	}
@@ -515,33 +447,33 @@ func TestStoreWaitForLeaderTimesOut(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if err := s.Put(storeTestContext(t), "a", []byte("1")); !errors.Is(err, ErrStoreClosed) {
-		t.Fatalf("Put after Close = %v, want ErrStoreClosed", err)
+	if err := s.Put(testContext(t), "a", []byte("1")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Put after Close = %v, want ErrClosed", err)
 	}
-	if err := s.WaitForLeader(storeTestContext(t)); !errors.Is(err, ErrStoreClosed) {
-		t.Fatalf("WaitForLeader after Close = %v, want ErrStoreClosed", err)
+	if err := s.WaitForLeader(testContext(t)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitForLeader after Close = %v, want ErrClosed", err)
 	}
 }
 
 func TestStoreConfigValidate(t *testing.T) {
-	valid := StoreConfig{NodeID: "n1", BindAddr: "127.0.0.1:8300", DataDir: "/tmp/x"}
+	valid := Config{NodeID: "n1", BindAddr: "127.0.0.1:8300", DataDir: "/tmp/x"}
 	if err := valid.Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
-	for name, mutate := range map[string]func(*StoreConfig){
-		"no node id":    func(c *StoreConfig) { c.NodeID = "" },
-		"no data dir":   func(c *StoreConfig) { c.DataDir = "" },
-		"no bind":       func(c *StoreConfig) { c.BindAddr = "" },
-		"bad bind":      func(c *StoreConfig) { c.BindAddr = "localhost" },
-		"bad advertise": func(c *StoreConfig) { c.AdvertiseAddr = "10.0.0.1" },
+	for name, mutate := range map[string]func(*Config){
+		"no node id":    func(c *Config) { c.NodeID = "" },
+		"no data dir":   func(c *Config) { c.DataDir = "" },
+		"no bind":       func(c *Config) { c.BindAddr = "" },
+		"bad bind":      func(c *Config) { c.BindAddr = "localhost" },
+		"bad advertise": func(c *Config) { c.AdvertiseAddr = "10.0.0.1" },
 	} {
 		c := valid
 		mutate(&c)
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted %+v", name, c)
 		}
-		if _, err := OpenStore(c); err == nil {
-			t.Errorf("%s: OpenStore accepted %+v", name, c)
+		if _, err := Open(c); err == nil {
+			t.Errorf("%s: Open accepted %+v", name, c)
 		}
 	}
 }
@@ -558,25 +490,25 @@ func TestStoreLeadershipBacklog(t *testing.T) {
 	for i := range pushed {
 		s.notifyCh <- i%2 == 0
 	}
-	storeWaitFor(t, "the forwarder to take every value", func() bool { return len(s.notifyCh) == 0 })
+	testkit.WaitFor(t, "the forwarder to take every value", func() bool { return len(s.notifyCh) == 0 })
 	// Nobody read, so the oldest pairs were dropped down to the bound: the
 	// reader sees the last 64 transitions, still alternating from true.
-	for i := range storeLeadershipBacklog {
-		v, ok := storeRecv(t, s.leaderCh)
+	for i := range leadershipBacklog {
+		v, ok := recv(t, s.leaderCh)
 		if !ok || v != (i%2 == 0) {
 			t.Fatalf("value %d = %v (open %v), want %v", i, v, ok, i%2 == 0)
 		}
 	}
 	close(s.stop)
-	if _, ok := storeRecv(t, s.leaderCh); ok {
+	if _, ok := recv(t, s.leaderCh); ok {
 		t.Fatal("more values than the backlog bound, or the channel stayed open")
 	}
 	<-s.done
 }
 
 func TestStoreBarrierOnLeaderOnly(t *testing.T) {
-	s := openStoreForTest(t, StoreConfig{NodeID: "n1", Bootstrap: true})
-	if err := s.WaitForLeader(storeTestContext(t)); err != nil {
+	s := openForTest(t, Config{NodeID: "n1", Bootstrap: true})
+	if err := s.WaitForLeader(testContext(t)); err != nil {
 		t.Fatalf("WaitForLeader: %v", err)
 	}
 	if err := s.Put(context.Background(), "k", []byte("v")); err != nil {

@@ -1,4 +1,4 @@
-package cluster
+package raftstore
 
 import (
 	"bytes"
@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// storeLogRecords decodes the JSON lines a slog.JSONHandler wrote.
-func storeLogRecords(t *testing.T, buf *bytes.Buffer) []map[string]any {
+// logRecords decodes the JSON lines a slog.JSONHandler wrote.
+func logRecords(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for line := range bytes.Lines(buf.Bytes()) {
@@ -25,14 +25,14 @@ func storeLogRecords(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	return out
 }
 
-func TestStoreHclogAdapter(t *testing.T) {
+func TestHclogAdapter(t *testing.T) {
 	var buf bytes.Buffer
 	root := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l := newStoreHclog(root, "raft")
+	l := newHclog(root, "raft")
 
 	l.Trace("hidden") // below the handler's level
 	l.Named("transport").With("peer", "n2").Warn("dial failed", "err", "refused")
-	recs := storeLogRecords(t, &buf)
+	recs := logRecords(t, &buf)
 	if len(recs) != 1 {
 		t.Fatalf("records = %v, want only the warning", recs)
 	}
@@ -48,7 +48,7 @@ func TestStoreHclogAdapter(t *testing.T) {
 	l.SetLevel(hclog.Warn) // shared with derived loggers, as in hclog
 	l.Named("x").Info("dropped")
 	l.Error("kept")
-	if recs := storeLogRecords(t, &buf); len(recs) != 1 || recs[0]["msg"] != "kept" || recs[0]["level"] != "ERROR" {
+	if recs := logRecords(t, &buf); len(recs) != 1 || recs[0]["msg"] != "kept" || recs[0]["level"] != "ERROR" {
 		t.Fatalf("after SetLevel(Warn) records = %v", recs)
 	}
 	if l.GetLevel() != hclog.Warn {
@@ -64,15 +64,15 @@ func TestStoreHclogAdapter(t *testing.T) {
 	}
 }
 
-func TestStoreHclogStandardWriter(t *testing.T) {
+func TestHclogStandardWriter(t *testing.T) {
 	var buf bytes.Buffer
 	root := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l := newStoreHclog(root, "")
+	l := newHclog(root, "")
 
 	std := l.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	std.Print("[WARN] disk slow")
 	std.Print("plain line")
-	recs := storeLogRecords(t, &buf)
+	recs := logRecords(t, &buf)
 	if len(recs) != 2 || recs[0]["level"] != "WARN" || recs[0]["msg"] != "disk slow" ||
 		recs[1]["level"] != "INFO" || recs[1]["msg"] != "plain line" {
 		t.Fatalf("inferred records = %v", recs)
@@ -82,15 +82,15 @@ func TestStoreHclogStandardWriter(t *testing.T) {
 	if _, err := w.Write([]byte("one\n\ntwo\n")); err != nil {
 		t.Fatal(err)
 	}
-	recs = storeLogRecords(t, &buf)
+	recs = logRecords(t, &buf)
 	if len(recs) != 2 || recs[0]["level"] != "ERROR" || recs[1]["msg"] != "two" {
 		t.Fatalf("forced records = %v", recs)
 	}
 }
 
-func TestStoreLogFormatsHclogFmtValues(t *testing.T) {
+func TestHclogFormatsFmtValues(t *testing.T) {
 	var buf bytes.Buffer
-	logger := newStoreHclog(slog.New(slog.NewJSONHandler(&buf, nil)), "raft")
+	logger := newHclog(slog.New(slog.NewJSONHandler(&buf, nil)), "raft")
 	logger.Info("servers", "servers", hclog.Fmt("%+v", []string{"a", "b"}))
 	if !strings.Contains(buf.String(), `"servers":"[a b]"`) {
 		t.Fatalf("hclog.Fmt value not rendered: %s", buf.String())

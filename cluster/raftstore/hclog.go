@@ -1,4 +1,4 @@
-package cluster
+package raftstore
 
 import (
 	"bytes"
@@ -13,12 +13,12 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// storeTraceLevel is where hclog's Trace lands in slog, one step below Debug.
-const storeTraceLevel = slog.LevelDebug - 4
+// traceLevel is where hclog's Trace lands in slog, one step below Debug.
+const traceLevel = slog.LevelDebug - 4
 
-// storeHclog adapts the hclog.Logger that raft requires onto the node's
+// hclogAdapter adapts the hclog.Logger that raft requires onto the node's
 // slog.Logger, so Raft's messages join the one structured log stream.
-type storeHclog struct {
+type hclogAdapter struct {
 	root    *slog.Logger // the logger given by the node, without name or implied args
 	out     *slog.Logger // root with the name and implied args attached
 	name    string
@@ -28,12 +28,12 @@ type storeHclog struct {
 	min *atomic.Int32
 }
 
-// newStoreHclog returns an hclog.Logger writing into root under the given name.
-func newStoreHclog(root *slog.Logger, name string) hclog.Logger {
-	return newStoreHclogShared(root, name, nil, new(atomic.Int32))
+// newHclog returns an hclog.Logger writing into root under the given name.
+func newHclog(root *slog.Logger, name string) hclog.Logger {
+	return newHclogShared(root, name, nil, new(atomic.Int32))
 }
 
-func newStoreHclogShared(root *slog.Logger, name string, implied []any, min *atomic.Int32) *storeHclog {
+func newHclogShared(root *slog.Logger, name string, implied []any, min *atomic.Int32) *hclogAdapter {
 	out := root
 	if name != "" {
 		out = out.With("component", name)
@@ -41,14 +41,14 @@ func newStoreHclogShared(root *slog.Logger, name string, implied []any, min *ato
 	if len(implied) > 0 {
 		out = out.With(implied...)
 	}
-	return &storeHclog{root: root, out: out, name: name, implied: implied, min: min}
+	return &hclogAdapter{root: root, out: out, name: name, implied: implied, min: min}
 }
 
-// storeSlogLevel maps an hclog level onto slog's scale.
-func storeSlogLevel(level hclog.Level) slog.Level {
+// slogLevel maps an hclog level onto slog's scale.
+func slogLevel(level hclog.Level) slog.Level {
 	switch level {
 	case hclog.Trace:
-		return storeTraceLevel
+		return traceLevel
 	case hclog.Debug:
 		return slog.LevelDebug
 	case hclog.Warn:
@@ -60,31 +60,31 @@ func storeSlogLevel(level hclog.Level) slog.Level {
 	}
 }
 
-func (l *storeHclog) enabled(level hclog.Level) bool {
+func (l *hclogAdapter) enabled(level hclog.Level) bool {
 	if level == hclog.Off {
 		return false
 	}
 	if min := hclog.Level(l.min.Load()); min != hclog.NoLevel && level < min {
 		return false
 	}
-	return l.out.Enabled(context.Background(), storeSlogLevel(level))
+	return l.out.Enabled(context.Background(), slogLevel(level))
 }
 
 // Log implements hclog.Logger.
-func (l *storeHclog) Log(level hclog.Level, msg string, args ...any) {
+func (l *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
 	if !l.enabled(level) {
 		return
 	}
-	l.out.Log(context.Background(), storeSlogLevel(level), msg, storeFormatArgs(args)...)
+	l.out.Log(context.Background(), slogLevel(level), msg, formatArgs(args)...)
 }
 
-// storeFormatArgs renders hclog.Fmt values (raft logs its server lists
+// formatArgs renders hclog.Fmt values (raft logs its server lists
 // with them), which slog would otherwise print as the raw format and
 // arguments.
-func storeFormatArgs(args []any) []any {
+func formatArgs(args []any) []any {
 	for i, a := range args {
 		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
 			if format, isString := f[0].(string); isString {
@@ -96,88 +96,88 @@ func storeFormatArgs(args []any) []any {
 }
 
 // Trace implements hclog.Logger.
-func (l *storeHclog) Trace(msg string, args ...any) { l.Log(hclog.Trace, msg, args...) }
+func (l *hclogAdapter) Trace(msg string, args ...any) { l.Log(hclog.Trace, msg, args...) }
 
 // Debug implements hclog.Logger.
-func (l *storeHclog) Debug(msg string, args ...any) { l.Log(hclog.Debug, msg, args...) }
+func (l *hclogAdapter) Debug(msg string, args ...any) { l.Log(hclog.Debug, msg, args...) }
 
 // Info implements hclog.Logger.
-func (l *storeHclog) Info(msg string, args ...any) { l.Log(hclog.Info, msg, args...) }
+func (l *hclogAdapter) Info(msg string, args ...any) { l.Log(hclog.Info, msg, args...) }
 
 // Warn implements hclog.Logger.
-func (l *storeHclog) Warn(msg string, args ...any) { l.Log(hclog.Warn, msg, args...) }
+func (l *hclogAdapter) Warn(msg string, args ...any) { l.Log(hclog.Warn, msg, args...) }
 
 // Error implements hclog.Logger.
-func (l *storeHclog) Error(msg string, args ...any) { l.Log(hclog.Error, msg, args...) }
+func (l *hclogAdapter) Error(msg string, args ...any) { l.Log(hclog.Error, msg, args...) }
 
 // IsTrace implements hclog.Logger.
-func (l *storeHclog) IsTrace() bool { return l.enabled(hclog.Trace) }
+func (l *hclogAdapter) IsTrace() bool { return l.enabled(hclog.Trace) }
 
 // IsDebug implements hclog.Logger.
-func (l *storeHclog) IsDebug() bool { return l.enabled(hclog.Debug) }
+func (l *hclogAdapter) IsDebug() bool { return l.enabled(hclog.Debug) }
 
 // IsInfo implements hclog.Logger.
-func (l *storeHclog) IsInfo() bool { return l.enabled(hclog.Info) }
+func (l *hclogAdapter) IsInfo() bool { return l.enabled(hclog.Info) }
 
 // IsWarn implements hclog.Logger.
-func (l *storeHclog) IsWarn() bool { return l.enabled(hclog.Warn) }
+func (l *hclogAdapter) IsWarn() bool { return l.enabled(hclog.Warn) }
 
 // IsError implements hclog.Logger.
-func (l *storeHclog) IsError() bool { return l.enabled(hclog.Error) }
+func (l *hclogAdapter) IsError() bool { return l.enabled(hclog.Error) }
 
 // ImpliedArgs implements hclog.Logger.
-func (l *storeHclog) ImpliedArgs() []any { return append([]any(nil), l.implied...) }
+func (l *hclogAdapter) ImpliedArgs() []any { return append([]any(nil), l.implied...) }
 
 // With implements hclog.Logger.
-func (l *storeHclog) With(args ...any) hclog.Logger {
+func (l *hclogAdapter) With(args ...any) hclog.Logger {
 	implied := append(append([]any(nil), l.implied...), args...)
-	return newStoreHclogShared(l.root, l.name, implied, l.min)
+	return newHclogShared(l.root, l.name, implied, l.min)
 }
 
 // Name implements hclog.Logger.
-func (l *storeHclog) Name() string { return l.name }
+func (l *hclogAdapter) Name() string { return l.name }
 
 // Named implements hclog.Logger; names nest with a dot, as in hclog.
-func (l *storeHclog) Named(name string) hclog.Logger {
+func (l *hclogAdapter) Named(name string) hclog.Logger {
 	if l.name != "" {
 		name = l.name + "." + name
 	}
-	return newStoreHclogShared(l.root, name, l.implied, l.min)
+	return newHclogShared(l.root, name, l.implied, l.min)
 }
 
 // ResetNamed implements hclog.Logger.
-func (l *storeHclog) ResetNamed(name string) hclog.Logger {
-	return newStoreHclogShared(l.root, name, l.implied, l.min)
+func (l *hclogAdapter) ResetNamed(name string) hclog.Logger {
+	return newHclogShared(l.root, name, l.implied, l.min)
 }
 
 // SetLevel implements hclog.Logger: messages below level are dropped even if
 // the slog handler would accept them.
-func (l *storeHclog) SetLevel(level hclog.Level) { l.min.Store(int32(level)) }
+func (l *hclogAdapter) SetLevel(level hclog.Level) { l.min.Store(int32(level)) }
 
 // GetLevel implements hclog.Logger.
-func (l *storeHclog) GetLevel() hclog.Level { return hclog.Level(l.min.Load()) }
+func (l *hclogAdapter) GetLevel() hclog.Level { return hclog.Level(l.min.Load()) }
 
 // StandardLogger implements hclog.Logger.
-func (l *storeHclog) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Logger {
+func (l *hclogAdapter) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Logger {
 	return log.New(l.StandardWriter(opts), "", 0)
 }
 
 // StandardWriter implements hclog.Logger: each written line becomes one record.
-func (l *storeHclog) StandardWriter(opts *hclog.StandardLoggerOptions) io.Writer {
+func (l *hclogAdapter) StandardWriter(opts *hclog.StandardLoggerOptions) io.Writer {
 	if opts == nil {
 		opts = &hclog.StandardLoggerOptions{}
 	}
-	return &storeHclogWriter{logger: l, opts: *opts}
+	return &hclogWriter{logger: l, opts: *opts}
 }
 
-// storeHclogWriter turns lines written by a standard library logger into records.
-type storeHclogWriter struct {
-	logger *storeHclog
+// hclogWriter turns lines written by a standard library logger into records.
+type hclogWriter struct {
+	logger *hclogAdapter
 	opts   hclog.StandardLoggerOptions
 }
 
-// storeLevelTags are the prefixes hclog recognises when inferring levels.
-var storeLevelTags = []struct {
+// levelTags are the prefixes hclog recognises when inferring levels.
+var levelTags = []struct {
 	tag   string
 	level hclog.Level
 }{
@@ -190,7 +190,7 @@ var storeLevelTags = []struct {
 }
 
 // Write implements io.Writer.
-func (w *storeHclogWriter) Write(p []byte) (int, error) {
+func (w *hclogWriter) Write(p []byte) (int, error) {
 	for line := range bytes.Lines(p) {
 		msg := strings.TrimSpace(string(line))
 		if msg == "" {
@@ -203,14 +203,14 @@ func (w *storeHclogWriter) Write(p []byte) (int, error) {
 }
 
 // level picks the record level for one line and strips a recognised tag.
-func (w *storeHclogWriter) level(msg string) (hclog.Level, string) {
+func (w *hclogWriter) level(msg string) (hclog.Level, string) {
 	if w.opts.ForceLevel != hclog.NoLevel {
 		return w.opts.ForceLevel, msg
 	}
 	if !w.opts.InferLevels && !w.opts.InferLevelsWithTimestamp {
 		return hclog.Info, msg
 	}
-	for _, t := range storeLevelTags {
+	for _, t := range levelTags {
 		i := strings.Index(msg, t.tag)
 		// Without timestamps the tag must lead the line; with them it may
 		// follow the timestamp.

@@ -1,4 +1,4 @@
-package cluster
+package raftstore
 
 import (
 	"errors"
@@ -14,49 +14,52 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/presencehq/presence/cluster/fsm"
 )
 
 // Errors returned by Store. They are wrapped; test with errors.Is.
 var (
 	// ErrNotLeader: a write or membership change reached a server that is not
 	// the Raft leader. The message names the leader when one is known.
-	ErrNotLeader = errors.New("cluster: not the raft leader")
+	ErrNotLeader = errors.New("raftstore: not the raft leader")
 	// ErrNoLeader: no Raft leader is known. Writes refused for this reason
 	// match both ErrNotLeader and ErrNoLeader.
-	ErrNoLeader = errors.New("cluster: no raft leader")
-	// ErrKeyNotFound: Delete of a key the replicated map does not hold.
-	ErrKeyNotFound = errors.New("cluster: key not found")
+	ErrNoLeader = errors.New("raftstore: no raft leader")
+	// ErrKeyNotFound: Delete of a key the replicated map does not hold. It
+	// is the FSM's own sentinel, so either name matches.
+	ErrKeyNotFound = fsm.ErrKeyNotFound
 	// ErrAlreadyBootstrapped: BootstrapCluster on a server that already has
 	// Raft state (a log, a term or a snapshot).
-	ErrAlreadyBootstrapped = errors.New("cluster: raft state already exists")
-	// ErrStoreClosed: the operation needs Raft, which Close has shut down.
-	ErrStoreClosed = errors.New("cluster: store closed")
+	ErrAlreadyBootstrapped = errors.New("raftstore: raft state already exists")
+	// ErrClosed: the operation needs Raft, which Close has shut down.
+	ErrClosed = errors.New("raftstore: closed")
 )
 
 // Tunables that suit a small, rarely written configuration map.
 const (
-	// storeSnapshotRetain keeps one spare snapshot in case the newest is damaged.
-	storeSnapshotRetain = 2
-	// storeSnapshotThreshold and storeTrailingLogs keep the log short: a
+	// snapshotRetain keeps one spare snapshot in case the newest is damaged.
+	snapshotRetain = 2
+	// snapshotThreshold and trailingLogs keep the log short: a
 	// snapshot of the whole map is tiny, so sending one to a lagging follower
 	// costs less than keeping thousands of entries.
-	storeSnapshotThreshold = 256
-	storeTrailingLogs      = 128
-	storeSnapshotInterval  = 30 * time.Second
-	// storeMaxPool is the number of idle connections kept per peer.
-	storeMaxPool = 3
-	// storeTransportTimeout bounds one transport I/O, including snapshot sends.
-	storeTransportTimeout = 10 * time.Second
-	// storeBoltOpenTimeout turns a data dir locked by another process into an
+	snapshotThreshold = 256
+	trailingLogs      = 128
+	snapshotInterval  = 30 * time.Second
+	// maxPool is the number of idle connections kept per peer.
+	maxPool = 3
+	// transportTimeout bounds one transport I/O, including snapshot sends.
+	transportTimeout = 10 * time.Second
+	// boltOpenTimeout turns a data dir locked by another process into an
 	// error instead of a hang.
-	storeBoltOpenTimeout = 2 * time.Second
-	// storeBoltFile is the log and stable store inside DataDir; the snapshot
+	boltOpenTimeout = 2 * time.Second
+	// boltFile is the log and stable store inside DataDir; the snapshot
 	// store adds DataDir/snapshots.
-	storeBoltFile = "raft.db"
+	boltFile = "raft.db"
 )
 
-// StoreConfig configures OpenStore.
-type StoreConfig struct {
+// Config configures Open.
+type Config struct {
 	// NodeID is the Raft server ID; use the node name. Required.
 	NodeID string
 	// BindAddr is the TCP address the Raft transport listens on, such as
@@ -86,26 +89,26 @@ type StoreConfig struct {
 }
 
 // Validate reports the first missing or malformed field.
-func (c StoreConfig) Validate() error {
+func (c Config) Validate() error {
 	switch {
 	case c.NodeID == "":
-		return errors.New("cluster: store config: NodeID is required")
+		return errors.New("raftstore: config: NodeID is required")
 	case c.DataDir == "":
-		return errors.New("cluster: store config: DataDir is required")
+		return errors.New("raftstore: config: DataDir is required")
 	}
 	if _, _, err := net.SplitHostPort(c.BindAddr); err != nil {
-		return fmt.Errorf("cluster: store config: BindAddr: %w", err)
+		return fmt.Errorf("raftstore: config: BindAddr: %w", err)
 	}
 	if c.AdvertiseAddr != "" {
 		if _, _, err := net.SplitHostPort(c.AdvertiseAddr); err != nil {
-			return fmt.Errorf("cluster: store config: AdvertiseAddr: %w", err)
+			return fmt.Errorf("raftstore: config: AdvertiseAddr: %w", err)
 		}
 	}
 	return nil
 }
 
-// StoreServer is one member of the Raft configuration.
-type StoreServer struct {
+// Server is one member of the Raft configuration.
+type Server struct {
 	// ID is the Raft server ID (the node name).
 	ID string
 	// Addr is the Raft address other servers dial.
@@ -118,9 +121,9 @@ type StoreServer struct {
 // document. Writes go through the leader; reads are local and may lag the
 // leader by the replication delay.
 type Store struct {
-	cfg    StoreConfig
+	cfg    Config
 	logger *slog.Logger
-	fsm    *storeFSM
+	fsm    *fsm.FSM
 	raft   *raft.Raft
 	bolt   *raftboltdb.BoltStore
 	snaps  *raft.FileSnapshotStore
@@ -137,10 +140,10 @@ type Store struct {
 	closeErr  error
 }
 
-// OpenStore opens or creates the Raft state in cfg.DataDir, starts Raft and,
+// Open opens or creates the Raft state in cfg.DataDir, starts Raft and,
 // with cfg.Bootstrap on a server without state, bootstraps a one-server
 // cluster. Close releases everything it opened.
-func OpenStore(cfg StoreConfig) (*Store, error) {
+func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -151,7 +154,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	s := &Store{
 		cfg:      cfg,
 		logger:   logger,
-		fsm:      newStoreFSM(cfg.OnChange),
+		fsm:      fsm.New(cfg.OnChange),
 		notifyCh: make(chan bool, 1),
 		leaderCh: make(chan bool),
 		stop:     make(chan struct{}),
@@ -176,24 +179,24 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 // when a later one fails.
 func (s *Store) open() (err error) {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("cluster: create data dir: %w", err)
+		return fmt.Errorf("raftstore: create data dir: %w", err)
 	}
-	hlog := newStoreHclog(s.logger, "raft")
+	hlog := newHclog(s.logger, "raft")
 	s.bolt, err = raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(s.cfg.DataDir, storeBoltFile),
-		BoltOptions: &bbolt.Options{Timeout: storeBoltOpenTimeout},
+		Path:        filepath.Join(s.cfg.DataDir, boltFile),
+		BoltOptions: &bbolt.Options{Timeout: boltOpenTimeout},
 	})
 	if err != nil {
-		return fmt.Errorf("cluster: open raft bolt store: %w", err)
+		return fmt.Errorf("raftstore: open raft bolt store: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.bolt.Close())
 		}
 	}()
-	s.snaps, err = raft.NewFileSnapshotStoreWithLogger(s.cfg.DataDir, storeSnapshotRetain, hlog.Named("snapshots"))
+	s.snaps, err = raft.NewFileSnapshotStoreWithLogger(s.cfg.DataDir, snapshotRetain, hlog.Named("snapshots"))
 	if err != nil {
-		return fmt.Errorf("cluster: open raft snapshot store: %w", err)
+		return fmt.Errorf("raftstore: open raft snapshot store: %w", err)
 	}
 	if s.trans, err = s.newTransport(hlog); err != nil {
 		return err
@@ -201,7 +204,7 @@ func (s *Store) open() (err error) {
 	s.raft, err = raft.NewRaft(s.raftConfig(hlog), s.fsm, s.bolt, s.bolt, s.snaps, s.trans)
 	if err != nil {
 		err = errors.Join(err, s.trans.Close())
-		return fmt.Errorf("cluster: start raft: %w", err)
+		return fmt.Errorf("raftstore: start raft: %w", err)
 	}
 	return nil
 }
@@ -211,16 +214,16 @@ func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) 
 	if s.cfg.AdvertiseAddr != "" {
 		addr, err := net.ResolveTCPAddr("tcp", s.cfg.AdvertiseAddr)
 		if err != nil {
-			return nil, fmt.Errorf("cluster: resolve raft advertise address: %w", err)
+			return nil, fmt.Errorf("raftstore: resolve raft advertise address: %w", err)
 		}
 		advertise = addr
 	}
-	stream, err := listenStoreStream(s.cfg.BindAddr, advertise)
+	stream, err := listenStreamLayer(s.cfg.BindAddr, advertise)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: raft transport on %s: %w", s.cfg.BindAddr, err)
+		return nil, fmt.Errorf("raftstore: raft transport on %s: %w", s.cfg.BindAddr, err)
 	}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: stream, MaxPool: storeMaxPool, Timeout: storeTransportTimeout, Logger: hlog.Named("transport"),
+		Stream: stream, MaxPool: maxPool, Timeout: transportTimeout, Logger: hlog.Named("transport"),
 	}), nil
 }
 
@@ -232,9 +235,9 @@ func (s *Store) raftConfig(hlog hclog.Logger) *raft.Config {
 	// A removed server stays up as a follower without a vote, so a node that
 	// was reaped while partitioned can be added back without a restart.
 	c.ShutdownOnRemove = false
-	c.SnapshotThreshold = storeSnapshotThreshold
-	c.SnapshotInterval = storeSnapshotInterval
-	c.TrailingLogs = storeTrailingLogs
+	c.SnapshotThreshold = snapshotThreshold
+	c.SnapshotInterval = snapshotInterval
+	c.TrailingLogs = trailingLogs
 	c.NoLegacyTelemetry = true
 	if s.cfg.Fast {
 		// Tight enough for quick elections in tests, loose enough not to flap
@@ -254,7 +257,7 @@ func (s *Store) bootstrapSelf() error {
 	if err != nil || has {
 		return err
 	}
-	return s.BootstrapCluster([]StoreServer{{ID: s.cfg.NodeID, Addr: s.Addr(), Voter: true}})
+	return s.BootstrapCluster([]Server{{ID: s.cfg.NodeID, Addr: s.Addr(), Voter: true}})
 }
 
 // Addr returns the Raft address other servers dial: AdvertiseAddr, or the
@@ -266,7 +269,7 @@ func (s *Store) Addr() string { return string(s.trans.LocalAddr()) }
 func (s *Store) HasExistingState() (bool, error) {
 	has, err := raft.HasExistingState(s.bolt, s.bolt, s.snaps)
 	if err != nil {
-		return false, fmt.Errorf("cluster: check raft state: %w", err)
+		return false, fmt.Errorf("raftstore: check raft state: %w", err)
 	}
 	return has, nil
 }
@@ -274,7 +277,7 @@ func (s *Store) HasExistingState() (bool, error) {
 // BootstrapCluster seeds the initial Raft configuration. It must be given
 // the same servers on every server that calls it, and it fails with
 // ErrAlreadyBootstrapped when Raft state already exists.
-func (s *Store) BootstrapCluster(servers []StoreServer) error {
+func (s *Store) BootstrapCluster(servers []Server) error {
 	var conf raft.Configuration
 	for _, srv := range servers {
 		suffrage := raft.Voter
@@ -290,27 +293,27 @@ func (s *Store) BootstrapCluster(servers []StoreServer) error {
 	case errors.Is(err, raft.ErrCantBootstrap):
 		return fmt.Errorf("%w: %w", ErrAlreadyBootstrapped, err)
 	case err != nil:
-		return fmt.Errorf("cluster: bootstrap raft: %w", s.mapRaftErr(err))
+		return fmt.Errorf("raftstore: bootstrap raft: %w", s.mapRaftErr(err))
 	}
 	s.logger.Info("raft cluster bootstrapped", "servers", len(servers))
 	return nil
 }
 
 // Get returns a copy of the local value of key. It may lag the leader.
-func (s *Store) Get(key string) ([]byte, bool) { return s.fsm.get(key) }
+func (s *Store) Get(key string) ([]byte, bool) { return s.fsm.Get(key) }
 
 // List returns a copy of the whole local map. It may lag the leader.
-func (s *Store) List() map[string][]byte { return s.fsm.list() }
+func (s *Store) List() map[string][]byte { return s.fsm.List() }
 
 // Servers returns the latest Raft configuration known to this server.
-func (s *Store) Servers() ([]StoreServer, error) {
+func (s *Store) Servers() ([]Server, error) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return nil, fmt.Errorf("cluster: raft configuration: %w", s.mapRaftErr(err))
+		return nil, fmt.Errorf("raftstore: raft configuration: %w", s.mapRaftErr(err))
 	}
-	var out []StoreServer
+	var out []Server
 	for _, srv := range f.Configuration().Servers {
-		out = append(out, StoreServer{
+		out = append(out, Server{
 			ID: string(srv.ID), Addr: string(srv.Address), Voter: srv.Suffrage == raft.Voter,
 		})
 	}
@@ -326,7 +329,7 @@ func (s *Store) Close() error {
 		shutdown := s.raft.Shutdown()
 		// Raft closes its transport only once its goroutines ended, and a
 		// leader's heartbeat may be dialling a peer that vanished: closing
-		// the transport first aborts such dials (see storeStream).
+		// the transport first aborts such dials (see streamLayer).
 		_ = s.trans.Close()
 		err := shutdown.Error()
 		close(s.stop)
