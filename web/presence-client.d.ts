@@ -117,7 +117,10 @@ export interface PresenceClientOptions {
   window?: EventTarget | null;
   /** Receives the visibilitychange listener; default globalThis.document, null for none. */
   document?: (EventTarget & { visibilityState: string }) | null;
-  /** Provides sendBeacon; default globalThis.navigator, null for none. */
+  /**
+   * Provides sendBeacon, used for the pagehide leave where keepalive fetch is missing (a form
+   * body carrying `token`, `client_id` and `leave_channels[]`); default globalThis.navigator.
+   */
   navigator?: { sendBeacon?(url: string, data?: BodyInit | null): boolean } | null;
   /** Whether fetch supports `keepalive` (used to leave on pagehide); detected by default. */
   keepalive?: boolean;

@@ -951,10 +951,10 @@ export class PresenceClient extends EventTarget {
     return [...leave];
   }
 
-  // The page is being unloaded or put in the back/forward cache. A beacon cannot carry the
-  // Authorization header that POST /presence/update requires, so the leave goes out as a
-  // keepalive fetch (which survives unload and may set headers); sendBeacon is the fallback
-  // for browsers without keepalive, useful only where the server authenticates it another way.
+  // The page is being unloaded or put in the back/forward cache. The leave goes out as a
+  // keepalive fetch, which survives unload and carries the Authorization header; where keepalive
+  // is missing, as navigator.sendBeacon, which cannot set headers, so the form body carries the
+  // token in its token field (the server accepts it there for form and multipart bodies only).
   // Either way the server's timeout removes the client if the request is lost.
   _pageHide() {
     if (this._closed || this._frozen) return;
@@ -978,7 +978,12 @@ export class PresenceClient extends EventTarget {
         // fall through to the beacon
       }
     }
-    this._navigator?.sendBeacon?.(url, body);
+    if (token) body.append("token", token);
+    try {
+      this._navigator?.sendBeacon?.(url, body);
+    } catch {
+      // Nothing else can be sent now; the server's timeout ends the presence.
+    }
   }
 
   // Back from the back/forward cache: the page left everything at pagehide, so enter again. The

@@ -3,7 +3,7 @@
 import test from "node:test";
 import assert from "node:assert/strict";
 import { PresenceChannelNotFound, PresenceHttpError } from "../presence-client.js";
-import { setup, settle, respond, snapshot } from "../testsupport/fakes.mjs";
+import { setup, settle, respond, snapshot, consoleOutput } from "../testsupport/fakes.mjs";
 
 const known = { "/a": snapshot([]), "/b": snapshot([]), "/c": snapshot([]), "/d": snapshot([]) };
 
@@ -243,16 +243,68 @@ test("pagehide leaves with a keepalive fetch carrying the token, pageshow enters
 
 const SECRET = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2VjcmV0LXNpZ25hdHVyZQ";
 
-test("pagehide falls back to sendBeacon without keepalive support", async () => {
-  const { client, fetch, win, beacons } = setup({ keepalive: false }, known);
+test("without keepalive, the pagehide beacon is a form body with token, client_id and leave_channels[]", async () => {
+  const out = await consoleOutput(async () => {
+    const { client, fetch, win, beacons } = setup({ keepalive: false, token: SECRET }, known);
+    await Promise.all([client.channel("/a").enter(), client.channel("/b").enter()]);
+    const n = fetch.calls.length;
+    win.dispatchEvent(new Event("pagehide"));
+    assert.equal(fetch.calls.length, n, "no fetch");
+    assert.equal(beacons.length, 1);
+    const { url, body } = beacons[0];
+    assert.equal(url, "http://a.test/presence/update");
+    assert.ok(body instanceof URLSearchParams, "form-encoded: sendBeacon sends it as application/x-www-form-urlencoded");
+    assert.deepEqual([...body.keys()].sort(), ["client_id", "leave_channels[]", "leave_channels[]", "token"]);
+    assert.equal(body.get("token"), SECRET);
+    assert.equal(body.get("client_id"), client.clientId);
+    assert.deepEqual(body.getAll("leave_channels[]"), ["/a", "/b"]);
+    assert.equal(
+      body.toString(),
+      `client_id=${client.clientId}&leave_channels%5B%5D=%2Fa&leave_channels%5B%5D=%2Fb&token=${SECRET}`,
+    );
+  });
+  assert.ok(out.every((line) => !line.includes(SECRET)), "the token is never logged");
+});
+
+test("the beacon carries the token a token function last returned", async () => {
+  let n = 0;
+  const { client, win, beacons } = setup({ keepalive: false, token: async () => `jwt-${++n}` }, known);
   await client.channel("/a").enter();
-  const n = fetch.calls.length;
   win.dispatchEvent(new Event("pagehide"));
-  assert.equal(fetch.calls.length, n);
-  assert.equal(beacons.length, 1);
-  assert.equal(beacons[0].url, "http://a.test/presence/update");
-  assert.deepEqual(beacons[0].body.getAll("leave_channels[]"), ["/a"]);
-  assert.equal(beacons[0].body.get("client_id"), client.clientId);
+  assert.equal(beacons[0].body.get("token"), "jwt-1");
+});
+
+test("the keepalive leave sends the token in the Authorization header, not in the body", async () => {
+  const out = await consoleOutput(async () => {
+    const { client, fetch, win, beacons } = setup({ token: SECRET }, known);
+    await client.channel("/a").enter();
+    win.dispatchEvent(new Event("pagehide"));
+    const call = fetch.calls.at(-1);
+    assert.equal(call.keepalive, true);
+    assert.equal(call.headers.Authorization, `Bearer ${SECRET}`);
+    assert.equal(call.body.get("token"), null);
+    assert.equal(beacons.length, 0);
+  });
+  assert.ok(out.every((line) => !line.includes(SECRET)));
+});
+
+test("a keepalive fetch that throws at once falls back to the beacon with the token", async () => {
+  let thrown = 0;
+  const env = setup({
+    fetch: (url, init) => {
+      if (init?.keepalive) {
+        thrown++;
+        throw new TypeError("keepalive request over quota");
+      }
+      return env.fetch.fn(url, init);
+    },
+  }, known);
+  await env.client.channel("/a").enter();
+  env.win.dispatchEvent(new Event("pagehide"));
+  assert.equal(thrown, 1);
+  assert.equal(env.beacons.length, 1);
+  assert.equal(env.beacons[0].body.get("token"), "tok");
+  assert.deepEqual(env.beacons[0].body.getAll("leave_channels[]"), ["/a"]);
 });
 
 test("pagehide with nothing present sends nothing", async () => {
