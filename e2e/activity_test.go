@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -235,4 +236,92 @@ func TestActivityUnloadLeaveWithoutKeepalive(t *testing.T) {
 	bob.waitView(channel, time.Until(start.Add(leaveDeadline)), "see alice leave after her tab closed (sendBeacon)",
 		func(v channelView) bool { return !v.has(alice.id) })
 	t.Logf("bob saw alice leave %s after her tab started closing", time.Since(start).Round(time.Millisecond))
+}
+
+// demoAway is what the demo shows of its own user's activity.
+type demoAway struct {
+	Greyed bool   `json:"greyed"`
+	Banner string `json:"banner"`
+}
+
+const demoAwayJS = `({
+  greyed: document.getElementById("me").classList.contains("away"),
+  banner: document.getElementById("away").hidden ? "" : document.getElementById("away").textContent,
+})`
+
+// waitDemoAway polls the demo's own-user status until it is away (want) or not.
+func waitDemoAway(t *testing.T, tb *tab, want bool, timeout time.Duration) {
+	t.Helper()
+	last, ok := poll(timeout, func() (bool, string) {
+		v, err := eval[demoAway](tb, demoAwayJS)
+		if err != nil {
+			return false, err.Error()
+		}
+		return v.Greyed == want && (v.Banner != "") == want, fmt.Sprintf("%+v", v)
+	})
+	if !ok {
+		tb.screenshot("timeout")
+		t.Fatalf("%s: own status away=%t within %s: not met; the demo shows %s", tb.label, want, timeout, last)
+	}
+}
+
+// TestActivityDemo: in the demo opened with ?idle=5, an idle user greys out
+// on their own page and leaves "who is online" for the others (but still
+// counts as a visitor, entered onlyWhileActive: false), and comes back on a
+// click.
+func TestActivityDemo(t *testing.T) {
+	env.require(t)
+	c := env.Shared(t)
+	b := env.Browser(t)
+	idler, watcher := b.newUser(t, "idle-ida"), b.newUser(t, "watching-walt")
+	idleNode, watchNode := c.nodes[0], c.nodes[1%len(c.nodes)]
+	const visitorsChannel = "/demo/count/visitors"
+	before, _, err := watchNode.presence(visitorsChannel)
+	if err != nil || before == nil {
+		t.Fatalf("GET %s: %+v, %v", visitorsChannel, before, err)
+	}
+
+	signIn(t, idler, idleNode, "Idle Ida")
+	signIn(t, watcher, watchNode, "Watching Walt")
+	// The session survives the navigation: the demo starts again, idle after 5 s.
+	idler.mustDo("open the demo with ?idle=5", chromedp.Navigate(idleNode.URL()+"/?idle=5"))
+	waitDemo(t, idler, setupTimeout, "show the app again", func(v demoView) bool { return v.SignedIn && v.Connected })
+	idler.mustDo("click the page", chromedp.Click(chromedp.CSS("header h1")))
+	lastClick := time.Now()
+	both := []string{"Idle Ida", "Watching Walt"}
+	waitDemo(t, watcher, time.Until(lastClick.Add(shortUnseenTime)), "list both online", func(v demoView) bool {
+		return containsAll(v.Online, both)
+	})
+
+	waitDemo(t, watcher, time.Until(lastClick.Add(shortUnseenTime+activityMargin)), "see Ida leave who is online", func(v demoView) bool {
+		return !slices.Contains(v.Online, "Idle Ida") && slices.Contains(v.Online, "Watching Walt")
+	})
+	t.Logf("Walt saw Ida leave %s after her last click", time.Since(lastClick).Round(time.Millisecond))
+	waitDemoAway(t, idler, true, stepTimeout)
+	if v, err := eval[demoView](watcher, demoViewJS); err != nil || v.Visitors != fmt.Sprint(before.Count+2) {
+		t.Fatalf("visitors while Ida is idle: %+v, %v; want %d (both pages are open)", v, err, before.Count+2)
+	}
+	idler.screenshot("away")
+
+	clickedAt := time.Now()
+	idler.mustDo("click the page", chromedp.Click(chromedp.CSS("header h1")))
+	waitDemo(t, watcher, time.Until(clickedAt.Add(returnDeadline)), "see Ida back online", func(v demoView) bool {
+		return containsAll(v.Online, both)
+	})
+	t.Logf("Walt saw Ida back %s after her click", time.Since(clickedAt).Round(time.Millisecond))
+	waitDemoAway(t, idler, false, stepTimeout)
+
+	// Leave the shared cluster's demo channels as they were for the next test.
+	idler.close()
+	watcher.close()
+	last, ok := poll(setupTimeout, func() (bool, string) {
+		snap, _, err := watchNode.presence(visitorsChannel)
+		if err != nil || snap == nil {
+			return false, fmt.Sprint(snap, err)
+		}
+		return snap.Count == before.Count, fmt.Sprint(snap.Count)
+	})
+	if !ok {
+		t.Fatalf("visitors after both tabs closed: %s, want %d", last, before.Count)
+	}
 }
