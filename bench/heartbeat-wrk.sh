@@ -93,7 +93,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ -z "${KEEP_WORK:-}" ]; then
-    rm -rf "$WORK/bin" "$WORK/node" "$WORK/redis" "$WORK/requests.tsv"
+    rm -rf "${WORK:?}/bin" "${WORK:?}/node" "${WORK:?}/redis" "${WORK:?}/requests.tsv"
   fi
 }
 trap cleanup EXIT

@@ -62,7 +62,7 @@ cleanup() {
     kill "$node_pid" 2>/dev/null || true
     wait "$node_pid" 2>/dev/null || true
   fi
-  rm -rf "$WORK/bin" "$WORK/node"
+  rm -rf "${WORK:?}/bin" "${WORK:?}/node"
 }
 trap cleanup EXIT
 

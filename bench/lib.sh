@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the benchmark scripts of bench/ (sourced, not run).
 
 # apt_install PACKAGE...: installs Debian packages as root or with sudo
