@@ -49,7 +49,7 @@ type options struct {
 const usageHead = `usage: sse-swarm [flags]
 
 Holds many idle SSE streams open against one presence node with two epoll
-event loops (raw non-blocking sockets, about a hundred bytes of state per
+event loops (raw non-blocking sockets, about 130 bytes of state per
 stream), then makes one user enter a channel every stream follows and
 measures how many streams read the entering_users frame, and when. It
 reports the node's memory per stream (its RSS before and after opening the
