@@ -117,6 +117,8 @@ func TestBadInputAnswers4xxJSON(t *testing.T) {
 		{"admin put bad regex", "PUT", "/admin/prefixes/p", `{"rules":[{"match":"(","config":{}}]}`, jsonCT, admin, 400},
 		{"admin put unknown field", "PUT", "/admin/prefixes/p", `{"rulez":[]}`, jsonCT, admin, 400},
 		{"admin put out of range", "PUT", "/admin/prefixes/p", `{"rules":[{"match":"x","config":{"timeout":3601}}]}`, jsonCT, admin, 400},
+		// #15: an explicit 0 was stored as {} (the 60 s default).
+		{"admin put timeout 0", "PUT", "/admin/prefixes/p", `{"rules":[{"match":"x","config":{"timeout":0}}]}`, jsonCT, admin, 400},
 		{"admin put not JSON", "PUT", "/admin/prefixes/p", `rules`, jsonCT, admin, 400},
 		{"admin put too large", "PUT", "/admin/prefixes/p", `{"rules":[` + strings.Repeat(" ", presence.MaxPrefixDocumentBytes) + `]}`, jsonCT, admin, 413},
 		{"admin get bad prefix", "GET", "/admin/prefixes/a~b", "", "", admin, 400},
