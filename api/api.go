@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -33,6 +34,17 @@ const (
 	DefaultKeepAlive            = 25 * time.Second
 	DefaultMaxSubscribeChannels = presence.MaxSubscribeChannels
 	DefaultDevTokenTTL          = 24 * time.Hour
+	// Open SSE streams of a node (contract: 20 per signed-in user, 100
+	// anonymous ones per client address, 100,000 in all).
+	DefaultMaxStreamsPerUser = 20
+	DefaultMaxStreamsPerIP   = 100
+	DefaultMaxStreams        = 100_000
+)
+
+// Rates of the log lines of refused streams (see refusedStreamLog).
+const (
+	refusedStreamLogPerSecond = 1
+	refusedStreamLogBurst     = 10
 )
 
 // PrefixStore holds the admin prefix documents (Raft-backed in production).
@@ -121,6 +133,21 @@ type Config struct {
 	MaxSubscribeChannels int
 	// DevTokenTTL is the lifetime of /dev/token tokens. Zero: DefaultDevTokenTTL.
 	DevTokenTTL time.Duration
+
+	// MaxStreamsPerUser bounds the open SSE streams of one signed-in user
+	// on this node. Zero: DefaultMaxStreamsPerUser.
+	MaxStreamsPerUser int
+	// MaxStreamsPerIP bounds the open anonymous SSE streams of one client
+	// address (an IPv4 address or an IPv6 /64) on this node. Zero:
+	// DefaultMaxStreamsPerIP.
+	MaxStreamsPerIP int
+	// MaxStreams bounds the open SSE streams of this node. Zero:
+	// DefaultMaxStreams.
+	MaxStreams int
+	// TrustedProxies are the proxies and load balancers in front of the
+	// node: a request from one of them is counted under the client address
+	// its X-Forwarded-For header names. Empty: the peer is the client.
+	TrustedProxies []netip.Prefix
 }
 
 // withDefaults returns c with every zero optional field set to its default.
@@ -142,6 +169,9 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.KeepAlive, DefaultKeepAlive)
 	setDefault(&c.MaxSubscribeChannels, DefaultMaxSubscribeChannels)
 	setDefault(&c.DevTokenTTL, DefaultDevTokenTTL)
+	setDefault(&c.MaxStreamsPerUser, DefaultMaxStreamsPerUser)
+	setDefault(&c.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
+	setDefault(&c.MaxStreams, DefaultMaxStreams)
 	return c
 }
 
@@ -166,12 +196,18 @@ func (c Config) Validate() error {
 	case c.AdminToken == "":
 		return errors.New("api: AdminToken is required")
 	case c.MaxBodyBytes < 0, c.MaxAdminBodyBytes < 0, c.RateBurst < 0, c.RateRefillPerSecond < 0, c.RateLimitMaxUsers < 0,
-		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0:
+		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0,
+		c.MaxStreamsPerUser < 0, c.MaxStreamsPerIP < 0, c.MaxStreams < 0:
 		return errors.New("api: limits must not be negative")
 	}
 	for _, o := range c.CORSOrigins {
 		if o == "" {
 			return errors.New("api: empty CORS origin")
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			return errors.New("api: invalid trusted proxy prefix")
 		}
 	}
 	return nil
@@ -189,6 +225,10 @@ type server struct {
 	payloads *payloadCache
 	// unavailable logs 503 answers at a bounded rate.
 	unavailable *unavailableLog
+	// streams counts open SSE streams against their limits.
+	streams *streamLimiter
+	// refusedStreams logs streams over a limit at a bounded rate.
+	refusedStreams *refusedStreamLog
 }
 
 // New validates cfg and returns the node's HTTP handler.
@@ -210,6 +250,10 @@ func New(cfg Config) (http.Handler, error) {
 		payloads: newPayloadCache(),
 
 		unavailable: newUnavailableLog(cfg.Clock),
+		streams:     newStreamLimiter(cfg.MaxStreamsPerUser, cfg.MaxStreamsPerIP, cfg.MaxStreams),
+		refusedStreams: &refusedStreamLog{
+			throttle: newLogThrottle(cfg.Clock, refusedStreamLogPerSecond, refusedStreamLogBurst),
+		},
 	}
 	s.router = s.routes()
 	var h http.Handler = http.HandlerFunc(s.dispatch)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/presencehq/presence/clock"
@@ -55,6 +56,16 @@ type Config struct {
 	ClusterKey      string   // base64 key of 16, 24 or 32 bytes; "" = no encryption
 	CORSOrigins     []string // origins allowed to call the API; Dev adds "*"
 	Dev             bool     // development mode (demo prefix, /dev/token, demo page)
+
+	// Open SSE streams on this node: per signed-in user, per anonymous
+	// client address, and in all. 0 = the api.DefaultMaxStreams* value.
+	MaxStreamsPerUser int
+	MaxStreamsPerIP   int
+	MaxStreams        int
+	// TrustedProxies lists the addresses or CIDR prefixes of the proxies
+	// and load balancers in front of the node, whose X-Forwarded-For
+	// header names the client of an anonymous stream. Empty: none.
+	TrustedProxies []string
 
 	// ReapAfter is how long a dead or departed member stays a Raft voter
 	// before the leader removes it; 0 = DefaultReapAfter.
@@ -126,6 +137,12 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: --data-dir is required", ErrConfig)
 	}
+	if c.MaxStreamsPerUser < 0 || c.MaxStreamsPerIP < 0 || c.MaxStreams < 0 {
+		return fmt.Errorf("%w: stream limits must not be negative", ErrConfig)
+	}
+	if _, err := c.trustedProxyPrefixes(); err != nil {
+		return err
+	}
 	if c.ReapAfter < 0 || c.LeaderHold < 0 {
 		return fmt.Errorf("%w: negative reap or leader hold time", ErrConfig)
 	}
@@ -158,6 +175,25 @@ func (c *Config) ClusterKeyBytes() ([]byte, error) {
 		return key, nil
 	}
 	return nil, fmt.Errorf("%w: --cluster-key must decode to 16, 24 or 32 bytes, got %d", ErrConfig, len(key))
+}
+
+// trustedProxyPrefixes parses TrustedProxies: each an address (a prefix of
+// its full length) or a CIDR prefix.
+func (c *Config) trustedProxyPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for _, s := range c.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		addr, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --trusted-proxies: %q is neither an IP address nor a CIDR prefix", ErrConfig, s)
+		}
+		addr = addr.Unmap()
+		out = append(out, netip.PrefixFrom(addr, addr.BitLen()))
+	}
+	return out, nil
 }
 
 // advertised returns the address others use for a bind address: the bind

@@ -183,6 +183,7 @@ func (s *Server) openStore() error {
 // buildHandler builds the HTTP API over the router, the prefix store and
 // the cluster view.
 func (s *Server) buildHandler() error {
+	proxies, _ := s.cfg.trustedProxyPrefixes() // checked by Validate
 	apiCfg := api.Config{
 		Service:     s.router,
 		Prefixes:    prefixStore{s},
@@ -195,6 +196,11 @@ func (s *Server) buildHandler() error {
 		Logger:      s.log,
 		Registry:    s.registry,
 		Client:      web.ClientHandler(),
+
+		MaxStreamsPerUser: s.cfg.MaxStreamsPerUser,
+		MaxStreamsPerIP:   s.cfg.MaxStreamsPerIP,
+		MaxStreams:        s.cfg.MaxStreams,
+		TrustedProxies:    proxies,
 	}
 	if s.cfg.Dev {
 		apiCfg.Demo = web.DemoHandler()

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/server"
 )
 
@@ -83,7 +84,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 // given on the command line.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, slog.Level, error) {
 	var cfg server.Config
-	var join, cors, logLevel string
+	var join, cors, proxies, logLevel string
 	fs := flag.NewFlagSet("presence-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
@@ -100,6 +101,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts gossip, authenticates node-to-node calls")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
+	fs.IntVar(&cfg.MaxStreamsPerUser, "max-streams-per-user", api.DefaultMaxStreamsPerUser, "open SSE streams per signed-in user on this node; beyond: 429")
+	fs.IntVar(&cfg.MaxStreamsPerIP, "max-streams-per-ip", api.DefaultMaxStreamsPerIP, "open anonymous SSE streams per client address (IPv6: per /64) on this node; beyond: 429")
+	fs.IntVar(&cfg.MaxStreams, "max-streams", api.DefaultMaxStreams, "open SSE streams on this node; beyond: 429")
+	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: well-known secrets, demo prefix, /dev/token, demo page")
 	replication := fs.Bool("replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -112,9 +117,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, 0, err
 	}
+	for name, v := range map[string]int{"max-streams-per-user": cfg.MaxStreamsPerUser,
+		"max-streams-per-ip": cfg.MaxStreamsPerIP, "max-streams": cfg.MaxStreams} {
+		if v < 1 {
+			return cfg, 0, fmt.Errorf("--%s must be at least 1", name)
+		}
+	}
 	cfg.Join = splitList(join)
 	cfg.DisableReplication = !*replication
 	cfg.CORSOrigins = splitList(cors)
+	cfg.TrustedProxies = splitList(proxies)
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/presencehq/presence/api"
 )
 
 func env(vars map[string]string) func(string) string {
@@ -37,6 +39,22 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	}
 }
 
+func TestStreamLimitFlags(t *testing.T) {
+	cfg, _, err := parseFlags([]string{"--max-streams-per-user", "5"}, env(map[string]string{
+		"PRESENCE_MAX_STREAMS_PER_IP": "7",
+		"PRESENCE_TRUSTED_PROXIES":    "10.0.0.0/8, 192.0.2.1",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxStreamsPerUser != 5 || cfg.MaxStreamsPerIP != 7 || cfg.MaxStreams != api.DefaultMaxStreams {
+		t.Fatalf("limits %d %d %d", cfg.MaxStreamsPerUser, cfg.MaxStreamsPerIP, cfg.MaxStreams)
+	}
+	if strings.Join(cfg.TrustedProxies, "|") != "10.0.0.0/8|192.0.2.1" {
+		t.Fatalf("trusted proxies %q", cfg.TrustedProxies)
+	}
+}
+
 func TestBadEnvironmentValueIsReported(t *testing.T) {
 	_, _, err := parseFlags(nil, env(map[string]string{"PRESENCE_BOOTSTRAP_EXPECT": "three"}), &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "PRESENCE_BOOTSTRAP_EXPECT") {
@@ -53,6 +71,9 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 		"unknown flag":    {"--nope"},
 		"stray argument":  {"--dev", "extra"},
 		"bad log level":   {"--dev", "--log-level", "loud"},
+		"zero streams":    {"--dev", "--max-streams", "0"},
+		"negative per ip": {"--dev", "--max-streams-per-ip", "-1"},
+		"bad proxy":       {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--trusted-proxies", "10.0.0.0/8,proxy.example"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
