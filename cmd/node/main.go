@@ -24,13 +24,19 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-// run parses arguments and runs the node; it returns the process exit code.
-func run(args []string, getenv func(string) string, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "health" {
-		return health(args[1:], getenv, stderr)
+// run parses arguments and runs the node, or one of the subcommands; it
+// returns the process exit code.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "health":
+			return health(args[1:], getenv, stderr)
+		case "tls":
+			return tlsCommand(args[1:], stdout, stderr)
+		}
 	}
 	cfg, logLevel, err := parseFlags(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 
@@ -78,7 +79,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			if code := run(args, env(nil), &stderr); code != 2 {
+			if code := run(args, env(nil), io.Discard, &stderr); code != 2 {
 				t.Fatalf("exit code %d, want 2 (stderr: %s)", code, stderr.String())
 			}
 			if stderr.Len() == 0 {
@@ -90,7 +91,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 
 func TestHealthFailsWithoutNode(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := run([]string{"health", "--http", "127.0.0.1:1"}, env(nil), &stderr); code != 1 {
+	if code := run([]string{"health", "--http", "127.0.0.1:1"}, env(nil), io.Discard, &stderr); code != 1 {
 		t.Fatalf("health exit code %d, want 1", code)
 	}
 }
