@@ -57,6 +57,12 @@ type Config struct {
 	CORSOrigins     []string // origins allowed to call the API; Dev adds "*"
 	Dev             bool     // development mode (demo prefix, /dev/token, demo page)
 
+	// HTTPTLSCert and HTTPTLSKey are PEM files of the public API's
+	// certificate (chain) and key: set both to serve HTTPS, neither for
+	// plain HTTP. ReloadTLS reads them again.
+	HTTPTLSCert string
+	HTTPTLSKey  string
+
 	// Open SSE streams on this node: per signed-in user, per anonymous
 	// client address, and in all. 0 = the api.DefaultMaxStreams* value.
 	MaxStreamsPerUser int
@@ -136,6 +142,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: --data-dir is required", ErrConfig)
+	}
+	if (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
+		return fmt.Errorf("%w: --http-tls-cert and --http-tls-key go together", ErrConfig)
 	}
 	if c.MaxStreamsPerUser < 0 || c.MaxStreamsPerIP < 0 || c.MaxStreams < 0 {
 		return fmt.Errorf("%w: stream limits must not be negative", ErrConfig)

@@ -25,6 +25,7 @@ import (
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router"
+	"github.com/presencehq/presence/tlscert"
 	"github.com/presencehq/presence/web"
 )
 
@@ -72,6 +73,7 @@ type Server struct {
 	configLoaded atomic.Bool     // the prefix documents caught up with the leader's
 
 	httpSrv   *http.Server
+	httpTLS   *tlscert.KeyPair // the public API's certificate; nil: plain HTTP
 	listener  net.Listener
 	serveDone chan struct{}
 	closeOnce sync.Once
@@ -93,6 +95,13 @@ func New(cfg Config) (*Server, error) {
 		members:   newMemberTable(cfg.Name),
 		raftKick:  make(chan struct{}, 1),
 		startedAt: time.Now(),
+	}
+	if cfg.HTTPTLSCert != "" {
+		kp, err := tlscert.LoadKeyPair(cfg.HTTPTLSCert, cfg.HTTPTLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --http-tls-cert/--http-tls-key: %v", ErrConfig, err)
+		}
+		s.httpTLS = kp
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.streams, s.endStreams = context.WithCancel(context.Background())
@@ -237,16 +246,17 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("http listen: %w", err)
 	}
 	s.listener = ln
-	s.httpSrv = &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	s.httpSrv = s.newHTTPServer()
 	s.serveDone = make(chan struct{})
 	go func() {
 		defer close(s.serveDone)
-		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.httpTLS != nil {
+			err = s.httpSrv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+		} else {
+			err = s.httpSrv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -256,7 +266,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.wg.Add(2)
 	go s.awaitConfig()
 	go s.raftLoop()
-	s.log.Info("serving", "http", ln.Addr().String(), "rpc", s.rpcAddr, "raft", s.store.Addr(),
+	s.log.Info("serving", "http", ln.Addr().String(), "https", s.httpTLS != nil, "rpc", s.rpcAddr, "raft", s.store.Addr(),
 		"bootstrap_expect", s.cfg.BootstrapExpect, "data_dir", s.cfg.DataDir)
 	if s.cfg.Dev {
 		s.wg.Add(1)

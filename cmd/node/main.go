@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,12 +54,20 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 2
 	}
 	if cfg.Dev {
+		base := "http://" + cfg.HTTPAddr
+		if cfg.HTTPTLSCert != "" {
+			base = "https://" + cfg.HTTPAddr
+		}
 		logger.Warn("development mode: well-known secrets, do not expose this node",
 			"jwt_secret", cfg.JWTSecret, "admin_token", cfg.AdminToken,
-			"demo", "http://"+cfg.HTTPAddr+"/", "token_url", "http://"+cfg.HTTPAddr+"/dev/token?user=1&username=sam")
+			"demo", base+"/", "token_url", base+"/dev/token?user=1&username=sam")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads the certificate files instead of killing the node.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	srv, err := server.New(cfg)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
@@ -74,7 +83,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		_ = srv.Shutdown(shutdownCtx)
 		return 1
 	}
-	<-ctx.Done()
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			waiting = false
+		case <-hup:
+			logger.Info("SIGHUP received, reloading the TLS files")
+			_ = srv.ReloadTLS() // it logs the outcome; a failure keeps the previous certificate
+		}
+	}
 	logger.Info("signal received, leaving the cluster")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), server.DefaultShutdownTimeout)
 	defer cancel()
@@ -107,6 +124,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts gossip, authenticates node-to-node calls")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
+	fs.StringVar(&cfg.HTTPTLSCert, "http-tls-cert", "", "PEM certificate (chain) of the public API: serve HTTPS; reloaded on SIGHUP")
+	fs.StringVar(&cfg.HTTPTLSKey, "http-tls-key", "", "PEM private key of --http-tls-cert; reloaded on SIGHUP")
 	fs.IntVar(&cfg.MaxStreamsPerUser, "max-streams-per-user", api.DefaultMaxStreamsPerUser, "open SSE streams per signed-in user on this node; beyond: 429")
 	fs.IntVar(&cfg.MaxStreamsPerIP, "max-streams-per-ip", api.DefaultMaxStreamsPerIP, "open anonymous SSE streams per client address (IPv6: per /64) on this node; beyond: 429")
 	fs.IntVar(&cfg.MaxStreams, "max-streams", api.DefaultMaxStreams, "open SSE streams on this node; beyond: 429")
@@ -179,6 +198,7 @@ func health(args []string, getenv func(string) string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	addr := fs.String("http", server.DefaultHTTPAddr, "HTTP address of the node to check")
 	path := fs.String("path", "/healthz", "path to check (/healthz or /readyz)")
+	tlsCert := fs.String("http-tls-cert", "", "set when the node serves HTTPS (as the node's flag): probe over HTTPS")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -191,7 +211,15 @@ func health(args []string, getenv func(string) string, stderr io.Writer) int {
 		target = "127.0.0.1:" + strings.TrimPrefix(target, "0.0.0.0:")
 	}
 	client := &http.Client{Timeout: 3 * time.Second}
-	resp, err := client.Get("http://" + target + *path)
+	scheme := "http://"
+	if *tlsCert != "" {
+		scheme = "https://"
+		// The probe dials the node's own address, which its certificate
+		// need not name, sends no credential and reads only a status: the
+		// certificate is not verified.
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
+	resp, err := client.Get(scheme + target + *path)
 	if err != nil {
 		fmt.Fprintln(stderr, "health:", err)
 		return 1
