@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/jwtkeys"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -84,8 +85,9 @@ type ClusterInfo interface {
 	Ready() (bool, string)
 }
 
-// Config configures the HTTP layer. Service, Prefixes, Cluster, JWTSecret and
-// AdminToken are required; every other zero value takes the documented default.
+// Config configures the HTTP layer. Service, Prefixes, Cluster, AdminToken
+// and at least one way to verify user tokens (JWTSecrets, JWTPublicKeys or
+// JWKS) are required; every other zero value takes the documented default.
 type Config struct {
 	// Service answers the presence endpoints.
 	Service presence.Service
@@ -93,8 +95,21 @@ type Config struct {
 	Prefixes PrefixStore
 	// Cluster answers /admin/cluster, /admin/owner and /readyz.
 	Cluster ClusterInfo
-	// JWTSecret verifies (and in Dev mode signs) HS256 user tokens.
-	JWTSecret []byte
+	// JWTSecrets verify HS256 user tokens: any of them may have signed a
+	// token, so a new secret is added before the signer switches to it and
+	// the old one removed after its tokens expired. In Dev mode the first
+	// signs the tokens of /dev/token (Dev needs one).
+	JWTSecrets [][]byte
+	// JWTPublicKeys verify RS256, ES256 and EdDSA user tokens, whatever
+	// their kid (see jwtkeys.ParsePEM).
+	JWTPublicKeys []jwtkeys.Key
+	// JWKS verifies RS256, ES256 and EdDSA user tokens with the key their
+	// kid names in an identity provider's key set. Nil: none.
+	JWKS *jwtkeys.Remote
+	// JWTIssuer, when set, must equal a token's iss claim.
+	JWTIssuer string
+	// JWTAudience, when set, must be one of a token's aud values.
+	JWTAudience string
 	// AdminToken is the bearer token of /admin/*.
 	AdminToken string
 	// CORSOrigins lists the browser origins allowed to call the API; "*"
@@ -191,14 +206,21 @@ func (c Config) Validate() error {
 		return errors.New("api: Prefixes is required")
 	case c.Cluster == nil:
 		return errors.New("api: Cluster is required")
-	case len(c.JWTSecret) == 0:
-		return errors.New("api: JWTSecret is required")
+	case len(c.JWTSecrets) == 0 && len(c.JWTPublicKeys) == 0 && c.JWKS == nil:
+		return errors.New("api: JWTSecrets, JWTPublicKeys or JWKS is required")
+	case c.Dev && len(c.JWTSecrets) == 0:
+		return errors.New("api: Dev needs a JWT secret to sign its tokens")
 	case c.AdminToken == "":
 		return errors.New("api: AdminToken is required")
 	case c.MaxBodyBytes < 0, c.MaxAdminBodyBytes < 0, c.RateBurst < 0, c.RateRefillPerSecond < 0, c.RateLimitMaxUsers < 0,
 		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0,
 		c.MaxStreamsPerUser < 0, c.MaxStreamsPerIP < 0, c.MaxStreams < 0:
 		return errors.New("api: limits must not be negative")
+	}
+	for _, secret := range c.JWTSecrets {
+		if len(secret) == 0 {
+			return errors.New("api: empty JWT secret")
+		}
 	}
 	for _, o := range c.CORSOrigins {
 		if o == "" {
@@ -243,7 +265,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	s := &server{
 		cfg:      cfg,
-		auth:     newAuthenticator(cfg.JWTSecret, cfg.Clock),
+		auth:     newAuthenticator(cfg),
 		limiter:  newRateLimiter(cfg.Clock, cfg.RateBurst, cfg.RateRefillPerSecond, cfg.RateLimitMaxUsers),
 		metrics:  m,
 		log:      cfg.Logger,

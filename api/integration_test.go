@@ -138,7 +138,7 @@ func newLive(t *testing.T, mutate func(*Config)) *live {
 		Service:    eng,
 		Prefixes:   &resolverStore{docs: map[string][]byte{}, res: res},
 		Cluster:    &fakeCluster{ready: true},
-		JWTSecret:  []byte(testSecret),
+		JWTSecrets: [][]byte{[]byte(testSecret)},
 		AdminToken: testAdminToken,
 		Clock:      l.clock,
 		Registry:   l.registry,

@@ -23,6 +23,7 @@ import (
 	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/cluster/raftstore"
 	"github.com/presencehq/presence/cluster/transport"
+	"github.com/presencehq/presence/jwtkeys"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/tlscert"
@@ -74,6 +75,8 @@ type Server struct {
 
 	httpSrv   *http.Server
 	httpTLS   *tlscert.KeyPair // the public API's certificate; nil: plain HTTP
+	jwtKeys   []jwtkeys.Key    // public keys of user tokens, from files
+	jwks      *jwtkeys.Remote  // the remote key set of user tokens; nil: none
 	listener  net.Listener
 	serveDone chan struct{}
 	closeOnce sync.Once
@@ -102,6 +105,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("%w: --http-tls-cert/--http-tls-key: %v", ErrConfig, err)
 		}
 		s.httpTLS = kp
+	}
+	if err := s.loadTokenKeys(); err != nil {
+		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.streams, s.endStreams = context.WithCancel(context.Background())
@@ -193,23 +199,33 @@ func (s *Server) openStore() error {
 // the cluster view.
 func (s *Server) buildHandler() error {
 	proxies, _ := s.cfg.trustedProxyPrefixes() // checked by Validate
+	secrets := make([][]byte, len(s.cfg.JWTSecrets))
+	for i, secret := range s.cfg.JWTSecrets {
+		secrets[i] = []byte(secret)
+	}
 	apiCfg := api.Config{
-		Service:     s.router,
-		Prefixes:    prefixStore{s},
-		Cluster:     clusterInfo{s},
-		JWTSecret:   []byte(s.cfg.JWTSecret),
-		AdminToken:  s.cfg.AdminToken,
-		CORSOrigins: s.cfg.CORSOrigins,
-		Dev:         s.cfg.Dev,
-		Clock:       s.cfg.Clock,
-		Logger:      s.log,
-		Registry:    s.registry,
-		Client:      web.ClientHandler(),
+		Service:       s.router,
+		Prefixes:      prefixStore{s},
+		Cluster:       clusterInfo{s},
+		JWTSecrets:    secrets,
+		JWTPublicKeys: s.jwtKeys,
+		JWTIssuer:     s.cfg.JWTIssuer,
+		JWTAudience:   s.cfg.JWTAudience,
+		AdminToken:    s.cfg.AdminToken,
+		CORSOrigins:   s.cfg.CORSOrigins,
+		Dev:           s.cfg.Dev,
+		Clock:         s.cfg.Clock,
+		Logger:        s.log,
+		Registry:      s.registry,
+		Client:        web.ClientHandler(),
 
 		MaxStreamsPerUser: s.cfg.MaxStreamsPerUser,
 		MaxStreamsPerIP:   s.cfg.MaxStreamsPerIP,
 		MaxStreams:        s.cfg.MaxStreams,
 		TrustedProxies:    proxies,
+	}
+	if s.jwks != nil {
+		apiCfg.JWKS = s.jwks // a typed nil would read as "configured"
 	}
 	if s.cfg.Dev {
 		apiCfg.Demo = web.DemoHandler()
@@ -266,6 +282,9 @@ func (s *Server) Start(ctx context.Context) error {
 	s.wg.Add(2)
 	go s.awaitConfig()
 	go s.raftLoop()
+	if s.jwks != nil {
+		go s.prefetchJWKS()
+	}
 	s.log.Info("serving", "http", ln.Addr().String(), "https", s.httpTLS != nil, "rpc", s.rpcAddr, "raft", s.store.Addr(),
 		"bootstrap_expect", s.cfg.BootstrapExpect, "data_dir", s.cfg.DataDir)
 	if s.cfg.Dev {

@@ -59,7 +59,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			base = "https://" + cfg.HTTPAddr
 		}
 		logger.Warn("development mode: well-known secrets, do not expose this node",
-			"jwt_secret", cfg.JWTSecret, "admin_token", cfg.AdminToken,
+			"jwt_secret", cfg.JWTSecrets[0], "admin_token", cfg.AdminToken,
 			"demo", base+"/", "token_url", base+"/dev/token?user=1&username=sam")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -107,7 +107,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 // given on the command line.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, slog.Level, error) {
 	var cfg server.Config
-	var join, cors, proxies, logLevel string
+	var join, cors, proxies, secrets, publicKeys, logLevel string
 	fs := flag.NewFlagSet("presence-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
@@ -120,7 +120,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", server.DefaultBootstrapExpect, "servers to see before bootstrapping Raft")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft data directory (default ./data/<name>)")
-	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret that signs user tokens (required unless --dev)")
+	fs.StringVar(&secrets, "jwt-secret", "", "comma-separated HS256 secrets, any of which may sign user tokens (rotation); a secret, public keys or a JWKS URL is required unless --dev")
+	fs.StringVar(&publicKeys, "jwt-public-keys", "", "comma-separated PEM files of public keys verifying RS256, ES256 and EdDSA user tokens")
+	fs.StringVar(&cfg.JWKSURL, "jwks-url", "", "https URL of a JWK Set verifying RS256, ES256 and EdDSA user tokens by kid (cached; fetched again for an unknown kid, at most every 10 s)")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "when set, user tokens must carry this iss")
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "when set, user tokens must carry this aud")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts gossip, authenticates node-to-node calls")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
@@ -152,6 +156,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	cfg.DisableReplication = !*replication
 	cfg.CORSOrigins = splitList(cors)
 	cfg.TrustedProxies = splitList(proxies)
+	cfg.JWTSecrets = splitList(secrets)
+	cfg.JWTPublicKeyFiles = splitList(publicKeys)
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)
 	}
