@@ -22,6 +22,7 @@ import (
 	liberrors "github.com/pb33f/libopenapi-validator/errors"
 	"github.com/pb33f/libopenapi-validator/schema_validation"
 	"github.com/pb33f/libopenapi/datamodel/high/base"
+	"github.com/pb33f/libopenapi/orderedmap"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presencehq/presence/clock"
@@ -356,9 +357,7 @@ type replayer struct {
 	doc       *oaDoc
 	validator validator.Validator
 	refs      map[string]*oaExample
-	schemas   interface {
-		GetOrZero(string) *base.SchemaProxy
-	}
+	schemas   *orderedmap.Map[string, *base.SchemaProxy] // components.schemas, for stream data
 }
 
 func (r *replayer) replay(t *testing.T, e *oaExample) {
