@@ -3,8 +3,6 @@ package router
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,21 +14,9 @@ import (
 
 	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 )
-
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline. It waits for other goroutines, never for time the code measures.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
 
 // testConfigs is the channel configuration of the tests: /pub/* public,
 // /staff/* visible to the group staff, /count/* public and count-only;
@@ -146,9 +132,7 @@ func (c *testCluster) addNode(name string) *testNode {
 		Transport:    n.caller,
 		Clock:        c.clk,
 		RetryBackoff: time.Millisecond,
-	}
-	if os.Getenv("ROUTER_TEST_LOG") != "" {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		Logger:       testkit.Logger(t),
 	}
 	if c.tune != nil {
 		c.tune(&cfg)
@@ -191,7 +175,7 @@ func members(nodes ...*testNode) []Member {
 // waitSettled waits until no node has a hand-off pending.
 func (c *testCluster) waitSettled(nodes ...*testNode) {
 	c.t.Helper()
-	waitFor(c.t, "ownership to settle", func() bool {
+	testkit.WaitFor(c.t, "ownership to settle", func() bool {
 		for _, n := range nodes {
 			if !n.r.Settled() {
 				return false
@@ -206,7 +190,7 @@ func (c *testCluster) waitSettled(nodes ...*testNode) {
 // clock past the retry and waits for every node to settle.
 func (c *testCluster) retryFailedPushes(nodes ...*testNode) {
 	c.t.Helper()
-	waitFor(c.t, "the rebalance passes", func() bool {
+	testkit.WaitFor(c.t, "the rebalance passes", func() bool {
 		for _, n := range nodes {
 			if !n.r.idle() {
 				return false

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
 )
@@ -105,7 +106,7 @@ func partition(c *testCluster, victim *testNode) {
 // waitUsers waits until n lists exactly the users want in ch.
 func waitUsers(t *testing.T, n *testNode, ch, what string, want ...string) {
 	t.Helper()
-	waitFor(t, what, func() bool {
+	testkit.WaitFor(t, what, func() bool {
 		got, err := n.r.Get(testCtx(t), nil, []string{ch})
 		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), want)
 	})
@@ -194,7 +195,7 @@ func TestHeartbeatReachesTheReplicaWithinAnInterval(t *testing.T) {
 	update(t, owner, user("a"), []string{ch}, nil)
 	c.clk.Advance(DefaultReplicationInterval)
 	want := first + int64(10*time.Second)
-	waitFor(t, "the batched heartbeat on the replica", func() bool { return copyExpiry(rep, ch, "a") == want })
+	testkit.WaitFor(t, "the batched heartbeat on the replica", func() bool { return copyExpiry(rep, ch, "a") == want })
 }
 
 func TestStreamCoalescesRefreshes(t *testing.T) {
@@ -236,7 +237,7 @@ func TestReplicaWithoutACopyIsRefilled(t *testing.T) {
 	delete(rep.r.replicas.by, ch)
 	rep.r.replicas.mu.Unlock()
 	update(t, owner, user("b"), []string{ch}, nil)
-	waitFor(t, "the copy sent again whole", func() bool { return replicaClients(rep, ch) == 2 })
+	testkit.WaitFor(t, "the copy sent again whole", func() bool { return replicaClients(rep, ch) == 2 })
 }
 
 func TestRestartedOwnerGetsItsCopyBack(t *testing.T) {
@@ -294,7 +295,7 @@ func TestStaleOwnerIsFencedAndHandsOver(t *testing.T) {
 	if ids := userIDs(got[ch]); !slices.Equal(ids, []string{"a", "b", "z"}) {
 		t.Fatalf("users on the new owner %v, want [a b z]", ids)
 	}
-	waitFor(t, "n1 to give the channel up", func() bool { return !slices.Contains(stale.engine.Channels(), ch) })
+	testkit.WaitFor(t, "n1 to give the channel up", func() bool { return !slices.Contains(stale.engine.Channels(), ch) })
 	checkStream(t, watch.events(), ch)
 	if testutilValue(rep.r.m.replicaRefused) == 0 {
 		t.Fatal("the replica refused nothing")
@@ -537,7 +538,7 @@ func watchFromTheThirdNode(t *testing.T, unreplicated bool) (*testCluster, third
 	if !unreplicated {
 		update(t, w.owner, user("b"), []string{w.ch}, nil)
 	}
-	waitFor(t, "b's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 1 })
+	testkit.WaitFor(t, "b's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 1 })
 	return c, w
 }
 
@@ -549,7 +550,7 @@ func TestSubscriberElsewhereContinuesAfterPromotion(t *testing.T) {
 	update(t, rep, user("c"), []string{ch}, nil)
 	// The promoted copy knows the third node's interest and continues the
 	// ids: c's enter arrives as the next message, not as a resync.
-	waitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
+	testkit.WaitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
 	checkStream(t, watch.events(), ch)
 	msgs := watch.messages(ch)
 	if got := msgs[1].Message.ID; got != before+2 {
@@ -664,7 +665,7 @@ func TestSubscriberNodeRegistersAgainAfterAFailedCatchUp(t *testing.T) {
 	})
 	c.setMembers(without(c, owner)...)
 	update(t, rep, user("c"), []string{ch}, nil)
-	waitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
+	testkit.WaitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
 	if failedSince.Load() < 4 {
 		t.Fatalf("only %d catch-ups failed: the test did not make the first ones fail", failedSince.Load())
 	}
@@ -717,7 +718,7 @@ func TestForwardedPresentOvertakenByALeaveIsDropped(t *testing.T) {
 // catch-up of the third node fails.
 func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
 	c, w := watchFromTheThirdNode(t, false)
-	waitFor(t, "the replica's copy to list the third node", func() bool {
+	testkit.WaitFor(t, "the replica's copy to list the third node", func() bool {
 		w.rep.r.replicas.mu.Lock()
 		defer w.rep.r.replicas.mu.Unlock()
 		for _, e := range w.rep.r.replicas.by[w.ch] {
@@ -738,7 +739,7 @@ func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
 	})
 	c.setMembers(without(c, w.owner)...)
 	update(t, w.rep, user("c"), []string{w.ch}, nil)
-	waitFor(t, "c's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 2 })
+	testkit.WaitFor(t, "c's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 2 })
 	if got := w.watch.messages(w.ch)[1].Message.ID; got != w.before+2 {
 		t.Fatalf("c's enter has id %d, want %d", got, w.before+2)
 	}

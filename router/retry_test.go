@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
 )
@@ -178,12 +179,12 @@ func TestConcurrentUpdatesShareACall(t *testing.T) {
 		results <- err
 	}
 	go update(0)
-	waitFor(t, "the first batch to leave", func() bool { return a.caller.count(MethodUpdate) == 1 })
+	testkit.WaitFor(t, "the first batch to leave", func() bool { return a.caller.count(MethodUpdate) == 1 })
 	for i := 1; i <= n; i++ {
 		go update(i)
 	}
 	q := a.r.batch.queue(b.member())
-	waitFor(t, "the others to queue", func() bool {
+	testkit.WaitFor(t, "the others to queue", func() bool {
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		return len(q.items) == n
@@ -215,7 +216,7 @@ func TestStuckBatchDoesNotStallOthers(t *testing.T) {
 		_, err := a.r.Update(ctx, user("stuck"), "tab", []string{ch}, nil)
 		stuck <- err
 	}()
-	waitFor(t, "the first batch to leave", func() bool { return a.caller.count(MethodUpdate) == 1 })
+	testkit.WaitFor(t, "the first batch to leave", func() bool { return a.caller.count(MethodUpdate) == 1 })
 	// Later calls pass the gate: only the first one is held.
 	a.caller.setFail(nil)
 	if _, err := a.r.Update(ctx, user("other"), "tab", []string{ch}, nil); err != nil {
