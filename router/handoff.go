@@ -378,7 +378,7 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 			local = dropLeft(local, all)
 		}
 	}
-	merged, diverged := mergeSnapshots(local, snap)
+	merged, diverged := presence.MergeSnapshots(local, snap)
 	now := r.cfg.Clock.Now().UnixNano()
 	switch {
 	case merged == snap:
