@@ -43,12 +43,9 @@
 //
 // # Wire format
 //
-// Requests and replies are hand-written binary: unsigned varints for lengths
-// and counters, zig-zag varints for ids and times, length-prefixed strings,
-// one bit per answer of an update, a message's audience sent once for a run
-// of messages sharing it. A forwarded heartbeat is about a hundred bytes. Methods 1 to 99 of the node transport belong to the router (the
-// Method constants); sentinel errors cross the wire through
-// cluster.TransportConfig.Errors = TransportErrors().
+// Package wire holds every request and reply, the method numbers (1 to 99
+// of the node transport belong to the router) and the sentinel errors that
+// cross the wire (cluster.TransportConfig.Errors = wire.TransportErrors()).
 //
 // # Hand-off
 //
@@ -192,7 +189,7 @@
 // A restarted owner that asks for its channel before anyone noticed its
 // death gets its previous process's copy back (extract, boot differs). A
 // holder does not hand a channel to a node it does not see as a member yet
-// (extractHeld): that node forwards to it until the holder pushes it.
+// (wire.ExtractHeld): that node forwards to it until the holder pushes it.
 //
 // Fencing. A node that was paused or cut off while others took its channels
 // over keeps publishing nothing: its messages wait for its replica, which

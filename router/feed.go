@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // feedFillers bounds the catch-up fetches run at once after a ring change.
@@ -280,13 +281,13 @@ func (f *feed) interestLoop() {
 // sendOffs tells each owner, in one call, the channels nobody here follows.
 func (f *feed) sendOffs(work []feedWork) {
 	v := f.r.view.Load()
-	byOwner := make(map[string][]interestChange)
+	byOwner := make(map[string][]wire.InterestChange)
 	for _, w := range work {
 		if w.refresh {
 			continue
 		}
 		if owner := v.ring.Owner(w.channel); owner != f.r.self.Name && owner != "" {
-			byOwner[owner] = append(byOwner[owner], interestChange{channel: w.channel, gen: w.gen})
+			byOwner[owner] = append(byOwner[owner], wire.InterestChange{Channel: w.channel, Gen: w.gen})
 		}
 	}
 	for owner, changes := range byOwner {
@@ -295,8 +296,8 @@ func (f *feed) sendOffs(work []feedWork) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(f.r.ctx, f.r.cfg.HandoffTimeout)
-		q := interestRequest{node: f.r.self, changes: changes}
-		if _, err := f.r.call(ctx, to, MethodInterest, q.encode); err != nil {
+		q := wire.InterestRequest{Node: f.r.self, Changes: changes}
+		if _, err := f.r.call(ctx, to, wire.MethodInterest, q.Encode); err != nil {
 			f.r.log.Debug("unregistering interest failed; the owner learns it from its next push", "to", owner, "err", err)
 		}
 		cancel()

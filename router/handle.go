@@ -5,116 +5,93 @@ import (
 	"fmt"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
-
-// Transport methods served by Handle. The router owns methods 1 to
-// MaxMethod; the server's transport handler sends those here.
-const (
-	MethodUpdate   uint16 = 1 // Update shares of several callers for one owner
-	MethodGet      uint16 = 2 // Get share of one owner
-	MethodSince    uint16 = 3 // a subscriber's catch-up, registering interest
-	MethodInterest uint16 = 4 // interest changes of a node with subscribers
-	MethodPush     uint16 = 5 // published messages for a node's subscribers
-	MethodExtract  uint16 = 6 // pull: hand a channel over to the requester
-	MethodInstall  uint16 = 7 // push: take over a channel's state
-	MethodLeaves   uint16 = 9 // leaves answered where the channel had no state
-	// MaxMethod is the highest method number reserved for the router.
-	MaxMethod uint16 = 99
-)
-
-// TransportErrors returns the sentinel errors that must cross the wire; the
-// server passes them as cluster.TransportConfig.Errors. It is the same list
-// as the package function, for callers holding a Router.
-func (r *Router) TransportErrors() []error { return TransportErrors() }
 
 // Handle serves one router call from another node.
 func (r *Router) Handle(ctx context.Context, method uint16, body []byte) ([]byte, error) {
 	switch method {
-	case MethodUpdate:
+	case wire.MethodUpdate:
 		return r.handleUpdate(ctx, body)
-	case MethodGet:
+	case wire.MethodGet:
 		return r.handleGet(ctx, body)
-	case MethodSince:
+	case wire.MethodSince:
 		return r.handleSince(ctx, body)
-	case MethodInterest:
+	case wire.MethodInterest:
 		return r.handleInterest(ctx, body)
-	case MethodPush:
+	case wire.MethodPush:
 		return r.handlePush(body)
-	case MethodExtract:
+	case wire.MethodExtract:
 		return r.handleExtract(ctx, body)
-	case MethodInstall:
+	case wire.MethodInstall:
 		return r.handleInstall(ctx, body)
-	case MethodReplicate:
+	case wire.MethodReplicate:
 		return r.handleReplicate(body)
-	case MethodLeaves:
+	case wire.MethodLeaves:
 		return r.handleLeaves(ctx, body)
 	}
 	return nil, fmt.Errorf("%w: unknown router method %d", presence.ErrInvalid, method)
 }
 
 func (r *Router) handleGet(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeGetRequest(body)
+	q, err := wire.DecodeGetRequest(body)
 	if err != nil {
 		return nil, err
 	}
-	if len(q.channels) > presence.MaxChannelsPerCall {
+	if len(q.Channels) > presence.MaxChannelsPerCall {
 		return nil, fmt.Errorf("%w: more than %d channels", presence.ErrInvalid, presence.MaxChannelsPerCall)
 	}
-	out, err := r.get(ctx, q.user, q.channels, q.hdr.hops)
+	out, err := r.get(ctx, q.User, q.Channels, q.Header.Hops)
 	if err != nil {
 		return nil, err
 	}
-	states := make([]*presence.ChannelState, len(q.channels))
-	for i, ch := range q.channels {
-		states[i] = out[ch]
+	reply := wire.GetReply{States: make([]*presence.ChannelState, len(q.Channels))}
+	for i, ch := range q.Channels {
+		reply.States[i] = out[ch]
 	}
-	var e encoder
-	encodeStates(&e, states)
-	return e.b, nil
+	return wire.Marshal(reply.Encode), nil
 }
 
 func (r *Router) handleSince(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeSinceRequest(body)
+	q, err := wire.DecodeSinceRequest(body)
 	if err != nil {
 		return nil, err
 	}
-	if !presence.ValidChannelName(q.channel) {
-		var e encoder
-		e.catchup(presence.Catchup{Unavailable: true})
-		return e.b, nil
+	if !presence.ValidChannelName(q.Channel) {
+		reply := wire.SinceReply{Catchup: presence.Catchup{Unavailable: true}}
+		return wire.Marshal(reply.Encode), nil
 	}
-	cu, err := r.since(ctx, q.user, q.channel, q.after, q.hdr.hops, q.node, q.gen)
+	cu, err := r.since(ctx, q.User, q.Channel, q.After, q.Header.Hops, q.Node, q.Gen)
 	if err != nil {
 		return nil, err
 	}
-	var e encoder
-	e.catchup(cu)
-	return e.b, nil
+	reply := wire.SinceReply{Catchup: cu}
+	return wire.Marshal(reply.Encode), nil
 }
 
 // handleInterest registers interest changes. A change for a channel this
 // node handed away follows it to its new holder, so that it is not lost in
 // a hand-off that was already under way.
 func (r *Router) handleInterest(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeInterestRequest(body)
+	q, err := wire.DecodeInterestRequest(body)
 	if err != nil {
 		return nil, err
 	}
-	onward := make(map[Member][]interestChange)
-	for _, c := range q.changes {
-		to, moved, err := r.tombstoneTo(ctx, c.channel)
+	onward := make(map[Member][]wire.InterestChange)
+	for _, c := range q.Changes {
+		to, moved, err := r.tombstoneTo(ctx, c.Channel)
 		if err != nil {
 			return nil, err
 		}
-		if moved && to.Name != q.node.Name {
+		if moved && to.Name != q.Node.Name {
 			onward[to] = append(onward[to], c)
 			continue
 		}
-		r.interest.apply(q.node, c)
+		r.interest.apply(q.Node, c)
 	}
 	for to, changes := range onward {
-		fwd := interestRequest{node: q.node, changes: changes}
-		if _, err := r.call(ctx, to, MethodInterest, fwd.encode); err != nil {
+		fwd := wire.InterestRequest{Node: q.Node, Changes: changes}
+		if _, err := r.call(ctx, to, wire.MethodInterest, fwd.Encode); err != nil {
 			r.log.Debug("forwarding interest failed", "to", to.Name, "err", err)
 		}
 	}
@@ -124,27 +101,25 @@ func (r *Router) handleInterest(ctx context.Context, body []byte) ([]byte, error
 // handlePush feeds pushed messages to the local subscribers and answers the
 // channels nobody here follows any more, so the owner stops pushing them.
 func (r *Router) handlePush(body []byte) ([]byte, error) {
-	q, err := decodePushRequest(body)
+	q, err := wire.DecodePushRequest(body)
 	if err != nil {
 		return nil, err
 	}
-	var unwanted []interestChange
-	for _, m := range q.messages {
-		if wanted, gen := r.feed.deliver(m); !wanted && !hasChannel(unwanted, m.Channel) {
-			unwanted = append(unwanted, interestChange{channel: m.Channel, gen: gen})
+	var reply wire.PushReply
+	for _, m := range q.Messages {
+		if wanted, gen := r.feed.deliver(m); !wanted && !hasChannel(reply.Unwanted, m.Channel) {
+			reply.Unwanted = append(reply.Unwanted, wire.InterestChange{Channel: m.Channel, Gen: gen})
 		}
 	}
-	if len(unwanted) == 0 {
+	if len(reply.Unwanted) == 0 {
 		return nil, nil
 	}
-	var e encoder
-	encodeChanges(&e, unwanted)
-	return e.b, nil
+	return wire.Marshal(reply.Encode), nil
 }
 
-func hasChannel(changes []interestChange, ch string) bool {
+func hasChannel(changes []wire.InterestChange, ch string) bool {
 	for _, c := range changes {
-		if c.channel == ch {
+		if c.Channel == ch {
 			return true
 		}
 	}

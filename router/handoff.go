@@ -11,6 +11,7 @@ import (
 
 	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // requestRebalance asks the rebalance loop for a pass; Settled is false
@@ -136,11 +137,11 @@ func (r *Router) pushTo(channel string, to Member) error {
 		})
 		return err
 	}
-	q := installRequest{from: r.self, snap: snap, interest: interest, origin: r.self.Name}
+	q := wire.InstallRequest{From: r.self, Snap: snap, Interest: interest, Origin: r.self.Name}
 	if r.cfg.Replication {
-		q.leaves = r.leaves.get(channel, nil)
+		q.Leaves = r.leaves.get(channel, nil)
 	}
-	if _, err := r.call(ctx, to, MethodInstall, q.encode); err != nil {
+	if _, err := r.call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
 		r.endMove(channel, func(*route) {})
 		return err
 	}
@@ -168,20 +169,20 @@ func (r *Router) sendLeaves(ctx context.Context, channel string, to Member) erro
 	if len(leaves) == 0 {
 		return nil
 	}
-	q := leavesRequest{from: r.self, channel: channel, leaves: leaves}
-	_, err := r.call(ctx, to, MethodLeaves, q.encode)
+	q := wire.LeavesRequest{From: r.self, Channel: channel, Leaves: leaves}
+	_, err := r.call(ctx, to, wire.MethodLeaves, q.Encode)
 	r.log.Debug("sent the leaves of a channel without state here", "channel", channel, "to", to.Name,
 		"leaves", len(leaves), "err", err)
 	return err
 }
 
 func (r *Router) handleLeaves(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeLeavesRequest(body)
+	q, err := wire.DecodeLeavesRequest(body)
 	if err != nil {
 		return nil, err
 	}
-	if !presence.ValidChannelName(q.channel) {
-		return nil, fmt.Errorf("%w: leaves of invalid channel %q", presence.ErrInvalid, q.channel)
+	if !presence.ValidChannelName(q.Channel) {
+		return nil, fmt.Errorf("%w: leaves of invalid channel %q", presence.ErrInvalid, q.Channel)
 	}
 	return nil, r.takeLeaves(ctx, q)
 }
@@ -193,29 +194,29 @@ func (r *Router) handleLeaves(ctx context.Context, body []byte) ([]byte, error) 
 // sender's view was partial), so it forwards them along its own route (a
 // tombstone, or the ring owner). Where the channel is held, the clients that
 // left after their last heartbeat are dropped (dropLeftHere).
-func (r *Router) takeLeaves(ctx context.Context, q leavesRequest) error {
-	r.leaves.add(q.channel, q.leaves)
-	t, err := r.locate(ctx, q.channel)
+func (r *Router) takeLeaves(ctx context.Context, q wire.LeavesRequest) error {
+	r.leaves.add(q.Channel, q.Leaves)
+	t, err := r.locate(ctx, q.Channel)
 	if err != nil {
 		return err
 	}
 	if t.local {
-		return r.dropLeftHere(ctx, q.channel)
+		return r.dropLeftHere(ctx, q.Channel)
 	}
-	if t.to.Name == q.from.Name {
+	if t.to.Name == q.From.Name {
 		// The sender routes the channel here and this node routes it back:
 		// the two views disagree. Sent back, the leaves would wait on the
 		// sender's hand-off in progress; kept, they go on when the views
 		// change.
-		r.owesLeaves(q.channel)
+		r.owesLeaves(q.Channel)
 		return nil
 	}
-	if q.hops+1 > r.cfg.MaxHops {
-		return fmt.Errorf("%w: leaves of %s after %d hops", presence.ErrMoved, q.channel, q.hops)
+	if q.Hops+1 > r.cfg.MaxHops {
+		return fmt.Errorf("%w: leaves of %s after %d hops", presence.ErrMoved, q.Channel, q.Hops)
 	}
-	fwd := leavesRequest{from: r.self, channel: q.channel, hops: q.hops + 1, leaves: r.leaves.get(q.channel, nil)}
-	_, err = r.call(ctx, t.to, MethodLeaves, fwd.encode)
-	r.log.Debug("passed leaves on", "channel", q.channel, "from", q.from.Name, "to", t.to.Name, "hops", fwd.hops, "err", err)
+	fwd := wire.LeavesRequest{From: r.self, Channel: q.Channel, Hops: q.Hops + 1, Leaves: r.leaves.get(q.Channel, nil)}
+	_, err = r.call(ctx, t.to, wire.MethodLeaves, fwd.Encode)
+	r.log.Debug("passed leaves on", "channel", q.Channel, "from", q.From.Name, "to", t.to.Name, "hops", fwd.Hops, "err", err)
 	return err
 }
 
@@ -267,7 +268,7 @@ func (r *Router) owesLeaves(channel string) bool {
 // exportLocal takes the state of a channel marked as moving out, freezes
 // the actor and flushes the push queues of the interested nodes. A nil
 // snapshot means there is no state here.
-func (r *Router) exportLocal(ctx context.Context, channel string) (*presence.ChannelSnapshot, []interested, error) {
+func (r *Router) exportLocal(ctx context.Context, channel string) (*presence.ChannelSnapshot, []wire.Interested, error) {
 	snap, err := r.engine.Export(ctx, channel)
 	if err != nil || snap == nil {
 		return nil, nil, err
@@ -278,7 +279,7 @@ func (r *Router) exportLocal(ctx context.Context, channel string) (*presence.Cha
 	r.out.flush(flushCtx, interest)
 	cancel()
 	if r.feed.genOf(channel) != 0 {
-		interest = append(interest, interested{node: r.self, gen: r.feed.genOf(channel)})
+		interest = append(interest, wire.Interested{Node: r.self, Gen: r.feed.genOf(channel)})
 	}
 	return snap, interest, nil
 }
@@ -299,17 +300,17 @@ func (r *Router) forgetLocal(ctx context.Context, channel string, to Member) {
 
 // handleInstall takes over a channel pushed by its previous holder.
 func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeInstallRequest(body)
+	q, err := wire.DecodeInstallRequest(body)
 	if err != nil {
 		return nil, err
 	}
-	if !presence.ValidChannelName(q.snap.Channel) {
-		return nil, fmt.Errorf("%w: install of invalid channel %q", presence.ErrInvalid, q.snap.Channel)
+	if !presence.ValidChannelName(q.Snap.Channel) {
+		return nil, fmt.Errorf("%w: install of invalid channel %q", presence.ErrInvalid, q.Snap.Channel)
 	}
 	if r.isDraining() {
 		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
 	}
-	if err := r.installLocal(ctx, q.snap, q.interest, q.leaves, q.origin); err != nil {
+	if err := r.installLocal(ctx, q.Snap, q.Interest, q.Leaves, q.Origin); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -328,7 +329,7 @@ func (r *Router) isDraining() bool {
 //
 // origin is the node whose state snap continues; the snapshot this install
 // sends to the replica tells it that origin's copy is superseded.
-func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []interested, leaves map[string]int64, origin string) error {
+func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []wire.Interested, leaves map[string]int64, origin string) error {
 	channel := snap.Channel
 	if err := r.beginMove(ctx, channel, moveIn); err != nil {
 		return err
@@ -412,26 +413,24 @@ func dropExpired(s *presence.ChannelSnapshot, now int64) *presence.ChannelSnapsh
 // pull side of a hand-off). The answer says whether there was state, or
 // where it went if this node had already handed it away.
 func (r *Router) handleExtract(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeExtractRequest(body)
+	q, err := wire.DecodeExtractRequest(body)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := r.extract(ctx, q.channel, q.requester, q.boot)
-	r.log.Debug("extract answered", "channel", q.channel, "requester", q.requester.Name, "outcome", reply.outcome,
+	reply, err := r.extract(ctx, q.Channel, q.Requester, q.Boot)
+	r.log.Debug("extract answered", "channel", q.Channel, "requester", q.Requester.Name, "outcome", reply.Outcome,
 		"err", err, "epoch", r.view.Load().epoch)
 	if err != nil {
 		return nil, err
 	}
-	var e encoder
-	reply.encode(&e)
-	return e.b, nil
+	return wire.Marshal(reply.Encode), nil
 }
 
 // extract marks channel as moving out (waiting for a hand-off in progress)
 // and then answers where it went, or takes its state.
-func (r *Router) extract(ctx context.Context, channel string, requester Member, boot uint64) (extractReply, error) {
+func (r *Router) extract(ctx context.Context, channel string, requester Member, boot uint64) (wire.ExtractReply, error) {
 	if err := r.beginMove(ctx, channel, moveOut); err != nil {
-		return extractReply{}, err
+		return wire.ExtractReply{}, err
 	}
 	if to, moved := r.peekTombstone(channel); r.cfg.Replication && (!moved || to.Name == requester.Name) && !r.holds(channel) {
 		// The requester owned the channel and restarted before anyone saw
@@ -441,7 +440,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		if e, ok := r.replicas.takeFrom(channel, requester.Name, boot); ok {
 			r.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
-			return extractReply{outcome: extractSnapshot, snap: e.copy.Snapshot(r.cfg.ReplicationInterval), interest: e.interest}, nil
+			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: e.copy.Snapshot(r.cfg.ReplicationInterval), Interest: e.interest}, nil
 		}
 	}
 	if _, member := r.view.Load().member(requester.Name); !member && r.holds(channel) {
@@ -449,19 +448,19 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		// be replicated (its replica would defer the copy) and would die
 		// with it if it crashed again.
 		r.endMove(channel, func(*route) {})
-		return extractReply{outcome: extractHeld}, nil
+		return wire.ExtractReply{Outcome: wire.ExtractHeld}, nil
 	}
 	if to, moved := r.peekTombstone(channel); moved {
 		r.endMove(channel, func(*route) {})
 		if to.Name == requester.Name {
-			return extractReply{outcome: extractDelivered}, nil
+			return wire.ExtractReply{Outcome: wire.ExtractDelivered}, nil
 		}
-		return extractReply{outcome: extractElsewhere, elsewhere: to}, nil
+		return wire.ExtractReply{Outcome: wire.ExtractElsewhere, Elsewhere: to}, nil
 	}
 	snap, interest, err := r.exportLocal(ctx, channel)
 	if err != nil {
 		r.endMove(channel, func(*route) {})
-		return extractReply{}, err
+		return wire.ExtractReply{}, err
 	}
 	if snap == nil {
 		// Seen as a member already: the tombstone goes when the requester
@@ -471,10 +470,10 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 			e.held = false
 			e.tomb = &tombstone{to: requester, seen: seen}
 		})
-		return extractReply{outcome: extractNone}, nil
+		return wire.ExtractReply{Outcome: wire.ExtractNone}, nil
 	}
 	r.forgetLocal(ctx, channel, requester)
-	return extractReply{outcome: extractSnapshot, snap: snap, interest: interest}, nil
+	return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: interest}, nil
 }
 
 // peekTombstone returns channel's tombstone target, if any.
@@ -534,9 +533,9 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		return nil // a cluster of one: nobody had it
 	}
 	for hop, busy := 0, 0; hop <= r.cfg.MaxHops; {
-		q := extractRequest{channel: channel, requester: r.self, boot: r.boot}
-		resp, err := r.call(ctx, from, MethodExtract, q.encode)
-		if errors.Is(err, ErrBusy) && busy < r.cfg.Retries {
+		q := wire.ExtractRequest{Channel: channel, Requester: r.self, Boot: r.boot}
+		resp, err := r.call(ctx, from, wire.MethodExtract, q.Encode)
+		if errors.Is(err, wire.ErrBusy) && busy < r.cfg.Retries {
 			busy++
 			if err := sleep(ctx, r.cfg.RetryBackoff<<busy); err != nil {
 				return err
@@ -546,35 +545,35 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		if err != nil {
 			return err
 		}
-		reply, err := decodeExtractReply(resp)
+		reply, err := wire.DecodeExtractReply(resp)
 		if err != nil {
 			return err
 		}
-		switch reply.outcome {
-		case extractSnapshot:
-			return r.installLocal(ctx, reply.snap, reply.interest, nil, from.Name)
-		case extractHeld:
+		switch reply.Outcome {
+		case wire.ExtractSnapshot:
+			return r.installLocal(ctx, reply.Snap, reply.Interest, nil, from.Name)
+		case wire.ExtractHeld:
 			return heldElsewhere{holder: from}
-		case extractElsewhere:
-			if reply.elsewhere.Name == r.self.Name {
+		case wire.ExtractElsewhere:
+			if reply.Elsewhere.Name == r.self.Name {
 				return nil
 			}
-			from, hop = reply.elsewhere, hop+1
+			from, hop = reply.Elsewhere, hop+1
 			continue
 		}
 		r.log.Debug("pulled a channel: nothing to install", "channel", channel, "from", from.Name,
-			"outcome", reply.outcome, "epoch", v.epoch)
+			"outcome", reply.Outcome, "epoch", v.epoch)
 		return nil // none, or already delivered here by a push
 	}
 	return fmt.Errorf("%w: %s handed on more than %d times", presence.ErrMoved, channel, r.cfg.MaxHops)
 }
 
 // heldTombstoneFor is how long a node forwards a channel to a holder that
-// kept it (extractHeld) before it asks again.
+// kept it (wire.ExtractHeld) before it asks again.
 const heldTombstoneFor = 2 * time.Second
 
 // heldElsewhere is fetch's answer when the previous holder keeps the
-// channel for now (extractHeld).
+// channel for now (wire.ExtractHeld).
 type heldElsewhere struct{ holder Member }
 
 func (h heldElsewhere) Error() string {

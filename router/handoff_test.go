@@ -14,6 +14,7 @@ import (
 	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // populated is a cluster with presence in every channel and, on every
@@ -259,7 +260,7 @@ func TestPullWhenPushFails(t *testing.T) {
 	p := populate(t, c, 100)
 	for _, n := range c.nodes {
 		n.caller.setFail(func(_ string, method uint16) error {
-			if method == MethodInstall {
+			if method == wire.MethodInstall {
 				return errors.New("install refused by the test")
 			}
 			return nil
@@ -300,14 +301,14 @@ func TestUnreachablePreviousOwnerStartsFreshThenMerges(t *testing.T) {
 
 	// The joiner cannot reach anybody's extract; the old owner cannot push.
 	d.caller.setFail(func(_ string, method uint16) error {
-		if method == MethodExtract {
+		if method == wire.MethodExtract {
 			return errors.New("unreachable")
 		}
 		return nil
 	})
 	for _, n := range c.nodes[:2] {
 		n.caller.setFail(func(_ string, method uint16) error {
-			if method == MethodInstall {
+			if method == wire.MethodInstall {
 				return errors.New("unreachable")
 			}
 			return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // testConfigs is the channel configuration of the tests: /pub/* public,
@@ -45,7 +46,7 @@ func (testConfigs) Resolve(_ context.Context, ch string) (*presence.Config, erro
 // countingCaller counts calls per method and lets a test fail some.
 type countingCaller struct {
 	next   Caller
-	counts [MaxMethod + 1]atomic.Int64
+	counts [wire.MaxMethod + 1]atomic.Int64
 	// fail, if set, may return an error instead of making the call.
 	fail atomic.Pointer[func(addr string, method uint16) error]
 }
@@ -107,7 +108,7 @@ func (c *testCluster) addNode(name string) *testNode {
 	var rt atomic.Pointer[Router]
 	tr, err := cluster.ListenTransport(cluster.TransportConfig{
 		BindAddr: "127.0.0.1:0",
-		Errors:   TransportErrors(),
+		Errors:   wire.TransportErrors(),
 		Handler: func(ctx context.Context, method uint16, body []byte) ([]byte, error) {
 			r := rt.Load()
 			if r == nil {

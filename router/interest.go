@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // interestTable is the owner's side of cross-node subscriptions: for each
@@ -15,7 +16,7 @@ import (
 type interestTable struct {
 	self string
 	mu   sync.RWMutex
-	by   map[string]map[string]interested // channel -> node name -> entry
+	by   map[string]map[string]wire.Interested // channel -> node name -> entry
 	// changed is called, outside the lock, after apply changed a channel's
 	// entries (the router tells the channel's replica).
 	changed func(channel string)
@@ -23,38 +24,38 @@ type interestTable struct {
 
 func (t *interestTable) init(self string, changed func(channel string)) {
 	t.self = self
-	t.by = make(map[string]map[string]interested)
+	t.by = make(map[string]map[string]wire.Interested)
 	t.changed = changed
 }
 
 // apply records one change of node's interest. An on newer than (or as new
 // as) the entry replaces it; an off removes an entry no newer than itself.
-func (t *interestTable) apply(node Member, c interestChange) {
+func (t *interestTable) apply(node Member, c wire.InterestChange) {
 	if node.Name == "" || node.Name == t.self {
 		return // this node's own subscribers get messages straight from the actor
 	}
 	t.mu.Lock()
-	nodes := t.by[c.channel]
+	nodes := t.by[c.Channel]
 	cur, ok := nodes[node.Name]
 	changed := false
 	switch {
-	case c.on && (!ok || cur.gen <= c.gen):
+	case c.On && (!ok || cur.Gen <= c.Gen):
 		if nodes == nil {
-			nodes = make(map[string]interested)
-			t.by[c.channel] = nodes
+			nodes = make(map[string]wire.Interested)
+			t.by[c.Channel] = nodes
 		}
-		nodes[node.Name] = interested{node: node, gen: c.gen}
-		changed = !ok || cur.node != node
-	case !c.on && ok && cur.gen <= c.gen:
+		nodes[node.Name] = wire.Interested{Node: node, Gen: c.Gen}
+		changed = !ok || cur.Node != node
+	case !c.On && ok && cur.Gen <= c.Gen:
 		delete(nodes, node.Name)
 		if len(nodes) == 0 {
-			delete(t.by, c.channel)
+			delete(t.by, c.Channel)
 		}
 		changed = true
 	}
 	t.mu.Unlock()
 	if changed && t.changed != nil {
-		t.changed(c.channel)
+		t.changed(c.Channel)
 	}
 }
 
@@ -62,16 +63,16 @@ func (t *interestTable) apply(node Member, c interestChange) {
 func (t *interestTable) each(channel string, fn func(Member)) {
 	t.mu.RLock()
 	for _, in := range t.by[channel] {
-		fn(in.node)
+		fn(in.Node)
 	}
 	t.mu.RUnlock()
 }
 
 // export returns the nodes interested in channel, to hand over with it.
-func (t *interestTable) export(channel string) []interested {
+func (t *interestTable) export(channel string) []wire.Interested {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	list := make([]interested, 0, len(t.by[channel]))
+	list := make([]wire.Interested, 0, len(t.by[channel]))
 	for _, in := range t.by[channel] {
 		list = append(list, in)
 	}
@@ -79,9 +80,9 @@ func (t *interestTable) export(channel string) []interested {
 }
 
 // add merges handed-over interest into the table.
-func (t *interestTable) add(channel string, list []interested) {
+func (t *interestTable) add(channel string, list []wire.Interested) {
 	for _, in := range list {
-		t.apply(in.node, interestChange{channel: channel, on: true, gen: in.gen})
+		t.apply(in.Node, wire.InterestChange{Channel: channel, On: true, Gen: in.Gen})
 	}
 }
 
@@ -217,8 +218,8 @@ func (o *outbound) sendBatch(q *outQueue) bool {
 	q.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(o.r.ctx, o.r.cfg.HandoffTimeout)
-	req := pushRequest{from: o.r.self.Name, messages: batch}
-	resp, err := o.r.call(ctx, q.to, MethodPush, req.encode)
+	req := wire.PushRequest{From: o.r.self.Name, Messages: batch}
+	resp, err := o.r.call(ctx, q.to, wire.MethodPush, req.Encode)
 	cancel()
 	if err != nil {
 		o.r.m.pushDropped.Add(float64(n))
@@ -234,13 +235,13 @@ func (o *outbound) sendBatch(q *outQueue) bool {
 
 // unwanted removes the interest of a node that no longer follows channels.
 func (o *outbound) unwanted(to Member, resp []byte) {
-	changes, err := decodeChanges(resp)
+	reply, err := wire.DecodePushReply(resp)
 	if err != nil {
 		o.r.log.Warn("bad push reply", "from", to.Name, "err", err)
 		return
 	}
-	for _, c := range changes {
-		c.on = false
+	for _, c := range reply.Unwanted {
+		c.On = false
 		o.r.interest.apply(to, c)
 	}
 }
@@ -248,10 +249,10 @@ func (o *outbound) unwanted(to Member, resp []byte) {
 // flush waits until the messages queued so far for nodes have been sent or
 // dropped, or ctx ends: a channel handed over after flush cannot have its
 // new owner's messages overtake its old owner's.
-func (o *outbound) flush(ctx context.Context, nodes []interested) {
+func (o *outbound) flush(ctx context.Context, nodes []wire.Interested) {
 	for _, in := range nodes {
 		o.mu.Lock()
-		q := o.queues[in.node.Name]
+		q := o.queues[in.Node.Name]
 		o.mu.Unlock()
 		if q != nil && !q.flush(ctx) {
 			return

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // leaveMemory is how long a leave is remembered for merging copies: longer
@@ -22,7 +23,7 @@ const staleCopyAfter = 30 * time.Second
 type replicaEntry struct {
 	owner    string
 	copy     *presence.Copy
-	interest []interested
+	interest []wire.Interested
 	heard    int64  // when the owner last sent something for it (unix ns)
 	boot     uint64 // the owner's process that sent it
 }
@@ -42,35 +43,35 @@ func (s *replicaStore) init() { s.by = make(map[string]map[string]*replicaEntry)
 // apply applies one item of owner's stream and reports false when it is a
 // change to a copy this node does not have from owner (the owner must send
 // a snapshot first).
-func (s *replicaStore) apply(owner string, boot uint64, it *replItem, now int64) bool {
+func (s *replicaStore) apply(owner string, boot uint64, it *wire.ReplItem, now int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	copies := s.by[it.channel]
-	switch it.kind {
+	copies := s.by[it.Channel]
+	switch it.Kind {
 	case presence.ChangeSnapshot:
 		if copies == nil {
 			copies = make(map[string]*replicaEntry, 1)
-			s.by[it.channel] = copies
+			s.by[it.Channel] = copies
 		}
-		copies[owner] = &replicaEntry{owner: owner, copy: presence.NewCopy(it.snap), interest: it.interest, heard: now, boot: boot}
-		if it.supersedes != "" && it.supersedes != owner {
-			delete(copies, it.supersedes) // owner continues that node's state
+		copies[owner] = &replicaEntry{owner: owner, copy: presence.NewCopy(it.Snap), interest: it.Interest, heard: now, boot: boot}
+		if it.Supersedes != "" && it.Supersedes != owner {
+			delete(copies, it.Supersedes) // owner continues that node's state
 		}
 		return true
 	case presence.ChangeStopped:
-		s.deleteLocked(it.channel, owner)
+		s.deleteLocked(it.Channel, owner)
 		return true
 	}
 	e := copies[owner]
 	if e == nil || e.boot != boot {
 		return false // none, or the previous process's: a snapshot first
 	}
-	if it.kind == replInterest {
-		e.interest = it.interest
+	if it.Kind == wire.KindInterest {
+		e.interest = it.Interest
 		e.heard = now
 		return true
 	}
-	e.copy.Apply(it.change())
+	e.copy.Apply(change(it))
 	e.heard = now
 	return true
 }
@@ -270,80 +271,57 @@ func dropLeft(s *presence.ChannelSnapshot, leaves map[string]int64) *presence.Ch
 	return &out
 }
 
-// encodeLeaves appends a leave map (an optional tail of an install).
-func (e *encoder) leaves(m map[string]int64) {
-	e.uint(uint64(len(m)))
-	for id, at := range m {
-		e.string(id)
-		e.int(at)
-	}
-}
-
-func (d *decoder) leaves() map[string]int64 {
-	n := d.count()
-	if n == 0 {
-		return nil
-	}
-	m := make(map[string]int64, n)
-	for range n {
-		id := d.string()
-		m[id] = d.int()
-	}
-	return m
-}
-
 // handleReplicate applies a batch of an owner's stream to the copies kept
 // here. Per channel, the items are refused when this node holds the
 // channel itself (fencing: the sender is an owner the others replaced, and
 // must hand over what it has), deferred when the sender does not own the
 // channel in this node's view, and otherwise applied in order.
 func (r *Router) handleReplicate(body []byte) ([]byte, error) {
-	from, boot, items, err := decodeReplBatch(body)
+	q, err := wire.DecodeReplicateRequest(body)
 	if err != nil {
 		return nil, err
 	}
+	from, boot, items := q.From, q.Boot, q.Items
 	v := r.view.Load()
 	now := r.cfg.Clock.Now().UnixNano()
 	verdicts := make(map[string]copyVerdict)
-	var reply replReply
+	var reply wire.ReplicateReply
 	for i := range items {
 		it := &items[i]
-		if it.kind == presence.ChangeStopped {
+		if it.Kind == presence.ChangeStopped {
 			// Dropping the sender's own copy is always safe, held or not.
 			r.replicas.apply(from.Name, boot, it, now)
 			continue
 		}
-		vd, seen := verdicts[it.channel]
+		vd, seen := verdicts[it.Channel]
 		if !seen {
-			vd = r.copyVerdict(v, it.channel, from.Name)
-			verdicts[it.channel] = vd
+			vd = r.copyVerdict(v, it.Channel, from.Name)
+			verdicts[it.Channel] = vd
 			switch vd {
 			case copyRefused:
-				reply.refused = append(reply.refused, it.channel)
+				reply.Refused = append(reply.Refused, it.Channel)
 			case copyDeferred:
-				reply.deferred = append(reply.deferred, it.channel)
+				reply.Deferred = append(reply.Deferred, it.Channel)
 			}
 		}
 		if vd != copyAccepted {
 			if !seen {
-				r.log.Debug("replica copy not taken", "channel", it.channel, "from", from.Name, "verdict", vd)
+				r.log.Debug("replica copy not taken", "channel", it.Channel, "from", from.Name, "verdict", vd)
 			}
 			continue
 		}
-		if it.kind == presence.ChangeSnapshot || it.kind == presence.ChangeStopped {
-			r.log.Debug("replica copy", "channel", it.channel, "from", from.Name, "kind", it.kind)
+		if it.Kind == presence.ChangeSnapshot || it.Kind == presence.ChangeStopped {
+			r.log.Debug("replica copy", "channel", it.Channel, "from", from.Name, "kind", it.Kind)
 		}
-		if !r.replicas.apply(from.Name, boot, it, now) && !slices.Contains(reply.missing, it.channel) {
-			reply.missing = append(reply.missing, it.channel)
+		if !r.replicas.apply(from.Name, boot, it, now) && !slices.Contains(reply.Missing, it.Channel) {
+			reply.Missing = append(reply.Missing, it.Channel)
 		}
-		if it.kind == presence.ChangeLeave {
-			r.leaves.addClient(it.channel, it.userID, it.clientID, it.at)
+		if it.Kind == presence.ChangeLeave {
+			r.leaves.addClient(it.Channel, it.UserID, it.ClientID, it.At)
 		}
 	}
-	r.m.replicaRefused.Add(float64(len(reply.refused)))
-	var e encoder
-	reply.encode(&e)
-	return e.b, nil
+	r.m.replicaRefused.Add(float64(len(reply.Refused)))
+	return wire.Marshal(reply.Encode), nil
 }
 
 // holds reports whether this node holds channel's state or is installing it.
@@ -431,15 +409,15 @@ func (r *Router) handOrphan(channel string, v *view, owner string) {
 // handCopy sends one copy to the channel's new owner as an install.
 func (r *Router) handCopy(channel string, e *replicaEntry, to Member) {
 	owner := to.Name
-	q := installRequest{from: r.self, snap: e.copy.Snapshot(r.cfg.ReplicationInterval), interest: e.interest, origin: e.owner}
-	q.leaves = r.leaves.get(channel, nil)
+	q := wire.InstallRequest{From: r.self, Snap: e.copy.Snapshot(r.cfg.ReplicationInterval), Interest: e.interest, Origin: e.owner}
+	q.Leaves = r.leaves.get(channel, nil)
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
-	if _, err := r.call(ctx, to, MethodInstall, q.encode); err != nil {
+	if _, err := r.call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
 		r.log.Info("handing a replica copy to the new owner failed", "channel", channel, "owner", owner, "err", err)
 		return
 	}
-	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.owner, "clients", len(q.snap.Clients))
+	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.owner, "clients", len(q.Snap.Clients))
 	r.m.promotions.Inc()
 }
 

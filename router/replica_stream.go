@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // replBatchMax is the most items sent in one replicate call.
@@ -165,7 +166,7 @@ func (ss *replStreams) retired(channel, except string) {
 		s.mu.Lock()
 		if s.retiring[channel] && !s.closed {
 			delete(s.retiring, channel)
-			s.items = append(s.items, replItem{kind: presence.ChangeStopped, channel: channel})
+			s.items = append(s.items, replItem{ReplItem: wire.ReplItem{Kind: presence.ChangeStopped, Channel: channel}})
 			s.kick()
 		}
 		s.mu.Unlock()
@@ -277,10 +278,10 @@ func (s *replStream) add(r *Router, c *presence.Change) {
 		r.settle(nil, c.Done, nil)
 		return
 	}
-	it := replItem{kind: c.Kind, channel: c.Channel, userID: c.UserID, clientID: c.ClientID,
-		expires: c.ExpiresAt, at: c.At, cfg: c.Config, msg: c.Message, done: c.Done, queued: r.cfg.Clock.Now().UnixNano()}
+	it := replItem{ReplItem: wire.ReplItem{Kind: c.Kind, Channel: c.Channel, UserID: c.UserID, ClientID: c.ClientID,
+		Expires: c.ExpiresAt, At: c.At, Config: c.Config, Msg: c.Message}, done: c.Done, queued: r.cfg.Clock.Now().UnixNano()}
 	if c.User != nil {
-		it.user = c.User.Info()
+		it.User = c.User.Info()
 	}
 	if m := s.refresh[c.Channel]; m != nil && c.Kind == presence.ChangeLeave {
 		if _, ok := m[key]; ok {
@@ -290,9 +291,9 @@ func (s *replStream) add(r *Router, c *presence.Change) {
 	}
 	if c.Kind == presence.ChangeSnapshot || !s.synced[c.Channel] {
 		delete(s.retiring, c.Channel)
-		it.kind, it.snap, it.interest = presence.ChangeSnapshot, c.Snapshot(), r.interestOf(c.Channel)
+		it.Kind, it.Snap, it.Interest = presence.ChangeSnapshot, c.Snapshot(), r.interestOf(c.Channel)
 		if origin, ok := r.supersedes.LoadAndDelete(c.Channel); ok {
-			it.supersedes = origin.(string)
+			it.Supersedes = origin.(string)
 		}
 		s.synced[c.Channel] = true
 	}
@@ -312,7 +313,7 @@ func (s *replStream) addInterest(r *Router, channel string) {
 	}
 	// Taken under the stream's lock, so that queued lists keep the order
 	// of the changes they follow.
-	s.items = append(s.items, replItem{kind: replInterest, channel: channel, interest: r.interestOf(channel),
+	s.items = append(s.items, replItem{ReplItem: wire.ReplItem{Kind: wire.KindInterest, Channel: channel, Interest: r.interestOf(channel)},
 		queued: r.cfg.Clock.Now().UnixNano()})
 	s.mu.Unlock()
 	s.kick()
@@ -358,7 +359,7 @@ func (s *replStream) forget(channel string, drop, tell bool) {
 	if s.synced[channel] {
 		delete(s.synced, channel)
 		if tell {
-			s.items = append(s.items, replItem{kind: presence.ChangeStopped, channel: channel})
+			s.items = append(s.items, replItem{ReplItem: wire.ReplItem{Kind: presence.ChangeStopped, Channel: channel}})
 			s.kick()
 		} else {
 			s.retiring[channel] = true
@@ -370,7 +371,7 @@ func (s *replStream) forget(channel string, drop, tell bool) {
 func (s *replStream) dropLocked(channel string) {
 	kept := s.items[:0]
 	for _, it := range s.items {
-		if it.channel != channel {
+		if it.Channel != channel {
 			kept = append(kept, it)
 		} else if it.done != nil {
 			it.done <- nil
@@ -395,7 +396,7 @@ func (s *replStream) close(r *Router) {
 	s.mu.Unlock()
 	s.cancel()
 	for i := range items {
-		r.settle(items[i].msg, items[i].done, nil)
+		r.settle(items[i].Msg, items[i].done, nil)
 	}
 }
 
@@ -432,7 +433,7 @@ func (s *replStream) take() []replItem {
 			break // the rest goes in the next batch
 		}
 		for k, exp := range m {
-			batch = append(batch, replItem{kind: presence.ChangeRefresh, channel: ch, userID: k.userID, clientID: k.clientID, expires: exp})
+			batch = append(batch, replItem{ReplItem: wire.ReplItem{Kind: presence.ChangeRefresh, Channel: ch, UserID: k.userID, ClientID: k.clientID, Expires: exp}})
 		}
 		s.pending -= len(m)
 		delete(s.refresh, ch)
@@ -482,10 +483,12 @@ func (s *replStream) sendOnce(r *Router) bool {
 	}()
 	ctx, cancel := context.WithTimeout(s.ctx, r.cfg.ForwardTimeout)
 	defer cancel()
-	resp, err := r.call(ctx, s.to, MethodReplicate, func(e *encoder) { encodeReplBatch(e, r.self, r.boot, batch) })
-	var reply replReply
+	resp, err := r.call(ctx, s.to, wire.MethodReplicate, func(e *wire.Encoder) {
+		wire.EncodeReplicateBatch(e, r.self, r.boot, len(batch), func(i int) *wire.ReplItem { return &batch[i].ReplItem })
+	})
+	var reply wire.ReplicateReply
 	if err == nil {
-		reply, err = decodeReplReply(resp)
+		reply, err = wire.DecodeReplicateReply(resp)
 	}
 	if err != nil {
 		return s.failed(r, batch, err)
@@ -507,7 +510,7 @@ func (s *replStream) failed(r *Router, batch []replItem, err error) bool {
 	}
 	if closed {
 		for i := range batch {
-			r.settle(batch[i].msg, batch[i].done, nil)
+			r.settle(batch[i].Msg, batch[i].done, nil)
 		}
 		return false
 	}
@@ -527,43 +530,43 @@ func retryDelay(base time.Duration, failures int) time.Duration {
 // messages, deferred ones wait for another try, refused channels are
 // handed over to the node that holds them, missing ones are sent again
 // whole.
-func (s *replStream) acknowledged(r *Router, batch []replItem, reply replReply) bool {
+func (s *replStream) acknowledged(r *Router, batch []replItem, reply wire.ReplicateReply) bool {
 	s.mu.Lock()
 	s.failures = 0
-	if len(reply.deferred) > 0 {
+	if len(reply.Deferred) > 0 {
 		s.deferrals++
 	} else {
 		s.deferrals = 0
 	}
 	deferrals := s.deferrals
 	s.mu.Unlock()
-	refused, deferred := setOf(reply.refused), setOf(reply.deferred)
+	refused, deferred := setOf(reply.Refused), setOf(reply.Deferred)
 	var again []replItem
 	now := r.cfg.Clock.Now().UnixNano()
 	oldest := now
 	for i := range batch {
 		it := &batch[i]
 		switch {
-		case refused[it.channel]:
-			r.settle(nil, it.done, fmt.Errorf("%w: %s is held by %s", presence.ErrMoved, it.channel, s.to.Name))
-		case deferred[it.channel]:
+		case refused[it.Channel]:
+			r.settle(nil, it.done, fmt.Errorf("%w: %s is held by %s", presence.ErrMoved, it.Channel, s.to.Name))
+		case deferred[it.Channel]:
 			again = append(again, *it)
 		default:
 			if it.queued != 0 {
 				oldest = min(oldest, it.queued)
 			}
-			if it.kind == presence.ChangeSnapshot {
-				r.streams.retired(it.channel, s.to.Name)
+			if it.Kind == presence.ChangeSnapshot {
+				r.streams.retired(it.Channel, s.to.Name)
 			}
-			r.settle(it.msg, it.done, nil)
+			r.settle(it.Msg, it.done, nil)
 		}
 	}
 	r.m.replicationLag.Set(float64(now-oldest) / 1e9)
-	s.unsync(append(reply.refused, reply.missing...))
-	for _, ch := range reply.refused {
+	s.unsync(append(reply.Refused, reply.Missing...))
+	for _, ch := range reply.Refused {
 		r.fence(ch, s.to)
 	}
-	for _, ch := range reply.missing {
+	for _, ch := range reply.Missing {
 		if err := r.engine.Resend(ch); err != nil {
 			r.log.Debug("resending a channel to its replica failed", "channel", ch, "err", err)
 		}
@@ -601,10 +604,10 @@ func setOf(list []string) map[string]bool {
 // interestOf is what a replica needs to push channel's messages after a
 // promotion: the interested nodes, this one included when it has local
 // subscribers.
-func (r *Router) interestOf(channel string) []interested {
+func (r *Router) interestOf(channel string) []wire.Interested {
 	interest := r.interest.export(channel)
 	if gen := r.feed.genOf(channel); gen != 0 {
-		interest = append(interest, interested{node: r.self, gen: gen})
+		interest = append(interest, wire.Interested{Node: r.self, Gen: gen})
 	}
 	return interest
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/wire"
 )
 
 func withReplication(cfg *Config) { cfg.Replication = true }
@@ -214,7 +215,7 @@ func TestStreamCoalescesRefreshes(t *testing.T) {
 		t.Fatalf("refreshes queued %d items, %d pending; want none queued, one coalesced", len(s.items), s.pending)
 	}
 	batch := s.take()
-	if len(batch) != 1 || batch[0].kind != presence.ChangeRefresh || batch[0].expires != 500 {
+	if len(batch) != 1 || batch[0].Kind != presence.ChangeRefresh || batch[0].Expires != 500 {
 		t.Fatalf("batch %+v, want one refresh with the newest expiry", batch)
 	}
 	// A leave drops the client's pending refresh: sent after the leave, it
@@ -222,7 +223,7 @@ func TestStreamCoalescesRefreshes(t *testing.T) {
 	s.add(r, &presence.Change{Kind: presence.ChangeRefresh, Channel: "/pub/x", UserID: "a", ClientID: "t", ExpiresAt: 600})
 	s.add(r, &presence.Change{Kind: presence.ChangeLeave, Channel: "/pub/x", UserID: "a", ClientID: "t"})
 	batch = s.take()
-	if len(batch) != 1 || batch[0].kind != presence.ChangeLeave || s.pending != 0 {
+	if len(batch) != 1 || batch[0].Kind != presence.ChangeLeave || s.pending != 0 {
 		t.Fatalf("batch %+v, %d pending; want the leave alone", batch, s.pending)
 	}
 }
@@ -253,7 +254,7 @@ func TestRestartedOwnerGetsItsCopyBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if same.outcome == extractSnapshot {
+	if same.Outcome == wire.ExtractSnapshot {
 		t.Fatal("the owner's own process got its old copy back")
 	}
 	// The owner restarted before anyone noticed and pulls its channel from
@@ -263,8 +264,8 @@ func TestRestartedOwnerGetsItsCopyBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reply.outcome != extractSnapshot || len(reply.snap.Clients) != 1 || reply.snap.LastID != before {
-		t.Fatalf("extract after the restart: outcome %v, snapshot %+v; want a's copy up to %d", reply.outcome, reply.snap, before)
+	if reply.Outcome != wire.ExtractSnapshot || len(reply.Snap.Clients) != 1 || reply.Snap.LastID != before {
+		t.Fatalf("extract after the restart: outcome %v, snapshot %+v; want a's copy up to %d", reply.Outcome, reply.Snap, before)
 	}
 }
 
@@ -375,48 +376,6 @@ func TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat(t *testing.T)
 	}
 }
 
-func TestReplicationBatchRoundTrip(t *testing.T) {
-	from := Member{Name: "n1", RPCAddr: "a:1"}
-	cfg := pubConfig
-	items := []replItem{
-		{kind: presence.ChangeSnapshot, channel: "/pub/x", snap: &presence.ChannelSnapshot{Channel: "/pub/x", LastID: 5},
-			interest: []interested{{node: Member{Name: "n2", RPCAddr: "b:2"}, gen: 3}}},
-		{kind: presence.ChangeEnter, channel: "/pub/x", user: presence.UserInfo{ID: "u", Username: "U"}, userID: "u", clientID: "t",
-			cfg: cfg, expires: 99, at: 9, msg: &presence.Message{Channel: "/pub/x", ID: 6, EnteringUsers: []presence.UserInfo{{ID: "u"}}}},
-		{kind: presence.ChangeRefresh, channel: "/pub/x", userID: "u", clientID: "t", expires: 100},
-		{kind: presence.ChangeLeave, channel: "/pub/x", userID: "u", clientID: "t", at: 11},
-		{kind: presence.ChangeStopped, channel: "/pub/x"},
-		{kind: replInterest, channel: "/pub/x", interest: []interested{{node: Member{Name: "n3", RPCAddr: "c:3"}, gen: 4}}},
-	}
-	var e encoder
-	encodeReplBatch(&e, from, 77, items)
-	gotFrom, boot, got, err := decodeReplBatch(e.b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if gotFrom != from || boot != 77 || len(got) != len(items) {
-		t.Fatalf("round trip: from %v, %d items", gotFrom, len(got))
-	}
-	if got[0].snap.LastID != 5 || got[0].interest[0].gen != 3 || got[1].user.Username != "U" || got[1].msg.ID != 6 ||
-		got[1].cfg == nil || got[2].expires != 100 || got[3].at != 11 || got[4].kind != presence.ChangeStopped ||
-		got[5].kind != replInterest || len(got[5].interest) != 1 || got[5].interest[0].node.Name != "n3" {
-		t.Fatalf("round trip lost fields: %+v", got)
-	}
-	// A truncated batch is an error, never a panic.
-	for n := range len(e.b) {
-		if _, _, _, err := decodeReplBatch(e.b[:n]); err == nil {
-			t.Fatalf("a batch cut at %d bytes decoded", n)
-		}
-	}
-	in := installRequest{from: from, snap: items[0].snap, leaves: map[string]int64{"u": 42}}
-	e = encoder{}
-	in.encode(&e)
-	back, err := decodeInstallRequest(e.b)
-	if err != nil || back.leaves["u"] != 42 {
-		t.Fatalf("install leaves round trip: %+v, %v", back.leaves, err)
-	}
-}
-
 func TestLeaveWithoutPresenceStillFencesALateCopy(t *testing.T) {
 	c := newTestCluster(t, 1, withReplication)
 	ctx := testCtx(t)
@@ -448,23 +407,21 @@ func TestHolderRefusesAStaleOwnersCopy(t *testing.T) {
 	ch, _ := replicaChannel(t, []string{"n1", "n2"}, "n1")
 	holder, stale := c.node("n1"), c.node("n2")
 	update(t, holder, user("a"), []string{ch}, nil)
-	items := []replItem{{kind: presence.ChangeSnapshot, channel: ch,
-		snap: &presence.ChannelSnapshot{Channel: ch, Config: pubConfig, LastID: 1, Clients: []presence.ClientSnapshot{
+	q := wire.ReplicateRequest{From: stale.member(), Boot: 1, Items: []wire.ReplItem{{Kind: presence.ChangeSnapshot, Channel: ch,
+		Snap: &presence.ChannelSnapshot{Channel: ch, Config: pubConfig, LastID: 1, Clients: []presence.ClientSnapshot{
 			{User: presence.UserInfo{ID: "ghost"}, ClientID: "tab", ExpiresAtUnixNano: c.clk.Now().Add(time.Minute).UnixNano()},
 		}},
-	}}
-	var e encoder
-	encodeReplBatch(&e, stale.member(), 1, items)
-	resp, err := holder.r.handleReplicate(e.b)
+	}}}
+	resp, err := holder.r.handleReplicate(wire.Marshal(q.Encode))
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, err := decodeReplReply(resp)
+	reply, err := wire.DecodeReplicateReply(resp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(reply.refused, []string{ch}) {
-		t.Fatalf("refused %v, want [%s]", reply.refused, ch)
+	if !slices.Equal(reply.Refused, []string{ch}) {
+		t.Fatalf("refused %v, want [%s]", reply.Refused, ch)
 	}
 	if n := replicaClients(holder, ch); n != -1 {
 		t.Fatalf("the holder kept a stale copy with %d clients", n)
@@ -477,8 +434,8 @@ func TestForwardedUpdateReadAfterItsDeadlineIsDropped(t *testing.T) {
 	n := c.nodes[0]
 	// The sender gave up a second ago (it has retried elsewhere since):
 	// applied now, the present could bring back a user who left meanwhile.
-	q := updateRequest{hdr: header{hops: 1, deadline: c.clk.Now().Add(-time.Second).UnixNano()},
-		user: user("a"), clientID: "tab", present: []string{"/pub/late"}}
+	q := wire.UpdateRequest{Header: wire.Header{Hops: 1, Deadline: c.clk.Now().Add(-time.Second).UnixNano()},
+		User: user("a"), ClientID: "tab", Present: []string{"/pub/late"}}
 	if _, err := n.r.serveUpdate(ctx, &q, nil); !errors.Is(err, presence.ErrUnavailable) {
 		t.Fatalf("late forwarded update: %v, want ErrUnavailable", err)
 	}
@@ -489,7 +446,7 @@ func TestForwardedUpdateReadAfterItsDeadlineIsDropped(t *testing.T) {
 	if ids := userIDs(got["/pub/late"]); len(ids) != 0 {
 		t.Fatalf("users %v after a dropped update, want none", ids)
 	}
-	q.hdr.deadline = c.clk.Now().Add(time.Second).UnixNano()
+	q.Header.Deadline = c.clk.Now().Add(time.Second).UnixNano()
 	if _, err := n.r.serveUpdate(ctx, &q, nil); err != nil {
 		t.Fatalf("update within its deadline: %v", err)
 	}
@@ -524,7 +481,7 @@ func watchFromTheThirdNode(t *testing.T, unreplicated bool) (*testCluster, third
 	if unreplicated {
 		update(t, w.owner, user("b"), []string{w.ch}, nil)
 		w.owner.caller.setFail(func(_ string, method uint16) error {
-			if method == MethodReplicate {
+			if method == wire.MethodReplicate {
 				return errors.New("unreachable")
 			}
 			return nil
@@ -631,8 +588,8 @@ func TestLeavesOwedByANodeWithoutTheChannelAreHandedOn(t *testing.T) {
 
 	lone.r.SetMembers(members(lone)) // n3 sees itself alone: it owns ch
 	c.waitSettled(lone)
-	q := leavesRequest{from: c.node("n2").member(), channel: ch,
-		leaves: map[string]int64{clientKey("k", "tab"): c.clk.Now().UnixNano()}}
+	q := wire.LeavesRequest{From: c.node("n2").member(), Channel: ch,
+		Leaves: map[string]int64{clientKey("k", "tab"): c.clk.Now().UnixNano()}}
 	if err := lone.r.takeLeaves(ctx, q); err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +615,7 @@ func TestSubscriberNodeRegistersAgainAfterAFailedCatchUp(t *testing.T) {
 	cutOff(c, owner)
 	var failedSince atomic.Int64
 	other.caller.setFail(func(addr string, method uint16) error {
-		if addr == owner.tr.Addr() || method == MethodSince && failedSince.Add(1) <= 4 {
+		if addr == owner.tr.Addr() || method == wire.MethodSince && failedSince.Add(1) <= 4 {
 			return errors.New("unreachable")
 		}
 		return nil
@@ -683,9 +640,9 @@ func TestForwardedPresentOvertakenByALeaveIsDropped(t *testing.T) {
 	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
 	update(t, holder, user("k"), []string{ch}, nil)
 	update(t, holder, user("m"), []string{ch}, nil)
-	forwarded := func(sent time.Time) updateRequest {
+	forwarded := func(sent time.Time) wire.UpdateRequest {
 		deadline := sent.Add(holder.r.cfg.ForwardTimeout).UnixNano()
-		return updateRequest{hdr: header{hops: 1, deadline: deadline}, user: user("k"), clientID: "tab", present: []string{ch}}
+		return wire.UpdateRequest{Header: wire.Header{Hops: 1, Deadline: deadline}, User: user("k"), ClientID: "tab", Present: []string{ch}}
 	}
 	stale := forwarded(c.clk.Now())
 	c.clk.Advance(time.Second)
@@ -723,7 +680,7 @@ func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
 		defer w.rep.r.replicas.mu.Unlock()
 		for _, e := range w.rep.r.replicas.by[w.ch] {
 			for _, in := range e.interest {
-				if in.node.Name == w.other.name {
+				if in.Node.Name == w.other.name {
 					return true
 				}
 			}
@@ -732,7 +689,7 @@ func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
 	})
 	cutOff(c, w.owner)
 	w.other.caller.setFail(func(addr string, method uint16) error {
-		if addr == w.owner.tr.Addr() || method == MethodSince {
+		if addr == w.owner.tr.Addr() || method == wire.MethodSince {
 			return errors.New("unreachable")
 		}
 		return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // Router serves presence.Service for a whole cluster: it runs the channels
@@ -47,7 +48,7 @@ type Router struct {
 	// install continued, for the snapshot that install sends the replica.
 	supersedes sync.Map
 	leaves     leaveLog  // recent leaves of channels held here
-	bufs       sync.Pool // *encoder
+	bufs       sync.Pool // *wire.Encoder
 
 	// Membership, under memberMu: SetMembers and Drain are serialised.
 	memberMu sync.Mutex
@@ -326,16 +327,16 @@ func (r *Router) spawn(fn func()) bool {
 
 // getEncoder returns a pooled encoder; putEncoder gives it back once the
 // transport has copied its bytes.
-func (r *Router) getEncoder() *encoder {
-	if e, ok := r.bufs.Get().(*encoder); ok {
-		e.b = e.b[:0]
+func (r *Router) getEncoder() *wire.Encoder {
+	if e, ok := r.bufs.Get().(*wire.Encoder); ok {
+		e.Reset()
 		return e
 	}
-	return &encoder{b: make([]byte, 0, 256)}
+	return wire.NewEncoder(256)
 }
 
-func (r *Router) putEncoder(e *encoder) {
-	if cap(e.b) <= 64<<10 {
+func (r *Router) putEncoder(e *wire.Encoder) {
+	if cap(e.Bytes()) <= 64<<10 {
 		r.bufs.Put(e)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // routeShards splits the routing table so heartbeats of different channels
@@ -74,7 +75,7 @@ type tombstone struct {
 	// was seen and then left is dropped (its state died with it).
 	seen bool
 	// until (unix ns, 0 for never) ends a tombstone to a holder that kept
-	// the channel (extractHeld): by then it has handed the channel over or
+	// the channel (wire.ExtractHeld): by then it has handed the channel over or
 	// lost it, and a new pull finds out which.
 	until int64
 }
@@ -247,7 +248,7 @@ func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) e
 		if busy {
 			sh.tidy(channel, e)
 			sh.mu.Unlock()
-			return fmt.Errorf("%w: %s", ErrBusy, channel)
+			return fmt.Errorf("%w: %s", wire.ErrBusy, channel)
 		}
 		if e.moving != nil {
 			c := e.moving

@@ -9,6 +9,7 @@ import (
 
 	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // Update implements presence.Service: the channels are grouped by the node
@@ -274,29 +275,29 @@ func parallel[T any](items []T, fn func(T)) {
 }
 
 func (r *Router) forwardUpdate(ctx context.Context, g *updateGroup, u *presence.User, clientID string, hops int) ([]bool, error) {
-	q := updateRequest{hdr: r.header(hops), user: u, clientID: clientID, present: g.present, leave: g.leave}
+	q := wire.UpdateRequest{Header: r.header(hops), User: u, ClientID: clientID, Present: g.present, Leave: g.leave}
 	return r.batch.do(ctx, g.to, q)
 }
 
 // header is what this node attaches to a call it forwards after hops.
-func (r *Router) header(hops int) header {
+func (r *Router) header(hops int) wire.Header {
 	deadline := r.cfg.Clock.Now().Add(r.cfg.ForwardTimeout).UnixNano()
-	return header{epoch: r.view.Load().epoch, hops: hops + 1, deadline: deadline}
+	return wire.Header{Epoch: r.view.Load().epoch, Hops: hops + 1, Deadline: deadline}
 }
 
 // current refuses a forwarded update read after its sender's deadline.
-func (r *Router) current(h header) error {
-	if h.deadline != 0 && r.cfg.Clock.Now().UnixNano() > h.deadline {
+func (r *Router) current(h wire.Header) error {
+	if h.Deadline != 0 && r.cfg.Clock.Now().UnixNano() > h.Deadline {
 		return fmt.Errorf("%w: forwarded update arrived after its deadline", presence.ErrUnavailable)
 	}
 	return nil
 }
 
 // call encodes a request with enc and sends it to to.
-func (r *Router) call(ctx context.Context, to Member, method uint16, enc func(*encoder)) ([]byte, error) {
+func (r *Router) call(ctx context.Context, to Member, method uint16, enc func(*wire.Encoder)) ([]byte, error) {
 	e := r.getEncoder()
 	enc(e)
-	resp, err := r.tr.Call(ctx, to.RPCAddr, method, e.b)
+	resp, err := r.tr.Call(ctx, to.RPCAddr, method, e.Bytes())
 	r.putEncoder(e)
 	if err != nil {
 		r.m.forwardErrors.Inc()
@@ -391,17 +392,17 @@ func addToGetGroup(groups []*getGroup, to Member, ch string) []*getGroup {
 }
 
 func (r *Router) forwardGet(ctx context.Context, g *getGroup, u *presence.User, hops int) ([]*presence.ChannelState, error) {
-	q := getRequest{hdr: r.header(hops), user: u, channels: g.channels}
+	q := wire.GetRequest{Header: r.header(hops), User: u, Channels: g.channels}
 	r.m.fwdGet.Inc()
-	resp, err := r.call(ctx, g.to, MethodGet, q.encode)
+	resp, err := r.call(ctx, g.to, wire.MethodGet, q.Encode)
 	if err != nil {
 		return nil, err
 	}
-	states, err := decodeStates(resp)
-	if err == nil && len(states) != len(g.channels) {
-		err = errMalformed
+	reply, err := wire.DecodeGetReply(resp)
+	if err == nil && len(reply.States) != len(g.channels) {
+		err = wire.ErrMalformed
 	}
-	return states, err
+	return reply.States, err
 }
 
 // since serves a catch-up received after hops forwards. When it runs here
@@ -427,28 +428,29 @@ func (r *Router) sinceOnce(ctx context.Context, u *presence.User, channel string
 	if t.local {
 		defer r.release(channel)
 		if gen != 0 && node.Name != r.self.Name {
-			r.interest.apply(node, interestChange{channel: channel, on: true, gen: gen})
+			r.interest.apply(node, wire.InterestChange{Channel: channel, On: true, Gen: gen})
 		}
 		return r.engine.Since(ctx, u, channel, after)
 	}
 	if hops+1 > r.cfg.MaxHops {
 		return presence.Catchup{}, fmt.Errorf("%w: %s after %d hops", presence.ErrMoved, channel, hops)
 	}
-	q := sinceRequest{hdr: r.header(hops), user: u, channel: channel, after: after, node: node, gen: gen}
+	q := wire.SinceRequest{Header: r.header(hops), User: u, Channel: channel, After: after, Node: node, Gen: gen}
 	r.m.fwdSince.Inc()
-	resp, err := r.call(ctx, t.to, MethodSince, q.encode)
+	resp, err := r.call(ctx, t.to, wire.MethodSince, q.Encode)
 	if err != nil {
 		r.forgetUnreachable(err, t.to, []string{channel}, nil)
 		return presence.Catchup{}, err
 	}
-	return decodeCatchup(resp)
+	reply, err := wire.DecodeSinceReply(resp)
+	return reply.Catchup, err
 }
 
 // retryable reports whether a failed forward may succeed if routed again:
 // the owner moved, was busy handing the channel over, or was unreachable
 // (membership is about to say so).
 func retryable(err error) bool {
-	return errors.Is(err, presence.ErrMoved) || errors.Is(err, ErrBusy) || errors.Is(err, cluster.ErrPeerUnavailable)
+	return errors.Is(err, presence.ErrMoved) || errors.Is(err, wire.ErrBusy) || errors.Is(err, cluster.ErrPeerUnavailable)
 }
 
 // shouldRetry decides whether the entry node retries after err, pausing
@@ -476,7 +478,7 @@ func (r *Router) finalError(err error, hops int) error {
 	switch {
 	case hops != 0 && errors.Is(err, presence.ErrMoved):
 		return err
-	case retryable(err), !isSentinel(err) && !isContextErr(err):
+	case retryable(err), !wire.IsSentinel(err) && !isContextErr(err):
 		return fmt.Errorf("%w: %w", presence.ErrUnavailable, err)
 	}
 	return err
@@ -484,16 +486,6 @@ func (r *Router) finalError(err error, hops int) error {
 
 func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// isSentinel reports whether err carries an error the API maps to a status.
-func isSentinel(err error) bool {
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // forgetUnreachable drops the tombstones of channels that pointed to a node

@@ -7,6 +7,7 @@ import (
 
 	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 func TestRemoteSubscriberReceivesInOrder(t *testing.T) {
@@ -139,7 +140,7 @@ func TestStaleInterestClearedByPushReply(t *testing.T) {
 	ch := channelOwnedBy(t, a, a.name, "/pub/room")
 	// The off of b's only subscriber is lost: the interest outlives it.
 	b.caller.setFail(func(_ string, method uint16) error {
-		if method == MethodInterest {
+		if method == wire.MethodInterest {
 			return errors.New("lost")
 		}
 		return nil
@@ -150,7 +151,7 @@ func TestStaleInterestClearedByPushReply(t *testing.T) {
 	}
 	testkit.WaitFor(t, "interest", func() bool { return len(a.r.interest.export(ch)) == 1 })
 	sub.Close()
-	testkit.WaitFor(t, "the off to be tried", func() bool { return b.caller.count(MethodInterest) == 1 })
+	testkit.WaitFor(t, "the off to be tried", func() bool { return b.caller.count(wire.MethodInterest) == 1 })
 	if len(a.r.interest.export(ch)) != 1 {
 		t.Fatal("interest dropped without its off")
 	}

@@ -9,12 +9,12 @@ import (
 
 	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/presence"
-	"github.com/presencehq/presence/router"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // Transport methods of the server, above the router's range.
 const (
-	firstServerMethod = router.MaxMethod + 1
+	firstServerMethod = wire.MaxMethod + 1
 	// methodRaftState asks whether a node holds Raft state (bootstrap-expect).
 	// Empty request; the reply is one byte, 1 when it does.
 	methodRaftState = firstServerMethod
@@ -36,7 +36,7 @@ var errLeaderUnreachable = errors.New("raft leader not known to membership yet")
 // transportErrors is the sentinel list every node registers, the router's
 // first, so errors keep their meaning across the wire.
 func transportErrors() []error {
-	return append(router.TransportErrors(), cluster.ErrNotLeader, cluster.ErrKeyNotFound, cluster.ErrStoreClosed)
+	return append(wire.TransportErrors(), cluster.ErrNotLeader, cluster.ErrKeyNotFound, cluster.ErrStoreClosed)
 }
 
 // prefixWrite is an admin write forwarded to the leader: Doc nil deletes.
