@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -26,11 +28,25 @@ import (
 // new batch beside it, up to maxInflight: a stuck batch never stalls the
 // traffic to its node.
 type updateBatcher struct {
-	r      *Router
+	batcherConfig
 	mu     sync.Mutex
 	queues map[Member]*updateQueue
-	items  sync.Pool    // *updateItem, reused once their caller read the answer
-	intern *wire.Intern // what handleUpdate decoded before, shared
+	items  sync.Pool // *updateItem, reused once their caller read the answer
+}
+
+// batcherConfig is what an updateBatcher needs.
+type batcherConfig struct {
+	call wire.Call
+	// spawn runs a batch's sender; false when the router is closing.
+	spawn func(func()) bool
+	// ctx ends with the router: the calls in flight end with it.
+	ctx context.Context
+	// max, timeout and stall are Config.ForwardBatch, ForwardTimeout and
+	// ForwardStall.
+	max            int
+	timeout, stall time.Duration
+	// forwarded counts the updates sent.
+	forwarded prometheus.Counter
 }
 
 // maxInflight bounds the batches in flight to one node.
@@ -70,10 +86,9 @@ func (b *updateBatcher) putItem(it *updateItem) {
 	b.items.Put(it)
 }
 
-func (b *updateBatcher) init(r *Router) {
-	b.r = r
+func (b *updateBatcher) init(cfg batcherConfig) {
+	b.batcherConfig = cfg
 	b.queues = make(map[Member]*updateQueue)
-	b.intern = wire.NewIntern()
 }
 
 func (b *updateBatcher) queue(to Member) *updateQueue {
@@ -106,12 +121,12 @@ func (b *updateBatcher) do(ctx context.Context, to Member, req wire.UpdateReques
 	q := b.queue(to)
 	q.mu.Lock()
 	q.items = append(q.items, it)
-	start := q.sending == 0 || q.sending < maxInflight && time.Since(q.newest) > b.r.cfg.ForwardStall
+	start := q.sending == 0 || q.sending < maxInflight && time.Since(q.newest) > b.stall
 	if start {
 		q.sending++
 	}
 	q.mu.Unlock()
-	if start && !b.r.spawn(func() { b.drain(q) }) {
+	if start && !b.spawn(func() { b.drain(q) }) {
 		return nil, fmt.Errorf("%w: router closed", presence.ErrUnavailable)
 	}
 	select {
@@ -128,7 +143,7 @@ func (b *updateBatcher) do(ctx context.Context, to Member, req wire.UpdateReques
 func (b *updateBatcher) drain(q *updateQueue) {
 	for {
 		q.mu.Lock()
-		n := min(len(q.items), b.r.cfg.ForwardBatch)
+		n := min(len(q.items), b.max)
 		if n == 0 {
 			q.sending--
 			q.mu.Unlock()
@@ -145,10 +160,10 @@ func (b *updateBatcher) drain(q *updateQueue) {
 
 // send makes one call for batch and hands each item its answer.
 func (b *updateBatcher) send(to Member, batch []*updateItem) {
-	ctx, cancel := context.WithTimeout(b.r.ctx, b.r.cfg.ForwardTimeout)
+	ctx, cancel := context.WithTimeout(b.ctx, b.timeout)
 	defer cancel()
-	b.r.m.fwdUpdate.Add(float64(len(batch)))
-	resp, err := b.r.call(ctx, to, wire.MethodUpdate, func(e *wire.Encoder) {
+	b.forwarded.Add(float64(len(batch)))
+	resp, err := b.call(ctx, to, wire.MethodUpdate, func(e *wire.Encoder) {
 		wire.EncodeUpdateBatch(e, len(batch), func(i int) *wire.UpdateRequest { return &batch[i].req })
 	})
 	if err == nil {
@@ -186,7 +201,7 @@ func decodeBatchResults(b []byte, from string, batch []*updateItem) error {
 // again and again): fewer allocations per forwarded update, and the
 // channel recognises its client's user by pointer.
 func (r *Router) handleUpdate(ctx context.Context, body []byte) ([]byte, error) {
-	reqs, err := r.batch.intern.DecodeUpdateBatch(body)
+	reqs, err := r.intern.DecodeUpdateBatch(body)
 	if err != nil {
 		return nil, err
 	}

@@ -291,13 +291,13 @@ func (f *feed) sendOffs(work []feedWork) {
 		}
 	}
 	for owner, changes := range byOwner {
-		to, ok := v.member(owner)
+		to, ok := v.Member(owner)
 		if !ok {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(f.r.ctx, f.r.cfg.HandoffTimeout)
 		q := wire.InterestRequest{Node: f.r.self, Changes: changes}
-		if _, err := f.r.call(ctx, to, wire.MethodInterest, q.Encode); err != nil {
+		if _, err := f.r.calls.Call(ctx, to, wire.MethodInterest, q.Encode); err != nil {
 			f.r.log.Debug("unregistering interest failed; the owner learns it from its next push", "to", owner, "err", err)
 		}
 		cancel()

@@ -79,7 +79,7 @@ func (r *Router) handleInterest(ctx context.Context, body []byte) ([]byte, error
 	}
 	onward := make(map[Member][]wire.InterestChange)
 	for _, c := range q.Changes {
-		to, moved, err := r.tombstoneTo(ctx, c.Channel)
+		to, moved, err := r.routes.tombstoneTo(ctx, c.Channel)
 		if err != nil {
 			return nil, err
 		}
@@ -91,7 +91,7 @@ func (r *Router) handleInterest(ctx context.Context, body []byte) ([]byte, error
 	}
 	for to, changes := range onward {
 		fwd := wire.InterestRequest{Node: q.Node, Changes: changes}
-		if _, err := r.call(ctx, to, wire.MethodInterest, fwd.Encode); err != nil {
+		if _, err := r.calls.Call(ctx, to, wire.MethodInterest, fwd.Encode); err != nil {
 			r.log.Debug("forwarding interest failed", "to", to.Name, "err", err)
 		}
 	}

@@ -5,125 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
 )
 
-// requestRebalance asks the rebalance loop for a pass; Settled is false
-// until a pass started after this call completes without failures.
-func (r *Router) requestRebalance() {
-	r.wanted.Add(1)
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
-
-// rebalanceLoop runs a pass on every request, and again every
-// RebalanceRetry while pushes fail.
-func (r *Router) rebalanceLoop() {
-	var retry clock.Ticker
-	defer func() {
-		if retry != nil {
-			retry.Stop()
-		}
-	}()
-	for {
-		var retryC <-chan time.Time
-		if retry != nil {
-			retryC = retry.C()
-		}
-		select {
-		case <-r.kick:
-		case <-retryC:
-		case <-r.ctx.Done():
-			return
-		}
-		want := r.wanted.Load()
-		failed := r.rebalance()
-		switch {
-		case failed > 0 && retry == nil:
-			retry = r.cfg.Clock.NewTicker(r.cfg.RebalanceRetry)
-		case failed == 0 && retry != nil:
-			retry.Stop()
-			retry = nil
-		}
-		if failed == 0 {
-			r.markSettled(want)
-		}
-		r.attempted.Store(want)
-	}
-}
-
-// idle reports whether every requested pass has run, successful or not:
-// what is left waits for the retry timer.
-func (r *Router) idle() bool { return r.attempted.Load() == r.wanted.Load() }
-
-// markSettled records that every pass requested up to want has completed.
-func (r *Router) markSettled(want uint64) {
-	r.settleM.Lock()
-	defer r.settleM.Unlock()
-	if r.done.Load() < want {
-		r.done.Store(want)
-		close(r.settleC)
-		r.settleC = make(chan struct{})
-	}
-}
-
-// rebalance pushes every channel held here that the current ring gives to
-// another node, a few at a time, and returns how many pushes failed. A pass
-// stops early when the view changes, since the next pass uses the new one.
-func (r *Router) rebalance() int {
-	v := r.view.Load()
-	cands := r.engine.Channels()
-	cands = append(cands, r.routes.toRebalance()...)
-	slices.Sort(cands)
-	cands = slices.Compact(cands)
-	var failed atomic.Int64
-	sem := make(chan struct{}, r.cfg.HandoffConcurrency)
-	var wg sync.WaitGroup
-	for _, ch := range cands {
-		if v.ring.Owner(ch) == r.self.Name {
-			continue
-		}
-		if r.view.Load() != v || r.ctx.Err() != nil {
-			break
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := r.push(ch, v); err != nil {
-				failed.Add(1)
-				r.log.Info("hand-off failed; retrying later", "channel", ch, "err", err)
-			}
-		})
-	}
-	wg.Wait()
-	return int(failed.Load())
-}
-
-// push hands channel to its owner in v: new calls wait, the state is
+// pushTo hands channel to the node to: new calls wait, the state is
 // exported once the calls in progress are done, the messages already queued
-// for remote subscribers are flushed, the owner installs the state, and only
+// for remote subscribers are flushed, the node installs the state, and only
 // then is the local actor removed and a tombstone left behind.
-func (r *Router) push(channel string, v *view) error {
-	to, ok := v.member(v.ring.Owner(channel))
-	if !ok {
-		return fmt.Errorf("%w: no node to hand %s to", presence.ErrUnavailable, channel)
-	}
-	return r.pushTo(channel, to)
-}
-
-// pushTo hands channel to the node to (see push).
 func (r *Router) pushTo(channel string, to Member) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
-	if err := r.beginMove(ctx, channel, moveOut); err != nil {
+	if err := r.routes.beginMove(ctx, channel, moveOut); err != nil {
 		return err
 	}
 	snap, interest, err := r.exportLocal(ctx, channel)
@@ -131,7 +26,7 @@ func (r *Router) pushTo(channel string, to Member) error {
 		err = r.sendLeaves(ctx, channel, to)
 	}
 	if err != nil || snap == nil {
-		r.endMove(channel, func(e *route) {
+		r.routes.endMove(channel, func(e *route) {
 			e.held = e.held && err != nil
 			e.owesLeaves = e.owesLeaves && err != nil
 		})
@@ -141,8 +36,8 @@ func (r *Router) pushTo(channel string, to Member) error {
 	if r.cfg.Replication {
 		q.Leaves = r.leaves.get(channel, nil)
 	}
-	if _, err := r.call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
-		r.endMove(channel, func(*route) {})
+	if _, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
+		r.routes.endMove(channel, func(*route) {})
 		return err
 	}
 	r.forgetLocal(ctx, channel, to)
@@ -170,7 +65,7 @@ func (r *Router) sendLeaves(ctx context.Context, channel string, to Member) erro
 		return nil
 	}
 	q := wire.LeavesRequest{From: r.self, Channel: channel, Leaves: leaves}
-	_, err := r.call(ctx, to, wire.MethodLeaves, q.Encode)
+	_, err := r.calls.Call(ctx, to, wire.MethodLeaves, q.Encode)
 	r.log.Debug("sent the leaves of a channel without state here", "channel", channel, "to", to.Name,
 		"leaves", len(leaves), "err", err)
 	return err
@@ -208,14 +103,14 @@ func (r *Router) takeLeaves(ctx context.Context, q wire.LeavesRequest) error {
 		// the two views disagree. Sent back, the leaves would wait on the
 		// sender's hand-off in progress; kept, they go on when the views
 		// change.
-		r.owesLeaves(q.Channel)
+		r.routes.owesLeaves(q.Channel)
 		return nil
 	}
 	if q.Hops+1 > r.cfg.MaxHops {
 		return fmt.Errorf("%w: leaves of %s after %d hops", presence.ErrMoved, q.Channel, q.Hops)
 	}
 	fwd := wire.LeavesRequest{From: r.self, Channel: q.Channel, Hops: q.Hops + 1, Leaves: r.leaves.get(q.Channel, nil)}
-	_, err = r.call(ctx, t.to, wire.MethodLeaves, fwd.Encode)
+	_, err = r.calls.Call(ctx, t.to, wire.MethodLeaves, fwd.Encode)
 	r.log.Debug("passed leaves on", "channel", q.Channel, "from", q.From.Name, "to", t.to.Name, "hops", fwd.Hops, "err", err)
 	return err
 }
@@ -226,14 +121,14 @@ func (r *Router) takeLeaves(ctx context.Context, q wire.LeavesRequest) error {
 // A channel owned here but not held gets the log applied when its holder
 // hands it over (installMerged), or hands the leaves on (owesLeaves).
 func (r *Router) dropLeftHere(ctx context.Context, channel string) error {
-	if r.owesLeaves(channel) {
+	if r.routes.owesLeaves(channel) {
 		r.log.Debug("kept leaves for a channel owned but not held here", "channel", channel)
 		return nil
 	}
-	if err := r.beginMove(ctx, channel, moveIn); err != nil {
+	if err := r.routes.beginMove(ctx, channel, moveIn); err != nil {
 		return err
 	}
-	defer r.endMove(channel, func(*route) {})
+	defer r.routes.endMove(channel, func(*route) {})
 	local, err := r.engine.Export(ctx, channel)
 	if err != nil || local == nil {
 		return err
@@ -250,21 +145,6 @@ func (r *Router) dropLeftHere(ctx context.Context, channel string) error {
 	return r.engine.InstallMerged(ctx, kept)
 }
 
-// owesLeaves marks channel as owing leaves unless it is held (or being
-// installed) here; it reports whether it did. A rebalance pass hands owed
-// leaves to the channel's ring owner when that is another node.
-func (r *Router) owesLeaves(channel string) bool {
-	sh := r.routes.shard(channel)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.entry(channel)
-	if e.held || e.moving != nil && e.kind == moveIn {
-		return false
-	}
-	e.owesLeaves = true
-	return true
-}
-
 // exportLocal takes the state of a channel marked as moving out, freezes
 // the actor and flushes the push queues of the interested nodes. A nil
 // snapshot means there is no state here.
@@ -273,7 +153,7 @@ func (r *Router) exportLocal(ctx context.Context, channel string) (*presence.Cha
 	if err != nil || snap == nil {
 		return nil, nil, err
 	}
-	r.freeze(channel)
+	r.routes.freeze(channel)
 	interest := r.interest.export(channel)
 	flushCtx, cancel := context.WithTimeout(ctx, r.cfg.FlushTimeout)
 	r.out.flush(flushCtx, interest)
@@ -290,8 +170,8 @@ func (r *Router) forgetLocal(ctx context.Context, channel string, to Member) {
 		r.log.Warn("removing a handed-over channel failed", "channel", channel, "err", err)
 	}
 	r.interest.drop(channel)
-	_, seen := r.view.Load().member(to.Name)
-	r.endMove(channel, func(e *route) {
+	_, seen := r.view.Load().Member(to.Name)
+	r.routes.endMove(channel, func(e *route) {
 		e.held = false
 		e.tomb = &tombstone{to: to, seen: seen}
 	})
@@ -307,19 +187,13 @@ func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error)
 	if !presence.ValidChannelName(q.Snap.Channel) {
 		return nil, fmt.Errorf("%w: install of invalid channel %q", presence.ErrInvalid, q.Snap.Channel)
 	}
-	if r.isDraining() {
+	if r.view.isDraining() {
 		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
 	}
 	if err := r.installLocal(ctx, q.Snap, q.Interest, q.Leaves, q.Origin); err != nil {
 		return nil, err
 	}
 	return nil, nil
-}
-
-func (r *Router) isDraining() bool {
-	r.memberMu.Lock()
-	defer r.memberMu.Unlock()
-	return r.draining
 }
 
 // installLocal makes this node the holder of snap's channel. If it already
@@ -331,7 +205,7 @@ func (r *Router) isDraining() bool {
 // sends to the replica tells it that origin's copy is superseded.
 func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []wire.Interested, leaves map[string]int64, origin string) error {
 	channel := snap.Channel
-	if err := r.beginMove(ctx, channel, moveIn); err != nil {
+	if err := r.routes.beginMove(ctx, channel, moveIn); err != nil {
 		return err
 	}
 	if origin != "" && r.cfg.Replication {
@@ -345,15 +219,15 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 	r.interest.add(channel, interest)
 	err := r.installMerged(ctx, snap, leaves)
 	if err != nil {
-		r.endMove(channel, func(*route) {})
+		r.routes.endMove(channel, func(*route) {})
 		return err
 	}
-	r.endMove(channel, func(e *route) {
+	r.routes.endMove(channel, func(e *route) {
 		e.held, e.tomb, e.owesLeaves = true, nil, false // the install applied the leaves
 	})
 	r.m.handoffs.WithLabelValues(handoffIn).Inc()
 	if r.view.Load().ring.Owner(channel) != r.self.Name {
-		r.requestRebalance()
+		r.settling.request()
 	}
 	return nil
 }
@@ -429,29 +303,29 @@ func (r *Router) handleExtract(ctx context.Context, body []byte) ([]byte, error)
 // extract marks channel as moving out (waiting for a hand-off in progress)
 // and then answers where it went, or takes its state.
 func (r *Router) extract(ctx context.Context, channel string, requester Member, boot uint64) (wire.ExtractReply, error) {
-	if err := r.beginMove(ctx, channel, moveOut); err != nil {
+	if err := r.routes.beginMove(ctx, channel, moveOut); err != nil {
 		return wire.ExtractReply{}, err
 	}
-	if to, moved := r.peekTombstone(channel); r.cfg.Replication && (!moved || to.Name == requester.Name) && !r.holds(channel) {
+	if to, moved := r.routes.peekTombstone(channel); r.cfg.Replication && (!moved || to.Name == requester.Name) && !r.routes.Holds(channel) {
 		// The requester owned the channel and restarted before anyone saw
 		// it die (an owner never pulls a channel it holds): it gets back
 		// the copy its previous process sent here. Where the channel is
 		// held or was handed on, that copy is stale.
 		if e, ok := r.replicas.takeFrom(channel, requester.Name, boot); ok {
-			r.endMove(channel, func(*route) {})
+			r.routes.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
 			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: e.copy.Snapshot(r.cfg.ReplicationInterval), Interest: e.interest}, nil
 		}
 	}
-	if _, member := r.view.Load().member(requester.Name); !member && r.holds(channel) {
+	if _, member := r.view.Load().Member(requester.Name); !member && r.routes.Holds(channel) {
 		// Handed to a node the others do not see yet, the channel could not
 		// be replicated (its replica would defer the copy) and would die
 		// with it if it crashed again.
-		r.endMove(channel, func(*route) {})
+		r.routes.endMove(channel, func(*route) {})
 		return wire.ExtractReply{Outcome: wire.ExtractHeld}, nil
 	}
-	if to, moved := r.peekTombstone(channel); moved {
-		r.endMove(channel, func(*route) {})
+	if to, moved := r.routes.peekTombstone(channel); moved {
+		r.routes.endMove(channel, func(*route) {})
 		if to.Name == requester.Name {
 			return wire.ExtractReply{Outcome: wire.ExtractDelivered}, nil
 		}
@@ -459,14 +333,14 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 	}
 	snap, interest, err := r.exportLocal(ctx, channel)
 	if err != nil {
-		r.endMove(channel, func(*route) {})
+		r.routes.endMove(channel, func(*route) {})
 		return wire.ExtractReply{}, err
 	}
 	if snap == nil {
 		// Seen as a member already: the tombstone goes when the requester
 		// leaves, so a replica promoted then is not sent to a dead node.
-		_, seen := r.view.Load().member(requester.Name)
-		r.endMove(channel, func(e *route) {
+		_, seen := r.view.Load().Member(requester.Name)
+		r.routes.endMove(channel, func(e *route) {
 			e.held = false
 			e.tomb = &tombstone{to: requester, seen: seen}
 		})
@@ -474,17 +348,6 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 	}
 	r.forgetLocal(ctx, channel, requester)
 	return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: interest}, nil
-}
-
-// peekTombstone returns channel's tombstone target, if any.
-func (r *Router) peekTombstone(channel string) (Member, bool) {
-	sh := r.routes.shard(channel)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e := sh.m[channel]; e != nil && e.tomb != nil {
-		return e.tomb.to, true
-	}
-	return Member{}, false
 }
 
 // pull fetches channel, which this node now owns, from where it would be
@@ -517,7 +380,7 @@ func (r *Router) pull(channel string, f *flight) {
 	close(f.done)
 	sh.mu.Unlock()
 	if r.view.Load().ring.Owner(channel) != r.self.Name {
-		r.requestRebalance()
+		r.settling.request()
 	}
 }
 
@@ -527,14 +390,14 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 	if promoted, err := r.promoteReplica(ctx, channel, v); promoted || err != nil {
 		return err
 	}
-	from, ok := v.member(v.others.Owner(channel))
+	from, ok := v.Member(v.others.Owner(channel))
 	if !ok {
 		r.log.Debug("starting a channel: no other member to pull it from", "channel", channel, "epoch", v.epoch)
 		return nil // a cluster of one: nobody had it
 	}
 	for hop, busy := 0, 0; hop <= r.cfg.MaxHops; {
 		q := wire.ExtractRequest{Channel: channel, Requester: r.self, Boot: r.boot}
-		resp, err := r.call(ctx, from, wire.MethodExtract, q.Encode)
+		resp, err := r.calls.Call(ctx, from, wire.MethodExtract, q.Encode)
 		if errors.Is(err, wire.ErrBusy) && busy < r.cfg.Retries {
 			busy++
 			if err := sleep(ctx, r.cfg.RetryBackoff<<busy); err != nil {
@@ -590,27 +453,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// sweepLoop periodically forgets routing entries of channels that passivated.
-func (r *Router) sweepLoop() {
-	t := r.cfg.Clock.NewTicker(r.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C():
-			r.sweep()
-		case <-r.ctx.Done():
-			return
-		}
-	}
-}
-
-func (r *Router) sweep() {
-	actors := make(map[string]bool)
-	for _, ch := range r.engine.Channels() {
-		actors[ch] = true
-	}
-	r.routes.sweepIdle(actors)
-	r.routes.sweepTombstones(r.view.Load())
 }

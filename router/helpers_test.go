@@ -193,7 +193,7 @@ func (c *testCluster) retryFailedPushes(nodes ...*testNode) {
 	c.t.Helper()
 	testkit.WaitFor(c.t, "the rebalance passes", func() bool {
 		for _, n := range nodes {
-			if !n.r.idle() {
+			if !n.r.settling.idle() {
 				return false
 			}
 		}

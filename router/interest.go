@@ -115,7 +115,7 @@ func (t *interestTable) forgetNodes(gone map[string]bool) {
 // of every interested node. Messages of a channel frozen for a hand-off are
 // dropped: the new owner publishes from the exported state.
 func (r *Router) publish(m *presence.Message) {
-	if r.frozen(m.Channel) {
+	if r.routes.frozen(m.Channel) {
 		return
 	}
 	r.feed.deliver(m)
@@ -219,7 +219,7 @@ func (o *outbound) sendBatch(q *outQueue) bool {
 
 	ctx, cancel := context.WithTimeout(o.r.ctx, o.r.cfg.HandoffTimeout)
 	req := wire.PushRequest{From: o.r.self.Name, Messages: batch}
-	resp, err := o.r.call(ctx, q.to, wire.MethodPush, req.Encode)
+	resp, err := o.r.calls.Call(ctx, q.to, wire.MethodPush, req.Encode)
 	cancel()
 	if err != nil {
 		o.r.m.pushDropped.Add(float64(n))

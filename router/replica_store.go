@@ -93,7 +93,7 @@ func (s *replicaStore) take(channel string, v *view) []*replicaEntry {
 	defer s.mu.Unlock()
 	var out []*replicaEntry
 	for owner, e := range s.by[channel] {
-		if _, alive := v.member(owner); !alive {
+		if _, alive := v.Member(owner); !alive {
 			out = append(out, e)
 			s.deleteLocked(channel, owner)
 		}
@@ -150,7 +150,7 @@ func (s *replicaStore) prune(v *view, now int64, holds func(string) bool) {
 	for ch, copies := range s.by {
 		held := holds(ch)
 		for owner, e := range copies {
-			if _, alive := v.member(owner); !alive {
+			if _, alive := v.Member(owner); !alive {
 				continue
 			}
 			stale := v.ring.Owner(ch) != owner && now-e.heard > int64(staleCopyAfter)
@@ -324,15 +324,6 @@ func (r *Router) handleReplicate(body []byte) ([]byte, error) {
 	return wire.Marshal(reply.Encode), nil
 }
 
-// holds reports whether this node holds channel's state or is installing it.
-func (r *Router) holds(channel string) bool {
-	sh := r.routes.shard(channel)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.m[channel]
-	return e != nil && (e.held || e.moving != nil && e.kind == moveIn)
-}
-
 // copyVerdict is what a replica does with an owner's items for a channel.
 type copyVerdict uint8
 
@@ -348,12 +339,12 @@ const (
 // afterwards); otherwise from is stale (an owner replaced while paused or
 // cut off) and is refused.
 func (r *Router) copyVerdict(v *view, channel, from string) copyVerdict {
-	_, member := v.member(from)
+	_, member := v.Member(from)
 	switch {
-	case r.holds(channel) && member && v.ring.Owner(channel) == from:
-		r.requestRebalance()
+	case r.routes.Holds(channel) && member && v.ring.Owner(channel) == from:
+		r.settling.request()
 		return copyDeferred
-	case r.holds(channel):
+	case r.routes.Holds(channel):
 		return copyRefused
 	case !member:
 		// A node this one has not seen join (or saw die: a new process
@@ -380,7 +371,7 @@ func (r *Router) promoteOrphans(gone map[string]bool) {
 		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 		t, err := r.acquire(ctx, ch)
 		if err == nil && t.local {
-			r.release(ch)
+			r.routes.release(ch)
 		}
 		if err == nil {
 			// Already held (started fresh when the dead holder did not
@@ -397,7 +388,7 @@ func (r *Router) promoteOrphans(gone map[string]bool) {
 // new owner, which merges it with whatever it started meanwhile (it may
 // have found nobody to pull the channel from).
 func (r *Router) handOrphan(channel string, v *view, owner string) {
-	to, known := v.member(owner)
+	to, known := v.Member(owner)
 	if !known {
 		return
 	}
@@ -413,7 +404,7 @@ func (r *Router) handCopy(channel string, e *replicaEntry, to Member) {
 	q.Leaves = r.leaves.get(channel, nil)
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
-	if _, err := r.call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
+	if _, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
 		r.log.Info("handing a replica copy to the new owner failed", "channel", channel, "owner", owner, "err", err)
 		return
 	}

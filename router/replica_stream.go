@@ -15,18 +15,6 @@ import (
 // replBatchMax is the most items sent in one replicate call.
 const replBatchMax = 512
 
-// Replicate implements presence.Replicator for the Engine of a Router: it
-// is bound like Publish.
-func (p *Publisher) Replicate(c presence.Change) {
-	if r := p.r.Load(); r != nil {
-		r.replicate(c)
-		return
-	}
-	if c.Done != nil {
-		c.Done <- nil
-	}
-}
-
 // replicate routes one change of a channel this node runs into the stream
 // of the channel's replica, and its message is published once the replica
 // has it; without replication or a replica it is settled at once.
@@ -39,7 +27,7 @@ func (r *Router) replicate(c presence.Change) {
 	case presence.ChangeStopped:
 		// A channel handed over keeps its copy until the new holder's
 		// replica has one: the hand-off may still fail with this node.
-		r.streams.stopped(c.Channel, !r.movingOut(c.Channel))
+		r.streams.stopped(c.Channel, !r.routes.MovingOut(c.Channel))
 		return
 	case presence.ChangeLeave:
 		r.leaves.addClient(c.Channel, c.UserID, c.ClientID, c.At)
@@ -63,7 +51,7 @@ func (r *Router) replicaOf(v *view, channel string) (Member, bool) {
 	if replica == "" || replica == r.self.Name {
 		return Member{}, false
 	}
-	return v.member(replica)
+	return v.Member(replica)
 }
 
 // settle ends an item: with err nil its message is published and its
@@ -131,7 +119,7 @@ func (ss *replStreams) keepOnly(r *Router, v *view) {
 	ss.mu.Lock()
 	var gone []*replStream
 	for name, s := range ss.by {
-		if m, ok := v.member(name); !ok || m != s.to {
+		if m, ok := v.Member(name); !ok || m != s.to {
 			gone = append(gone, s)
 			delete(ss.by, name)
 		}
@@ -324,7 +312,7 @@ func (s *replStream) addInterest(r *Router, channel string) {
 // pushes the channel's messages to them (without it, only to those of the
 // copy's last snapshot, until the others re-registered).
 func (r *Router) replicateInterest(channel string) {
-	if !r.cfg.Replication || !r.holds(channel) {
+	if !r.cfg.Replication || !r.routes.Holds(channel) {
 		return
 	}
 	if to, ok := r.replicaOf(r.view.Load(), channel); ok {
@@ -483,7 +471,7 @@ func (s *replStream) sendOnce(r *Router) bool {
 	}()
 	ctx, cancel := context.WithTimeout(s.ctx, r.cfg.ForwardTimeout)
 	defer cancel()
-	resp, err := r.call(ctx, s.to, wire.MethodReplicate, func(e *wire.Encoder) {
+	resp, err := r.calls.Call(ctx, s.to, wire.MethodReplicate, func(e *wire.Encoder) {
 		wire.EncodeReplicateBatch(e, r.self, r.boot, len(batch), func(i int) *wire.ReplItem { return &batch[i].ReplItem })
 	})
 	var reply wire.ReplicateReply
@@ -621,7 +609,7 @@ func (r *Router) fence(channel string, holder Member) {
 	r.spawn(func() {
 		if err := r.pushTo(channel, holder); err != nil {
 			r.log.Info("handing a fenced channel over failed", "channel", channel, "holder", holder.Name, "err", err)
-			r.requestRebalance()
+			r.settling.request()
 		}
 	})
 }
@@ -642,7 +630,7 @@ func (r *Router) replicaLoop() {
 		v := r.view.Load()
 		r.streams.keepOnly(r, v)
 		r.streams.retarget(r, v)
-		r.replicas.prune(v, r.cfg.Clock.Now().UnixNano(), r.holds)
+		r.replicas.prune(v, r.cfg.Clock.Now().UnixNano(), r.routes.Holds)
 		r.leaves.prune(r.cfg.Clock.Now().Add(-leaveMemory).UnixNano())
 		r.resyncReplicas(v)
 	}

@@ -200,7 +200,7 @@ func (r *Router) resolve(ctx context.Context, channel string, call bool) (target
 		}
 		if owner != r.self.Name {
 			sh.mu.Unlock()
-			m, ok := v.member(owner)
+			m, ok := v.Member(owner)
 			if !ok {
 				return target{}, fmt.Errorf("%w: no member owns %s", presence.ErrUnavailable, channel)
 			}
@@ -219,8 +219,8 @@ func (r *Router) resolve(ctx context.Context, channel string, call bool) (target
 }
 
 // release ends a local call started by acquire.
-func (r *Router) release(channel string) {
-	sh := r.routes.shard(channel)
+func (t *routeTable) release(channel string) {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	e := sh.m[channel]
 	e.active--
@@ -239,8 +239,8 @@ func (r *Router) release(channel string) {
 // be waiting for the very node that asks. An install waits for another
 // install, and gives ErrBusy while the channel is moving out (two nodes
 // pushing one channel to each other must not wait for each other).
-func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) error {
-	sh := r.routes.shard(channel)
+func (t *routeTable) beginMove(ctx context.Context, channel string, kind moveKind) error {
+	sh := t.shard(channel)
 	for {
 		sh.mu.Lock()
 		e := sh.entry(channel)
@@ -269,7 +269,7 @@ func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) e
 			return nil
 		}
 		if err := wait(ctx, drained); err != nil {
-			r.endMove(channel, func(*route) {})
+			t.endMove(channel, func(*route) {})
 			return err
 		}
 		return nil
@@ -278,8 +278,8 @@ func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) e
 
 // endMove applies the outcome of a hand-off to channel's entry and lets the
 // waiting calls go on.
-func (r *Router) endMove(channel string, outcome func(e *route)) {
-	sh := r.routes.shard(channel)
+func (t *routeTable) endMove(channel string, outcome func(e *route)) {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	e := sh.entry(channel)
 	outcome(e)
@@ -292,9 +292,9 @@ func (r *Router) endMove(channel string, outcome func(e *route)) {
 	sh.mu.Unlock()
 }
 
-// movingOut reports whether channel is being handed to another node.
-func (r *Router) movingOut(channel string) bool {
-	sh := r.routes.shard(channel)
+// MovingOut reports whether channel is being handed to another node.
+func (t *routeTable) MovingOut(channel string) bool {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e := sh.m[channel]
@@ -302,8 +302,8 @@ func (r *Router) movingOut(channel string) bool {
 }
 
 // freeze marks channel's exported actor as frozen.
-func (r *Router) freeze(channel string) {
-	sh := r.routes.shard(channel)
+func (t *routeTable) freeze(channel string) {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	sh.entry(channel).frozen = true
 	sh.mu.Unlock()
@@ -311,8 +311,8 @@ func (r *Router) freeze(channel string) {
 
 // frozen reports whether the local actor of channel was exported for a
 // hand-off in progress.
-func (r *Router) frozen(channel string) bool {
-	sh := r.routes.shard(channel)
+func (t *routeTable) frozen(channel string) bool {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	e := sh.m[channel]
 	f := e != nil && e.frozen
@@ -322,8 +322,8 @@ func (r *Router) frozen(channel string) bool {
 
 // tombstoneTo returns where channel was handed, if anywhere, waiting for a
 // hand-off in progress.
-func (r *Router) tombstoneTo(ctx context.Context, channel string) (Member, bool, error) {
-	sh := r.routes.shard(channel)
+func (t *routeTable) tombstoneTo(ctx context.Context, channel string) (Member, bool, error) {
+	sh := t.shard(channel)
 	for {
 		sh.mu.Lock()
 		e := sh.m[channel]
@@ -345,13 +345,10 @@ func (r *Router) tombstoneTo(ctx context.Context, channel string) (Member, bool,
 	}
 }
 
-// dropTombstone forgets that channel went to to, when to turned out to be
+// dropTombstone forgets that channel went to to, which turned out to be
 // unreachable and is not a member: its state is lost, the ring decides.
-func (r *Router) dropTombstone(channel string, to Member) {
-	if _, ok := r.view.Load().member(to.Name); ok {
-		return
-	}
-	sh := r.routes.shard(channel)
+func (t *routeTable) dropTombstone(channel string, to Member) {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	if e := sh.m[channel]; e != nil && e.tomb != nil && e.tomb.to == to {
 		e.tomb = nil
@@ -425,4 +422,39 @@ func (t *routeTable) toRebalance() []string {
 		sh.mu.Unlock()
 	}
 	return out
+}
+
+// peekTombstone returns channel's tombstone target, if any.
+func (t *routeTable) peekTombstone(channel string) (Member, bool) {
+	sh := t.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[channel]; e != nil && e.tomb != nil {
+		return e.tomb.to, true
+	}
+	return Member{}, false
+}
+
+// Holds reports whether this node holds channel's state or is installing it.
+func (t *routeTable) Holds(channel string) bool {
+	sh := t.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[channel]
+	return e != nil && (e.held || e.moving != nil && e.kind == moveIn)
+}
+
+// owesLeaves marks channel as owing leaves unless it is held (or being
+// installed) here; it reports whether it did. A rebalance pass hands owed
+// leaves to the channel's ring owner when that is another node.
+func (t *routeTable) owesLeaves(channel string) bool {
+	sh := t.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.entry(channel)
+	if e.held || e.moving != nil && e.kind == moveIn {
+		return false
+	}
+	e.owesLeaves = true
+	return true
 }

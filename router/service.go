@@ -189,7 +189,7 @@ func (r *Router) updateLocal(ctx context.Context, ch string, hops int, apply fun
 		return Member{}, false, err
 	}
 	if t.local {
-		defer r.release(ch)
+		defer r.routes.release(ch)
 		return Member{}, false, apply()
 	}
 	if hops+1 > r.cfg.MaxHops {
@@ -293,19 +293,6 @@ func (r *Router) current(h wire.Header) error {
 	return nil
 }
 
-// call encodes a request with enc and sends it to to.
-func (r *Router) call(ctx context.Context, to Member, method uint16, enc func(*wire.Encoder)) ([]byte, error) {
-	e := r.getEncoder()
-	enc(e)
-	resp, err := r.tr.Call(ctx, to.RPCAddr, method, e.Bytes())
-	r.putEncoder(e)
-	if err != nil {
-		r.m.forwardErrors.Inc()
-		return nil, fmt.Errorf("router: call %d to %s: %w", method, to.Name, err)
-	}
-	return resp, nil
-}
-
 // get serves a get received after hops forwards, with the retries of update.
 func (r *Router) get(ctx context.Context, u *presence.User, channels []string, hops int) (map[string]*presence.ChannelState, error) {
 	out := make(map[string]*presence.ChannelState, len(channels))
@@ -342,7 +329,7 @@ func (r *Router) getOnce(ctx context.Context, u *presence.User, channels []strin
 		}
 		if t.local {
 			st, err := r.engine.State(ctx, u, ch)
-			r.release(ch)
+			r.routes.release(ch)
 			if err != nil {
 				return channels, err
 			}
@@ -394,7 +381,7 @@ func addToGetGroup(groups []*getGroup, to Member, ch string) []*getGroup {
 func (r *Router) forwardGet(ctx context.Context, g *getGroup, u *presence.User, hops int) ([]*presence.ChannelState, error) {
 	q := wire.GetRequest{Header: r.header(hops), User: u, Channels: g.channels}
 	r.m.fwdGet.Inc()
-	resp, err := r.call(ctx, g.to, wire.MethodGet, q.Encode)
+	resp, err := r.calls.Call(ctx, g.to, wire.MethodGet, q.Encode)
 	if err != nil {
 		return nil, err
 	}
@@ -426,7 +413,7 @@ func (r *Router) sinceOnce(ctx context.Context, u *presence.User, channel string
 		return presence.Catchup{}, err
 	}
 	if t.local {
-		defer r.release(channel)
+		defer r.routes.release(channel)
 		if gen != 0 && node.Name != r.self.Name {
 			r.interest.apply(node, wire.InterestChange{Channel: channel, On: true, Gen: gen})
 		}
@@ -437,7 +424,7 @@ func (r *Router) sinceOnce(ctx context.Context, u *presence.User, channel string
 	}
 	q := wire.SinceRequest{Header: r.header(hops), User: u, Channel: channel, After: after, Node: node, Gen: gen}
 	r.m.fwdSince.Inc()
-	resp, err := r.call(ctx, t.to, wire.MethodSince, q.Encode)
+	resp, err := r.calls.Call(ctx, t.to, wire.MethodSince, q.Encode)
 	if err != nil {
 		r.forgetUnreachable(err, t.to, []string{channel}, nil)
 		return presence.Catchup{}, err
@@ -494,9 +481,12 @@ func (r *Router) forgetUnreachable(err error, to Member, lists ...[]string) {
 	if !errors.Is(err, cluster.ErrPeerUnavailable) {
 		return
 	}
+	if _, member := r.view.Load().Member(to.Name); member {
+		return
+	}
 	for _, list := range lists {
 		for _, ch := range list {
-			r.dropTombstone(ch, to)
+			r.routes.dropTombstone(ch, to)
 		}
 	}
 }
