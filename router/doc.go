@@ -146,39 +146,9 @@
 //
 // # Replication (Config.Replication; on in presence-node)
 //
-// The Engine hands every change of a channel's state (a client entered,
-// refreshed or left, a snapshot after an install) to the router, on the
-// channel's goroutine and in the channel's order (presence.Replicator).
-// The router queues it on the stream to the channel's replica: the ring's
-// second node for a channel this node owns, or the ring owner for a channel
-// it only holds until a hand-off. One goroutine per replica sends the
-// stream in order (MethodReplicate, one batch in flight). The first item of
-// a channel on a stream is a whole snapshot (clients, expiries, last id,
-// backlog, interested nodes); then come the changes, each with the message
-// it published, and the interested nodes again whenever they change.
-// Refreshes (a heartbeat that only moves an expiry) are coalesced per
-// client and sent with the next batch or every ReplicationInterval; enters
-// and leaves are sent at once.
-//
-// Publish after replicate. A message is published (local hub, push queues)
-// only once the replica acknowledged the change that made it, and an
-// update's enters and leaves are answered only then (Engine.PresentAck,
-// LeaveAck). So every id a subscriber saw, and every acknowledged enter or
-// leave, is on the replica: a promoted copy continues with the next id and
-// its backlog, and subscribers notice nothing but a pause.
-//
-// Replica side. Copies are passive (presence.Copy: nothing expires), kept
-// per channel and sending owner, stamped with the owner's process (boot).
-// Per channel, a batch is accepted, deferred (the sender is not a member in
-// this node's view yet: it is asked to retry) or refused (this node holds
-// the channel itself: the sender is stale). A change for a copy the replica
-// lacks is answered "missing" and the owner resends a snapshot. A copy is
-// dropped when its owner says so (passivation; a replica move, once the new
-// replica acknowledged its snapshot), when a snapshot from the channel's new
-// holder says it continues that owner's state, when this node holds the
-// channel, or 30 s after its live owner stopped owning the channel in this
-// node's view. A hand-off keeps the old copy until then: if the new holder
-// dies before its own replica has a copy, the old one is still there.
+// Package replica streams every change of a channel held here to its
+// replica and keeps the copies of other owners' channels; the router does
+// the hand-offs that replication starts.
 //
 // Promotion. When membership drops an owner, each node with copies from it
 // acts on them: for a channel it now owns it installs the copy (the pull
@@ -191,29 +161,21 @@
 // holder does not hand a channel to a node it does not see as a member yet
 // (wire.ExtractHeld): that node forwards to it until the holder pushes it.
 //
-// Fencing. A node that was paused or cut off while others took its channels
-// over keeps publishing nothing: its messages wait for its replica, which
-// now holds the channel and refuses; the node then hands its state to that
-// holder, which merges it. Merges unite clients (latest expiry wins), drop
+// Fencing. A node whose replica refuses a change because it holds the
+// channel hands its state to that holder, which merges it. Merges
+// (presence.MergeSnapshots) unite clients (latest expiry wins), drop
 // clients whose user or client left after their last heartbeat (the leave
-// log: recent leaves of each channel, kept leaveMemory and sent with every
-// hand-off), drop expired ones, and move the last id past both histories
-// with an empty backlog and a resync marker, so subscribers resync. A forwarded
-// update carries its sender's deadline and is dropped when read after it:
-// a paused node must not apply, on resuming, an update its sender has
-// since retried elsewhere; its waits on the way (a pull, a hand-off) end at
-// that deadline too. A forwarded present whose client left the channel
-// here after the present was sent (its sender gave up while it waited
-// behind a stalled batch, and the client moved on) is answered false and
-// not applied: last writer wins, as in merges.
+// log, sent with every hand-off), drop expired ones, and move the last id
+// past both histories with an empty backlog and a resync marker, so
+// subscribers resync. A forwarded update carries its sender's deadline and
+// is dropped when read after it: a paused node must not apply, on
+// resuming, an update its sender has since retried elsewhere; its waits on
+// the way (a pull, a hand-off) end at that deadline too. A forwarded
+// present whose client left the channel here after the present was sent
+// (its sender gave up while it waited behind a stalled batch, and the
+// client moved on) is answered false and not applied: last writer wins, as
+// in merges.
 //
-// Lost state. When the owner and its replica die together (or the replica
-// dies before acknowledging a new channel's snapshot), the channel restarts
-// empty on its next owner with ids from the clock (microseconds), above
-// any id seen, and subscribers resync; clients re-enter with their next
-// heartbeat.
-//
-// Metrics: presence_replica_promotions_total, presence_replica_refused_total,
-// presence_replication_lag_seconds (age of the oldest change in the last
-// acknowledged batch); hand-offs stay in presence_handoffs_total.
+// Metrics: presence_replica_promotions_total; hand-offs stay in
+// presence_handoffs_total.
 package router

@@ -26,7 +26,7 @@ func (r *Router) Handle(ctx context.Context, method uint16, body []byte) ([]byte
 	case wire.MethodInstall:
 		return r.handleInstall(ctx, body)
 	case wire.MethodReplicate:
-		return r.handleReplicate(body)
+		return r.repl.HandleReplicate(ctx, body)
 	case wire.MethodLeaves:
 		return r.handleLeaves(ctx, body)
 	}

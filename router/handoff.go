@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
 )
 
@@ -34,7 +35,7 @@ func (r *Router) pushTo(channel string, to Member) error {
 	}
 	q := wire.InstallRequest{From: r.self, Snap: snap, Interest: interest, Origin: r.self.Name}
 	if r.cfg.Replication {
-		q.Leaves = r.leaves.get(channel, nil)
+		q.Leaves = r.leaves.Get(channel, nil)
 	}
 	if _, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
 		r.routes.endMove(channel, func(*route) {})
@@ -46,7 +47,7 @@ func (r *Router) pushTo(channel string, to Member) error {
 	// The new holder has the state: the copy this node's replica keeps
 	// would only be stale now (a pull's copy stays, since the puller may
 	// not have received the answer).
-	r.streams.retired(channel, "")
+	r.repl.HandedOver(channel)
 	return nil
 }
 
@@ -60,7 +61,7 @@ func (r *Router) sendLeaves(ctx context.Context, channel string, to Member) erro
 	if !r.cfg.Replication {
 		return nil
 	}
-	leaves := r.leaves.get(channel, nil)
+	leaves := r.leaves.Get(channel, nil)
 	if len(leaves) == 0 {
 		return nil
 	}
@@ -90,7 +91,7 @@ func (r *Router) handleLeaves(ctx context.Context, body []byte) ([]byte, error) 
 // tombstone, or the ring owner). Where the channel is held, the clients that
 // left after their last heartbeat are dropped (dropLeftHere).
 func (r *Router) takeLeaves(ctx context.Context, q wire.LeavesRequest) error {
-	r.leaves.add(q.Channel, q.Leaves)
+	r.leaves.Add(q.Channel, q.Leaves)
 	t, err := r.locate(ctx, q.Channel)
 	if err != nil {
 		return err
@@ -109,7 +110,7 @@ func (r *Router) takeLeaves(ctx context.Context, q wire.LeavesRequest) error {
 	if q.Hops+1 > r.cfg.MaxHops {
 		return fmt.Errorf("%w: leaves of %s after %d hops", presence.ErrMoved, q.Channel, q.Hops)
 	}
-	fwd := wire.LeavesRequest{From: r.self, Channel: q.Channel, Hops: q.Hops + 1, Leaves: r.leaves.get(q.Channel, nil)}
+	fwd := wire.LeavesRequest{From: r.self, Channel: q.Channel, Hops: q.Hops + 1, Leaves: r.leaves.Get(q.Channel, nil)}
 	_, err = r.calls.Call(ctx, t.to, wire.MethodLeaves, fwd.Encode)
 	r.log.Debug("passed leaves on", "channel", q.Channel, "from", q.From.Name, "to", t.to.Name, "hops", fwd.Hops, "err", err)
 	return err
@@ -133,7 +134,7 @@ func (r *Router) dropLeftHere(ctx context.Context, channel string) error {
 	if err != nil || local == nil {
 		return err
 	}
-	kept := dropLeft(local, r.leaves.get(channel, nil))
+	kept := replica.DropLeft(local, r.leaves.Get(channel, nil))
 	if kept == local {
 		return nil
 	}
@@ -141,7 +142,7 @@ func (r *Router) dropLeftHere(ctx context.Context, channel string) error {
 		"clients", len(local.Clients)-len(kept.Clients))
 	// As in installMerged: what the actor still had on its way to the
 	// replica is replaced, and the install sends the replica a snapshot.
-	r.streams.stopped(channel, true)
+	r.repl.Stopped(channel, true)
 	return r.engine.InstallMerged(ctx, kept)
 }
 
@@ -209,10 +210,7 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 		return err
 	}
 	if origin != "" && r.cfg.Replication {
-		r.supersedes.Store(channel, origin)
-		// A copy origin sent here earlier is older than this state: merged
-		// in later (as an orphan's), it could bring back clients that left.
-		r.replicas.dropFrom(channel, origin)
+		r.repl.Superseded(channel, origin)
 	}
 	// Interest first: the install publishes (a merge's resync marker) and
 	// takes the replica's snapshot, and both must reach the nodes handed over.
@@ -245,12 +243,12 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		// The merged state replaces whatever the local actor still had on
 		// its way to the replica: those messages are not published, and the
 		// install sends the replica a snapshot.
-		r.streams.stopped(snap.Channel, true)
-		all := r.leaves.get(snap.Channel, leaves)
-		r.leaves.add(snap.Channel, leaves)
-		snap = dropLeft(snap, all)
+		r.repl.Stopped(snap.Channel, true)
+		all := r.leaves.Get(snap.Channel, leaves)
+		r.leaves.Add(snap.Channel, leaves)
+		snap = replica.DropLeft(snap, all)
 		if local != nil {
-			local = dropLeft(local, all)
+			local = replica.DropLeft(local, all)
 		}
 	}
 	merged, diverged := presence.MergeSnapshots(local, snap)
@@ -311,10 +309,10 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		// it die (an owner never pulls a channel it holds): it gets back
 		// the copy its previous process sent here. Where the channel is
 		// held or was handed on, that copy is stale.
-		if e, ok := r.replicas.takeFrom(channel, requester.Name, boot); ok {
+		if e, ok := r.repl.Copies().TakeFrom(channel, requester.Name, boot); ok {
 			r.routes.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
-			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: e.copy.Snapshot(r.cfg.ReplicationInterval), Interest: e.interest}, nil
+			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: e.Snapshot(r.cfg.ReplicationInterval), Interest: e.Interest}, nil
 		}
 	}
 	if _, member := r.view.Load().Member(requester.Name); !member && r.routes.Holds(channel) {

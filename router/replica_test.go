@@ -11,6 +11,7 @@ import (
 	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
 )
 
@@ -57,22 +58,17 @@ func update(t *testing.T, n *testNode, u *presence.User, present, leave []string
 
 // replicaClients returns how many clients node keeps in its copy of ch.
 func replicaClients(n *testNode, ch string) int {
-	s := &n.r.replicas
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	clients := -1
-	for _, e := range s.by[ch] {
-		clients = max(clients, e.copy.Clients())
+	for _, k := range n.r.repl.Copies().Inspect(ch) {
+		clients = max(clients, len(k.Snapshot.Clients))
 	}
 	return clients
 }
 
 // copyExpiry returns the expiry of user's client "tab" in node's copy of ch.
 func copyExpiry(n *testNode, ch, userID string) int64 {
-	n.r.replicas.mu.Lock()
-	defer n.r.replicas.mu.Unlock()
-	for _, e := range n.r.replicas.by[ch] {
-		for _, cs := range e.copy.Snapshot(0).Clients {
+	for _, k := range n.r.repl.Copies().Inspect(ch) {
+		for _, cs := range k.Snapshot.Clients {
 			if cs.User.ID == userID {
 				return cs.ExpiresAtUnixNano
 			}
@@ -199,44 +195,16 @@ func TestHeartbeatReachesTheReplicaWithinAnInterval(t *testing.T) {
 	testkit.WaitFor(t, "the batched heartbeat on the replica", func() bool { return copyExpiry(rep, ch, "a") == want })
 }
 
-func TestStreamCoalescesRefreshes(t *testing.T) {
-	c := newTestCluster(t, 1, withReplication)
-	r := c.nodes[0].r
-	s := newReplStream(r.ctx, Member{Name: "rep"})
-	s.synced["/pub/x"] = true
-	for i, exp := range []int64{300, 500, 400} {
-		done := make(chan error, 1)
-		s.add(r, &presence.Change{Kind: presence.ChangeRefresh, Channel: "/pub/x", UserID: "a", ClientID: "t", ExpiresAt: exp, Done: done})
-		if err := <-done; err != nil {
-			t.Fatalf("refresh %d answered %v", i, err)
-		}
-	}
-	if len(s.items) != 0 || s.pending != 1 {
-		t.Fatalf("refreshes queued %d items, %d pending; want none queued, one coalesced", len(s.items), s.pending)
-	}
-	batch := s.take()
-	if len(batch) != 1 || batch[0].Kind != presence.ChangeRefresh || batch[0].Expires != 500 {
-		t.Fatalf("batch %+v, want one refresh with the newest expiry", batch)
-	}
-	// A leave drops the client's pending refresh: sent after the leave, it
-	// could not bring the client back anyway, but it is useless.
-	s.add(r, &presence.Change{Kind: presence.ChangeRefresh, Channel: "/pub/x", UserID: "a", ClientID: "t", ExpiresAt: 600})
-	s.add(r, &presence.Change{Kind: presence.ChangeLeave, Channel: "/pub/x", UserID: "a", ClientID: "t"})
-	batch = s.take()
-	if len(batch) != 1 || batch[0].Kind != presence.ChangeLeave || s.pending != 0 {
-		t.Fatalf("batch %+v, %d pending; want the leave alone", batch, s.pending)
-	}
-}
-
 func TestReplicaWithoutACopyIsRefilled(t *testing.T) {
 	c := newTestCluster(t, 3, withReplication)
 	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
 	owner, rep := c.node("n1"), c.node(repName)
 	update(t, owner, user("a"), []string{ch}, nil)
 	// The replica loses its copy (as after a restart nobody noticed).
-	rep.r.replicas.mu.Lock()
-	delete(rep.r.replicas.by, ch)
-	rep.r.replicas.mu.Unlock()
+	drop := wire.ReplicateRequest{From: owner.member(), Boot: owner.r.boot, Items: []wire.ReplItem{{Kind: presence.ChangeStopped, Channel: ch}}}
+	if _, err := rep.r.repl.HandleReplicate(testCtx(t), wire.Marshal(drop.Encode)); err != nil || replicaClients(rep, ch) != -1 {
+		t.Fatalf("dropping the copy: %v, %d clients left", err, replicaClients(rep, ch))
+	}
 	update(t, owner, user("b"), []string{ch}, nil)
 	testkit.WaitFor(t, "the copy sent again whole", func() bool { return replicaClients(rep, ch) == 2 })
 }
@@ -334,26 +302,6 @@ func TestPausedOwnerCopyDoesNotBringBackLeftUsers(t *testing.T) {
 	}
 }
 
-func TestDropLeftKeepsClientsHeardAfterTheLeave(t *testing.T) {
-	cfg := &presence.Config{Timeout: 10}
-	s := &presence.ChannelSnapshot{Channel: "/x", Config: cfg, Clients: []presence.ClientSnapshot{
-		{User: presence.UserInfo{ID: "stale"}, ClientID: "t", ExpiresAtUnixNano: 15e9}, // heard at 5 s
-		{User: presence.UserInfo{ID: "fresh"}, ClientID: "t", ExpiresAtUnixNano: 25e9}, // heard at 15 s
-		{User: presence.UserInfo{ID: "other"}, ClientID: "t", ExpiresAtUnixNano: 15e9},
-	}}
-	out := dropLeft(s, map[string]int64{"stale": 10e9, "fresh": 10e9})
-	var ids []string
-	for _, c := range out.Clients {
-		ids = append(ids, c.User.ID)
-	}
-	if !slices.Equal(ids, []string{"fresh", "other"}) {
-		t.Fatalf("kept %v, want [fresh other]", ids)
-	}
-	if len(s.Clients) != 3 {
-		t.Fatal("dropLeft modified its input")
-	}
-}
-
 // TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat: the
 // grace a promoted copy gets must not make its clients look heard later
 // than they were. Here the client's last heartbeat reached the copy at
@@ -364,7 +312,7 @@ func TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat(t *testing.T)
 	c := presence.NewCopy(&presence.ChannelSnapshot{Channel: "/x", Config: cfg, LastID: 1})
 	c.Apply(&presence.Change{Kind: presence.ChangeEnter, UserID: "u", ClientID: "t", User: &presence.User{ID: "u"}, Config: cfg, ExpiresAt: 15e9, At: 5e9})
 	snap := c.Snapshot(time.Second)
-	if out := dropLeft(snap, map[string]int64{clientKey("u", "t"): 5.5e9}); len(out.Clients) != 0 {
+	if out := replica.DropLeft(snap, map[string]int64{replica.ClientKey("u", "t"): 5.5e9}); len(out.Clients) != 0 {
 		t.Fatalf("kept %+v after its leave", out.Clients)
 	}
 	// The grace still keeps the client past its expiry when nothing left.
@@ -412,7 +360,7 @@ func TestHolderRefusesAStaleOwnersCopy(t *testing.T) {
 			{User: presence.UserInfo{ID: "ghost"}, ClientID: "tab", ExpiresAtUnixNano: c.clk.Now().Add(time.Minute).UnixNano()},
 		}},
 	}}}
-	resp, err := holder.r.handleReplicate(wire.Marshal(q.Encode))
+	resp, err := holder.r.repl.HandleReplicate(testCtx(t), wire.Marshal(q.Encode))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -589,7 +537,7 @@ func TestLeavesOwedByANodeWithoutTheChannelAreHandedOn(t *testing.T) {
 	lone.r.SetMembers(members(lone)) // n3 sees itself alone: it owns ch
 	c.waitSettled(lone)
 	q := wire.LeavesRequest{From: c.node("n2").member(), Channel: ch,
-		Leaves: map[string]int64{clientKey("k", "tab"): c.clk.Now().UnixNano()}}
+		Leaves: map[string]int64{replica.ClientKey("k", "tab"): c.clk.Now().UnixNano()}}
 	if err := lone.r.takeLeaves(ctx, q); err != nil {
 		t.Fatal(err)
 	}
@@ -676,10 +624,8 @@ func TestForwardedPresentOvertakenByALeaveIsDropped(t *testing.T) {
 func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
 	c, w := watchFromTheThirdNode(t, false)
 	testkit.WaitFor(t, "the replica's copy to list the third node", func() bool {
-		w.rep.r.replicas.mu.Lock()
-		defer w.rep.r.replicas.mu.Unlock()
-		for _, e := range w.rep.r.replicas.by[w.ch] {
-			for _, in := range e.interest {
+		for _, k := range w.rep.r.repl.Copies().Inspect(w.ch) {
+			for _, in := range k.Interest {
 				if in.Node.Name == w.other.name {
 					return true
 				}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
 )
 
@@ -38,15 +39,10 @@ type Router struct {
 	interest interestTable
 	out      outbound
 	feed     feed
-	batch    updateBatcher // forwarded updates on their way, by node
-	intern   *wire.Intern  // what handleUpdate decoded before, shared
-	replicas replicaStore  // copies kept for other owners (Config.Replication)
-	streams  replStreams   // this node's changes on their way to replicas
-	replKick chan struct{} // buffered 1: replicaLoop should run a round
-	// supersedes: channel → the node whose state the channel's last
-	// install continued, for the snapshot that install sends the replica.
-	supersedes sync.Map
-	leaves     leaveLog // recent leaves of channels held here
+	batch    updateBatcher       // forwarded updates on their way, by node
+	intern   *wire.Intern        // what handleUpdate decoded before, shared
+	repl     *replica.Replicator // streams to replicas, copies kept here
+	leaves   *replica.LeaveLog   // recent leaves of channels held here (repl's)
 }
 
 var _ presence.Service = (*Router)(nil)
@@ -70,16 +66,36 @@ func New(cfg Config) (*Router, error) {
 	r.calls = nodeCalls{tr: cfg.Transport, errors: r.m.forwardErrors}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.routes.init()
-	r.interest.init(r.self.Name, r.replicateInterest)
 	r.out.init(r)
 	r.feed.init(r)
 	r.batch.init(batcherConfig{call: r.calls.Call, spawn: r.run.Go, ctx: r.ctx, max: cfg.ForwardBatch,
 		timeout: cfg.ForwardTimeout, stall: cfg.ForwardStall, forwarded: r.m.fwdUpdate})
 	r.intern = wire.NewIntern()
-	r.replicas.init()
-	r.streams.init()
-	r.replKick = make(chan struct{}, 1)
-	r.leaves.init()
+	views, routes := &r.view, &r.routes
+	var err error
+	r.repl, err = replica.New(replica.Config{
+		Self: r.self, Boot: r.boot, Clock: cfg.Clock, Logger: r.log, Ctx: r.ctx, Go: r.run.Go, Call: r.calls.Call,
+		View: func() replica.View { return views.Load() }, Routes: routes, Engine: cfg.Engine,
+		Publish: r.publish, Interest: r.interestOf, Fence: r.fence, Rebalance: r.settling.request,
+		Interval: cfg.ReplicationInterval, CallTimeout: cfg.ForwardTimeout, RetryBackoff: cfg.RetryBackoff,
+		Lag: r.m.replicationLag, Refused: r.m.replicaRefused,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.leaves = r.repl.Leaves()
+	// Without replication a change is safe at once.
+	replicate := func(c presence.Change) {
+		if c.Message != nil {
+			r.publish(c.Message)
+		}
+		answer(c.Done)
+	}
+	var interestChanged func(string)
+	if cfg.Replication {
+		replicate, interestChanged = r.repl.Replicate, r.repl.InterestChanged
+	}
+	r.interest.init(r.self.Name, interestChanged)
 	hub, err := presence.NewHub(presence.HubConfig{
 		Metrics:    cfg.Metrics,
 		Logger:     r.log,
@@ -90,7 +106,7 @@ func New(cfg Config) (*Router, error) {
 		return nil, err
 	}
 	r.hub = hub
-	if !cfg.Publisher.bind(&sinks{publish: r.publish, replicate: r.replicate}) {
+	if !cfg.Publisher.bind(&sinks{publish: r.publish, replicate: replicate}) {
 		return nil, fmt.Errorf("%w: publisher already bound to a router", presence.ErrInvalid)
 	}
 	r.view.start(r.self, r.viewChanged)
@@ -98,7 +114,7 @@ func New(cfg Config) (*Router, error) {
 	r.run.Go(r.sweepLoop)
 	r.run.Go(r.feed.interestLoop)
 	if cfg.Replication {
-		r.run.Go(r.replicaLoop)
+		r.run.Go(r.repl.Run)
 	}
 	return r, nil
 }
@@ -110,6 +126,17 @@ func (r *Router) Close() {
 	r.cancel()
 	r.hub.Close()
 	r.run.wait()
+}
+
+// interestOf is what a replica needs to push channel's messages after a
+// promotion: the interested nodes, this one included when it has local
+// subscribers.
+func (r *Router) interestOf(channel string) []wire.Interested {
+	interest := r.interest.export(channel)
+	if gen := r.feed.genOf(channel); gen != 0 {
+		interest = append(interest, wire.Interested{Node: r.self, Gen: gen})
+	}
+	return interest
 }
 
 // spawn runs fn on a goroutine that Close waits for; it reports false, and
@@ -221,7 +248,12 @@ func (p *Publisher) Replicate(c presence.Change) {
 		s.replicate(c)
 		return
 	}
-	if c.Done != nil {
-		c.Done <- nil
+	answer(c.Done)
+}
+
+// answer tells the caller waiting for a change that it is safe.
+func answer(done chan<- error) {
+	if done != nil {
+		done <- nil
 	}
 }

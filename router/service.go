@@ -139,7 +139,7 @@ func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID stri
 			if r.cfg.Replication {
 				// Recorded even when nothing was present here: a copy
 				// merged later must not bring the client back.
-				r.leaves.addClient(ch, u.ID, clientID, r.cfg.Clock.Now().UnixNano())
+				r.leaves.AddClient(ch, u.ID, clientID, r.cfg.Clock.Now().UnixNano())
 			}
 			r.log.Debug("leave served here", "channel", ch, "user", u.ID, "client", clientID, "hops", hops,
 				"epoch", r.view.Load().epoch)
@@ -170,7 +170,7 @@ func (r *Router) overtaken(channel, userID, clientID string, sent int64) bool {
 	if sent == 0 || !r.cfg.Replication {
 		return false
 	}
-	if r.leaves.leftAfter(channel, userID, clientID, sent) {
+	if r.leaves.LeftAfter(channel, userID, clientID, sent) {
 		r.log.Debug("dropped a forwarded present overtaken by the client's leave", "channel", channel, "user", userID, "client", clientID)
 		return true
 	}

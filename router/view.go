@@ -182,7 +182,7 @@ func (r *Router) Drain(ctx context.Context) error {
 			return fmt.Errorf("%w: router closed during drain", presence.ErrUnavailable)
 		}
 	}
-	if err := r.streams.flush(ctx); err != nil {
+	if err := r.repl.Flush(ctx); err != nil {
 		return fmt.Errorf("router: drain: replication streams not flushed: %w", err)
 	}
 	return nil
@@ -208,7 +208,7 @@ func (r *Router) viewChanged(old, v *view) {
 			r.spawn(func() { r.promoteOrphans(departed) })
 		}
 		if r.cfg.Replication {
-			r.kickReplicas()
+			r.repl.Kick()
 		}
 	}
 	r.routes.sweepTombstones(v)

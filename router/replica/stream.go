@@ -1,4 +1,4 @@
-package router
+package replica
 
 import (
 	"context"
@@ -12,70 +12,16 @@ import (
 	"github.com/presencehq/presence/router/wire"
 )
 
-// replBatchMax is the most items sent in one replicate call.
-const replBatchMax = 512
-
-// replicate routes one change of a channel this node runs into the stream
-// of the channel's replica, and its message is published once the replica
-// has it; without replication or a replica it is settled at once.
-func (r *Router) replicate(c presence.Change) {
-	if !r.cfg.Replication {
-		r.settle(c.Message, c.Done, nil)
-		return
-	}
-	switch c.Kind {
-	case presence.ChangeStopped:
-		// A channel handed over keeps its copy until the new holder's
-		// replica has one: the hand-off may still fail with this node.
-		r.streams.stopped(c.Channel, !r.routes.MovingOut(c.Channel))
-		return
-	case presence.ChangeLeave:
-		r.leaves.addClient(c.Channel, c.UserID, c.ClientID, c.At)
-	}
-	to, ok := r.replicaOf(r.view.Load(), c.Channel)
-	if !ok {
-		r.settle(c.Message, c.Done, nil)
-		return
-	}
-	r.streams.get(r, to).add(r, &c)
-}
-
-// replicaOf returns where this node replicates channel: to the ring's
-// replica when it owns the channel, and to the owner when it only holds it
-// until a hand-off (so that a crash then loses nothing either).
-func (r *Router) replicaOf(v *view, channel string) (Member, bool) {
-	owner, replica := v.ring.OwnerAndReplica(channel)
-	if owner != r.self.Name {
-		replica = owner
-	}
-	if replica == "" || replica == r.self.Name {
-		return Member{}, false
-	}
-	return v.Member(replica)
-}
-
-// settle ends an item: with err nil its message is published and its
-// caller answered; with an error the message is dropped (the channel has a
-// newer owner, which publishes) and the caller gets the error.
-func (r *Router) settle(m *presence.Message, done chan<- error, err error) {
-	if err == nil && m != nil {
-		r.publish(m)
-	}
-	if done != nil {
-		done <- err
-	}
-}
-
-// replStreams holds one stream per replica node.
-type replStreams struct {
+// streams holds this node's stream to each replica node.
+type streams struct {
 	mu sync.RWMutex // read-locked by every change's lookup
-	by map[string]*replStream
+	by map[string]*stream
 }
 
-func (ss *replStreams) init() { ss.by = make(map[string]*replStream) }
+func (ss *streams) init() { ss.by = make(map[string]*stream) }
 
 // get returns the stream to to, starting it if needed.
-func (ss *replStreams) get(r *Router, to Member) *replStream {
+func (ss *streams) get(p *Replicator, to wire.Member) *stream {
 	ss.mu.RLock()
 	s := ss.by[to.Name]
 	ss.mu.RUnlock()
@@ -89,18 +35,18 @@ func (ss *replStreams) get(r *Router, to Member) *replStream {
 		return s
 	}
 	if s != nil {
-		s.close(r) // the node came back at another address
+		s.close(p) // the node came back at another address
 	}
-	s = newReplStream(r.ctx, to)
-	if !r.spawn(func() { s.run(r) }) {
-		s.close(r)
+	s = newStream(p.cfg.Ctx, to)
+	if !p.cfg.Go(func() { s.run(p) }) {
+		s.close(p)
 	}
 	ss.by[to.Name] = s
 	return s
 }
 
 // list returns the streams.
-func (ss *replStreams) list() []*replStream {
+func (ss *streams) list() []*stream {
 	ss.mu.RLock()
 	defer ss.mu.RUnlock()
 	return slices.Collect(maps.Values(ss.by))
@@ -108,16 +54,16 @@ func (ss *replStreams) list() []*replStream {
 
 // stopped drops channel from every stream: its actor is gone here. With
 // tell, replicas drop their copies too.
-func (ss *replStreams) stopped(channel string, tell bool) {
+func (ss *streams) stopped(channel string, tell bool) {
 	for _, s := range ss.list() {
 		s.forget(channel, true, tell)
 	}
 }
 
 // keepOnly closes the streams to nodes that are not members of v any more.
-func (ss *replStreams) keepOnly(r *Router, v *view) {
+func (ss *streams) keepOnly(p *Replicator, v View) {
 	ss.mu.Lock()
-	var gone []*replStream
+	var gone []*stream
 	for name, s := range ss.by {
 		if m, ok := v.Member(name); !ok || m != s.to {
 			gone = append(gone, s)
@@ -126,17 +72,17 @@ func (ss *replStreams) keepOnly(r *Router, v *view) {
 	}
 	ss.mu.Unlock()
 	for _, s := range gone {
-		s.close(r)
+		s.close(p)
 	}
 }
 
 // retarget stops replicating to each node the channels whose replica v
-// makes another node (which resyncReplicas fills). The old replica keeps
+// makes another node (which Run fills). The old replica keeps
 // its copy until the new one has acknowledged a snapshot (retired).
-func (ss *replStreams) retarget(r *Router, v *view) {
+func (ss *streams) retarget(p *Replicator, v View) {
 	for _, s := range ss.list() {
 		for _, ch := range s.syncedChannels() {
-			if to, ok := r.replicaOf(v, ch); !ok || to.Name != s.to.Name {
+			if to, ok := p.replicaOf(v, ch); !ok || to.Name != s.to.Name {
 				s.retire(ch)
 			}
 		}
@@ -146,7 +92,7 @@ func (ss *replStreams) retarget(r *Router, v *view) {
 // retired tells the replicas that still keep a copy of channel, other than
 // the one called except, which has just acknowledged a snapshot of it, to
 // drop theirs.
-func (ss *replStreams) retired(channel, except string) {
+func (ss *streams) retired(channel, except string) {
 	for _, s := range ss.list() {
 		if s.to.Name == except {
 			continue
@@ -154,7 +100,7 @@ func (ss *replStreams) retired(channel, except string) {
 		s.mu.Lock()
 		if s.retiring[channel] && !s.closed {
 			delete(s.retiring, channel)
-			s.items = append(s.items, replItem{ReplItem: wire.ReplItem{Kind: presence.ChangeStopped, Channel: channel}})
+			s.items = append(s.items, item{ReplItem: wire.ReplItem{Kind: presence.ChangeStopped, Channel: channel}})
 			s.kick()
 		}
 		s.mu.Unlock()
@@ -162,8 +108,8 @@ func (ss *replStreams) retired(channel, except string) {
 }
 
 // retire stops replicating channel here; the replica keeps its copy until
-// the channel's new replica has one (replStreams.retired).
-func (s *replStream) retire(channel string) {
+// the channel's new replica has one (streams.retired).
+func (s *stream) retire(channel string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.synced[channel] {
@@ -175,14 +121,14 @@ func (s *replStream) retire(channel string) {
 }
 
 // syncedChannels lists the channels the stream has sent a snapshot of.
-func (s *replStream) syncedChannels() []string {
+func (s *stream) syncedChannels() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Collect(maps.Keys(s.synced))
 }
 
 // synced reports whether the stream to name has sent channel's snapshot.
-func (ss *replStreams) synced(name, channel string) bool {
+func (ss *streams) synced(name, channel string) bool {
 	ss.mu.RLock()
 	s := ss.by[name]
 	ss.mu.RUnlock()
@@ -199,7 +145,7 @@ type clientRef struct{ userID, clientID string }
 
 // idle reports whether nothing waits to be sent or answered (coalesced
 // refreshes aside: a replica promoting its copy adds their grace).
-func (s *replStream) idle() bool {
+func (s *stream) idle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed || len(s.items) == 0 && s.inflight == 0
@@ -208,9 +154,9 @@ func (s *replStream) idle() bool {
 // flush waits until every stream is idle, or ctx ends: a node leaving
 // gracefully lets its replicas learn that it handed its channels over
 // (their copies retired) before the others see it go.
-func (ss *replStreams) flush(ctx context.Context) error {
+func (ss *streams) flush(ctx context.Context) error {
 	for {
-		if !slices.ContainsFunc(ss.list(), func(s *replStream) bool { return !s.idle() }) {
+		if !slices.ContainsFunc(ss.list(), func(s *stream) bool { return !s.idle() }) {
 			return nil
 		}
 		if err := sleep(ctx, 10*time.Millisecond); err != nil {
@@ -219,12 +165,12 @@ func (ss *replStreams) flush(ctx context.Context) error {
 	}
 }
 
-// replStream is the ordered replication stream of this node's channels to
+// stream is the ordered replication stream of this node's channels to
 // one replica, sent by one goroutine. Items wait in order; refreshes (a
 // heartbeat that only moves an expiry) are coalesced and sent every
 // ReplicationInterval, the rest at once.
-type replStream struct {
-	to   Member
+type stream struct {
+	to   wire.Member
 	wake chan struct{} // buffered 1
 	// ctx ends with the router or when close stops the stream: its call in
 	// flight and its retry wait end with it.
@@ -236,15 +182,15 @@ type replStream struct {
 	inflight  int // items sent and not answered yet
 	failures  int // calls failed in a row
 	deferrals int // answers in a row that deferred items
-	items     []replItem
+	items     []item
 	retiring  map[string]bool                // channels moved to another replica, whose copy here waits for its snapshot
 	refresh   map[string]map[clientRef]int64 // channel → client → newest expiry
 	pending   int                            // entries in refresh
 	synced    map[string]bool                // channels whose snapshot was sent
 }
 
-func newReplStream(parent context.Context, to Member) *replStream {
-	s := &replStream{to: to, wake: make(chan struct{}, 1),
+func newStream(parent context.Context, to wire.Member) *stream {
+	s := &stream{to: to, wake: make(chan struct{}, 1),
 		refresh: make(map[string]map[clientRef]int64), synced: make(map[string]bool), retiring: make(map[string]bool)}
 	s.ctx, s.cancel = context.WithCancel(parent)
 	return s
@@ -252,22 +198,22 @@ func newReplStream(parent context.Context, to Member) *replStream {
 
 // add queues a change. The first change of a channel the replica has no
 // copy of is sent as a snapshot of the state after it.
-func (s *replStream) add(r *Router, c *presence.Change) {
+func (s *stream) add(p *Replicator, c *presence.Change) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		r.settle(c.Message, c.Done, nil)
+		p.settle(c.Message, c.Done, nil)
 		return
 	}
 	key := clientRef{c.UserID, c.ClientID}
 	if c.Kind == presence.ChangeRefresh && s.synced[c.Channel] {
 		s.addRefresh(c.Channel, key, c.ExpiresAt)
 		s.mu.Unlock()
-		r.settle(nil, c.Done, nil)
+		p.settle(nil, c.Done, nil)
 		return
 	}
-	it := replItem{ReplItem: wire.ReplItem{Kind: c.Kind, Channel: c.Channel, UserID: c.UserID, ClientID: c.ClientID,
-		Expires: c.ExpiresAt, At: c.At, Config: c.Config, Msg: c.Message}, done: c.Done, queued: r.cfg.Clock.Now().UnixNano()}
+	it := item{ReplItem: wire.ReplItem{Kind: c.Kind, Channel: c.Channel, UserID: c.UserID, ClientID: c.ClientID,
+		Expires: c.ExpiresAt, At: c.At, Config: c.Config, Msg: c.Message}, done: c.Done, queued: p.cfg.Clock.Now().UnixNano()}
 	if c.User != nil {
 		it.User = c.User.Info()
 	}
@@ -279,8 +225,8 @@ func (s *replStream) add(r *Router, c *presence.Change) {
 	}
 	if c.Kind == presence.ChangeSnapshot || !s.synced[c.Channel] {
 		delete(s.retiring, c.Channel)
-		it.Kind, it.Snap, it.Interest = presence.ChangeSnapshot, c.Snapshot(), r.interestOf(c.Channel)
-		if origin, ok := r.supersedes.LoadAndDelete(c.Channel); ok {
+		it.Kind, it.Snap, it.Interest = presence.ChangeSnapshot, c.Snapshot(), p.cfg.Interest(c.Channel)
+		if origin, ok := p.supersedes.LoadAndDelete(c.Channel); ok {
 			it.Supersedes = origin.(string)
 		}
 		s.synced[c.Channel] = true
@@ -293,7 +239,7 @@ func (s *replStream) add(r *Router, c *presence.Change) {
 // addInterest queues the interested nodes of channel when the replica has
 // its copy already; otherwise the snapshot that starts the copy carries
 // them.
-func (s *replStream) addInterest(r *Router, channel string) {
+func (s *stream) addInterest(p *Replicator, channel string) {
 	s.mu.Lock()
 	if s.closed || !s.synced[channel] {
 		s.mu.Unlock()
@@ -301,26 +247,13 @@ func (s *replStream) addInterest(r *Router, channel string) {
 	}
 	// Taken under the stream's lock, so that queued lists keep the order
 	// of the changes they follow.
-	s.items = append(s.items, replItem{ReplItem: wire.ReplItem{Kind: wire.KindInterest, Channel: channel, Interest: r.interestOf(channel)},
-		queued: r.cfg.Clock.Now().UnixNano()})
+	s.items = append(s.items, item{ReplItem: wire.ReplItem{Kind: wire.KindInterest, Channel: channel, Interest: p.cfg.Interest(channel)},
+		queued: p.cfg.Clock.Now().UnixNano()})
 	s.mu.Unlock()
 	s.kick()
 }
 
-// replicateInterest tells the replica of a channel held here that the
-// nodes interested in it changed: a copy promoted after the owner died
-// pushes the channel's messages to them (without it, only to those of the
-// copy's last snapshot, until the others re-registered).
-func (r *Router) replicateInterest(channel string) {
-	if !r.cfg.Replication || !r.routes.Holds(channel) {
-		return
-	}
-	if to, ok := r.replicaOf(r.view.Load(), channel); ok {
-		r.streams.get(r, to).addInterest(r, channel)
-	}
-}
-
-func (s *replStream) kick() {
+func (s *stream) kick() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -329,11 +262,11 @@ func (s *replStream) kick() {
 
 // forget stops replicating channel and, with tell, tells the replica to
 // drop its copy after what is queued (without, the copy is retiring: it
-// goes once the channel is safe elsewhere, see replStreams.retired). With drop (the channel's actor
+// goes once the channel is safe elsewhere, see streams.retired). With drop (the channel's actor
 // stopped here), the items still queued for it are settled without their
 // messages instead: the node that has the channel now continues from a
 // snapshot holding them.
-func (s *replStream) forget(channel string, drop, tell bool) {
+func (s *stream) forget(channel string, drop, tell bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -347,7 +280,7 @@ func (s *replStream) forget(channel string, drop, tell bool) {
 	if s.synced[channel] {
 		delete(s.synced, channel)
 		if tell {
-			s.items = append(s.items, replItem{ReplItem: wire.ReplItem{Kind: presence.ChangeStopped, Channel: channel}})
+			s.items = append(s.items, item{ReplItem: wire.ReplItem{Kind: presence.ChangeStopped, Channel: channel}})
 			s.kick()
 		} else {
 			s.retiring[channel] = true
@@ -356,7 +289,7 @@ func (s *replStream) forget(channel string, drop, tell bool) {
 }
 
 // dropLocked removes channel's queued items, answering their callers.
-func (s *replStream) dropLocked(channel string) {
+func (s *stream) dropLocked(channel string) {
 	kept := s.items[:0]
 	for _, it := range s.items {
 		if it.Channel != channel {
@@ -372,7 +305,7 @@ func (s *replStream) dropLocked(channel string) {
 // close ends the stream: its node left. What it still holds is settled
 // with success: the node's channels are filled again on their new replicas
 // from snapshots taken after these changes.
-func (s *replStream) close(r *Router) {
+func (s *stream) close(p *Replicator) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -384,13 +317,13 @@ func (s *replStream) close(r *Router) {
 	s.mu.Unlock()
 	s.cancel()
 	for i := range items {
-		r.settle(items[i].Msg, items[i].done, nil)
+		p.settle(items[i].Msg, items[i].done, nil)
 	}
 }
 
 // run sends the stream until it is closed.
-func (s *replStream) run(r *Router) {
-	t := r.cfg.Clock.NewTicker(r.cfg.ReplicationInterval)
+func (s *stream) run(p *Replicator) {
+	t := p.cfg.Clock.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {
 		select {
@@ -399,17 +332,17 @@ func (s *replStream) run(r *Router) {
 		case <-s.ctx.Done():
 			return
 		}
-		for s.sendOnce(r) {
+		for s.sendOnce(p) {
 		}
 	}
 }
 
 // take removes the next batch: waiting items first, then, when they fit,
 // the coalesced refreshes.
-func (s *replStream) take() []replItem {
+func (s *stream) take() []item {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := min(len(s.items), replBatchMax)
+	n := min(len(s.items), batchMax)
 	batch := slices.Clone(s.items[:n])
 	clear(s.items[:n])
 	s.items = s.items[n:]
@@ -417,11 +350,11 @@ func (s *replStream) take() []replItem {
 		return batch
 	}
 	for ch, m := range s.refresh {
-		if len(batch)+len(m) > replBatchMax && len(batch) > 0 {
+		if len(batch)+len(m) > batchMax && len(batch) > 0 {
 			break // the rest goes in the next batch
 		}
 		for k, exp := range m {
-			batch = append(batch, replItem{ReplItem: wire.ReplItem{Kind: presence.ChangeRefresh, Channel: ch, UserID: k.userID, ClientID: k.clientID, Expires: exp}})
+			batch = append(batch, item{ReplItem: wire.ReplItem{Kind: presence.ChangeRefresh, Channel: ch, UserID: k.userID, ClientID: k.clientID, Expires: exp}})
 		}
 		s.pending -= len(m)
 		delete(s.refresh, ch)
@@ -430,7 +363,7 @@ func (s *replStream) take() []replItem {
 }
 
 // addRefresh records a client's newer expiry; the lock must be held.
-func (s *replStream) addRefresh(channel string, key clientRef, expires int64) {
+func (s *stream) addRefresh(channel string, key clientRef, expires int64) {
 	m := s.refresh[channel]
 	if m == nil {
 		m = make(map[clientRef]int64)
@@ -445,7 +378,7 @@ func (s *replStream) addRefresh(channel string, key clientRef, expires int64) {
 }
 
 // requeue puts items back at the head of the stream, in order.
-func (s *replStream) requeue(items []replItem) {
+func (s *stream) requeue(items []item) {
 	if len(items) == 0 {
 		return
 	}
@@ -456,7 +389,7 @@ func (s *replStream) requeue(items []replItem) {
 
 // sendOnce sends one batch and settles it; it reports whether to go on
 // right away (more waits and the replica answered).
-func (s *replStream) sendOnce(r *Router) bool {
+func (s *stream) sendOnce(p *Replicator) bool {
 	batch := s.take()
 	if len(batch) == 0 {
 		return false
@@ -469,41 +402,41 @@ func (s *replStream) sendOnce(r *Router) bool {
 		s.inflight = 0
 		s.mu.Unlock()
 	}()
-	ctx, cancel := context.WithTimeout(s.ctx, r.cfg.ForwardTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, p.cfg.CallTimeout)
 	defer cancel()
-	resp, err := r.calls.Call(ctx, s.to, wire.MethodReplicate, func(e *wire.Encoder) {
-		wire.EncodeReplicateBatch(e, r.self, r.boot, len(batch), func(i int) *wire.ReplItem { return &batch[i].ReplItem })
+	resp, err := p.cfg.Call(ctx, s.to, wire.MethodReplicate, func(e *wire.Encoder) {
+		wire.EncodeReplicateBatch(e, p.cfg.Self, p.cfg.Boot, len(batch), func(i int) *wire.ReplItem { return &batch[i].ReplItem })
 	})
 	var reply wire.ReplicateReply
 	if err == nil {
 		reply, err = wire.DecodeReplicateReply(resp)
 	}
 	if err != nil {
-		return s.failed(r, batch, err)
+		return s.failed(p, batch, err)
 	}
-	return s.acknowledged(r, batch, reply)
+	return s.acknowledged(p, batch, reply)
 }
 
 // failed keeps a batch the replica did not answer for another try, after
 // RetryBackoff, unless the stream was closed meanwhile (then close settled
 // what was queued, and the batch is settled the same way).
-func (s *replStream) failed(r *Router, batch []replItem, err error) bool {
+func (s *stream) failed(p *Replicator, batch []item, err error) bool {
 	s.mu.Lock()
 	closed := s.closed
 	s.failures++
 	failures := s.failures
 	s.mu.Unlock()
 	if failures == 1 || failures%100 == 0 {
-		r.log.Info("replication batch failed; retrying", "replica", s.to.Name, "items", len(batch), "failures", failures, "err", err)
+		p.log.Info("replication batch failed; retrying", "replica", s.to.Name, "items", len(batch), "failures", failures, "err", err)
 	}
 	if closed {
 		for i := range batch {
-			r.settle(batch[i].Msg, batch[i].done, nil)
+			p.settle(batch[i].Msg, batch[i].done, nil)
 		}
 		return false
 	}
 	s.requeue(batch)
-	return sleep(s.ctx, retryDelay(r.cfg.RetryBackoff, failures)) == nil
+	return sleep(s.ctx, retryDelay(p.cfg.RetryBackoff, failures)) == nil
 }
 
 // maxRetryDelay bounds the wait between two tries of a stream's batch.
@@ -518,7 +451,7 @@ func retryDelay(base time.Duration, failures int) time.Duration {
 // messages, deferred ones wait for another try, refused channels are
 // handed over to the node that holds them, missing ones are sent again
 // whole.
-func (s *replStream) acknowledged(r *Router, batch []replItem, reply wire.ReplicateReply) bool {
+func (s *stream) acknowledged(p *Replicator, batch []item, reply wire.ReplicateReply) bool {
 	s.mu.Lock()
 	s.failures = 0
 	if len(reply.Deferred) > 0 {
@@ -529,14 +462,14 @@ func (s *replStream) acknowledged(r *Router, batch []replItem, reply wire.Replic
 	deferrals := s.deferrals
 	s.mu.Unlock()
 	refused, deferred := setOf(reply.Refused), setOf(reply.Deferred)
-	var again []replItem
-	now := r.cfg.Clock.Now().UnixNano()
+	var again []item
+	now := p.cfg.Clock.Now().UnixNano()
 	oldest := now
 	for i := range batch {
 		it := &batch[i]
 		switch {
 		case refused[it.Channel]:
-			r.settle(nil, it.done, fmt.Errorf("%w: %s is held by %s", presence.ErrMoved, it.Channel, s.to.Name))
+			p.settle(nil, it.done, fmt.Errorf("%w: %s is held by %s", presence.ErrMoved, it.Channel, s.to.Name))
 		case deferred[it.Channel]:
 			again = append(again, *it)
 		default:
@@ -544,24 +477,24 @@ func (s *replStream) acknowledged(r *Router, batch []replItem, reply wire.Replic
 				oldest = min(oldest, it.queued)
 			}
 			if it.Kind == presence.ChangeSnapshot {
-				r.streams.retired(it.Channel, s.to.Name)
+				p.streams.retired(it.Channel, s.to.Name)
 			}
-			r.settle(it.Msg, it.done, nil)
+			p.settle(it.Msg, it.done, nil)
 		}
 	}
-	r.m.replicationLag.Set(float64(now-oldest) / 1e9)
+	p.cfg.Lag.Set(float64(now-oldest) / 1e9)
 	s.unsync(append(reply.Refused, reply.Missing...))
 	for _, ch := range reply.Refused {
-		r.fence(ch, s.to)
+		p.cfg.Fence(ch, s.to)
 	}
 	for _, ch := range reply.Missing {
-		if err := r.engine.Resend(ch); err != nil {
-			r.log.Debug("resending a channel to its replica failed", "channel", ch, "err", err)
+		if err := p.cfg.Engine.Resend(ch); err != nil {
+			p.log.Debug("resending a channel to its replica failed", "channel", ch, "err", err)
 		}
 	}
 	if len(again) > 0 {
 		s.requeue(again)
-		return sleep(s.ctx, retryDelay(r.cfg.RetryBackoff, deferrals)) == nil
+		return sleep(s.ctx, retryDelay(p.cfg.RetryBackoff, deferrals)) == nil
 	}
 	s.mu.Lock()
 	more := len(s.items) > 0 || s.pending > 0
@@ -570,7 +503,7 @@ func (s *replStream) acknowledged(r *Router, batch []replItem, reply wire.Replic
 }
 
 // unsync marks channels as having no copy on the replica.
-func (s *replStream) unsync(channels []string) {
+func (s *stream) unsync(channels []string) {
 	if len(channels) == 0 {
 		return
 	}
@@ -587,80 +520,4 @@ func setOf(list []string) map[string]bool {
 		m[s] = true
 	}
 	return m
-}
-
-// interestOf is what a replica needs to push channel's messages after a
-// promotion: the interested nodes, this one included when it has local
-// subscribers.
-func (r *Router) interestOf(channel string) []wire.Interested {
-	interest := r.interest.export(channel)
-	if gen := r.feed.genOf(channel); gen != 0 {
-		interest = append(interest, wire.Interested{Node: r.self, Gen: gen})
-	}
-	return interest
-}
-
-// fence reacts to a replica refusing channel because it holds it: another
-// node took the channel over while this one was cut off or paused. The
-// state held here is handed to that node, which merges it (last writer
-// wins), and this node forwards to it from then on.
-func (r *Router) fence(channel string, holder Member) {
-	r.log.Warn("replica holds a channel owned here: handing it over", "channel", channel, "holder", holder.Name)
-	r.spawn(func() {
-		if err := r.pushTo(channel, holder); err != nil {
-			r.log.Info("handing a fenced channel over failed", "channel", channel, "holder", holder.Name, "err", err)
-			r.settling.request()
-		}
-	})
-}
-
-// replicaLoop fills replicas: after a membership change (kick) and every
-// ResyncInterval, each channel this node owns whose replica has no copy is
-// sent whole.
-func (r *Router) replicaLoop() {
-	t := r.cfg.Clock.NewTicker(resyncEvery * r.cfg.ReplicationInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.replKick:
-		case <-t.C():
-		case <-r.ctx.Done():
-			return
-		}
-		v := r.view.Load()
-		r.streams.keepOnly(r, v)
-		r.streams.retarget(r, v)
-		r.replicas.prune(v, r.cfg.Clock.Now().UnixNano(), r.routes.Holds)
-		r.leaves.prune(r.cfg.Clock.Now().Add(-leaveMemory).UnixNano())
-		r.resyncReplicas(v)
-	}
-}
-
-// resyncEvery is how many ReplicationIntervals pass between two checks that
-// every owned channel has a copy.
-const resyncEvery = 5
-
-// resyncReplicas asks every channel held here without a copy on its
-// replica for a snapshot.
-func (r *Router) resyncReplicas(v *view) {
-	for _, ch := range r.engine.Channels() {
-		if r.ctx.Err() != nil {
-			return
-		}
-		to, ok := r.replicaOf(v, ch)
-		if !ok || r.streams.synced(to.Name, ch) {
-			continue
-		}
-		if err := r.engine.Resend(ch); err != nil {
-			r.log.Debug("sending a channel to its replica failed", "channel", ch, "err", err)
-		}
-	}
-}
-
-// kickReplicas asks replicaLoop for a round.
-func (r *Router) kickReplicas() {
-	select {
-	case r.replKick <- struct{}{}:
-	default:
-	}
 }
