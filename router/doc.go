@@ -110,33 +110,10 @@
 //
 // # Cross-node subscriptions
 //
-// The router has its own presence.Hub, created with an OnChannel hook. Its
-// subscriptions use the router as their catch-up source: Since is forwarded
-// to the channel's holder together with this node's name and a registration
-// generation, and the holder records the node's interest before it answers,
-// so every later message is pushed. When the hub loses the last subscriber
-// of a channel the node tells the owner (interest off, same generation);
-// generations order the changes of one node and channel, so a late off never
-// undoes a newer on. Interest moves with the channel on hand-off (the node's
-// own subscribers included), interest changes reaching a node that handed
-// the channel away follow the tombstone, and a push answer lists the
-// channels the receiver no longer follows. Interest of nodes that leave the
-// membership is dropped.
-//
-// The engine's Publisher is the router's Publisher: each message of a
-// channel held here goes to the local hub and, in order, to the push queue
-// of every interested node. One goroutine per node sends its queue in
-// batches (PushBatch, one call in flight, so order holds); a full queue or
-// a failed call drops messages (presence_push_dropped_total) and the
-// subscribers see a gap and resync.
-//
-// Every message enters the hub through the feed, which tracks the last id
-// given to the hub per channel: duplicates are dropped, and a gap makes the
-// node fetch the missing messages from the holder (Since after the last id,
-// as a user the message audience admits; the hub still checks each message
-// against each subscriber) before releasing what arrived meanwhile. After
-// every ring change the node does the same for each subscribed channel whose
-// owner changed, which also registers its interest with the new holder.
+// Package fanout owns this node's hub of subscriptions, the interest of
+// other nodes in the channels held here and the push queues to them. The
+// router routes its catch-ups (Since) like any call and hands interest over
+// with the channels.
 //
 // # Metrics
 //

@@ -155,14 +155,7 @@ func (r *Router) exportLocal(ctx context.Context, channel string) (*presence.Cha
 		return nil, nil, err
 	}
 	r.routes.freeze(channel)
-	interest := r.interest.export(channel)
-	flushCtx, cancel := context.WithTimeout(ctx, r.cfg.FlushTimeout)
-	r.out.flush(flushCtx, interest)
-	cancel()
-	if r.feed.genOf(channel) != 0 {
-		interest = append(interest, wire.Interested{Node: r.self, Gen: r.feed.genOf(channel)})
-	}
-	return snap, interest, nil
+	return snap, r.fan.HandOver(ctx, channel), nil
 }
 
 // forgetLocal ends a successful hand-off of channel to to.
@@ -170,7 +163,7 @@ func (r *Router) forgetLocal(ctx context.Context, channel string, to Member) {
 	if err := r.engine.Remove(ctx, channel); err != nil {
 		r.log.Warn("removing a handed-over channel failed", "channel", channel, "err", err)
 	}
-	r.interest.drop(channel)
+	r.fan.Drop(channel)
 	_, seen := r.view.Load().Member(to.Name)
 	r.routes.endMove(channel, func(e *route) {
 		e.held = false
@@ -214,7 +207,7 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 	}
 	// Interest first: the install publishes (a merge's resync marker) and
 	// takes the replica's snapshot, and both must reach the nodes handed over.
-	r.interest.add(channel, interest)
+	r.fan.Add(channel, interest)
 	err := r.installMerged(ctx, snap, leaves)
 	if err != nil {
 		r.routes.endMove(channel, func(*route) {})

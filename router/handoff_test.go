@@ -455,7 +455,7 @@ func TestInterestReRegisteredOnOwnerChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	col := collect(t, sub)
-	testkit.WaitFor(t, "interest at the owner", func() bool { return len(b.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "interest at the owner", func() bool { return len(b.r.fan.Remote(ch)) == 1 })
 
 	// The channel moves from b to d while a does not know d yet, and d
 	// loses the interest that came with it.
@@ -465,14 +465,14 @@ func TestInterestReRegisteredOnOwnerChange(t *testing.T) {
 	if len(d.engine.Channels()) != 1 {
 		t.Fatalf("d runs %v", d.engine.Channels())
 	}
-	d.r.interest.drop(ch)
+	d.r.fan.Drop(ch)
 	if _, err := d.r.Update(ctx, user("2"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err) // published while nobody forwards it to a
 	}
 	// a learns about d: it registers again with the new owner and fills the
 	// message it missed.
 	a.r.SetMembers(members(all...))
-	testkit.WaitFor(t, "interest at the new owner", func() bool { return len(d.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "interest at the new owner", func() bool { return len(d.r.fan.Remote(ch)) == 1 })
 	if _, err := d.r.Update(ctx, user("3"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}

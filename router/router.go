@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/fanout"
 	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -25,7 +26,6 @@ type Router struct {
 	boot   uint64 // identifies this process among the incarnations of self
 	log    *slog.Logger
 	engine *presence.Engine
-	hub    *presence.Hub
 	m      *metrics
 
 	ctx    context.Context // cancelled by Close
@@ -36,9 +36,7 @@ type Router struct {
 	view     views
 	routes   routeTable
 	settling *settlement
-	interest interestTable
-	out      outbound
-	feed     feed
+	fan      *fanout.Fanout      // subscribers' hub, interest and pushes to other nodes
 	batch    updateBatcher       // forwarded updates on their way, by node
 	intern   *wire.Intern        // what handleUpdate decoded before, shared
 	repl     *replica.Replicator // streams to replicas, copies kept here
@@ -62,28 +60,17 @@ func New(cfg Config) (*Router, error) {
 		m:        newMetrics(cfg.Registry),
 		boot:     rand.Uint64() | 1,
 		settling: newSettlement(),
+		intern:   wire.NewIntern(),
 	}
 	r.calls = nodeCalls{tr: cfg.Transport, errors: r.m.forwardErrors}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.routes.init()
-	r.out.init(r)
-	r.feed.init(r)
 	r.batch.init(batcherConfig{call: r.calls.Call, spawn: r.run.Go, ctx: r.ctx, max: cfg.ForwardBatch,
 		timeout: cfg.ForwardTimeout, stall: cfg.ForwardStall, forwarded: r.m.fwdUpdate})
-	r.intern = wire.NewIntern()
-	views, routes := &r.view, &r.routes
-	var err error
-	r.repl, err = replica.New(replica.Config{
-		Self: r.self, Boot: r.boot, Clock: cfg.Clock, Logger: r.log, Ctx: r.ctx, Go: r.run.Go, Call: r.calls.Call,
-		View: func() replica.View { return views.Load() }, Routes: routes, Engine: cfg.Engine,
-		Publish: r.publish, Interest: r.interestOf, Fence: r.fence, Rebalance: r.settling.request,
-		Interval: cfg.ReplicationInterval, CallTimeout: cfg.ForwardTimeout, RetryBackoff: cfg.RetryBackoff,
-		Lag: r.m.replicationLag, Refused: r.m.replicaRefused,
-	})
-	if err != nil {
+	if err := r.newParts(); err != nil {
+		r.cancel()
 		return nil, err
 	}
-	r.leaves = r.repl.Leaves()
 	// Without replication a change is safe at once.
 	replicate := func(c presence.Change) {
 		if c.Message != nil {
@@ -91,32 +78,62 @@ func New(cfg Config) (*Router, error) {
 		}
 		answer(c.Done)
 	}
-	var interestChanged func(string)
 	if cfg.Replication {
-		replicate, interestChanged = r.repl.Replicate, r.repl.InterestChanged
+		replicate = r.repl.Replicate
 	}
-	r.interest.init(r.self.Name, interestChanged)
-	hub, err := presence.NewHub(presence.HubConfig{
-		Metrics:    cfg.Metrics,
-		Logger:     r.log,
-		BufferSize: cfg.SubscriberBuffer,
-		OnChannel:  r.feed.onChannel,
-	})
-	if err != nil {
-		return nil, err
-	}
-	r.hub = hub
 	if !cfg.Publisher.bind(&sinks{publish: r.publish, replicate: replicate}) {
+		r.fan.Close()
+		r.cancel()
 		return nil, fmt.Errorf("%w: publisher already bound to a router", presence.ErrInvalid)
 	}
 	r.view.start(r.self, r.viewChanged)
 	r.run.Go(r.rebalanceLoop)
 	r.run.Go(r.sweepLoop)
-	r.run.Go(r.feed.interestLoop)
+	r.run.Go(r.fan.Run)
 	if cfg.Replication {
 		r.run.Go(r.repl.Run)
 	}
 	return r, nil
+}
+
+// newParts builds the fan-out to other nodes and replication, each given
+// what it needs of the router (the view, the routing table, calls and
+// callbacks), never the Router.
+func (r *Router) newParts() error {
+	cfg := r.cfg
+	views, routes := &r.view, &r.routes
+	var repl *replica.Replicator
+	var interestChanged func(string)
+	if cfg.Replication {
+		interestChanged = func(ch string) { repl.InterestChanged(ch) }
+	}
+	fan, err := fanout.New(fanout.Config{
+		Self: r.self, Clock: cfg.Clock, Logger: r.log, Ctx: r.ctx, Go: r.run.Go, Call: r.calls.Call,
+		View: func() fanout.View { return views.Load() },
+		Catchup: func(ctx context.Context, u *presence.User, channel string, after int64, gen uint64) (presence.Catchup, error) {
+			return r.since(ctx, u, channel, after, 0, r.self, gen)
+		},
+		Handed: routes.tombstoneTo, Changed: interestChanged,
+		CallTimeout: cfg.HandoffTimeout, FlushTimeout: cfg.FlushTimeout, PushQueue: cfg.PushQueue, PushBatch: cfg.PushBatch,
+		Dropped: r.m.pushDropped,
+		Hub:     presence.HubConfig{Metrics: cfg.Metrics, Logger: r.log, BufferSize: cfg.SubscriberBuffer},
+	})
+	if err != nil {
+		return err
+	}
+	repl, err = replica.New(replica.Config{
+		Self: r.self, Boot: r.boot, Clock: cfg.Clock, Logger: r.log, Ctx: r.ctx, Go: r.run.Go, Call: r.calls.Call,
+		View: func() replica.View { return views.Load() }, Routes: routes, Engine: cfg.Engine,
+		Publish: r.publish, Interest: fan.Interested, Fence: r.fence, Rebalance: r.settling.request,
+		Interval: cfg.ReplicationInterval, CallTimeout: cfg.ForwardTimeout, RetryBackoff: cfg.RetryBackoff,
+		Lag: r.m.replicationLag, Refused: r.m.replicaRefused,
+	})
+	if err != nil {
+		fan.Close()
+		return err
+	}
+	r.fan, r.repl, r.leaves = fan, repl, repl.Leaves()
+	return nil
 }
 
 // Close stops the router's goroutines and ends its subscriptions. It does
@@ -124,19 +141,19 @@ func New(cfg Config) (*Router, error) {
 func (r *Router) Close() {
 	r.run.stop()
 	r.cancel()
-	r.hub.Close()
+	r.fan.Close()
 	r.run.wait()
 }
 
-// interestOf is what a replica needs to push channel's messages after a
-// promotion: the interested nodes, this one included when it has local
-// subscribers.
-func (r *Router) interestOf(channel string) []wire.Interested {
-	interest := r.interest.export(channel)
-	if gen := r.feed.genOf(channel); gen != 0 {
-		interest = append(interest, wire.Interested{Node: r.self, Gen: gen})
+// publish takes every message of a channel held here, from the engine or,
+// with replication, once the replica has its change: it goes to the local
+// hub and the nodes interested, unless the channel was exported for a
+// hand-off in progress (the new owner publishes from the exported state).
+func (r *Router) publish(m *presence.Message) {
+	if r.routes.frozen(m.Channel) {
+		return
 	}
-	return interest
+	r.fan.Publish(m)
 }
 
 // spawn runs fn on a goroutine that Close waits for; it reports false, and

@@ -55,7 +55,7 @@ func (r *Router) Get(ctx context.Context, u *presence.User, channels []string) (
 // Subscribe implements presence.Service on the router's hub, with the router
 // as the catch-up source (forwarded to each channel's owner).
 func (r *Router) Subscribe(ctx context.Context, u *presence.User, from map[string]int64) (presence.Subscription, error) {
-	return r.hub.Subscribe(ctx, u, from, r)
+	return r.fan.Subscribe(ctx, u, from)
 }
 
 // Since implements presence.CatchupSource for the hub's subscriptions. A
@@ -65,11 +65,7 @@ func (r *Router) Since(ctx context.Context, u *presence.User, channel string, af
 	if !presence.ValidChannelName(channel) {
 		return presence.Catchup{Unavailable: true}, nil
 	}
-	cu, err := r.since(ctx, u, channel, after, 0, r.self, r.feed.genOf(channel))
-	if err == nil {
-		r.feed.observe(channel, cu)
-	}
-	return cu, err
+	return r.fan.Since(ctx, u, channel, after)
 }
 
 // update serves an update received after hops forwards. The node the
@@ -415,7 +411,7 @@ func (r *Router) sinceOnce(ctx context.Context, u *presence.User, channel string
 	if t.local {
 		defer r.routes.release(channel)
 		if gen != 0 && node.Name != r.self.Name {
-			r.interest.apply(node, wire.InterestChange{Channel: channel, On: true, Gen: gen})
+			r.fan.Register(node, channel, gen)
 		}
 		return r.engine.Since(ctx, u, channel, after)
 	}

@@ -21,7 +21,7 @@ func TestRemoteSubscriberReceivesInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	col := collect(t, sub)
-	testkit.WaitFor(t, "the owner to learn b's interest", func() bool { return len(a.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "the owner to learn b's interest", func() bool { return len(a.r.fan.Remote(ch)) == 1 })
 
 	const users = 30
 	for i := range users {
@@ -108,7 +108,7 @@ func TestInterestDroppedWhenLastSubscriberLeaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, "interest", func() bool { return len(a.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "interest", func() bool { return len(a.r.fan.Remote(ch)) == 1 })
 	sub1.Close()
 	if _, err := a.r.Update(ctx, user("1"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
@@ -121,14 +121,14 @@ func TestInterestDroppedWhenLastSubscriberLeaves(t *testing.T) {
 	// that b follows nothing, which publishing again exercises.)
 	i := 100
 	testkit.WaitFor(t, "interest to be dropped", func() bool {
-		if len(a.r.interest.export(ch)) == 0 {
+		if len(a.r.fan.Remote(ch)) == 0 {
 			return true
 		}
 		i++
 		_, err := a.r.Update(ctx, user(fmt.Sprint(i)), "tab", []string{ch}, nil)
 		return err != nil
 	})
-	if len(a.r.interest.export(ch)) != 0 {
+	if len(a.r.fan.Remote(ch)) != 0 {
 		t.Fatal("interest kept")
 	}
 }
@@ -149,14 +149,14 @@ func TestStaleInterestClearedByPushReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, "interest", func() bool { return len(a.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "interest", func() bool { return len(a.r.fan.Remote(ch)) == 1 })
 	sub.Close()
 	testkit.WaitFor(t, "the off to be tried", func() bool { return b.caller.count(wire.MethodInterest) == 1 })
-	if len(a.r.interest.export(ch)) != 1 {
+	if len(a.r.fan.Remote(ch)) != 1 {
 		t.Fatal("interest dropped without its off")
 	}
 	if _, err := a.r.Update(ctx, user("1"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
-	testkit.WaitFor(t, "the stale interest to go", func() bool { return len(a.r.interest.export(ch)) == 0 })
+	testkit.WaitFor(t, "the stale interest to go", func() bool { return len(a.r.fan.Remote(ch)) == 0 })
 }

@@ -200,10 +200,9 @@ func (r *Router) viewChanged(old, v *view) {
 	r.log.Debug("view changed", "epoch", v.epoch, "members", slices.Sorted(maps.Keys(v.members)), "owners", v.ring.Len())
 	if old != nil {
 		departed := departedNodes(old, v, r.self.Name)
-		r.interest.forgetNodes(departed)
-		r.out.forgetNodes(departed)
+		r.fan.ForgetNodes(departed)
 		r.batch.forgetNodes(departed)
-		r.feed.ownersChanged(old, v)
+		r.fan.OwnersChanged(func(ch string) bool { return old.Owner(ch) != v.Owner(ch) })
 		if r.cfg.Replication && len(departed) > 0 {
 			r.spawn(func() { r.promoteOrphans(departed) })
 		}
