@@ -12,7 +12,8 @@ import (
 
 // promoteOrphans is run after a membership change: every copy whose owner
 // left is promoted here when this node now owns the channel (through the
-// ordinary pull, which installs the copy), or forgotten.
+// ordinary pull, which installs the copy), or handed to the channel's new
+// owner as an install.
 func (r *Router) promoteOrphans(gone map[string]bool) {
 	v := r.view.Load()
 	for _, ch := range r.repl.Copies().Orphans(gone) {
@@ -20,11 +21,17 @@ func (r *Router) promoteOrphans(gone map[string]bool) {
 			return
 		}
 		if owner := v.Owner(ch); owner != r.self.Name {
-			r.handOrphan(ch, v, owner)
+			// The new owner merges the copies with whatever it started
+			// meanwhile (it may have found nobody to pull the channel from).
+			if to, known := v.Member(owner); known {
+				for _, e := range r.repl.Copies().Take(ch, v) {
+					r.handCopy(ch, e, to)
+				}
+			}
 			continue
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
-		t, err := r.acquire(ctx, ch)
+		t, err := r.route(ctx, ch, 0)
 		if err == nil && t.local {
 			r.routes.release(ch)
 		}
@@ -36,19 +43,6 @@ func (r *Router) promoteOrphans(gone map[string]bool) {
 			}
 		}
 		cancel()
-	}
-}
-
-// handOrphan gives the copy of a channel whose owner left to the channel's
-// new owner, which merges it with whatever it started meanwhile (it may
-// have found nobody to pull the channel from).
-func (r *Router) handOrphan(channel string, v *view, owner string) {
-	to, known := v.Member(owner)
-	if !known {
-		return
-	}
-	for _, e := range r.repl.Copies().Take(channel, v) {
-		r.handCopy(channel, e, to)
 	}
 }
 
@@ -94,7 +88,7 @@ func (r *Router) promoteReplica(ctx context.Context, channel string, v *view) (b
 // then on.
 func (r *Router) fence(channel string, holder Member) {
 	r.log.Warn("replica holds a channel owned here: handing it over", "channel", channel, "holder", holder.Name)
-	r.spawn(func() {
+	r.run.Go(func() {
 		if err := r.pushTo(channel, holder); err != nil {
 			r.log.Info("handing a fenced channel over failed", "channel", channel, "holder", holder.Name, "err", err)
 			r.settling.request()

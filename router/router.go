@@ -33,14 +33,17 @@ type Router struct {
 	run    routines  // every goroutine of the router and its parts
 	calls  nodeCalls // node-to-node calls over cfg.Transport
 
-	view     views
-	routes   routeTable
-	settling *settlement
-	fan      *fanout.Fanout      // subscribers' hub, interest and pushes to other nodes
-	batch    updateBatcher       // forwarded updates on their way, by node
-	intern   *wire.Intern        // what handleUpdate decoded before, shared
-	repl     *replica.Replicator // streams to replicas, copies kept here
-	leaves   *replica.LeaveLog   // recent leaves of channels held here (repl's)
+	view     views                       // membership and the view built from it
+	routes   routeTable                  // channels held, moving, handed away
+	settling *settlement                 // rebalance passes requested and done
+	retry    retryPolicy                 // of the requests entering here
+	batch    updateBatcher               // forwarded updates on their way, by node
+	intern   *wire.Intern                // what handleUpdate decoded before, shared
+	handlers [wire.MaxMethod + 1]handler // registerHandlers
+
+	fan    *fanout.Fanout      // subscribers' hub, interest and pushes to other nodes
+	repl   *replica.Replicator // streams to replicas, copies kept here
+	leaves *replica.LeaveLog   // recent leaves of channels held here (repl's)
 }
 
 var _ presence.Service = (*Router)(nil)
@@ -61,6 +64,7 @@ func New(cfg Config) (*Router, error) {
 		boot:     rand.Uint64() | 1,
 		settling: newSettlement(),
 		intern:   wire.NewIntern(),
+		retry:    retryPolicy{retries: cfg.Retries, backoff: cfg.RetryBackoff},
 	}
 	r.calls = nodeCalls{tr: cfg.Transport, errors: r.m.forwardErrors}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -86,6 +90,7 @@ func New(cfg Config) (*Router, error) {
 		r.cancel()
 		return nil, fmt.Errorf("%w: publisher already bound to a router", presence.ErrInvalid)
 	}
+	r.registerHandlers()
 	r.view.start(r.self, r.viewChanged)
 	r.run.Go(r.rebalanceLoop)
 	r.run.Go(r.sweepLoop)
@@ -155,10 +160,6 @@ func (r *Router) publish(m *presence.Message) {
 	}
 	r.fan.Publish(m)
 }
-
-// spawn runs fn on a goroutine that Close waits for; it reports false, and
-// does nothing, once the router is closing.
-func (r *Router) spawn(fn func()) bool { return r.run.Go(fn) }
 
 // routines runs the goroutines of the router and its parts: Close waits
 // for every one, and none starts once the router is closing.

@@ -2,10 +2,12 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
 
+	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -132,25 +134,32 @@ type target struct {
 	to    Member
 }
 
-// acquire decides where a call for channel is served. The rules, in order:
-// a channel being handed over waits for the hand-off; a tombstone forwards
-// to the node the channel went to; a held channel is served here; a channel
-// this node owns by the ring is first fetched from its previous holder
-// (once; concurrent calls share the fetch); anything else goes to the ring
-// owner. A local answer counts the call as active until release.
-func (r *Router) acquire(ctx context.Context, channel string) (target, error) {
-	return r.resolve(ctx, channel, true)
+// route resolves, once, where a call for channel received after hops
+// forwards is served. The rules, in order: a channel being handed over
+// waits for the hand-off; a tombstone forwards to the node the channel went
+// to; a held channel is served here; a channel this node owns by the ring
+// is first fetched from its previous holder (once; concurrent calls share
+// the fetch); anything else goes to the ring owner, unless the call has
+// been forwarded MaxHops times already (presence.ErrMoved). A local answer
+// counts the call as active until release.
+func (r *Router) route(ctx context.Context, channel string, hops int) (target, error) {
+	t, err := r.resolve(ctx, channel, true)
+	if err == nil && !t.local && hops+1 > r.cfg.MaxHops {
+		return target{}, fmt.Errorf("%w: %s after %d hops", presence.ErrMoved, channel, hops)
+	}
+	return t, err
 }
 
-// locate finds where channel is by the rules of acquire, without fetching
+// locate finds where channel is by the rules of route, without fetching
 // it and without counting a call: local when this node holds the channel,
 // or owns it by the ring without holding it (its holder hands it here).
 func (r *Router) locate(ctx context.Context, channel string) (target, error) {
 	return r.resolve(ctx, channel, false)
 }
 
-// resolve applies the rules of acquire; call counts a local answer as an
-// active call and fetches a channel owned but not held here.
+// resolve applies the rules of route but the hop limit; call counts a
+// local answer as an active call and fetches a channel owned but not held
+// here.
 func (r *Router) resolve(ctx context.Context, channel string, call bool) (target, error) {
 	sh := r.routes.shard(channel)
 	for {
@@ -208,7 +217,7 @@ func (r *Router) resolve(ctx context.Context, channel string, call bool) (target
 		}
 		f := &flight{done: make(chan struct{})}
 		e = sh.entry(channel)
-		if !r.spawn(func() { r.pull(channel, f) }) {
+		if !r.run.Go(func() { r.pull(channel, f) }) {
 			sh.tidy(channel, e)
 			sh.mu.Unlock()
 			return target{}, fmt.Errorf("%w: router closed", presence.ErrUnavailable)
@@ -218,7 +227,7 @@ func (r *Router) resolve(ctx context.Context, channel string, call bool) (target
 	}
 }
 
-// release ends a local call started by acquire.
+// release ends a local call started by route.
 func (t *routeTable) release(channel string) {
 	sh := t.shard(channel)
 	sh.mu.Lock()
@@ -345,16 +354,27 @@ func (t *routeTable) tombstoneTo(ctx context.Context, channel string) (Member, b
 	}
 }
 
-// dropTombstone forgets that channel went to to, which turned out to be
-// unreachable and is not a member: its state is lost, the ring decides.
-func (t *routeTable) dropTombstone(channel string, to Member) {
-	sh := t.shard(channel)
-	sh.mu.Lock()
-	if e := sh.m[channel]; e != nil && e.tomb != nil && e.tomb.to == to {
-		e.tomb = nil
-		sh.tidy(channel, e)
+// forgetUnreachable drops the tombstones of channels that pointed to to,
+// after err said to could not be reached, when v does not list it as a
+// member: its state is lost, the ring decides.
+func (t *routeTable) forgetUnreachable(err error, v *view, to Member, lists ...[]string) {
+	if !errors.Is(err, cluster.ErrPeerUnavailable) {
+		return
 	}
-	sh.mu.Unlock()
+	if _, member := v.Member(to.Name); member {
+		return
+	}
+	for _, list := range lists {
+		for _, ch := range list {
+			sh := t.shard(ch)
+			sh.mu.Lock()
+			if e := sh.m[ch]; e != nil && e.tomb != nil && e.tomb.to == to {
+				e.tomb = nil
+				sh.tidy(ch, e)
+			}
+			sh.mu.Unlock()
+		}
+	}
 }
 
 // sweepTombstones updates tombstones for a new view: a target seen in the

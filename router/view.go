@@ -204,7 +204,7 @@ func (r *Router) viewChanged(old, v *view) {
 		r.batch.forgetNodes(departed)
 		r.fan.OwnersChanged(func(ch string) bool { return old.Owner(ch) != v.Owner(ch) })
 		if r.cfg.Replication && len(departed) > 0 {
-			r.spawn(func() { r.promoteOrphans(departed) })
+			r.run.Go(func() { r.promoteOrphans(departed) })
 		}
 		if r.cfg.Replication {
 			r.repl.Kick()

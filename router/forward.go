@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/presencehq/presence/cluster"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -195,54 +197,107 @@ func decodeBatchResults(b []byte, from string, batch []*updateItem) error {
 	return nil
 }
 
-// handleUpdate serves a batch of forwarded updates, in order on the calling
-// goroutine (a goroutine per update measured half the throughput). The
-// batch is decoded through the intern table (the same clients heartbeat
-// again and again): fewer allocations per forwarded update, and the
-// channel recognises its client's user by pointer.
-func (r *Router) handleUpdate(ctx context.Context, body []byte) ([]byte, error) {
-	reqs, err := r.intern.DecodeUpdateBatch(body)
-	if err != nil {
-		return nil, err
-	}
-	res := wire.NewUpdateResults(len(reqs))
-	var vals []bool // scratch for each update's answers
-	for i := range reqs {
-		var err error
-		vals, err = r.serveUpdate(ctx, &reqs[i], vals[:0])
-		res.Add(vals, err)
-	}
-	return res.Bytes(), nil
+// header is what this node attaches to a call it forwards after hops.
+func (r *Router) header(hops int) wire.Header {
+	deadline := r.cfg.Clock.Now().Add(r.cfg.ForwardTimeout).UnixNano()
+	return wire.Header{Epoch: r.view.Load().epoch, Hops: hops + 1, Deadline: deadline}
 }
 
-// serveUpdate runs one forwarded update and appends the answers of its
-// present channels to vals.
-func (r *Router) serveUpdate(ctx context.Context, q *wire.UpdateRequest, vals []bool) ([]bool, error) {
-	if err := checkUpdate(q.User, q.ClientID, q.Present, q.Leave); err != nil {
-		return vals, err
+// parallel runs fn for each item, the last one on the calling goroutine.
+func parallel[T any](items []T, fn func(T)) {
+	if len(items) == 0 {
+		return
 	}
-	if err := r.current(q.Header); err != nil {
-		return vals, err
+	var wg sync.WaitGroup
+	for _, it := range items[:len(items)-1] {
+		wg.Go(func() { fn(it) })
 	}
-	var sent int64
-	if q.Header.Deadline != 0 {
-		// Waits on the way (a pull, a hand-off) end with the sender's
-		// deadline: after it, the sender has given up and may have
-		// retried elsewhere.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(q.Header.Deadline-r.cfg.Clock.Now().UnixNano()))
-		defer cancel()
-		// The header carries the deadline, not the send time: this
-		// assumes the sender's ForwardTimeout is this node's (the nodes
-		// of a cluster share their configuration).
-		sent = q.Header.Deadline - r.cfg.ForwardTimeout.Nanoseconds()
+	fn(items[len(items)-1])
+	wg.Wait()
+}
+
+// forwardErrors collects the errors of the shares of a request forwarded
+// in parallel: one that retrying cannot cure decides, else the first.
+type forwardErrors struct{ first, hard error }
+
+func (f *forwardErrors) add(err error) {
+	if f.first == nil {
+		f.first = err
 	}
-	out, err := r.update(ctx, q.User, q.ClientID, q.Present, q.Leave, q.Header.Hops, sent)
-	if err != nil {
-		return vals, err
+	if f.hard == nil && !retryable(err) {
+		f.hard = err
 	}
-	for _, ch := range q.Present {
-		vals = append(vals, out[ch])
+}
+
+func (f *forwardErrors) err() error {
+	if f.hard != nil {
+		return f.hard
 	}
-	return vals, nil
+	return f.first
+}
+
+// retryPolicy is how the node a request entered retries: Config.Retries
+// times, after a pause of RetryBackoff doubling with each attempt.
+type retryPolicy struct {
+	retries int
+	backoff time.Duration
+}
+
+// withRetries runs attempt on share until it succeeds. Only the node the
+// request entered (hops 0) retries: after a retryable error it pauses and
+// runs attempt again on the share that failed; what is left after the
+// retries becomes the caller's error (finalError).
+func withRetries[S any](ctx context.Context, p retryPolicy, hops int, share S, attempt func(S) (S, error)) error {
+	for n := 0; ; n++ {
+		retry, err := attempt(share)
+		if err == nil {
+			return nil
+		}
+		if !p.again(ctx, err, hops, n) {
+			return finalError(err, hops)
+		}
+		share = retry
+	}
+}
+
+// again decides whether the entry node retries after err, pausing first
+// (wall time, since it paces network calls).
+func (p retryPolicy) again(ctx context.Context, err error, hops, attempt int) bool {
+	if hops != 0 || attempt >= p.retries || !retryable(err) || ctx.Err() != nil {
+		return false
+	}
+	t := time.NewTimer(p.backoff << attempt)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// retryable reports whether a failed forward may succeed if routed again:
+// the owner moved, was busy handing the channel over, or was unreachable
+// (membership is about to say so).
+func retryable(err error) bool {
+	return errors.Is(err, presence.ErrMoved) || errors.Is(err, wire.ErrBusy) || errors.Is(err, cluster.ErrPeerUnavailable)
+}
+
+// finalError turns what is left after the retries into the error the
+// caller sees. A forwarding node passes presence.ErrMoved back for the entry
+// node to retry; at the entry node a channel that keeps moving, a busy or
+// unreachable owner, or an error without meaning to the API becomes
+// presence.ErrUnavailable (503). Other sentinels and context errors stay.
+func finalError(err error, hops int) error {
+	switch {
+	case hops != 0 && errors.Is(err, presence.ErrMoved):
+		return err
+	case retryable(err), !wire.IsSentinel(err) && !isContextErr(err):
+		return fmt.Errorf("%w: %w", presence.ErrUnavailable, err)
+	}
+	return err
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
