@@ -3,6 +3,25 @@
 // subscribers anywhere receive the messages of channels owned elsewhere, and
 // channels are handed over with their whole state when membership changes.
 //
+// # Layout
+//
+// The router routes requests and hands channels over; its other parts are
+// packages of their own, each given what it needs of the router (the view,
+// the routing table, a wire.Call, the engine, callbacks) in its Config,
+// never the Router, and each documenting its part of the protocol:
+//
+//   - wire: the node-to-node protocol as bytes: the methods (1 to 99 of the
+//     node transport), their requests and replies, and the sentinel errors
+//     that cross the wire (cluster.TransportConfig.Errors =
+//     wire.TransportErrors()).
+//   - replica: replication streams to replicas, the copies kept for other
+//     owners, and the leave log that decides merges.
+//   - fanout: the node's hub of subscriptions, other nodes' interest in the
+//     channels held here, the pushes to them and the feed into the hub.
+//
+// handlers.go registers every node-to-node method with what serves it.
+// Merging two states of a channel is presence.MergeSnapshots.
+//
 // # Routing
 //
 // Every node keeps a view: a ring (package ring) over the alive members, the
@@ -18,6 +37,13 @@
 //     at once by its new holder.
 //  4. The ring makes this node X's owner: first pull X (below), then 3.
 //  5. Otherwise forward to the ring owner.
+//
+// A request reads in one direction. Where it enters a node (a Service
+// method, or the handler of a forwarded call) it is checked once, its
+// channel names included: a present of an invalid name is answered false,
+// a leave of one dropped, a get of one answered nil. Then each channel's
+// route is resolved once by the rules above, and the channel is served by
+// the engine or its share forwarded.
 //
 // A forwarded call carries the sender's ring epoch and a hop count; the
 // receiver routes it again by the same rules. Past MaxHops it answers
@@ -40,12 +66,6 @@
 // sentinel). A batch in flight longer than ForwardStall no longer holds the
 // next one back, so an update stuck on a slow config callback delays only
 // its own batch.
-//
-// # Wire format
-//
-// Package wire holds every request and reply, the method numbers (1 to 99
-// of the node transport belong to the router) and the sentinel errors that
-// cross the wire (cluster.TransportConfig.Errors = wire.TransportErrors()).
 //
 // # Hand-off
 //
@@ -74,24 +94,24 @@
 // holder cannot be reached the channel starts fresh: the engine's time-based
 // ids are above every id the old incarnation issued, so subscribers resync.
 //
-// Install merges. If the receiver already holds state for X (it started X
-// fresh while the holder was unreachable), clients are united, the later
-// expiry winning, and the last id moves past both histories with an empty
-// backlog: no id repeats, and a resync marker published with the install
-// makes every subscriber re-read the channel at once. An older copy of the
-// receiver's own history (its last message found unchanged in the
-// receiver's backlog, no user the receiver lacks) only adds its clients:
-// the receiver's ids go on and nobody resyncs.
+// Install merges (presence.MergeSnapshots). If the receiver already holds
+// state for X (it started X fresh while the holder was unreachable),
+// clients are united, the later expiry winning, and the last id moves past
+// both histories with an empty backlog: no id repeats, and a resync marker
+// published with the install makes every subscriber re-read the channel at
+// once. An older copy of the receiver's own history (its last message found
+// unchanged in the receiver's backlog, no user the receiver lacks) only
+// adds its clients: the receiver's ids go on and nobody resyncs.
 //
 // A push of a channel with no state here still carries the leaves answered
-// here (sendLeaves, MethodLeaves): a node that served the channel without
-// its state (cut off from its holder) acknowledged them, and the holder
-// drops the clients they concern, last writer wins. The receiver keeps them
-// and routes them on like a call (tombstone, ring owner, at most MaxHops),
-// since the sender's view may have been partial; a receiver that owns the
-// channel by its ring without holding it keeps them for the holder's
-// hand-off, and hands them on itself if its ring gives the channel to
-// another node first (route.owesLeaves).
+// here (sendLeaves, wire.MethodLeaves): a node that served the channel
+// without its state (cut off from its holder) acknowledged them, and the
+// holder drops the clients they concern, last writer wins. The receiver
+// keeps them and routes them on like a call (tombstone, ring owner, at most
+// MaxHops), since the sender's view may have been partial; a receiver that
+// owns the channel by its ring without holding it keeps them for the
+// holder's hand-off, and hands them on itself if its ring gives the channel
+// to another node first (route.owesLeaves).
 //
 // Tombstones are dropped when their target, once seen as a member, leaves,
 // when the ring owner is the target anyway, or when the target is unreachable
@@ -110,18 +130,13 @@
 //
 // # Cross-node subscriptions
 //
-// Package fanout owns this node's hub of subscriptions, the interest of
-// other nodes in the channels held here and the push queues to them. The
-// router routes its catch-ups (Since) like any call and hands interest over
-// with the channels.
+// Package fanout carries messages to the nodes whose users subscribe. The
+// router routes its catch-ups like any call (the holder registers the
+// subscribing node's interest as it serves one), publishes the messages of
+// the channels held here through it, and hands the interest over with the
+// channels.
 //
-// # Metrics
-//
-// presence_forwarded_total{method}, presence_forward_errors_total,
-// presence_handoffs_total{direction="in"|"out"}, presence_push_dropped_total
-// and presence_ring_epoch.
-//
-// # Replication (Config.Replication; on in presence-node)
+// # Promotion and fencing (Config.Replication; on in presence-node)
 //
 // Package replica streams every change of a channel held here to its
 // replica and keeps the copies of other owners' channels; the router does
@@ -139,20 +154,22 @@
 // (wire.ExtractHeld): that node forwards to it until the holder pushes it.
 //
 // Fencing. A node whose replica refuses a change because it holds the
-// channel hands its state to that holder, which merges it. Merges
-// (presence.MergeSnapshots) unite clients (latest expiry wins), drop
+// channel hands its state to that holder, which merges it. Merges drop
 // clients whose user or client left after their last heartbeat (the leave
-// log, sent with every hand-off), drop expired ones, and move the last id
-// past both histories with an empty backlog and a resync marker, so
-// subscribers resync. A forwarded update carries its sender's deadline and
-// is dropped when read after it: a paused node must not apply, on
-// resuming, an update its sender has since retried elsewhere; its waits on
-// the way (a pull, a hand-off) end at that deadline too. A forwarded
-// present whose client left the channel here after the present was sent
-// (its sender gave up while it waited behind a stalled batch, and the
-// client moved on) is answered false and not applied: last writer wins, as
-// in merges.
+// log, sent with every hand-off) and expired ones. A forwarded update
+// carries its sender's deadline and is dropped when read after it: a
+// paused node must not apply, on resuming, an update its sender has since
+// retried elsewhere; its waits on the way (a pull, a hand-off) end at that
+// deadline too. A forwarded present whose client left the channel here
+// after the present was sent (its sender gave up while it waited behind a
+// stalled batch, and the client moved on) is answered false and not
+// applied: last writer wins, as in merges.
 //
-// Metrics: presence_replica_promotions_total; hand-offs stay in
-// presence_handoffs_total.
+// # Metrics
+//
+// presence_forwarded_total{method}, presence_forward_errors_total,
+// presence_handoffs_total{direction="in"|"out"}, presence_ring_epoch and
+// presence_replica_promotions_total; the router also registers its parts'
+// presence_push_dropped_total, presence_replica_refused_total and
+// presence_replication_lag_seconds.
 package router

@@ -18,15 +18,15 @@
 //
 // # Methods
 //
-//	1 MethodUpdate     a batch of forwarded updates → one result each
+//	1 MethodUpdate     forwarded updates, batched → a result per update
 //	2 MethodGet        a Get share of one owner → the channels' states
-//	3 MethodSince      a subscriber's catch-up, registering interest → catch-up
-//	4 MethodInterest   interest changes of a node with subscribers
-//	5 MethodPush       published messages for a node's subscribers → channels no longer followed
-//	6 MethodExtract    pull: hand a channel over to the requester → its state or where it is
-//	7 MethodInstall    push: take over a channel's state
-//	8 MethodReplicate  a batch of an owner's replication stream → refused, deferred, missing channels
-//	9 MethodLeaves     leaves answered where the channel had no state
+//	3 MethodSince      a catch-up, registering interest → the catch-up
+//	4 MethodInterest   a node's interest changes → nothing
+//	5 MethodPush       messages for subscribers → channels not followed
+//	6 MethodExtract    pull a channel → its state, or where it went
+//	7 MethodInstall    push a channel's state → nothing
+//	8 MethodReplicate  replication batch → refused, deferred, missing
+//	9 MethodLeaves     leaves answered without the state → nothing
 //
 // Methods 1 to MaxMethod belong to the router; the server's own methods
 // are above. Which node sends each and what the receiver does is told by
