@@ -25,7 +25,7 @@ const (
 // restricted channel for its hub (see viewerFor).
 const viewerID = "\x00router"
 
-// feed is the single entrance of messages into the router's hub, for the
+// feed is the single entrance of messages into the node's hub, for the
 // channels that have local subscribers: messages of channels held here and
 // messages pushed by remote owners. Per channel it drops duplicates and, on a
 // gap (the owner changed, a push was lost), fetches the missing messages from
