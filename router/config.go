@@ -57,7 +57,7 @@ const (
 // its node-to-node transport.
 type Member = wire.Member
 
-// Caller makes node-to-node calls; *cluster.Transport implements it.
+// Caller makes node-to-node calls; *transport.Transport implements it.
 type Caller interface {
 	Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error)
 }

@@ -12,7 +12,7 @@
 //
 //   - wire: the node-to-node protocol as bytes: the methods (1 to 99 of the
 //     node transport), their requests and replies, and the sentinel errors
-//     that cross the wire (cluster.TransportConfig.Errors =
+//     that cross the wire (transport.Config.Errors =
 //     wire.TransportErrors()).
 //   - replica: replication streams to replicas, the copies kept for other
 //     owners, and the leave log that decides merges.

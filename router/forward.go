@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -280,7 +280,7 @@ func (p retryPolicy) again(ctx context.Context, err error, hops, attempt int) bo
 // the owner moved, was busy handing the channel over, or was unreachable
 // (membership is about to say so).
 func retryable(err error) bool {
-	return errors.Is(err, presence.ErrMoved) || errors.Is(err, wire.ErrBusy) || errors.Is(err, cluster.ErrPeerUnavailable)
+	return errors.Is(err, presence.ErrMoved) || errors.Is(err, wire.ErrBusy) || errors.Is(err, transport.ErrPeerUnavailable)
 }
 
 // finalError turns what is left after the retries into the error the

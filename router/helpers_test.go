@@ -13,7 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/presencehq/presence/clock"
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
@@ -75,7 +75,7 @@ func (c *countingCaller) setFail(f func(addr string, method uint16) error) {
 type testNode struct {
 	name   string
 	engine *presence.Engine
-	tr     *cluster.Transport
+	tr     *transport.Transport
 	caller *countingCaller
 	r      *Router
 }
@@ -106,7 +106,7 @@ func (c *testCluster) addNode(name string) *testNode {
 	t := c.t
 	t.Helper()
 	var rt atomic.Pointer[Router]
-	tr, err := cluster.ListenTransport(cluster.TransportConfig{
+	tr, err := transport.Listen(transport.Config{
 		BindAddr: "127.0.0.1:0",
 		Errors:   wire.TransportErrors(),
 		Handler: func(ctx context.Context, method uint16, body []byte) ([]byte, error) {

@@ -7,7 +7,7 @@ import (
 	"hash/maphash"
 	"sync"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -358,7 +358,7 @@ func (t *routeTable) tombstoneTo(ctx context.Context, channel string) (Member, b
 // after err said to could not be reached, when v does not list it as a
 // member: its state is lost, the ring decides.
 func (t *routeTable) forgetUnreachable(err error, v *view, to Member, lists ...[]string) {
-	if !errors.Is(err, cluster.ErrPeerUnavailable) {
+	if !errors.Is(err, transport.ErrPeerUnavailable) {
 		return
 	}
 	if _, member := v.Member(to.Name); member {

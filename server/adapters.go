@@ -6,7 +6,9 @@ import (
 	"fmt"
 
 	"github.com/presencehq/presence/api"
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/raftstore"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -36,11 +38,11 @@ func storeError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, cluster.ErrKeyNotFound):
+	case errors.Is(err, raftstore.ErrKeyNotFound):
 		return fmt.Errorf("%w: %v", presence.ErrNotFound, err)
-	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader),
-		errors.Is(err, cluster.ErrStoreClosed), errors.Is(err, cluster.ErrPeerUnavailable),
-		errors.Is(err, cluster.ErrTransportClosed):
+	case errors.Is(err, raftstore.ErrNotLeader), errors.Is(err, raftstore.ErrNoLeader),
+		errors.Is(err, raftstore.ErrClosed), errors.Is(err, transport.ErrPeerUnavailable),
+		errors.Is(err, transport.ErrClosed):
 		return fmt.Errorf("%w: %v", presence.ErrUnavailable, err)
 	}
 	return err
@@ -51,7 +53,7 @@ func storeError(err error) error {
 type clusterInfo struct{ s *Server }
 
 // memberStateDraining is what /admin/cluster shows for an alive member that
-// announced it is shutting down (cluster.Member.Draining).
+// announced it is shutting down (membership.Member.Draining).
 const memberStateDraining = "draining"
 
 // Members lists every remembered member, dead and departed ones included.
@@ -60,7 +62,7 @@ func (c clusterInfo) Members() []api.Member {
 	out := make([]api.Member, 0, len(recs))
 	for _, rec := range recs {
 		state := rec.State
-		if state == cluster.MemberStateAlive && rec.Draining {
+		if state == membership.StateAlive && rec.Draining {
 			state = memberStateDraining
 		}
 		out = append(out, api.Member{Name: rec.Name, HTTP: rec.Meta.HTTP, State: state})

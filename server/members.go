@@ -6,19 +6,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
 )
 
 // memberRecord is what the node remembers of one member: its latest state
 // and, once it is dead or left, since when.
 type memberRecord struct {
-	cluster.Member
+	membership.Member
 	down time.Time // zero while alive or leaving
 }
 
 // gone reports whether the member has failed or left.
 func (r memberRecord) gone() bool {
-	return r.State == cluster.MemberStateDead || r.State == cluster.MemberStateLeft
+	return r.State == membership.StateDead || r.State == membership.StateLeft
 }
 
 // memberTable is the node's view of the cluster: the live members gossip
@@ -40,7 +40,7 @@ func newMemberTable(self string) *memberTable {
 // gossip while its process was replaced (a crash and a quick restart), seen
 // only through its metadata: a new process gossips incarnation 0 until it
 // serves, then its own start time.
-func (t *memberTable) apply(ev cluster.MemberEvent, now time.Time) (restarted bool) {
+func (t *memberTable) apply(ev membership.Event, now time.Time) (restarted bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	rec := memberRecord{Member: ev.Member}
@@ -56,7 +56,7 @@ func (t *memberTable) apply(ev cluster.MemberEvent, now time.Time) (restarted bo
 
 // rebuild replaces the view by the live members after dropped events:
 // members no longer listed are taken as dead from now.
-func (t *memberTable) rebuild(live []cluster.Member, now time.Time) {
+func (t *memberTable) rebuild(live []membership.Member, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	seen := make(map[string]bool, len(live))
@@ -66,7 +66,7 @@ func (t *memberTable) rebuild(live []cluster.Member, now time.Time) {
 	}
 	for name, rec := range t.recs {
 		if !seen[name] && !rec.gone() {
-			rec.State, rec.down = cluster.MemberStateDead, now
+			rec.State, rec.down = membership.StateDead, now
 			t.recs[name] = rec
 		}
 	}
@@ -97,10 +97,10 @@ func (t *memberTable) all() []memberRecord {
 
 // alive returns the members that are alive and not leaving, sorted by name:
 // the ones that may own channels and vote.
-func (t *memberTable) alive() []cluster.Member {
-	var out []cluster.Member
+func (t *memberTable) alive() []membership.Member {
+	var out []membership.Member
 	for _, rec := range t.all() {
-		if rec.State == cluster.MemberStateAlive {
+		if rec.State == membership.StateAlive {
 			out = append(out, rec.Member)
 		}
 	}

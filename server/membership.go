@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/router"
 )
 
@@ -24,12 +24,12 @@ func (s *Server) startGossip() error {
 		return nil
 	}
 	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
-	s.meta = cluster.MemberMeta{
+	s.meta = membership.Meta{
 		RPC:  s.rpcAddr,
 		Raft: s.store.Addr(),
 		HTTP: s.cfg.advertised(s.listener.Addr().String()),
 	}
-	ml, err := cluster.StartMembership(cluster.MembershipConfig{
+	ml, err := membership.Start(membership.Config{
 		Name:          s.cfg.Name,
 		BindAddr:      s.cfg.GossipAddr,
 		AdvertiseAddr: s.cfg.Advertise,
@@ -69,7 +69,7 @@ func (s *Server) announceServing() {
 }
 
 // membership returns memberlist, nil before gossip started.
-func (s *Server) membership() *cluster.Membership {
+func (s *Server) membership() *membership.Membership {
 	s.mlMu.Lock()
 	defer s.mlMu.Unlock()
 	return s.ml
@@ -87,7 +87,7 @@ func (s *Server) GossipAddr() string {
 // for as long as the node runs: every joinMax (the longest pause between
 // join attempts) it rejoins the seeds and recently failed members that
 // gossip does not see alive.
-func (s *Server) clusterLoop(ml *cluster.Membership) {
+func (s *Server) clusterLoop(ml *membership.Membership) {
 	defer s.wg.Done()
 	if len(s.cfg.Join) > 0 && !s.joinLoop(ml) {
 		return
@@ -99,7 +99,7 @@ func (s *Server) clusterLoop(ml *cluster.Membership) {
 // joinLoop contacts the --join addresses until another member answers, so
 // a node started before its seeds still joins them once they are up. It
 // reports false when the node stops first.
-func (s *Server) joinLoop(ml *cluster.Membership) bool {
+func (s *Server) joinLoop(ml *membership.Membership) bool {
 	backoff := s.timings.joinMin
 	for attempt := 1; ; attempt++ {
 		_, err := ml.Join(s.cfg.Join)
@@ -124,7 +124,7 @@ func (s *Server) joinLoop(ml *cluster.Membership) bool {
 
 // otherMemberLive reports whether gossip knows a live member besides this
 // node (a join address may be this node itself).
-func otherMemberLive(ml *cluster.Membership) bool {
+func otherMemberLive(ml *membership.Membership) bool {
 	for _, m := range ml.Members() {
 		if m.Name != ml.LocalName() {
 			return true
@@ -136,7 +136,7 @@ func otherMemberLive(ml *cluster.Membership) bool {
 // memberLoop is the one consumer of membership events: it keeps the member
 // table, tells the router who may own channels and wakes the Raft worker.
 // Nothing here runs inside memberlist's callbacks.
-func (s *Server) memberLoop(ml *cluster.Membership) {
+func (s *Server) memberLoop(ml *membership.Membership) {
 	defer s.wg.Done()
 	events := ml.Events()
 	prune := time.NewTicker(s.timings.tick)
@@ -175,7 +175,7 @@ func (s *Server) memberLoop(ml *cluster.Membership) {
 
 // drainEvents applies the events already queued; false once the channel
 // is closed.
-func (s *Server) drainEvents(ml *cluster.Membership, restarted map[string]bool) bool {
+func (s *Server) drainEvents(ml *membership.Membership, restarted map[string]bool) bool {
 	for {
 		select {
 		case ev, ok := <-ml.Events():
@@ -190,9 +190,9 @@ func (s *Server) drainEvents(ml *cluster.Membership, restarted map[string]bool) 
 }
 
 // observe applies one event to the member table, noting restarted members.
-func (s *Server) observe(ml *cluster.Membership, ev cluster.MemberEvent, restarted map[string]bool) {
+func (s *Server) observe(ml *membership.Membership, ev membership.Event, restarted map[string]bool) {
 	now := time.Now()
-	if ev.Kind == cluster.MemberResync {
+	if ev.Kind == membership.EventResync {
 		s.members.rebuild(ml.Members(), now)
 		return
 	}
@@ -201,10 +201,10 @@ func (s *Server) observe(ml *cluster.Membership, ev cluster.MemberEvent, restart
 		s.log.Info("member restarted", "member", ev.Member.Name, "incarnation", ev.Member.Meta.Incarnation)
 		restarted[ev.Member.Name] = true
 	}
-	if ev.Member.Name != s.cfg.Name && ev.Kind == cluster.MemberJoin {
+	if ev.Member.Name != s.cfg.Name && ev.Kind == membership.EventJoin {
 		s.joined.Store(true)
 	}
-	if (ev.Kind == cluster.MemberFailed || restarted[ev.Member.Name]) && ev.Member.Meta.RPC != "" {
+	if (ev.Kind == membership.EventFailed || restarted[ev.Member.Name]) && ev.Member.Meta.RPC != "" {
 		// Fail calls in flight to a dead process now rather than at their timeout.
 		s.transport.Disconnect(ev.Member.Meta.RPC)
 	}

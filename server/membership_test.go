@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
 )
 
 // rejoinTestTimeout bounds every wait of these tests.
@@ -31,11 +31,11 @@ const rejoinTestTimeout = 20 * time.Second
 const partitionHold = 4 * time.Second
 
 func TestRejoinTargets(t *testing.T) {
-	live := []cluster.Member{
+	live := []membership.Member{
 		{Name: "a", Addr: "10.0.0.1:7946"},
 		{Name: "b", Addr: "10.0.0.2:7946"},
 	}
-	failed := []cluster.Member{
+	failed := []membership.Member{
 		{Name: "c", Addr: "10.0.0.3:7946"},
 		{Name: "d", Addr: "10.0.0.4:7946"}, // also a seed: joined once
 		{Name: "b", Addr: "10.0.0.9:7946"}, // back alive at a new address
@@ -180,7 +180,7 @@ func startServer(t *testing.T, cfg Config) *Server {
 
 // startPartitionable starts n members, each behind a gossipProxy that
 // can cut it off, and joins them all through the first.
-func startPartitionable(t *testing.T, n int, rememberFailed time.Duration) ([]*cluster.Membership, []*gossipProxy) {
+func startPartitionable(t *testing.T, n int, rememberFailed time.Duration) ([]*membership.Membership, []*gossipProxy) {
 	t.Helper()
 	logs := &syncBuffer{}
 	t.Cleanup(func() {
@@ -188,7 +188,7 @@ func startPartitionable(t *testing.T, n int, rememberFailed time.Duration) ([]*c
 			t.Log(logs.String())
 		}
 	})
-	ms := make([]*cluster.Membership, n)
+	ms := make([]*membership.Membership, n)
 	proxies := make([]*gossipProxy, n)
 	for i := range n {
 		bind := "127.0.0.1:" + strconv.Itoa(rejoinFreePort(t))
@@ -206,7 +206,7 @@ func startPartitionable(t *testing.T, n int, rememberFailed time.Duration) ([]*c
 
 // partition cuts every proxy, waits until every member sees itself alone,
 // then holds the cut for partitionHold.
-func partition(t *testing.T, ms []*cluster.Membership, proxies []*gossipProxy) {
+func partition(t *testing.T, ms []*membership.Membership, proxies []*gossipProxy) {
 	t.Helper()
 	for _, p := range proxies {
 		p.setCut(true)
@@ -231,16 +231,16 @@ func runRejoiner(t *testing.T, r *rejoiner) {
 }
 
 // waitMerged waits until every member sees all of them alive.
-func waitMerged(t *testing.T, ms []*cluster.Membership) {
+func waitMerged(t *testing.T, ms []*membership.Membership) {
 	t.Helper()
 	for _, m := range ms {
 		rejoinWaitFor(t, m.LocalName()+" to see every member", func() bool { return len(m.Members()) == len(ms) })
 	}
 }
 
-func startRejoinMember(t *testing.T, name, bind string, advertisePort int, rememberFailed time.Duration, logs io.Writer) *cluster.Membership {
+func startRejoinMember(t *testing.T, name, bind string, advertisePort int, rememberFailed time.Duration, logs io.Writer) *membership.Membership {
 	t.Helper()
-	m, err := cluster.StartMembership(cluster.MembershipConfig{
+	m, err := membership.Start(membership.Config{
 		Name: name, BindAddr: bind, AdvertisePort: advertisePort, Fast: true, RememberFailed: rememberFailed,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name),
 	})

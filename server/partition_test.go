@@ -140,7 +140,7 @@ const raftBackoffCap = 10240 * time.Millisecond
 // heal comes right after a refused retry, so the leader's own next retry
 // would come up to raftBackoffCap later, beyond healBound. The leader sees
 // node2's heartbeats resume after writes it missed and hands leadership
-// over (cluster.Store's catch-up watcher); the new leader sends them at once.
+// over (raftstore.Store's catch-up watcher); the new leader sends them at once.
 func TestPartitionLongCutRaftCatchUpWithin10s(t *testing.T) {
 	c := testcluster.Start(t, 3, testcluster.WithPartitions(), testcluster.WithFastGossip(),
 		testcluster.WithConfig(func(_ int, cfg *server.Config) { cfg.LeaderHold = partitionHoldWrite }))

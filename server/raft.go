@@ -5,7 +5,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/raftstore"
 )
 
 // raftOpTimeout bounds one configuration change or bootstrap step.
@@ -70,7 +71,7 @@ func (s *Server) maybeBootstrap() bool {
 	if len(s.cfg.Join) > 0 && !s.joined.Load() {
 		return true // do not bootstrap alone before meeting the seeds
 	}
-	var candidates []cluster.Member
+	var candidates []membership.Member
 	for _, m := range s.members.alive() {
 		if m.Meta.Raft != "" && m.Meta.RPC != "" {
 			candidates = append(candidates, m)
@@ -80,11 +81,11 @@ func (s *Server) maybeBootstrap() bool {
 		return true
 	}
 	chosen := candidates[:s.cfg.BootstrapExpect]
-	servers := make([]cluster.StoreServer, 0, len(chosen))
+	servers := make([]raftstore.Server, 0, len(chosen))
 	self := false
 	for _, m := range chosen {
 		self = self || m.Name == s.cfg.Name
-		servers = append(servers, cluster.StoreServer{ID: m.Name, Addr: m.Meta.Raft, Voter: true})
+		servers = append(servers, raftstore.Server{ID: m.Name, Addr: m.Meta.Raft, Voter: true})
 	}
 	if !self {
 		return true // the first servers bootstrap; their leader will add this one
@@ -94,7 +95,7 @@ func (s *Server) maybeBootstrap() bool {
 	}
 	err = s.store.BootstrapCluster(servers)
 	switch {
-	case errors.Is(err, cluster.ErrAlreadyBootstrapped):
+	case errors.Is(err, raftstore.ErrAlreadyBootstrapped):
 		return false
 	case err != nil:
 		s.log.Warn("raft bootstrap failed", "err", err)
@@ -106,7 +107,7 @@ func (s *Server) maybeBootstrap() bool {
 
 // existingStateAmong asks the other chosen servers whether they hold Raft
 // state: if one does, a cluster exists and this node waits to be added.
-func (s *Server) existingStateAmong(chosen []cluster.Member) (bool, error) {
+func (s *Server) existingStateAmong(chosen []membership.Member) (bool, error) {
 	for _, m := range chosen {
 		if m.Name == s.cfg.Name {
 			continue

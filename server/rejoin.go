@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
 )
 
 // rejoinResolveTimeout bounds resolving the seeds' host names in one round.
@@ -22,7 +22,7 @@ const rejoinMaxTargets = 8
 // least as long as the member table shows it (twice ReapAfter), so a
 // partition that outlasted Raft's reaping still heals.
 func rememberFailed(reapAfter time.Duration) time.Duration {
-	return max(cluster.DefaultRememberFailed, 2*reapAfter)
+	return max(membership.DefaultRememberFailed, 2*reapAfter)
 }
 
 // rejoiner heals partitions. memberlist stops probing a member once it
@@ -32,7 +32,7 @@ func rememberFailed(reapAfter time.Duration) time.Duration {
 // that left): one push-pull across the former partition lets both sides
 // learn, and refute, what the other believed.
 type rejoiner struct {
-	ml    *cluster.Membership
+	ml    *membership.Membership
 	seeds []string
 	log   *slog.Logger
 	// lookup resolves a seed's host name; nil means the default resolver.
@@ -103,13 +103,13 @@ func (r *rejoiner) round(ctx context.Context) {
 // report logs a merge at Info, only when members appeared: a reachable
 // seed that is a live member under another address is contacted every
 // period and must not fill the log.
-func (r *rejoiner) report(before []cluster.Member, reached []string) {
+func (r *rejoiner) report(before []membership.Member, reached []string) {
 	if len(reached) == 0 {
 		return
 	}
 	var appeared []string
 	for _, m := range r.ml.Members() {
-		if !slices.ContainsFunc(before, func(b cluster.Member) bool { return b.Name == m.Name }) {
+		if !slices.ContainsFunc(before, func(b membership.Member) bool { return b.Name == m.Name }) {
 			appeared = append(appeared, m.Name)
 		}
 	}
@@ -162,7 +162,7 @@ func (r *rejoiner) resolve(ctx context.Context, host string) ([]net.IP, error) {
 // rejoinTargets lists, without duplicates, the seed addresses that no live
 // member has, then the addresses of failed members that are not live again
 // (under their name or at their address).
-func rejoinTargets(live, failed []cluster.Member, seeds []string) []string {
+func rejoinTargets(live, failed []membership.Member, seeds []string) []string {
 	liveName := make(map[string]bool, len(live))
 	taken := make(map[string]bool, len(live)+len(seeds)+len(failed))
 	for _, m := range live {

@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/raftstore"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -36,7 +37,7 @@ var errLeaderUnreachable = errors.New("raft leader not known to membership yet")
 // transportErrors is the sentinel list every node registers, the router's
 // first, so errors keep their meaning across the wire.
 func transportErrors() []error {
-	return append(wire.TransportErrors(), cluster.ErrNotLeader, cluster.ErrKeyNotFound, cluster.ErrStoreClosed)
+	return append(wire.TransportErrors(), raftstore.ErrNotLeader, raftstore.ErrKeyNotFound, raftstore.ErrClosed)
 }
 
 // prefixWrite is an admin write forwarded to the leader: Doc nil deletes.
@@ -128,7 +129,7 @@ func (s *Server) tryWrite(ctx context.Context, w prefixWrite) error {
 	}
 	id, _ := s.store.Leader()
 	if id == "" {
-		return fmt.Errorf("%w: %w", cluster.ErrNotLeader, cluster.ErrNoLeader)
+		return fmt.Errorf("%w: %w", raftstore.ErrNotLeader, raftstore.ErrNoLeader)
 	}
 	rec, ok := s.members.lookup(id)
 	if !ok || rec.gone() || rec.Meta.RPC == "" {
@@ -144,6 +145,6 @@ func (s *Server) tryWrite(ctx context.Context, w prefixWrite) error {
 
 // retryableWrite reports errors that a new leader or a moment may cure.
 func retryableWrite(err error) bool {
-	return errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrStoreClosed) ||
-		errors.Is(err, cluster.ErrPeerUnavailable) || errors.Is(err, errLeaderUnreachable)
+	return errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, raftstore.ErrClosed) ||
+		errors.Is(err, transport.ErrPeerUnavailable) || errors.Is(err, errLeaderUnreachable)
 }

@@ -20,7 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/presencehq/presence/api"
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/raftstore"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/web"
@@ -40,16 +42,16 @@ type Server struct {
 	timings  timings
 	registry *prometheus.Registry
 	resolver *presence.Resolver
-	store    *cluster.Store
+	store    *raftstore.Store
 	engine   *presence.Engine
 
-	transport *cluster.Transport
+	transport *transport.Transport
 	rpcAddr   string // advertised transport address
 	self      router.Member
 	router    *router.Router
 	routerRef atomic.Pointer[router.Router] // read by transport handlers, which may run before New returns
 	mlMu      sync.Mutex
-	ml        *cluster.Membership // set once gossip starts; see membership()
+	ml        *membership.Membership // set once gossip starts; see membership()
 	members   *memberTable
 	handler   http.Handler
 
@@ -65,9 +67,9 @@ type Server struct {
 	joined     atomic.Bool // another member seen
 	draining   atomic.Bool // shutting down: no new streams, not ready
 
-	startedAt    time.Time          // this run's incarnation, announced once serving
-	meta         cluster.MemberMeta // gossiped metadata, without the incarnation
-	configLoaded atomic.Bool        // the prefix documents caught up with the leader's
+	startedAt    time.Time       // this run's incarnation, announced once serving
+	meta         membership.Meta // gossiped metadata, without the incarnation
+	configLoaded atomic.Bool     // the prefix documents caught up with the leader's
 
 	httpSrv   *http.Server
 	listener  net.Listener
@@ -111,7 +113,7 @@ func (s *Server) open() error {
 		return err
 	}
 	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
-	tr, err := cluster.ListenTransport(cluster.TransportConfig{
+	tr, err := transport.Listen(transport.Config{
 		BindAddr: s.cfg.RPCAddr,
 		Key:      key,
 		Handler:  s.handleRPC,
@@ -161,7 +163,7 @@ func (s *Server) openStore() error {
 	if s.cfg.Advertise != "" {
 		advertise = s.cfg.advertised(s.cfg.RaftAddr)
 	}
-	store, err := cluster.OpenStore(cluster.StoreConfig{
+	store, err := raftstore.Open(raftstore.Config{
 		NodeID:        s.cfg.Name,
 		BindAddr:      s.cfg.RaftAddr,
 		AdvertiseAddr: advertise,

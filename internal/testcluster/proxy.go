@@ -414,8 +414,8 @@ func (sp *streamProxy) refuse(p *pipe, head []byte) {
 	}
 }
 
-// Node-to-node transport framing (cluster/transport_auth.go and
-// transport_wire.go): the dialler's handshake bytes, then frames of a
+// Node-to-node transport framing (cluster/transport/handshake.go and
+// wire.go): the dialler's handshake bytes, then frames of a
 // 20-byte header (body length first, then the kind) and a body.
 const (
 	rpcDialerHandshake = 4 + 2 + 32 + 1 + 32 // hello; verdict and proof

@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
-	"github.com/presencehq/presence/cluster"
+	"github.com/presencehq/presence/cluster/membership"
 )
 
 // accept returns the first connection made to a fresh loopback listener
@@ -37,7 +37,7 @@ func accept(t *testing.T, dial func(addr string)) net.Conn {
 // encrypted, compressed push/pull) names its sender.
 func TestSniffGossipNamesAnEncryptedPushPull(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
-	m, err := cluster.StartMembership(cluster.MembershipConfig{
+	m, err := membership.Start(membership.Config{
 		Name: "node1", BindAddr: "127.0.0.1:0", Key: key, Fast: true, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

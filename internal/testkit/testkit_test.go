@@ -51,3 +51,25 @@ func TestCapturedLoggerKeepsRecords(t *testing.T) {
 		t.Fatalf("buffer = %q", buf.String())
 	}
 }
+
+func TestChangesRecordsInOrder(t *testing.T) {
+	var c Changes
+	c.Record("a", []byte("1"))
+	c.Record("b", []byte{})
+	c.Record("a", nil)
+	want := []Change{{"a", []byte("1")}, {"b", []byte{}}, {"a", nil}}
+	if got := c.Calls(); !EqualChanges(got, want) {
+		t.Fatalf("Calls() = %q, want %q", got, want)
+	}
+	if EqualChanges(c.Calls(), []Change{{"a", []byte("1")}, {"b", nil}, {"a", nil}}) {
+		t.Fatal("EqualChanges took an empty value for a deletion")
+	}
+	latest := c.Latest()
+	if v, ok := latest["a"]; !ok || v != nil || string(latest["b"]) != "" || latest["b"] == nil {
+		t.Fatalf("Latest() = %q, want a deleted and b empty", latest)
+	}
+	c.Reset()
+	if got := c.Calls(); len(got) != 0 {
+		t.Fatalf("Calls() after Reset = %q", got)
+	}
+}

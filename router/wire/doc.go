@@ -36,7 +36,7 @@
 // # Errors
 //
 // Sentinel errors cross the wire by position in TransportErrors, which
-// every node registers in the same order (cluster.TransportConfig.Errors),
+// every node registers in the same order (transport.Config.Errors),
 // so callers use errors.Is on remote errors. The updates of a batch fail
 // one by one: each failed update's answer carries its sentinel's code, and
 // decodes to a *RemoteError that unwraps to it.

@@ -31,7 +31,7 @@ var sentinels = []error{
 }
 
 // TransportErrors lists the sentinel errors that must cross the wire, in the
-// order every node registers them (cluster.TransportConfig.Errors, where the
+// order every node registers them (transport.Config.Errors, where the
 // server appends its own).
 func TransportErrors() []error { return slices.Clone(sentinels) }
 

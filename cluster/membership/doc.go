@@ -1,0 +1,12 @@
+// Package membership tells a presence node who else is in the cluster: it
+// adapts hashicorp/memberlist (gossip, failure detection in a few seconds)
+// and gossips each node's metadata (its RPC, Raft and HTTP addresses and an
+// incarnation), with a node's intent to leave or drain carried in that
+// metadata, since memberlist reports a leave and a failure alike.
+//
+// memberlist calls its delegates with its node lock held, so membership
+// only copies each change into a buffered channel (Events); when the
+// consumer lags, the dropped changes become one resync event telling it to
+// re-read Members. It remembers the members that failed, so a node can
+// rejoin them after a partition, which memberlist alone never does.
+package membership
