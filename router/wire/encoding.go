@@ -1,33 +1,42 @@
-package router
+package wire
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"math"
-
-	"github.com/presencehq/presence/presence"
 )
 
-// errMalformed is wrapped by every decoding failure; it maps to
-// presence.ErrInvalid so a corrupt frame never looks like a server fault.
-var errMalformed = fmt.Errorf("%w: malformed router frame", presence.ErrInvalid)
-
-// maxWireItems bounds every decoded list length, so a corrupt length cannot
+// maxItems bounds every decoded list length, so a corrupt length cannot
 // make a decoder allocate gigabytes before noticing the frame is short.
-const maxWireItems = 1 << 20
+const maxItems = 1 << 20
 
-// encoder appends the router's binary encoding to a byte slice: unsigned
-// varints for lengths and counters, zig-zag varints for signed values and
-// length-prefixed strings. It cannot fail.
-type encoder struct{ b []byte }
+// Encoder appends the binary encoding of requests and replies to a byte
+// slice: unsigned varints for lengths and counters, zig-zag varints for
+// signed values and length-prefixed strings. It cannot fail. The zero
+// value is ready to use; a caller may pool encoders (Reset).
+type Encoder struct{ b []byte }
 
-func (e *encoder) uint(v uint64)   { e.b = binary.AppendUvarint(e.b, v) }
-func (e *encoder) int(v int64)     { e.b = binary.AppendVarint(e.b, v) }
-func (e *encoder) byte(v byte)     { e.b = append(e.b, v) }
-func (e *encoder) string(s string) { e.uint(uint64(len(s))); e.b = append(e.b, s...) }
+// NewEncoder returns an encoder whose buffer starts with capacity bytes.
+func NewEncoder(capacity int) *Encoder { return &Encoder{b: make([]byte, 0, capacity)} }
 
-func (e *encoder) bool(v bool) {
+// Bytes returns what was encoded; it stays valid until the next Reset.
+func (e *Encoder) Bytes() []byte { return e.b }
+
+// Reset empties the encoder, keeping its buffer.
+func (e *Encoder) Reset() { e.b = e.b[:0] }
+
+// Marshal returns the encoding enc writes (a reply a handler returns).
+func Marshal(enc func(*Encoder)) []byte {
+	var e Encoder
+	enc(&e)
+	return e.b
+}
+
+func (e *Encoder) uint(v uint64)   { e.b = binary.AppendUvarint(e.b, v) }
+func (e *Encoder) int(v int64)     { e.b = binary.AppendVarint(e.b, v) }
+func (e *Encoder) byte(v byte)     { e.b = append(e.b, v) }
+func (e *Encoder) string(s string) { e.uint(uint64(len(s))); e.b = append(e.b, s...) }
+
+func (e *Encoder) bool(v bool) {
 	if v {
 		e.byte(1)
 	} else {
@@ -35,14 +44,14 @@ func (e *encoder) bool(v bool) {
 	}
 }
 
-func (e *encoder) strings(ss []string) {
+func (e *Encoder) strings(ss []string) {
 	e.uint(uint64(len(ss)))
 	for _, s := range ss {
 		e.string(s)
 	}
 }
 
-// decoder reads what encoder wrote. The first failure sticks: later reads
+// decoder reads what Encoder wrote. The first failure sticks: later reads
 // return zero values and err reports it, so callers check once at the end.
 type decoder struct {
 	b   []byte
@@ -51,7 +60,7 @@ type decoder struct {
 
 func (d *decoder) fail() {
 	if d.err == nil {
-		d.err = errMalformed
+		d.err = ErrMalformed
 	}
 	d.b = nil
 }
@@ -92,11 +101,20 @@ func (d *decoder) bool() bool { return d.byte() != 0 }
 // (every item takes at least one byte).
 func (d *decoder) count() int {
 	n := d.uint()
-	if n > maxWireItems || n > uint64(len(d.b)) {
+	if n > maxItems || n > uint64(len(d.b)) {
 		d.fail()
 		return 0
 	}
 	return int(n)
+}
+
+// hops reads a hop count, at most 255.
+func (d *decoder) hops() int {
+	hops := d.uint()
+	if hops > 255 {
+		d.fail()
+	}
+	return int(hops)
 }
 
 func (d *decoder) string() string {
@@ -142,6 +160,3 @@ func (d *decoder) finish() error {
 	}
 	return nil
 }
-
-// isMalformed reports whether err comes from decoding.
-func isMalformed(err error) bool { return errors.Is(err, errMalformed) }

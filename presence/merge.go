@@ -1,15 +1,16 @@
-package router
+package presence
 
 import (
 	"cmp"
 	"maps"
 	"slices"
-
-	"github.com/presencehq/presence/presence"
 )
 
-// mergeSnapshots combines the state found here (local) with the one handed
-// over (in). Without local state the handed-over one is installed as it is.
+// MergeSnapshots combines the state of a channel found on a node (local)
+// with a state of the same channel handed to it (in): a hand-off that meets
+// a channel the receiver started meanwhile, a replica's copy promoted, the
+// two sides of a healed partition. Without local state the handed-over one
+// is installed as it is. It is pure: the caller installs the result.
 //
 // When in is an older copy of local's own history (its last message is in
 // local's backlog, unchanged) and brings no user local lacks, subscribers
@@ -22,8 +23,8 @@ import (
 // fresh start while the holder was unreachable): clients are united and
 // the id skips past both histories with an empty backlog, so no id
 // repeats; diverged is true and the install publishes a resync marker
-// (InstallMerged), since neither history is complete.
-func mergeSnapshots(local, in *presence.ChannelSnapshot) (out *presence.ChannelSnapshot, diverged bool) {
+// (Engine.InstallMerged), since neither history is complete.
+func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged bool) {
 	if local == nil || len(local.Clients) == 0 && len(local.Backlog) == 0 && local.LastID <= in.LastID {
 		return in, false
 	}
@@ -34,7 +35,7 @@ func mergeSnapshots(local, in *presence.ChannelSnapshot) (out *presence.ChannelS
 		kept.Clients, kept.ExpiryGrace = clients, grace
 		return &kept, false
 	}
-	return &presence.ChannelSnapshot{
+	return &ChannelSnapshot{
 		Channel:     in.Channel,
 		Config:      cmp.Or(in.Config, local.Config),
 		LastID:      max(local.LastID, in.LastID) + 1,
@@ -45,8 +46,8 @@ func mergeSnapshots(local, in *presence.ChannelSnapshot) (out *presence.ChannelS
 
 // uniteClients returns the clients of a and b, once each; of a client in
 // both, the later expiry wins.
-func uniteClients(a, b []presence.ClientSnapshot) []presence.ClientSnapshot {
-	var out []presence.ClientSnapshot
+func uniteClients(a, b []ClientSnapshot) []ClientSnapshot {
+	var out []ClientSnapshot
 	byKey := make(map[[2]string]int, len(a)+len(b))
 	for _, c := range slices.Concat(a, b) {
 		key := [2]string{c.User.ID, c.ClientID}
@@ -69,25 +70,25 @@ func uniteClients(a, b []presence.ClientSnapshot) []presence.ClientSnapshot {
 // published on each side with its own content or time, so an identical
 // message proves in's history is a prefix of local's. Without a message in
 // in's backlog nothing can be proven.
-func continues(local, in *presence.ChannelSnapshot) bool {
+func continues(local, in *ChannelSnapshot) bool {
 	if len(in.Backlog) == 0 || in.LastID > local.LastID {
 		return false
 	}
 	last := in.Backlog[len(in.Backlog)-1]
-	i, found := slices.BinarySearchFunc(local.Backlog, last.ID, func(m *presence.Message, id int64) int { return cmp.Compare(m.ID, id) })
+	i, found := slices.BinarySearchFunc(local.Backlog, last.ID, func(m *Message, id int64) int { return cmp.Compare(m.ID, id) })
 	return found && sameMessage(local.Backlog[i], last)
 }
 
 // sameMessage reports whether a and b are one published message.
-func sameMessage(a, b *presence.Message) bool {
+func sameMessage(a, b *Message) bool {
 	return a.ID == b.ID && a.PublishedAtUnixMilli == b.PublishedAtUnixMilli &&
 		a.CountDelta == b.CountDelta && a.CountOnly == b.CountOnly && a.Resync == b.Resync &&
 		slices.Equal(a.LeavingUserIDs, b.LeavingUserIDs) &&
-		slices.EqualFunc(a.EnteringUsers, b.EnteringUsers, func(x, y presence.UserInfo) bool { return x.ID == y.ID })
+		slices.EqualFunc(a.EnteringUsers, b.EnteringUsers, func(x, y UserInfo) bool { return x.ID == y.ID })
 }
 
 // userSet returns the ids of the users with a client among clients.
-func userSet(clients []presence.ClientSnapshot) map[string]bool {
+func userSet(clients []ClientSnapshot) map[string]bool {
 	set := make(map[string]bool, len(clients))
 	for _, c := range clients {
 		set[c.User.ID] = true

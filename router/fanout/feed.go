@@ -1,4 +1,4 @@
-package router
+package fanout
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // feedFillers bounds the catch-up fetches run at once after a ring change.
@@ -24,7 +25,7 @@ const (
 // restricted channel for its hub (see viewerFor).
 const viewerID = "\x00router"
 
-// feed is the single entrance of messages into the router's hub, for the
+// feed is the single entrance of messages into the node's hub, for the
 // channels that have local subscribers: messages of channels held here and
 // messages pushed by remote owners. Per channel it drops duplicates and, on a
 // gap (the owner changed, a push was lost), fetches the missing messages from
@@ -32,7 +33,8 @@ const viewerID = "\x00router"
 // prove continuity. It also tells owners when the last local subscriber of a
 // channel is gone.
 type feed struct {
-	r     *Router
+	cfg   *Config
+	hub   *presence.Hub
 	mu    sync.RWMutex
 	gen   uint64 // generation counter of local registrations
 	chans map[string]*feedChan
@@ -63,11 +65,11 @@ type feedChan struct {
 	failures int                 // catch-ups failed in a row
 }
 
-func (f *feed) init(r *Router) {
-	f.r = r
+func (f *feed) init(cfg *Config) {
+	f.cfg = cfg
 	// Generations start at the clock, so a restarted node's registrations
 	// are newer than its previous incarnation's at every owner.
-	f.gen = uint64(max(r.cfg.Clock.Now().UnixNano(), 0))
+	f.gen = uint64(max(cfg.Clock.Now().UnixNano(), 0))
 	f.chans = make(map[string]*feedChan)
 	f.wake = make(chan struct{}, 1)
 }
@@ -152,7 +154,7 @@ func (f *feed) deliver(m *presence.Message) (wanted bool, gen uint64) {
 
 func (f *feed) emitLocked(fc *feedChan, m *presence.Message) {
 	fc.last, fc.live = m.ID, true
-	f.r.hub.Publish(m)
+	f.hub.Publish(m)
 }
 
 // startFillLocked fetches the messages after fc.last from the owner; what
@@ -163,7 +165,7 @@ func (f *feed) startFillLocked(channel string, fc *feedChan) {
 	if after == 0 {
 		after = -1
 	}
-	if !f.r.spawn(func() { f.fill(channel, fc, after, aud) }) {
+	if !f.cfg.Go(func() { f.fill(channel, fc, after, aud) }) {
 		fc.filling = false // closing: nothing is delivered any more
 	}
 }
@@ -173,8 +175,8 @@ func (f *feed) startFillLocked(channel string, fc *feedChan) {
 // then the held messages. Without continuity the held messages go as they
 // are, and the subscriptions see the gap and resync.
 func (f *feed) fill(channel string, fc *feedChan, after int64, aud *presence.Config) {
-	ctx, cancel := context.WithTimeout(f.r.ctx, f.r.cfg.HandoffTimeout)
-	cu, err := f.r.since(ctx, viewerFor(aud), channel, after, 0, f.r.self, fc.gen)
+	ctx, cancel := context.WithTimeout(f.cfg.Ctx, f.cfg.CallTimeout)
+	cu, err := f.cfg.Catchup(ctx, viewerFor(aud), channel, after, fc.gen)
 	cancel()
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
@@ -194,7 +196,7 @@ func (f *feed) fill(channel string, fc *feedChan, after int64, aud *presence.Con
 		}
 	}
 	fc.held, fc.filling = nil, false
-	if err == nil || f.r.ctx.Err() != nil {
+	if err == nil || f.cfg.Ctx.Err() != nil {
 		fc.failures = 0
 		return
 	}
@@ -204,15 +206,15 @@ func (f *feed) fill(channel string, fc *feedChan, after int64, aud *presence.Con
 	// subscribers could hear nothing more of the channel.
 	fc.failures++
 	pause := min(feedRetry<<min(fc.failures-1, 8), feedRetryMax)
-	f.r.log.Debug("catch-up failed; retrying", "channel", channel, "after", pause, "err", err)
+	f.cfg.Logger.Debug("catch-up failed; retrying", "channel", channel, "after", pause, "err", err)
 	f.retryLater(feedWork{channel: channel, gen: fc.gen, refresh: true}, pause)
 }
 
 // retryLater queues w again after pause; refresh skips it if the channel's
 // local subscribers are gone by then.
 func (f *feed) retryLater(w feedWork, pause time.Duration) {
-	f.r.spawn(func() {
-		if sleep(f.r.ctx, pause) == nil {
+	f.cfg.Go(func() {
+		if sleep(f.cfg.Ctx, pause) == nil {
 			f.queue(w)
 		}
 	})
@@ -232,13 +234,13 @@ func viewerFor(aud *presence.Config) *presence.User {
 }
 
 // ownersChanged schedules, for every channel with local subscribers whose
-// owner differs between old and v, a refresh: interest registered with the
-// holder and a gap fill.
-func (f *feed) ownersChanged(old, v *view) {
+// owner changed, a refresh: interest registered with the holder and a gap
+// fill.
+func (f *feed) ownersChanged(changed func(channel string) bool) {
 	f.mu.RLock()
 	var work []feedWork
 	for ch, fc := range f.chans {
-		if old.ring.Owner(ch) != v.ring.Owner(ch) {
+		if changed(ch) {
 			work = append(work, feedWork{channel: ch, gen: fc.gen, refresh: true})
 		}
 	}
@@ -259,13 +261,13 @@ func (f *feed) queue(work ...feedWork) {
 	}
 }
 
-// interestLoop sends queued interest changes to the owners and runs the
-// refreshes, until the router closes.
-func (f *feed) interestLoop() {
+// run sends queued interest changes to the owners and runs the refreshes,
+// until Ctx ends.
+func (f *feed) run() {
 	for {
 		select {
 		case <-f.wake:
-		case <-f.r.ctx.Done():
+		case <-f.cfg.Ctx.Done():
 			return
 		}
 		f.workMu.Lock()
@@ -279,25 +281,25 @@ func (f *feed) interestLoop() {
 
 // sendOffs tells each owner, in one call, the channels nobody here follows.
 func (f *feed) sendOffs(work []feedWork) {
-	v := f.r.view.Load()
-	byOwner := make(map[string][]interestChange)
+	v := f.cfg.View()
+	byOwner := make(map[string][]wire.InterestChange)
 	for _, w := range work {
 		if w.refresh {
 			continue
 		}
-		if owner := v.ring.Owner(w.channel); owner != f.r.self.Name && owner != "" {
-			byOwner[owner] = append(byOwner[owner], interestChange{channel: w.channel, gen: w.gen})
+		if owner := v.Owner(w.channel); owner != f.cfg.Self.Name && owner != "" {
+			byOwner[owner] = append(byOwner[owner], wire.InterestChange{Channel: w.channel, Gen: w.gen})
 		}
 	}
 	for owner, changes := range byOwner {
-		to, ok := v.member(owner)
+		to, ok := v.Member(owner)
 		if !ok {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(f.r.ctx, f.r.cfg.HandoffTimeout)
-		q := interestRequest{node: f.r.self, changes: changes}
-		if _, err := f.r.call(ctx, to, MethodInterest, q.encode); err != nil {
-			f.r.log.Debug("unregistering interest failed; the owner learns it from its next push", "to", owner, "err", err)
+		ctx, cancel := context.WithTimeout(f.cfg.Ctx, f.cfg.CallTimeout)
+		q := wire.InterestRequest{Node: f.cfg.Self, Changes: changes}
+		if _, err := f.cfg.Call(ctx, to, wire.MethodInterest, q.Encode); err != nil {
+			f.cfg.Logger.Debug("unregistering interest failed; the owner learns it from its next push", "to", owner, "err", err)
 		}
 		cancel()
 	}
