@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // resServer is a callback endpoint whose answer the test sets and whose
@@ -108,17 +109,6 @@ func resolve(t *testing.T, r *Resolver, channel string) *Config {
 		t.Fatalf("Resolve(%q): %v", channel, err)
 	}
 	return cfg
-}
-
-func resolverWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestResolveRules(t *testing.T) {
@@ -224,10 +214,7 @@ func TestResolveCallbackTimeout(t *testing.T) {
 	// answers within the timeout; that it asks the server again does not.
 	// A request the client gave up on may still reach the server late.
 	resolve(t, r, "/cb/slow")
-	deadline := time.Now().Add(5 * time.Second)
-	for srv.hits.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, "a second callback request", func() bool { return srv.hits.Load() >= 2 })
 	if got := srv.hits.Load(); got != 2 {
 		t.Fatalf("%d callback requests, want 2: a timeout must not be cached", got)
 	}
@@ -396,7 +383,7 @@ func TestResolveSingleFlight(t *testing.T) {
 			results <- cfg
 		}()
 	}
-	resolverWait(t, "every caller to join the flight", func() bool { return flightWaiters(r, "/cb/hot") == callers-1 })
+	testkit.WaitFor(t, "every caller to join the flight", func() bool { return flightWaiters(r, "/cb/hot") == callers-1 })
 	close(release)
 	for range callers {
 		if cfg := <-results; cfg == nil || !cfg.Public {
@@ -421,14 +408,14 @@ func TestResolveWaiterContextEnds(t *testing.T) {
 		cfg, _ := r.Resolve(context.Background(), "/cb/x")
 		first <- cfg
 	}()
-	resolverWait(t, "the first request", func() bool { return flightWaiters(r, "/cb/x") == 0 })
+	testkit.WaitFor(t, "the first request", func() bool { return flightWaiters(r, "/cb/x") == 0 })
 	ctx, cancel := context.WithCancel(context.Background())
 	waiter := make(chan error, 1)
 	go func() {
 		_, err := r.Resolve(ctx, "/cb/x")
 		waiter <- err
 	}()
-	resolverWait(t, "the waiter", func() bool { return flightWaiters(r, "/cb/x") == 1 })
+	testkit.WaitFor(t, "the waiter", func() bool { return flightWaiters(r, "/cb/x") == 1 })
 	cancel()
 	if err := <-waiter; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled waiter: err = %v", err)
