@@ -47,7 +47,7 @@ func checkOneLeader(t *testing.T, c *proc.Cluster) {
 	defer cancel()
 	leaders := map[string]bool{}
 	for _, n := range c.Nodes {
-		v, err := c.Admin(n).Cluster(ctx)
+		v, err := c.Admin(n.Name).Cluster(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,7 +264,7 @@ func checkFullRestart(t *testing.T, c *proc.Cluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	doc := []byte(`{"rules": [{"match": "/keep/[0-9]+", "config": {"allowed_group_ids": ["staff"], "timeout": 30}}]}`)
-	stored, err := c.Admin(c.Running()[0]).PutPrefix(ctx, "keep", doc)
+	stored, err := c.Admin(c.Running()[0].Name).PutPrefix(ctx, "keep", doc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,11 +59,8 @@ func setup(m *testing.M) (int, error) {
 			return 0, err
 		}
 		defer os.RemoveAll(dir)
-		binary = filepath.Join(dir, "presence-node")
-		build := exec.Command("go", "build", "-o", binary, "./cmd/node")
-		build.Dir = ".." // the module root, above this package
-		if out, err := build.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("go build ./cmd/node: %v\n%s", err, out)
+		if binary, err = proc.Build(dir); err != nil {
+			return 0, err
 		}
 	}
 	return m.Run(), nil
@@ -151,7 +147,7 @@ func configure(t *testing.T, c *proc.Cluster, prefix string, timeout time.Durati
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	stored, err := c.Admin(c.Nodes[0]).PutPrefix(ctx, prefix, chaos.PublicPrefixDocument(prefix, timeout))
+	stored, err := c.Admin(c.Nodes[0].Name).PutPrefix(ctx, prefix, chaos.PublicPrefixDocument(prefix, timeout))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +161,7 @@ func waitPrefix(t *testing.T, c *proc.Cluster, prefix string, doc []byte) {
 		err := chaos.Poll(10*time.Second, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			status, body, err := c.Admin(n).GetPrefix(ctx, prefix)
+			status, body, err := c.Admin(n.Name).GetPrefix(ctx, prefix)
 			switch {
 			case err != nil:
 				return err
@@ -240,7 +236,7 @@ func owners(c *proc.Cluster, n *proc.Node, channels []string) (map[string]string
 	defer cancel()
 	out := make(map[string]string, len(channels))
 	for _, ch := range channels {
-		v, err := c.Admin(n).Owner(ctx, ch)
+		v, err := c.Admin(n.Name).Owner(ctx, ch)
 		if err != nil {
 			return nil, err
 		}
