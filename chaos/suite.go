@@ -44,40 +44,75 @@ func Configure(t testing.TB, c Cluster, prefix string, timeout time.Duration) []
 // every serving node serves it; it returns the stored document.
 func PutPrefix(t testing.TB, c Cluster, prefix string, doc []byte) []byte {
 	t.Helper()
-	serving := c.Serving()
-	if len(serving) == 0 {
-		t.Fatalf("PUT prefix %s: no node serving", prefix)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), prefixWriteTimeout)
-	defer cancel()
-	stored, err := c.Admin(serving[0]).PutPrefix(ctx, prefix, doc)
+	stored, err := StorePrefix(context.Background(), c, prefix, doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	WaitPrefix(t, c, prefix, stored)
 	return stored
 }
 
 // WaitPrefix waits until every serving node answers doc for prefix.
 func WaitPrefix(t testing.TB, c Cluster, prefix string, doc []byte) {
 	t.Helper()
+	if err := AwaitPrefix(context.Background(), c, prefix, doc); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// StorePrefix is PutPrefix for a caller outside a test's goroutine: it
+// returns what failed instead of failing a test, and gives up when ctx
+// ends.
+func StorePrefix(ctx context.Context, c Cluster, prefix string, doc []byte) ([]byte, error) {
+	serving := c.Serving()
+	if len(serving) == 0 {
+		return nil, fmt.Errorf("PUT prefix %s: no node serving", prefix)
+	}
+	put, cancel := context.WithTimeout(ctx, prefixWriteTimeout)
+	defer cancel()
+	stored, err := c.Admin(serving[0]).PutPrefix(put, prefix, doc)
+	if err != nil {
+		return nil, err
+	}
+	return stored, AwaitPrefix(ctx, c, prefix, stored)
+}
+
+// AwaitPrefix is WaitPrefix returning what failed; it gives up when ctx
+// ends.
+func AwaitPrefix(ctx context.Context, c Cluster, prefix string, doc []byte) error {
 	for _, n := range c.Serving() {
-		err := testkit.Poll(prefixWait, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			status, body, err := c.Admin(n).GetPrefix(ctx, prefix)
-			switch {
-			case err != nil:
-				return err
-			case status != http.StatusOK || !SameJSON(body, doc):
-				return fmt.Errorf("%s: GET prefix %s: %d %s, want %s", n, prefix, status, body, doc)
+		wait := prefixWait
+		if deadline, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(deadline))
+		}
+		var last error
+		err := testkit.Poll(wait, func() error {
+			err := servesPrefix(ctx, c.Admin(n), n, prefix, doc)
+			if err != nil && ctx.Err() != nil && last != nil {
+				return last // the end of ctx cut this call short: the one before says more
 			}
-			return nil
+			last = err
+			return err
 		})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
+	return nil
+}
+
+// servesPrefix returns nil when node (reached through a) answers doc for
+// prefix.
+func servesPrefix(ctx context.Context, a Admin, node, prefix string, doc []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	status, body, err := a.GetPrefix(ctx, prefix)
+	switch {
+	case err != nil:
+		return err
+	case status != http.StatusOK || !SameJSON(body, doc):
+		return fmt.Errorf("%s: GET prefix %s: %d %s, want %s", node, prefix, status, body, doc)
+	}
+	return nil
 }
 
 // WaitOwning waits until every serving node's /admin/owner names owner for

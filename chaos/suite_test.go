@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -141,5 +142,18 @@ func TestWaitOwningWaitsForEveryNodesView(t *testing.T) {
 	})
 	if err := seesOwning(c.Admin("a"), "a", "c", channels); err == nil || !strings.Contains(err.Error(), "a sees c owning none") {
 		t.Errorf("seesOwning of an owner of nothing: %v", err)
+	}
+}
+
+func TestStorePrefixReportsWhatFailed(t *testing.T) {
+	c := newFakeCluster(t, "a", "b")
+	c.nodes["b"].set(func(n *adminNode) { n.lag = 1 << 30 }) // never serves it
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := StorePrefix(ctx, c, "room", []byte(`{"rules": []}`)); err == nil || !strings.Contains(err.Error(), "b: GET prefix room: 404") {
+		t.Errorf("StorePrefix with a node that never serves the document: %v", err)
+	}
+	if _, err := StorePrefix(ctx, &fakeCluster{}, "room", []byte(`{}`)); err == nil {
+		t.Error("StorePrefix without a serving node succeeded")
 	}
 }
