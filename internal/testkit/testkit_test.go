@@ -3,9 +3,12 @@ package testkit
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -168,4 +171,74 @@ func TestLoggerDropsRecordsAfterTheTest(t *testing.T) {
 	if len(r.logged) != 1 || !strings.Contains(r.logged[0], "msg=kept") {
 		t.Fatalf("logged %q, want only the warning before the end", r.logged)
 	}
+}
+
+func TestEndpointAnswersWhatTheTestSetLast(t *testing.T) {
+	e := NewEndpoint(t, http.StatusOK, []byte(`{"a": 1}`))
+	get := func() (int, string, string) {
+		t.Helper()
+		resp, err := http.Get(e.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Location"), string(body)
+	}
+	if status, _, body := get(); status != http.StatusOK || body != `{"a": 1}` {
+		t.Fatalf("first answer %d %q", status, body)
+	}
+	e.Answer(http.StatusFound, http.Header{"Location": {"/elsewhere"}}, nil)
+	var methods []string
+	var mu sync.Mutex
+	e.Inspect(func(r *http.Request) {
+		mu.Lock()
+		methods = append(methods, r.Method)
+		mu.Unlock()
+	})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Post(e.URL, "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/elsewhere" {
+		t.Errorf("second answer %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if e.Requests() != 2 || !slices.Equal(methods, []string{"POST"}) {
+		t.Errorf("%d requests, inspected %v; want 2 and the POST", e.Requests(), methods)
+	}
+}
+
+func TestEndpointHoldsRequestsUntilReleased(t *testing.T) {
+	e := NewEndpoint(t, http.StatusNoContent, nil)
+	release := e.Hold()
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(e.URL)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	WaitFor(t, "the request to arrive", func() bool { return e.Requests() == 1 })
+	select {
+	case status := <-done:
+		t.Fatalf("a held request was answered %d", status)
+	default:
+	}
+	release()
+	release() // a second call changes nothing
+	if status := <-done; status != http.StatusNoContent {
+		t.Fatalf("released request: %d", status)
+	}
+	resp, err := http.Get(e.URL) // no longer held
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
