@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -18,59 +17,35 @@ import (
 )
 
 // resServer is a callback endpoint whose answer the test sets and whose
-// requests it counts.
+// requests it counts; it records requests not shaped as the contract says.
 type resServer struct {
-	*httptest.Server
-	hits    atomic.Int64
+	*testkit.Endpoint
 	mu      sync.Mutex
-	status  int
-	body    string
-	hold    chan struct{} // when set, requests wait for it to close (or their end)
-	badReqs []string      // requests not shaped as the contract says
+	badReqs []string
 }
 
 func newResServer(t *testing.T) *resServer {
-	s := &resServer{status: http.StatusOK, body: `{"public": true}`}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.Close)
+	s := &resServer{Endpoint: testkit.NewEndpoint(t, http.StatusOK, []byte(`{"public": true}`))}
+	s.Inspect(func(r *http.Request) {
+		var req map[string]string
+		err := json.NewDecoder(r.Body).Decode(&req)
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" || err != nil || len(req) != 1 || req["channel"] == "" {
+			s.mu.Lock()
+			s.badReqs = append(s.badReqs, fmt.Sprintf("%s %v %v", r.Method, req, err))
+			s.mu.Unlock()
+		}
+	})
 	return s
 }
 
-func (s *resServer) serve(w http.ResponseWriter, r *http.Request) {
-	s.hits.Add(1)
-	var req map[string]string
-	err := json.NewDecoder(r.Body).Decode(&req)
-	s.mu.Lock()
-	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" || err != nil || len(req) != 1 || req["channel"] == "" {
-		s.badReqs = append(s.badReqs, fmt.Sprintf("%s %v %v", r.Method, req, err))
-	}
-	status, body, hold := s.status, s.body, s.hold
-	s.mu.Unlock()
-	if hold != nil {
-		select {
-		case <-hold:
-		case <-r.Context().Done():
-			return
-		}
-	}
-	if status/100 == 3 {
-		w.Header().Set("Location", "/elsewhere") // must not be followed
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body))
-}
-
+// answer sets the callback's answer; a redirect points elsewhere, which
+// the resolver must not follow.
 func (s *resServer) answer(status int, body string) {
-	s.mu.Lock()
-	s.status, s.body = status, body
-	s.mu.Unlock()
-}
-
-func (s *resServer) holdRequests() chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hold = make(chan struct{})
-	return s.hold
+	var header http.Header
+	if status/100 == 3 {
+		header = http.Header{"Location": {"/elsewhere"}}
+	}
+	s.Answer(status, header, []byte(body))
 }
 
 func (s *resServer) checkRequests(t *testing.T) {
@@ -144,8 +119,8 @@ func TestResolveCallbackAnswers(t *testing.T) {
 	r, _ := newResResolver(t)
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 10))
 
-	if cfg := resolve(t, r, "/cb/rule"); timeoutOf(cfg) != 5 || srv.hits.Load() != 0 {
-		t.Fatalf("a matching rule must win without a request: %+v, %d hits", cfg, srv.hits.Load())
+	if cfg := resolve(t, r, "/cb/rule"); timeoutOf(cfg) != 5 || srv.Requests() != 0 {
+		t.Fatalf("a matching rule must win without a request: %+v, %d hits", cfg, srv.Requests())
 	}
 	srv.answer(http.StatusOK, `{"allowed_user_ids": ["7"], "count_only": true, "timeout": 42}`)
 	want := &Config{AllowedUserIDs: []string{"7"}, CountOnly: true, Timeout: 42}
@@ -190,7 +165,7 @@ func TestResolveCallbackFailuresAreNotCached(t *testing.T) {
 			if cfg := resolve(t, r, "/cb/x"); cfg == nil || !cfg.Public {
 				t.Fatalf("after a failure the next request must ask again, got %+v", cfg)
 			}
-			if got := srv.hits.Load(); got != 2 {
+			if got := srv.Requests(); got != 2 {
 				t.Fatalf("%d requests, want 2", got)
 			}
 		})
@@ -199,23 +174,21 @@ func TestResolveCallbackFailuresAreNotCached(t *testing.T) {
 
 func TestResolveCallbackTimeout(t *testing.T) {
 	srv := newResServer(t)
-	release := srv.holdRequests()
-	defer close(release)
+	release := srv.Hold()
+	defer release()
 	fake := clock.NewFake(resStart)
 	r := NewResolver(ResolverConfig{Clock: fake, CallbackTimeout: 50 * time.Millisecond})
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 600))
 	if cfg := resolve(t, r, "/cb/slow"); cfg != nil {
 		t.Fatalf("timed-out callback gave %+v", cfg)
 	}
-	srv.mu.Lock()
-	srv.hold = nil
-	srv.mu.Unlock()
+	release()
 	// The outcome of the second call depends on how fast the machine
 	// answers within the timeout; that it asks the server again does not.
 	// A request the client gave up on may still reach the server late.
 	resolve(t, r, "/cb/slow")
-	testkit.WaitFor(t, "a second callback request", func() bool { return srv.hits.Load() >= 2 })
-	if got := srv.hits.Load(); got != 2 {
+	testkit.WaitFor(t, "a second callback request", func() bool { return srv.Requests() >= 2 })
+	if got := srv.Requests(); got != 2 {
 		t.Fatalf("%d callback requests, want 2: a timeout must not be cached", got)
 	}
 }
@@ -225,7 +198,7 @@ func TestResolveCacheExpiry(t *testing.T) {
 	r, fake := newResResolver(t)
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 10))
 	for _, status := range []int{http.StatusOK, http.StatusNotFound} {
-		srv.hits.Store(0)
+		before := srv.Requests()
 		srv.answer(status, `{"public": true}`)
 		channel := fmt.Sprintf("/cb/%d", status)
 		exists := status == http.StatusOK
@@ -234,7 +207,7 @@ func TestResolveCacheExpiry(t *testing.T) {
 			if cfg := resolve(t, r, channel); (cfg != nil) != exists {
 				t.Fatalf("%d %s: got %+v", status, when, cfg)
 			}
-			if got := srv.hits.Load(); got != wantHits {
+			if got := srv.Requests() - before; got != wantHits {
 				t.Fatalf("%d %s: %d requests, want %d", status, when, got, wantHits)
 			}
 		}
@@ -257,7 +230,7 @@ func TestResolveCacheSecondsZero(t *testing.T) {
 			t.Fatal("does not exist")
 		}
 	}
-	if got := srv.hits.Load(); got != 3 {
+	if got := srv.Requests(); got != 3 {
 		t.Fatalf("cache_seconds 0: %d requests, want 3", got)
 	}
 }
@@ -268,7 +241,7 @@ func TestResolveDocumentChangeInvalidates(t *testing.T) {
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 600))
 	resolve(t, r, "/cb/x")
 	resolve(t, r, "/cb/x")
-	if got := srv.hits.Load(); got != 1 {
+	if got := srv.Requests(); got != 1 {
 		t.Fatalf("%d requests before the change, want 1", got)
 	}
 	// Same callback, new rules: both the callback answer and the rule
@@ -276,7 +249,7 @@ func TestResolveDocumentChangeInvalidates(t *testing.T) {
 	setDoc(t, r, "cb", fmt.Sprintf(`{"rules": [{"match": "/cb/rule", "config": {"timeout": 9}}],
 		"callback": {"url": %q, "cache_seconds": 600}}`, srv.URL))
 	resolve(t, r, "/cb/x")
-	if got := srv.hits.Load(); got != 2 {
+	if got := srv.Requests(); got != 2 {
 		t.Fatalf("%d requests after the change, want 2", got)
 	}
 	if cfg := resolve(t, r, "/cb/rule"); timeoutOf(cfg) != 9 {
@@ -372,7 +345,7 @@ func flightWaiters(r *Resolver, channel string) int {
 
 func TestResolveSingleFlight(t *testing.T) {
 	srv := newResServer(t)
-	release := srv.holdRequests()
+	release := srv.Hold()
 	r, _ := newResResolver(t)
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 10))
 	const callers = 20
@@ -384,13 +357,13 @@ func TestResolveSingleFlight(t *testing.T) {
 		}()
 	}
 	testkit.WaitFor(t, "every caller to join the flight", func() bool { return flightWaiters(r, "/cb/hot") == callers-1 })
-	close(release)
+	release()
 	for range callers {
 		if cfg := <-results; cfg == nil || !cfg.Public {
 			t.Fatalf("caller got %+v", cfg)
 		}
 	}
-	if got := srv.hits.Load(); got != 1 {
+	if got := srv.Requests(); got != 1 {
 		t.Fatalf("%d callback requests for %d concurrent callers, want 1", got, callers)
 	}
 	if flightWaiters(r, "/cb/hot") != -1 {
@@ -400,7 +373,7 @@ func TestResolveSingleFlight(t *testing.T) {
 
 func TestResolveWaiterContextEnds(t *testing.T) {
 	srv := newResServer(t)
-	release := srv.holdRequests()
+	release := srv.Hold()
 	r, _ := newResResolver(t)
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 10))
 	first := make(chan *Config, 1)
@@ -420,7 +393,7 @@ func TestResolveWaiterContextEnds(t *testing.T) {
 	if err := <-waiter; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled waiter: err = %v", err)
 	}
-	close(release)
+	release()
 	if cfg := <-first; cfg == nil {
 		t.Fatal("a waiter's cancellation must not fail the request it shares")
 	}
