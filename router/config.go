@@ -17,12 +17,22 @@ import (
 const (
 	// DefaultMaxHops bounds how many times one call is forwarded.
 	DefaultMaxHops = 3
-	// DefaultRetries is how many times the node that received a request
-	// retries it after presence.ErrMoved or an unreachable owner.
+	// DefaultRetries is how many times a pull asks the previous holder
+	// again when it answers that the channel is busy (wire.ErrBusy).
 	DefaultRetries = 3
-	// DefaultRetryBackoff is the first pause before such a retry; it doubles
-	// with each attempt.
+	// DefaultRetryBackoff is the first pause before a retry: of a request
+	// held during a view change (doubling up to MaxRetryBackoff), of a
+	// busy pull, of a replication batch.
 	DefaultRetryBackoff = 20 * time.Millisecond
+	// MaxRetryBackoff bounds the pause between two attempts of a held
+	// request; the view change itself wakes it earlier.
+	MaxRetryBackoff = time.Second
+	// DefaultHoldTimeout bounds how long a request entering this node waits
+	// for a channel's new owner during a view change before answering 503
+	// (CONTRACT.md section 6: up to 10 s).
+	DefaultHoldTimeout = 10 * time.Second
+	// DefaultMaxHeld bounds the requests held at once on a node.
+	DefaultMaxHeld = 10000
 	// DefaultHandoffConcurrency bounds the channels pushed at once.
 	DefaultHandoffConcurrency = 16
 	// DefaultHandoffTimeout bounds one hand-off call (install or extract).
@@ -88,12 +98,28 @@ type Config struct {
 	SubscriberBuffer int
 	// MaxHops bounds the forwards of one call; 0 means DefaultMaxHops.
 	MaxHops int
-	// Retries after presence.ErrMoved or an unreachable owner; 0 means
-	// DefaultRetries, negative means none.
+	// Retries bounds the extracts a pull repeats after wire.ErrBusy; 0
+	// means DefaultRetries, negative means none.
 	Retries int
 	// RetryBackoff is the first pause between retries (wall time: it paces
 	// network calls); 0 means DefaultRetryBackoff.
 	RetryBackoff time.Duration
+	// HoldTimeout bounds how long a request entering this node is held
+	// while its channels' owner cannot answer (unreachable, moved, busy
+	// handing the channel over, timed out): it is tried again whenever the
+	// view changes, and after a backoff, until this passes; then it fails
+	// with presence.ErrUnavailable (wall time). 0 means DefaultHoldTimeout,
+	// negative means no hold: the first failure is the answer.
+	HoldTimeout time.Duration
+	// MaxHeld bounds the requests held at once; beyond it a request that
+	// fails fails at once. 0 means DefaultMaxHeld.
+	MaxHeld int
+	// Serving reports whether this node can serve at all (its channel
+	// configuration loaded, not shutting down). A request that fails while
+	// it reports false is answered at once instead of held: waiting would
+	// not help, and the client does better elsewhere. Nil means always;
+	// the router also holds nothing before it joined or while it drains.
+	Serving func() bool
 	// HandoffConcurrency bounds parallel pushes; 0 means
 	// DefaultHandoffConcurrency.
 	HandoffConcurrency int
@@ -144,7 +170,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: router needs its own name and rpc address", presence.ErrInvalid)
 	case c.Engine == nil || c.Publisher == nil || c.Transport == nil:
 		return fmt.Errorf("%w: router needs an engine, its publisher and a transport", presence.ErrInvalid)
-	case c.SubscriberBuffer < 0 || c.MaxHops < 0 || c.HandoffConcurrency < 0 || c.PushQueue < 0 || c.PushBatch < 0 || c.ForwardBatch < 0:
+	case c.SubscriberBuffer < 0 || c.MaxHops < 0 || c.HandoffConcurrency < 0 || c.PushQueue < 0 || c.PushBatch < 0 || c.ForwardBatch < 0 || c.MaxHeld < 0:
 		return fmt.Errorf("%w: router sizes must not be negative", presence.ErrInvalid)
 	case c.RetryBackoff < 0 || c.HandoffTimeout < 0 || c.RebalanceRetry < 0 || c.SweepInterval < 0 || c.FlushTimeout < 0 || c.ForwardTimeout < 0 || c.ForwardStall < 0 || c.ReplicationInterval < 0:
 		return fmt.Errorf("%w: router durations must not be negative", presence.ErrInvalid)
@@ -168,6 +194,11 @@ func (c *Config) applyDefaults() {
 		c.Retries = 0
 	}
 	setDefault(&c.RetryBackoff, DefaultRetryBackoff)
+	setDefault(&c.HoldTimeout, DefaultHoldTimeout)
+	setDefault(&c.MaxHeld, DefaultMaxHeld)
+	if c.Serving == nil {
+		c.Serving = func() bool { return true }
+	}
 	setDefault(&c.HandoffConcurrency, DefaultHandoffConcurrency)
 	setDefault(&c.HandoffTimeout, DefaultHandoffTimeout)
 	setDefault(&c.RebalanceRetry, DefaultRebalanceRetry)

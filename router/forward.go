@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -104,14 +103,30 @@ func (b *updateBatcher) queue(to Member) *updateQueue {
 	return q
 }
 
-// forgetNodes drops the queues of nodes that left; their drains finish on
-// their own.
+// forgetNodes drops the queues of nodes that left and answers the updates
+// still waiting in them with transport.ErrPeerUnavailable: their callers
+// route them again (a node declared dead may be paused, and a batch sent
+// to it would wait for its whole timeout). Batches in flight end on their
+// own (the server fails the calls to a dead node at once).
 func (b *updateBatcher) forgetNodes(gone map[string]bool) {
+	var dropped []*updateQueue
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	for m := range b.queues {
+	for m, q := range b.queues {
 		if gone[m.Name] {
 			delete(b.queues, m)
+			dropped = append(dropped, q)
+		}
+	}
+	b.mu.Unlock()
+	for _, q := range dropped {
+		q.mu.Lock()
+		items := q.items
+		q.items = nil
+		q.mu.Unlock()
+		err := fmt.Errorf("router: %w: %s left the membership", transport.ErrPeerUnavailable, q.to.Name)
+		for _, it := range items {
+			it.vals, it.err = nil, err
+			it.done <- struct{}{} // the item is its caller's again from here
 		}
 	}
 }
@@ -220,11 +235,11 @@ func parallel[T any](items []T, fn func(T)) {
 // in parallel: one that retrying cannot cure decides, else the first.
 type forwardErrors struct{ first, hard error }
 
-func (f *forwardErrors) add(err error) {
+func (f *forwardErrors) add(ctx context.Context, err error) {
 	if f.first == nil {
 		f.first = err
 	}
-	if f.hard == nil && !retryable(err) {
+	if f.hard == nil && !retryable(ctx, err) {
 		f.hard = err
 	}
 }
@@ -234,70 +249,4 @@ func (f *forwardErrors) err() error {
 		return f.hard
 	}
 	return f.first
-}
-
-// retryPolicy is how the node a request entered retries: Config.Retries
-// times, after a pause of RetryBackoff doubling with each attempt.
-type retryPolicy struct {
-	retries int
-	backoff time.Duration
-}
-
-// withRetries runs attempt on share until it succeeds. Only the node the
-// request entered (hops 0) retries: after a retryable error it pauses and
-// runs attempt again on the share that failed; what is left after the
-// retries becomes the caller's error (finalError).
-func withRetries[S any](ctx context.Context, p retryPolicy, hops int, share S, attempt func(S) (S, error)) error {
-	for n := 0; ; n++ {
-		retry, err := attempt(share)
-		if err == nil {
-			return nil
-		}
-		if !p.again(ctx, err, hops, n) {
-			return finalError(err, hops)
-		}
-		share = retry
-	}
-}
-
-// again decides whether the entry node retries after err, pausing first
-// (wall time, since it paces network calls).
-func (p retryPolicy) again(ctx context.Context, err error, hops, attempt int) bool {
-	if hops != 0 || attempt >= p.retries || !retryable(err) || ctx.Err() != nil {
-		return false
-	}
-	t := time.NewTimer(p.backoff << attempt)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// retryable reports whether a failed forward may succeed if routed again:
-// the owner moved, was busy handing the channel over, or was unreachable
-// (membership is about to say so).
-func retryable(err error) bool {
-	return errors.Is(err, presence.ErrMoved) || errors.Is(err, wire.ErrBusy) || errors.Is(err, transport.ErrPeerUnavailable)
-}
-
-// finalError turns what is left after the retries into the error the
-// caller sees. A forwarding node passes presence.ErrMoved back for the entry
-// node to retry; at the entry node a channel that keeps moving, a busy or
-// unreachable owner, or an error without meaning to the API becomes
-// presence.ErrUnavailable (503). Other sentinels and context errors stay.
-func finalError(err error, hops int) error {
-	switch {
-	case hops != 0 && errors.Is(err, presence.ErrMoved):
-		return err
-	case retryable(err), !wire.IsSentinel(err) && !isContextErr(err):
-		return fmt.Errorf("%w: %w", presence.ErrUnavailable, err)
-	}
-	return err
-}
-
-func isContextErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

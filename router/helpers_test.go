@@ -49,6 +49,9 @@ type countingCaller struct {
 	counts [wire.MaxMethod + 1]atomic.Int64
 	// fail, if set, may return an error instead of making the call.
 	fail atomic.Pointer[func(addr string, method uint16) error]
+	// stall, if set, makes the calls it picks wait for the end of their
+	// context, as a call to a paused process does.
+	stall atomic.Pointer[func(addr string, method uint16) bool]
 }
 
 func (c *countingCaller) Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error) {
@@ -58,7 +61,20 @@ func (c *countingCaller) Call(ctx context.Context, addr string, method uint16, b
 			return nil, err
 		}
 	}
+	if f := c.stall.Load(); f != nil && (*f)(addr, method) {
+		<-ctx.Done()
+		return nil, fmt.Errorf("test: stalled call to %s: %w", addr, ctx.Err())
+	}
 	return c.next.Call(ctx, addr, method, body)
+}
+
+// setStall makes the calls stall picks wait for their context; nil ends it.
+func (c *countingCaller) setStall(stall func(addr string, method uint16) bool) {
+	if stall == nil {
+		c.stall.Store(nil)
+		return
+	}
+	c.stall.Store(&stall)
 }
 
 func (c *countingCaller) count(method uint16) int64 { return c.counts[method].Load() }

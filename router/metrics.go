@@ -14,6 +14,9 @@ type metrics struct {
 	replicaRefused prometheus.Counter
 	replicationLag prometheus.Gauge
 
+	holding prometheus.Gauge       // presence_held_requests
+	held    *prometheus.CounterVec // presence_held_requests_total{outcome}
+
 	// Children resolved once: a forwarded heartbeat never looks up a label.
 	fwdUpdate, fwdGet, fwdSince prometheus.Counter
 }
@@ -59,13 +62,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Time from queueing to acknowledgement of the oldest change in the last batch a replica acknowledged.",
 		}),
 	}
+	m.holding, m.held = holdMetrics()
 	m.fwdUpdate = m.forwarded.WithLabelValues("update")
 	m.fwdGet = m.forwarded.WithLabelValues("get")
 	m.fwdSince = m.forwarded.WithLabelValues("since")
 	m.handoffs.WithLabelValues(handoffOut)
 	m.handoffs.WithLabelValues(handoffIn)
 	if reg != nil {
-		reg.MustRegister(m.forwarded, m.forwardErrors, m.handoffs, m.pushDropped, m.ringEpoch, m.promotions, m.replicaRefused, m.replicationLag)
+		reg.MustRegister(m.forwarded, m.forwardErrors, m.handoffs, m.pushDropped, m.ringEpoch, m.promotions, m.replicaRefused, m.replicationLag,
+			m.holding, m.held)
 	}
 	return m
 }

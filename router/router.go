@@ -36,7 +36,7 @@ type Router struct {
 	view     views                       // membership and the view built from it
 	routes   routeTable                  // channels held, moving, handed away
 	settling *settlement                 // rebalance passes requested and done
-	retry    retryPolicy                 // of the requests entering here
+	hold     *hold                       // of the requests entering here
 	batch    updateBatcher               // forwarded updates on their way, by node
 	intern   *wire.Intern                // what handleUpdate decoded before, shared
 	handlers [wire.MaxMethod + 1]handler // registerHandlers
@@ -64,10 +64,10 @@ func New(cfg Config) (*Router, error) {
 		boot:     rand.Uint64() | 1,
 		settling: newSettlement(),
 		intern:   wire.NewIntern(),
-		retry:    retryPolicy{retries: cfg.Retries, backoff: cfg.RetryBackoff},
 	}
 	r.calls = nodeCalls{tr: cfg.Transport, errors: r.m.forwardErrors}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.hold = newHold(cfg, &r.view, r.ctx.Done(), r.m)
 	r.routes.init()
 	r.batch.init(batcherConfig{call: r.calls.Call, spawn: r.run.Go, ctx: r.ctx, max: cfg.ForwardBatch,
 		timeout: cfg.ForwardTimeout, stall: cfg.ForwardStall, forwarded: r.m.fwdUpdate})

@@ -14,8 +14,8 @@ import (
 // a handler for a forwarded call) checks it and its channel names once;
 // then each channel's route is resolved once (route), and the channel is
 // served here (the engine) or its share forwarded to the node that serves
-// it, in one call per node. The node the request entered retries what
-// failed (withRetries).
+// it, in one call per node. The node the request entered holds what failed
+// until the owner answers (held, in hold.go).
 
 // Update implements presence.Service: the channels are grouped by the node
 // serving them, local ones go to the engine, and each remote node gets one
@@ -119,10 +119,10 @@ func (r *Router) Since(ctx context.Context, u *presence.User, channel string, af
 }
 
 // get serves a get of valid channels received after hops forwards, into
-// out; the node the request entered retries what failed.
+// out; the node the request entered holds what failed.
 func (r *Router) get(ctx context.Context, u *presence.User, channels []string, hops int, out map[string]*presence.ChannelState) error {
 	var mu sync.Mutex
-	return withRetries(ctx, r.retry, hops, channels, func(channels []string) ([]string, error) {
+	return held(ctx, r.hold, hops, channels, func(ctx context.Context, channels []string) ([]string, error) {
 		return r.getOnce(ctx, u, channels, hops, out, &mu)
 	})
 }
@@ -166,7 +166,7 @@ func (r *Router) getOnce(ctx context.Context, u *presence.User, channels []strin
 		defer mu.Unlock()
 		if err != nil {
 			r.routes.forgetUnreachable(err, r.view.Load(), s.to, s.channels)
-			errs.add(err)
+			errs.add(ctx, err)
 			failed = append(failed, s.channels...)
 			return
 		}
@@ -190,6 +190,10 @@ func addToGetShare(shares []*getShare, to Member, ch string) []*getShare {
 func (r *Router) forwardGet(ctx context.Context, s *getShare, u *presence.User, hops int) ([]*presence.ChannelState, error) {
 	q := wire.GetRequest{Header: r.header(hops), User: u, Channels: s.channels}
 	r.m.fwdGet.Inc()
+	// One stuck node must not take the whole request: a call that times
+	// out is held and routed again like a failed one.
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ForwardTimeout)
+	defer cancel()
 	resp, err := r.calls.Call(ctx, s.to, wire.MethodGet, q.Encode)
 	if err != nil {
 		return nil, err
@@ -206,7 +210,7 @@ func (r *Router) forwardGet(ctx context.Context, s *getShare, u *presence.User, 
 // at gen first, when node is another node (gen 0: no registration).
 func (r *Router) since(ctx context.Context, u *presence.User, channel string, after int64, hops int, node Member, gen uint64) (presence.Catchup, error) {
 	var cu presence.Catchup
-	err := withRetries(ctx, r.retry, hops, struct{}{}, func(struct{}) (struct{}, error) {
+	err := held(ctx, r.hold, hops, struct{}{}, func(ctx context.Context, _ struct{}) (struct{}, error) {
 		var err error
 		cu, err = r.sinceOnce(ctx, u, channel, after, hops, node, gen)
 		return struct{}{}, err
@@ -231,6 +235,8 @@ func (r *Router) sinceOnce(ctx context.Context, u *presence.User, channel string
 	}
 	q := wire.SinceRequest{Header: r.header(hops), User: u, Channel: channel, After: after, Node: node, Gen: gen}
 	r.m.fwdSince.Inc()
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ForwardTimeout)
+	defer cancel()
 	resp, err := r.calls.Call(ctx, t.to, wire.MethodSince, q.Encode)
 	if err != nil {
 		r.routes.forgetUnreachable(err, r.view.Load(), t.to, []string{channel})

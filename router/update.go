@@ -29,12 +29,12 @@ type updateShare struct {
 }
 
 // update serves an update of valid channels, answering its present
-// channels in out. The node the request entered (hops 0) retries channels
-// whose owner moved or could not be reached; the others answer
-// presence.ErrMoved and let it.
+// channels in out. The node the request entered (hops 0) holds channels
+// whose owner moved, could not be reached or did not answer in time, until
+// it answers; the others answer presence.ErrMoved and let it.
 func (r *Router) update(ctx context.Context, c updateCall, share updateShare, out map[string]bool) error {
 	var mu sync.Mutex
-	return withRetries(ctx, r.retry, c.hops, share, func(s updateShare) (updateShare, error) {
+	return held(ctx, r.hold, c.hops, share, func(ctx context.Context, s updateShare) (updateShare, error) {
 		return r.updateOnce(ctx, c, s, out, &mu)
 	})
 }
@@ -160,7 +160,7 @@ func (r *Router) forwardUpdates(ctx context.Context, c updateCall, shares []*upd
 		defer mu.Unlock()
 		if err != nil {
 			r.routes.forgetUnreachable(err, r.view.Load(), s.to, s.present, s.leave)
-			errs.add(err)
+			errs.add(ctx, err)
 			failed.present = append(failed.present, s.present...)
 			failed.leave = append(failed.leave, s.leave...)
 			return

@@ -22,10 +22,15 @@ type view struct {
 	epoch uint64
 	// joined: membership was given (SetMembers or Drain). Before, the node
 	// knows nobody to fetch channels from, so it serves none.
-	joined  bool
-	ring    *ring.Ring
-	others  *ring.Ring
-	members map[string]Member
+	joined bool
+	// draining: this node is leaving (Drain); it is in no ring.
+	draining bool
+	ring     *ring.Ring
+	others   *ring.Ring
+	members  map[string]Member
+	// next is closed when a newer view replaces this one: requests held
+	// during a view change wait on it (see hold.go).
+	next chan struct{}
 }
 
 // Member returns the member called name; ok is false when it is unknown.
@@ -132,8 +137,15 @@ func (vs *views) publishLocked(react func(old, v *view)) {
 			owners = append(owners, name)
 		}
 	}
-	v := &view{epoch: vs.epoch, joined: vs.joined, ring: ring.New(vs.epoch, owners), others: others, members: members}
-	react(vs.cur.Swap(v), v)
+	v := &view{epoch: vs.epoch, joined: vs.joined, draining: vs.draining, ring: ring.New(vs.epoch, owners), others: others, members: members,
+		next: make(chan struct{})}
+	old := vs.cur.Swap(v)
+	react(old, v)
+	if old != nil {
+		// After react: a request woken by the new view finds the routing
+		// entries and the batches already updated for it.
+		close(old.next)
+	}
 }
 
 // Ring returns the ring requests are currently routed by.

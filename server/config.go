@@ -91,6 +91,15 @@ type Config struct {
 	// LeaderHold bounds how long an admin write waits for a Raft leader
 	// before failing with 503; 0 = DefaultLeaderHold.
 	LeaderHold time.Duration
+	// HoldTimeout bounds how long a presence request entering this node
+	// waits for its channels' new owner during a view change (a node
+	// killed, paused, joining or leaving) before failing with 503; 0 =
+	// router.DefaultHoldTimeout (10 s), negative = no wait.
+	HoldTimeout time.Duration
+	// MaxHeldRequests bounds the requests waiting so at once; beyond it a
+	// request that meets a view change fails at once with 503. 0 =
+	// router.DefaultMaxHeld.
+	MaxHeldRequests int
 
 	// DisableReplication turns off the copy of every channel on its ring
 	// replica (router.Config.Replication), which is what lets a channel
@@ -160,6 +169,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStreamsPerUser < 0 || c.MaxStreamsPerIP < 0 || c.MaxStreams < 0 {
 		return fmt.Errorf("%w: stream limits must not be negative", ErrConfig)
+	}
+	if c.MaxHeldRequests < 0 {
+		return fmt.Errorf("%w: --max-held-requests must not be negative", ErrConfig)
 	}
 	if _, err := c.trustedProxyPrefixes(); err != nil {
 		return err

@@ -165,11 +165,23 @@ func (s *Server) open() error {
 		Metrics:   metrics,
 
 		Replication: !s.cfg.DisableReplication,
+		HoldTimeout: s.cfg.HoldTimeout,
+		MaxHeld:     s.cfg.MaxHeldRequests,
+		Serving:     s.serving,
 	}); err != nil {
 		return err
 	}
 	s.routerRef.Store(s.router)
 	return s.buildHandler()
+}
+
+// serving reports whether a presence request that meets a view change may
+// wait here for the channel's new owner: the node joined, its prefix
+// documents are loaded and it is not shutting down. A known Raft leader is
+// not required: losing the leader (it may be the node that just died) is
+// part of the view change, and presence never goes through Raft.
+func (s *Server) serving() bool {
+	return s.configLoaded.Load() && !s.draining.Load() && (len(s.cfg.Join) == 0 || s.joined.Load())
 }
 
 // openStore opens the Raft store; a lone server (--bootstrap-expect 1,

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/api"
+	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/server"
 )
 
@@ -134,6 +135,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.IntVar(&cfg.MaxStreamsPerIP, "max-streams-per-ip", api.DefaultMaxStreamsPerIP, "open anonymous SSE streams per client address (IPv6: per /64) on this node; beyond: 429")
 	fs.IntVar(&cfg.MaxStreams, "max-streams", api.DefaultMaxStreams, "open SSE streams on this node; beyond: 429")
 	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client")
+	fs.DurationVar(&cfg.HoldTimeout, "hold-timeout", router.DefaultHoldTimeout, "how long a request waits for its channel's new owner while ownership moves (a node killed, paused, joining or leaving) before 503; 0s: no wait")
+	fs.IntVar(&cfg.MaxHeldRequests, "max-held-requests", router.DefaultMaxHeld, "requests waiting so at once on this node; beyond: 503 at once")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: well-known secrets, demo prefix, /dev/token, demo page")
 	replication := fs.Bool("replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -147,10 +150,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 		return cfg, 0, err
 	}
 	for name, v := range map[string]int{"max-streams-per-user": cfg.MaxStreamsPerUser,
-		"max-streams-per-ip": cfg.MaxStreamsPerIP, "max-streams": cfg.MaxStreams} {
+		"max-streams-per-ip": cfg.MaxStreamsPerIP, "max-streams": cfg.MaxStreams, "max-held-requests": cfg.MaxHeldRequests} {
 		if v < 1 {
 			return cfg, 0, fmt.Errorf("--%s must be at least 1", name)
 		}
+	}
+	switch {
+	case cfg.HoldTimeout < 0:
+		return cfg, 0, errors.New("--hold-timeout must not be negative")
+	case cfg.HoldTimeout == 0:
+		cfg.HoldTimeout = -1 // no wait: the server's zero would mean its default
 	}
 	cfg.Join = splitList(join)
 	cfg.DisableReplication = !*replication

@@ -5,8 +5,10 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/presencehq/presence/api"
+	"github.com/presencehq/presence/router"
 )
 
 func env(vars map[string]string) func(string) string {
@@ -56,6 +58,28 @@ func TestStreamLimitFlags(t *testing.T) {
 	}
 }
 
+func TestHoldFlags(t *testing.T) {
+	cfg, _, err := parseFlags(nil, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HoldTimeout != router.DefaultHoldTimeout || cfg.MaxHeldRequests != router.DefaultMaxHeld {
+		t.Fatalf("defaults: hold %v, max held %d", cfg.HoldTimeout, cfg.MaxHeldRequests)
+	}
+	cfg, _, err = parseFlags([]string{"--hold-timeout", "3s"}, env(map[string]string{"PRESENCE_MAX_HELD_REQUESTS": "50"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HoldTimeout != 3*time.Second || cfg.MaxHeldRequests != 50 {
+		t.Fatalf("hold %v, max held %d", cfg.HoldTimeout, cfg.MaxHeldRequests)
+	}
+	// 0s turns the hold off, which the server's zero value would not.
+	cfg, _, err = parseFlags([]string{"--hold-timeout", "0s"}, env(nil), &bytes.Buffer{})
+	if err != nil || cfg.HoldTimeout >= 0 {
+		t.Fatalf("--hold-timeout 0s: %v, %v; want a negative (no hold) value", cfg.HoldTimeout, err)
+	}
+}
+
 func TestTokenFlags(t *testing.T) {
 	cfg, _, err := parseFlags([]string{"--jwt-issuer", "https://idp.example"}, env(map[string]string{
 		"PRESENCE_JWT_SECRET":      "new-secret, old-secret",
@@ -96,6 +120,8 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 		"missing TLS file": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem", "--http-tls-key", "/nonexistent/k.pem"},
 		"TLS cert alone":   {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem"},
 		"negative per ip":  {"--dev", "--max-streams-per-ip", "-1"},
+		"negative hold":    {"--dev", "--hold-timeout", "-1s"},
+		"zero held":        {"--dev", "--max-held-requests", "0"},
 		"bad proxy":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--trusted-proxies", "10.0.0.0/8,proxy.example"},
 	}
 	for name, args := range cases {
