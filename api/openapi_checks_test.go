@@ -123,6 +123,13 @@ func TestStreamExamplesCompareFrameByFrame(t *testing.T) {
 	if !slices.Equal(got, wantDiffs) {
 		t.Fatalf("differences %q, want %q", got, wantDiffs)
 	}
+	idOnly := frame("id: Z\n")
+	if d := diffSSEFrame(idOnly, frame("id: other\n"), nil); d != nil {
+		t.Fatalf("two frames of an id alone: %v", d)
+	}
+	if d := diffSSEFrame(idOnly, want[1], nil); len(d) != 1 {
+		t.Fatalf("an event where a frame of an id alone is documented: %v", d)
+	}
 	if _, err := parseSSEExample("event: message\ndata: {}"); err == nil {
 		t.Fatal("a stream example without its final blank line was accepted")
 	}

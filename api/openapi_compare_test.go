@@ -106,10 +106,19 @@ type sseFrame struct {
 }
 
 func (f sseFrame) String() string {
-	if f.comment != "" {
+	switch {
+	case f.comment != "":
 		return ": " + f.comment
+	case f.idOnly():
+		return "id only"
 	}
 	return fmt.Sprintf("event %q data %s", f.event, f.data)
+}
+
+// idOnly reports whether the frame is an id line alone: it moves the
+// cursor without an event.
+func (f sseFrame) idOnly() bool {
+	return f.hasID && f.comment == "" && f.event == "" && f.data == ""
 }
 
 // parseSSEFrame parses one frame (its lines, without the blank line).
@@ -153,11 +162,17 @@ func parseSSEExample(text string) ([]sseFrame, error) {
 }
 
 // diffSSEFrame compares a real frame with a documented one: comments
-// exactly, events by name, id (an opaque cursor: present, not compared)
-// and data as JSON.
+// exactly, a frame of an id alone with one, events by name, id (an opaque
+// cursor: present, not compared) and data as JSON.
 func diffSSEFrame(want, got sseFrame, variable []string) []string {
 	if want.comment != "" || got.comment != "" {
 		if want.comment != got.comment {
+			return []string{fmt.Sprintf("got %s, documented %s", got, want)}
+		}
+		return nil
+	}
+	if want.idOnly() || got.idOnly() {
+		if want.idOnly() != got.idOnly() {
 			return []string{fmt.Sprintf("got %s, documented %s", got, want)}
 		}
 		return nil

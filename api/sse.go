@@ -226,6 +226,10 @@ const (
 type eventEncoder struct {
 	buf      []byte
 	payloads *payloadCache
+	// idOwed: positions moved the cursor since the last frame; a frame
+	// of the id alone (idOnly) follows them, before the next event or at
+	// the end of the batch.
+	idOwed bool
 }
 
 // batch renders ev and every further event already queued on events (up to
@@ -238,14 +242,29 @@ func (e *eventEncoder) batch(ev presence.Event, events <-chan presence.Event, u 
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				return e.buf, false
+				return e.idOnly(e.buf, cur), false
 			}
 			e.buf = e.append(e.buf, ev, u, cur)
 		default:
-			return e.buf, true
+			return e.idOnly(e.buf, cur), true
 		}
 	}
-	return e.buf, true
+	return e.idOnly(e.buf, cur), true
+}
+
+// idOnly appends, when positions moved the cursor after the last frame, a
+// frame of the id alone: EventSource takes it as its Last-Event-ID without
+// dispatching an event (the SSE specification: an event with no data is not
+// dispatched, its id is kept), so a reconnection resumes the positions too.
+// One frame stands for a run of positions (a subscription's -1 channels).
+func (e *eventEncoder) idOnly(b []byte, cur *cursor) []byte {
+	if !e.idOwed {
+		return b
+	}
+	e.idOwed = false
+	b = append(b, "id: "...)
+	b = cur.appendEncoded(b)
+	return append(b, "\n\n"...)
 }
 
 // release drops a buffer that a burst made large.
@@ -258,7 +277,7 @@ func (e *eventEncoder) release() {
 // encode advances the cursor and renders ev as one SSE frame; nil when the
 // event must not be streamed (see append).
 func (e *eventEncoder) encode(ev presence.Event, u *presence.User, cur *cursor) []byte {
-	e.buf = e.append(e.buf[:0], ev, u, cur)
+	e.buf = e.idOnly(e.append(e.buf[:0], ev, u, cur), cur)
 	if len(e.buf) == 0 {
 		return nil
 	}
@@ -269,6 +288,11 @@ func (e *eventEncoder) encode(ev presence.Event, u *presence.User, cur *cursor) 
 // the event must not reach u (a message whose audience excludes u, which
 // the Service should already have filtered: this is defence in depth).
 func (e *eventEncoder) append(b []byte, ev presence.Event, u *presence.User, cur *cursor) []byte {
+	if ev.Kind != presence.EventPosition {
+		// A run of positions ends: its frame goes first, with the cursor
+		// as the positions left it.
+		b = e.idOnly(b, cur)
+	}
 	var name string
 	switch ev.Kind {
 	case presence.EventMessage:
@@ -285,6 +309,10 @@ func (e *eventEncoder) append(b []byte, ev presence.Event, u *presence.User, cur
 		name = "resync"
 	case presence.EventUnavailable:
 		name = "unavailable"
+	case presence.EventPosition:
+		cur.set(ev.Channel, ev.LastID)
+		e.idOwed = true
+		return b
 	default:
 		return b
 	}

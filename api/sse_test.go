@@ -147,6 +147,35 @@ func TestSSEResyncCarriesCursor(t *testing.T) {
 	}
 }
 
+// TestSSEPositionMovesTheCursorAlone: a -1 channel's position goes into
+// the cursor at once, in a frame of the id alone (EventSource keeps it as
+// its Last-Event-ID without dispatching an event), written before the next
+// event; a reconnection with it resumes from the position instead of
+// asking for new messages again.
+func TestSSEPositionMovesTheCursorAlone(t *testing.T) {
+	e := newEnv(t, nil)
+	srv := newStreamServer(t, e)
+	query := subscribeQuery(`{"/a/x":-1,"/a/y":-1,"/a/z":5}`)
+	st, sub, from := openSub(t, e, srv, 0, query, nil)
+	cur := newCursor(from)
+	sub.events <- presence.Event{Kind: presence.EventPosition, Channel: "/a/x", LastID: 10}
+	sub.events <- presence.Event{Kind: presence.EventResync, Channel: "/a/z", LastID: 9}
+	cur.set("/a/x", 10)
+	if got, want := st.next(), "id: "+cur.encode()+"\n\n"; got != want {
+		t.Fatalf("frame %q, want the id alone %q", got, want)
+	}
+	position := cur.encode()
+	cur.set("/a/z", 9)
+	if got, want := st.next(), "id: "+cur.encode()+"\nevent: resync\ndata: {\"channel\":\"/a/z\"}\n\n"; got != want {
+		t.Fatalf("frame %q, want %q", got, want)
+	}
+	st.close()
+	_, _, from = openSub(t, e, srv, 1, query, map[string]string{"Last-Event-ID": position})
+	if want := map[string]int64{"/a/x": 10, "/a/y": -1, "/a/z": 5}; !reflect.DeepEqual(from, want) {
+		t.Fatalf("resumed from %v, want %v", from, want)
+	}
+}
+
 func TestSSEStreamEndsWithSubscriptionOrClient(t *testing.T) {
 	e := newEnv(t, nil)
 	srv := newStreamServer(t, e)

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Hub defaults.
@@ -17,6 +18,12 @@ const (
 	// DefaultMaxPending is how many live messages of one channel a
 	// subscription holds while its catch-up is fetched.
 	DefaultMaxPending = 1024
+	// DefaultCatchupRetry is the first pause before a subscription fetches
+	// again a channel's catch-up that failed; it doubles with each failure
+	// up to MaxCatchupRetry (wall time: it paces network calls).
+	DefaultCatchupRetry = time.Second
+	// MaxCatchupRetry bounds the pause between two tries of a catch-up.
+	MaxCatchupRetry = 10 * time.Second
 )
 
 // CatchupSource provides a channel's catch-up for a subscriber: the owner
@@ -39,6 +46,9 @@ type HubConfig struct {
 	// MaxPending bounds the live messages of a channel held during its
 	// catch-up; 0 means DefaultMaxPending.
 	MaxPending int
+	// CatchupRetry is the first pause before a failed catch-up is fetched
+	// again; 0 means DefaultCatchupRetry.
+	CatchupRetry time.Duration
 	// OnChannel, if set, is told when a channel gains its first local
 	// subscriber (true) and loses its last (false), so a cluster can ask the
 	// channel's owner to push messages here. It is called with the hub's lock
@@ -50,6 +60,9 @@ type HubConfig struct {
 func (c HubConfig) Validate() error {
 	if c.BufferSize < 0 || c.MaxPending < 0 {
 		return fmt.Errorf("%w: hub buffer sizes must not be negative", ErrInvalid)
+	}
+	if c.CatchupRetry < 0 {
+		return fmt.Errorf("%w: the catch-up retry must not be negative", ErrInvalid)
 	}
 	return nil
 }
@@ -85,6 +98,9 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	}
 	if cfg.MaxPending == 0 {
 		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.CatchupRetry == 0 {
+		cfg.CatchupRetry = DefaultCatchupRetry
 	}
 	h := &Hub{
 		cfg:      cfg,
@@ -130,7 +146,9 @@ func (h *Hub) Channels() []string {
 // Subscribe starts a subscription of u to the channels of from (name -> last
 // id seen, negative for new messages only). It registers for live messages
 // of every channel first, then fetches each channel's catch-up from src and
-// merges the two, so nothing published in between is lost or repeated.
+// merges the two, so nothing published in between is lost or repeated. A
+// channel whose catch-up fails gets EventResync and is fetched again in the
+// background; the subscription goes on with the others.
 func (h *Hub) Subscribe(ctx context.Context, u *User, from map[string]int64, src CatchupSource) (Subscription, error) {
 	if len(from) == 0 || len(from) > MaxSubscribeChannels {
 		return nil, fmt.Errorf("%w: subscribe to 1 to %d channels, not %d", ErrInvalid, MaxSubscribeChannels, len(from))

@@ -2,10 +2,10 @@ package presence
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Modes of one channel within a subscription, under subscription.mu.
@@ -13,12 +13,17 @@ const (
 	chanCatching uint8 = iota // catch-up running: live messages are held in pending
 	chanLive                  // live messages go straight to the subscriber
 	chanOff                   // unavailable: nothing more is streamed
+	chanRetrying              // catch-up failed, to be fetched again: live messages are held in pending
 )
 
 // subscription merges, per channel, a catch-up fetched from a CatchupSource
 // with the live messages of the Hub. Its goroutine (run) sends the catch-up
 // with blocking sends; once every channel is live, the Hub's publishers send
-// without blocking, and a subscriber whose buffer is full is closed.
+// without blocking, and a subscriber whose buffer is full is closed. A
+// channel whose catch-up failed gets EventResync (its cursor unchanged) and
+// its catch-up is fetched again, with a backoff, by the same goroutine once
+// the others are live; what it then sends goes under the lock, without
+// blocking, as live messages do.
 type subscription struct {
 	hub    *Hub
 	user   *User
@@ -59,7 +64,7 @@ func newSubscription(ctx context.Context, h *Hub, u *User, from map[string]int64
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	for _, name := range slices.Sorted(maps.Keys(from)) {
-		sc := &subChannel{sub: s, name: name, from: from[name]}
+		sc := &subChannel{sub: s, name: name, from: from[name], cursor: from[name]}
 		if !ValidChannelName(name) {
 			sc.mode = chanOff
 		}
@@ -99,12 +104,13 @@ func (s *subscription) run() {
 		close(s.events)
 		s.mu.Unlock()
 	}()
-	if s.catchUp() && s.goLive() {
+	if s.catchUp() && s.goLive() && s.retryCatchups() {
 		<-s.ctx.Done()
 	}
 }
 
-// catchUp sends the catch-up of every channel in turn.
+// catchUp sends the catch-up of every channel in turn. A channel whose
+// catch-up fails gets a resync and waits for retryCatchups.
 func (s *subscription) catchUp() bool {
 	for _, sc := range s.chans {
 		if sc.mode == chanOff {
@@ -115,13 +121,23 @@ func (s *subscription) catchUp() bool {
 		}
 		cu, err := s.src.Since(s.ctx, s.user, sc.name, sc.from)
 		if err != nil {
-			if s.ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-				s.hub.log.Warn("presence: subscription catch-up failed; closing it",
-					"channel", sc.name, "err", err)
+			if s.ctx.Err() != nil {
+				return false
 			}
-			return false
+			s.hub.log.Info("presence: a channel's catch-up failed; it resyncs and is fetched again",
+				"channel", sc.name, "err", err)
+			s.mu.Lock()
+			sc.mode = chanRetrying
+			s.mu.Unlock()
+			if !s.send(Event{Kind: EventResync, Channel: sc.name, LastID: sc.cursor}) {
+				return false
+			}
+			continue
 		}
-		for _, ev := range s.catchupEvents(sc, cu) {
+		s.mu.Lock()
+		evs := s.catchupEvents(sc, cu)
+		s.mu.Unlock()
+		for _, ev := range evs {
 			if !s.send(ev) {
 				return false
 			}
@@ -130,27 +146,25 @@ func (s *subscription) catchUp() bool {
 	return true
 }
 
-// catchupEvents turns a catch-up into events and sets the channel's cursor.
+// catchupEvents turns a catch-up into events and sets the channel's
+// cursor; s.mu must be held.
 func (s *subscription) catchupEvents(sc *subChannel, cu Catchup) []Event {
 	sc.cursor = cu.LastID
 	switch {
 	case cu.Unavailable:
-		s.mu.Lock()
 		sc.mode, sc.pending = chanOff, nil
-		s.mu.Unlock()
 		return []Event{{Kind: EventUnavailable, Channel: sc.name}}
 	case sc.from < 0:
 		// New messages only: every message published since the channel
 		// was registered is new, also those the last id read since then
 		// already counts (they wait in pending). Starting after the last
 		// id alone would drop them, and a client that saw the stream
-		// connect would miss a change made just after.
-		s.mu.Lock()
+		// connect would miss a change made just after. The position goes
+		// to the stream's cursor at once.
 		if len(sc.pending) > 0 && sc.pending[0].ID <= cu.LastID {
 			sc.cursor = sc.pending[0].ID - 1
 		}
-		s.mu.Unlock()
-		return nil
+		return []Event{{Kind: EventPosition, Channel: sc.name, LastID: sc.cursor}}
 	case cu.Resync:
 		return []Event{{Kind: EventResync, Channel: sc.name, LastID: cu.LastID}}
 	}
@@ -167,6 +181,93 @@ func (s *subscription) catchupEvents(sc *subChannel, cu Catchup) []Event {
 	return evs
 }
 
+// retryCatchups fetches again, after a pause that doubles with every round
+// up to MaxCatchupRetry, the catch-up of each channel whose catch-up
+// failed, until every one is resumed or the subscription ends; false when
+// it ended.
+func (s *subscription) retryCatchups() bool {
+	pause := s.hub.cfg.CatchupRetry
+	for {
+		failed := s.retrying()
+		if len(failed) == 0 {
+			return true
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return false
+		}
+		pause = min(2*pause, max(MaxCatchupRetry, s.hub.cfg.CatchupRetry))
+		for _, sc := range failed {
+			// Only this goroutine moves a retrying channel's cursor.
+			cu, err := s.src.Since(s.ctx, s.user, sc.name, sc.cursor)
+			if s.ctx.Err() != nil {
+				return false
+			}
+			if err != nil {
+				s.hub.log.Debug("presence: a channel's catch-up failed again", "channel", sc.name, "err", err)
+				continue
+			}
+			if !s.resume(sc, cu) {
+				return false
+			}
+		}
+	}
+}
+
+// retrying lists the channels waiting for a catch-up.
+func (s *subscription) retrying() []*subChannel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*subChannel
+	for _, sc := range s.chans {
+		if sc.mode == chanRetrying {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// resume turns a channel whose catch-up was fetched again live: its
+// catch-up and the live messages held meanwhile are queued without
+// blocking, under the lock that live deliveries take. When they do not fit
+// the subscriber's free buffer, one resync stands for them (the subscriber
+// re-reads the channel, as it did when the catch-up failed). False when
+// the subscription ended.
+func (s *subscription) resume(sc *subChannel, cu Catchup) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	evs := s.catchupEvents(sc, cu)
+	if sc.mode != chanOff {
+		sc.mode = chanCatching // classify the held messages as a catch-up's
+		for _, m := range sc.pending {
+			if ev, ok := s.classify(sc, m); ok {
+				evs = append(evs, ev)
+			}
+		}
+		if sc.mode == chanCatching {
+			sc.mode = chanLive
+		}
+	}
+	sc.pending = nil
+	if free := cap(s.events) - len(s.events); len(evs) > free {
+		if free == 0 {
+			s.finishLocked() // too far behind: the client resumes from the backlog
+			return false
+		}
+		evs = []Event{{Kind: EventResync, Channel: sc.name, LastID: sc.cursor}}
+	}
+	for _, ev := range evs {
+		s.events <- ev // fits: every other send holds s.mu too
+	}
+	return true
+}
+
 // goLive sends the live messages held during the catch-up and switches every
 // channel to live once nothing is pending, under one lock so that no live
 // send competes with the blocking sends of the catch-up.
@@ -175,6 +276,9 @@ func (s *subscription) goLive() bool {
 		var evs []Event
 		s.mu.Lock()
 		for _, sc := range s.chans {
+			if sc.mode == chanRetrying {
+				continue // its messages wait for its catch-up
+			}
 			for _, m := range sc.pending {
 				if ev, ok := s.classify(sc, m); ok {
 					evs = append(evs, ev)
@@ -237,6 +341,13 @@ func (s *subscription) deliver(sc *subChannel, m *Message) {
 		if len(sc.pending) >= s.hub.cfg.MaxPending {
 			s.finishLocked() // too far behind: the client resumes from the backlog
 			return
+		}
+		sc.pending = append(sc.pending, m)
+	case chanRetrying:
+		if len(sc.pending) >= s.hub.cfg.MaxPending {
+			// The client was told to re-read the channel; the gap left
+			// makes the resumed channel resync again.
+			sc.pending = sc.pending[1:]
 		}
 		sc.pending = append(sc.pending, m)
 	case chanLive:

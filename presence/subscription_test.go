@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/presencehq/presence/internal/testkit"
 )
@@ -87,6 +88,7 @@ type fakeSource struct {
 	during      func(channel string, beforeSnapshot bool)
 	unavailable map[string]bool
 	err         error
+	failing     map[string]bool // channels whose catch-ups fail
 	calls       int
 }
 
@@ -96,7 +98,7 @@ func newFakeSource(t testing.TB, cfg HubConfig) *fakeSource {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	return &fakeSource{hub: h, chs: map[string]*sourceChannel{}, unavailable: map[string]bool{}}
+	return &fakeSource{hub: h, chs: map[string]*sourceChannel{}, unavailable: map[string]bool{}, failing: map[string]bool{}}
 }
 
 func (f *fakeSource) channel(name string) *sourceChannel {
@@ -146,9 +148,9 @@ func (f *fakeSource) Since(_ context.Context, _ *User, name string, after int64)
 	}
 	f.mu.Lock()
 	f.calls++
-	if f.err != nil {
+	if f.err != nil || f.failing[name] {
 		f.mu.Unlock()
-		return Catchup{}, f.err
+		return Catchup{}, fmt.Errorf("%s: owner unreachable", name)
 	}
 	if f.unavailable[name] {
 		f.mu.Unlock()
@@ -176,7 +178,14 @@ func (f *fakeSource) subscribe(t testing.TB, u *User, from map[string]int64) *co
 	return collect(t, s)
 }
 
-// summary renders events compactly: m<id>, r<last id>, u.
+// setFailing makes the catch-ups of channel fail or succeed.
+func (f *fakeSource) setFailing(channel string, failing bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failing[channel] = failing
+}
+
+// summary renders events compactly: m<id>, r<last id>, u, p<position>.
 func summary(evs []Event) []string {
 	var out []string
 	for _, ev := range evs {
@@ -190,6 +199,8 @@ func summary(evs []Event) []string {
 			out = append(out, fmt.Sprintf("%s:r%d", ev.Channel, ev.LastID))
 		case EventUnavailable:
 			out = append(out, ev.Channel+":u")
+		case EventPosition:
+			out = append(out, fmt.Sprintf("%s:p%d", ev.Channel, ev.LastID))
 		}
 	}
 	return out
@@ -254,7 +265,8 @@ func TestSubscriptionNewMessagesOnly(t *testing.T) {
 	c := f.subscribe(t, alice, map[string]int64{"/t/a": -1})
 	<-ready
 	f.publish("/t/a", 1)
-	expectEvents(t, c, "/t/a:m106")
+	// The position first: the stream's cursor covers the channel at once.
+	expectEvents(t, c, "/t/a:p105", "/t/a:m106")
 }
 
 func TestSubscriptionNewMessagesOnlyKeepsThosePublishedDuringCatchup(t *testing.T) {
@@ -266,23 +278,23 @@ func TestSubscriptionNewMessagesOnlyKeepsThosePublishedDuringCatchup(t *testing.
 		f.publish(name, 1)
 	}
 	c := f.subscribe(t, alice, map[string]int64{"/t/a": -1})
-	expectEvents(t, c, "/t/a:m106", "/t/a:m107")
+	expectEvents(t, c, "/t/a:p105", "/t/a:m106", "/t/a:m107")
 	f.during = nil
 	f.publish("/t/a", 1)
-	expectEvents(t, c, "/t/a:m106", "/t/a:m107", "/t/a:m108")
+	expectEvents(t, c, "/t/a:p105", "/t/a:m106", "/t/a:m107", "/t/a:m108")
 }
 
 func TestSubscriptionUnavailableChannels(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	f.unavailable["/t/secret"] = true
 	c := f.subscribe(t, alice, map[string]int64{"/t/secret": -1, "not a channel": 3, "/t/ok": -1})
-	expectEvents(t, c, "/t/secret:u", "not a channel:u")
+	expectEvents(t, c, "/t/ok:p100", "/t/secret:u", "not a channel:u")
 	if f.calls != 2 {
 		t.Fatalf("%d catch-up calls; an invalid name must not reach the source", f.calls)
 	}
 	f.publish("/t/secret", 1)
 	f.publish("/t/ok", 1)
-	expectEvents(t, c, "/t/secret:u", "not a channel:u", "/t/ok:m101")
+	expectEvents(t, c, "/t/ok:p100", "/t/secret:u", "not a channel:u", "/t/ok:m101")
 }
 
 func TestSubscriptionLiveGapResyncs(t *testing.T) {
@@ -372,14 +384,63 @@ func TestSubscriptionTooManyPendingDuringCatchupClosed(t *testing.T) {
 	testkit.WaitFor(t, "the subscription to close", c.ended)
 }
 
-func TestSubscriptionCatchupErrorCloses(t *testing.T) {
-	f := newFakeSource(t, HubConfig{})
-	f.err = errors.New("owner unreachable")
-	c := f.subscribe(t, alice, map[string]int64{"/t/a": 3})
-	testkit.WaitFor(t, "the subscription to close", c.ended)
-	if len(c.events()) != 0 {
-		t.Fatalf("events %v from a failed catch-up", summary(c.events()))
+// TestSubscriptionCatchupErrorResyncsThatChannel: a channel whose catch-up
+// fails gets a resync at once (its cursor where it was) and is fetched
+// again in the background; the stream stays open, its other channels go
+// live, and the failed channel resumes with its catch-up and the messages
+// published meanwhile.
+func TestSubscriptionCatchupErrorResyncsThatChannel(t *testing.T) {
+	f := newFakeSource(t, HubConfig{CatchupRetry: time.Millisecond})
+	f.publish("/t/a", 3) // 101..103
+	f.publish("/t/b", 2) // 101..102
+	f.setFailing("/t/a", true)
+	c := f.subscribe(t, alice, map[string]int64{"/t/a": 101, "/t/b": 101})
+	expectEvents(t, c, "/t/a:r101", "/t/b:m102")
+	f.publish("/t/b", 1)
+	f.publish("/t/a", 1) // 104, held until /t/a resumes
+	expectEvents(t, c, "/t/a:r101", "/t/b:m102", "/t/b:m103")
+	testkit.WaitFor(t, "catch-ups tried again", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.calls >= 4
+	})
+	f.setFailing("/t/a", false)
+	expectEvents(t, c, "/t/a:r101", "/t/b:m102", "/t/b:m103", "/t/a:m102", "/t/a:m103", "/t/a:m104")
+	f.publish("/t/a", 1)
+	expectEvents(t, c, "/t/a:r101", "/t/b:m102", "/t/b:m103", "/t/a:m102", "/t/a:m103", "/t/a:m104", "/t/a:m105")
+	if c.ended() {
+		t.Fatal("the stream ended")
 	}
+}
+
+// TestSubscriptionResumedChannelThatDoesNotFitResyncs: the catch-up of a
+// channel fetched again does not fit the subscriber's free buffer; it is
+// not sent with blocking sends beside the live ones, one resync stands
+// for it.
+func TestSubscriptionResumedChannelThatDoesNotFitResyncs(t *testing.T) {
+	f := newFakeSource(t, HubConfig{BufferSize: 4, CatchupRetry: time.Millisecond})
+	f.publish("/t/a", 10) // 101..110
+	f.setFailing("/t/a", true)
+	c := f.subscribe(t, alice, map[string]int64{"/t/a": 100})
+	expectEvents(t, c, "/t/a:r100")
+	f.setFailing("/t/a", false)
+	expectEvents(t, c, "/t/a:r100", "/t/a:r110")
+	f.publish("/t/a", 1)
+	expectEvents(t, c, "/t/a:r100", "/t/a:r110", "/t/a:m111")
+}
+
+// TestSubscriptionNewMessagesOnlyAfterAFailedCatchup: a -1 channel whose
+// catch-up failed gets its position when it resumes, and every message
+// published since it subscribed.
+func TestSubscriptionNewMessagesOnlyAfterAFailedCatchup(t *testing.T) {
+	f := newFakeSource(t, HubConfig{CatchupRetry: time.Millisecond})
+	f.publish("/t/a", 2) // 101..102: before the subscription
+	f.setFailing("/t/a", true)
+	c := f.subscribe(t, alice, map[string]int64{"/t/a": -1})
+	expectEvents(t, c, "/t/a:r-1")
+	f.publish("/t/a", 1) // 103: new
+	f.setFailing("/t/a", false)
+	expectEvents(t, c, "/t/a:r-1", "/t/a:p102", "/t/a:m103")
 }
 
 func TestSubscriptionEnds(t *testing.T) {

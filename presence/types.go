@@ -143,6 +143,12 @@ const (
 	EventMessage     EventKind = iota + 1 // a Message
 	EventResync                           // continuity lost: the client must GET the channel again
 	EventUnavailable                      // channel does not exist or may not be viewed
+	// EventPosition tells where a channel subscribed for new messages only
+	// (-1) stands, its last id, so that the stream's cursor covers it at
+	// once: a reconnection before its first message resumes from there
+	// instead of asking for new messages again. Nothing for the subscriber
+	// to act on.
+	EventPosition
 )
 
 // Event is one item of a subscription stream.

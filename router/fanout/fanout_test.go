@@ -111,6 +111,7 @@ func TestFeedFillsAGapFromTheHolder(t *testing.T) {
 	if c := <-calls; c.after != -1 || c.gen == 0 {
 		t.Fatalf("subscription catch-up %+v, want after -1 with a registration", c)
 	}
+	expectPosition(t, sub, ch, 10)
 	f.Publish(message(ch, 11))
 	f.Publish(message(ch, 11)) // pushed twice around a hand-off
 	f.Publish(message(ch, 14))
@@ -142,6 +143,7 @@ func TestPushAnswersTheChannelsNobodyFollows(t *testing.T) {
 	}
 	defer sub.Close()
 	<-calls
+	expectPosition(t, sub, "/pub/kept", 1)
 	push := wire.PushRequest{From: "n2", Messages: []*presence.Message{message("/pub/kept", 2), message("/pub/gone", 7), message("/pub/gone", 8)}}
 	resp, err := f.HandlePush(t.Context(), wire.Marshal(push.Encode))
 	if err != nil {
@@ -158,5 +160,19 @@ func TestPushAnswersTheChannelsNobodyFollows(t *testing.T) {
 		}
 	case <-time.After(testkit.DefaultWait):
 		t.Fatal("the pushed message never reached the subscriber")
+	}
+}
+
+// expectPosition reads the position event a new-messages-only channel
+// gets after its catch-up.
+func expectPosition(t *testing.T, sub presence.Subscription, channel string, last int64) {
+	t.Helper()
+	select {
+	case ev := <-sub.Events():
+		if ev.Kind != presence.EventPosition || ev.Channel != channel || ev.LastID != last {
+			t.Fatalf("event %+v, want the position %d of %s", ev, last, channel)
+		}
+	case <-time.After(testkit.DefaultWait):
+		t.Fatalf("no position for %s", channel)
 	}
 }
