@@ -83,6 +83,18 @@ export interface PresenceClientOptions {
   /** Wait after a 429 without a usable Retry-After header. Default 5000. */
   defaultRetryAfterMs?: number;
   /**
+   * A request without an answer this long is aborted and counts as a connection failure (the next
+   * request goes to the next URL). Default 20000: above the server's hold, during which a node
+   * waits for a channel's new owner instead of failing. 0 disables it.
+   */
+  requestTimeoutMs?: number;
+  /**
+   * 503 answers with Retry-After in a row from the node in use that are waited for and retried
+   * there (the node is alive: it held the request while ownership moved, or is not ready yet)
+   * before the client moves to the next URL. Default 3.
+   */
+  unavailableRetries?: number;
+  /**
    * Smallest `activeOptions` that `enter` accepts. Default Discourse's, `{userUnseenTime: 60000,
    * browserHiddenTime: 10000}`. Lower them only for tests and demos: short thresholds make
    * presence flap, and every flip costs an update.
@@ -98,6 +110,8 @@ export interface PresenceClientOptions {
 
   /** Injected for tests; default globalThis.fetch. */
   fetch?: (input: string, init?: RequestInit) => Promise<Response>;
+  /** Injected for tests; default globalThis.AbortController (bounds requests, requestTimeoutMs). */
+  AbortController?: new () => AbortController;
   /** Injected for tests; default globalThis.EventSource. */
   EventSource?: new (url: string) => PresenceEventSourceLike;
   /** Injected for tests; default globalThis.setTimeout. */
@@ -231,17 +245,25 @@ export class PresenceChannelNotFound extends Error {
   readonly channel: string;
 }
 
-/** An HTTP error answer (400, 401 after a token refresh, 403, 404, 413, 429). */
+/**
+ * An HTTP error answer (400, 401 after a token refresh, 403, 404, 413), or a request to wait:
+ * 429, or 503 with Retry-After from a node that answered (retried on that node after
+ * retryAfterMs; not reported as an "error" event).
+ */
 export class PresenceHttpError extends Error {
   readonly name: "PresenceHttpError";
   readonly status: number;
   /** The `errors` of the JSON body. */
   readonly errors: string[];
-  /** For 429: how long the server asked to wait; otherwise null. */
+  /** For 429 and 503: how long the server asked to wait; otherwise null. */
   readonly retryAfterMs: number | null;
 }
 
-/** A node could not be reached or answered 5xx; the client moves to the next URL. */
+/**
+ * A node could not be reached, did not answer within requestTimeoutMs, answered a 5xx other than
+ * a 503 with Retry-After, or that many 503s in a row (unavailableRetries): the client backs off
+ * and moves to the next URL.
+ */
 export class PresenceNetworkError extends Error {
   readonly name: "PresenceNetworkError";
   readonly url: string;

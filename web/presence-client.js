@@ -20,6 +20,14 @@ const DEFAULTS = Object.freeze({
   retryBaseMs: 1000, // first back-off step after a network error
   retryMaxMs: 30000, // back-off cap
   defaultRetryAfterMs: 5000, // used when a 429 carries no usable Retry-After
+  // A request without an answer this long counts as a connection failure (a node that accepted
+  // the connection and stopped: a paused process). Above the server's hold (10 s after a first
+  // failure, which may itself take 5 s): a node waiting for a channel's new owner is not given up.
+  requestTimeoutMs: 20000,
+  // 503s with Retry-After in a row from the node in use before moving to the next one: a node
+  // that answers is waited for (it holds requests while ownership moves, or is starting), but one
+  // that keeps refusing (cut off from the cluster) is left.
+  unavailableRetries: 3,
 });
 
 // Discourse's activeOptions for enter({onlyWhileActive: true}): the defaults, which its enter()
@@ -40,7 +48,10 @@ export class PresenceChannelNotFound extends Error {
   }
 }
 
-/** The server answered with an HTTP error that retrying cannot fix (or 429). */
+/**
+ * The server answered with an HTTP error: one retrying cannot fix, or a request to wait
+ * (429, or 503 with Retry-After from a node that answered), retried after retryAfterMs.
+ */
 export class PresenceHttpError extends Error {
   constructor(status, errors, retryAfterMs) {
     super(`presence request failed: HTTP ${status}${errors.length ? `: ${errors.join("; ")}` : ""}`);
@@ -51,7 +62,10 @@ export class PresenceHttpError extends Error {
   }
 }
 
-/** A node could not be reached or failed (connection error, 5xx, unreadable body). */
+/**
+ * A node could not be reached or failed (connection error, no answer within requestTimeoutMs,
+ * 5xx other than a 503 with Retry-After, unreadable body).
+ */
 export class PresenceNetworkError extends Error {
   constructor(url, cause) {
     super(`presence node ${url} unreachable: ${cause?.message ?? cause}`);
@@ -114,6 +128,11 @@ function jwtExpired(token, now) {
   } catch {
     return false;
   }
+}
+
+// Whether err asks to wait and retry on the same node: a 429, or a 503 with Retry-After.
+function isWait(err) {
+  return err instanceof PresenceHttpError && (err.status === 429 || err.status === 503) && err.retryAfterMs != null;
 }
 
 async function readErrors(res) {
@@ -500,6 +519,7 @@ export class PresenceClient extends EventTarget {
 
     const g = globalThis;
     this._fetch = options.fetch ?? ((...a) => g.fetch(...a));
+    this._AbortController = options.AbortController ?? g.AbortController ?? null;
     this._EventSource = options.EventSource ?? g.EventSource;
     this._setTimeout = options.setTimeout ?? ((fn, ms) => g.setTimeout(fn, ms));
     this._clearTimeout = options.clearTimeout ?? ((id) => g.clearTimeout(id));
@@ -526,6 +546,8 @@ export class PresenceClient extends EventTarget {
     this._nextHeartbeatAt = 0;
     this._retryAt = 0;
     this._updateFailures = 0;
+    this._unavailableAt = null; // the node that answered the last 503s in a row
+    this._unavailableCount = 0;
 
     this._states = new Map(); // channel name -> ChannelState
     this._getPending = new Map(); // channel name -> deferred, not yet sent
@@ -663,7 +685,11 @@ export class PresenceClient extends EventTarget {
   }
 
   // One HTTP exchange with the current node: a 401 asks the token function again and retries
-  // once; connection errors and 5xx mark the node failed and throw PresenceNetworkError.
+  // once. A 429, or a 503 with Retry-After, throws a PresenceHttpError to retry on the same node
+  // after retryAfterMs: the node answered, it is alive (a 503 means it waited for a channel's new
+  // owner as long as it holds requests, or is not ready yet). Connection errors, no answer within
+  // requestTimeoutMs, other 5xx and too many 503s in a row mark the node failed and throw
+  // PresenceNetworkError: the caller backs off and the next request goes to the next node.
   async _request(method, path, body) {
     let refreshed = false;
     for (;;) {
@@ -676,36 +702,79 @@ export class PresenceClient extends EventTarget {
         headers["Content-Type"] = "application/json";
         init.body = JSON.stringify(body);
       }
-      let res;
+      const deadline = this._deadline(init);
       try {
-        res = await this._fetch(base + path, init);
-      } catch (err) {
-        this._markFailed(base);
-        throw new PresenceNetworkError(base, err);
-      }
-      if (res.status >= 500) {
-        this._markFailed(base);
-        throw new PresenceNetworkError(base, new Error(`HTTP ${res.status}`));
-      }
-      if (res.status === 401 && !refreshed && typeof this._tokenSource === "function") {
-        refreshed = true;
-        await this._token(true);
-        continue;
-      }
-      if (!res.ok) {
-        const retry =
-          res.status === 429
-            ? parseRetryAfter(res.headers.get("Retry-After"), this._now()) ?? this._o.defaultRetryAfterMs
-            : null;
-        throw new PresenceHttpError(res.status, await readErrors(res), retry);
-      }
-      try {
-        return await res.json();
-      } catch (err) {
-        this._markFailed(base);
-        throw new PresenceNetworkError(base, err);
+        let res;
+        try {
+          res = await this._fetch(base + path, init);
+        } catch (err) {
+          this._markFailed(base);
+          throw new PresenceNetworkError(base, deadline.expired ? deadline.error : err);
+        }
+        if (res.status === 401 && !refreshed && typeof this._tokenSource === "function") {
+          refreshed = true;
+          await this._token(true);
+          continue;
+        }
+        return await this._answer(base, res);
+      } finally {
+        deadline.clear();
       }
     }
+  }
+
+  // Reads an answer of base (see _request).
+  async _answer(base, res) {
+    if (res.status >= 500) {
+      const wait = res.status === 503 ? parseRetryAfter(res.headers.get("Retry-After"), this._now()) : null;
+      if (wait != null && this._waitFor(base)) {
+        throw new PresenceHttpError(res.status, await readErrors(res), wait);
+      }
+      this._markFailed(base);
+      throw new PresenceNetworkError(base, new Error(`HTTP ${res.status}`));
+    }
+    if (!res.ok) {
+      const retry =
+        res.status === 429
+          ? parseRetryAfter(res.headers.get("Retry-After"), this._now()) ?? this._o.defaultRetryAfterMs
+          : null;
+      throw new PresenceHttpError(res.status, await readErrors(res), retry);
+    }
+    if (this._unavailableAt === base) this._unavailableAt = null;
+    try {
+      return await res.json();
+    } catch (err) {
+      this._markFailed(base);
+      throw new PresenceNetworkError(base, err);
+    }
+  }
+
+  // Counts a 503 with Retry-After from base; false once unavailableRetries of them came in a row:
+  // then the node is left like a failed one.
+  _waitFor(base) {
+    if (this._unavailableAt !== base) {
+      this._unavailableAt = base;
+      this._unavailableCount = 0;
+    }
+    if (++this._unavailableCount <= this._o.unavailableRetries) return true;
+    this._unavailableAt = null;
+    return false;
+  }
+
+  // Bounds one exchange by requestTimeoutMs: the fetch is aborted, and expired tells why it failed.
+  _deadline(init) {
+    const ms = this._o.requestTimeoutMs;
+    const d = { expired: false, error: null, clear: () => {} };
+    if (!this._AbortController || !(ms > 0)) return d;
+    const ac = new this._AbortController();
+    init.signal = ac.signal;
+    const timer = this._setTimeout(() => {
+      d.expired = true;
+      d.error = new Error(`no answer within ${ms} ms`);
+      ac.abort(d.error);
+    }, ms);
+    d.clear = () => this._clearTimeout(timer);
+    return d;
   }
 
   // ---- enter / leave / heartbeat ----
@@ -918,7 +987,8 @@ export class PresenceClient extends EventTarget {
 
   _updateFailed(err, queue, startedAt) {
     const now = this._now();
-    if (err instanceof PresenceHttpError && err.status === 429) {
+    if (isWait(err)) {
+      // 429, or a node that answered 503 with Retry-After: the same request, there, after it.
       this._lastUpdate = startedAt;
       this._retryAt = now + err.retryAfterMs;
       this._nextHeartbeatAt = this._retryAt;
@@ -1033,7 +1103,7 @@ export class PresenceClient extends EventTarget {
       this._getFailures = 0;
       for (const [n, d] of batch) d.resolve(res?.[n] ?? null);
     } catch (err) {
-      if (err instanceof PresenceHttpError && err.status !== 429) {
+      if (err instanceof PresenceHttpError && !isWait(err)) {
         for (const [, d] of batch) d.reject(err);
       } else {
         // Put the batch back in front; a newer request for the same name follows the old one.
@@ -1046,7 +1116,8 @@ export class PresenceClient extends EventTarget {
         }
         if (err instanceof PresenceHttpError) retryIn = err.retryAfterMs;
         else retryIn = this._backoff(++this._getFailures);
-        this._emitError(err);
+        // A node asking to wait (503 with Retry-After) is no error to report: it is waited for.
+        if (!(isWait(err) && err.status === 503)) this._emitError(err);
       }
     } finally {
       this._getRunning = false;

@@ -297,6 +297,23 @@ test("an initial GET answered 429 is retried after Retry-After", async () => {
   assert.equal(env.fetch.gets().length, 2);
 });
 
+test("an initial GET answered 503 with Retry-After waits on the same node, quietly", async () => {
+  const env = setup({ urls: ["http://a.test", "http://b.test"] }, { "/a": snapshot([1], 1) });
+  const errors = [];
+  env.client.addEventListener("error", (ev) => errors.push(ev.detail));
+  const handle = env.server.handle;
+  env.fetch.handler = (call) => (env.fetch.calls.length === 1 ? respond(503, {}, { "Retry-After": "2" }) : handle(call));
+  const ch = env.client.channel("/a");
+  const done = ch.subscribe();
+  await env.clock.advance(1999);
+  assert.equal(env.fetch.gets().length, 1);
+  await env.clock.advance(1);
+  await done;
+  assert.deepEqual(env.fetch.gets().map((c) => c.base), ["http://a.test", "http://a.test"]);
+  assert.equal(ch.count, 1);
+  assert.deepEqual(errors, []);
+});
+
 test("an initial GET answered 401 asks the token function again", async () => {
   let n = 0;
   const env = setup({ token: async () => `t${++n}` }, { "/a": snapshot([1], 1) });

@@ -210,13 +210,69 @@ test("network errors fail over across urls with exponential back-off", async () 
   assert.equal(fetch.updates().at(-1).base, "http://b.test");
 });
 
-test("a 5xx answer counts as a failed node", async () => {
+test("a 5xx answer without Retry-After counts as a failed node", async () => {
   const { client, fetch, clock, server } = setup({ urls: ["http://a.test", "http://b.test"] }, known);
   fetch.handler = (call) => (call.base === "http://a.test" ? respond(503, { errors: ["overloaded"] }) : server.handle(call));
   const entered = client.channel("/a").enter();
   await clock.advance(1000);
   await entered;
   assert.deepEqual(fetch.updates().map((c) => c.base), ["http://a.test", "http://b.test"]);
+});
+
+// Records the "error" events of client.
+function errorEvents(client) {
+  const out = [];
+  client.addEventListener("error", (ev) => out.push(ev.detail));
+  return out;
+}
+
+test("a 503 with Retry-After is waited for and retried on the same node, quietly", async () => {
+  const { client, fetch, clock, server } = setup({ urls: ["http://a.test", "http://b.test"] }, known);
+  const errors = errorEvents(client);
+  fetch.handler = (call) =>
+    fetch.updates().length === 1 ? respond(503, { errors: ["service temporarily unavailable"] }, { "Retry-After": "2" }) : server.handle(call);
+  const t0 = clock.t;
+  const entered = client.channel("/a").enter();
+  await clock.advance(1999);
+  assert.equal(fetch.updates().length, 1);
+  await clock.advance(1);
+  await entered;
+  assert.deepEqual(fetch.updates().map((c) => [c.base, c.at - t0]), [["http://a.test", 0], ["http://a.test", 2000]]);
+  assert.equal(client.url, "http://a.test");
+  assert.deepEqual(errors, [], "a node asking to wait is no error");
+});
+
+test("a node answering 503 more than unavailableRetries times in a row is left", async () => {
+  const { client, fetch, clock, server } = setup({ urls: ["http://a.test", "http://b.test"], unavailableRetries: 3 }, known);
+  const errors = errorEvents(client);
+  fetch.handler = (call) => (call.base === "http://a.test" ? respond(503, {}, { "Retry-After": "1" }) : server.handle(call));
+  const t0 = clock.t;
+  const entered = client.channel("/a").enter();
+  await clock.advance(4000);
+  await entered;
+  // Three waits of a second on a, the fourth 503 makes it a failed node: a back-off (1 s), then b.
+  assert.deepEqual(fetch.updates().map((c) => [c.base, c.at - t0]), [
+    ["http://a.test", 0], ["http://a.test", 1000], ["http://a.test", 2000], ["http://a.test", 3000], ["http://b.test", 4000],
+  ]);
+  assert.equal(client.url, "http://b.test");
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].name, "PresenceNetworkError");
+});
+
+test("a node that does not answer within requestTimeoutMs counts as failed", async () => {
+  const { client, fetch, clock, server } = setup({ urls: ["http://a.test", "http://b.test"] }, known);
+  const errors = errorEvents(client);
+  fetch.handler = (call) => (call.base === "http://a.test" ? new Promise(() => {}) : server.handle(call)); // a paused node
+  const t0 = clock.t;
+  const entered = client.channel("/a").enter();
+  await clock.advance(19999);
+  assert.equal(fetch.updates().length, 1, "a slow answer is waited for (the server holds requests up to 10 s)");
+  await clock.advance(1 + 1000);
+  await entered;
+  assert.deepEqual(fetch.updates().map((c) => [c.base, c.at - t0]), [["http://a.test", 0], ["http://b.test", 21000]]);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0].cause.message, /no answer within 20000 ms/);
+  assert.ok(!clock.pending().includes(20000), "an answered request leaves no timeout behind");
 });
 
 test("pagehide leaves with a keepalive fetch carrying the token, pageshow enters again", async () => {

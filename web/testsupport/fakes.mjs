@@ -61,7 +61,11 @@ export function respond(status, body = {}, headers = {}) {
   };
 }
 
-/** Records every call (with the fake time it was made); handler(call) returns a response or throws to simulate a network error. */
+/**
+ * Records every call (with the fake time it was made); handler(call) returns a response, throws to
+ * simulate a network error, or returns a promise that never settles (a node that stopped); an
+ * AbortSignal in init rejects the call when it aborts.
+ */
 export class FakeFetch {
   constructor(handler, clock = null) {
     this.calls = [];
@@ -81,7 +85,16 @@ export class FakeFetch {
       };
       if (typeof init.body === "string") call.json = JSON.parse(init.body);
       this.calls.push(call);
-      return Promise.resolve().then(() => this.handler(call));
+      const answer = Promise.resolve().then(() => this.handler(call));
+      const signal = init.signal;
+      if (!signal) return answer;
+      // As fetch does: an abort rejects the call with the signal's reason.
+      return new Promise((resolve, reject) => {
+        const abort = () => reject(signal.reason ?? new Error("aborted"));
+        if (signal.aborted) return abort();
+        signal.addEventListener("abort", abort, { once: true });
+        answer.then(resolve, reject);
+      });
     };
   }
 
