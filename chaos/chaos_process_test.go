@@ -26,6 +26,8 @@ const (
 	pauseFor = 15 * time.Second
 	// rejoinTimeout bounds a restarted node's return to owning channels.
 	rejoinTimeout = 60 * time.Second
+	// detectTimeout bounds the wait for the others to declare a node dead.
+	detectTimeout = 30 * time.Second
 )
 
 // chaosRun is the shared setup of the replication tests: a cluster, a
@@ -33,6 +35,7 @@ const (
 // checker.
 type chaosRun struct {
 	c       *proc.Cluster
+	ex      *chaos.Exchanges // every request of the clients and checks, and every stream a node ended
 	w       *chaos.Workload
 	streams *chaos.StreamChecker
 	checks  *chaos.Checks
@@ -46,11 +49,11 @@ func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply
 	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	r := &chaosRun{c: startCluster(t, 3), rng: rand.New(rand.NewPCG(seed, 0))}
+	r := &chaosRun{c: startCluster(t, 3), ex: &chaos.Exchanges{}, rng: rand.New(rand.NewPCG(seed, 0))}
 	chaos.Configure(t, r.c, "chaos", channelTimeout)
 	names := chaos.ChannelNames("chaos", "room", channels)
 	r.w = startWorkload(t, chaos.WorkloadConfig{
-		Pool: chaos.NewTestPool(t, r.c.URLs()), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: names,
+		Pool: chaos.NewRecordedPool(t, r.c.URLs(), r.ex), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: names,
 		Users: users, ClientsPerUser: 2, Heartbeat: 25 * time.Second, Churn: 30 * time.Second,
 		Vanish: 0.02, Ramp: 10 * time.Second, Timeout: channelTimeout, StaleApply: staleApply,
 		Duration: 15 * time.Minute, IDPrefix: "k", Seed: seed, Logger: testkit.LoggerAt(t, slog.LevelWarn),
@@ -58,6 +61,7 @@ func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply
 	var err error
 	r.streams, err = chaos.StartStreams(context.Background(), chaos.StreamConfig{
 		URLs: r.c.URLs(), Channels: names, PerNode: perNodeStreams, Logger: testkit.LoggerAt(t, slog.LevelWarn),
+		Exchanges: r.ex,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +72,7 @@ func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply
 	if err := r.streams.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	checker, err := chaos.NewChecker(chaos.CheckerConfig{Pool: chaos.NewTestPool(t, r.c.URLs()), Model: r.w.Model(), Channels: names})
+	checker, err := chaos.NewChecker(chaos.CheckerConfig{Pool: chaos.NewRecordedPool(t, r.c.URLs(), r.ex), Model: r.w.Model(), Channels: names})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +110,18 @@ func (r *chaosRun) waitOwning(t *testing.T, n *proc.Node) {
 	waitReady(t, r.c)
 }
 
+// fault starts a round: it names the nodes that stay up and starts
+// watching them declare victim dead.
+func (r *chaosRun) fault(victim *proc.Node, at time.Time) (detected func() (time.Duration, error)) {
+	var survivors []string
+	for _, n := range r.c.Nodes {
+		if n != victim {
+			survivors = append(survivors, n.Name)
+		}
+	}
+	return chaos.WatchGone(r.c, victim.Name, survivors, at, detectTimeout)
+}
+
 // channelSample is enough channels that each of three nodes owns some.
 func (r *chaosRun) channelSample() []string {
 	return chaos.ChannelNames("chaos", "room", 30)
@@ -116,10 +132,14 @@ func (r *chaosRun) channelSample() []string {
 // random node is killed with SIGKILL; within 10 s every channel's users
 // equal the model (none lost, none invented), the node comes back and
 // takes channels again, and the streams on every node keep their ids in
-// order throughout.
+// order throughout. The kill is a pause, not an error: every request the
+// other nodes answered meanwhile got a 2xx answer (they hold requests for
+// the new owner) and none of their streams ended; the latency of those
+// requests is reported against the failure detection.
 func TestProcessChaosKill(t *testing.T) {
 	r := startChaosRun(t, 200, 500, 2, 2*time.Second)
 	var failovers []time.Duration
+	var rounds []chaos.Round
 	for round := 1; round <= 5; round++ {
 		victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
 		exit, err := victim.Kill()
@@ -127,16 +147,23 @@ func TestProcessChaosKill(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		detected := r.fault(victim, killed)
 		t.Logf("round %d: %s %v at %s", round, victim.Name, exit, killed.Format("15:04:05.000"))
 		r.checks.Converge(fmt.Sprintf("round %d, %s killed", round, victim.Name), convergeWithin)
-		// The check's reads wait (the clients' pool retries) until the dead
+		// The check's reads wait (the nodes hold them) until the dead
 		// owner's channels answer again, so this is the fail-over time.
 		failovers = append(failovers, time.Since(killed))
 		t.Logf("round %d: every channel agreed with the model %v after the kill", round, failovers[len(failovers)-1].Round(time.Millisecond))
+		detection, err := detected()
+		if err != nil {
+			t.Errorf("round %d: %v", round, err)
+		}
 		if err := victim.Restart(); err != nil {
 			t.Fatal(err)
 		}
 		r.waitOwning(t, victim)
+		rounds = append(rounds, chaos.Round{Name: fmt.Sprintf("round %d, %s killed", round, victim.Name),
+			Out: chaos.Outage{Node: victim.URL(), Start: killed, End: time.Now()}, Detected: detection})
 		r.streams.Rehome()
 		t.Logf("round %d: %s back; streams %+v", round, victim.Name, r.streams.Stats())
 	}
@@ -144,13 +171,16 @@ func TestProcessChaosKill(t *testing.T) {
 	fmt.Printf("failover after kill -9: median %v, min %v, max %v over %d kills\n",
 		failovers[len(failovers)/2].Round(time.Millisecond), failovers[0].Round(time.Millisecond),
 		failovers[len(failovers)-1].Round(time.Millisecond), len(failovers))
+	chaos.ReportRounds(t, r.ex, "process kill -9", rounds, time.Now(), true)
 	r.finish(t)
 }
 
 // TestProcessChaosPause freezes a node with SIGSTOP for longer than the
 // failure detector, then resumes it: no ghost users, no two owners
 // publishing (stream ids never repeat or go backwards), and every channel
-// agrees with the model within 10 s.
+// agrees with the model within 10 s. The paused node's channels stall for
+// the detection time and then move: every request the other nodes
+// answered meanwhile got a 2xx answer and none of their streams ended.
 func TestProcessChaosPause(t *testing.T) {
 	// A request stuck in the paused node's socket may be applied when it
 	// resumes: the model allows that for the pause and some margin.
@@ -159,19 +189,28 @@ func TestProcessChaosPause(t *testing.T) {
 	if err := victim.Pause(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s paused for %v at %s", victim.Name, pauseFor, time.Now().Format("15:04:05.000"))
+	paused := time.Now()
+	detected := r.fault(victim, paused)
+	t.Logf("%s paused for %v at %s", victim.Name, pauseFor, paused.Format("15:04:05.000"))
 	time.Sleep(pauseFor) // the fault itself: the node stays frozen this long
 	if err := victim.Resume(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%s resumed at %s", victim.Name, time.Now().Format("15:04:05.000"))
+	detection, err := detected()
+	if err != nil {
+		t.Error(err)
+	}
 	r.checks.Converge(fmt.Sprintf("%s resumed", victim.Name), convergeWithin)
 	r.waitOwning(t, victim)
+	rounds := []chaos.Round{{Name: fmt.Sprintf("%s paused %v", victim.Name, pauseFor),
+		Out: chaos.Outage{Node: victim.URL(), Start: paused, End: time.Now()}, Detected: detection}}
 	r.streams.Rehome()
 	// Traffic goes on for a while after the rejoin, under the stream checks.
 	for i := range 3 {
 		time.Sleep(3 * time.Second)
 		r.checks.CheckNow(fmt.Sprintf("after the rejoin, read %d", i+1))
 	}
+	chaos.ReportRounds(t, r.ex, "process SIGSTOP", rounds, time.Now(), true)
 	r.finish(t)
 }

@@ -14,10 +14,12 @@ import (
 	"time"
 )
 
-// Defaults of PoolConfig.
+// Defaults of PoolConfig: a browser client's (presence-client.js's
+// requestTimeoutMs). An attempt must outlast the hold of a node, which
+// waits up to 10 s for a channel's new owner after a first failure.
 const (
-	DefaultRequestTimeout = 3 * time.Second
-	DefaultBudget         = 10 * time.Second
+	DefaultRequestTimeout = 20 * time.Second
+	DefaultBudget         = 60 * time.Second
 	DefaultBackoff        = 100 * time.Millisecond
 	maxBackoff            = time.Second
 	maxResponseBytes      = 4 << 20
@@ -36,6 +38,8 @@ type PoolConfig struct {
 	Budget         time.Duration // every attempt of one call; 0 = DefaultBudget
 	Backoff        time.Duration // pause after every URL failed once, doubling; 0 = DefaultBackoff
 	Client         *http.Client  // nil = a client with a pooled transport
+	// Exchanges, if set, records every attempt.
+	Exchanges *Exchanges
 }
 
 // Pool sends requests to random node URLs and fails over to another URL on
@@ -192,15 +196,24 @@ func (p *Pool) once(ctx context.Context, base string, req Request) (Response, er
 		hr.Header.Set("Authorization", "Bearer "+req.Token)
 	}
 	p.attempts.Add(1)
+	began := time.Now()
+	x := Exchange{Node: base, Path: hr.URL.Path, Start: began}
+	defer func() {
+		x.Latency = time.Since(began)
+		p.cfg.Exchanges.Add(x)
+	}()
 	resp, err := p.client.Do(hr)
 	if err != nil {
+		x.Err = err.Error()
 		return Response{}, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
+		x.Err = err.Error()
 		return Response{}, fmt.Errorf("%s: reading the answer: %w", base, err)
 	}
+	x.Status = resp.StatusCode
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: data, URL: base}, nil
 }
 

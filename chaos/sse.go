@@ -7,10 +7,11 @@ import (
 	"strings"
 )
 
-// Event is one Server-Sent Event of a subscription stream.
+// Event is one Server-Sent Event of a subscription stream, or a frame of
+// an id alone (Type ""), which moves the cursor without an event.
 type Event struct {
 	ID        string // the stream cursor ("id:" field); "" when the event has none
-	Type      string // "message", "resync" or "unavailable"
+	Type      string // "message", "resync", "unavailable", or "" for an id alone
 	Data      string // the raw data
 	Channel   string // the channel the event is about
 	MessageID int64  // the channel's message id (message events)
@@ -55,9 +56,12 @@ func readEvents(r io.Reader, line func(), emit func(Event)) error {
 		value = strings.TrimPrefix(value, " ")
 		switch {
 		case text == "":
-			if ev.Type != "" || len(data) > 0 {
+			switch {
+			case ev.Type != "" || len(data) > 0:
 				ev.Data = strings.Join(data, "\n")
 				emit(decodeEvent(ev))
+			case ev.ID != "":
+				emit(ev) // an id alone: EventSource keeps it as its Last-Event-ID
 			}
 			ev, data = Event{}, nil
 		case field == "": // a comment: keepalive or ": connected"

@@ -10,6 +10,7 @@ func TestReadEvents(t *testing.T) {
 		"id: c1\nevent: message\ndata: {\"channel\": \"/a\", \"message_id\": 5, \"data\": {\"entering_users\": [{\"id\": \"7\"}]}}\n\n" +
 		": keepalive\n\n" +
 		"id: c2\nevent: resync\ndata: {\"channel\": \"/a\"}\n\n" +
+		"id: c3\n\n" + // an id alone: a position
 		"data: {\"channel\": \"/b\",\n" + "data:  \"message_id\": 2}\n\n" +
 		"event: unavailable\ndata: {\"channel\": \"/c\"}\n\n" +
 		"id: partial\nevent: message\n" // no blank line: never dispatched
@@ -19,8 +20,8 @@ func TestReadEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lines != 20 {
-		t.Errorf("line callbacks: %d, want 20", lines)
+	if lines != 22 {
+		t.Errorf("line callbacks: %d, want 22", lines)
 	}
 	want := []struct {
 		id, typ, channel string
@@ -28,6 +29,7 @@ func TestReadEvents(t *testing.T) {
 	}{
 		{"c1", "message", "/a", 5},
 		{"c2", "resync", "/a", 0},
+		{"c3", "", "", 0},
 		{"", "message", "/b", 2},
 		{"", "unavailable", "/c", 0},
 	}

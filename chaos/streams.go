@@ -50,6 +50,9 @@ type StreamConfig struct {
 	OnEvent func(stream string, ev Event)
 	Client  *http.Client // nil = a client without an overall timeout
 	Logger  *slog.Logger // nil = slog.Default()
+	// Exchanges, if set, records every connection attempt (its status and
+	// the time to the answer's headers) and every stream a node ended.
+	Exchanges *Exchanges
 }
 
 // StreamStats counts what the streams received.
@@ -263,11 +266,19 @@ func (s *StreamChecker) connect(ctx context.Context, st *stream, base string) bo
 	}
 	watchdog := time.AfterFunc(s.cfg.ConnectTimeout, drop)
 	defer watchdog.Stop()
+	x := Exchange{Node: base, Path: req.URL.Path, Start: time.Now()}
 	resp, err := s.cfg.Client.Do(req)
+	x.Latency = time.Since(x.Start)
 	if err != nil {
+		if ctx.Err() == nil {
+			x.Err = err.Error()
+			s.cfg.Exchanges.Add(x)
+		}
 		return false
 	}
 	defer resp.Body.Close()
+	x.Status = resp.StatusCode
+	s.cfg.Exchanges.Add(x)
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		s.cfg.Logger.Debug("chaos: stream refused", "stream", st.name, "node", base, "status", resp.StatusCode)
@@ -280,6 +291,13 @@ func (s *StreamChecker) connect(ctx context.Context, st *stream, base string) bo
 	err = readEvents(resp.Body, func() { watchdog.Reset(s.cfg.IdleTimeout) }, func(ev Event) { s.handle(st, ev) })
 	if ctx.Err() == nil {
 		s.cfg.Logger.Debug("chaos: stream dropped", "stream", st.name, "node", base, "err", err)
+	}
+	if connCtx.Err() == nil { // the node ended it, not Rehome, the idle watchdog or Close
+		end := StreamEnd{Node: base, At: time.Now(), Err: "the stream ended"}
+		if err != nil {
+			end.Err = err.Error()
+		}
+		s.cfg.Exchanges.AddStreamEnd(end)
 	}
 	return true
 }
@@ -294,6 +312,9 @@ func (st *stream) setConn(base string, drop context.CancelFunc) {
 func (s *StreamChecker) handle(st *stream, ev Event) {
 	if ev.ID != "" {
 		st.last = ev.ID
+	}
+	if ev.Type == "" {
+		return // a frame of the id alone: a position, no event
 	}
 	switch ev.Type {
 	case "message":

@@ -162,6 +162,16 @@ func NewTestPool(t testing.TB, urls []string) *Pool {
 	return p
 }
 
+// NewRecordedPool is NewTestPool recording every attempt in x.
+func NewRecordedPool(t testing.TB, urls []string, x *Exchanges) *Pool {
+	t.Helper()
+	p, err := NewPool(PoolConfig{URLs: urls, Exchanges: x})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // NewTestTokens returns a token minter for the cluster's jwt secret,
 // failing t when it cannot.
 func NewTestTokens(t testing.TB, secret string) *Tokens {

@@ -28,6 +28,8 @@ const (
 	sampleChannels = 30
 	// readPause separates the strict reads of hold.
 	readPause = 2 * time.Second
+	// detectTimeout bounds the wait for the others to declare a node dead.
+	detectTimeout = 60 * time.Second
 )
 
 // scenario is the traffic of one test.
@@ -49,6 +51,7 @@ type run struct {
 	*chaos.Checks
 	t       *testing.T
 	names   []string
+	ex      *chaos.Exchanges // every request of the clients and checks, and every stream a node ended
 	w       *chaos.Workload
 	streams *chaos.StreamChecker
 	rng     *rand.Rand
@@ -62,11 +65,11 @@ func start(t *testing.T, sc scenario) *run {
 	ensureCluster(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	r := &run{Checks: &chaos.Checks{T: t, Began: time.Now()}, t: t,
+	r := &run{Checks: &chaos.Checks{T: t, Began: time.Now()}, t: t, ex: &chaos.Exchanges{},
 		names: chaos.ChannelNames(sc.prefix, "room", sc.channels), rng: rand.New(rand.NewPCG(seed, 0))}
 	chaos.Configure(t, cluster, sc.prefix, channelTimeout)
 	w, err := chaos.NewWorkload(chaos.WorkloadConfig{
-		Pool: chaos.NewTestPool(t, cluster.URLs()), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: r.names,
+		Pool: chaos.NewRecordedPool(t, cluster.URLs(), r.ex), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: r.names,
 		Users: sc.users, ClientsPerUser: 2, Heartbeat: sc.heartbeat, Churn: 30 * time.Second,
 		Vanish: sc.vanish, Ramp: 10 * time.Second, Timeout: channelTimeout, StaleApply: sc.staleApply,
 		Duration: 15 * time.Minute, IDPrefix: sc.prefix, Seed: seed, Logger: testkit.LoggerAt(t, slog.LevelWarn),
@@ -81,6 +84,7 @@ func start(t *testing.T, sc scenario) *run {
 	t.Cleanup(w.Stop)
 	r.streams, err = chaos.StartStreams(context.Background(), chaos.StreamConfig{
 		URLs: cluster.URLs(), Channels: r.names, PerNode: sc.perNode, Logger: testkit.LoggerAt(t, slog.LevelWarn),
+		Exchanges: r.ex,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +100,7 @@ func start(t *testing.T, sc scenario) *run {
 		t.Fatalf("%v (%+v)", err, w.Stats())
 	}
 	r.Logf("%d clients entered, %d streams connected", w.Clients(), r.streams.Stats().Connected)
-	r.Checker, err = chaos.NewChecker(chaos.CheckerConfig{Pool: chaos.NewTestPool(t, cluster.URLs()), Model: w.Model(), Channels: r.names})
+	r.Checker, err = chaos.NewChecker(chaos.CheckerConfig{Pool: chaos.NewRecordedPool(t, cluster.URLs(), r.ex), Model: w.Model(), Channels: r.names})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +205,18 @@ func (r *run) reportIncomplete() {
 	}
 	r.Summary.SetStreams(r.streams.Stats())
 	fmt.Printf("%s (stopped early): %s (%v)\n", r.t.Name(), r.Summary.String(), time.Since(r.Began).Round(time.Second))
+}
+
+// fault starts a round at at: it starts watching the other services
+// declare victim dead.
+func (r *run) fault(victim string, at time.Time) (detected func() (time.Duration, error)) {
+	var others []string
+	for _, s := range cluster.Services() {
+		if s != victim {
+			others = append(others, s)
+		}
+	}
+	return chaos.WatchGone(cluster, victim, others, at, detectTimeout)
 }
 
 // shuffled returns the services in a random order.

@@ -31,22 +31,34 @@ const (
 // (SIGKILL); within 10 s every channel's users equal the model again (no
 // ghosts once the timeout passed), the node is started again and takes
 // channels back, and the streams on every node keep their ids in order.
+// Every request the other nodes answered meanwhile got a 2xx answer and
+// none of their streams ended (the kill is a pause, not an error).
 func TestContainerKill(t *testing.T) {
 	r := start(t, scenario{prefix: "kill", channels: 200, users: 250, heartbeat: faultHeartbeat,
 		staleApply: 2 * time.Second, perNode: 2, vanish: 0.02})
+	var rounds []chaos.Round
 	for round, victim := range r.shuffled() {
 		if err := docker(func(ctx context.Context) error { return cluster.Kill(ctx, victim) }); err != nil {
 			t.Fatal(err)
 		}
+		killed := time.Now()
+		detected := r.fault(victim, killed)
 		r.Logf("round %d: %s killed at %s", round+1, victim, stamp())
 		r.settle(fmt.Sprintf("round %d, %s killed", round+1, victim), convergeWithin)
+		detection, err := detected()
+		if err != nil {
+			t.Errorf("round %d: %v", round+1, err)
+		}
 		if err := docker(func(ctx context.Context) error { return cluster.Start(ctx, victim) }); err != nil {
 			t.Fatal(err)
 		}
 		r.waitOwning(victim)
+		rounds = append(rounds, chaos.Round{Name: fmt.Sprintf("round %d, %s killed", round+1, victim),
+			Out: chaos.Outage{Node: cluster.URL(victim), Start: killed, End: time.Now()}, Detected: detection})
 		r.Converge(fmt.Sprintf("round %d, %s back", round+1, victim), convergeWithin)
 		r.hold(fmt.Sprintf("round %d, %s back", round+1, victim), 2)
 	}
+	chaos.ReportRounds(t, r.ex, "container kill", rounds, time.Now(), true)
 	r.finish()
 }
 
@@ -55,7 +67,12 @@ func TestContainerKill(t *testing.T) {
 // reach it either), then connects it back at the same address: users are
 // back within 10 s, no ghosts once the timeout passed, no two owners
 // publishing (stream ids never repeat or go backwards), and the node owns
-// channels again.
+// channels again. The majority side holds requests for the channels that
+// move: every request it answered got a 2xx answer and none of its streams
+// ended. The cut-off node answers nobody while cut off (clients cannot
+// reach it); once back, until it owns channels again, its answers are
+// reported, not asserted: it rejoins with a stale view, is fenced, and
+// hands its state over.
 func TestContainerNetworkDisconnect(t *testing.T) {
 	// A request stuck in the cut-off node's socket may be applied when it
 	// is back: the model allows that for the cut and some margin.
@@ -67,6 +84,8 @@ func TestContainerNetworkDisconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cut := time.Now()
+	detected := r.fault(victim, cut)
 	connected := false
 	t.Cleanup(func() { // a failed test must not leave the next one a node short
 		if !connected {
@@ -80,10 +99,17 @@ func TestContainerNetworkDisconnect(t *testing.T) {
 	}
 	connected = true
 	r.Logf("%s connected again at %s (%s)", victim, stamp(), att.IP)
+	detection, err := detected()
+	if err != nil {
+		t.Error(err)
+	}
 	r.settle(fmt.Sprintf("%s reconnected", victim), convergeWithin)
 	r.waitOwning(victim)
+	rounds := []chaos.Round{{Name: fmt.Sprintf("%s cut off %v", victim, disconnectFor),
+		Out: chaos.Outage{Node: cluster.URL(victim), Start: cut, End: time.Now()}, Detected: detection}}
 	// Traffic goes on for a while after the heal, under the stream checks.
 	r.hold("after the heal", 3)
+	chaos.ReportRounds(t, r.ex, "container network disconnect", rounds, time.Now(), true)
 	r.finish()
 }
 
