@@ -17,11 +17,10 @@ import (
 // failoverHeartbeatMs is the heartbeat interval of the clients in the
 // failover test, a quarter of the channel timeout (the defaults are 30 s and
 // 60 s; shorter here to keep the test short). The timeout must leave room for
-// the client's back-off: a heartbeat due just after the kill can meet the
-// dead node, then live nodes that still forward to the dead owner (503) until
-// memberlist declares it failed, then the dead node again, with back-offs of
-// up to 1, 2, 4 and 8 s between those attempts: about 15 s before one reaches
-// a live node after the ownership moved.
+// the client's way back: a heartbeat due just after the kill meets the dead
+// node (connection refused), goes to the next URL after a back-off of about a
+// second, and waits there (the node holds it) until memberlist declared the
+// owner dead and its replica took the channel over, a few seconds.
 const failoverHeartbeatMs = 5000
 
 // streamRecoveryTimeout bounds how long after the hold window A's own event

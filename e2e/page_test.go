@@ -21,7 +21,9 @@ import (
 // node serves, and renders every channel it follows into the DOM, which the
 // tests read. It is served from its own origin, as a third-party site using
 // the service would be (the nodes run --dev, which allows any origin).
-// Every request of the client is logged in window.e2e.log.
+// Every request of the client is logged in window.e2e.log, every "change"
+// of a channel (its users then) in window.e2e.history, and every "error"
+// event of the client in window.e2e.errors.
 const testPage = `<!doctype html>
 <html lang="en">
 <head>
@@ -41,6 +43,8 @@ const testPage = `<!doctype html>
 <div id="channels"></div>
 <script type="module">
 const log = [];
+const history = [];
+const errors = [];
 const sections = new Map();
 
 async function loggedFetch(url, init) {
@@ -77,6 +81,8 @@ function renderClient(client) {
 
 window.e2e = {
   log,
+  history,
+  errors,
   client: null,
   handles: new Map(),
 
@@ -87,7 +93,10 @@ window.e2e = {
     Object.assign(options, opts.clientOptions);
     this.client = new PresenceClient(options);
     this.client.addEventListener("statechange", () => renderClient(this.client));
-    this.client.addEventListener("error", (ev) => console.warn("presence client:", String(ev.detail)));
+    this.client.addEventListener("error", (ev) => {
+      errors.push({ at: Date.now(), error: String(ev.detail) });
+      console.warn("presence client:", String(ev.detail));
+    });
     document.getElementById("who").textContent = opts.name;
     renderClient(this.client);
   },
@@ -103,7 +112,10 @@ window.e2e = {
     s.querySelector("h2").textContent = name;
     document.getElementById("channels").append(s);
     sections.set(name, s);
-    ch.addEventListener("change", () => render(ch));
+    ch.addEventListener("change", () => {
+      render(ch);
+      history.push({ at: Date.now(), channel: name, subscribed: ch.subscribed, users: (ch.users ?? []).map((u) => u.id) });
+    });
     return ch;
   },
 
@@ -223,6 +235,31 @@ type requestLog struct {
 
 func (u *user) requests() ([]requestLog, error) {
 	return eval[[]requestLog](u.tab, `window.e2e.log`)
+}
+
+// change is one "change" event of a channel on the test page: its users
+// after it.
+type change struct {
+	At         int64    `json:"at"` // ms since the epoch
+	Channel    string   `json:"channel"`
+	Subscribed bool     `json:"subscribed"`
+	Users      []string `json:"users"`
+}
+
+// history returns every change the page's channels went through.
+func (u *user) history() ([]change, error) {
+	return eval[[]change](u.tab, `window.e2e.history`)
+}
+
+// clientError is one "error" event of the page's client.
+type clientError struct {
+	At    int64  `json:"at"`
+	Error string `json:"error"`
+}
+
+// errors returns the "error" events of the page's client.
+func (u *user) errors() ([]clientError, error) {
+	return eval[[]clientError](u.tab, `window.e2e.errors`)
 }
 
 // waitView polls the user's DOM until cond holds for the channel, failing
