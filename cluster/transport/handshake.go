@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// The handshake opens every connection, keyed or not, so that a node with a
-// key and one without refuse each other with a clear message:
+// The handshake opens every connection (inside TLS when the transport has
+// TLS), keyed or not, so that a node with a key and one without refuse
+// each other with a clear message:
 //
 //	dialer   -> hello:  magic "PRSN", version, flags (bit 0: keyed), 32-byte nonce
 //	acceptor -> hello, then its proof (32 bytes)
@@ -23,10 +24,13 @@ import (
 // A proof is HMAC-SHA256 over a role label and both hellos, keyed by a key
 // derived from the cluster key, so it proves knowledge of the key, is fresh
 // for both sides' nonces and cannot be reflected back. Without a key proofs
-// are zero and not checked.
+// are zero and not checked. With a key and without TLS, what follows is
+// sealed (package seal) under keys derived from the cluster key and both
+// hellos. Version 2 added that sealing and the connection kind that opens
+// every connection after the handshake; a version 1 node is refused.
 const (
 	magic           = "PRSN"
-	protocolVersion = 1
+	protocolVersion = 2
 	flagKeyed       = 1
 	nonceLen        = 32
 	helloLen        = len(magic) + 2 + nonceLen
@@ -35,9 +39,19 @@ const (
 	verdictWrong    = 1
 )
 
+// tlsRecordHandshake is the first byte of a TLS ClientHello, which a node
+// without TLS reads where it expects a hello.
+const tlsRecordHandshake = 0x16
+
 // handshake runs the handshake; key is nil when the cluster has none.
 type handshake struct {
 	key []byte
+}
+
+// hellos are the two hellos of a handshake, the transcript that session
+// keys are derived from.
+type hellos struct {
+	dialer, acceptor []byte
 }
 
 // newHandshake derives the handshake key, so the cluster key (also the
@@ -77,6 +91,9 @@ func (a handshake) proof(role string, dialerHello, acceptorHello []byte) []byte 
 
 // checkHello validates the peer's hello against our own settings.
 func (a handshake) checkHello(h []byte) error {
+	if h[0] == tlsRecordHandshake {
+		return fmt.Errorf("%w: the peer speaks TLS and this node has no TLS certificate (--tls-*)", ErrAuth)
+	}
 	if !bytes.Equal(h[:len(magic)], []byte(magic)) {
 		return errors.New("peer does not speak the presence transport protocol")
 	}
@@ -97,65 +114,69 @@ func (a handshake) verify(want, got []byte) bool {
 	return a.key == nil || hmac.Equal(want, got)
 }
 
-// dial runs the dialer's side of the handshake on nc.
-func (a handshake) dial(nc net.Conn, timeout time.Duration) error {
-	if err := nc.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return err
+// dial runs the dialer's side of the handshake on nc, within deadline
+// (which it leaves set: the caller clears it once the connection is set up).
+func (a handshake) dial(nc net.Conn, deadline time.Time) (hellos, error) {
+	if err := nc.SetDeadline(deadline); err != nil {
+		return hellos{}, err
 	}
 	mine := a.hello()
 	if _, err := nc.Write(mine); err != nil {
-		return err
+		return hellos{}, err
 	}
 	buf := make([]byte, helloLen+proofLen)
 	if _, err := io.ReadFull(nc, buf); err != nil {
-		return fmt.Errorf("read peer hello: %w (a peer refusing our cluster key setting closes here)", err)
+		return hellos{}, fmt.Errorf("read peer hello: %w (a peer refusing our cluster key or TLS setting closes here)", err)
 	}
 	peer, peerProof := buf[:helloLen], buf[helloLen:]
 	if err := a.checkHello(peer); err != nil {
-		return err
+		return hellos{}, err
 	}
 	reply := make([]byte, 1, 1+proofLen)
 	if !a.verify(a.proof("acceptor", mine, peer), peerProof) {
 		reply[0] = verdictWrong
 		_, _ = nc.Write(append(reply, make([]byte, proofLen)...))
-		return fmt.Errorf("%w: the peer does not know this node's cluster key", ErrAuth)
+		return hellos{}, fmt.Errorf("%w: the peer does not know this node's cluster key", ErrAuth)
 	}
 	if _, err := nc.Write(append(reply, a.proof("dialer", mine, peer)...)); err != nil {
-		return err
+		return hellos{}, err
 	}
 	if _, err := io.ReadFull(nc, reply[:1]); err != nil {
-		return fmt.Errorf("read handshake verdict: %w", err)
+		return hellos{}, fmt.Errorf("read handshake verdict: %w", err)
 	}
 	if reply[0] != verdictOK {
-		return fmt.Errorf("%w: the peer rejected this node's cluster key", ErrAuth)
+		return hellos{}, fmt.Errorf("%w: the peer rejected this node's cluster key", ErrAuth)
 	}
-	return nc.SetDeadline(time.Time{})
+	return hellos{dialer: mine, acceptor: peer}, nil
 }
 
-// accept runs the acceptor's side of the handshake on nc.
-func (a handshake) accept(nc net.Conn, timeout time.Duration) error {
-	if err := nc.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return err
+// accept runs the acceptor's side of the handshake on nc, within deadline
+// (left set, as by dial).
+func (a handshake) accept(nc net.Conn, deadline time.Time) (hellos, error) {
+	if err := nc.SetDeadline(deadline); err != nil {
+		return hellos{}, err
 	}
 	peer := make([]byte, helloLen)
 	if _, err := io.ReadFull(nc, peer); err != nil {
-		return fmt.Errorf("read peer hello: %w", err)
+		return hellos{}, fmt.Errorf("read peer hello: %w", err)
 	}
 	mine := a.hello()
 	if err := a.checkHello(peer); err != nil {
-		// Answer with our hello so the dialer can name the mismatch too.
-		_, _ = nc.Write(append(mine, make([]byte, proofLen)...))
-		return err
+		if peer[0] != tlsRecordHandshake {
+			// Answer with our hello so the dialer can name the mismatch too.
+			_, _ = nc.Write(append(mine, make([]byte, proofLen)...))
+		}
+		return hellos{}, err
 	}
 	if _, err := nc.Write(append(mine, a.proof("acceptor", peer, mine)...)); err != nil {
-		return err
+		return hellos{}, err
 	}
 	msg := make([]byte, 1+proofLen)
 	if _, err := io.ReadFull(nc, msg); err != nil {
-		return fmt.Errorf("read peer proof: %w", err)
+		return hellos{}, fmt.Errorf("read peer proof: %w", err)
 	}
 	if msg[0] != verdictOK {
-		return fmt.Errorf("%w: the peer does not know this node's cluster key", ErrAuth)
+		return hellos{}, fmt.Errorf("%w: the peer does not know this node's cluster key", ErrAuth)
 	}
 	verdict := []byte{verdictOK}
 	ok := a.verify(a.proof("dialer", peer, mine), msg[1:])
@@ -163,10 +184,10 @@ func (a handshake) accept(nc net.Conn, timeout time.Duration) error {
 		verdict[0] = verdictWrong
 	}
 	if _, err := nc.Write(verdict); err != nil {
-		return err
+		return hellos{}, err
 	}
 	if !ok {
-		return fmt.Errorf("%w: the peer's cluster key differs from this node's", ErrAuth)
+		return hellos{}, fmt.Errorf("%w: the peer's cluster key differs from this node's", ErrAuth)
 	}
-	return nc.SetDeadline(time.Time{})
+	return hellos{dialer: peer, acceptor: mine}, nil
 }

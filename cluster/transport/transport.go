@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,9 +65,17 @@ type Config struct {
 	// BindAddr is the host:port to listen on; port 0 picks a free port.
 	BindAddr string
 	// Key is the cluster key (16, 24 or 32 bytes). When set, both ends prove
-	// knowledge of it before any call is served. Nil disables authentication,
-	// and then peers with a key refuse this node and vice versa.
+	// knowledge of it before anything is served and, without TLS, every
+	// byte that follows is encrypted and authenticated under keys derived
+	// from it (package seal). Nil disables authentication, and then peers
+	// with a key refuse this node and vice versa.
 	Key []byte
+	// ServerTLS and ClientTLS, set together, make every connection TLS 1.3
+	// with a certificate on both sides: ServerTLS for accepted connections
+	// (it must require and verify client certificates), ClientTLS for
+	// dialled ones. The handshake of Key then runs inside TLS. Nil: no TLS.
+	ServerTLS *tls.Config
+	ClientTLS *tls.Config
 	// Handler serves incoming calls. Nil makes the transport client-only:
 	// incoming calls are answered with an error.
 	Handler Handler
@@ -107,6 +116,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("transport: %d errors registered, at most %d", len(c.Errors), maxRegisteredErrors)
 	case c.DialTimeout < 0, c.CallTimeout < 0, c.MaxFrameBytes < 0, c.MaxInflight < 0:
 		return errors.New("transport: negative timeout or limit")
+	case (c.ServerTLS == nil) != (c.ClientTLS == nil):
+		return errors.New("transport: ServerTLS and ClientTLS go together")
+	case c.ServerTLS != nil && (c.ServerTLS.MinVersion < tls.VersionTLS13 || c.ClientTLS.MinVersion < tls.VersionTLS13):
+		return errors.New("transport: TLS configurations must require TLS 1.3 (MinVersion)")
+	case c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert:
+		return errors.New("transport: ServerTLS must require and verify client certificates")
 	case c.MaxFrameBytes > maxFrameLimit:
 		return fmt.Errorf("transport: MaxFrameBytes %d above %d", c.MaxFrameBytes, maxFrameLimit)
 	case c.ConnsPerPeer < 0 || c.ConnsPerPeer > maxConnsPerPeer:
@@ -158,7 +173,8 @@ type Transport struct {
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 
-	peers sync.Map // address -> *peerConns; read on every call, rarely written
+	peers   sync.Map // address -> *peerConns; read on every call, rarely written
+	streams *Streams
 
 	mu    sync.Mutex          // guards conns and, with closed, spawning
 	conns map[closer]struct{} // every open connection, both directions
@@ -189,6 +205,7 @@ func Listen(cfg Config) (*Transport, error) {
 		conns:  make(map[closer]struct{}),
 	}
 	t.workers.jobs = make(chan job)
+	t.streams = newStreams(t)
 	t.wg.Add(1)
 	go t.acceptLoop()
 	return t, nil
@@ -324,16 +341,13 @@ func (t *Transport) acceptLoop() {
 	}
 }
 
-// serveConn authenticates an accepted connection, then serves its calls.
+// serveConn secures an accepted connection, then serves its calls or
+// hands it to Streams.
 func (t *Transport) serveConn(nc net.Conn) {
 	defer t.wg.Done()
 	remote := nc.RemoteAddr().String()
-	// Close must not wait out a slow handshake.
-	stop := context.AfterFunc(t.ctx, func() { nc.Close() })
-	err := t.auth.accept(nc, t.cfg.DialTimeout)
-	if !stop() {
-		err = ErrClosed
-	}
+	// Close must not wait out a slow handshake: t.ctx ends it.
+	conn, kind, err := t.secureAccepted(t.ctx, nc)
 	if err != nil {
 		nc.Close()
 		if !t.closed.Load() {
@@ -341,7 +355,11 @@ func (t *Transport) serveConn(nc net.Conn) {
 		}
 		return
 	}
-	c := newServerConn(t, nc)
+	if kind == connStream {
+		t.streams.deliver(conn)
+		return
+	}
+	c := newServerConn(t, conn)
 	if !t.track(c) {
 		c.close(ErrClosed)
 		return
@@ -352,7 +370,7 @@ func (t *Transport) serveConn(nc net.Conn) {
 
 func (t *Transport) logHandshakeFailure(direction, remote string, err error) {
 	if errors.Is(err, ErrAuth) {
-		t.log.Error("transport handshake refused; check that every node uses the same --cluster-key",
+		t.log.Error("transport handshake refused; check that every node uses the same --cluster-key and TLS settings",
 			"direction", direction, "remote", remote, "err", err)
 		return
 	}
