@@ -82,6 +82,7 @@ window.e2e = {
     const { PresenceClient } = await import(opts.urls[0] + "/presence-client.js");
     const options = { urls: opts.urls, token: opts.token, fetch: loggedFetch };
     if (opts.heartbeatMs) options.heartbeatMs = opts.heartbeatMs;
+    Object.assign(options, opts.clientOptions);
     this.client = new PresenceClient(options);
     this.client.addEventListener("statechange", () => renderClient(this.client));
     this.client.addEventListener("error", (ev) => console.warn("presence client:", String(ev.detail)));
@@ -105,7 +106,7 @@ window.e2e = {
   },
 
   async subscribe(name) { await this.channel(name).subscribe(); render(this.channel(name)); },
-  async enter(name) { await this.channel(name).enter(); },
+  async enter(name, opts) { await this.channel(name).enter(opts); },
   async leave(name) { await this.channel(name).leave(); },
 };
 </script>

@@ -98,8 +98,8 @@ func TestCountOnlyChannel(t *testing.T) {
 		t.Fatalf("GET /presence/get on %s reveals users of a count-only channel: %v", observer.name, keys)
 	}
 
-	// The client sends at most one update per 5 s (Discourse's throttle), so
-	// the deadline runs from the server's acknowledgement of the leave.
+	// The client sends at most one update per second (Discourse's throttle),
+	// so the deadline runs from the server's acknowledgement of the leave.
 	alice.call("leave", channel)
 	start = time.Now()
 	for _, u := range users {

@@ -24,6 +24,30 @@ export type PresenceTokenSource =
   | undefined
   | (() => string | null | undefined | Promise<string | null | undefined>);
 
+/**
+ * Thresholds of activity, in milliseconds, as Discourse's `activeOptions`. A missing one takes its
+ * default; values below the minimums (Discourse's: the defaults; see
+ * `PresenceClientOptions.minActiveOptions`) are an error. `Infinity` turns a threshold off.
+ */
+export interface PresenceActiveOptions {
+  /** Leave once the user has not clicked, typed, scrolled, touched or focused the page for this long. Default and minimum 60000. */
+  userUnseenTime?: number;
+  /** Leave once the tab has been hidden for this long. Default and minimum 10000. */
+  browserHiddenTime?: number;
+}
+
+/** Options of `PresenceChannel#enter`, as Discourse's. */
+export interface PresenceEnterOptions {
+  /**
+   * Default true: the channel is left while the user is inactive (see `activeOptions`) and
+   * entered again on their next click, key, scroll, touch or focus, or when the tab is shown.
+   * False: present as long as the page is open (and the client is not closed).
+   */
+  onlyWhileActive?: boolean;
+  /** The thresholds; ignored when `onlyWhileActive` is false. */
+  activeOptions?: PresenceActiveOptions | null;
+}
+
 /** The subset of EventSource the client uses. */
 export interface PresenceEventSourceLike extends EventTarget {
   close(): void;
@@ -46,7 +70,7 @@ export interface PresenceClientOptions {
   heartbeatMs?: number;
   /** Quiet time collected before a throttled update is sent. Default 500. */
   debounceMs?: number;
-  /** Minimum interval between two updates; the first change after a quiet period goes at once. Default 5000. */
+  /** Minimum interval between two updates; the first change after a quiet period goes at once. Default 1000. */
   throttleMs?: number;
   /** Channels per GET /presence/get, at most 50. Default 50. */
   getBatchSize?: number;
@@ -58,7 +82,18 @@ export interface PresenceClientOptions {
   retryMaxMs?: number;
   /** Wait after a 429 without a usable Retry-After header. Default 5000. */
   defaultRetryAfterMs?: number;
-  /** Leave every channel once the tab has been hidden this long, enter again when visible; 0 (default) never. */
+  /**
+   * Smallest `activeOptions` that `enter` accepts. Default Discourse's, `{userUnseenTime: 60000,
+   * browserHiddenTime: 10000}`. Lower them only for tests and demos: short thresholds make
+   * presence flap, and every flip costs an update.
+   */
+  minActiveOptions?: PresenceActiveOptions;
+  /**
+   * @deprecated Pass `enter({activeOptions: {browserHiddenTime}})` instead. When set, it is the
+   * default `browserHiddenTime` of channels entered `onlyWhileActive` (raised to the minimum),
+   * and the constructor warns once on the console. It no longer affects channels entered with
+   * `onlyWhileActive: false`. 0 or absent: the default 10000.
+   */
   leaveOnHiddenMs?: number;
 
   /** Injected for tests; default globalThis.fetch. */
@@ -73,18 +108,26 @@ export interface PresenceClientOptions {
   now?: () => number;
   /** Injected for tests; jitter source in [0, 1), default Math.random. */
   random?: () => number;
-  /** Receives pagehide/pageshow listeners; default globalThis.window, null for none. */
+  /**
+   * Receives the pagehide/pageshow listeners and the activity listeners (click, keydown,
+   * touchmove, scroll, focus; capture phase, passive); default globalThis.window, null for none.
+   * With neither a window nor a document there is no activity to watch and `onlyWhileActive`
+   * never leaves.
+   */
   window?: EventTarget | null;
   /** Receives the visibilitychange listener; default globalThis.document, null for none. */
   document?: (EventTarget & { visibilityState: string }) | null;
-  /** Provides sendBeacon; default globalThis.navigator, null for none. */
+  /**
+   * Provides sendBeacon, used for the pagehide leave where keepalive fetch is missing (a form
+   * body carrying `token`, `client_id` and `leave_channels[]`); default globalThis.navigator.
+   */
   navigator?: { sendBeacon?(url: string, data?: BodyInit | null): boolean } | null;
   /** Whether fetch supports `keepalive` (used to leave on pagehide); detected by default. */
   keepalive?: boolean;
 }
 
 export interface PresenceChannelEventMap {
-  /** Users, count, availability or subscription changed. */
+  /** Users, count, availability, subscription or `active` changed. */
   change: Event;
 }
 
@@ -96,8 +139,13 @@ export class PresenceChannel extends EventTarget {
   private constructor();
   /** The channel name. */
   readonly name: string;
-  /** Whether this handle has entered and not left. */
+  /** Whether this handle has entered and not left (it stays true while left for inactivity). */
   readonly present: boolean;
+  /**
+   * Whether the server counts this client present in the channel now: this handle has entered
+   * and the channel is not left for the user's inactivity. A "change" event fires when it flips.
+   */
+  readonly active: boolean;
   /** Whether this handle receives the channel's state. */
   readonly subscribed: boolean;
   /** Users present (a frozen array); null when not subscribed or count-only. */
@@ -111,9 +159,12 @@ export class PresenceChannel extends EventTarget {
 
   /**
    * Marks the user present; queued, batched and kept alive by heartbeats. Resolves once the
-   * server acknowledged; rejects with PresenceChannelNotFound when it answered false.
+   * server acknowledged (at once when the user is inactive: the enter goes out on their next
+   * activity); rejects with PresenceChannelNotFound when it answered false, with a RangeError
+   * for activeOptions below the minimums and a TypeError for malformed options. On a handle
+   * that is present already, it only replaces the options.
    */
-  enter(): Promise<void>;
+  enter(options?: PresenceEnterOptions): Promise<void>;
   /** Marks the user gone (once no other handle for the channel is present). */
   leave(): Promise<void>;
   /**

@@ -4,6 +4,9 @@
 // the heartbeat, the batched initial-state requests and a single EventSource that carries the
 // updates of every subscribed channel. Channel objects handed out by client.channel(name) are
 // cheap proxies; several proxies for one name share one state and one server-side presence.
+// Like Discourse's, a channel is by default entered only while the user is active: one activity
+// tracker and one timer per client leave such channels when the user is idle or the tab hidden,
+// and enter them again on the next activity.
 //
 // No dependencies and no build step. Every browser global it touches (fetch, EventSource,
 // timers, document, window, navigator) can be injected, which is how the tests run it in Node.
@@ -11,14 +14,22 @@
 const DEFAULTS = Object.freeze({
   heartbeatMs: 30000, // Discourse's PRESENCE_INTERVAL_S; the server's default timeout is 60 s
   debounceMs: 500, // quiet time collected before a non-immediate update is sent
-  throttleMs: 5000, // at most one update per this interval
+  throttleMs: 1000, // at most one update per this interval (Discourse's PRESENCE_THROTTLE_MS)
   getBatchSize: 50, // the server's limit of channels per GET /presence/get
   streamDebounceMs: 100, // coalesces subscribe/unsubscribe bursts into one stream reopen
   retryBaseMs: 1000, // first back-off step after a network error
   retryMaxMs: 30000, // back-off cap
   defaultRetryAfterMs: 5000, // used when a 429 carries no usable Retry-After
-  leaveOnHiddenMs: 0, // 0 disables leaving while the tab is hidden
 });
+
+// Discourse's activeOptions for enter({onlyWhileActive: true}): the defaults, which its enter()
+// also enforces as the smallest values allowed. Shorter thresholds make presence flap, and every
+// flip costs an update.
+const ACTIVE_DEFAULTS = Object.freeze({ userUnseenTime: 60000, browserHiddenTime: 10000 });
+
+// What counts as the user being there. Listened to on window in the capture phase, so clicks,
+// keys, touches and the scrolls and focus changes of any element are seen, not only the page's.
+const ACTIVITY_EVENTS = ["click", "keydown", "touchmove", "scroll", "focus"];
 
 /** Rejection of enter() or subscribe() for a channel that does not exist or may not be used. */
 export class PresenceChannelNotFound extends Error {
@@ -116,6 +127,106 @@ async function readErrors(res) {
 
 function detectKeepalive() {
   return typeof Request === "function" && "keepalive" in Request.prototype;
+}
+
+// The activeOptions of enter() when it is given none: Discourse's, or the minimums where a client
+// raised those above them. The deprecated client option leaveOnHiddenMs (from before enter took
+// options: leave every channel once the tab was hidden that long) becomes the default
+// browserHiddenTime, raised to the minimum, so a page that set it keeps leaving hidden tabs at
+// about the time it asked for.
+function defaultActiveOptions(leaveOnHiddenMs, min) {
+  let hidden = ACTIVE_DEFAULTS.browserHiddenTime;
+  if (leaveOnHiddenMs != null && leaveOnHiddenMs !== 0) {
+    if (typeof leaveOnHiddenMs !== "number" || !(leaveOnHiddenMs > 0)) {
+      throw new TypeError("leaveOnHiddenMs must be a positive number of milliseconds");
+    }
+    globalThis.console?.warn?.(
+      "PresenceClient: leaveOnHiddenMs is deprecated; pass enter({activeOptions: {browserHiddenTime}}) instead. " +
+        "Until then it is the default browserHiddenTime of channels entered onlyWhileActive.",
+    );
+    hidden = leaveOnHiddenMs;
+  }
+  return Object.freeze({
+    userUnseenTime: Math.max(ACTIVE_DEFAULTS.userUnseenTime, min.userUnseenTime),
+    browserHiddenTime: Math.max(hidden, min.browserHiddenTime),
+  });
+}
+
+// Checks one set of activity thresholds: an object with only userUnseenTime and browserHiddenTime,
+// each a number (Infinity allowed) no smaller than min's; a missing key takes defaults' value.
+function activeOptionsFrom(given, defaults, min, what) {
+  if (given === null || typeof given !== "object" || Array.isArray(given)) {
+    throw new TypeError(`${what} must be an object`);
+  }
+  for (const key of Object.keys(given)) {
+    if (!(key in ACTIVE_DEFAULTS)) {
+      throw new TypeError(`${what}: unknown option ${key} (known: ${Object.keys(ACTIVE_DEFAULTS).join(", ")})`);
+    }
+  }
+  const out = {};
+  for (const key of Object.keys(ACTIVE_DEFAULTS)) {
+    const v = given[key] ?? defaults[key];
+    if (typeof v !== "number" || Number.isNaN(v)) throw new TypeError(`${what}: ${key} must be a number of milliseconds`);
+    if (v < min[key]) throw new RangeError(`${what}: ${key} cannot be less than ${min[key]} (given ${v})`);
+    out[key] = v;
+  }
+  return Object.freeze(out);
+}
+
+/**
+ * Whether the user is using the page, as Discourse's lib/user-presence.js sees it: when they
+ * last clicked, typed, scrolled, touched or focused it, and since when the tab has been hidden.
+ * One per client, shared by every channel entered "only while active". Listeners only record a
+ * time; onChange is called when the page is hidden or shown, and on activity only while waiting
+ * is set (some channel was left for inactivity), so a scroll costs next to nothing.
+ */
+class UserActivity {
+  constructor(win, doc, now, onChange) {
+    this.now = now;
+    this.win = win;
+    this.doc = doc;
+    this.onChange = onChange;
+    // Without a page to watch (a worker, Node), nobody can be seen, nor be idle.
+    this.tracking = !!(win?.addEventListener || doc?.addEventListener);
+    this.lastSeen = now();
+    this.hiddenAt = doc?.visibilityState === "hidden" ? this.lastSeen : null;
+    this.waiting = false;
+    this.onSeen = () => {
+      this.lastSeen = this.now();
+      if (this.waiting) this.onChange();
+    };
+    this.onVisibility = () => {
+      if (this.doc?.visibilityState === "hidden") {
+        if (this.hiddenAt == null) this.hiddenAt = this.now();
+      } else {
+        // Coming back to the tab counts as being seen.
+        this.seen();
+      }
+      this.onChange();
+    };
+    const opts = { capture: true, passive: true };
+    for (const type of ACTIVITY_EVENTS) win?.addEventListener?.(type, this.onSeen, opts);
+    doc?.addEventListener?.("visibilitychange", this.onVisibility);
+  }
+
+  // Records the user as seen now (and the page as shown, unless the document says hidden).
+  seen() {
+    this.lastSeen = this.now();
+    if (this.doc?.visibilityState !== "hidden") this.hiddenAt = null;
+  }
+
+  close() {
+    const opts = { capture: true, passive: true };
+    for (const type of ACTIVITY_EVENTS) this.win?.removeEventListener?.(type, this.onSeen, opts);
+    this.doc?.removeEventListener?.("visibilitychange", this.onVisibility);
+  }
+
+  // The time at which a user doing nothing stops being present under opts (Infinity: never).
+  until(opts) {
+    if (!this.tracking) return Infinity;
+    const hidden = this.hiddenAt == null ? Infinity : this.hiddenAt + opts.browserHiddenTime;
+    return Math.min(this.lastSeen + opts.userUnseenTime, hidden);
+  }
 }
 
 /**
@@ -245,6 +356,7 @@ export class PresenceChannel extends EventTarget {
   #client;
   #name;
   #present = false;
+  #active = false; // the value of active at the last "change" this handle fired for it
   #subscribed = false;
   #subscribing = null;
   #state = null;
@@ -263,6 +375,14 @@ export class PresenceChannel extends EventTarget {
   /** Whether this object has entered (and not left) the channel. */
   get present() {
     return this.#present;
+  }
+
+  /**
+   * Whether the server counts this client present in the channel now: this object has entered,
+   * and the channel is not left for the user's inactivity (see enter's onlyWhileActive).
+   */
+  get active() {
+    return this.#present && this.#client._channelActive(this.#name);
   }
 
   /** Whether this object receives the channel's state. */
@@ -290,18 +410,41 @@ export class PresenceChannel extends EventTarget {
     return this.#subscribed ? this.#state.available : null;
   }
 
-  /** Marks the current user present; resolves when the server has acknowledged it. */
-  async enter() {
-    if (this.#present) return;
+  /**
+   * Marks the current user present; resolves when the server has acknowledged it.
+   *
+   * options.onlyWhileActive (default true): the channel is left while the user is inactive (no
+   * click, key, scroll, touch or focus for activeOptions.userUnseenTime ms, or the tab hidden for
+   * activeOptions.browserHiddenTime ms) and entered again on their next activity. False: present
+   * as long as the page is open. Calling enter again on a present object changes its options.
+   */
+  async enter(options = {}) {
+    const activity = this.#client._activeOptions(options);
+    if (this.#present) {
+      this.#client._setActivity(this, activity);
+      return;
+    }
     this.#present = true;
-    await this.#client._enter(this);
+    const acked = this.#client._enter(this, activity);
+    this._syncActive();
+    await acked;
   }
 
   /** Marks the current user as gone; resolves when the server has acknowledged it. */
   async leave() {
     if (!this.#present) return;
     this.#present = false;
-    await this.#client._leave(this);
+    const acked = this.#client._leave(this);
+    this._syncActive();
+    await acked;
+  }
+
+  // Fires "change" when active differs from what the last one said. Called by the client.
+  _syncActive() {
+    const active = this.active;
+    if (active === this.#active) return;
+    this.#active = active;
+    this.dispatchEvent(new Event("change"));
   }
 
   /**
@@ -352,6 +495,8 @@ export class PresenceClient extends EventTarget {
     this._o = { ...DEFAULTS };
     for (const k of Object.keys(DEFAULTS)) if (options[k] != null) this._o[k] = options[k];
     this._o.getBatchSize = Math.min(Math.max(1, this._o.getBatchSize), 50);
+    this._minActive = activeOptionsFrom(options.minActiveOptions ?? {}, ACTIVE_DEFAULTS, { userUnseenTime: 0, browserHiddenTime: 0 }, "minActiveOptions");
+    this._defaultActive = defaultActiveOptions(options.leaveOnHiddenMs, this._minActive);
 
     const g = globalThis;
     this._fetch = options.fetch ?? ((...a) => g.fetch(...a));
@@ -369,7 +514,9 @@ export class PresenceClient extends EventTarget {
     this._closed = false;
     this._frozen = false; // between pagehide and a bfcache pageshow
 
-    this._present = new Map(); // channel name -> Set of proxies that entered
+    this._present = new Map(); // channel name -> Map of the proxies that entered -> their activeOptions or null
+    this._inactive = new Set(); // names in _present the server was told to leave (or never told of) for inactivity
+    this._activityTimer = null;
     this._queue = []; // {channel, type: "enter"|"leave", d: deferred|null}
     this._updateRunning = false;
     this._flushQueued = false;
@@ -379,8 +526,6 @@ export class PresenceClient extends EventTarget {
     this._nextHeartbeatAt = 0;
     this._retryAt = 0;
     this._updateFailures = 0;
-    this._awayReasons = new Set();
-    this._hiddenTimer = null;
 
     this._states = new Map(); // channel name -> ChannelState
     this._getPending = new Map(); // channel name -> deferred, not yet sent
@@ -399,12 +544,9 @@ export class PresenceClient extends EventTarget {
 
     this._onPageHide = () => this._pageHide();
     this._onPageShow = (ev) => this._pageShow(ev);
-    this._onVisibility = () => this._visibilityChanged();
     this._window?.addEventListener?.("pagehide", this._onPageHide);
     this._window?.addEventListener?.("pageshow", this._onPageShow);
-    if (this._o.leaveOnHiddenMs > 0) {
-      this._document?.addEventListener?.("visibilitychange", this._onVisibility);
-    }
+    this._activity = new UserActivity(this._window, this._document, this._now, () => this._checkActivity());
   }
 
   /** Base URL of the node currently in use. */
@@ -437,8 +579,8 @@ export class PresenceClient extends EventTarget {
     this._closed = true;
     this._window?.removeEventListener?.("pagehide", this._onPageHide);
     this._window?.removeEventListener?.("pageshow", this._onPageShow);
-    this._document?.removeEventListener?.("visibilitychange", this._onVisibility);
-    for (const t of ["_debounceTimer", "_heartbeatTimer", "_hiddenTimer", "_getTimer", "_streamTimer"]) {
+    this._activity.close();
+    for (const t of ["_debounceTimer", "_heartbeatTimer", "_activityTimer", "_getTimer", "_streamTimer"]) {
       this._clear(t);
     }
     this._closeStream();
@@ -572,20 +714,52 @@ export class PresenceClient extends EventTarget {
     if (this._closed) throw new PresenceClientClosed();
   }
 
-  _enter(proxy) {
+  // The activity thresholds of enter(options), checked; null for onlyWhileActive: false.
+  _activeOptions(options) {
+    if (options == null) options = {};
+    if (typeof options !== "object") throw new TypeError("enter options must be an object");
+    const { onlyWhileActive = true, activeOptions = null } = options;
+    if (typeof onlyWhileActive !== "boolean") throw new TypeError("onlyWhileActive must be a boolean");
+    if (!onlyWhileActive) return null;
+    return activeOptionsFrom(activeOptions ?? {}, this._defaultActive, this._minActive, "activeOptions");
+  }
+
+  // Whether the server is (to be) told that this client is present in the channel.
+  _channelActive(name) {
+    return this._present.has(name) && !this._inactive.has(name);
+  }
+
+  _enter(proxy, activity) {
     this._checkOpen();
-    let set = this._present.get(proxy.name);
-    if (!set) this._present.set(proxy.name, (set = new Set()));
-    set.add(proxy);
-    if (set.size > 1) return Promise.resolve();
-    return this._enqueue(proxy.name, "enter");
+    let entries = this._present.get(proxy.name);
+    if (!entries) {
+      this._present.set(proxy.name, (entries = new Map()));
+      // Not announced yet: the check below enters it unless the user is inactive.
+      this._inactive.add(proxy.name);
+    }
+    entries.set(proxy, activity);
+    return this._checkActivity(proxy.name);
+  }
+
+  _setActivity(proxy, activity) {
+    const entries = this._present.get(proxy.name);
+    if (!entries?.has(proxy) || this._closed) return;
+    entries.set(proxy, activity);
+    this._checkActivity();
   }
 
   _leave(proxy) {
     this._checkOpen();
-    const set = this._present.get(proxy.name);
-    if (!set?.delete(proxy) || set.size > 0) return Promise.resolve();
+    const entries = this._present.get(proxy.name);
+    if (!entries?.delete(proxy)) return Promise.resolve();
+    if (entries.size > 0) {
+      // The others may be entered only while active, and the user inactive.
+      this._checkActivity();
+      return Promise.resolve();
+    }
     this._present.delete(proxy.name);
+    // Left already for inactivity (or never entered): the server has nothing to forget.
+    if (this._inactive.delete(proxy.name)) return Promise.resolve();
     return this._enqueue(proxy.name, "leave");
   }
 
@@ -596,8 +770,60 @@ export class PresenceClient extends EventTarget {
     return d.promise;
   }
 
-  _away() {
-    return this._awayReasons.size > 0;
+  // Whether a channel's entries keep it present at time t, and until when (Infinity: no limit
+  // but the page's life).
+  _activeUntil(entries, t) {
+    let until = -Infinity;
+    for (const activity of entries.values()) {
+      if (activity === null) return Infinity;
+      until = Math.max(until, this._activity.until(activity));
+    }
+    return until > t ? until : null;
+  }
+
+  // Enters and leaves channels as the user's activity requires, and sets the one timer that
+  // wakes this up when the next channel's threshold passes. The leave or enter goes out as a
+  // queued change (first at once, then throttled); handles of a channel that flipped fire
+  // "change". Returns the acknowledgement of waitFor's enter when this check made one.
+  _checkActivity(waitFor = null) {
+    if (this._closed) return Promise.resolve();
+    const t = this._now();
+    let next = Infinity;
+    let acked = null;
+    const flipped = [];
+    for (const [name, entries] of this._present) {
+      const until = this._activeUntil(entries, t);
+      const active = until !== null;
+      if (active) next = Math.min(next, until);
+      if (active === !this._inactive.has(name)) continue;
+      if (active) this._inactive.delete(name);
+      else this._inactive.add(name);
+      const d = name === waitFor ? deferred() : null;
+      if (d) acked = d.promise;
+      this._queue.push({ channel: name, type: active ? "enter" : "leave", d });
+      flipped.push(name);
+    }
+    this._activity.waiting = this._inactive.size > 0;
+    this._clear("_activityTimer");
+    if (next !== Infinity) {
+      this._activityTimer = this._setTimeout(() => {
+        this._activityTimer = null;
+        this._checkActivity();
+      }, Math.max(0, next - t));
+    }
+    if (flipped.length > 0) {
+      this._clear("_heartbeatTimer");
+      this._scheduleUpdate();
+    }
+    for (const name of flipped) {
+      for (const proxy of this._present.get(name).keys()) proxy._syncActive();
+    }
+    return acked ?? Promise.resolve();
+  }
+
+  // Names of the channels the server is to count this client present in.
+  _activeChannels() {
+    return [...this._present.keys()].filter((name) => !this._inactive.has(name));
   }
 
   // Keeps the last event per channel; the promises of superseded events follow the survivor.
@@ -638,7 +864,7 @@ export class PresenceClient extends EventTarget {
         this._debounceTimer = null;
         this._runUpdate();
       }, Math.max(this._o.debounceMs, earliest - now));
-    } else if (this._present.size > 0 && !this._away() && this._heartbeatTimer == null) {
+    } else if (this._present.size > this._inactive.size && this._heartbeatTimer == null) {
       const at = Math.max(this._nextHeartbeatAt, this._retryAt);
       this._heartbeatTimer = this._setTimeout(() => {
         this._heartbeatTimer = null;
@@ -654,11 +880,12 @@ export class PresenceClient extends EventTarget {
     this._dedupQueue();
     const queue = this._queue;
     this._queue = [];
-    const present = this._away() ? [] : [...this._present.keys()];
+    const present = this._activeChannels();
     const presentSet = new Set(present);
     const leave = queue.filter((e) => e.type === "leave" && !presentSet.has(e.channel)).map((e) => e.channel);
     if (present.length === 0 && leave.length === 0) {
-      // Nothing the server needs to hear (e.g. an enter made while away is sent on return).
+      // Nothing the server needs to hear (an enter made while the user is inactive goes out on
+      // their next activity).
       for (const e of queue) e.d?.resolve();
       this._scheduleUpdate();
       return;
@@ -712,36 +939,9 @@ export class PresenceClient extends EventTarget {
     }
   }
 
-  // Queues a leave (or re-enter) of every present channel when the page goes away (or returns).
-  _setAway(reason, on) {
-    const was = this._away();
-    if (on) this._awayReasons.add(reason);
-    else this._awayReasons.delete(reason);
-    if (was === this._away()) return;
-    const type = this._away() ? "leave" : "enter";
-    for (const channel of this._present.keys()) this._queue.push({ channel, type, d: null });
-    this._clear("_heartbeatTimer");
-    this._scheduleUpdate();
-  }
-
-  _visibilityChanged() {
-    if (this._closed) return;
-    if (this._document?.visibilityState === "hidden") {
-      if (this._hiddenTimer == null) {
-        this._hiddenTimer = this._setTimeout(() => {
-          this._hiddenTimer = null;
-          this._setAway("hidden", true);
-        }, this._o.leaveOnHiddenMs);
-      }
-    } else {
-      this._clear("_hiddenTimer");
-      this._setAway("hidden", false);
-    }
-  }
-
   // Removes queued leaves and returns them with every present channel: what must be left now.
   _takeLeaves() {
-    const leave = new Set(this._away() ? [] : this._present.keys());
+    const leave = new Set(this._activeChannels());
     this._dedupQueue();
     for (const e of this._queue) {
       if (e.type === "leave") leave.add(e.channel);
@@ -751,10 +951,10 @@ export class PresenceClient extends EventTarget {
     return [...leave];
   }
 
-  // The page is being unloaded or put in the back/forward cache. A beacon cannot carry the
-  // Authorization header that POST /presence/update requires, so the leave goes out as a
-  // keepalive fetch (which survives unload and may set headers); sendBeacon is the fallback
-  // for browsers without keepalive, useful only where the server authenticates it another way.
+  // The page is being unloaded or put in the back/forward cache. The leave goes out as a
+  // keepalive fetch, which survives unload and carries the Authorization header; where keepalive
+  // is missing, as navigator.sendBeacon, which cannot set headers, so the form body carries the
+  // token in its token field (the server accepts it there for form and multipart bodies only).
   // Either way the server's timeout removes the client if the request is lost.
   _pageHide() {
     if (this._closed || this._frozen) return;
@@ -778,16 +978,22 @@ export class PresenceClient extends EventTarget {
         // fall through to the beacon
       }
     }
-    this._navigator?.sendBeacon?.(url, body);
+    if (token) body.append("token", token);
+    try {
+      this._navigator?.sendBeacon?.(url, body);
+    } catch {
+      // Nothing else can be sent now; the server's timeout ends the presence.
+    }
   }
 
-  // Back from the back/forward cache: the page left everything at pagehide, so enter again.
+  // Back from the back/forward cache: the page left everything at pagehide, so enter again. The
+  // user navigating back to the page is activity.
   _pageShow(ev) {
     if (this._closed || !this._frozen || !ev?.persisted) return;
     this._frozen = false;
-    if (!this._away()) {
-      for (const channel of this._present.keys()) this._queue.push({ channel, type: "enter", d: null });
-    }
+    this._activity.seen();
+    this._checkActivity();
+    for (const channel of this._activeChannels()) this._queue.push({ channel, type: "enter", d: null });
     this._scheduleUpdate();
     this._streamChanged();
   }

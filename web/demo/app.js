@@ -18,7 +18,22 @@ const replyingChannel = (id) => `/demo/topic/${id}/replying`;
 
 const SESSION_KEY = "presence-demo-user";
 const CLUSTER_REFRESH_MS = 4000;
-const LEAVE_ON_HIDDEN_MS = 60000;
+
+// Every channel but the visitor counter is entered only while the user is active (the client's
+// default, as Discourse's): idle for a minute, or the tab hidden for 10 s, and the user leaves;
+// the next click brings them back. ?idle=N (seconds) shortens the idle time to try it quickly,
+// below Discourse's 60 s minimum, which the client is told to accept for this demo.
+const ACTIVITY = activityFromQuery(new URLSearchParams(location.search).get("idle"));
+
+function activityFromQuery(value) {
+  const seconds = Number(value);
+  if (value == null || !Number.isFinite(seconds) || seconds < 1 || seconds > 3600) {
+    return { idleSeconds: 60, client: {}, enter: {} };
+  }
+  const ms = Math.round(seconds * 1000);
+  const activeOptions = { userUnseenTime: ms, browserHiddenTime: Math.min(ms, 10000) };
+  return { idleSeconds: seconds, client: { minActiveOptions: activeOptions }, enter: { activeOptions } };
+}
 
 const $ = (id) => document.getElementById(id);
 
@@ -181,7 +196,7 @@ async function start(user) {
   }
   // This page's own node first; the other members are there to fail over to.
   bases = [location.origin, ...(cluster?.members ?? []).filter((m) => m.http).map((m) => httpBase(m.http))];
-  client = new PresenceClient({ urls: bases, token: () => fetchToken(me), leaveOnHiddenMs: LEAVE_ON_HIDDEN_MS });
+  client = new PresenceClient({ urls: bases, token: () => fetchToken(me), ...ACTIVITY.client });
   client.addEventListener("statechange", renderConnection);
   client.addEventListener("error", (ev) => console.warn("presence:", ev.detail));
   renderConnection();
@@ -190,16 +205,18 @@ async function start(user) {
   online.addEventListener("change", () => {
     renderPeople($("online-list"), online.users);
     $("online-count").textContent = online.count ?? 0;
+    renderAway(online);
   });
   online.subscribe().catch(report);
-  online.enter().catch(report);
+  online.enter(ACTIVITY.enter).catch(report);
 
+  // Visitors counts open pages, idle or not.
   const visitors = client.channel(VISITORS);
   visitors.addEventListener("change", () => {
     $("visitors").textContent = visitors.count ?? "–";
   });
   visitors.subscribe().catch(report);
-  visitors.enter().catch(report);
+  visitors.enter({ onlyWhileActive: false }).catch(report);
 
   renderTopicList();
   for (const t of TOPICS) {
@@ -213,6 +230,20 @@ async function start(user) {
   route();
   refreshCluster(cluster);
   setInterval(() => refreshCluster(), CLUSTER_REFRESH_MS);
+}
+
+// Greys the user out while the client has left their channels for inactivity. The page is
+// visible when they can read this, so the reason is idleness: a hidden tab comes back when shown.
+function renderAway(online) {
+  const away = online.present && !online.active;
+  $("me").classList.toggle("away", away);
+  $("me-status").textContent = away ? "away" : "";
+  $("away").hidden = !away;
+  if (away) {
+    $("away").textContent =
+      `No click, key or scroll here for ${ACTIVITY.idleSeconds} s, so you left every channel: the others no longer see you. ` +
+      "Click anywhere to come back.";
+  }
 }
 
 function renderTopicList() {
@@ -259,7 +290,7 @@ function openTopic(id) {
   $("topic-title").textContent = TOPICS.find((t) => t.id === id).title;
   $("reply").value = "";
   renderTopic();
-  view.enter().catch(report);
+  view.enter(ACTIVITY.enter).catch(report);
   view.subscribe().catch(report);
   replying.subscribe().catch(report);
 }
@@ -298,7 +329,7 @@ function updateReplying() {
   if (!open) return;
   const box = $("reply");
   const replying = document.activeElement === box || box.value.trim() !== "";
-  (replying ? open.replying.enter() : open.replying.leave()).catch(report);
+  (replying ? open.replying.enter(ACTIVITY.enter) : open.replying.leave()).catch(report);
 }
 
 // ---- cluster panel ----

@@ -200,3 +200,19 @@ export function snapshot(ids, lastMessageId = 0) {
 export function user(id) {
   return { id: String(id), username: `u${id}`, name: `User ${id}`, avatar_template: "" };
 }
+
+/** Runs fn and returns every line written to the console meanwhile (not printed). */
+export async function consoleOutput(fn) {
+  const out = [];
+  const saved = {};
+  for (const k of ["log", "info", "warn", "error", "debug"]) {
+    saved[k] = console[k];
+    console[k] = (...args) => out.push(args.map(String).join(" "));
+  }
+  try {
+    await fn();
+  } finally {
+    Object.assign(console, saved);
+  }
+  return out;
+}
