@@ -17,7 +17,6 @@ import (
 const (
 	DefaultHTTPAddr        = "127.0.0.1:8080"
 	DefaultGossipAddr      = "127.0.0.1:7946"
-	DefaultRaftAddr        = "127.0.0.1:8300"
 	DefaultRPCAddr         = "127.0.0.1:7947"
 	DefaultBootstrapExpect = 1
 	// DefaultShutdownTimeout bounds a graceful leave (the contract promises exit within 10 s).
@@ -46,8 +45,7 @@ type Config struct {
 	Name            string   // unique node name; required
 	HTTPAddr        string   // public API bind; "" = DefaultHTTPAddr
 	GossipAddr      string   // memberlist bind; "" = DefaultGossipAddr
-	RaftAddr        string   // Raft transport bind; "" = DefaultRaftAddr
-	RPCAddr         string   // node-to-node bind; "" = DefaultRPCAddr
+	RPCAddr         string   // node-to-node bind (calls and Raft); "" = DefaultRPCAddr
 	Advertise       string   // host others use to reach us; "" = the bind host
 	Join            []string // gossip addresses of existing members
 	BootstrapExpect int      // servers to see before bootstrapping Raft; 0 = 1
@@ -74,6 +72,13 @@ type Config struct {
 	// plain HTTP. ReloadTLS reads them again.
 	HTTPTLSCert string
 	HTTPTLSKey  string
+
+	// TLSCert, TLSKey and TLSCA are PEM files (the node's certificate, its
+	// key, the cluster's CA certificates): set all three to make every
+	// node-to-node connection mutual TLS 1.3, none for no TLS. TLS does not
+	// cover gossip (UDP), so it needs ClusterKey too. ReloadTLS reads them
+	// again.
+	TLSCert, TLSKey, TLSCA string
 
 	// Open SSE streams on this node: per signed-in user, per anonymous
 	// client address, and in all. 0 = the api.DefaultMaxStreams* value.
@@ -134,10 +139,13 @@ func (c *Config) Validate() error {
 	if _, err := c.ClusterKeyBytes(); err != nil {
 		return err
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
 	defaults := []struct {
 		field *string
 		def   string
-	}{{&c.HTTPAddr, DefaultHTTPAddr}, {&c.GossipAddr, DefaultGossipAddr}, {&c.RaftAddr, DefaultRaftAddr}, {&c.RPCAddr, DefaultRPCAddr}}
+	}{{&c.HTTPAddr, DefaultHTTPAddr}, {&c.GossipAddr, DefaultGossipAddr}, {&c.RPCAddr, DefaultRPCAddr}}
 	for _, d := range defaults {
 		if *d.field == "" {
 			*d.field = d.def
@@ -224,6 +232,28 @@ func (c *Config) validateTokens() error {
 	return nil
 }
 
+// validateTLS checks that the TLS files come together, and with a cluster
+// key: memberlist's gossip (UDP) cannot run over TLS, and without the key
+// anyone reaching the gossip port could join and be given channels.
+func (c *Config) validateTLS() error {
+	set := 0
+	for _, f := range []string{c.TLSCert, c.TLSKey, c.TLSCA} {
+		if f != "" {
+			set++
+		}
+	}
+	switch {
+	case set == 0:
+		return nil
+	case set < 3:
+		return fmt.Errorf("%w: --tls-cert, --tls-key and --tls-ca go together", ErrConfig)
+	case c.ClusterKey == "":
+		return fmt.Errorf("%w: --tls-* needs --cluster-key too: TLS covers the node-to-node TCP connections, "+
+			"the cluster key encrypts and authenticates gossip (UDP), which TLS cannot", ErrConfig)
+	}
+	return nil
+}
+
 // loopbackHost reports whether host names this machine.
 func loopbackHost(host string) bool {
 	if host == "localhost" {
@@ -251,6 +281,9 @@ func (c *Config) trustedProxyPrefixes() ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// PeerTLS reports whether node-to-node connections use TLS.
+func (c *Config) PeerTLS() bool { return c.TLSCert != "" }
 
 // advertised returns the address others use for a bind address: the bind
 // port on the Advertise host when set.

@@ -26,7 +26,6 @@ func (s *Server) startGossip() error {
 	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
 	s.meta = membership.Meta{
 		RPC:  s.rpcAddr,
-		Raft: s.store.Addr(),
 		HTTP: s.cfg.advertised(s.listener.Addr().String()),
 	}
 	ml, err := membership.Start(membership.Config{
