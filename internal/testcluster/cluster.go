@@ -344,6 +344,15 @@ func (n *Node) URL() string {
 	return "http://" + n.cfg.HTTPAddr
 }
 
+// Key returns the cluster key the nodes share, nil WithoutClusterKey.
+func (c *Cluster) Key() []byte {
+	key, _ := base64.StdEncoding.DecodeString(c.key) // encoded by New
+	if len(key) == 0 {
+		return nil
+	}
+	return key
+}
+
 // CA returns the CA of the nodes' certificates, nil without WithTLS.
 func (c *Cluster) CA() *testkit.CA { return c.ca }
 
