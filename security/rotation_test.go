@@ -1,9 +1,13 @@
 package security
 
 import (
+	"context"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +15,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/internal/testcluster"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/server"
@@ -174,5 +180,68 @@ func TestRollingRestartRotatesTheJWTSecrets(t *testing.T) {
 		if id := fmt.Sprint(100 + i); !slices.ContainsFunc(st[channel].Users, func(u presence.UserInfo) bool { return u.ID == id }) {
 			t.Errorf("user %s left during the rotation: %+v", id, st[channel].Users)
 		}
+	}
+}
+
+// TestRollingRestartRotatesTheClusterKey follows the documented rotation of
+// the cluster key without downtime, one node restarted at a time at each
+// step: the new key accepted next to the old (--cluster-key old,new), made
+// primary (new,old), the old one dropped (new). Users heartbeat all along
+// through whichever node answers and are never refused; at the end the
+// nodes refuse a transport and a gossip member holding only the old key
+// and accept the new one.
+func TestRollingRestartRotatesTheClusterKey(t *testing.T) {
+	oldKey, newKey := randomKey(), randomKey()
+	var mu sync.Mutex
+	keys := [][]byte{oldKey}
+	c := startCluster(t, 3, testcluster.WithConfig(func(_ int, cfg *server.Config) {
+		mu.Lock()
+		defer mu.Unlock()
+		var enc []string
+		for _, k := range keys {
+			enc = append(enc, base64.StdEncoding.EncodeToString(k))
+		}
+		cfg.ClusterKey = strings.Join(enc, ",")
+	}))
+	putDocument(t, c, 0, "rot")
+	const channel = "/rot/room"
+	var tokens []string
+	for i := range probeUsers {
+		tokens = append(tokens, testcluster.Token(fmt.Sprint(100+i)))
+	}
+	p := startProber(c, channel, tokens)
+	for _, step := range [][][]byte{{oldKey, newKey}, {newKey, oldKey}, {newKey}} {
+		mu.Lock()
+		keys = step
+		mu.Unlock()
+		for i := range c.Len() {
+			c.Restart(i)
+			c.WaitReady()
+		}
+	}
+	p.finish(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), settle)
+	defer cancel()
+	for _, n := range c.Running() {
+		_, err := caller(t, oldKey).Call(ctx, n.Server().RPCAddr(), methodPrefixWrite, prefixWrite(t, "pwned"))
+		if !refusedBeforeServing(err) {
+			t.Errorf("%s: a call with the old key: %v", n.Name, err)
+		}
+		// An unknown method reaches the handler, which refuses it: the
+		// new key is all it takes.
+		_, err = caller(t, newKey).Call(ctx, n.Server().RPCAddr(), 999, nil)
+		var remote *transport.RemoteError
+		if !errors.As(err, &remote) {
+			t.Errorf("%s: a call with the new key did not reach the handler: %v", n.Name, err)
+		}
+	}
+	m, err := membership.Start(membership.Config{Name: "intruder", BindAddr: "127.0.0.1:0", Key: oldKey, Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Shutdown() })
+	if n, err := m.Join([]string{c.Node(0).GossipAddr()}); err == nil || n > 0 {
+		t.Errorf("a member with the old key joined gossip: %d, %v", n, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/presencehq/presence/clock"
@@ -52,7 +53,7 @@ type Config struct {
 	DataDir         string   // Raft data; required
 	JWTSecrets      []string // HS256 secrets (rotation: any verifies); see Validate
 	AdminToken      string   // bearer token for /admin; required unless Dev
-	ClusterKey      string   // base64 key of 16, 24 or 32 bytes; "" = no encryption
+	ClusterKey      string   // base64 keys of 16, 24 or 32 bytes, comma-separated, the first primary; "" = none
 	CORSOrigins     []string // origins allowed to call the API; Dev adds "*"
 	Dev             bool     // development mode (demo prefix, /dev/token, demo page)
 
@@ -136,7 +137,7 @@ func (c *Config) Validate() error {
 	if c.AdminToken == "" {
 		return fmt.Errorf("%w: --admin-token (or PRESENCE_ADMIN_TOKEN) is required unless --dev", ErrConfig)
 	}
-	if _, err := c.ClusterKeyBytes(); err != nil {
+	if _, _, err := c.ClusterKeys(); err != nil {
 		return err
 	}
 	if err := c.validateTLS(); err != nil {
@@ -190,20 +191,28 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// ClusterKeyBytes decodes the cluster key (nil when none is set).
-func (c *Config) ClusterKeyBytes() ([]byte, error) {
+// ClusterKeys decodes the cluster keys: the primary key, which encrypts
+// and proves, then the keys also accepted from other nodes while the key
+// is rotated. Both are empty when no key is set.
+func (c *Config) ClusterKeys() (primary []byte, accepted [][]byte, err error) {
 	if c.ClusterKey == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
-	key, err := base64.StdEncoding.DecodeString(c.ClusterKey)
-	if err != nil {
-		return nil, fmt.Errorf("%w: --cluster-key is not base64: %v", ErrConfig, err)
+	for i, s := range strings.Split(c.ClusterKey, ",") {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: --cluster-key: key %d is not base64: %v", ErrConfig, i+1, err)
+		}
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return nil, nil, fmt.Errorf("%w: --cluster-key: key %d must decode to 16, 24 or 32 bytes, got %d", ErrConfig, i+1, n)
+		}
+		if i == 0 {
+			primary = key
+		} else {
+			accepted = append(accepted, key)
+		}
 	}
-	switch len(key) {
-	case 16, 24, 32:
-		return key, nil
-	}
-	return nil, fmt.Errorf("%w: --cluster-key must decode to 16, 24 or 32 bytes, got %d", ErrConfig, len(key))
+	return primary, accepted, nil
 }
 
 // validateTokens checks the ways user tokens are verified: at least one,

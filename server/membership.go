@@ -23,7 +23,7 @@ func (s *Server) startGossip() error {
 	if s.ctx.Err() != nil {
 		return nil
 	}
-	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
+	key, accepted, _ := s.cfg.ClusterKeys() // checked by Validate
 	s.meta = membership.Meta{
 		RPC:  s.rpcAddr,
 		HTTP: s.cfg.advertised(s.listener.Addr().String()),
@@ -34,6 +34,7 @@ func (s *Server) startGossip() error {
 		AdvertiseAddr: s.cfg.Advertise,
 		Meta:          s.meta,
 		Key:           key,
+		AcceptKeys:    accepted,
 		Fast:          s.cfg.FastGossip,
 		Logger:        s.log,
 

@@ -172,13 +172,14 @@ func (s *Server) open() error {
 // openTransport listens for node-to-node connections: calls and Raft,
 // with TLS and the cluster key as configured.
 func (s *Server) openTransport() error {
-	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
+	key, accepted, _ := s.cfg.ClusterKeys() // checked by Validate
 	cfg := transport.Config{
-		BindAddr: s.cfg.RPCAddr,
-		Key:      key,
-		Handler:  s.handleRPC,
-		Errors:   transportErrors(),
-		Logger:   s.log,
+		BindAddr:   s.cfg.RPCAddr,
+		Key:        key,
+		AcceptKeys: accepted,
+		Handler:    s.handleRPC,
+		Errors:     transportErrors(),
+		Logger:     s.log,
 	}
 	if s.cfg.PeerTLS() {
 		m, err := peertls.Load(peertls.Files{Cert: s.cfg.TLSCert, Key: s.cfg.TLSKey, CA: s.cfg.TLSCA})

@@ -325,6 +325,36 @@ func TestMembershipKeyMismatch(t *testing.T) {
 	}
 }
 
+// TestMembershipKeyRotation: a member that accepts a new gossip key next to
+// its primary joins one that made the new key primary and accepts the old
+// one, and both see each other; a member with the new key alone cannot
+// join one with the old key alone.
+func TestMembershipKeyRotation(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	start := func(name string, key []byte, accepted ...[]byte) *Membership {
+		m, err := Start(Config{Name: name, BindAddr: "127.0.0.1:0", Key: key, AcceptKeys: accepted, Fast: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Shutdown() })
+		return m
+	}
+	a := start("a", oldKey, newKey)
+	b := start("b", newKey, oldKey)
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "both members on both sides", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	c := start("c", newKey)
+	d := start("d", oldKey)
+	if n, err := c.Join([]string{d.Addr()}); err == nil || n != 0 {
+		t.Fatalf("keys that do not overlap: joined %d, err %v", n, err)
+	}
+	if _, err := Start(Config{Name: "e", BindAddr: "127.0.0.1:0", AcceptKeys: [][]byte{oldKey}}); err == nil {
+		t.Fatal("accepted keys without a key were accepted")
+	}
+}
+
 // TestMembershipEventsNeverBlock fills the events channel with nobody
 // reading: memberlist must keep working, and the consumer, once it reads,
 // is told to resync.

@@ -129,11 +129,11 @@ func (t *Transport) secureAccepted(ctx context.Context, nc net.Conn) (net.Conn, 
 
 // seal protects conn with records keyed from the handshake when the
 // transport has a cluster key and no TLS (TLS protects the stream itself).
-func (t *Transport) seal(conn net.Conn, h hellos, dialer bool) (net.Conn, error) {
-	if len(t.cfg.Key) == 0 || t.cfg.ClientTLS != nil {
+func (t *Transport) seal(conn net.Conn, h session, dialer bool) (net.Conn, error) {
+	if h.key == nil || t.cfg.ClientTLS != nil {
 		return conn, nil
 	}
-	d2a, a2d, err := seal.SessionKeys(t.cfg.Key, h.dialer, h.acceptor)
+	d2a, a2d, err := seal.SessionKeys(h.key, h.dialer, h.acceptor)
 	if err != nil {
 		return nil, err
 	}

@@ -531,3 +531,52 @@ func TestStreamsRefusedWithoutConsumer(t *testing.T) {
 		t.Fatalf("read on a stream nobody accepted: %v, want EOF", err)
 	}
 }
+
+// TestTransportKeyRotation walks the steps of a cluster key rotation
+// between two nodes, calls going both ways: the new key accepted
+// everywhere, then primary everywhere, then the old one dropped. Nodes
+// whose keys do not overlap that way refuse each other.
+func TestTransportKeyRotation(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	ring := func(primary []byte, accepted ...[]byte) Config {
+		return Config{Key: primary, AcceptKeys: accepted}
+	}
+	cases := []struct {
+		name   string
+		a, b   Config
+		ab, ba bool // calls from a to b, from b to a succeed
+	}{
+		{"one node accepts the new key", ring(oldKey), ring(oldKey, newKey), true, true},
+		{"one node made it primary", ring(oldKey, newKey), ring(newKey, oldKey), true, true},
+		{"one node dropped the old key", ring(newKey, oldKey), ring(newKey), true, true},
+		{"the rotation's end", ring(newKey), ring(newKey), true, true},
+		{"keys that do not overlap", ring(oldKey), ring(newKey), false, false},
+		{"a step skipped", ring(newKey), ring(oldKey, newKey), false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := tc.a, tc.b
+			a.Handler, b.Handler = echo, echo
+			ta, tb := startTransport(t, a), startTransport(t, b)
+			for _, dir := range []struct {
+				from, to *Transport
+				ok       bool
+				label    string
+			}{{ta, tb, tc.ab, "a to b"}, {tb, ta, tc.ba, "b to a"}} {
+				_, err := dir.from.Call(testCtx(t), dir.to.Addr(), 1, []byte("x"))
+				if dir.ok && err != nil {
+					t.Errorf("%s: %v", dir.label, err)
+				}
+				if !dir.ok && !errors.Is(err, ErrAuth) {
+					t.Errorf("%s: %v, want ErrAuth", dir.label, err)
+				}
+			}
+		})
+	}
+	if err := (Config{BindAddr: "127.0.0.1:0", AcceptKeys: [][]byte{oldKey}}).Validate(); err == nil {
+		t.Error("accepted keys without a primary key were accepted")
+	}
+	if err := (Config{BindAddr: "127.0.0.1:0", Key: oldKey, AcceptKeys: [][]byte{[]byte("short")}}).Validate(); err == nil {
+		t.Error("a short accepted key was accepted")
+	}
+}

@@ -70,6 +70,11 @@ type Config struct {
 	// from it (package seal). Nil disables authentication, and then peers
 	// with a key refuse this node and vice versa.
 	Key []byte
+	// AcceptKeys are further cluster keys accepted from peers while the key
+	// is rotated (handshake.go): a peer connects when it holds this node's
+	// Key, and this node connects to a peer whose primary key is Key or one
+	// of these. Needs Key.
+	AcceptKeys [][]byte
 	// ServerTLS and ClientTLS, set together, make every connection TLS 1.3
 	// with a certificate on both sides: ServerTLS for accepted connections
 	// (it must require and verify client certificates), ClientTLS for
@@ -110,8 +115,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.BindAddr == "":
 		return errors.New("transport: bind address is empty")
-	case len(c.Key) != 0 && len(c.Key) != 16 && len(c.Key) != 24 && len(c.Key) != 32:
+	case !validKey(c.Key, true):
 		return fmt.Errorf("transport: key is %d bytes, want 16, 24 or 32", len(c.Key))
+	case len(c.AcceptKeys) > 0 && len(c.Key) == 0:
+		return errors.New("transport: AcceptKeys without a Key")
 	case len(c.Errors) > maxRegisteredErrors:
 		return fmt.Errorf("transport: %d errors registered, at most %d", len(c.Errors), maxRegisteredErrors)
 	case c.DialTimeout < 0, c.CallTimeout < 0, c.MaxFrameBytes < 0, c.MaxInflight < 0:
@@ -127,12 +134,28 @@ func (c Config) Validate() error {
 	case c.ConnsPerPeer < 0 || c.ConnsPerPeer > maxConnsPerPeer:
 		return fmt.Errorf("transport: ConnsPerPeer %d out of range 0..%d", c.ConnsPerPeer, maxConnsPerPeer)
 	}
+	for _, k := range c.AcceptKeys {
+		if !validKey(k, false) {
+			return fmt.Errorf("transport: accepted key is %d bytes, want 16, 24 or 32", len(k))
+		}
+	}
 	for i, err := range c.Errors {
 		if err == nil {
 			return fmt.Errorf("transport: error %d is nil", i)
 		}
 	}
 	return nil
+}
+
+// validKey reports whether k is an AES key size (or empty, when allowed).
+func validKey(k []byte, emptyOK bool) bool {
+	switch len(k) {
+	case 16, 24, 32:
+		return true
+	case 0:
+		return emptyOK
+	}
+	return false
 }
 
 func (c *Config) applyDefaults() {
@@ -197,7 +220,7 @@ func Listen(cfg Config) (*Transport, error) {
 	t := &Transport{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "transport"),
-		auth:   newHandshake(cfg.Key),
+		auth:   newHandshake(cfg.Key, cfg.AcceptKeys),
 		errs:   newErrorTable(cfg.Errors),
 		ln:     ln,
 		ctx:    ctx,

@@ -136,7 +136,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "when set, user tokens must carry this iss")
 	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "when set, user tokens must carry this aud")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
-	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts and authenticates gossip and node-to-node traffic")
+	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts and authenticates gossip and node-to-node traffic; while rotating, comma-separated keys, the first used and all accepted")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of this node, signed by --tls-ca: node-to-node traffic is mutual TLS 1.3 (needs --cluster-key too); reloaded on SIGHUP")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP")
 	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM certificates of the CAs whose node certificates are trusted (the cluster's own CA); reloaded on SIGHUP")

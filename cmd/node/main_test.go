@@ -126,6 +126,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 		"no admin token":   {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x"},
 		"bad cluster key":  {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "not-base64!"},
 		"short key":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "c2hvcnQ="},
+		"short second key": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey + ",c2hvcnQ="},
 		"unknown flag":     {"--nope"},
 		"stray argument":   {"--dev", "extra"},
 		"bad log level":    {"--dev", "--log-level", "loud"},
