@@ -4,6 +4,8 @@
 // would: hashicorp/raft's own transport speaking Raft to the rpc port,
 // node-to-node calls without the cluster key, a memberlist without the
 // key joining gossip, a node holding a certificate of another CA, and a
-// proxy recording the bytes between two nodes. It also rotates the user
-// token secrets across a running cluster, one node at a time.
+// proxy recording the bytes between two nodes. It also rotates the keys
+// of a running cluster without downtime: the user token secrets and the
+// cluster key by rolling restarts, the CA and the node certificates by
+// reloading the TLS files (SIGHUP).
 package security

@@ -18,6 +18,7 @@ import (
 	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/internal/testcluster"
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/server"
 )
@@ -92,6 +93,13 @@ func (p *prober) round(token string) error {
 		}
 	}
 	return fmt.Errorf("no node accepted the heartbeat: %v", err)
+}
+
+// waitRounds waits until n more rounds were run, failed or not.
+func (p *prober) waitRounds(t *testing.T, n int64) {
+	t.Helper()
+	target := p.rounds.Load() + n
+	testkit.WaitFor(t, "heartbeat rounds", func() bool { return p.rounds.Load() >= target })
 }
 
 func (p *prober) finish(t *testing.T) {
