@@ -195,6 +195,10 @@ func (s *Server) openTransport() error {
 	}
 	s.transport = tr
 	s.rpcAddr = s.cfg.advertised(tr.Addr())
+	if host, _, _ := net.SplitHostPort(s.rpcAddr); net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		return fmt.Errorf("%w: --rpc %s listens on every interface: set --advertise to the host or IP "+
+			"the other nodes reach this one at", ErrConfig, s.cfg.RPCAddr)
+	}
 	s.logNodeSecurity(key != nil)
 	return nil
 }
