@@ -11,7 +11,7 @@ import (
 
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/internal/testcluster"
-	"github.com/presencehq/presence/router"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // prefixWrite is the body of methodPrefixWrite (server/rpc.go).
@@ -58,7 +58,7 @@ func TestCallsRefuseAClientWithoutTheKey(t *testing.T) {
 		tr := caller(t, key)
 		for _, n := range c.Running() {
 			addr := n.Server().RPCAddr()
-			for _, method := range []uint16{router.MethodUpdate, router.MethodGet, router.MethodInstall, methodPrefixWrite} {
+			for _, method := range []uint16{wire.MethodUpdate, wire.MethodGet, wire.MethodInstall, methodPrefixWrite} {
 				_, err := tr.Call(ctx, addr, method, prefixWrite(t, "pwned"))
 				if !refusedBeforeServing(err) {
 					t.Errorf("%s: %s method %d: %v, want a refusal before any handler", name, n.Name, method, err)

@@ -133,6 +133,7 @@ func (s *Server) open() error {
 	if err := s.openStore(); err != nil {
 		return err
 	}
+	s.registry.MustRegister(newRaftCollector(s.store))
 	s.self = router.Member{Name: s.cfg.Name, RPCAddr: s.rpcAddr}
 	metrics := presence.NewMetrics(s.registry)
 	pub := router.NewPublisher()
