@@ -142,8 +142,8 @@ func TestProcessChaosKill(t *testing.T) {
 	var rounds []chaos.Round
 	for round := 1; round <= 5; round++ {
 		victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
+		killed := time.Now() // before: a request under way then meets the kill
 		exit, err := victim.Kill()
-		killed := time.Now()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,10 +186,10 @@ func TestProcessChaosPause(t *testing.T) {
 	// resumes: the model allows that for the pause and some margin.
 	r := startChaosRun(t, 100, 300, 2, pauseFor+5*time.Second)
 	victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
+	paused := time.Now()
 	if err := victim.Pause(); err != nil {
 		t.Fatal(err)
 	}
-	paused := time.Now()
 	detected := r.fault(victim, paused)
 	t.Logf("%s paused for %v at %s", victim.Name, pauseFor, paused.Format("15:04:05.000"))
 	time.Sleep(pauseFor) // the fault itself: the node stays frozen this long

@@ -63,9 +63,20 @@ type Outage struct {
 	Start, End time.Time
 }
 
-// covers reports whether an exchange with node begun at t met the outage.
-func (o Outage) covers(node string, t time.Time) bool {
-	return node == o.Node && !t.Before(o.Start) && (o.End.IsZero() || t.Before(o.End))
+// covers reports whether an exchange with node from start to end met the
+// outage: a request under way when the node was killed met it too.
+func (o Outage) covers(node string, start, end time.Time) bool {
+	return node == o.Node && !end.Before(o.Start) && (o.End.IsZero() || start.Before(o.End))
+}
+
+// anyCovers reports whether one of outs covers the exchange.
+func anyCovers(outs []Outage, node string, start, end time.Time) bool {
+	for _, o := range outs {
+		if o.covers(node, start, end) {
+			return true
+		}
+	}
+	return false
 }
 
 // Tally adds up exchanges.
@@ -113,9 +124,9 @@ type WindowStats struct {
 // maxTallyExamples bounds the examples of a Tally.
 const maxTallyExamples = 5
 
-// Window adds up the exchanges begun in [from, to): those that met out
-// apart from the others.
-func (r *Exchanges) Window(from, to time.Time, out Outage) WindowStats {
+// Window adds up the exchanges begun in [from, to): those that met one of
+// outs apart from the others.
+func (r *Exchanges) Window(from, to time.Time, outs ...Outage) WindowStats {
 	r.mu.Lock()
 	list := slices.Clone(r.list)
 	ends := slices.Clone(r.ends)
@@ -125,7 +136,7 @@ func (r *Exchanges) Window(from, to time.Time, out Outage) WindowStats {
 		if x.Start.Before(from) || !x.Start.Before(to) {
 			continue
 		}
-		if out.covers(x.Node, x.Start) {
+		if anyCovers(outs, x.Node, x.Start, x.Start.Add(x.Latency)) {
 			down = append(down, x)
 		} else {
 			live = append(live, x)
@@ -135,7 +146,7 @@ func (r *Exchanges) Window(from, to time.Time, out Outage) WindowStats {
 	for _, e := range ends {
 		switch {
 		case e.At.Before(from) || !e.At.Before(to):
-		case out.covers(e.Node, e.At):
+		case anyCovers(outs, e.Node, e.At, e.At):
 			st.DownStreamEnds++
 		default:
 			st.LiveStreamEnds++
@@ -218,61 +229,39 @@ func (r RoundReport) String() string {
 }
 
 // Report adds up the exchanges of every round, each from its fault until
-// the next one's, the last until end.
+// the next one's, the last until end. An exchange with a node that met any
+// round's outage (one under way when the next round's fault came too)
+// counts as the node's while out.
 func (r *Exchanges) Report(rounds []Round, end time.Time) []RoundReport {
+	outs := outages(rounds)
 	out := make([]RoundReport, len(rounds))
 	for i, rd := range rounds {
 		to := end
 		if i+1 < len(rounds) {
 			to = rounds[i+1].Out.Start
 		}
-		out[i] = RoundReport{Round: rd, WindowStats: r.Window(rd.Out.Start, to, rd.Out)}
+		out[i] = RoundReport{Round: rd, WindowStats: r.Window(rd.Out.Start, to, outs...)}
+	}
+	return out
+}
+
+func outages(rounds []Round) []Outage {
+	out := make([]Outage, len(rounds))
+	for i, rd := range rounds {
+		out[i] = rd.Out
 	}
 	return out
 }
 
 // Total adds up the reports of every round: counts summed, latencies of
-// all the rounds' exchanges together, detection times as a range.
+// all the rounds' exchanges together, the longest detection time.
 func (r *Exchanges) Total(rounds []Round, end time.Time) RoundReport {
 	if len(rounds) == 0 {
 		return RoundReport{}
 	}
-	// One window from the first fault to the end, each exchange judged
-	// by the outage of the round it began in.
-	r.mu.Lock()
-	list := slices.Clone(r.list)
-	r.mu.Unlock()
-	var live, down []Exchange
-	for _, x := range list {
-		i := roundAt(rounds, x.Start, end)
-		if i < 0 {
-			continue
-		}
-		if rounds[i].Out.covers(x.Node, x.Start) {
-			down = append(down, x)
-		} else {
-			live = append(live, x)
-		}
-	}
-	total := RoundReport{Round: Round{Name: "all rounds"}, WindowStats: WindowStats{Live: tally(live), Down: tally(down)}}
-	for _, rep := range r.Report(rounds, end) {
-		total.LiveStreamEnds += rep.LiveStreamEnds
-		total.DownStreamEnds += rep.DownStreamEnds
-		total.StreamEndExamples = append(total.StreamEndExamples, rep.StreamEndExamples...)
-		total.Detected = max(total.Detected, rep.Detected)
+	total := RoundReport{Round: Round{Name: "all rounds"}, WindowStats: r.Window(rounds[0].Out.Start, end, outages(rounds)...)}
+	for _, rd := range rounds {
+		total.Detected = max(total.Detected, rd.Detected)
 	}
 	return total
-}
-
-// roundAt returns the round whose window holds t, or -1.
-func roundAt(rounds []Round, t, end time.Time) int {
-	if t.Before(rounds[0].Out.Start) || !t.Before(end) {
-		return -1
-	}
-	for i := len(rounds) - 1; i >= 0; i-- {
-		if !t.Before(rounds[i].Out.Start) {
-			return i
-		}
-	}
-	return -1
 }

@@ -23,13 +23,14 @@ func TestExchangesWindowSplitsTheOutage(t *testing.T) {
 	add("b", 2, 0.01, 503)
 	add("c", 1.2, 0.001, 0) // the node that is out
 	add("c", 1.3, 0.001, 0)
+	add("c", 0.9, 0.2, 0)    // under way when c went out
 	add("c", 9, 0.003, 200)  // back: live again
 	add("a", 10, 0.001, 200) // after the window
 	x.AddStreamEnd(StreamEnd{Node: "c", At: at(1.1)})
 	x.AddStreamEnd(StreamEnd{Node: "b", At: at(3), Err: "EOF"})
 
 	out := Outage{Node: "c", Start: at(1), End: at(5)}
-	st := x.Window(at(0), at(10), out)
+	st := x.Window(at(1), at(10), out)
 	if st.Live.Requests != 101 || st.Live.NonOK != 1 || st.Live.Unanswered != 0 {
 		t.Errorf("live: %+v", st.Live)
 	}
@@ -42,7 +43,7 @@ func TestExchangesWindowSplitsTheOutage(t *testing.T) {
 	if len(st.Live.Examples) != 1 || !strings.Contains(st.Live.Examples[0], "HTTP 503") {
 		t.Errorf("live examples %q", st.Live.Examples)
 	}
-	if st.Down.Requests != 2 || st.Down.Unanswered != 2 || st.Down.Failed() != 2 {
+	if st.Down.Requests != 2 || st.Down.Unanswered != 2 || st.Down.Failed() != 2 { // the one begun before from is out of the window
 		t.Errorf("down: %+v", st.Down)
 	}
 	if st.LiveStreamEnds != 1 || st.DownStreamEnds != 1 || len(st.StreamEndExamples) != 1 {
@@ -59,6 +60,13 @@ func TestExchangesWindowSplitsTheOutage(t *testing.T) {
 	}
 	total := x.Total(rounds, at(20))
 	if total.Live.Requests != 101 || total.Down.Requests != 3 || total.LiveStreamEnds != 1 || total.Detected != 2*time.Second {
+		t.Errorf("total %+v", total)
+	}
+	// From before the outage, the exchange under way when c went out is c's.
+	if st := x.Window(at(0), at(10), out); st.Down.Requests != 3 || st.Live.Requests != 101 {
+		t.Errorf("window with the exchange under way: live %+v down %+v", st.Live, st.Down)
+	}
+	if total.Live.Requests != 101 {
 		t.Errorf("total %+v", total)
 	}
 }

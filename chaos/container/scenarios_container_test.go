@@ -38,10 +38,10 @@ func TestContainerKill(t *testing.T) {
 		staleApply: 2 * time.Second, perNode: 2, vanish: 0.02})
 	var rounds []chaos.Round
 	for round, victim := range r.shuffled() {
+		killed := time.Now() // before the command: a request under way then meets the kill
 		if err := docker(func(ctx context.Context) error { return cluster.Kill(ctx, victim) }); err != nil {
 			t.Fatal(err)
 		}
-		killed := time.Now()
 		detected := r.fault(victim, killed)
 		r.Logf("round %d: %s killed at %s", round+1, victim, stamp())
 		r.settle(fmt.Sprintf("round %d, %s killed", round+1, victim), convergeWithin)
@@ -80,11 +80,11 @@ func TestContainerNetworkDisconnect(t *testing.T) {
 		staleApply: disconnectFor + 5*time.Second, perNode: 2, vanish: 0.02})
 	victim := r.shuffled()[0]
 	var att container.Attachment
+	cut := time.Now()
 	err := docker(func(ctx context.Context) (err error) { att, err = cluster.Disconnect(ctx, victim); return err })
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut := time.Now()
 	detected := r.fault(victim, cut)
 	connected := false
 	t.Cleanup(func() { // a failed test must not leave the next one a node short
