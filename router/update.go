@@ -183,7 +183,9 @@ func (r *Router) serveUpdate(ctx context.Context, q *wire.UpdateRequest, vals []
 	if deadline := q.Header.Deadline; deadline != 0 {
 		now := r.cfg.Clock.Now().UnixNano()
 		if now > deadline {
-			return vals, fmt.Errorf("%w: forwarded update arrived after its deadline", presence.ErrUnavailable)
+			// The sender has given up on this attempt and may have routed
+			// the update again; ErrMoved says so, if it still listens.
+			return vals, fmt.Errorf("%w: forwarded update arrived after its deadline", presence.ErrMoved)
 		}
 		// Waits on the way (a pull, a hand-off) end with the sender's
 		// deadline: after it, the sender has given up and may have

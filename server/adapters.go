@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/cluster/membership"
@@ -102,6 +103,9 @@ func (c clusterInfo) Ready() (bool, string) {
 	}
 	if !s.configLoaded.Load() {
 		return false, "prefix documents not loaded yet"
+	}
+	if resuming, frozen := s.freeze.resuming(time.Now()); resuming {
+		return false, fmt.Sprintf("resuming after the process was frozen for %v", frozen.Round(time.Second))
 	}
 	if !s.router.Settled() {
 		return false, "channel ownership not settled"

@@ -58,6 +58,9 @@ func (s *Server) handleRPC(ctx context.Context, method uint16, body []byte) ([]b
 		if r == nil {
 			return nil, fmt.Errorf("%w: node starting", presence.ErrUnavailable)
 		}
+		if err := s.refuseWhileResuming(method); err != nil {
+			return nil, err
+		}
 		return r.Handle(ctx, method, body)
 	}
 	switch method {

@@ -75,6 +75,7 @@ type Server struct {
 	startedAt    time.Time       // this run's incarnation, announced once serving
 	meta         membership.Meta // gossiped metadata, without the incarnation
 	configLoaded atomic.Bool     // the prefix documents caught up with the leader's
+	freeze       freezeWatch     // detects that the process was frozen (resume.go)
 
 	httpSrv   *http.Server
 	httpTLS   *tlscert.KeyPair // the public API's certificate; nil: plain HTTP
@@ -99,6 +100,7 @@ func New(cfg Config) (*Server, error) {
 		timings:   newTimings(cfg.FastTimings),
 		registry:  prometheus.NewRegistry(),
 		members:   newMemberTable(cfg.Name),
+		freeze:    freezeWatch{threshold: freezeThreshold, quiet: resumeQuiet},
 		raftKick:  make(chan struct{}, 1),
 		startedAt: time.Now(),
 	}
@@ -179,7 +181,8 @@ func (s *Server) open() error {
 // not required: losing the leader (it may be the node that just died) is
 // part of the view change, and presence never goes through Raft.
 func (s *Server) serving() bool {
-	return s.configLoaded.Load() && !s.draining.Load() && (len(s.cfg.Join) == 0 || s.joined.Load())
+	resuming, _ := s.freeze.resuming(time.Now())
+	return s.configLoaded.Load() && !s.draining.Load() && !resuming && (len(s.cfg.Join) == 0 || s.joined.Load())
 }
 
 // openTransport listens for node-to-node connections: calls and Raft,
@@ -322,7 +325,7 @@ func (s *Server) buildHandler() error {
 	if err != nil {
 		return err
 	}
-	s.handler = s.guardStreams(h)
+	s.handler = s.guardResume(s.guardStreams(h))
 	return nil
 }
 
@@ -367,9 +370,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.startGossip(); err != nil {
 		return fmt.Errorf("membership: %w", err)
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.awaitConfig()
 	go s.raftLoop()
+	go s.watchFreezes()
 	if s.jwks != nil {
 		go s.prefetchJWKS()
 	}
