@@ -47,10 +47,30 @@
 //
 // A forwarded call carries the sender's ring epoch and a hop count; the
 // receiver routes it again by the same rules. Past MaxHops it answers
-// presence.ErrMoved. Only the node a request entered retries: after ErrMoved,
-// ErrBusy or an unreachable node it routes the failed share again with a
-// doubling backoff, then gives up with presence.ErrUnavailable (503). Epochs
-// are per-node counters, so they are logged, not compared.
+// presence.ErrMoved. Epochs are per-node counters, so they are logged, not
+// compared.
+//
+// # The hold
+//
+// An ownership change is a pause, not an error. Only the node a request
+// entered retries; a node it was forwarded to answers any failure that
+// routing again may cure (moved, busy, an unreachable next node, its own
+// time running out) as ErrMoved at once. The entry node holds the request
+// after such a failure (hold.go): the failed share is routed again when
+// the view changes (each view's next channel is closed by the view that
+// replaces it: a dead owner leaves the ring when memberlist declares it
+// dead, about 3 s after a kill) and after a backoff meanwhile (RetryBackoff
+// doubling to MaxRetryBackoff: another node's view lagging, a hand-off in
+// progress), until it is served or HoldTimeout (10 s) after the first
+// failure; then presence.ErrUnavailable (503). A forwarded call ends at
+// ForwardTimeout, so a paused node does not take the whole hold, and the
+// updates queued for a node that leaves the view are answered at once and
+// routed again. At most MaxHeld requests are held (presence_held_requests);
+// beyond, and on a node that cannot serve (Config.Serving false, not
+// joined, draining), a failure is the answer at once. Applying a present
+// or a leave twice changes nothing, so a request routed again after an
+// attempt whose fate is unknown (a timeout) is safe; present-before-leave
+// holds per channel, since a channel's leave always goes with its present.
 //
 // Get and Update group their channels by destination: the local share goes
 // to the engine, each remote node gets one call with its share, in parallel.
@@ -168,8 +188,9 @@
 // # Metrics
 //
 // presence_forwarded_total{method}, presence_forward_errors_total,
-// presence_handoffs_total{direction="in"|"out"}, presence_ring_epoch and
-// presence_replica_promotions_total; the router also registers its parts'
+// presence_handoffs_total{direction="in"|"out"}, presence_ring_epoch,
+// presence_replica_promotions_total, presence_held_requests and
+// presence_held_requests_total{outcome}; the router also registers its parts'
 // presence_push_dropped_total, presence_replica_refused_total and
 // presence_replication_lag_seconds.
 package router
