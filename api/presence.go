@@ -102,7 +102,7 @@ func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if ok, wait := s.limiter.allow(u.ID); !ok {
+	if ok, wait := s.limiter.Allow(r.Context(), u.ID); !ok {
 		s.writeError(w, r, &rateLimitError{retryAfter: wait})
 		return
 	}
