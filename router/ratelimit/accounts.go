@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"sync"
 	"time"
 
 	"github.com/presencehq/presence/router/wire"
@@ -41,15 +40,13 @@ type loan struct {
 type accounts struct {
 	lim  Limits
 	rate tokenbucket.Rate
-
-	mu sync.Mutex
-	m  map[string]*account
+	t    table[account]
 }
 
 func (a *accounts) init(lim Limits) {
 	a.lim = lim
 	a.rate = tokenbucket.Rate{Burst: lim.Burst, PerSecond: lim.PerSecond}
-	a.m = make(map[string]*account)
+	a.t.init(lim.MaxUsers)
 }
 
 // isMember reports whether a node is in the current view.
@@ -58,9 +55,10 @@ type isMember func(name string) bool
 // take decides a call entering the keeper: one token of the bucket, or
 // the wait for the next one and the nodes whose tokens to recall.
 func (a *accounts) take(user string, now time.Time, member isMember) (ok bool, wait time.Duration, recall []wire.Member) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	acc := a.get(user, now)
+	sh := a.t.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	acc := a.get(sh, user, now)
 	a.advance(acc, now, member)
 	acc.localAt = now
 	if acc.bucket.Take(1) {
@@ -75,9 +73,10 @@ func (a *accounts) take(user string, now time.Time, member isMember) (ok bool, w
 // nothing is left, the wait for the next token and the other nodes whose
 // tokens to recall.
 func (a *accounts) lend(from wire.Member, e wire.LimitEntry, now time.Time, member isMember) (wire.LimitAnswer, []wire.Member) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	acc := a.get(e.User, now)
+	sh := a.t.shard(e.User)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	acc := a.get(sh, e.User, now)
 	a.advance(acc, now, member)
 	ln := acc.loanTo(from)
 	a.creditSpent(acc, ln, e.Spent, e.SpentAgo, now)
@@ -111,9 +110,10 @@ func (a *accounts) lend(from wire.Member, e wire.LimitEntry, now time.Time, memb
 // giveBack takes back tokens node did not spend and its report of those
 // it spent (a return, or the answer to a recall).
 func (a *accounts) giveBack(node, user string, tokens, spent int, spentAgo time.Duration, now time.Time, member isMember) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	acc, ok := a.m[user]
+	sh := a.t.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	acc, ok := sh.m[user]
 	if !ok {
 		return // a bucket dropped as full: nothing to add to
 	}
@@ -129,38 +129,21 @@ func (a *accounts) giveBack(node, user string, tokens, spent int, spentAgo time.
 // sweep drops the accounts that are the same as a new one: full, nothing
 // lent.
 func (a *accounts) sweep(now time.Time, member isMember) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for user, acc := range a.m {
+	a.t.each(func(_ string, acc *account) bool {
 		a.advance(acc, now, member)
-		if len(acc.loans) == 0 && acc.bucket.Tokens >= float64(a.lim.Burst) {
-			delete(a.m, user)
-		}
-	}
+		return len(acc.loans) > 0 || acc.bucket.Tokens < float64(a.lim.Burst)
+	})
 }
 
-func (a *accounts) len() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.m)
-}
+func (a *accounts) len() int { return a.t.len() }
 
-// get returns user's account, a full one if there was none; when the table
-// is full an arbitrary account is evicted (its loans are forgotten: the
-// bound on memory wins over the count of a few tokens out).
-func (a *accounts) get(user string, now time.Time) *account {
-	if acc, ok := a.m[user]; ok {
-		return acc
-	}
-	if len(a.m) >= a.lim.MaxUsers {
-		for u := range a.m {
-			delete(a.m, u)
-			break
-		}
-	}
-	acc := &account{bucket: tokenbucket.Full(float64(a.lim.Burst), now), fullFrom: now}
-	a.m[user] = acc
-	return acc
+// get returns user's account in sh (locked), a full one if there was none;
+// when the shard is full an arbitrary account is evicted (its loans are
+// forgotten: the bound on memory wins over the count of a few tokens out).
+func (a *accounts) get(sh *shard[account], user string, now time.Time) *account {
+	return sh.get(user, func() *account {
+		return &account{bucket: tokenbucket.Full(float64(a.lim.Burst), now), fullFrom: now}
+	})
 }
 
 // capacity is what the bucket may hold: Burst less the tokens out.

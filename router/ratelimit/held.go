@@ -70,25 +70,27 @@ type decision struct {
 // could not reach.
 type holdings struct {
 	lim Limits
+	t   table[holding]
 
-	mu sync.Mutex
-	m  map[string]*holding
 	// down: keepers whose last borrow failed, and when to try again.
-	down map[string]time.Time
+	// Locked after a shard's lock, never before.
+	downMu sync.Mutex
+	down   map[string]time.Time
 }
 
 func (s *holdings) init(lim Limits) {
 	s.lim = lim
-	s.m = make(map[string]*holding)
+	s.t.init(lim.MaxUsers)
 	s.down = make(map[string]time.Time)
 }
 
 // decide takes the next step of a call for user, whose bucket owner
 // keeps; first is true for the call's first step (it counts the call).
 func (s *holdings) decide(user string, owner wire.Member, now time.Time, first bool) decision {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sl := s.get(user)
+	sh := s.t.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sl := sh.get(user, newHolding)
 	if first {
 		sl.note(now)
 	}
@@ -97,12 +99,11 @@ func (s *holdings) decide(user string, owner wire.Member, now time.Time, first b
 		sl.spend(now)
 		return decision{step: stepAllow, borrow: s.refillAhead(sl, user, owner, now)}
 	}
-	if retry, down := s.down[owner.Name]; down {
+	if probe, down := s.isDown(owner.Name, now, sl.borrow == nil); down {
 		d := decision{step: stepFallback}
-		if !now.Before(retry) && sl.borrow == nil {
+		if probe {
 			// Probe the keeper in the background; calls keep deciding
 			// here until it answers.
-			s.down[owner.Name] = now.Add(s.lim.OwnerRetry)
 			d.borrow = s.start(sl, user, owner, now, false)
 		}
 		return d
@@ -116,12 +117,27 @@ func (s *holdings) decide(user string, owner wire.Member, now time.Time, first b
 	return decision{step: stepBorrow, borrow: s.start(sl, user, owner, now, true)}
 }
 
+// isDown reports whether keeper failed its last borrow, and whether it is
+// time to probe it again (only when canProbe); a probe moves the next try
+// OwnerRetry later.
+func (s *holdings) isDown(keeper string, now time.Time, canProbe bool) (probe, down bool) {
+	s.downMu.Lock()
+	defer s.downMu.Unlock()
+	retry, down := s.down[keeper]
+	if down && canProbe && !now.Before(retry) {
+		s.down[keeper] = now.Add(s.lim.OwnerRetry)
+		return true, true
+	}
+	return false, down
+}
+
 // spendLeftover spends a token borrowed before this node became the
 // user's keeper, if one is left.
 func (s *holdings) spendLeftover(user string, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sl, ok := s.m[user]
+	sh := s.t.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sl, ok := sh.m[user]
 	if !ok {
 		return false
 	}
@@ -139,7 +155,7 @@ func (s *holdings) refillAhead(sl *holding, user string, owner wire.Member, now 
 	if sl.borrow != nil || sl.owner != owner.Name || now.Before(sl.emptyUntil) || sl.tokens*2 >= s.want(sl) {
 		return nil
 	}
-	if _, down := s.down[owner.Name]; down {
+	if _, down := s.isDown(owner.Name, now, false); down {
 		return nil
 	}
 	return s.start(sl, user, owner, now, false)
@@ -174,24 +190,17 @@ const (
 // waiting for it. Tokens granted to a holding evicted meanwhile are lost,
 // which only ever errs on the side of refusing.
 func (s *holdings) settle(b *borrowing, ans wire.LimitAnswer, err error, now time.Time) settled {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	sh := s.t.shard(b.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	defer close(b.done)
 	sl := b.sl
-	current := s.m[b.user] == sl && sl.borrow == b
+	current := sh.m[b.user] == sl && sl.borrow == b
 	if current {
 		sl.borrow = nil
 	}
-	_, wasDown := s.down[b.to.Name]
-	if err != nil {
-		s.down[b.to.Name] = now.Add(s.lim.OwnerRetry)
-		if wasDown {
-			return keeperSame
-		}
-		return keeperUnreachable
-	}
-	delete(s.down, b.to.Name)
-	if current && sl.owner == b.to.Name {
+	changed := s.markKeeper(b.to.Name, err == nil, now)
+	if err == nil && current && sl.owner == b.to.Name {
 		if ans.Tokens > 0 {
 			if sl.tokens == 0 {
 				sl.expires = b.sent.Add(s.lim.Lease)
@@ -203,7 +212,22 @@ func (s *holdings) settle(b *borrowing, ans wire.LimitAnswer, err error, now tim
 			sl.emptyUntil = now.Add(ans.Wait)
 		}
 	}
-	if wasDown {
+	return changed
+}
+
+// markKeeper records whether a borrow reached keeper.
+func (s *holdings) markKeeper(keeper string, reached bool, now time.Time) settled {
+	s.downMu.Lock()
+	defer s.downMu.Unlock()
+	_, wasDown := s.down[keeper]
+	switch {
+	case !reached:
+		s.down[keeper] = now.Add(s.lim.OwnerRetry)
+		if !wasDown {
+			return keeperUnreachable
+		}
+	case wasDown:
+		delete(s.down, keeper)
 		return keeperReachable
 	}
 	return keeperSame
@@ -212,18 +236,17 @@ func (s *holdings) settle(b *borrowing, ans wire.LimitAnswer, err error, now tim
 // giveBack answers a recall from keeper: every token of users it lent
 // leaves, with the report of those spent.
 func (s *holdings) giveBack(keeper string, users []wire.LimitEntry, now time.Time) []wire.LimitAnswer {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	out := make([]wire.LimitAnswer, len(users))
 	for i, u := range users {
-		sl, ok := s.m[u.User]
-		if !ok || sl.owner != keeper {
-			continue
+		sh := s.t.shard(u.User)
+		sh.mu.Lock()
+		if sl, ok := sh.m[u.User]; ok && sl.owner == keeper {
+			sl.expire(now)
+			out[i].Tokens = sl.tokens
+			sl.tokens, sl.expires = 0, time.Time{}
+			out[i].Spent, out[i].SpentAgo = sl.takeReport(now)
 		}
-		sl.expire(now)
-		out[i].Tokens = sl.tokens
-		sl.tokens, sl.expires = 0, time.Time{}
-		out[i].Spent, out[i].SpentAgo = sl.takeReport(now)
+		sh.mu.Unlock()
 	}
 	return out
 }
@@ -233,12 +256,10 @@ func (s *holdings) giveBack(keeper string, users []wire.LimitEntry, now time.Tim
 // the reports of tokens spent; it drops idle entries with nothing left
 // and the marks of keepers that left the view.
 func (s *holdings) sweep(now time.Time, member isMember) map[string][]wire.LimitEntry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	out := make(map[string][]wire.LimitEntry)
-	for user, sl := range s.m {
+	s.t.each(func(user string, sl *holding) bool {
 		if sl.borrow != nil {
-			continue
+			return true
 		}
 		sl.expire(now)
 		idle := now.Sub(sl.last) >= s.lim.Idle
@@ -257,41 +278,21 @@ func (s *holdings) sweep(now time.Time, member isMember) map[string][]wire.Limit
 				sl.expires = time.Time{}
 			}
 		}
-		if idle && sl.tokens == 0 && !now.Before(sl.emptyUntil) {
-			delete(s.m, user)
-		}
-	}
+		return !idle || sl.tokens > 0 || now.Before(sl.emptyUntil)
+	})
+	s.downMu.Lock()
 	for name := range s.down {
 		if !member(name) {
 			delete(s.down, name)
 		}
 	}
+	s.downMu.Unlock()
 	return out
 }
 
-func (s *holdings) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.m)
-}
+func (s *holdings) len() int { return s.t.len() }
 
-// get returns user's holding, a new one if there was none; when the table is
-// full an arbitrary holding is evicted (its tokens are lost to everyone
-// until their lease ends: memory is bounded, nobody is over-admitted).
-func (s *holdings) get(user string) *holding {
-	if sl, ok := s.m[user]; ok {
-		return sl
-	}
-	if len(s.m) >= s.lim.MaxUsers {
-		for u := range s.m {
-			delete(s.m, u)
-			break
-		}
-	}
-	sl := &holding{}
-	s.m[user] = sl
-	return sl
-}
+func newHolding() *holding { return &holding{} }
 
 // want is how many tokens to hold for user here: about a second of calls
 // at the recent rate, at least one, at most MaxBorrow.

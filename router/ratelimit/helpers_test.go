@@ -258,3 +258,11 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 	}
 	return n == len(labels)
 }
+
+// peek returns user's entry in t, nil if none.
+func peek[V any](t *table[V], user string) *V {
+	sh := t.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.m[user]
+}

@@ -200,7 +200,7 @@ func TestUserMovingNodesGetsTheTokensBack(t *testing.T) {
 			t.Fatalf("call %d at n2 refused", i+1)
 		}
 	}
-	if held := net.nodes["n2"].l.held.m[user].tokens; held == 0 {
+	if held := peek(&net.nodes["n2"].l.held.t, user).tokens; held == 0 {
 		t.Fatal("n2 holds no tokens ahead of the user's calls")
 	}
 	allowed := 0
@@ -251,28 +251,28 @@ func TestIdleTokensGoBack(t *testing.T) {
 		net.allow("n2", user)
 	}
 	n2, keeper := net.nodes["n2"].l, net.nodes["n1"].l
-	if held := n2.held.m[user].tokens; held < 2 {
+	if held := peek(&n2.held.t, user).tokens; held < 2 {
 		t.Fatalf("n2 holds %d tokens after a quick run of calls, want more than one", held)
 	}
 	net.clk.Advance(DefaultIdle)
 	net.sweep()
-	if held := n2.held.m[user].tokens; held != 1 {
+	if held := peek(&n2.held.t, user).tokens; held != 1 {
 		t.Fatalf("n2 kept %d tokens of an idle user, want 1", held)
 	}
-	acc := keeper.accounts.m[user]
+	acc := peek(&keeper.accounts.t, user)
 	if acc.loans[0].tokens != 1 {
 		t.Fatalf("the keeper counts %d tokens out, want 1", acc.loans[0].tokens)
 	}
 	net.clk.Advance(DefaultLease - DefaultIdle - DefaultSweepInterval)
 	net.sweep()
-	if sl, ok := n2.held.m[user]; ok && sl.tokens != 0 {
+	if sl := peek(&n2.held.t, user); sl != nil && sl.tokens != 0 {
 		t.Fatalf("n2 kept a token to the end of its lease")
 	}
 	net.sweep()
-	if _, ok := n2.held.m[user]; ok {
+	if peek(&n2.held.t, user) != nil {
 		t.Fatal("an idle user holding nothing stays in n2's table")
 	}
-	if _, ok := keeper.accounts.m[user]; ok {
+	if peek(&keeper.accounts.t, user) != nil {
 		t.Fatal("a full bucket with nothing lent stays in the keeper's table")
 	}
 }
@@ -288,14 +288,14 @@ func TestLeaseEnds(t *testing.T) {
 	}
 	net.clk.Advance(DefaultIdle)
 	net.sweep() // n2 keeps one token for the user's next call
-	if held := net.nodes["n2"].l.held.m[user].tokens; held != 1 {
+	if held := peek(&net.nodes["n2"].l.held.t, user).tokens; held != 1 {
 		t.Fatalf("n2 holds %d tokens of an idle user, want 1", held)
 	}
 	net.setCut("n1", true)
 	net.clk.Advance(DefaultLease)
 	net.sweep() // the token cannot go back
 	net.setCut("n1", false)
-	if sl, ok := net.nodes["n2"].l.held.m[user]; ok && sl.tokens != 0 {
+	if sl := peek(&net.nodes["n2"].l.held.t, user); sl != nil && sl.tokens != 0 {
 		t.Fatalf("n2 holds %d tokens past their lease", sl.tokens)
 	}
 	allowed := 0
