@@ -47,6 +47,9 @@ type testNet struct {
 	ctx   context.Context
 	nodes map[string]*testNode
 	view  atomic.Pointer[testView]
+	// own: a node's view when it differs from view (membership changes
+	// reach nodes one at a time).
+	own map[string]*atomic.Pointer[testView]
 
 	mu      sync.Mutex
 	cut     map[string]bool
@@ -70,6 +73,7 @@ func newTestNet(t *testing.T, n int, tune func(*Limits)) *testNet {
 	net := &testNet{
 		t: t, clk: clock.NewFake(time.Unix(1_700_000_000, 0)), ctx: ctx, nodes: make(map[string]*testNode),
 		cut: make(map[string]bool), hang: make(map[string]bool), ops: make(map[wire.LimitOp]int),
+		own: make(map[string]*atomic.Pointer[testView]),
 	}
 	t.Cleanup(func() {
 		cancel()
@@ -81,6 +85,8 @@ func newTestNet(t *testing.T, n int, tune func(*Limits)) *testNet {
 	}
 	net.setView(names...)
 	for _, name := range names {
+		own := &atomic.Pointer[testView]{}
+		net.own[name] = own
 		var lim Limits
 		if tune != nil {
 			tune(&lim)
@@ -90,8 +96,13 @@ func newTestNet(t *testing.T, n int, tune func(*Limits)) *testNet {
 			Limits: lim,
 			Self:   wire.Member{Name: name, RPCAddr: name + ":7947"},
 			Clock:  net.clk, Logger: testkit.Logger(t), Ctx: ctx, Go: net.spawn,
-			Call:     net.caller(name),
-			View:     func() View { return net.view.Load() },
+			Call: net.caller(name),
+			View: func() View {
+				if v := own.Load(); v != nil {
+					return v
+				}
+				return net.view.Load()
+			},
 			Registry: reg,
 		})
 		if err != nil {
@@ -104,11 +115,23 @@ func newTestNet(t *testing.T, n int, tune func(*Limits)) *testNet {
 
 // setView makes names the members of the view every node sees.
 func (net *testNet) setView(names ...string) {
+	net.view.Store(newTestView(names...))
+	for _, own := range net.own {
+		own.Store(nil)
+	}
+}
+
+// setOwnView makes names the members of node's view alone.
+func (net *testNet) setOwnView(node string, names ...string) {
+	net.own[node].Store(newTestView(names...))
+}
+
+func newTestView(names ...string) *testView {
 	members := make(map[string]wire.Member, len(names))
 	for _, n := range names {
 		members[n] = wire.Member{Name: n, RPCAddr: n + ":7947"}
 	}
-	net.view.Store(&testView{ring: ring.New(uint64(len(names)), names), members: members})
+	return &testView{ring: ring.New(uint64(len(names)), names), members: members}
 }
 
 // spawn is the limiters' Config.Go.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -496,5 +497,44 @@ func TestConcurrentCallsShareOneBucket(t *testing.T) {
 	t.Logf("%d of 120 racing calls allowed, %d in all", racing, allowed.Load())
 	if racing > DefaultBurst || allowed.Load() != DefaultBurst {
 		t.Fatalf("%d racing calls allowed and %d in all, want at most and exactly %d", racing, allowed.Load(), DefaultBurst)
+	}
+}
+
+// TestViewsDifferDuringAMove: while a joining node reaches the nodes' views
+// one at a time, a user's calls may be limited by the old keeper's bucket
+// and the new keeper's at once (at most one extra burst per move); once
+// every view agrees, by the new keeper's alone.
+func TestViewsDifferDuringAMove(t *testing.T) {
+	net := newTestNet(t, 4, nil)
+	old, joined := newTestView("n1", "n2", "n3"), newTestView("n1", "n2", "n3", "n4")
+	net.setView("n1", "n2", "n3")
+	user := ""
+	for i := range 10_000 {
+		if u := "m" + strconv.Itoa(i); old.Owner(KeyPrefix+u) == "n1" && joined.Owner(KeyPrefix+u) == "n4" {
+			user = u
+			break
+		}
+	}
+	net.setOwnView("n2", "n1", "n2", "n3", "n4") // n2 has seen n4 join, n1 and n3 not yet
+	nodes := []string{"n1", "n2", "n3"}
+	during := 0
+	for i := range 60 {
+		if ok, _ := net.allow(nodes[i%3], user); ok {
+			during++
+		}
+	}
+	net.setView("n1", "n2", "n3", "n4")
+	after := 0
+	for i := range 60 {
+		if ok, _ := net.allow(nodes[i%3], user); ok {
+			after++
+		}
+	}
+	t.Logf("%d calls allowed while the views differ, %d more once they agree", during, after)
+	if during < DefaultBurst || during+after > 2*DefaultBurst {
+		t.Fatalf("%d calls allowed while the views differ and %d after: want at least one bucket, at most two in all", during, after)
+	}
+	if net.decisions("n1", pathFallback, "allowed")+net.decisions("n2", pathFallback, "allowed")+net.decisions("n3", pathFallback, "allowed") != 0 {
+		t.Fatal("calls were decided alone while every keeper was reachable")
 	}
 }
