@@ -240,3 +240,32 @@ func TestHeldRequestEndsWithItsCaller(t *testing.T) {
 		t.Errorf("cancelled holds: %v, want 1", n)
 	}
 }
+
+// TestLocalAttemptIsBoundedWhileItsReplicaDoesNotAnswer: an enter served
+// by the node the request entered waits for the replica's acknowledgement
+// at most localAckWait; while the replica does not answer, the request is
+// held and tried again (a call in progress would hold back the hand-offs
+// of its channel), the retry is answered as a refresh, and the enter
+// reaches the replica once it answers again.
+func TestLocalAttemptIsBoundedWhileItsReplicaDoesNotAnswer(t *testing.T) {
+	c := newTestCluster(t, 2, withReplication)
+	ctx := testCtx(t)
+	a, b := c.nodes[0], c.nodes[1]
+	ch := channelOwnedBy(t, a, a.name, "/pub/x")
+	if got, err := a.r.Update(ctx, user("1"), "tab", []string{ch}, nil); err != nil || !got[ch] {
+		t.Fatalf("first enter: %v %v", got, err)
+	}
+	testkit.WaitFor(t, "the replica's copy", func() bool { return replicaClients(b, ch) == 1 })
+	a.caller.setStall(func(addr string, m uint16) bool { return addr == b.tr.Addr() && m == wire.MethodReplicate })
+	if got, err := a.r.Update(ctx, user("2"), "tab", []string{ch}, nil); err != nil || !got[ch] {
+		t.Fatalf("enter while the replica does not answer: %v %v", got, err)
+	}
+	if n := heldCount(a.r, heldServed); n != 1 {
+		t.Fatalf("held and served: %v, want 1 (the first attempt ended at localAckWait)", n)
+	}
+	if n := replicaClients(b, ch); n != 1 {
+		t.Fatalf("the replica has %d clients while its calls stall", n)
+	}
+	a.caller.setStall(nil)
+	testkit.WaitFor(t, "the enter to reach the replica", func() bool { return replicaClients(b, ch) == 2 })
+}

@@ -58,7 +58,9 @@ func (r *Router) updateOnce(ctx context.Context, c updateCall, s updateShare, ou
 			share.present = append(share.present, ch)
 			continue
 		}
-		ok, err := r.presentHere(ctx, c, ch)
+		actx, cancel := localAttempt(ctx, c)
+		ok, err := r.presentHere(actx, c, ch)
+		cancel()
 		r.routes.release(ch)
 		mu.Lock()
 		out[ch] = ok
@@ -81,13 +83,41 @@ func (r *Router) updateOnce(ctx context.Context, c updateCall, s updateShare, ou
 			share.leave = append(share.leave, ch)
 			continue
 		}
-		err = r.leaveHere(ctx, c, ch)
+		actx, cancel := localAttempt(ctx, c)
+		err = r.leaveHere(actx, c, ch)
+		cancel()
 		r.routes.release(ch)
 		if err != nil {
 			return s, err
 		}
 	}
 	return r.forwardUpdates(ctx, c, shares, out, mu)
+}
+
+// localAckWait bounds how long an enter or a leave served by the node the
+// request entered waits for the replica's acknowledgement before the
+// attempt ends and the request is held and tried again. A call in progress
+// holds back every hand-off of its channel (an install or a push waits for
+// it, for at most HandoffTimeout, 5 s); without a bound, a replica that
+// accepts nothing for a while (a node just back from a network cut that
+// cannot reach it yet) kept such calls, and so the channel's hand-offs,
+// waiting for as long as the client would (measured: a cluster not ready
+// for 44 s after a cut healed, requests to a live node unanswered for 20
+// s). A forwarded call is bounded by its sender's deadline already.
+//
+// The retry finds the client present and answers it as a refresh, which
+// does not wait for the replica: an enter answered so is in the owner's
+// state and on its way to the replica, and is lost only if the owner dies
+// too before the replica (or the next one, which gets a snapshot) has it.
+const localAckWait = 2 * time.Second
+
+// localAttempt bounds a change served here at the entry node by
+// localAckWait.
+func localAttempt(ctx context.Context, c updateCall) (context.Context, context.CancelFunc) {
+	if c.hops != 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, localAckWait)
 }
 
 // presentHere marks the client present in channel, held here. With
