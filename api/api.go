@@ -40,6 +40,10 @@ const (
 	DefaultMaxStreamsPerUser = 20
 	DefaultMaxStreamsPerIP   = 100
 	DefaultMaxStreams        = 100_000
+	// DefaultTokenCacheSize is as many verified tokens as the rate
+	// limiter tracks users: a node serving that many active users (each
+	// with one token) answers their calls without verifying again.
+	DefaultTokenCacheSize = DefaultRateLimitMaxUsers
 )
 
 // Rates of the log lines of refused streams (see refusedStreamLog).
@@ -148,6 +152,11 @@ type Config struct {
 	MaxSubscribeChannels int
 	// DevTokenTTL is the lifetime of /dev/token tokens. Zero: DefaultDevTokenTTL.
 	DevTokenTTL time.Duration
+	// TokenCacheSize bounds the verified user tokens remembered (about
+	// 560 bytes each for a 250-byte token); a token missing from the cache
+	// is verified again.
+	// Zero: DefaultTokenCacheSize.
+	TokenCacheSize int
 
 	// MaxStreamsPerUser bounds the open SSE streams of one signed-in user
 	// on this node. Zero: DefaultMaxStreamsPerUser.
@@ -184,6 +193,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.KeepAlive, DefaultKeepAlive)
 	setDefault(&c.MaxSubscribeChannels, DefaultMaxSubscribeChannels)
 	setDefault(&c.DevTokenTTL, DefaultDevTokenTTL)
+	setDefault(&c.TokenCacheSize, DefaultTokenCacheSize)
 	setDefault(&c.MaxStreamsPerUser, DefaultMaxStreamsPerUser)
 	setDefault(&c.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
@@ -213,7 +223,7 @@ func (c Config) Validate() error {
 	case c.AdminToken == "":
 		return errors.New("api: AdminToken is required")
 	case c.MaxBodyBytes < 0, c.MaxAdminBodyBytes < 0, c.RateBurst < 0, c.RateRefillPerSecond < 0, c.RateLimitMaxUsers < 0,
-		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0,
+		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0, c.TokenCacheSize < 0,
 		c.MaxStreamsPerUser < 0, c.MaxStreamsPerIP < 0, c.MaxStreams < 0:
 		return errors.New("api: limits must not be negative")
 	}
