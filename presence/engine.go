@@ -283,8 +283,15 @@ func (e *Engine) present(ctx context.Context, u *User, clientID, channel string,
 	return true, nil
 }
 
-// waitDone waits for a change's answer from the Replicator.
+// waitDone waits for a change's answer from the Replicator. A heartbeat's
+// is usually there already: taking it first spares the request's context
+// the allocation of its Done channel.
 func waitDone(ctx context.Context, channel string, done <-chan error) error {
+	select {
+	case err := <-done:
+		return err
+	default:
+	}
 	select {
 	case err := <-done:
 		return err
