@@ -255,6 +255,21 @@ func TestSubscriptionNewMessagesOnly(t *testing.T) {
 	expectEvents(t, c, "/t/a:m106")
 }
 
+func TestSubscriptionNewMessagesOnlyKeepsThosePublishedDuringCatchup(t *testing.T) {
+	f := newFakeSource(t, HubConfig{})
+	f.publish("/t/a", 5) // 101..105: before the subscription, never sent
+	f.during = func(name string, before bool) {
+		// After the subscription registered, before (106) and after (107)
+		// the channel's last id is read: both are new to the subscriber.
+		f.publish(name, 1)
+	}
+	c := f.subscribe(t, alice, map[string]int64{"/t/a": -1})
+	expectEvents(t, c, "/t/a:m106", "/t/a:m107")
+	f.during = nil
+	f.publish("/t/a", 1)
+	expectEvents(t, c, "/t/a:m106", "/t/a:m107", "/t/a:m108")
+}
+
 func TestSubscriptionUnavailableChannels(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	f.unavailable["/t/secret"] = true
