@@ -177,3 +177,23 @@ type Subscription interface {
 	// Close ends the subscription and releases its resources. Idempotent.
 	Close()
 }
+
+// QueuedSubscription is a Subscription that can also be read without a
+// goroutine or a channel of its own, as the Hub's subscriptions can: a
+// server holding many idle streams registers a wake function with Notify
+// and takes the queued events when it is called. A subscription is read
+// either through Events or through Notify and Take, never both.
+type QueuedSubscription interface {
+	Subscription
+	// Notify registers wake, called without the subscription's locks
+	// whenever events become available to Take after there were none,
+	// and when the subscription ends. It must not block. It is called at
+	// once if events are queued already. At most once, and not after
+	// Events.
+	Notify(wake func())
+	// Take appends the queued events, in order, to dst and empties the
+	// queue. ended reports that the subscription ended (Close, context
+	// end, or the queue overflowing because the subscriber fell too far
+	// behind) and no event follows those returned.
+	Take(dst []Event) (evs []Event, ended bool)
+}
