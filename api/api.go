@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -172,6 +174,14 @@ type Config struct {
 	// node: a request from one of them is counted under the client address
 	// its X-Forwarded-For header names. Empty: the peer is the client.
 	TrustedProxies []netip.Prefix
+
+	// StreamWriters is how many goroutines write the pooled SSE streams
+	// (plain HTTP/1.1 on Linux; see ssepool.go). Zero: GOMAXPROCS.
+	StreamWriters int
+	// StreamPerRequest serves every SSE stream on its request's
+	// goroutine, as over HTTP/2 and TLS, instead of pooling those of plain
+	// HTTP/1.1 connections.
+	StreamPerRequest bool
 }
 
 // withDefaults returns c with every zero optional field set to its default.
@@ -194,6 +204,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxSubscribeChannels, DefaultMaxSubscribeChannels)
 	setDefault(&c.DevTokenTTL, DefaultDevTokenTTL)
 	setDefault(&c.TokenCacheSize, DefaultTokenCacheSize)
+	setDefault(&c.StreamWriters, runtime.GOMAXPROCS(0))
 	setDefault(&c.MaxStreamsPerUser, DefaultMaxStreamsPerUser)
 	setDefault(&c.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
@@ -224,7 +235,7 @@ func (c Config) Validate() error {
 		return errors.New("api: AdminToken is required")
 	case c.MaxBodyBytes < 0, c.MaxAdminBodyBytes < 0, c.RateBurst < 0, c.RateRefillPerSecond < 0, c.RateLimitMaxUsers < 0,
 		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0, c.TokenCacheSize < 0,
-		c.MaxStreamsPerUser < 0, c.MaxStreamsPerIP < 0, c.MaxStreams < 0:
+		c.MaxStreamsPerUser < 0, c.MaxStreamsPerIP < 0, c.MaxStreams < 0, c.StreamWriters < 0:
 		return errors.New("api: limits must not be negative")
 	}
 	for _, secret := range c.JWTSecrets {
@@ -261,10 +272,34 @@ type server struct {
 	streams *streamLimiter
 	// refusedStreams logs streams over a limit at a bounded rate.
 	refusedStreams *refusedStreamLog
+	// pool serves the streams of plain HTTP/1.1 connections; nil where
+	// the platform has no poller (every stream keeps its goroutine).
+	pool *streamPool
+	// closing is closed by Handler.Close: streams served on their
+	// request's goroutine end.
+	closing   chan struct{}
+	closeOnce sync.Once
+}
+
+// Handler is the node's HTTP API. Close ends its streams.
+type Handler struct {
+	http.Handler
+	s *server
+}
+
+// Close ends every open SSE stream, refuses new ones from then on and stops
+// the goroutines that serve streams. Streams of hijacked connections are
+// not known to http.Server, whose Shutdown does not wait for them: call
+// Close with it. Safe to call more than once.
+func (h *Handler) Close() {
+	h.s.closeOnce.Do(func() { close(h.s.closing) })
+	if h.s.pool != nil {
+		h.s.pool.close()
+	}
 }
 
 // New validates cfg and returns the node's HTTP handler.
-func New(cfg Config) (http.Handler, error) {
+func New(cfg Config) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -286,13 +321,17 @@ func New(cfg Config) (http.Handler, error) {
 		refusedStreams: &refusedStreamLog{
 			throttle: newLogThrottle(cfg.Clock, refusedStreamLogPerSecond, refusedStreamLogBurst),
 		},
+		closing: make(chan struct{}),
+	}
+	if !cfg.StreamPerRequest && pollerAvailable {
+		s.pool = newStreamPool(cfg.Clock, cfg.KeepAlive, cfg.Logger, s.payloads, cfg.StreamWriters)
 	}
 	s.router = s.routes()
 	var h http.Handler = http.HandlerFunc(s.dispatch)
 	h = newCORS(cfg.CORSOrigins).wrap(h)
 	h = s.recoverer(h)
 	h = s.metrics.instrument(h, cfg.Clock)
-	return h, nil
+	return &Handler{Handler: h, s: s}, nil
 }
 
 // Paths of the presence endpoints, also their route templates.

@@ -193,6 +193,7 @@ func (c *fakeCluster) Ready() (bool, string) { return c.ready, c.reason }
 type env struct {
 	t        *testing.T
 	h        http.Handler
+	api      *Handler // h, with its Close and internals
 	svc      *fakeService
 	prefixes *fakePrefixes
 	cluster  *fakeCluster
@@ -227,7 +228,8 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	e.h = h
+	t.Cleanup(h.Close)
+	e.h, e.api = h, h
 	return e
 }
 

@@ -110,7 +110,9 @@ func (m *httpMetrics) instrument(next http.Handler, clk clock.Clock) http.Handle
 		*sw = statusWriter{ResponseWriter: w, route: routeUnmatched}
 		defer func() {
 			m.counter(requestLabels{sw.route, methodLabel(r.Method), sw.status()}).Inc()
-			m.observer(sw.route).Observe(clk.Now().Sub(start).Seconds())
+			if !sw.detached { // a pooled stream observes its whole life when it ends
+				m.observer(sw.route).Observe(clk.Now().Sub(start).Seconds())
+			}
 			*sw = statusWriter{}
 			statusWriters.Put(sw)
 		}()
@@ -168,6 +170,9 @@ type statusWriter struct {
 	http.ResponseWriter
 	code  int
 	route string
+	// detached: the stream pool took the connection over and observes
+	// the request's latency when the stream ends.
+	detached bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -56,6 +56,7 @@ type Server struct {
 	ml        *membership.Membership // set once gossip starts; see membership()
 	members   *memberTable
 	handler   http.Handler
+	api       *api.Handler // handler's API, whose Close ends the streams http.Server does not track
 
 	// Lifetime: ctx ends the background loops and held writes; streams ends
 	// the SSE streams at shutdown.
@@ -235,6 +236,7 @@ func (s *Server) buildHandler() error {
 	if err != nil {
 		return err
 	}
+	s.api = h
 	s.handler = s.guardStreams(h)
 	return nil
 }
