@@ -2,16 +2,16 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/ratelimit"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // Defaults applied by New to zero-valued Config fields.
@@ -56,10 +56,7 @@ const (
 
 // Member is a node as the router sees it: its unique name and the address of
 // its node-to-node transport.
-type Member struct {
-	Name    string
-	RPCAddr string
-}
+type Member = wire.Member
 
 // Caller makes node-to-node calls; *transport.Transport implements it.
 type Caller interface {
@@ -139,6 +136,9 @@ type Config struct {
 	// clients (ChannelSnapshot.ExpiryGrace); 0 means
 	// DefaultReplicationInterval.
 	ReplicationInterval time.Duration
+	// RateLimit tunes the cluster-wide rate limit of /presence/update
+	// (Router.Limiter); zero fields take package ratelimit's defaults.
+	RateLimit ratelimit.Limits
 }
 
 // Validate reports the first missing or invalid field.
@@ -152,6 +152,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: router sizes must not be negative", presence.ErrInvalid)
 	case c.RetryBackoff < 0 || c.HandoffTimeout < 0 || c.RebalanceRetry < 0 || c.SweepInterval < 0 || c.FlushTimeout < 0 || c.ForwardTimeout < 0 || c.ForwardStall < 0 || c.ReplicationInterval < 0:
 		return fmt.Errorf("%w: router durations must not be negative", presence.ErrInvalid)
+	}
+	if err := c.RateLimit.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", presence.ErrInvalid, err)
 	}
 	return nil
 }
@@ -190,25 +193,3 @@ func setDefault[T int | time.Duration](v *T, def T) {
 		*v = def
 	}
 }
-
-// ErrBusy is answered when a channel cannot be handed over right now because
-// the node is itself fetching or moving it; the other side retries later.
-var ErrBusy = errors.New("router: channel hand-off in progress")
-
-// sentinels are the errors that cross the wire, by position.
-var sentinels = []error{
-	presence.ErrMoved,
-	presence.ErrInvalid,
-	presence.ErrUnauthorized,
-	presence.ErrForbidden,
-	presence.ErrNotFound,
-	presence.ErrTooLarge,
-	presence.ErrRateLimited,
-	presence.ErrOverloaded,
-	presence.ErrUnavailable,
-	ErrBusy,
-}
-
-// TransportErrors lists the sentinel errors that must cross the wire, in the
-// order every node registers them (transport.Config.Errors).
-func TransportErrors() []error { return slices.Clone(sentinels) }

@@ -1,13 +1,11 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"slices"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // rejoinTestTimeout bounds every wait of these tests.
@@ -54,7 +53,7 @@ func TestRejoinTargets(t *testing.T) {
 }
 
 func TestRejoinSeedAddresses(t *testing.T) {
-	ml := startRejoinMember(t, "a", "127.0.0.1:"+strconv.Itoa(rejoinFreePort(t)), 0, 0, io.Discard)
+	ml := startRejoinMember(t, "a", "127.0.0.1:"+strconv.Itoa(gossipPorts.MustTake(t, true)), 0, 0, slog.New(slog.DiscardHandler))
 	_, port, _ := net.SplitHostPort(ml.Addr())
 	errNoHost := errors.New("no such host")
 	r := &rejoiner{ml: ml, log: slog.New(slog.DiscardHandler),
@@ -113,7 +112,7 @@ func TestRejoinRoundSkipsMembersThatLeft(t *testing.T) {
 	}
 	ms[1].Shutdown()
 	ms[2].Shutdown()
-	rejoinWaitFor(t, "node0 alone, node2 failed", func() bool {
+	testkit.WaitForWithin(t, rejoinTestTimeout, "node0 alone, node2 failed", func() bool {
 		failed := ms[0].Failed()
 		return len(ms[0].Members()) == 1 && len(failed) == 1 && failed[0].Name == "node2"
 	})
@@ -137,30 +136,25 @@ func TestRejoinRoundSkipsMembersThatLeft(t *testing.T) {
 // comes back at the same address; nothing but the other node's rejoin
 // loop can bring the two together again.
 func TestServerRejoinsARestartedSeed(t *testing.T) {
-	logs := &syncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(logs.String())
-		}
-	})
+	log := testkit.FailureLogger(t)
 	cfg := func(name string, gossip string, join ...string) Config {
-		return Config{Name: name, HTTPAddr: "127.0.0.1:0", GossipAddr: gossip, RaftAddr: "127.0.0.1:0",
+		return Config{Name: name, HTTPAddr: "127.0.0.1:0", GossipAddr: gossip,
 			RPCAddr: "127.0.0.1:0", Join: join, DataDir: filepath.Join(t.TempDir(), name),
 			JWTSecrets: []string{"rejoin-test-secret"}, AdminToken: "rejoin-test-token",
 			FastTimings: true, FastGossip: true,
-			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			Logger: log}
 	}
-	gossip0 := "127.0.0.1:" + strconv.Itoa(rejoinFreePort(t))
+	gossip0 := "127.0.0.1:" + strconv.Itoa(gossipPorts.MustTake(t, true))
 	cfg0 := cfg("node0", gossip0)
 	s0 := startServer(t, cfg0)
-	s1 := startServer(t, cfg("node1", "127.0.0.1:"+strconv.Itoa(rejoinFreePort(t)), gossip0))
-	rejoinWaitFor(t, "node1 to join node0", func() bool { return len(s1.membership().Members()) == 2 })
+	s1 := startServer(t, cfg("node1", "127.0.0.1:"+strconv.Itoa(gossipPorts.MustTake(t, true)), gossip0))
+	testkit.WaitForWithin(t, rejoinTestTimeout, "node1 to join node0", func() bool { return len(s1.membership().Members()) == 2 })
 	s0.Kill()
-	rejoinWaitFor(t, "node1 to see node0 dead", func() bool { return len(s1.membership().Failed()) == 1 })
+	testkit.WaitForWithin(t, rejoinTestTimeout, "node1 to see node0 dead", func() bool { return len(s1.membership().Failed()) == 1 })
 	time.Sleep(partitionHold) // down long enough that node1 no longer gossips to it
 	s0 = startServer(t, cfg0)
 	for _, s := range []*Server{s0, s1} {
-		rejoinWaitFor(t, s.Name()+" to see both nodes", func() bool { return len(s.membership().Members()) == 2 })
+		testkit.WaitForWithin(t, rejoinTestTimeout, s.Name()+" to see both nodes", func() bool { return len(s.membership().Members()) == 2 })
 	}
 }
 
@@ -182,18 +176,13 @@ func startServer(t *testing.T, cfg Config) *Server {
 // can cut it off, and joins them all through the first.
 func startPartitionable(t *testing.T, n int, rememberFailed time.Duration) ([]*membership.Membership, []*gossipProxy) {
 	t.Helper()
-	logs := &syncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(logs.String())
-		}
-	})
+	log := testkit.FailureLogger(t)
 	ms := make([]*membership.Membership, n)
 	proxies := make([]*gossipProxy, n)
 	for i := range n {
-		bind := "127.0.0.1:" + strconv.Itoa(rejoinFreePort(t))
+		bind := "127.0.0.1:" + strconv.Itoa(gossipPorts.MustTake(t, true))
 		proxies[i] = startGossipProxy(t, bind)
-		ms[i] = startRejoinMember(t, fmt.Sprintf("node%d", i), bind, proxies[i].port(), rememberFailed, logs)
+		ms[i] = startRejoinMember(t, fmt.Sprintf("node%d", i), bind, proxies[i].port(), rememberFailed, log)
 	}
 	for _, m := range ms[1:] {
 		if _, err := m.Join([]string{ms[0].Addr()}); err != nil {
@@ -212,7 +201,7 @@ func partition(t *testing.T, ms []*membership.Membership, proxies []*gossipProxy
 		p.setCut(true)
 	}
 	for _, m := range ms {
-		rejoinWaitFor(t, m.LocalName()+" to see the others dead", func() bool { return len(m.Members()) == 1 })
+		testkit.WaitForWithin(t, rejoinTestTimeout, m.LocalName()+" to see the others dead", func() bool { return len(m.Members()) == 1 })
 	}
 	time.Sleep(partitionHold) // the fault itself, see partitionHold
 }
@@ -234,15 +223,15 @@ func runRejoiner(t *testing.T, r *rejoiner) {
 func waitMerged(t *testing.T, ms []*membership.Membership) {
 	t.Helper()
 	for _, m := range ms {
-		rejoinWaitFor(t, m.LocalName()+" to see every member", func() bool { return len(m.Members()) == len(ms) })
+		testkit.WaitForWithin(t, rejoinTestTimeout, m.LocalName()+" to see every member", func() bool { return len(m.Members()) == len(ms) })
 	}
 }
 
-func startRejoinMember(t *testing.T, name, bind string, advertisePort int, rememberFailed time.Duration, logs io.Writer) *membership.Membership {
+func startRejoinMember(t *testing.T, name, bind string, advertisePort int, rememberFailed time.Duration, log *slog.Logger) *membership.Membership {
 	t.Helper()
 	m, err := membership.Start(membership.Config{
 		Name: name, BindAddr: bind, AdvertisePort: advertisePort, Fast: true, RememberFailed: rememberFailed,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name),
+		Logger: log.With("node", name),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -251,37 +240,9 @@ func startRejoinMember(t *testing.T, name, bind string, advertisePort int, remem
 	return m
 }
 
-func rejoinWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(rejoinTestTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// rejoinFreePort finds a port free for both TCP and UDP on 127.0.0.1,
-// below the ephemeral range as internal/testcluster does.
-func rejoinFreePort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000)))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		udp, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err == nil {
-			udp.Close()
-			return ln.Addr().(*net.TCPAddr).Port
-		}
-	}
-	t.Fatal("no port free for both TCP and UDP")
-	return 0
-}
+// gossipPorts hands out the gossip ports of these tests, never one twice:
+// a member binds its port only after its proxy bound another.
+var gossipPorts testkit.Ports
 
 // gossipProxy stands at a member's advertised address and forwards its
 // gossip (UDP datagrams, TCP streams) to the member's bound address. Cut,
@@ -306,7 +267,7 @@ func startGossipProxy(t *testing.T, target string) *gossipProxy {
 	t.Helper()
 	p := &gossipProxy{target: target, conns: map[net.Conn]bool{}}
 	for range 100 {
-		addr := "127.0.0.1:" + strconv.Itoa(rejoinFreePort(t))
+		addr := "127.0.0.1:" + strconv.Itoa(gossipPorts.MustTake(t, true))
 		tcp, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
@@ -421,22 +382,4 @@ func (p *gossipProxy) close() {
 	p.out.Close()
 	p.setCut(true)
 	p.wg.Wait()
-}
-
-// syncBuffer collects log lines from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

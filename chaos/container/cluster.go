@@ -47,6 +47,9 @@ type Config struct {
 	Compose []string
 	Docker  string // docker client; "" = DefaultDocker
 	File    string // compose file; required
+	// Overrides are further compose files layered on File, in order (each
+	// a -f of its own), such as docker-compose.tls.yml.
+	Overrides []string
 	// Project is the compose project name: lower-case letters, digits,
 	// '-' and '_'; required.
 	Project string
@@ -137,6 +140,13 @@ func detectCompose(ctx context.Context, run runFunc, docker string) ([]string, e
 
 // Services returns the node services.
 func (c *Cluster) Services() []string { return slices.Clone(c.cfg.Services) }
+
+// Serving returns every service: with Admin it makes the cluster a
+// chaos.Cluster. The project does not track which containers a test
+// stopped; the suite uses the shared helpers with every node up.
+func (c *Cluster) Serving() []string { return c.Services() }
+
+var _ chaos.Cluster = (*Cluster)(nil)
 
 // Up creates and starts whatever of the project is not running, then
 // learns every service's published HTTP address.
@@ -391,8 +401,18 @@ func (c *Cluster) graceSeconds() string {
 	return strconv.Itoa(int(c.cfg.StopGrace / time.Second))
 }
 
+// Run runs a one-off container of service with args (compose run --rm),
+// such as a tool service outside the nodes, and returns its output.
+func (c *Cluster) Run(ctx context.Context, service string, args ...string) ([]byte, error) {
+	return c.compose(ctx, append([]string{"run", "--rm", service}, args...)...)
+}
+
 func (c *Cluster) compose(ctx context.Context, args ...string) ([]byte, error) {
-	full := append(slices.Clone(c.cfg.Compose[1:]), "-f", c.cfg.File, "-p", c.cfg.Project)
+	full := append(slices.Clone(c.cfg.Compose[1:]), "-f", c.cfg.File)
+	for _, f := range c.cfg.Overrides {
+		full = append(full, "-f", f)
+	}
+	full = append(full, "-p", c.cfg.Project)
 	return c.run(ctx, command{env: c.cfg.Env, name: c.cfg.Compose[0], args: append(full, args...)})
 }
 

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencehq/presence/chaos"
 	"github.com/presencehq/presence/chaos/container"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // Settings of the suite. The environment variables are set by
@@ -29,6 +28,7 @@ const (
 
 	defaultProject     = "presence-chaos"                   // CHAOS_COMPOSE_PROJECT
 	defaultComposeFile = "../../docker-compose.cluster.yml" // CHAOS_COMPOSE_FILE
+	defaultTLSFile     = "../../docker-compose.tls.yml"     // CHAOS_COMPOSE_TLS_FILE, with CHAOS_TLS=1
 	defaultImage       = "presence-node:dev"                // PRESENCE_IMAGE, as the compose file
 	defaultArtifacts   = "/tmp/presence-container-artifacts"
 
@@ -45,6 +45,9 @@ var (
 	skipReason string
 	// artifacts is where container logs go (CHAOS_ARTIFACTS).
 	artifacts string
+	// withTLS: the nodes speak mutual TLS (CHAOS_TLS=1), with certificates
+	// made for each run.
+	withTLS bool
 )
 
 func TestMain(m *testing.M) {
@@ -108,6 +111,14 @@ func newCluster(ctx context.Context) (*container.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	var overrides []string
+	if withTLS = os.Getenv("CHAOS_TLS") == "1"; withTLS {
+		tlsFile, err := filepath.Abs(envOr("CHAOS_COMPOSE_TLS_FILE", defaultTLSFile))
+		if err != nil {
+			return nil, err
+		}
+		overrides = append(overrides, tlsFile)
+	}
 	image := envOr("PRESENCE_IMAGE", defaultImage)
 	if err := exec.CommandContext(ctx, "docker", "image", "inspect", image).Run(); err != nil {
 		return nil, fmt.Errorf("image %s not found: build it with scripts/docker-build.sh (scripts/container-test.sh does)", image)
@@ -117,7 +128,7 @@ func newCluster(ctx context.Context) (*container.Cluster, error) {
 		return nil, err
 	}
 	return container.New(container.Config{
-		Compose: compose, File: file, Project: envOr("CHAOS_COMPOSE_PROJECT", defaultProject),
+		Compose: compose, File: file, Overrides: overrides, Project: envOr("CHAOS_COMPOSE_PROJECT", defaultProject),
 		AdminToken: adminToken,
 		Env: []string{
 			"PRESENCE_IMAGE=" + image,
@@ -137,6 +148,11 @@ func bringUp(ctx context.Context) error {
 	if err := cluster.Down(ctx, true); err != nil {
 		return fmt.Errorf("removing leftovers: %w", err)
 	}
+	if withTLS {
+		if err := makeCertificates(ctx); err != nil {
+			return err
+		}
+	}
 	if err := cluster.Up(ctx); err != nil {
 		return err
 	}
@@ -146,6 +162,24 @@ func bringUp(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("container: cluster %v up and ready in %v\n", cluster.URLs(), time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// makeCertificates runs `presence-node tls` in the TLS file's tool service,
+// as docker-compose.tls.yml documents: a CA for this run, and a
+// certificate for every node, into the volume the nodes mount.
+func makeCertificates(ctx context.Context) error {
+	steps := [][]string{{"ca", "--dir", "/tls"}}
+	for _, s := range cluster.Services() {
+		steps = append(steps, []string{"cert", "--dir", "/tls", "--ca", "/tls/presence-ca.pem",
+			"--ca-key", "/tls/presence-ca-key.pem", "--name", s, "--host", s})
+	}
+	for _, args := range steps {
+		if _, err := cluster.Run(ctx, "tls", args...); err != nil {
+			return fmt.Errorf("making the TLS files: %w", err)
+		}
+	}
+	fmt.Printf("container: mutual TLS between the nodes, certificates of a CA made for this run\n")
 	return nil
 }
 
@@ -169,7 +203,7 @@ func ensureCluster(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			saveLogs(filepath.Join(artifacts, sanitize(t.Name())))
+			saveLogs(filepath.Join(artifacts, testkit.FileName(t)))
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), composeTimeout)
@@ -192,61 +226,6 @@ func waitReady(t *testing.T) {
 	t.Logf("cluster ready in %v", time.Since(began).Round(time.Millisecond))
 }
 
-// configure stores the public prefix document of a scenario's channels and
-// waits until every node serves it.
-func configure(t *testing.T, prefix string, timeout time.Duration) []byte {
-	t.Helper()
-	return putPrefix(t, prefix, chaos.PublicPrefixDocument(prefix, timeout))
-}
-
-// putPrefix stores doc through the first node and waits until every node
-// serves it; it returns the stored document.
-func putPrefix(t *testing.T, prefix string, doc []byte) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stored, err := cluster.Admin(cluster.Services()[0]).PutPrefix(ctx, prefix, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitPrefix(t, prefix, stored)
-	return stored
-}
-
-// waitPrefix waits until every node answers doc for prefix.
-func waitPrefix(t *testing.T, prefix string, doc []byte) {
-	t.Helper()
-	for _, s := range cluster.Services() {
-		err := chaos.Poll(10*time.Second, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			status, body, err := cluster.Admin(s).GetPrefix(ctx, prefix)
-			switch {
-			case err != nil:
-				return err
-			case status != 200 || !chaos.SameJSON(body, doc):
-				return fmt.Errorf("%s: GET prefix %s: %d %s, want %s", s, prefix, status, body, doc)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// testLogger writes the toolkit's warnings to the test log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -257,13 +236,4 @@ func envOr(name, def string) string {
 func firstLine(b []byte) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	return line
-}
-
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '_'
-	}, s)
 }
