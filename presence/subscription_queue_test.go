@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // queueReader reads a subscription through Notify and Take, as a server
@@ -38,7 +40,7 @@ func readQueued(t *testing.T, s Subscription) *queueReader {
 // take waits for a wake and takes what is queued.
 func (r *queueReader) take(t *testing.T) {
 	t.Helper()
-	awaitCond(t, "a wake", func() bool {
+	testkit.WaitFor(t, "a wake", func() bool {
 		select {
 		case <-r.woken:
 			return true
@@ -71,7 +73,7 @@ func TestQueuedSubscriptionDeliversInOrder(t *testing.T) {
 	if got, want := r.until(t, 2), []string{"/t/a:m101", "/t/a:m102"}; !slices.Equal(got, want) {
 		t.Fatalf("catch-up %v, want %v", got, want)
 	}
-	awaitCond(t, "the subscription to be live", func() bool { return subscriptionLive(&collector{sub: s}) })
+	testkit.WaitFor(t, "the subscription to be live", func() bool { return subscriptionLive(&collector{sub: s}) })
 	f.publish("/t/b", 3)
 	f.publish("/t/a", 1)
 	want := []string{"/t/a:m101", "/t/a:m102", "/t/b:m101", "/t/b:m102", "/t/b:m103", "/t/a:m103"}
@@ -102,7 +104,7 @@ func TestQueuedSubscriptionIdleHasNoGoroutine(t *testing.T) {
 	}
 	readQueued(t, s)
 	sub := s.(*subscription)
-	awaitCond(t, "the catch-up goroutine to exit", func() bool {
+	testkit.WaitFor(t, "the catch-up goroutine to exit", func() bool {
 		sub.mu.Lock()
 		defer sub.mu.Unlock()
 		return !sub.running
@@ -142,9 +144,9 @@ func TestQueuedSubscriptionSlowReaderEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := readQueued(t, s)
-	awaitCond(t, "the subscription to be live", func() bool { return subscriptionLive(&collector{sub: s}) })
+	testkit.WaitFor(t, "the subscription to be live", func() bool { return subscriptionLive(&collector{sub: s}) })
 	f.publish("/t/a", 10) // nobody takes
-	awaitCond(t, "the end to be announced", func() bool {
+	testkit.WaitFor(t, "the end to be announced", func() bool {
 		evs, ended := r.s.Take(nil)
 		r.evs = append(r.evs, evs...)
 		return ended
@@ -152,7 +154,7 @@ func TestQueuedSubscriptionSlowReaderEnds(t *testing.T) {
 	if len(r.evs) != 4 {
 		t.Fatalf("took %d queued events before the end, want 4", len(r.evs))
 	}
-	awaitCond(t, "the ended subscription to be released", func() bool {
+	testkit.WaitFor(t, "the ended subscription to be released", func() bool {
 		return f.hub.metrics.Subscribers() == 0 && len(f.hub.Channels()) == 0
 	})
 }
@@ -176,7 +178,7 @@ func TestQueuedSubscriptionEnds(t *testing.T) {
 	}
 	readers := []*queueReader{readQueued(t, s1), readQueued(t, s2), readQueued(t, s3)}
 	for _, s := range []Subscription{s1, s2, s3} {
-		awaitCond(t, "live", func() bool { return subscriptionLive(&collector{sub: s}) })
+		testkit.WaitFor(t, "live", func() bool { return subscriptionLive(&collector{sub: s}) })
 	}
 	cancel()
 	s2.Close()
@@ -202,7 +204,7 @@ func TestQueuedSubscriptionNotifyAfterEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	awaitCond(t, "released", func() bool { return f.hub.metrics.Subscribers() == 0 })
+	testkit.WaitFor(t, "released", func() bool { return f.hub.metrics.Subscribers() == 0 })
 	r := readQueued(t, s)
 	if r.until(t, 1); !r.ended || len(r.evs) != 0 {
 		t.Fatalf("ended %v, events %v", r.ended, summary(r.evs))
