@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -180,21 +181,25 @@ func (p *streamPool) adopt(w http.ResponseWriter, st *sseStream, life func()) bo
 		raw, err = sc.SyscallConn()
 		ok = err == nil && raw.Control(func(fd uintptr) { s.fd = int(fd) }) == nil
 	}
-	if !ok || !p.add(s) {
+	if ok {
+		// The stream starts once the pool knows it (its keepalives count
+		// from here), with its first comment, before anything else can
+		// write: the poller or the wheel may wake it at once, and its
+		// writer waits for s.mu.
+		s.mu.Lock()
+		if ok = p.add(s); ok && !s.sendLocked(connectedChunk) {
+			s.peerGone.Store(true)
+			s.wake()
+		}
+		s.mu.Unlock()
+	}
+	if !ok {
 		// The response is under way and the connection ours: end it.
 		_ = conn.Close()
 		st.end()
 		life()
 		return true
 	}
-	// The stream starts now that the pool knows it: the first comment
-	// tells the client so, and its keepalives count from here.
-	s.mu.Lock()
-	if !s.closed && !s.sendLocked(connectedChunk) {
-		s.peerGone.Store(true)
-		s.wake()
-	}
-	s.mu.Unlock()
 	s.sub.Notify(s.wake)
 	return true
 }
@@ -300,12 +305,27 @@ type streamWriter struct {
 // serve writes what s has to write: unsent bytes first, then its queued
 // events and its comment line if due, as one chunk.
 func (w *streamWriter) serve(s *poolStream) {
-	var ended bool
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
+	if w.serveLocked(s) {
+		s.finish()
 	}
+}
+
+// serveLocked is serve under s.mu; ended reports that it closed s. A panic
+// (a bug) closes the one stream instead of the node: the writers serve every
+// stream, so none may die.
+func (w *streamWriter) serveLocked(s *poolStream) (ended bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.pool.log.Error("panic while writing a stream; stream closed", "panic", r, "stack", string(debug.Stack()))
+			s.closeLocked()
+			ended = true
+		}
+	}()
 	s.queued.Store(false) // a wake from here on queues s again
 	closeNow := s.peerGone.Load()
 	if !closeNow && s.pending != nil {
@@ -320,11 +340,9 @@ func (w *streamWriter) serve(s *poolStream) {
 	}
 	if closeNow || ended {
 		s.closeLocked()
+		return true
 	}
-	s.mu.Unlock()
-	if closeNow || ended {
-		s.finish()
-	}
+	return false
 }
 
 // writeNewLocked takes s's queued events and writes them with its due

@@ -4,6 +4,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -440,5 +442,50 @@ func TestPooledStreamLatencyCountsItsLife(t *testing.T) {
 	}
 	if got := metricValue(t, e, "presence_http_requests_total", map[string]string{"route": pathSubscribe, "method": "GET", "status": "200"}); got != 1 {
 		t.Fatalf("requests counted %v, want 1", got)
+	}
+}
+
+// panicService hands out subscriptions whose Take panics for the channel
+// "/a/panic": a bug in a stream must close that stream, not the writer
+// goroutine that every stream depends on.
+type panicService struct{ *fakeService }
+
+func (p panicService) Subscribe(ctx context.Context, u *presence.User, from map[string]int64) (presence.Subscription, error) {
+	if _, ok := from["/a/panic"]; ok {
+		return &panickySub{closed: make(chan struct{})}, nil
+	}
+	return p.fakeService.Subscribe(ctx, u, from)
+}
+
+type panickySub struct {
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (*panickySub) Events() <-chan presence.Event                  { return nil }
+func (s *panickySub) Close()                                       { s.once.Do(func() { close(s.closed) }) }
+func (*panickySub) Notify(wake func())                             { wake() }
+func (*panickySub) Take([]presence.Event) ([]presence.Event, bool) { panic("a bug") }
+
+func TestPooledStreamPanicClosesOnlyThatStream(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Service = panicService{c.Service.(*fakeService)}
+		c.Logger, _ = testkit.CapturedLogger()
+	})
+	srv := httptest.NewServer(e.h)
+	t.Cleanup(srv.Close)
+	addr := srv.Listener.Addr().String()
+	healthy := dialStream(t, addr, subscribeQuery(`{"/a/x":-1}`), 0)
+	sub, _, _ := e.svc.subscription(0)
+	broken := dialStream(t, addr, subscribeQuery(`{"/a/panic":-1}`), 0)
+	if rest := broken.rest(); rest != "" {
+		t.Fatalf("the broken stream wrote %q after its start", rest) // closed, no end of body
+	}
+	testkit.WaitFor(t, "the broken stream's slot released", func() bool { return e.streamsOpen() == 1 })
+	// The writers still serve the healthy stream.
+	sub.events <- presence.Event{Kind: presence.EventUnavailable, Channel: "/a/x"}
+	healthy.line() // chunk size
+	if id := healthy.line(); !strings.HasPrefix(id, "id: ") {
+		t.Fatalf("healthy stream: %q, want an event", id)
 	}
 }
