@@ -17,9 +17,9 @@ import (
 )
 
 // The stream pool serves the SSE streams of plain HTTP/1.1 connections
-// without a goroutine, a timer or a buffer per stream at rest. Once a
-// stream's headers and first comment are written, its connection is
-// hijacked from net/http and registered with:
+// without a goroutine, a timer or a buffer per stream at rest. Once
+// net/http wrote a stream's headers, its connection is hijacked and
+// registered (then the stream's first comment is written) with:
 //
 //   - the poller, an epoll instance of the pool (Linux), which reports a
 //     peer that closed or reset the connection, and a socket that has room
