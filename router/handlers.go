@@ -26,6 +26,10 @@ func (r *Router) registerHandlers() {
 		wire.MethodInstall:   r.handleInstall,        // push: take a channel over
 		wire.MethodReplicate: r.repl.HandleReplicate, // a replication batch for the copies kept here
 		wire.MethodLeaves:    r.handleLeaves,         // leaves answered without the channel's state
+
+		wire.MethodInspect: r.handleInspect, // the server side's read (server_ops.go)
+		wire.MethodCan:     r.handleCan,     // the server side's can?
+		wire.MethodClear:   r.handleClear,   // the server side's clear
 	}
 }
 

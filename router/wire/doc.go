@@ -28,6 +28,10 @@
 //	8 MethodReplicate  replication batch → refused, deferred, missing
 //	9 MethodLeaves     leaves answered without the state → nothing
 //
+//	20 MethodInspect   the server side's read of an owner's share → whole states
+//	21 MethodCan       what a user may do in a channel → its access
+//	22 MethodClear     every client of a channel leaves → nothing
+//
 // Methods 1 to MaxMethod belong to the router; the server's own methods
 // are above. Which node sends each and what the receiver does is told by
 // the packages that use them: router (routing and hand-off), replica
