@@ -74,6 +74,20 @@ func TestTokenFlags(t *testing.T) {
 	}
 }
 
+func TestServiceTokenFlag(t *testing.T) {
+	cfg, _, err := parseFlags(nil, env(map[string]string{"PRESENCE_SERVICE_TOKENS": "backend-new, backend-old"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.ServiceTokens, "|") != "backend-new|backend-old" {
+		t.Fatalf("service tokens %q", cfg.ServiceTokens)
+	}
+	cfg, _, err = parseFlags([]string{"--service-tokens", "flag-wins"}, env(map[string]string{"PRESENCE_SERVICE_TOKENS": "env"}), &bytes.Buffer{})
+	if err != nil || strings.Join(cfg.ServiceTokens, "|") != "flag-wins" {
+		t.Fatalf("flag and variable: %q %v", cfg.ServiceTokens, err)
+	}
+}
+
 func TestBadEnvironmentValueIsReported(t *testing.T) {
 	_, _, err := parseFlags(nil, env(map[string]string{"PRESENCE_BOOTSTRAP_EXPECT": "three"}), &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "PRESENCE_BOOTSTRAP_EXPECT") {
@@ -97,6 +111,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 		"TLS cert alone":   {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem"},
 		"negative per ip":  {"--dev", "--max-streams-per-ip", "-1"},
 		"bad proxy":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--trusted-proxies", "10.0.0.0/8,proxy.example"},
+		"service = admin":  {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x", "--admin-token", "a", "--service-tokens", "b,a"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
