@@ -9,7 +9,8 @@
 // on the next node when a node cannot be reached or answers 503 (or 502,
 // 504, 429) — every call of these APIs can be repeated without harm, a
 // presence update being a heartbeat — honouring Retry-After and the
-// caller's context. Errors carry the status and the node's messages, and
+// caller's context (a call whose context ends returns an error matching
+// the context's). Errors carry the status and the node's messages, and
 // match the sentinels of this package with errors.Is.
 //
 // It depends on the standard library only.
@@ -226,15 +227,15 @@ func (cl *Client) do(ctx context.Context, c call) error {
 			return nil
 		}
 		last = err
-		if wait < 0 || attempt >= cl.retries || ctx.Err() != nil {
+		if wait < 0 || attempt >= cl.retries {
 			return last
 		}
 		if wait == 0 {
 			wait = pause
 			pause *= 2
 		}
-		if !sleep(ctx, min(wait, cl.maxWait)) {
-			return last
+		if ctx.Err() != nil || !sleep(ctx, min(wait, cl.maxWait)) {
+			return fmt.Errorf("client: %w; the last attempt: %w", ctx.Err(), last)
 		}
 	}
 }
