@@ -92,7 +92,7 @@ func (s *server) handleServerUpdate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	present := dedupe(req.Present)
-	result, err := s.update(r.Context(), req.User, req.ClientID, present, dedupe(req.Leave))
+	result, err := s.cfg.Service.Update(r.Context(), req.User, req.ClientID, present, dedupe(req.Leave))
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -49,7 +49,7 @@ func startDevNode() (stop func(), err error) {
 	}
 	srv, err := server.New(server.Config{
 		Name: "example", Dev: true, DataDir: dir, FastTimings: true,
-		HTTPAddr: "127.0.0.1:0", GossipAddr: gossip, RaftAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:0",
+		HTTPAddr: "127.0.0.1:0", GossipAddr: gossip, RPCAddr: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

@@ -43,13 +43,13 @@ func (b *Backend) Leave(ctx context.Context, userID, clientID, channel string) e
 }
 
 // Update is POST /presence/update for u: present channels first (at most
-// MaxChannelsPerCall), then leave channels (any number, sent in chunks),
-// with one answer per present channel.
+// MaxChannelsPerCall), then leave channels (any number, sent
+// MaxLeaveChannels at a time), with one answer per present channel.
 func (b *Backend) Update(ctx context.Context, u *User, clientID string, present, leave []string) (map[string]bool, error) {
-	first := leave[:min(len(leave), MaxChannelsPerCall)]
+	first := leave[:min(len(leave), MaxLeaveChannels)]
 	out, err := b.svc.Update(ctx, u, clientID, present, first)
 	for rest := leave[len(first):]; err == nil && len(rest) > 0; {
-		chunk := rest[:min(len(rest), MaxChannelsPerCall)]
+		chunk := rest[:min(len(rest), MaxLeaveChannels)]
 		rest = rest[len(chunk):]
 		_, err = b.svc.Update(ctx, u, clientID, nil, chunk)
 	}

@@ -57,7 +57,7 @@ func TestBackendOverAnEngine(t *testing.T) {
 		t.Fatalf("%d users after clear", n)
 	}
 	// Any number of channels: leaves and reads go in chunks the Service takes.
-	many := make([]string, MaxInspectChannels+3)
+	many := make([]string, max(MaxInspectChannels, MaxLeaveChannels)+3)
 	for i := range many {
 		many[i] = fmt.Sprintf("/pub/%d", i)
 	}

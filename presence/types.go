@@ -32,7 +32,8 @@ const (
 	MaxChannelNameBytes   = 256
 	MaxClientIDBytes      = 128
 	MaxUserIDBytes        = 128
-	MaxChannelsPerCall    = 50
+	MaxChannelsPerCall    = 50        // channels of one get, or present channels of one update
+	MaxLeaveChannels      = 500       // leave channels of one update (a page leaving everything)
 	MaxInspectChannels    = 500       // channels of one Inspect (the server side's read)
 	MaxSubscribeChannels  = 500       // channels of one SSE stream
 	MaxUsersLimit         = 1_000_000 // the highest max_users of a channel config

@@ -12,6 +12,22 @@ import (
 // raftOpTimeout bounds one configuration change or bootstrap step.
 const raftOpTimeout = 5 * time.Second
 
+// raftAddress is where Raft reaches the server named id now: its current
+// rpc address in gossip (Raft runs over the node-to-node transport), also
+// for a member gone for a while, whose last address is the best guess.
+// False for a name gossip never heard of; Raft then dials the address its
+// configuration recorded.
+func (s *Server) raftAddress(id string) (string, bool) {
+	if id == s.cfg.Name {
+		return s.rpcAddr, true
+	}
+	rec, ok := s.members.lookup(id)
+	if !ok || rec.Meta.RPC == "" {
+		return "", false
+	}
+	return rec.Meta.RPC, true
+}
+
 // kickRaft wakes the Raft worker without blocking; kicks coalesce.
 func (s *Server) kickRaft() {
 	select {
@@ -73,7 +89,7 @@ func (s *Server) maybeBootstrap() bool {
 	}
 	var candidates []membership.Member
 	for _, m := range s.members.alive() {
-		if m.Meta.Raft != "" && m.Meta.RPC != "" {
+		if m.Meta.RPC != "" {
 			candidates = append(candidates, m)
 		}
 	}
@@ -85,7 +101,7 @@ func (s *Server) maybeBootstrap() bool {
 	self := false
 	for _, m := range chosen {
 		self = self || m.Name == s.cfg.Name
-		servers = append(servers, raftstore.Server{ID: m.Name, Addr: m.Meta.Raft, Voter: true})
+		servers = append(servers, raftstore.Server{ID: m.Name, Addr: m.Meta.RPC, Voter: true})
 	}
 	if !self {
 		return true // the first servers bootstrap; their leader will add this one
@@ -131,6 +147,11 @@ func (s *Server) existingStateAmong(chosen []membership.Member) (bool, error) {
 // its current address and removes servers whose member has been dead, gone
 // or unknown for ReapAfter. It never removes this node. missing remembers,
 // across calls of one leadership term, since when a server has been absent.
+//
+// Raft dials servers by name (raftAddress), so an address recorded in the
+// configuration only shows in logs and serves as a fallback; keeping it
+// current still rewrites, once, the addresses of a data directory written
+// by a release that ran Raft on a port of its own.
 func (s *Server) reconcile(missing map[string]time.Time) {
 	ctx, cancel := context.WithTimeout(s.ctx, raftOpTimeout)
 	defer cancel()
@@ -146,14 +167,18 @@ func (s *Server) reconcile(missing map[string]time.Time) {
 		}
 	}
 	for _, m := range s.members.alive() {
-		if m.Name == s.cfg.Name || m.Meta.Raft == "" || voters[m.Name] == m.Meta.Raft {
+		addr := m.Meta.RPC
+		if m.Name == s.cfg.Name {
+			addr = s.rpcAddr // this node's own record may lag in gossip
+		}
+		if addr == "" || voters[m.Name] == addr {
 			continue
 		}
-		if err := s.store.AddVoter(ctx, m.Name, m.Meta.Raft); err != nil {
+		if err := s.store.AddVoter(ctx, m.Name, addr); err != nil {
 			s.log.Warn("raft voter not added", "member", m.Name, "err", err)
 			continue
 		}
-		s.log.Info("raft voter added", "member", m.Name, "addr", m.Meta.Raft)
+		s.log.Info("raft voter added", "member", m.Name, "addr", addr)
 	}
 	now := time.Now()
 	for _, srv := range servers {

@@ -39,7 +39,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			return tlsCommand(args[1:], stdout, stderr)
 		}
 	}
-	cfg, logLevel, err := parseFlags(args, getenv, stderr)
+	cfg, opts, err := parseFlags(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -47,7 +47,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "presence-node:", err)
 		return 2
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: opts.level}))
+	for _, w := range opts.deprecated {
+		logger.Warn(w)
+	}
 	cfg.Logger = logger
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "presence-node:", err)
@@ -103,19 +106,26 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return 0
 }
 
+// runOptions are what the flags set besides the server's configuration.
+type runOptions struct {
+	level      slog.Level
+	deprecated []string // warnings about deprecated flags in use, logged at start
+}
+
 // parseFlags reads flags, falling back to PRESENCE_* variables for flags not
 // given on the command line.
-func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, slog.Level, error) {
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, runOptions, error) {
 	var cfg server.Config
-	var join, cors, proxies, secrets, publicKeys, serviceTokens, logLevel string
+	var opts runOptions
+	var join, cors, proxies, secrets, publicKeys, logLevel, serviceTokens, raftAddr string
 	fs := flag.NewFlagSet("presence-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
 	fs.StringVar(&cfg.Name, "name", host, "unique node name in the cluster")
 	fs.StringVar(&cfg.HTTPAddr, "http", server.DefaultHTTPAddr, "public HTTP API bind address")
 	fs.StringVar(&cfg.GossipAddr, "gossip", server.DefaultGossipAddr, "memberlist bind address (TCP and UDP)")
-	fs.StringVar(&cfg.RaftAddr, "raft", server.DefaultRaftAddr, "Raft transport bind address")
-	fs.StringVar(&cfg.RPCAddr, "rpc", server.DefaultRPCAddr, "node-to-node forwarding and replication bind address")
+	fs.StringVar(&raftAddr, "raft", "", "deprecated and ignored: Raft runs over the --rpc port")
+	fs.StringVar(&cfg.RPCAddr, "rpc", server.DefaultRPCAddr, "node-to-node bind address: forwarding, replication and Raft")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "host/IP other nodes use to reach this one (default: the bind host)")
 	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", server.DefaultBootstrapExpect, "servers to see before bootstrapping Raft")
@@ -127,7 +137,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "when set, user tokens must carry this aud")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* and /server/* (required unless --dev)")
 	fs.StringVar(&serviceTokens, "service-tokens", "", "comma-separated bearer tokens of the application's backend for /server/* (never /admin/*); several during a rotation")
-	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts gossip, authenticates node-to-node calls")
+	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts and authenticates gossip and node-to-node traffic; while rotating, comma-separated keys, the first used and all accepted")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of this node, signed by --tls-ca: node-to-node traffic is mutual TLS 1.3 (needs --cluster-key too); reloaded on SIGHUP")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP")
+	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM certificates of the CAs whose node certificates are trusted (the cluster's own CA); reloaded on SIGHUP")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
 	fs.StringVar(&cfg.HTTPTLSCert, "http-tls-cert", "", "PEM certificate (chain) of the public API: serve HTTPS; reloaded on SIGHUP")
 	fs.StringVar(&cfg.HTTPTLSKey, "http-tls-key", "", "PEM private key of --http-tls-cert; reloaded on SIGHUP")
@@ -139,19 +152,26 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	replication := fs.Bool("replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
-		return cfg, 0, err
+		return cfg, opts, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, 0, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return cfg, opts, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if err := applyEnv(fs, getenv); err != nil {
-		return cfg, 0, err
+		return cfg, opts, err
 	}
 	for name, v := range map[string]int{"max-streams-per-user": cfg.MaxStreamsPerUser,
 		"max-streams-per-ip": cfg.MaxStreamsPerIP, "max-streams": cfg.MaxStreams} {
 		if v < 1 {
-			return cfg, 0, fmt.Errorf("--%s must be at least 1", name)
+			return cfg, opts, fmt.Errorf("--%s must be at least 1", name)
 		}
+	}
+	if raftAddr != "" {
+		// Kept so that existing deployments start: Raft moved onto the
+		// authenticated rpc port, and nothing listens on this one any more.
+		opts.deprecated = append(opts.deprecated, fmt.Sprintf("--raft (PRESENCE_RAFT) %s is deprecated and ignored: "+
+			"Raft runs over the --rpc port with the node-to-node authentication and encryption; "+
+			"drop the flag and close the old Raft port", raftAddr))
 	}
 	cfg.Join = splitList(join)
 	cfg.DisableReplication = !*replication
@@ -163,11 +183,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		return cfg, 0, fmt.Errorf("--log-level: %v", err)
+	if err := opts.level.UnmarshalText([]byte(logLevel)); err != nil {
+		return cfg, opts, fmt.Errorf("--log-level: %v", err)
 	}
-	return cfg, level, nil
+	return cfg, opts, nil
 }
 
 // applyEnv sets every flag not given on the command line from its
