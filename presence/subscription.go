@@ -260,10 +260,10 @@ func (s *subscription) catchUp() bool {
 		}
 		from := sc.cursor
 		cu, err := s.src.Since(s.ctx, s.user, sc.name, from)
+		if s.ctx.Err() != nil {
+			return false // ended meanwhile: nothing more is sent
+		}
 		if err != nil {
-			if s.ctx.Err() != nil {
-				return false
-			}
 			s.hub.log.Info("presence: a channel's catch-up failed; it resyncs and is fetched again",
 				"channel", sc.name, "err", err)
 			s.mu.Lock()

@@ -182,13 +182,14 @@ func TestQueuedSubscriptionEnds(t *testing.T) {
 	}
 	cancel()
 	s2.Close()
+	// Each has its channel's position, then the end.
 	for i, r := range readers[:2] {
-		if r.until(t, 1); !r.ended {
+		if r.until(t, 2); !r.ended {
 			t.Fatalf("subscription %d: no end after its reader was woken", i+1)
 		}
 	}
 	f.hub.Close()
-	if readers[2].until(t, 1); !readers[2].ended {
+	if readers[2].until(t, 2); !readers[2].ended {
 		t.Fatal("hub close: no end")
 	}
 	if f.hub.metrics.Subscribers() != 0 || len(f.hub.Channels()) != 0 {
