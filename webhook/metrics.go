@@ -48,6 +48,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 func (m *metrics) forDest(prefix string) destMetrics {
+	// Every series of the prefix is exported from its first event on, at
+	// 0, so that a rate over it has a start.
+	for _, reason := range []string{ReasonMerge, ReasonLost, ReasonOverflow, ReasonExpired} {
+		m.resyncs.WithLabelValues(prefix, reason)
+	}
 	return destMetrics{
 		deliveries: m.deliveries.WithLabelValues(prefix),
 		events:     m.events.WithLabelValues(prefix),

@@ -198,6 +198,12 @@ func (d *Dispatcher) finish(dst *dest, b *batch, err error) {
 			d.log.Debug("recording a webhook position failed", "channel", a.channel, "id", a.id, "err", err)
 		}
 	}
+	if err == nil {
+		// Counted once the positions are on their way to the channels: a
+		// reader of the metric knows that much.
+		dst.m.deliveries.Inc()
+		dst.m.events.Add(float64(b.events))
+	}
 	d.kick()
 }
 
@@ -212,8 +218,6 @@ func (d *Dispatcher) delivered(dst *dest, b *batch, now int64) []ack {
 		}
 	}
 	dst.failures, dst.gate = 0, 0
-	dst.m.deliveries.Inc()
-	dst.m.events.Add(float64(b.events))
 	acks := make([]ack, 0, len(b.parts))
 	for _, p := range b.parts {
 		acks = append(acks, ack{channel: p.c.name, id: p.events[len(p.events)-1].id})
