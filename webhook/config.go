@@ -58,7 +58,8 @@ type Config struct {
 	// Registry receives the metrics; nil leaves them unregistered.
 	Registry prometheus.Registerer
 	// Client sends the requests; nil means a client that follows no
-	// redirect (a 3xx is a failure), with RequestTimeout.
+	// redirect (a 3xx is a failure), with RequestTimeout, keeping a
+	// connection per request in flight.
 	Client *http.Client
 	// MaxBatch is the most events per request; 0 means DefaultMaxBatch.
 	MaxBatch int
@@ -118,7 +119,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.MaxDestinationQueue, DefaultMaxDestinationQueue)
 	setDefault(&c.Tick, DefaultTick)
 	if c.Client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = c.MaxInFlight // a connection kept for each request in flight
 		c.Client = &http.Client{
+			Transport:     tr,
 			Timeout:       c.RequestTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}

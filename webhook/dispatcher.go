@@ -209,7 +209,8 @@ func (d *Dispatcher) kick() {
 	}
 }
 
-// run schedules batches every Tick, and at once when kicked, until Close.
+// run schedules batches every Tick, and at once when kicked, until Close
+// or until no destination is left (chanFor starts it again).
 func (d *Dispatcher) run() {
 	defer d.wg.Done()
 	t := d.cfg.Clock.NewTicker(d.cfg.Tick)
@@ -221,24 +222,28 @@ func (d *Dispatcher) run() {
 		case <-d.wake:
 		case <-t.C():
 		}
-		for _, r := range d.schedule() {
+		requests, idle := d.schedule()
+		for _, r := range requests {
 			d.wg.Add(1)
 			go func() {
 				defer d.wg.Done()
 				d.send(r)
 			}()
 		}
+		if idle {
+			return
+		}
 	}
 }
 
 // schedule returns the requests to start now: due retries, then full or
 // overdue batches, per destination within its limits. Destinations whose
-// webhook was removed are dropped.
-func (d *Dispatcher) schedule() []request {
+// webhook was removed are dropped; idle reports that none is left, and
+// that the scheduling goroutine ends (it is marked as not running).
+func (d *Dispatcher) schedule() (out []request, idle bool) {
 	now := d.cfg.Clock.Now().UnixNano()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []request
 	for _, dst := range d.dests {
 		w := d.cfg.Webhooks(dst.sample)
 		if w == nil {
@@ -253,7 +258,11 @@ func (d *Dispatcher) schedule() []request {
 			dst.updateGauges(now)
 		}
 	}
-	return out
+	if len(d.dests) == 0 && len(out) == 0 {
+		d.running = false
+		return nil, true
+	}
+	return out, false
 }
 
 // dropDest forgets a destination whose webhook was removed, with what it

@@ -90,14 +90,15 @@ func TestABatchWaitsForAHundredEventsOrOneSecond(t *testing.T) {
 	r.hook("a", rcv.url(), presence.AllWebhookEvents)
 	sim := newChannelSim("/a/b", 100, r.clk)
 	start := func() {
-		for _, req := range r.d.schedule() {
+		reqs, _ := r.d.schedule()
+		for _, req := range reqs {
 			go r.d.send(req)
 		}
 	}
 	for i := range 99 {
 		r.d.Publish(sim.enter(fmt.Sprint(i)))
 	}
-	if reqs := r.d.schedule(); len(reqs) != 0 {
+	if reqs, _ := r.d.schedule(); len(reqs) != 0 {
 		t.Fatalf("99 fresh events were sent (%d requests) before a hundred or a second", len(reqs))
 	}
 	r.d.Publish(sim.enter("99")) // the hundredth: sent at once
@@ -109,7 +110,7 @@ func TestABatchWaitsForAHundredEventsOrOneSecond(t *testing.T) {
 		r.d.Publish(sim.leave(fmt.Sprint(i)))
 	}
 	r.clk.Advance(DefaultMaxWait - time.Millisecond)
-	if reqs := r.d.schedule(); len(reqs) != 0 {
+	if reqs, _ := r.d.schedule(); len(reqs) != 0 {
 		t.Fatal("30 events were sent before they waited a second")
 	}
 	r.clk.Advance(time.Millisecond)
