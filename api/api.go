@@ -1,5 +1,6 @@
 // Package api is the public HTTP layer of a presence node: the Discourse-style
-// presence endpoints (get, update, Server-Sent Events subscribe), the admin
+// presence endpoints (get, update, Server-Sent Events subscribe), the
+// server-side endpoints of the application's backend (/server/), the admin
 // endpoints for prefix documents and cluster state, health, metrics and the
 // development helpers. It authenticates callers, validates and bounds every
 // input, rate-limits updates, and maps errors to HTTP statuses in one place;
@@ -110,8 +111,12 @@ type Config struct {
 	JWTIssuer string
 	// JWTAudience, when set, must be one of a token's aud values.
 	JWTAudience string
-	// AdminToken is the bearer token of /admin/*.
+	// AdminToken is the bearer token of /admin/*; it opens /server/* too.
 	AdminToken string
+	// ServiceTokens open /server/* (the application's backend), never
+	// /admin/*: several during a rotation. Each must be non-empty and
+	// differ from AdminToken. Empty: only the admin token opens /server/.
+	ServiceTokens []string
 	// CORSOrigins lists the browser origins allowed to call the API; "*"
 	// allows any. Empty: no cross-origin access.
 	CORSOrigins []string
@@ -226,6 +231,14 @@ func (c Config) Validate() error {
 			return errors.New("api: empty JWT secret")
 		}
 	}
+	for _, token := range c.ServiceTokens {
+		switch token {
+		case "":
+			return errors.New("api: empty service token")
+		case c.AdminToken:
+			return errors.New("api: a service token equals the admin token (a service token must never open /admin/)")
+		}
+	}
 	for _, o := range c.CORSOrigins {
 		if o == "" {
 			return errors.New("api: empty CORS origin")
@@ -255,6 +268,8 @@ type server struct {
 	streams *streamLimiter
 	// refusedStreams logs streams over a limit at a bounded rate.
 	refusedStreams *refusedStreamLog
+	// serviceTokens open /server/*.
+	serviceTokens serviceTokens
 }
 
 // New validates cfg and returns the node's HTTP handler.
@@ -286,6 +301,7 @@ func New(cfg Config) (http.Handler, error) {
 		refusedStreams: &refusedStreamLog{
 			throttle: newLogThrottle(cfg.Clock, refusedStreamLogPerSecond, refusedStreamLogBurst),
 		},
+		serviceTokens: newServiceTokens(cfg.AdminToken, cfg.ServiceTokens),
 	}
 	s.router = s.routes()
 	var h http.Handler = http.HandlerFunc(s.dispatch)
@@ -355,6 +371,8 @@ func (s *server) routes() *mux.Router {
 	r.Handle("/admin/prefixes/{prefix}", s.admin(s.handleDeletePrefix)).Methods(http.MethodDelete)
 	r.Handle("/admin/cluster", s.admin(s.handleCluster)).Methods(http.MethodGet)
 	r.Handle("/admin/owner", s.admin(s.handleOwner)).Methods(http.MethodGet)
+
+	s.serverRoutes(r)
 
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet, http.MethodHead)

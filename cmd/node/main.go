@@ -62,7 +62,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			base = "https://" + cfg.HTTPAddr
 		}
 		logger.Warn("development mode: well-known secrets, do not expose this node",
-			"jwt_secret", cfg.JWTSecrets[0], "admin_token", cfg.AdminToken,
+			"jwt_secret", cfg.JWTSecrets[0], "admin_token", cfg.AdminToken, "service_tokens", strings.Join(cfg.ServiceTokens, ","),
 			"demo", base+"/", "token_url", base+"/dev/token?user=1&username=sam")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -117,7 +117,7 @@ type runOptions struct {
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, runOptions, error) {
 	var cfg server.Config
 	var opts runOptions
-	var join, cors, proxies, secrets, publicKeys, logLevel, raftAddr string
+	var join, cors, proxies, secrets, publicKeys, logLevel, serviceTokens, raftAddr string
 	fs := flag.NewFlagSet("presence-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
@@ -135,7 +135,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.JWKSURL, "jwks-url", "", "https URL of a JWK Set verifying RS256, ES256 and EdDSA user tokens by kid (cached; fetched again for an unknown kid, at most every 10 s)")
 	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "when set, user tokens must carry this iss")
 	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "when set, user tokens must carry this aud")
-	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* and /server/* (required unless --dev)")
+	fs.StringVar(&serviceTokens, "service-tokens", "", "comma-separated bearer tokens of the application's backend for /server/* (never /admin/*); several during a rotation")
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts and authenticates gossip and node-to-node traffic; while rotating, comma-separated keys, the first used and all accepted")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of this node, signed by --tls-ca: node-to-node traffic is mutual TLS 1.3 (needs --cluster-key too); reloaded on SIGHUP")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP")
@@ -177,6 +178,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	cfg.CORSOrigins = splitList(cors)
 	cfg.TrustedProxies = splitList(proxies)
 	cfg.JWTSecrets = splitList(secrets)
+	cfg.ServiceTokens = splitList(serviceTokens)
 	cfg.JWTPublicKeyFiles = splitList(publicKeys)
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)
