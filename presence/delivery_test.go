@@ -58,8 +58,12 @@ func TestMessagesSayWhenTheyOccupyOrVacateTheChannel(t *testing.T) {
 	r.present(bob, "b", "/t/x")
 	r.rec.take("/t/x")
 	r.advance(time.Duration(publicCfg.TimeoutSeconds()+1) * time.Second)
-	testkit.WaitFor(t, "the expiry", func() bool { return r.rec.count() > 0 })
-	if ms := r.rec.take("/t/x"); len(ms) != 1 || len(ms[0].LeavingUserIDs) != 2 || !ms[0].Vacated || ms[0].Occupied {
+	var ms []*Message // alice expires in the other channels too
+	testkit.WaitFor(t, "the expiry", func() bool {
+		ms = append(ms, r.rec.take("/t/x")...)
+		return len(ms) > 0
+	})
+	if len(ms) != 1 || len(ms[0].LeavingUserIDs) != 2 || !ms[0].Vacated || ms[0].Occupied {
 		t.Fatalf("expiry published %+v, want one vacating message for both users", ms)
 	}
 }
