@@ -29,6 +29,7 @@ import (
 	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/tlscert"
 	"github.com/presencehq/presence/web"
+	"github.com/presencehq/presence/webhook"
 )
 
 // DemoPrefixDocument is the configuration of the "demo" prefix in --dev mode:
@@ -47,6 +48,7 @@ type Server struct {
 	resolver *presence.Resolver
 	store    *raftstore.Store
 	engine   *presence.Engine
+	webhooks *webhook.Dispatcher
 
 	transport *transport.Transport
 	peerTLS   *peertls.Material // node-to-node TLS files; nil without TLS
@@ -140,6 +142,17 @@ func (s *Server) open() error {
 	metrics := presence.NewMetrics(s.registry)
 	pub := router.NewPublisher()
 	var err error
+	if s.webhooks, err = webhook.New(webhook.Config{
+		Webhooks: s.resolver.Webhook,
+		// The engine is made next; a channel acknowledges only once it
+		// has published, so after that.
+		Acknowledge: func(channel string, id int64) error { return s.engine.Acknowledge(channel, id) },
+		Clock:       s.cfg.Clock,
+		Logger:      s.log,
+		Registry:    s.registry,
+	}); err != nil {
+		return err
+	}
 	if s.engine, err = presence.NewEngine(presence.EngineConfig{
 		Clock:      s.cfg.Clock,
 		Logger:     s.log,
@@ -147,6 +160,7 @@ func (s *Server) open() error {
 		Metrics:    metrics,
 		Publisher:  pub,
 		Replicator: pub,
+		Deliveries: s.webhooks,
 	}); err != nil {
 		return err
 	}
@@ -155,6 +169,7 @@ func (s *Server) open() error {
 		Engine:    s.engine,
 		Publisher: pub,
 		Transport: s.transport,
+		Webhooks:  s.webhooks,
 		Clock:     s.cfg.Clock,
 		Logger:    s.log,
 		Registry:  s.registry,

@@ -224,8 +224,9 @@ func (s *Server) waitLoops(ctx context.Context) error {
 }
 
 // closeBackends closes what New opened, in reverse order of use: no more
-// node-to-node calls, then the router and its subscriptions, the engine's
-// actors and Raft. Every component may be missing after a failed New.
+// node-to-node calls, then the router and its subscriptions, the webhook
+// deliveries, the engine's actors and Raft. Every component may be missing
+// after a failed New.
 func (s *Server) closeBackends(ctx context.Context) error {
 	var errs []error
 	if s.transport != nil {
@@ -235,6 +236,9 @@ func (s *Server) closeBackends(ctx context.Context) error {
 	}
 	if s.router != nil {
 		s.router.Close()
+	}
+	if s.webhooks != nil {
+		s.webhooks.Close()
 	}
 	if s.engine != nil {
 		if err := s.engine.Close(ctx); err != nil {
