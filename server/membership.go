@@ -169,7 +169,7 @@ func (s *Server) memberLoop(ml *membership.Membership) {
 			clear(restarted)
 		}
 		last = s.pushMembers(last, nil)
-		s.kickRaft()
+		s.pilot.Kick()
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/presencehq/presence/api"
+	"github.com/presencehq/presence/cluster/autopilot"
 	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/cluster/raftstore"
 	"github.com/presencehq/presence/cluster/transport"
@@ -43,6 +44,7 @@ type Server struct {
 	registry *prometheus.Registry
 	resolver *presence.Resolver
 	store    *raftstore.Store
+	pilot    *autopilot.Autopilot // the Raft configuration, from membership
 	engine   *presence.Engine
 
 	transport *transport.Transport
@@ -62,7 +64,6 @@ type Server struct {
 	streams    context.Context
 	endStreams context.CancelFunc
 	wg         sync.WaitGroup
-	raftKick   chan struct{}
 	started    atomic.Bool // membership running
 	joined     atomic.Bool // another member seen
 	draining   atomic.Bool // shutting down: no new streams, not ready
@@ -91,7 +92,6 @@ func New(cfg Config) (*Server, error) {
 		timings:   newTimings(cfg.FastTimings),
 		registry:  prometheus.NewRegistry(),
 		members:   newMemberTable(cfg.Name),
-		raftKick:  make(chan struct{}, 1),
 		startedAt: time.Now(),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -124,6 +124,9 @@ func (s *Server) open() error {
 		return fmt.Errorf("rpc transport: %w", err)
 	}
 	s.transport = tr
+	if err := s.newAutopilot(); err != nil {
+		return err
+	}
 	s.rpcAddr = s.cfg.advertised(tr.Addr())
 	s.self = router.Member{Name: s.cfg.Name, RPCAddr: s.rpcAddr}
 	metrics := presence.NewMetrics(s.registry)
@@ -249,7 +252,10 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.wg.Add(2)
 	go s.awaitConfig()
-	go s.raftLoop()
+	go func() {
+		defer s.wg.Done()
+		s.pilot.Run(s.ctx)
+	}()
 	s.log.Info("serving", "http", ln.Addr().String(), "rpc", s.rpcAddr, "raft", s.store.Addr(),
 		"bootstrap_expect", s.cfg.BootstrapExpect, "data_dir", s.cfg.DataDir)
 	if s.cfg.Dev {

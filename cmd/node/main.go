@@ -95,6 +95,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.Advertise, "advertise", "", "host/IP other nodes use to reach this one (default: the bind host)")
 	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of existing members")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", server.DefaultBootstrapExpect, "servers to see before bootstrapping Raft")
+	fs.IntVar(&cfg.MaxVoters, "max-voters", server.DefaultMaxVoters, "most Raft voters (odd); further servers are non-voters, promoted when a voter goes")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft data directory (default ./data/<name>)")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret that signs user tokens (required unless --dev)")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")

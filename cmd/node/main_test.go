@@ -16,6 +16,7 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 		"PRESENCE_HTTP":             "127.0.0.1:9999",
 		"PRESENCE_JWT_SECRET":       "s3cret",
 		"PRESENCE_BOOTSTRAP_EXPECT": "3",
+		"PRESENCE_MAX_VOTERS":       "3",
 		"PRESENCE_JOIN":             "a:7946, b:7946",
 		"PRESENCE_CORS_ORIGINS":     "https://x.example",
 		"PRESENCE_DEV":              "true",
@@ -26,7 +27,7 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	if cfg.Name != "n1" {
 		t.Errorf("name %q: the flag must beat PRESENCE_NAME", cfg.Name)
 	}
-	if cfg.HTTPAddr != "127.0.0.1:9999" || cfg.JWTSecret != "s3cret" || cfg.BootstrapExpect != 3 || !cfg.Dev {
+	if cfg.HTTPAddr != "127.0.0.1:9999" || cfg.JWTSecret != "s3cret" || cfg.BootstrapExpect != 3 || cfg.MaxVoters != 3 || !cfg.Dev {
 		t.Errorf("environment not applied: %+v", cfg)
 	}
 	if strings.Join(cfg.Join, "|") != "a:7946|b:7946" || strings.Join(cfg.CORSOrigins, "|") != "https://x.example" {
@@ -53,6 +54,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 		"unknown flag":    {"--nope"},
 		"stray argument":  {"--dev", "extra"},
 		"bad log level":   {"--dev", "--log-level", "loud"},
+		"even max voters": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--max-voters", "4"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
