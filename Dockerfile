@@ -31,7 +31,8 @@ VOLUME /data
 # 8080 HTTP API, 7946 memberlist (TCP and UDP), 8300 Raft, 7947 node-to-node RPC.
 EXPOSE 8080/tcp 7946/tcp 7946/udp 8300/tcp 7947/tcp
 
-# "health" GETs /healthz on PRESENCE_HTTP (0.0.0.0 is checked as 127.0.0.1).
+# "health" GETs /healthz on PRESENCE_HTTP (0.0.0.0 is checked as 127.0.0.1),
+# over HTTPS when PRESENCE_HTTP_TLS_CERT is set.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["/presence-node", "health"]
 

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/jwtkeys"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -33,6 +35,17 @@ const (
 	DefaultKeepAlive            = 25 * time.Second
 	DefaultMaxSubscribeChannels = presence.MaxSubscribeChannels
 	DefaultDevTokenTTL          = 24 * time.Hour
+	// Open SSE streams of a node (contract: 20 per signed-in user, 100
+	// anonymous ones per client address, 100,000 in all).
+	DefaultMaxStreamsPerUser = 20
+	DefaultMaxStreamsPerIP   = 100
+	DefaultMaxStreams        = 100_000
+)
+
+// Rates of the log lines of refused streams (see refusedStreamLog).
+const (
+	refusedStreamLogPerSecond = 1
+	refusedStreamLogBurst     = 10
 )
 
 // PrefixStore holds the admin prefix documents (Raft-backed in production).
@@ -74,8 +87,9 @@ type ClusterInfo interface {
 	Ready() (bool, string)
 }
 
-// Config configures the HTTP layer. Service, Prefixes, Cluster, JWTSecret and
-// AdminToken are required; every other zero value takes the documented default.
+// Config configures the HTTP layer. Service, Prefixes, Cluster, AdminToken
+// and at least one way to verify user tokens (JWTSecrets, JWTPublicKeys or
+// JWKS) are required; every other zero value takes the documented default.
 type Config struct {
 	// Service answers the presence endpoints.
 	Service presence.Service
@@ -83,8 +97,21 @@ type Config struct {
 	Prefixes PrefixStore
 	// Cluster answers /admin/cluster, /admin/owner and /readyz.
 	Cluster ClusterInfo
-	// JWTSecret verifies (and in Dev mode signs) HS256 user tokens.
-	JWTSecret []byte
+	// JWTSecrets verify HS256 user tokens: any of them may have signed a
+	// token, so a new secret is added before the signer switches to it and
+	// the old one removed after its tokens expired. In Dev mode the first
+	// signs the tokens of /dev/token (Dev needs one).
+	JWTSecrets [][]byte
+	// JWTPublicKeys verify RS256, ES256 and EdDSA user tokens, whatever
+	// their kid (see jwtkeys.ParsePEM).
+	JWTPublicKeys []jwtkeys.Key
+	// JWKS verifies RS256, ES256 and EdDSA user tokens with the key their
+	// kid names in an identity provider's key set. Nil: none.
+	JWKS *jwtkeys.Remote
+	// JWTIssuer, when set, must equal a token's iss claim.
+	JWTIssuer string
+	// JWTAudience, when set, must be one of a token's aud values.
+	JWTAudience string
 	// AdminToken is the bearer token of /admin/*.
 	AdminToken string
 	// CORSOrigins lists the browser origins allowed to call the API; "*"
@@ -123,6 +150,21 @@ type Config struct {
 	MaxSubscribeChannels int
 	// DevTokenTTL is the lifetime of /dev/token tokens. Zero: DefaultDevTokenTTL.
 	DevTokenTTL time.Duration
+
+	// MaxStreamsPerUser bounds the open SSE streams of one signed-in user
+	// on this node. Zero: DefaultMaxStreamsPerUser.
+	MaxStreamsPerUser int
+	// MaxStreamsPerIP bounds the open anonymous SSE streams of one client
+	// address (an IPv4 address or an IPv6 /64) on this node. Zero:
+	// DefaultMaxStreamsPerIP.
+	MaxStreamsPerIP int
+	// MaxStreams bounds the open SSE streams of this node. Zero:
+	// DefaultMaxStreams.
+	MaxStreams int
+	// TrustedProxies are the proxies and load balancers in front of the
+	// node: a request from one of them is counted under the client address
+	// its X-Forwarded-For header names. Empty: the peer is the client.
+	TrustedProxies []netip.Prefix
 }
 
 // withDefaults returns c with every zero optional field set to its default.
@@ -144,6 +186,9 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.KeepAlive, DefaultKeepAlive)
 	setDefault(&c.MaxSubscribeChannels, DefaultMaxSubscribeChannels)
 	setDefault(&c.DevTokenTTL, DefaultDevTokenTTL)
+	setDefault(&c.MaxStreamsPerUser, DefaultMaxStreamsPerUser)
+	setDefault(&c.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
+	setDefault(&c.MaxStreams, DefaultMaxStreams)
 	return c
 }
 
@@ -163,17 +208,30 @@ func (c Config) Validate() error {
 		return errors.New("api: Prefixes is required")
 	case c.Cluster == nil:
 		return errors.New("api: Cluster is required")
-	case len(c.JWTSecret) == 0:
-		return errors.New("api: JWTSecret is required")
+	case len(c.JWTSecrets) == 0 && len(c.JWTPublicKeys) == 0 && c.JWKS == nil:
+		return errors.New("api: JWTSecrets, JWTPublicKeys or JWKS is required")
+	case c.Dev && len(c.JWTSecrets) == 0:
+		return errors.New("api: Dev needs a JWT secret to sign its tokens")
 	case c.AdminToken == "":
 		return errors.New("api: AdminToken is required")
 	case c.MaxBodyBytes < 0, c.MaxAdminBodyBytes < 0, c.RateBurst < 0, c.RateRefillPerSecond < 0, c.RateLimitMaxUsers < 0,
-		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0:
+		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0,
+		c.MaxStreamsPerUser < 0, c.MaxStreamsPerIP < 0, c.MaxStreams < 0:
 		return errors.New("api: limits must not be negative")
+	}
+	for _, secret := range c.JWTSecrets {
+		if len(secret) == 0 {
+			return errors.New("api: empty JWT secret")
+		}
 	}
 	for _, o := range c.CORSOrigins {
 		if o == "" {
 			return errors.New("api: empty CORS origin")
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			return errors.New("api: invalid trusted proxy prefix")
 		}
 	}
 	return nil
@@ -191,6 +249,10 @@ type server struct {
 	payloads *payloadCache
 	// unavailable logs 503 answers at a bounded rate.
 	unavailable *unavailableLog
+	// streams counts open SSE streams against their limits.
+	streams *streamLimiter
+	// refusedStreams logs streams over a limit at a bounded rate.
+	refusedStreams *refusedStreamLog
 }
 
 // New validates cfg and returns the node's HTTP handler.
@@ -205,13 +267,17 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	s := &server{
 		cfg:      cfg,
-		auth:     newAuthenticator(cfg.JWTSecret, cfg.Clock),
+		auth:     newAuthenticator(cfg),
 		limiter:  newRateLimiter(cfg.Clock, cfg.RateBurst, cfg.RateRefillPerSecond, cfg.RateLimitMaxUsers),
 		metrics:  m,
 		log:      cfg.Logger,
 		payloads: newPayloadCache(),
 
 		unavailable: newUnavailableLog(cfg.Clock),
+		streams:     newStreamLimiter(cfg.MaxStreamsPerUser, cfg.MaxStreamsPerIP, cfg.MaxStreams),
+		refusedStreams: &refusedStreamLog{
+			throttle: newLogThrottle(cfg.Clock, refusedStreamLogPerSecond, refusedStreamLogBurst),
+		},
 	}
 	s.router = s.routes()
 	var h http.Handler = http.HandlerFunc(s.dispatch)

@@ -12,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/jwtkeys"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -45,45 +46,132 @@ func (c *userClaims) user() *presence.User {
 	}
 }
 
-// authenticator verifies and mints HS256 user tokens.
-type authenticator struct {
-	secret []byte
-	clock  clock.Clock
-	parser *jwt.Parser
-	cache  *tokenCache
+// tokenKeys are the keys that verify user tokens, each tied to the one
+// algorithm it verifies: HS256 secrets, public keys from PEM files and a
+// remote JWK Set.
+type tokenKeys struct {
+	secrets [][]byte
+	public  []jwtkeys.Key
+	jwks    *jwtkeys.Remote
 }
 
-func newAuthenticator(secret []byte, clk clock.Clock) *authenticator {
-	return &authenticator{
-		secret: secret,
-		clock:  clk,
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithTimeFunc(clk.Now)),
-		cache: newTokenCache(tokenCacheCapacity),
+// algorithms lists the algorithms some key can verify: a token of any
+// other algorithm (none, HS512, an RS256 token where only secrets are
+// configured) is refused before a key is looked for.
+func (k *tokenKeys) algorithms() []string {
+	var algs []string
+	if len(k.secrets) > 0 {
+		algs = append(algs, jwt.SigningMethodHS256.Alg())
 	}
+	for _, alg := range []string{jwtkeys.RS256, jwtkeys.ES256, jwtkeys.EdDSA} {
+		has := k.jwks != nil
+		for _, key := range k.public {
+			has = has || key.Alg == alg
+		}
+		if has {
+			algs = append(algs, alg)
+		}
+	}
+	return algs
+}
+
+// generation changes when the remote set withdraws a key (see
+// jwtkeys.Remote.Generation); the other keys change only with a restart.
+func (k *tokenKeys) generation() uint64 {
+	if k.jwks == nil {
+		return 0
+	}
+	return k.jwks.Generation()
+}
+
+// lookup is the parser's key function. The key type follows the token's
+// algorithm, which WithValidMethods has checked already: secrets for
+// HS256 and only those, public keys of exactly that algorithm otherwise,
+// so a token cannot have an RSA public key used as an HMAC secret.
+func (k *tokenKeys) lookup(t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	if alg == jwt.SigningMethodHS256.Alg() {
+		keys := make([]jwt.VerificationKey, len(k.secrets))
+		for i, s := range k.secrets {
+			keys[i] = s
+		}
+		return jwt.VerificationKeySet{Keys: keys}, nil
+	}
+	kid := ""
+	if v, present := t.Header["kid"]; present {
+		s, ok := v.(string)
+		if !ok {
+			return nil, errors.New("kid is not a string")
+		}
+		kid = s
+	}
+	var keys []jwt.VerificationKey
+	if k.jwks != nil {
+		for _, key := range k.jwks.Lookup(kid, alg) {
+			keys = append(keys, key.Public)
+		}
+	}
+	// PEM keys carry no id: they are tried whatever the token's kid.
+	for _, key := range k.public {
+		if key.Alg == alg {
+			keys = append(keys, key.Public)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("no %s key with id %q", alg, kid)
+	}
+	return jwt.VerificationKeySet{Keys: keys}, nil
+}
+
+// authenticator verifies user tokens and, in dev mode, mints HS256 ones
+// with the first secret.
+type authenticator struct {
+	keys     tokenKeys
+	issuer   string
+	audience string
+	clock    clock.Clock
+	parser   *jwt.Parser
+	cache    *tokenCache
+}
+
+func newAuthenticator(cfg Config) *authenticator {
+	a := &authenticator{
+		keys:     tokenKeys{secrets: cfg.JWTSecrets, public: cfg.JWTPublicKeys, jwks: cfg.JWKS},
+		issuer:   cfg.JWTIssuer,
+		audience: cfg.JWTAudience,
+		clock:    cfg.Clock,
+		cache:    newTokenCache(tokenCacheCapacity),
+	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(a.keys.algorithms()), jwt.WithTimeFunc(cfg.Clock.Now)}
+	if a.issuer != "" {
+		opts = append(opts, jwt.WithIssuer(a.issuer))
+	}
+	if a.audience != "" {
+		opts = append(opts, jwt.WithAudience(a.audience))
+	}
+	a.parser = jwt.NewParser(opts...)
+	return a
 }
 
 // verify returns the identity of a valid token; any failure is an
 // ErrUnauthorized. A token that verified before is answered from the cache
-// while its exp and nbf allow it.
+// while its exp and nbf allow it and the remote key set withdrew no key
+// since. The cache lives as long as the process: rotating secrets or
+// public keys restarts the node (new flags), which starts an empty cache,
+// so a token verified by a secret taken out of service is checked again,
+// and refused, after the restart.
 func (a *authenticator) verify(token string) (*presence.User, error) {
 	now := a.clock.Now()
-	if u, ok := a.cache.get(token, now); ok {
+	generation := a.keys.generation()
+	if u, ok := a.cache.get(token, now, generation); ok {
 		return u, nil
 	}
 	claims := &userClaims{}
-	_, err := a.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
-		// WithValidMethods already pins HS256; this guards the key type too.
-		if _, ok := t.Method.(*jwt.SigningMethodHMAC); !ok {
-			return nil, errors.New("unexpected signing method")
-		}
-		return a.secret, nil
-	})
-	if err != nil {
+	if _, err := a.parser.ParseWithClaims(token, claims, a.keys.lookup); err != nil {
 		return nil, fmt.Errorf("%w: invalid token: %v", presence.ErrUnauthorized, err)
 	}
 	u := claims.user()
-	e := &cachedToken{user: u}
+	e := &cachedToken{user: u, generation: generation}
 	if claims.ExpiresAt != nil {
 		e.expiresAt = claims.ExpiresAt.Time
 	}
@@ -94,12 +182,17 @@ func (a *authenticator) verify(token string) (*presence.User, error) {
 	return u, nil
 }
 
-// mint signs a token for u valid for ttl (dev mode).
+// mint signs a token for u valid for ttl (dev mode), with the configured
+// issuer and audience so that it verifies.
 func (a *authenticator) mint(u *presence.User, ttl time.Duration) (string, error) {
+	if len(a.keys.secrets) == 0 {
+		return "", errors.New("no JWT secret to sign with")
+	}
 	now := a.clock.Now()
 	claims := &userClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   u.ID,
+			Issuer:    a.issuer,
 			IssuedAt:  jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 		},
@@ -108,7 +201,10 @@ func (a *authenticator) mint(u *presence.User, ttl time.Duration) (string, error
 		Name:           u.Name,
 		AvatarTemplate: u.AvatarTemplate,
 	}
-	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(a.secret)
+	if a.audience != "" {
+		claims.Audience = jwt.ClaimStrings{a.audience}
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(a.keys.secrets[0])
 }
 
 // identify returns the caller's identity: nil (anonymous) without an

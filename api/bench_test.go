@@ -52,7 +52,7 @@ func newBenchNode(b *testing.B) *benchNode {
 		Service:    engine,
 		Prefixes:   newFakePrefixes(),
 		Cluster:    &fakeCluster{ready: true},
-		JWTSecret:  []byte(testSecret),
+		JWTSecrets: [][]byte{[]byte(testSecret)},
 		AdminToken: testAdminToken,
 		Registry:   reg,
 		RateBurst:  1 << 30, // measure the work, not 429s

@@ -87,14 +87,17 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, errorBody{Errors: []string{msg}})
 }
 
+// RetryAfter is when a rate-limited caller may try again.
+func (e *rateLimitError) RetryAfter() time.Duration { return e.retryAfter }
+
 // retryAfterSeconds is the whole number of seconds (at least 1) a rate-limited
 // caller should wait.
 func retryAfterSeconds(err error) int {
-	var rl *rateLimitError
+	var rl interface{ RetryAfter() time.Duration }
 	if !errors.As(err, &rl) {
 		return 1
 	}
-	return max(1, int(math.Ceil(rl.retryAfter.Seconds())))
+	return max(1, int(math.Ceil(rl.RetryAfter().Seconds())))
 }
 
 // writeJSON answers v as JSON with status. A failure to write means the

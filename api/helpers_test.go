@@ -217,7 +217,7 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 		Service:    e.svc,
 		Prefixes:   e.prefixes,
 		Cluster:    e.cluster,
-		JWTSecret:  []byte(testSecret),
+		JWTSecrets: [][]byte{[]byte(testSecret)},
 		AdminToken: testAdminToken,
 		Clock:      e.clock,
 		Registry:   e.registry,

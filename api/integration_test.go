@@ -138,7 +138,7 @@ func newLive(t *testing.T, mutate func(*Config)) *live {
 		Service:    eng,
 		Prefixes:   &resolverStore{docs: map[string][]byte{}, res: res},
 		Cluster:    &fakeCluster{ready: true},
-		JWTSecret:  []byte(testSecret),
+		JWTSecrets: [][]byte{[]byte(testSecret)},
 		AdminToken: testAdminToken,
 		Clock:      l.clock,
 		Registry:   l.registry,
@@ -367,14 +367,16 @@ func TestSpecUpdateUnavailableIs503(t *testing.T) {
 
 func TestSpecUpdateRejections(t *testing.T) {
 	l := newLive(t, nil)
-	fifty := jsonList(channelList(51))
+	fiftyOne := jsonList(channelList(51))
+	fiveHundredOne := jsonList(channelList(501))
 	for _, tc := range []struct {
 		auth, body string
 		status     int
 	}{
 		{"", `{"client_id":"c","present_channels":["/test/public1"]}`, http.StatusForbidden},
-		{as(t, specUser), `{"client_id":"c","present_channels":` + fifty + `}`, http.StatusBadRequest},
-		{as(t, specUser), `{"client_id":"c","leave_channels":` + fifty + `}`, http.StatusBadRequest},
+		{as(t, specUser), `{"client_id":"c","present_channels":` + fiftyOne + `}`, http.StatusBadRequest},
+		{as(t, specUser), `{"client_id":"c","leave_channels":` + fiveHundredOne + `}`, http.StatusBadRequest},
+		{as(t, specUser), `{"client_id":"c","present_channels":["/test/public1",null]}`, http.StatusBadRequest},
 		{as(t, specUser), `{"present_channels":["/test/public1"]}`, http.StatusBadRequest},
 		{as(t, specUser), `{"client_id":"","present_channels":["/test/public1"]}`, http.StatusBadRequest},
 		{as(t, specUser), `{"client_id":7,"present_channels":["/test/public1"]}`, http.StatusBadRequest},

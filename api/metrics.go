@@ -23,6 +23,8 @@ type httpMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	streams  prometheus.Gauge
+	// refusedStreams counts streams refused by a limit, by limit.
+	refusedStreams *prometheus.CounterVec
 
 	mu        sync.RWMutex
 	counters  map[requestLabels]prometheus.Counter
@@ -51,6 +53,10 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		Name: "presence_http_sse_streams",
 		Help: "Open Server-Sent Events streams.",
 	})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "presence_http_sse_streams_refused_total",
+		Help: "Server-Sent Events streams refused with 429 by a limit: user, ip (anonymous per client address) or node.",
+	}, []string{"limit"})
 	var err error
 	m := &httpMetrics{counters: map[requestLabels]prometheus.Counter{}, observers: map[string]prometheus.Observer{}}
 	if m.requests, err = register(reg, requests); err != nil {
@@ -60,6 +66,9 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		return nil, err
 	}
 	if m.streams, err = register(reg, streams); err != nil {
+		return nil, err
+	}
+	if m.refusedStreams, err = register(reg, refused); err != nil {
 		return nil, err
 	}
 	return m, nil

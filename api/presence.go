@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"fmt"
+	"mime"
 	"net/http"
 	"slices"
 
@@ -73,33 +75,82 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) {
 
 // handleUpdate answers POST /presence/update.
 func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
-	u, err := s.auth.identify(r, false)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if u.Anonymous() {
-		s.writeError(w, r, fmt.Errorf("%w: sign in to update presence", presence.ErrForbidden))
+	contentType := r.Header.Get("Content-Type")
+	fromHeader := r.Header.Get("Authorization") != ""
+	var u *presence.User
+	if fromHeader {
+		var err error
+		if u, err = s.auth.identify(r, false); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	} else if isJSONContentType(contentType) {
+		// A JSON body cannot carry the token: refuse before reading it.
+		s.writeError(w, r, errSignInToUpdate)
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	req, err := parseUpdate(r.Header.Get("Content-Type"), body, s.cfg.MaxBodyBytes)
+	req, err := parseUpdate(contentType, body, s.cfg.MaxBodyBytes)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if !fromHeader {
+		u, err = s.beaconUser(req.Token)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	if ok, wait := s.limiter.allow(u.ID); !ok {
 		s.writeError(w, r, &rateLimitError{retryAfter: wait})
 		return
 	}
 	present := dedupe(req.Present)
-	result, err := s.cfg.Service.Update(r.Context(), u, req.ClientID, present, dedupe(req.Leave))
+	result, err := s.update(r.Context(), u, req.ClientID, present, dedupe(req.Leave))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	var scratch [256]byte
 	writeJSONBytes(w, http.StatusOK, appendUpdateResult(scratch[:0], present, result))
+}
+
+// errSignInToUpdate answers an update without credentials.
+var errSignInToUpdate = fmt.Errorf("%w: sign in to update presence", presence.ErrForbidden)
+
+// beaconUser verifies the token field of a form or multipart body, with the
+// same checks as the Authorization header; none is a 403, as for a request
+// without the header.
+func (s *server) beaconUser(token string) (*presence.User, error) {
+	if token == "" {
+		return nil, errSignInToUpdate
+	}
+	return s.auth.verify(token)
+}
+
+// update hands an update to the Service. The Service takes at most
+// presence.MaxChannelsPerCall channels in each list, so a longer leave list
+// (a page going away leaves everything at once) follows as leave-only
+// calls, in order: present is still applied before every leave.
+func (s *server) update(ctx context.Context, u *presence.User, clientID string, present, leave []string) (map[string]bool, error) {
+	first := leave[:min(len(leave), presence.MaxChannelsPerCall)]
+	result, err := s.cfg.Service.Update(ctx, u, clientID, present, first)
+	for rest := leave[len(first):]; err == nil && len(rest) > 0; {
+		chunk := rest[:min(len(rest), presence.MaxChannelsPerCall)]
+		rest = rest[len(chunk):]
+		_, err = s.cfg.Service.Update(ctx, u, clientID, nil, chunk)
+	}
+	return result, err
+}
+
+// isJSONContentType reports whether a request declares a JSON body.
+func isJSONContentType(ct string) bool {
+	if ct == "application/json" {
+		return true
+	}
+	mediaType, _, err := mime.ParseMediaType(ct)
+	return err == nil && mediaType == "application/json"
 }
 
 // dedupeScanMax is the list length up to which dedupe compares pairs

@@ -1,35 +1,52 @@
 package api
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"maps"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/presencehq/presence/jwtkeys"
 	"github.com/presencehq/presence/presence"
 )
 
 func TestConfigValidate(t *testing.T) {
 	base := func() Config {
 		return Config{Service: &fakeService{}, Prefixes: newFakePrefixes(), Cluster: &fakeCluster{},
-			JWTSecret: []byte("s"), AdminToken: "a"}
+			JWTSecrets: [][]byte{[]byte("s")}, AdminToken: "a"}
 	}
 	if _, err := New(base()); err != nil {
 		t.Fatalf("minimal config: %v", err)
+	}
+	onlyKeys := base()
+	onlyKeys.JWTSecrets = nil
+	onlyKeys.JWTPublicKeys = []jwtkeys.Key{{Alg: jwtkeys.EdDSA, Public: make(ed25519.PublicKey, ed25519.PublicKeySize)}}
+	if _, err := New(onlyKeys); err != nil {
+		t.Fatalf("public keys without a secret: %v", err)
 	}
 	for name, mutate := range map[string]func(*Config){
 		"no service":     func(c *Config) { c.Service = nil },
 		"no prefixes":    func(c *Config) { c.Prefixes = nil },
 		"no cluster":     func(c *Config) { c.Cluster = nil },
-		"no secret":      func(c *Config) { c.JWTSecret = nil },
+		"no secret":      func(c *Config) { c.JWTSecrets = nil },
 		"no admin token": func(c *Config) { c.AdminToken = "" },
 		"negative body":  func(c *Config) { c.MaxBodyBytes = -1 },
 		"negative rate":  func(c *Config) { c.RateRefillPerSecond = -1 },
 		"empty origin":   func(c *Config) { c.CORSOrigins = []string{""} },
+		"empty secret":   func(c *Config) { c.JWTSecrets = [][]byte{[]byte("s"), nil} },
+		"dev, no secret": func(c *Config) {
+			c.Dev = true
+			c.JWTSecrets = nil
+			c.JWTPublicKeys = []jwtkeys.Key{{Alg: jwtkeys.EdDSA, Public: make(ed25519.PublicKey, ed25519.PublicKeySize)}}
+		},
+		"negative streams": func(c *Config) { c.MaxStreamsPerIP = -1 },
+		"invalid proxy":    func(c *Config) { c.TrustedProxies = []netip.Prefix{{}} },
 	} {
 		c := base()
 		mutate(&c)
@@ -113,7 +130,7 @@ func TestMetricsRegistryShared(t *testing.T) {
 	e := newEnv(t, nil)
 	// A second handler on the same registry reuses the collectors.
 	if _, err := New(Config{Service: e.svc, Prefixes: e.prefixes, Cluster: e.cluster,
-		JWTSecret: []byte("s"), AdminToken: "a", Registry: e.registry}); err != nil {
+		JWTSecrets: [][]byte{[]byte("s")}, AdminToken: "a", Registry: e.registry}); err != nil {
 		t.Fatalf("second New on one registry: %v", err)
 	}
 }

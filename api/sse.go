@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -89,6 +90,12 @@ func (s *server) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	release, err := s.acquireStream(r, u)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer release()
 	cur := newCursor(from)
 	sub, err := s.cfg.Service.Subscribe(r.Context(), u, from)
 	if err == nil && sub == nil {
@@ -99,9 +106,32 @@ func (s *server) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Close()
-	s.metrics.streams.Inc()
-	defer s.metrics.streams.Dec()
 	s.stream(w, r, u, sub, cur)
+}
+
+// acquireStream takes one of the node's stream slots for u's stream; a
+// refusal is counted, logged at a bounded rate and answered 429.
+func (s *server) acquireStream(r *http.Request, u *presence.User) (release func(), err error) {
+	var client netip.Prefix
+	if u.Anonymous() {
+		client = clientPrefix(r, s.cfg.TrustedProxies)
+	}
+	free, err := s.streams.acquire(u, client)
+	var refused *streamLimitError
+	if errors.As(err, &refused) {
+		s.metrics.refusedStreams.WithLabelValues(refused.limit).Inc()
+		s.refusedStreams.log(s.log, u, client, refused)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The gauge counts the streams holding a slot, so it never shows a
+	// slot free before it is.
+	s.metrics.streams.Inc()
+	return func() {
+		free()
+		s.metrics.streams.Dec()
+	}, nil
 }
 
 // stream writes events and keepalives until the client leaves, the

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -242,5 +243,26 @@ func TestSSEQueuedEventsKeepTheirFrames(t *testing.T) {
 		if got := st.next(); got != w {
 			t.Fatalf("frame %d:\n got %q\nwant %q", i, got, w)
 		}
+	}
+}
+
+// TestStreamOutlivesTheServerReadTimeout: a node's http.Server has a read
+// timeout for whole requests, which streams outlive. net/http lifts the
+// deadline once a request is read (a read failing on the connection would
+// cancel the stream's context); this keeps it that way. The wait is for a
+// socket deadline, which is wall-clock time by nature.
+func TestStreamOutlivesTheServerReadTimeout(t *testing.T) {
+	const readTimeout = 50 * time.Millisecond
+	e := newEnv(t, nil)
+	httpSrv := httptest.NewUnstartedServer(e.h)
+	httpSrv.Config.ReadTimeout = readTimeout
+	httpSrv.Start()
+	t.Cleanup(httpSrv.Close)
+	srv := &streamServer{t: t, srv: httpSrv}
+	st, sub, _ := openSub(t, e, srv, 0, subscribeQuery(`{"/a/x":-1}`), nil)
+	time.Sleep(4 * readTimeout)
+	sub.events <- presence.Event{Kind: presence.EventUnavailable, Channel: "/a/x"}
+	if f := st.next(); !strings.Contains(f, "event: unavailable") {
+		t.Fatalf("frame %q", f)
 	}
 }

@@ -50,7 +50,7 @@ func newFanoutNode(b *testing.B, users, streams int) *fanoutNode {
 	engine, reg := newDemoEngine(b)
 	h, err := New(Config{
 		Service: engine, Prefixes: newFakePrefixes(), Cluster: &fakeCluster{ready: true},
-		JWTSecret: []byte(testSecret), AdminToken: testAdminToken, Registry: reg, RateBurst: 1 << 30,
+		JWTSecrets: [][]byte{[]byte(testSecret)}, AdminToken: testAdminToken, Registry: reg, RateBurst: 1 << 30,
 		KeepAlive: time.Hour, // the readers count every frame, comments included
 	})
 	if err != nil {

@@ -43,6 +43,9 @@ type cachedToken struct {
 	user      *presence.User
 	expiresAt time.Time // exp: valid strictly before it
 	notBefore time.Time // nbf: valid from it on
+	// generation is the key generation it was verified under: a remote
+	// key set that withdrew a key since makes the entry a miss.
+	generation uint64
 }
 
 func newTokenCache(capacity int) *tokenCache {
@@ -69,9 +72,10 @@ func (c *tokenCache) shard(token string) *tokenShard {
 	return &c.shards[h%tokenCacheShards]
 }
 
-// get returns the identity of token if it was verified before and is valid
-// at now. An expired entry is dropped.
-func (c *tokenCache) get(token string, now time.Time) (*presence.User, bool) {
+// get returns the identity of token if it was verified before, under the
+// key generation given, and is valid at now. An expired entry, or one of
+// an earlier generation, is dropped.
+func (c *tokenCache) get(token string, now time.Time, generation uint64) (*presence.User, bool) {
 	sh := c.shard(token)
 	sh.mu.RLock()
 	e := sh.entries[token]
@@ -79,7 +83,7 @@ func (c *tokenCache) get(token string, now time.Time) (*presence.User, bool) {
 	if e == nil {
 		return nil, false
 	}
-	if !e.expiresAt.IsZero() && !now.Before(e.expiresAt) {
+	if e.generation != generation || !e.expiresAt.IsZero() && !now.Before(e.expiresAt) {
 		sh.mu.Lock()
 		if sh.entries[token] == e {
 			delete(sh.entries, token)

@@ -14,7 +14,7 @@ import (
 
 func TestTokenCacheHonoursExpiry(t *testing.T) {
 	clk := clock.NewFake(testStart)
-	a := newAuthenticator([]byte(testSecret), clk)
+	a := newAuthenticator(Config{JWTSecrets: [][]byte{[]byte(testSecret)}, Clock: clk})
 	tok := token(t, jwt.MapClaims{"sub": "7", "exp": testStart.Add(time.Minute).Unix()})
 	first, err := a.verify(tok)
 	if err != nil {
@@ -38,7 +38,7 @@ func TestTokenCacheHonoursExpiry(t *testing.T) {
 
 func TestTokenCacheHonoursNotBefore(t *testing.T) {
 	clk := clock.NewFake(testStart)
-	a := newAuthenticator([]byte(testSecret), clk)
+	a := newAuthenticator(Config{JWTSecrets: [][]byte{[]byte(testSecret)}, Clock: clk})
 	tok := token(t, jwt.MapClaims{"sub": "7", "nbf": testStart.Add(time.Minute).Unix()})
 	if _, err := a.verify(tok); !errors.Is(err, presence.ErrUnauthorized) {
 		t.Fatalf("verify before nbf: %v, want ErrUnauthorized", err)
@@ -56,7 +56,7 @@ func TestTokenCacheHonoursNotBefore(t *testing.T) {
 }
 
 func TestTokenCacheNeverCachesFailures(t *testing.T) {
-	a := newAuthenticator([]byte(testSecret), clock.NewFake(testStart))
+	a := newAuthenticator(Config{JWTSecrets: [][]byte{[]byte(testSecret)}, Clock: clock.NewFake(testStart)})
 	bad, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "7"}).SignedString([]byte("other secret"))
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func TestTokenCacheIsBounded(t *testing.T) {
 	for i := range 200 {
 		c.put(fmt.Sprint("t", i), &cachedToken{user: &presence.User{ID: "new"}}, clk.Now())
 	}
-	if _, ok := c.get("old", clk.Now()); ok {
+	if _, ok := c.get("old", clk.Now(), 0); ok {
 		t.Fatal("an expired token was answered")
 	}
 }

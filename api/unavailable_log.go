@@ -18,25 +18,43 @@ const (
 	unavailableLogBurst     = 20
 )
 
-// unavailableLog logs answers with a 5xx status the service chose (503) at
-// a bounded rate; the next line logged says how many were left out before
-// it. The status counts in the HTTP metrics stay complete.
-type unavailableLog struct {
+// logThrottle bounds the rate of one kind of log line and counts the lines
+// it held back, which the next line logged reports.
+type logThrottle struct {
 	clock   clock.Clock
 	limit   *rate.Limiter
 	skipped atomic.Int64
 }
 
+func newLogThrottle(c clock.Clock, perSecond float64, burst int) *logThrottle {
+	return &logThrottle{clock: c, limit: rate.NewLimiter(rate.Limit(perSecond), burst)}
+}
+
+// allow reports whether a line may be logged now and, if so, how many
+// were held back since the last one.
+func (t *logThrottle) allow() (notLoggedBefore int64, ok bool) {
+	if !t.limit.AllowN(t.clock.Now(), 1) {
+		t.skipped.Add(1)
+		return 0, false
+	}
+	return t.skipped.Swap(0), true
+}
+
+// unavailableLog logs answers with a 5xx status the service chose (503) at
+// a bounded rate; the next line logged says how many were left out before
+// it. The status counts in the HTTP metrics stay complete.
+type unavailableLog struct{ throttle *logThrottle }
+
 func newUnavailableLog(c clock.Clock) *unavailableLog {
-	return &unavailableLog{clock: c, limit: rate.NewLimiter(unavailableLogPerSecond, unavailableLogBurst)}
+	return &unavailableLog{throttle: newLogThrottle(c, unavailableLogPerSecond, unavailableLogBurst)}
 }
 
 // log writes one line for r's unavailable answer, unless the rate is spent.
 func (u *unavailableLog) log(l *slog.Logger, r *http.Request, err error) {
-	if !u.limit.AllowN(u.clock.Now(), 1) {
-		u.skipped.Add(1)
+	skipped, ok := u.throttle.allow()
+	if !ok {
 		return
 	}
 	l.Warn("request unavailable", "method", r.Method, "path", r.URL.Path, "err", err,
-		"not_logged_before", u.skipped.Swap(0))
+		"not_logged_before", skipped)
 }

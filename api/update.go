@@ -21,6 +21,10 @@ type updateRequest struct {
 	ClientID string
 	Present  []string
 	Leave    []string
+	// Token is the bearer token of a form or multipart body (what
+	// navigator.sendBeacon sends cannot carry a header); "" when absent.
+	// It is a credential: never log it or echo it in an error.
+	Token string
 }
 
 // Form field names of an update; jQuery and FormData append "[]" to lists.
@@ -28,11 +32,18 @@ const (
 	fieldClientID = "client_id"
 	fieldPresent  = "present_channels"
 	fieldLeave    = "leave_channels"
+	fieldToken    = "token"
 )
 
+// maxLeaveChannels bounds leave_channels of one update. It is ten times
+// the present limit because a page that goes away leaves everything it
+// entered at once (Discourse accepts any number; the contract says 500).
+const maxLeaveChannels = 500
+
 // maxFormParts bounds the parts of a multipart body (beyond the byte limit),
-// so tiny parts cannot make parsing expensive.
-const maxFormParts = 2*presence.MaxChannelsPerCall + 16
+// so tiny parts cannot make parsing expensive: every list entry, the
+// client id, the token and a few fields the client may add.
+const maxFormParts = presence.MaxChannelsPerCall + maxLeaveChannels + 16
 
 // parseUpdate reads and validates an update body of at most limit bytes,
 // encoded as JSON, application/x-www-form-urlencoded or multipart/form-data
@@ -154,14 +165,23 @@ func parseUpdateJSON(data []byte) (updateRequest, error) {
 	return req, req.validate()
 }
 
-// jsonStrings decodes an optional array of strings.
+// jsonStrings decodes an optional array of strings. A null entry is an
+// error: encoding/json would decode it into "" and the update would answer
+// for a channel named "".
 func jsonStrings(raw json.RawMessage, field string) ([]string, error) {
 	if raw == nil || string(raw) == "null" {
 		return nil, nil
 	}
-	var list []string
-	if err := json.Unmarshal(raw, &list); err != nil {
+	var entries []*string
+	if err := json.Unmarshal(raw, &entries); err != nil {
 		return nil, invalid("%s must be an array of strings", field)
+	}
+	list := make([]string, len(entries))
+	for i, e := range entries {
+		if e == nil {
+			return nil, invalid("%s must be an array of strings (entry %d is null)", field, i)
+		}
+		list[i] = *e
 	}
 	return list, nil
 }
@@ -173,7 +193,7 @@ type formFields map[string][]string
 func (f formFields) add(name, value string) {
 	name = strings.TrimSuffix(name, "[]")
 	switch name {
-	case fieldClientID, fieldPresent, fieldLeave:
+	case fieldClientID, fieldPresent, fieldLeave, fieldToken:
 		f[name] = append(f[name], value)
 	}
 }
@@ -185,6 +205,13 @@ func (f formFields) update() (updateRequest, error) {
 		return updateRequest{}, invalid("client_id must be given exactly once")
 	}
 	req := updateRequest{ClientID: ids[0], Present: f[fieldPresent], Leave: f[fieldLeave]}
+	switch tokens := f[fieldToken]; len(tokens) {
+	case 0:
+	case 1:
+		req.Token = tokens[0]
+	default:
+		return updateRequest{}, invalid("token must be given at most once")
+	}
 	return req, req.validate()
 }
 
@@ -235,8 +262,8 @@ func (r updateRequest) validate() error {
 	if len(r.Present) > presence.MaxChannelsPerCall {
 		return invalid("too many present_channels (at most %d)", presence.MaxChannelsPerCall)
 	}
-	if len(r.Leave) > presence.MaxChannelsPerCall {
-		return invalid("too many leave_channels (at most %d)", presence.MaxChannelsPerCall)
+	if len(r.Leave) > maxLeaveChannels {
+		return invalid("too many leave_channels (at most %d)", maxLeaveChannels)
 	}
 	return nil
 }

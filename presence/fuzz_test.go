@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"regexp"
 	"testing"
@@ -72,13 +73,81 @@ func FuzzParsePrefixDocument(f *testing.F) {
 		`{"public": true, "timeout": 30, "allowed_group_ids": ["everyone"]}`,
 		`{"timeout": 1e2}`,
 		`{"rules": [] } x`,
+		`{"timeout": 0}`,
+		`{"timeout": -0}`,
+		`{"timeout": 0e0}`,
 	} {
+		f.Add([]byte(s))
+	}
+	for _, s := range typedValueDocuments() {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDocumentRoundTrip(t, data)
 		checkConfigRoundTrip(t, data)
+		checkTimeoutKept(t, data)
 	})
+}
+
+// typedJSONValues are values of every JSON type, nested ones included,
+// for seeding parsers with a wrong type in each position.
+var typedJSONValues = []string{
+	`null`, `true`, `false`, `0`, `-0`, `1`, `-1`, `30`, `3601`, `1.5`, `1e2`, `99999999999999999999`,
+	`""`, `"x"`, `"/a/b"`, `[]`, `[null]`, `["a", null]`, `[1]`, `[[]]`, `[["a"]]`, `[{}]`,
+	`{}`, `{"a": null}`, `{"a": [{"b": {}}]}`,
+}
+
+// typedValueDocuments puts each of typedJSONValues in every position of a
+// prefix document and of a channel config.
+func typedValueDocuments() []string {
+	templates := []string{
+		`{"rules": %s}`,
+		`{"rules": [%s]}`,
+		`{"rules": [{"match": %s, "config": {}}]}`,
+		`{"rules": [{"match": "/a/b", "config": %s}]}`,
+		`{"callback": %s}`,
+		`{"callback": {"url": %s}}`,
+		`{"callback": {"url": "http://h/p", "cache_seconds": %s}}`,
+		`{"public": %s}`,
+		`{"count_only": %s}`,
+		`{"timeout": %s}`,
+		`{"allowed_user_ids": %s}`,
+		`{"allowed_group_ids": [%s]}`,
+		`{"rules": [{"match": "/a/b", "config": {"timeout": %s}}]}`,
+		`{"rules": [{"match": "/a/b", "config": {"allowed_user_ids": [%s]}}]}`,
+	}
+	var out []string
+	for _, tpl := range templates {
+		for _, v := range typedJSONValues {
+			out = append(out, fmt.Sprintf(tpl, v))
+		}
+	}
+	return out
+}
+
+// checkTimeoutKept: a config that parses and names a timeout has exactly
+// that timeout, within the contract's range (an explicit 0 is never read
+// as "the default").
+func checkTimeoutKept(t *testing.T, data []byte) {
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return
+	}
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(data, &raw) != nil {
+		t.Fatalf("ParseConfig accepted %q, which is not a JSON object", data)
+	}
+	v, named := raw["timeout"]
+	if !named {
+		if cfg.Timeout != 0 {
+			t.Fatalf("config %q without timeout parsed with timeout %d", data, cfg.Timeout)
+		}
+		return
+	}
+	var n int
+	if json.Unmarshal(v, &n) != nil || n != cfg.Timeout || n < MinTimeoutSeconds || n > MaxTimeoutSeconds {
+		t.Fatalf("config %q parsed with timeout %d", data, cfg.Timeout)
+	}
 }
 
 func checkDocumentRoundTrip(t *testing.T, data []byte) {

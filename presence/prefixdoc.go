@@ -302,16 +302,18 @@ func parseConfig(data []byte, path string) (*Config, error) {
 	return c, nil
 }
 
+// decodeTimeout reads a timeout written in JSON: 1..3600. An explicit 0 is
+// rejected rather than read as "the default": an admin who writes it means
+// something (no timeout, or expire at once) that the contract does not
+// offer, and storing it as {} would silently give 60 s. Leaving the field
+// out is how a document asks for the default.
 func decodeTimeout(val json.RawMessage, path string) (int, error) {
-	n, err := decodeInt(val, path, 0, MaxTimeoutSeconds)
-	if err == nil && n != 0 && n < MinTimeoutSeconds {
-		return 0, invalidf(path, "must be 0 (default) or %d..%d", MinTimeoutSeconds, MaxTimeoutSeconds)
-	}
-	return n, err
+	return decodeInt(val, path, MinTimeoutSeconds, MaxTimeoutSeconds)
 }
 
 // validTimeout reports whether a config built in Go has a timeout the
-// contract allows.
+// contract allows; there the zero value is the default (the field cannot
+// tell "absent" from 0).
 func validTimeout(c *Config) bool {
 	return c.Timeout == 0 || MinTimeoutSeconds <= c.Timeout && c.Timeout <= MaxTimeoutSeconds
 }

@@ -126,8 +126,10 @@ func TestParseDocumentErrors(t *testing.T) {
 		{`{"rules": [{"match": "a{1000}b{1000}c{1000}d{1000}e{1000}", "config": {}}]}`, "rules[0].match: regex too large"},
 		{`{"rules": [{"match": "` + strings.Repeat("a", MaxMatchBytes+1) + `", "config": {}}]}`, "rules[0].match: longer than"},
 		{manyRules, "rules: at most 1000 rules"},
-		{rule(`{"timeout": -1}`), "rules[1].config.timeout: must be an integer 0..3600"},
-		{rule(`{"timeout": 3601}`), "rules[1].config.timeout: must be an integer 0..3600"},
+		{rule(`{"timeout": -1}`), "rules[1].config.timeout: must be an integer 1..3600"},
+		{rule(`{"timeout": 0}`), "rules[1].config.timeout: must be an integer 1..3600"},
+		{rule(`{"timeout": -0}`), "rules[1].config.timeout: must be an integer 1..3600"},
+		{rule(`{"timeout": 3601}`), "rules[1].config.timeout: must be an integer 1..3600"},
 		{rule(`{"timeout": 1.5}`), "rules[1].config.timeout: must be an integer"},
 		{rule(`{"timeout": "30"}`), "rules[1].config.timeout: must be an integer"},
 		{rule(`{"timeout": 1e2}`), "rules[1].config.timeout: must be an integer"},
@@ -264,7 +266,7 @@ func TestParseConfig(t *testing.T) {
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("got %+v, want %+v", cfg, want)
 	}
-	for _, in := range []string{`{"timeout": 0}`, `{}`, ` {} `} {
+	for _, in := range []string{`{}`, ` {} `} {
 		if cfg, err := ParseConfig([]byte(in)); err != nil || cfg.TimeoutSeconds() != DefaultTimeoutSeconds {
 			t.Errorf("%s: %+v, %v", in, cfg, err)
 		}
@@ -272,7 +274,8 @@ func TestParseConfig(t *testing.T) {
 	errs := map[string]string{
 		`{"public": true} {}`:     "unexpected data after the object",
 		`{"users": []}`:           `unknown field "users"`,
-		`{"timeout": 0.5}`:        "timeout: must be an integer 0..3600",
+		`{"timeout": 0.5}`:        "timeout: must be an integer 1..3600",
+		`{"timeout": 0}`:          "timeout: must be an integer 1..3600",
 		`{"allowed_user_ids": 1}`: "allowed_user_ids: must be an array of strings",
 		`"public"`:                "must be a JSON object",
 	}

@@ -39,7 +39,8 @@ if [ -z "${QUICK:-}" ]; then
   # can report a spurious "context deadline exceeded" when a -fuzztime duration
   # ends under CPU contention (golang/go#75804, fixed in Go 1.27). Each budget
   # is about 10 s of fuzzing on the CI machine; -timeout bounds a slow machine.
-  for target in FuzzValidChannelName:./presence:60000 FuzzParsePrefixDocument:./presence:50000 FuzzParseUpdate:./api:50000; do
+  for target in FuzzValidChannelName:./presence:60000 FuzzParsePrefixDocument:./presence:50000 FuzzParseUpdate:./api:50000 \
+      FuzzParseJWKS:./jwtkeys:200000 FuzzParsePEM:./jwtkeys:100000; do
     IFS=: read -r name pkg execs <<<"$target"
     run "fuzz smoke $name (${execs} execs)" \
       go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "${execs}x" -timeout 5m

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/presencehq/presence/clock"
@@ -54,11 +56,38 @@ type Config struct {
 	Join            []string // gossip addresses of existing members
 	BootstrapExpect int      // servers to see before bootstrapping Raft; 0 = 1
 	DataDir         string   // Raft data; required
-	JWTSecret       string   // HS256 secret; required unless Dev
+	JWTSecrets      []string // HS256 secrets (rotation: any verifies); see Validate
 	AdminToken      string   // bearer token for /admin; required unless Dev
 	ClusterKey      string   // base64 key of 16, 24 or 32 bytes; "" = no encryption
 	CORSOrigins     []string // origins allowed to call the API; Dev adds "*"
 	Dev             bool     // development mode (demo prefix, /dev/token, demo page)
+
+	// JWTPublicKeyFiles are PEM files of public keys that verify RS256,
+	// ES256 and EdDSA user tokens (see jwtkeys.ParsePEM).
+	JWTPublicKeyFiles []string
+	// JWKSURL serves an identity provider's JWK Set, whose keys verify
+	// RS256, ES256 and EdDSA user tokens by kid. https, or http to a
+	// loopback host or in Dev mode. "" = none.
+	JWKSURL string
+	// JWTIssuer and JWTAudience, when set, must match a token's iss and aud.
+	JWTIssuer   string
+	JWTAudience string
+
+	// HTTPTLSCert and HTTPTLSKey are PEM files of the public API's
+	// certificate (chain) and key: set both to serve HTTPS, neither for
+	// plain HTTP. ReloadTLS reads them again.
+	HTTPTLSCert string
+	HTTPTLSKey  string
+
+	// Open SSE streams on this node: per signed-in user, per anonymous
+	// client address, and in all. 0 = the api.DefaultMaxStreams* value.
+	MaxStreamsPerUser int
+	MaxStreamsPerIP   int
+	MaxStreams        int
+	// TrustedProxies lists the addresses or CIDR prefixes of the proxies
+	// and load balancers in front of the node, whose X-Forwarded-For
+	// header names the client of an anonymous stream. Empty: none.
+	TrustedProxies []string
 
 	// ReapAfter is how long a dead member stays a Raft server before the
 	// leader removes it (one that left is removed at once); 0 =
@@ -94,8 +123,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: --name is required", ErrConfig)
 	}
 	if c.Dev {
-		if c.JWTSecret == "" {
-			c.JWTSecret = DevJWTSecret
+		if len(c.JWTSecrets) == 0 {
+			c.JWTSecrets = []string{DevJWTSecret}
 		}
 		if c.AdminToken == "" {
 			c.AdminToken = DevAdminToken
@@ -104,8 +133,8 @@ func (c *Config) Validate() error {
 			c.CORSOrigins = []string{"*"}
 		}
 	}
-	if c.JWTSecret == "" {
-		return fmt.Errorf("%w: --jwt-secret (or PRESENCE_JWT_SECRET) is required unless --dev", ErrConfig)
+	if err := c.validateTokens(); err != nil {
+		return err
 	}
 	if c.AdminToken == "" {
 		return fmt.Errorf("%w: --admin-token (or PRESENCE_ADMIN_TOKEN) is required unless --dev", ErrConfig)
@@ -133,6 +162,15 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: --data-dir is required", ErrConfig)
+	}
+	if (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
+		return fmt.Errorf("%w: --http-tls-cert and --http-tls-key go together", ErrConfig)
+	}
+	if c.MaxStreamsPerUser < 0 || c.MaxStreamsPerIP < 0 || c.MaxStreams < 0 {
+		return fmt.Errorf("%w: stream limits must not be negative", ErrConfig)
+	}
+	if _, err := c.trustedProxyPrefixes(); err != nil {
+		return err
 	}
 	if c.ReapAfter < 0 || c.LeaderHold < 0 {
 		return fmt.Errorf("%w: negative reap or leader hold time", ErrConfig)
@@ -172,6 +210,60 @@ func (c *Config) ClusterKeyBytes() ([]byte, error) {
 		return key, nil
 	}
 	return nil, fmt.Errorf("%w: --cluster-key must decode to 16, 24 or 32 bytes, got %d", ErrConfig, len(key))
+}
+
+// validateTokens checks the ways user tokens are verified: at least one,
+// no empty secret, a JWKS URL fetched over https (plain http would let
+// anyone on the path substitute keys, and so sign in as anyone) unless it
+// is on this host or the node is a dev node.
+func (c *Config) validateTokens() error {
+	if len(c.JWTSecrets) == 0 && len(c.JWTPublicKeyFiles) == 0 && c.JWKSURL == "" {
+		return fmt.Errorf("%w: --jwt-secret, --jwt-public-keys or --jwks-url (or PRESENCE_JWT_SECRET, ...) is required unless --dev", ErrConfig)
+	}
+	for _, s := range c.JWTSecrets {
+		if s == "" {
+			return fmt.Errorf("%w: --jwt-secret: empty secret", ErrConfig)
+		}
+	}
+	if c.JWKSURL == "" {
+		return nil
+	}
+	u, err := url.Parse(c.JWKSURL)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("%w: --jwks-url %q is not an absolute https URL", ErrConfig, c.JWKSURL)
+	}
+	if u.Scheme == "http" && !c.Dev && !loopbackHost(u.Hostname()) {
+		return fmt.Errorf("%w: --jwks-url must use https (http only to a loopback host, or with --dev)", ErrConfig)
+	}
+	return nil
+}
+
+// loopbackHost reports whether host names this machine.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	addr, err := netip.ParseAddr(host)
+	return err == nil && addr.Unmap().IsLoopback()
+}
+
+// trustedProxyPrefixes parses TrustedProxies: each an address (a prefix of
+// its full length) or a CIDR prefix.
+func (c *Config) trustedProxyPrefixes() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for _, s := range c.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		addr, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --trusted-proxies: %q is neither an IP address nor a CIDR prefix", ErrConfig, s)
+		}
+		addr = addr.Unmap()
+		out = append(out, netip.PrefixFrom(addr, addr.BitLen()))
+	}
+	return out, nil
 }
 
 // advertised returns the address others use for a bind address: the bind

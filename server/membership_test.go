@@ -146,7 +146,7 @@ func TestServerRejoinsARestartedSeed(t *testing.T) {
 	cfg := func(name string, gossip string, join ...string) Config {
 		return Config{Name: name, HTTPAddr: "127.0.0.1:0", GossipAddr: gossip, RaftAddr: "127.0.0.1:0",
 			RPCAddr: "127.0.0.1:0", Join: join, DataDir: filepath.Join(t.TempDir(), name),
-			JWTSecret: "rejoin-test-secret", AdminToken: "rejoin-test-token",
+			JWTSecrets: []string{"rejoin-test-secret"}, AdminToken: "rejoin-test-token",
 			FastTimings: true, FastGossip: true,
 			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	}

@@ -24,8 +24,10 @@ import (
 	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/cluster/raftstore"
 	"github.com/presencehq/presence/cluster/transport"
+	"github.com/presencehq/presence/jwtkeys"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router"
+	"github.com/presencehq/presence/tlscert"
 	"github.com/presencehq/presence/web"
 )
 
@@ -73,6 +75,9 @@ type Server struct {
 	configLoaded atomic.Bool     // the prefix documents caught up with the leader's
 
 	httpSrv   *http.Server
+	httpTLS   *tlscert.KeyPair // the public API's certificate; nil: plain HTTP
+	jwtKeys   []jwtkeys.Key    // public keys of user tokens, from files
+	jwks      *jwtkeys.Remote  // the remote key set of user tokens; nil: none
 	listener  net.Listener
 	serveDone chan struct{}
 	closeOnce sync.Once
@@ -93,6 +98,16 @@ func New(cfg Config) (*Server, error) {
 		registry:  prometheus.NewRegistry(),
 		members:   newMemberTable(cfg.Name),
 		startedAt: time.Now(),
+	}
+	if cfg.HTTPTLSCert != "" {
+		kp, err := tlscert.LoadKeyPair(cfg.HTTPTLSCert, cfg.HTTPTLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --http-tls-cert/--http-tls-key: %v", ErrConfig, err)
+		}
+		s.httpTLS = kp
+	}
+	if err := s.loadTokenKeys(); err != nil {
+		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.streams, s.endStreams = context.WithCancel(context.Background())
@@ -186,18 +201,34 @@ func (s *Server) openStore() error {
 // buildHandler builds the HTTP API over the router, the prefix store and
 // the cluster view.
 func (s *Server) buildHandler() error {
+	proxies, _ := s.cfg.trustedProxyPrefixes() // checked by Validate
+	secrets := make([][]byte, len(s.cfg.JWTSecrets))
+	for i, secret := range s.cfg.JWTSecrets {
+		secrets[i] = []byte(secret)
+	}
 	apiCfg := api.Config{
-		Service:     s.router,
-		Prefixes:    prefixStore{s},
-		Cluster:     clusterInfo{s},
-		JWTSecret:   []byte(s.cfg.JWTSecret),
-		AdminToken:  s.cfg.AdminToken,
-		CORSOrigins: s.cfg.CORSOrigins,
-		Dev:         s.cfg.Dev,
-		Clock:       s.cfg.Clock,
-		Logger:      s.log,
-		Registry:    s.registry,
-		Client:      web.ClientHandler(),
+		Service:       s.router,
+		Prefixes:      prefixStore{s},
+		Cluster:       clusterInfo{s},
+		JWTSecrets:    secrets,
+		JWTPublicKeys: s.jwtKeys,
+		JWTIssuer:     s.cfg.JWTIssuer,
+		JWTAudience:   s.cfg.JWTAudience,
+		AdminToken:    s.cfg.AdminToken,
+		CORSOrigins:   s.cfg.CORSOrigins,
+		Dev:           s.cfg.Dev,
+		Clock:         s.cfg.Clock,
+		Logger:        s.log,
+		Registry:      s.registry,
+		Client:        web.ClientHandler(),
+
+		MaxStreamsPerUser: s.cfg.MaxStreamsPerUser,
+		MaxStreamsPerIP:   s.cfg.MaxStreamsPerIP,
+		MaxStreams:        s.cfg.MaxStreams,
+		TrustedProxies:    proxies,
+	}
+	if s.jwks != nil {
+		apiCfg.JWKS = s.jwks // a typed nil would read as "configured"
 	}
 	if s.cfg.Dev {
 		apiCfg.Demo = web.DemoHandler()
@@ -234,16 +265,17 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("http listen: %w", err)
 	}
 	s.listener = ln
-	s.httpSrv = &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	s.httpSrv = s.newHTTPServer()
 	s.serveDone = make(chan struct{})
 	go func() {
 		defer close(s.serveDone)
-		if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if s.httpTLS != nil {
+			err = s.httpSrv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+		} else {
+			err = s.httpSrv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -256,7 +288,10 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.pilot.Run(s.ctx)
 	}()
-	s.log.Info("serving", "http", ln.Addr().String(), "rpc", s.rpcAddr, "raft", s.store.Addr(),
+	if s.jwks != nil {
+		go s.prefetchJWKS()
+	}
+	s.log.Info("serving", "http", ln.Addr().String(), "https", s.httpTLS != nil, "rpc", s.rpcAddr, "raft", s.store.Addr(),
 		"bootstrap_expect", s.cfg.BootstrapExpect, "data_dir", s.cfg.DataDir)
 	if s.cfg.Dev {
 		s.wg.Add(1)

@@ -141,3 +141,95 @@ func TestNewRejectsZeroTimeout(t *testing.T) {
 		t.Fatalf("err = %v, want ErrBadTimeout", err)
 	}
 }
+
+func TestExpireDueSweepsOnlyChannelsWithClientsDue(t *testing.T) {
+	s, rdb := newStore(t)
+	ctx := context.Background()
+	t0 := time.Unix(1_800_000_000, 0)
+	for _, c := range []struct {
+		channel, user string
+		at            time.Time
+	}{
+		{"/a", "1", t0},                       // due at t0+60s
+		{"/b", "2", t0.Add(30 * time.Second)}, // due at t0+90s
+		{"/c", "3", t0},                       // heartbeated below, so nothing due at t0+60s
+	} {
+		if _, err := s.Present(ctx, c.channel, c.user, "x", c.at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Present(ctx, "/c", "3", "x", t0.Add(50*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+
+	channels, left, err := s.ExpireDue(ctx, t0.Add(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// /a and /c are listed as due (a heartbeat does not re-score the list);
+	// only /a had a client to expire.
+	if channels != 2 || left != 1 {
+		t.Errorf("first sweep: %d channels, %d left; want 2, 1", channels, left)
+	}
+	if n, _ := s.Count(ctx, "/c"); n != 1 {
+		t.Errorf("/c count %d, want 1: its client was heartbeated", n)
+	}
+	// The sweep dropped the empty /a from the list and re-scored /c by its
+	// oldest client (t0+110s), so only /b is due at t0+90s.
+	listed, err := rdb.ZRangeWithScores(ctx, "test:channels", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []redis.Z{{Score: float64(t0.Add(90 * time.Second).UnixMilli()), Member: "/b"}, {Score: float64(t0.Add(110 * time.Second).UnixMilli()), Member: "/c"}}
+	if !slices.Equal(listed, want) {
+		t.Errorf("channel list %v, want %v", listed, want)
+	}
+	channels, left, err = s.ExpireDue(ctx, t0.Add(90*time.Second))
+	if err != nil || channels != 1 || left != 1 {
+		t.Errorf("second sweep: %d channels, %d left, %v; want 1, 1", channels, left, err)
+	}
+}
+
+func TestChangesArePublishedInOrder(t *testing.T) {
+	s, rdb := newStore(t)
+	ctx := context.Background()
+	sub := rdb.Subscribe(ctx, s.Topic("/m"))
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := sub.Receive(ctx); err != nil { // the subscription confirmation
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	steps := []func() error{
+		func() error { _, err := s.Present(ctx, "/m", "7", "a", now); return err },
+		func() error { _, err := s.Present(ctx, "/m", "7", "b", now); return err }, // no message: 7 is present
+		func() error { _, err := s.Present(ctx, "/m", "7", "a", now); return err }, // heartbeat, no message
+		func() error { _, err := s.Leave(ctx, "/m", "7", "a"); return err },        // 7 still has b
+		func() error { _, err := s.Leave(ctx, "/m", "7", "b"); return err },
+		func() error { _, err := s.Present(ctx, "/m", "8", "a", now); return err },
+		func() error { _, err := s.Present(ctx, "/m", "9", "a", now); return err },
+		func() error { _, err := s.Expire(ctx, "/m", now.Add(time.Minute)); return err },
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	want := []string{
+		`{"entering_user_ids":["7"]}`,
+		`{"leaving_user_ids":["7"]}`,
+		`{"entering_user_ids":["8"]}`,
+		`{"entering_user_ids":["9"]}`,
+		`{"leaving_user_ids":["8","9"]}`,
+	}
+	for i, w := range want {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := sub.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if msg.Payload != w {
+			t.Errorf("message %d = %s, want %s", i, msg.Payload, w)
+		}
+	}
+}

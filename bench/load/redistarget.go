@@ -90,18 +90,19 @@ func redisErrorClass(err error) string {
 	return "redis: " + errorClass(err)
 }
 
-// ExpirySweeper runs the expiry script over every channel once per period,
-// as a Redis-backed presence server must, since Redis does not expire
-// sorted-set members by itself.
+// ExpirySweeper runs the expiry script, once per period, on the channels
+// whose oldest client is due (Store.ExpireDue), as a Redis-backed presence
+// server must, since Redis does not expire sorted-set members by itself.
 type ExpirySweeper struct {
-	// Calls counts script calls, Left the users they removed, Errors failures.
+	// Calls counts swept channels, Left the users they removed, Errors
+	// failed sweeps.
 	Calls, Left, Errors atomic.Uint64
 	wg                  sync.WaitGroup
 	cancel              context.CancelFunc
 }
 
-// StartExpirySweeper starts sweeping the population's channels.
-func StartExpirySweeper(ctx context.Context, store *discourse.Store, pop *Population, period time.Duration) *ExpirySweeper {
+// StartExpirySweeper starts sweeping the store's channels.
+func StartExpirySweeper(ctx context.Context, store *discourse.Store, period time.Duration) *ExpirySweeper {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &ExpirySweeper{cancel: cancel}
 	s.wg.Go(func() {
@@ -112,26 +113,16 @@ func StartExpirySweeper(ctx context.Context, store *discourse.Store, pop *Popula
 			case <-ctx.Done():
 				return
 			case now := <-tick.C:
-				s.sweep(ctx, store, pop, now)
+				channels, left, err := store.ExpireDue(ctx, now)
+				s.Calls.Add(uint64(channels))
+				s.Left.Add(uint64(left))
+				if err != nil && ctx.Err() == nil {
+					s.Errors.Add(1)
+				}
 			}
 		}
 	})
 	return s
-}
-
-func (s *ExpirySweeper) sweep(ctx context.Context, store *discourse.Store, pop *Population, now time.Time) {
-	for c := range pop.Config().Channels {
-		left, err := store.Expire(ctx, pop.ChannelName(c), now)
-		s.Calls.Add(1)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.Errors.Add(1)
-			continue
-		}
-		s.Left.Add(uint64(len(left)))
-	}
 }
 
 // Stop ends the sweeper and waits for it.

@@ -27,12 +27,16 @@ func StartTrivial() (*TrivialServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(trivialHandler), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: http.HandlerFunc(TrivialHandler), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return &TrivialServer{URL: "http://" + ln.Addr().String(), srv: srv, ln: ln}, nil
 }
 
-func trivialHandler(w http.ResponseWriter, r *http.Request) {
+// TrivialHandler is the baseline's handler: a POST's body (at most 64 KiB)
+// is decoded as a JSON object and answered {"ok":true}; anything else gets a
+// JSON error. It checks no token and keeps no state: it is what net/http and
+// decoding the body cost, the floor any presence server sits on.
+func TrivialHandler(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, `{"errors":["POST only"]}`, http.StatusMethodNotAllowed)
 		return

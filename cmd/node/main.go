@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,17 +20,24 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/server"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-// run parses arguments and runs the node; it returns the process exit code.
-func run(args []string, getenv func(string) string, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "health" {
-		return health(args[1:], getenv, stderr)
+// run parses arguments and runs the node, or one of the subcommands; it
+// returns the process exit code.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "health":
+			return health(args[1:], getenv, stderr)
+		case "tls":
+			return tlsCommand(args[1:], stdout, stderr)
+		}
 	}
 	cfg, logLevel, err := parseFlags(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -46,12 +54,20 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	if cfg.Dev {
+		base := "http://" + cfg.HTTPAddr
+		if cfg.HTTPTLSCert != "" {
+			base = "https://" + cfg.HTTPAddr
+		}
 		logger.Warn("development mode: well-known secrets, do not expose this node",
-			"jwt_secret", cfg.JWTSecret, "admin_token", cfg.AdminToken,
-			"demo", "http://"+cfg.HTTPAddr+"/", "token_url", "http://"+cfg.HTTPAddr+"/dev/token?user=1&username=sam")
+			"jwt_secret", cfg.JWTSecrets[0], "admin_token", cfg.AdminToken,
+			"demo", base+"/", "token_url", base+"/dev/token?user=1&username=sam")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads the certificate files instead of killing the node.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	srv, err := server.New(cfg)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
@@ -67,7 +83,15 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		_ = srv.Shutdown(shutdownCtx)
 		return 1
 	}
-	<-ctx.Done()
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			waiting = false
+		case <-hup:
+			logger.Info("SIGHUP received, reloading the TLS files")
+			_ = srv.ReloadTLS() // it logs the outcome; a failure keeps the previous certificate
+		}
+	}
 	logger.Info("signal received, leaving the cluster")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), server.DefaultShutdownTimeout)
 	defer cancel()
@@ -83,7 +107,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 // given on the command line.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, slog.Level, error) {
 	var cfg server.Config
-	var join, cors, logLevel string
+	var join, cors, proxies, secrets, publicKeys, logLevel string
 	fs := flag.NewFlagSet("presence-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
@@ -97,10 +121,20 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", server.DefaultBootstrapExpect, "servers to see before bootstrapping Raft")
 	fs.IntVar(&cfg.MaxVoters, "max-voters", server.DefaultMaxVoters, "most Raft voters (odd); further servers are non-voters, promoted when a voter goes")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft data directory (default ./data/<name>)")
-	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret that signs user tokens (required unless --dev)")
+	fs.StringVar(&secrets, "jwt-secret", "", "comma-separated HS256 secrets, any of which may sign user tokens (rotation); a secret, public keys or a JWKS URL is required unless --dev")
+	fs.StringVar(&publicKeys, "jwt-public-keys", "", "comma-separated PEM files of public keys verifying RS256, ES256 and EdDSA user tokens")
+	fs.StringVar(&cfg.JWKSURL, "jwks-url", "", "https URL of a JWK Set verifying RS256, ES256 and EdDSA user tokens by kid (cached; fetched again for an unknown kid, at most every 10 s)")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "when set, user tokens must carry this iss")
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "when set, user tokens must carry this aud")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts gossip, authenticates node-to-node calls")
 	fs.StringVar(&cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
+	fs.StringVar(&cfg.HTTPTLSCert, "http-tls-cert", "", "PEM certificate (chain) of the public API: serve HTTPS; reloaded on SIGHUP")
+	fs.StringVar(&cfg.HTTPTLSKey, "http-tls-key", "", "PEM private key of --http-tls-cert; reloaded on SIGHUP")
+	fs.IntVar(&cfg.MaxStreamsPerUser, "max-streams-per-user", api.DefaultMaxStreamsPerUser, "open SSE streams per signed-in user on this node; beyond: 429")
+	fs.IntVar(&cfg.MaxStreamsPerIP, "max-streams-per-ip", api.DefaultMaxStreamsPerIP, "open anonymous SSE streams per client address (IPv6: per /64) on this node; beyond: 429")
+	fs.IntVar(&cfg.MaxStreams, "max-streams", api.DefaultMaxStreams, "open SSE streams on this node; beyond: 429")
+	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: well-known secrets, demo prefix, /dev/token, demo page")
 	replication := fs.Bool("replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -113,9 +147,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, 0, err
 	}
+	for name, v := range map[string]int{"max-streams-per-user": cfg.MaxStreamsPerUser,
+		"max-streams-per-ip": cfg.MaxStreamsPerIP, "max-streams": cfg.MaxStreams} {
+		if v < 1 {
+			return cfg, 0, fmt.Errorf("--%s must be at least 1", name)
+		}
+	}
 	cfg.Join = splitList(join)
 	cfg.DisableReplication = !*replication
 	cfg.CORSOrigins = splitList(cors)
+	cfg.TrustedProxies = splitList(proxies)
+	cfg.JWTSecrets = splitList(secrets)
+	cfg.JWTPublicKeyFiles = splitList(publicKeys)
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)
 	}
@@ -162,6 +205,7 @@ func health(args []string, getenv func(string) string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	addr := fs.String("http", server.DefaultHTTPAddr, "HTTP address of the node to check")
 	path := fs.String("path", "/healthz", "path to check (/healthz or /readyz)")
+	tlsCert := fs.String("http-tls-cert", "", "set when the node serves HTTPS (as the node's flag): probe over HTTPS")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -174,7 +218,15 @@ func health(args []string, getenv func(string) string, stderr io.Writer) int {
 		target = "127.0.0.1:" + strings.TrimPrefix(target, "0.0.0.0:")
 	}
 	client := &http.Client{Timeout: 3 * time.Second}
-	resp, err := client.Get("http://" + target + *path)
+	scheme := "http://"
+	if *tlsCert != "" {
+		scheme = "https://"
+		// The probe dials the node's own address, which its certificate
+		// need not name, sends no credential and reads only a status: the
+		// certificate is not verified.
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
+	resp, err := client.Get(scheme + target + *path)
 	if err != nil {
 		fmt.Fprintln(stderr, "health:", err)
 		return 1

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/presencehq/presence/api"
 )
 
 func env(vars map[string]string) func(string) string {
@@ -27,7 +30,8 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	if cfg.Name != "n1" {
 		t.Errorf("name %q: the flag must beat PRESENCE_NAME", cfg.Name)
 	}
-	if cfg.HTTPAddr != "127.0.0.1:9999" || cfg.JWTSecret != "s3cret" || cfg.BootstrapExpect != 3 || cfg.MaxVoters != 3 || !cfg.Dev {
+	if cfg.HTTPAddr != "127.0.0.1:9999" || strings.Join(cfg.JWTSecrets, "|") != "s3cret" || cfg.BootstrapExpect != 3 ||
+		cfg.MaxVoters != 3 || !cfg.Dev {
 		t.Errorf("environment not applied: %+v", cfg)
 	}
 	if strings.Join(cfg.Join, "|") != "a:7946|b:7946" || strings.Join(cfg.CORSOrigins, "|") != "https://x.example" {
@@ -35,6 +39,40 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	}
 	if cfg.DataDir != "data/n1" {
 		t.Errorf("data dir %q, want data/n1", cfg.DataDir)
+	}
+}
+
+func TestStreamLimitFlags(t *testing.T) {
+	cfg, _, err := parseFlags([]string{"--max-streams-per-user", "5"}, env(map[string]string{
+		"PRESENCE_MAX_STREAMS_PER_IP": "7",
+		"PRESENCE_TRUSTED_PROXIES":    "10.0.0.0/8, 192.0.2.1",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxStreamsPerUser != 5 || cfg.MaxStreamsPerIP != 7 || cfg.MaxStreams != api.DefaultMaxStreams {
+		t.Fatalf("limits %d %d %d", cfg.MaxStreamsPerUser, cfg.MaxStreamsPerIP, cfg.MaxStreams)
+	}
+	if strings.Join(cfg.TrustedProxies, "|") != "10.0.0.0/8|192.0.2.1" {
+		t.Fatalf("trusted proxies %q", cfg.TrustedProxies)
+	}
+}
+
+func TestTokenFlags(t *testing.T) {
+	cfg, _, err := parseFlags([]string{"--jwt-issuer", "https://idp.example"}, env(map[string]string{
+		"PRESENCE_JWT_SECRET":      "new-secret, old-secret",
+		"PRESENCE_JWT_PUBLIC_KEYS": "/etc/presence/idp.pem,/etc/presence/idp-next.pem",
+		"PRESENCE_JWKS_URL":        "https://idp.example/jwks",
+		"PRESENCE_JWT_AUDIENCE":    "presence",
+		"PRESENCE_JWT_ISSUER":      "ignored: the flag wins",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.JWTSecrets, "|") != "new-secret|old-secret" ||
+		strings.Join(cfg.JWTPublicKeyFiles, "|") != "/etc/presence/idp.pem|/etc/presence/idp-next.pem" ||
+		cfg.JWKSURL != "https://idp.example/jwks" || cfg.JWTIssuer != "https://idp.example" || cfg.JWTAudience != "presence" {
+		t.Fatalf("token flags: %+v", cfg)
 	}
 }
 
@@ -47,19 +85,26 @@ func TestBadEnvironmentValueIsReported(t *testing.T) {
 
 func TestMissingSecretsExitWithCode2(t *testing.T) {
 	cases := map[string][]string{
-		"no secrets":      {"--name", "n1", "--data-dir", t.TempDir()},
-		"no admin token":  {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x"},
-		"bad cluster key": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "not-base64!"},
-		"short key":       {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "c2hvcnQ="},
-		"unknown flag":    {"--nope"},
-		"stray argument":  {"--dev", "extra"},
-		"bad log level":   {"--dev", "--log-level", "loud"},
-		"even max voters": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--max-voters", "4"},
+		"no secrets":       {"--name", "n1", "--data-dir", t.TempDir()},
+		"no admin token":   {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x"},
+		"bad cluster key":  {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "not-base64!"},
+		"short key":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "c2hvcnQ="},
+		"unknown flag":     {"--nope"},
+		"stray argument":   {"--dev", "extra"},
+		"bad log level":    {"--dev", "--log-level", "loud"},
+		"zero streams":     {"--dev", "--max-streams", "0"},
+		"http JWKS":        {"--name", "n1", "--data-dir", t.TempDir(), "--admin-token", "a", "--jwks-url", "http://idp.example/jwks"},
+		"missing key file": {"--name", "n1", "--data-dir", t.TempDir(), "--admin-token", "a", "--jwt-public-keys", "/nonexistent/idp.pem"},
+		"missing TLS file": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem", "--http-tls-key", "/nonexistent/k.pem"},
+		"TLS cert alone":   {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem"},
+		"negative per ip":  {"--dev", "--max-streams-per-ip", "-1"},
+		"bad proxy":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--trusted-proxies", "10.0.0.0/8,proxy.example"},
+		"even max voters":  {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--max-voters", "4"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			if code := run(args, env(nil), &stderr); code != 2 {
+			if code := run(args, env(nil), io.Discard, &stderr); code != 2 {
 				t.Fatalf("exit code %d, want 2 (stderr: %s)", code, stderr.String())
 			}
 			if stderr.Len() == 0 {
@@ -71,7 +116,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 
 func TestHealthFailsWithoutNode(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := run([]string{"health", "--http", "127.0.0.1:1"}, env(nil), &stderr); code != 1 {
+	if code := run([]string{"health", "--http", "127.0.0.1:1"}, env(nil), io.Discard, &stderr); code != 1 {
 		t.Fatalf("health exit code %d, want 1", code)
 	}
 }

@@ -152,7 +152,7 @@ func (c *Cluster) addNode() *Node {
 		RPCAddr:         "127.0.0.1:0",
 		BootstrapExpect: c.opts.bootstrapExpect,
 		DataDir:         filepath.Join(c.dir, name),
-		JWTSecret:       JWTSecret,
+		JWTSecrets:      []string{JWTSecret},
 		AdminToken:      AdminToken,
 		ClusterKey:      c.key,
 		FastTimings:     true,

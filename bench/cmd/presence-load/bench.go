@@ -479,7 +479,7 @@ func (b *bench) redisRun(ctx context.Context, rdb *redis.Client, addr string, pi
 	}
 	var sweeper *load.ExpirySweeper
 	if o.redisExpiryPeriod > 0 {
-		sweeper = load.StartExpirySweeper(ctx, store, pop, o.redisExpiryPeriod)
+		sweeper = load.StartExpirySweeper(ctx, store, o.redisExpiryPeriod)
 	}
 	for _, rate := range o.rates() {
 		if ctx.Err() != nil {

@@ -87,7 +87,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.deliveryGrace, "delivery-grace", 3*time.Second, "how long to wait after a run for outstanding enter messages")
 	fs.StringVar(&o.redis, "redis", "", `Redis address for the Discourse-algorithm comparison; "auto" starts a private redis-server`)
 	fs.IntVar(&o.redisPipeline, "redis-pipeline", 1, "also run Redis with this many operations per pipeline (1: no pipelining only)")
-	fs.DurationVar(&o.redisExpiryPeriod, "redis-expiry-period", time.Second, "how often the Redis run sweeps every channel for expired clients (0: never)")
+	fs.DurationVar(&o.redisExpiryPeriod, "redis-expiry-period", time.Second, "how often the Redis run sweeps the channels with clients due (0: never)")
 	fs.StringVar(&o.runID, "run-id", "", "prefix of user and client ids (default: random per run)")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed of the operation sequence")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load tool itself to this file")

@@ -1,0 +1,56 @@
+# shellcheck shell=bash
+# Helpers shared by the benchmark scripts of bench/ (sourced, not run).
+
+# apt_install PACKAGE...: installs Debian packages as root or with sudo
+# without a password; says why and fails when it cannot.
+apt_install() {
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      echo "cannot install $*: not root and no password-less sudo" >&2
+      return 1
+    fi
+  fi
+  command -v apt-get >/dev/null 2>&1 || { echo "cannot install $*: apt-get not found" >&2; return 1; }
+  echo "installing Debian's $* (apt-get install $*)" >&2
+  "${sudo[@]}" apt-get update -qq >&2 &&
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# port_free HOST:PORT: true when nothing accepts connections there.
+port_free() {
+  local host=${1%:*} port=${1##*:}
+  ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+# cpu_seconds PID...: user + system CPU time the processes used so far.
+cpu_seconds() {
+  local total=0 pid stat rest
+  for pid in "$@"; do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    rest=${stat##*) } # the fields after the command name, from field 3 on
+    # shellcheck disable=SC2086
+    set -- $rest
+    total=$((total + ${12} + ${13})) # utime and stime, fields 14 and 15
+  done
+  awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }'
+}
+
+# wait_until SECONDS DESCRIPTION CMD...: runs CMD every 0.2 s until it
+# succeeds; fails after SECONDS.
+wait_until() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "timed out waiting for $what" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# load_average: the three load averages of /proc/loadavg.
+load_average() { cut -d' ' -f1-3 /proc/loadavg; }
