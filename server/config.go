@@ -12,6 +12,7 @@ import (
 
 	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/cluster/autopilot"
+	"github.com/presencehq/presence/cluster/membership"
 )
 
 // Defaults of the contract (CONTRACT.md section 1).
@@ -53,7 +54,7 @@ type Config struct {
 	RaftAddr        string   // Raft transport bind; "" = DefaultRaftAddr
 	RPCAddr         string   // node-to-node bind; "" = DefaultRPCAddr
 	Advertise       string   // host others use to reach us; "" = the bind host
-	Join            []string // gossip addresses of existing members
+	Join            []string // gossip addresses or DNS names of existing members
 	BootstrapExpect int      // servers to see before bootstrapping Raft; 0 = 1
 	DataDir         string   // Raft data; required
 	JWTSecrets      []string // HS256 secrets (rotation: any verifies); see Validate
@@ -104,6 +105,9 @@ type Config struct {
 	// replica (router.Config.Replication), which is what lets a channel
 	// survive its owner's crash. For benchmarks and tests of the bare path.
 	DisableReplication bool
+
+	// Resolver looks the --join host names up; nil = net.DefaultResolver.
+	Resolver membership.Resolver
 
 	// FastTimings tightens Raft and the node's own retry timings for tests.
 	FastTimings bool
