@@ -124,6 +124,9 @@ func New(cfg Config) (*Server, error) {
 // open builds the components in dependency order; on error, closeBackends
 // releases whatever was built.
 func (s *Server) open() error {
+	if err := claimDataDir(s.cfg.DataDir, s.cfg.Name); err != nil {
+		return err
+	}
 	if err := s.openStore(); err != nil {
 		return err
 	}

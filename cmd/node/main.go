@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -50,6 +52,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
 	cfg.Logger = logger
 	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, "presence-node:", err)
+		return 2
+	}
+	host, _ := os.Hostname()
+	if err := defaultAdvertise(&cfg, host, net.DefaultResolver.LookupIPAddr); err != nil {
 		fmt.Fprintln(stderr, "presence-node:", err)
 		return 2
 	}
@@ -111,13 +118,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs := flag.NewFlagSet("presence-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
-	fs.StringVar(&cfg.Name, "name", host, "unique node name in the cluster")
+	fs.StringVar(&cfg.Name, "name", host, "unique node name in the cluster (default: the name recorded in --data-dir, else the host name)")
 	fs.StringVar(&cfg.HTTPAddr, "http", server.DefaultHTTPAddr, "public HTTP API bind address")
 	fs.StringVar(&cfg.GossipAddr, "gossip", server.DefaultGossipAddr, "memberlist bind address (TCP and UDP)")
 	fs.StringVar(&cfg.RaftAddr, "raft", server.DefaultRaftAddr, "Raft transport bind address")
 	fs.StringVar(&cfg.RPCAddr, "rpc", server.DefaultRPCAddr, "node-to-node forwarding and replication bind address")
-	fs.StringVar(&cfg.Advertise, "advertise", "", "host/IP other nodes use to reach this one (default: the bind host)")
-	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of existing members")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "host/IP other nodes use to reach this one (default: the bind host; binding 0.0.0.0 or ::, the address the host name resolves to)")
+	fs.StringVar(&join, "join", "", "comma-separated gossip addresses or DNS names of existing members (every address of a name is joined)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", server.DefaultBootstrapExpect, "servers to see before bootstrapping Raft")
 	fs.IntVar(&cfg.MaxVoters, "max-voters", server.DefaultMaxVoters, "most Raft voters (odd); further servers are non-voters, promoted when a voter goes")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft data directory (default ./data/<name>)")
@@ -162,11 +169,80 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)
 	}
+	if !given(fs, "name") {
+		// A container recreated with a new host name keeps its identity
+		// through its volume.
+		stored, err := server.StoredName(cfg.DataDir)
+		if err != nil {
+			return cfg, 0, err
+		}
+		cfg.Name = cmp.Or(stored, cfg.Name)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		return cfg, 0, fmt.Errorf("--log-level: %v", err)
 	}
 	return cfg, level, nil
+}
+
+// given reports whether flag name was set, on the command line or from
+// its environment variable (applyEnv sets it).
+func given(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// advertiseTimeout bounds looking the host name up for defaultAdvertise.
+const advertiseTimeout = 5 * time.Second
+
+// defaultAdvertise fills cfg.Advertise when it is empty and a node-to-node
+// listener binds every interface (0.0.0.0 or ::), as in the container
+// image: with the address the host name resolves to (a container's or a
+// pod's host name maps to its own address), IPv4 first. Resolved once, at
+// start: a node restarted elsewhere resolves again. A host name that
+// resolves to loopback only (as on many desktops) is an error.
+func defaultAdvertise(cfg *server.Config, host string, lookup func(ctx context.Context, host string) ([]net.IPAddr, error)) error {
+	if cfg.Advertise != "" || !bindsEveryInterface(cfg.GossipAddr, cfg.RaftAddr, cfg.RPCAddr) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), advertiseTimeout)
+	defer cancel()
+	addrs, err := lookup(ctx, host)
+	if err != nil {
+		return fmt.Errorf("binding every interface without --advertise: host name %q: %v; set --advertise", host, err)
+	}
+	var v6 string
+	for _, a := range addrs {
+		switch {
+		case a.IP.IsLoopback() || a.IP.IsUnspecified():
+		case a.IP.To4() != nil:
+			cfg.Advertise = a.IP.String()
+			return nil
+		case v6 == "":
+			v6 = a.String()
+		}
+	}
+	if v6 == "" {
+		return fmt.Errorf("binding every interface without --advertise: host name %q resolves to %v, no address other nodes can reach; set --advertise", host, addrs)
+	}
+	cfg.Advertise = v6
+	return nil
+}
+
+// bindsEveryInterface reports whether one of the bind addresses has an
+// unspecified host (0.0.0.0, ::, or none).
+func bindsEveryInterface(binds ...string) bool {
+	for _, b := range binds {
+		host, _, err := net.SplitHostPort(b)
+		if err != nil {
+			continue // Validate reports it
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return true
+		}
+	}
+	return false
 }
 
 // applyEnv sets every flag not given on the command line from its
