@@ -8,11 +8,13 @@ import (
 )
 
 // bootstrap forms the Raft cluster once BootstrapExpect servers are alive
-// and none of them holds Raft state, with the same configuration on every
-// one of them: the first BootstrapExpect alive members by name, the first
-// Voters(BootstrapExpect) of them voting. It reports whether bootstrap is
+// and none of the alive members holds Raft state, with the same
+// configuration on every one of them: the first BootstrapExpect alive
+// members by name, the first Voters(BootstrapExpect) of them voting. Every
+// alive member is asked, not only the chosen: a node joining an existing
+// cluster may sort before its servers. It reports whether bootstrap is
 // still pending; it is not once this server holds Raft state or knows that
-// another one does (the leader will add it).
+// another member does (the leader will add it).
 func (a *Autopilot) bootstrap(ctx context.Context) (pending bool) {
 	has, err := a.raft.HasExistingState()
 	if err != nil {
@@ -44,7 +46,7 @@ func (a *Autopilot) bootstrap(ctx context.Context) (pending bool) {
 	if !self {
 		return true // the first servers bootstrap; their leader will add this one
 	}
-	if found, err := a.stateAmong(ctx, chosen); err != nil || found {
+	if found, err := a.stateAmong(ctx, candidates); err != nil || found {
 		return err != nil // retry after an unanswered question; with state found, wait to be added
 	}
 	voters := Voters(expect, a.cfg.MaxVoters)
@@ -64,10 +66,10 @@ func (a *Autopilot) bootstrap(ctx context.Context) (pending bool) {
 	return false
 }
 
-// stateAmong asks the other chosen servers whether they hold Raft state:
-// if one does, a cluster exists and this server waits to be added.
-func (a *Autopilot) stateAmong(ctx context.Context, chosen []Member) (bool, error) {
-	for _, m := range chosen {
+// stateAmong asks the other members whether they hold Raft state: if one
+// does, a cluster exists and this server waits to be added.
+func (a *Autopilot) stateAmong(ctx context.Context, members []Member) (bool, error) {
+	for _, m := range members {
 		if m.Name == a.cfg.Self {
 			continue
 		}

@@ -40,6 +40,18 @@ func TestBootstrapWaitsForExistingCluster(t *testing.T) {
 			t.Fatal("still trying to bootstrap beside an existing cluster")
 		}
 	})
+	t.Run("state found on a member not chosen", func(t *testing.T) {
+		// New nodes whose names sort first meet a cluster that exists.
+		r := newFakeRaft(false)
+		c := newFakeCluster("a1", "a2", "n1", "x1", "x2", "x3")
+		c.state["x2"] = true
+		h := newHarness(t, Config{BootstrapExpect: 3}, r, c)
+		h.a.cfg.Self = "a1"
+		h.step()
+		if !h.a.bootstrapDone {
+			t.Fatal("bootstrapped beside an existing cluster")
+		}
+	})
 	t.Run("not chosen", func(t *testing.T) {
 		r := newFakeRaft(false)
 		c := newFakeCluster("a0", "a1", "n1")
