@@ -21,7 +21,6 @@
 #   CHAOS_COMPOSE_PROJECT  compose project name (presence-chaos)
 #   CHAOS_ARTIFACTS        where logs of failed runs go (/tmp/presence-container-artifacts)
 #   PRESENCE_IMAGE         image to build and run (presence-node:dev)
-#   PRESENCE_NET_PREFIX    first three octets of the cluster's /24 (172.28.0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

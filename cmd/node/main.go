@@ -112,9 +112,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 // parseFlags reads flags, falling back to PRESENCE_* variables for flags not
 // given on the command line.
-func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, slog.Level, error) {
-	var cfg server.Config
-	var join, cors, proxies, secrets, publicKeys, logLevel string
+// flagValues holds the flags that are not fields of server.Config as such.
+type flagValues struct {
+	join, cors, proxies, secrets, publicKeys, logLevel string
+	replication                                        bool
+}
+
+// newFlagSet defines every flag of the node, storing into cfg and v.
+func newFlagSet(cfg *server.Config, v *flagValues, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("presence-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
@@ -124,27 +129,34 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	fs.StringVar(&cfg.RaftAddr, "raft", server.DefaultRaftAddr, "Raft transport bind address")
 	fs.StringVar(&cfg.RPCAddr, "rpc", server.DefaultRPCAddr, "node-to-node forwarding and replication bind address")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "host/IP other nodes use to reach this one (default: the bind host; binding 0.0.0.0 or ::, the address the host name resolves to)")
-	fs.StringVar(&join, "join", "", "comma-separated gossip addresses or DNS names of existing members (every address of a name is joined)")
+	fs.StringVar(&v.join, "join", "", "comma-separated gossip addresses or DNS names of existing members (every address of a name is joined)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", server.DefaultBootstrapExpect, "servers to see before bootstrapping Raft")
 	fs.IntVar(&cfg.MaxVoters, "max-voters", server.DefaultMaxVoters, "most Raft voters (odd); further servers are non-voters, promoted when a voter goes")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft data directory (default ./data/<name>)")
-	fs.StringVar(&secrets, "jwt-secret", "", "comma-separated HS256 secrets, any of which may sign user tokens (rotation); a secret, public keys or a JWKS URL is required unless --dev")
-	fs.StringVar(&publicKeys, "jwt-public-keys", "", "comma-separated PEM files of public keys verifying RS256, ES256 and EdDSA user tokens")
+	fs.StringVar(&v.secrets, "jwt-secret", "", "comma-separated HS256 secrets, any of which may sign user tokens (rotation); a secret, public keys or a JWKS URL is required unless --dev")
+	fs.StringVar(&v.publicKeys, "jwt-public-keys", "", "comma-separated PEM files of public keys verifying RS256, ES256 and EdDSA user tokens")
 	fs.StringVar(&cfg.JWKSURL, "jwks-url", "", "https URL of a JWK Set verifying RS256, ES256 and EdDSA user tokens by kid (cached; fetched again for an unknown kid, at most every 10 s)")
 	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "when set, user tokens must carry this iss")
 	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "when set, user tokens must carry this aud")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts gossip, authenticates node-to-node calls")
-	fs.StringVar(&cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
+	fs.StringVar(&v.cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
 	fs.StringVar(&cfg.HTTPTLSCert, "http-tls-cert", "", "PEM certificate (chain) of the public API: serve HTTPS; reloaded on SIGHUP")
 	fs.StringVar(&cfg.HTTPTLSKey, "http-tls-key", "", "PEM private key of --http-tls-cert; reloaded on SIGHUP")
 	fs.IntVar(&cfg.MaxStreamsPerUser, "max-streams-per-user", api.DefaultMaxStreamsPerUser, "open SSE streams per signed-in user on this node; beyond: 429")
 	fs.IntVar(&cfg.MaxStreamsPerIP, "max-streams-per-ip", api.DefaultMaxStreamsPerIP, "open anonymous SSE streams per client address (IPv6: per /64) on this node; beyond: 429")
 	fs.IntVar(&cfg.MaxStreams, "max-streams", api.DefaultMaxStreams, "open SSE streams on this node; beyond: 429")
-	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client")
+	fs.StringVar(&v.proxies, "trusted-proxies", "", "comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For names the client")
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: well-known secrets, demo prefix, /dev/token, demo page")
-	replication := fs.Bool("replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&v.replication, "replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
+	fs.StringVar(&v.logLevel, "log-level", "info", "debug, info, warn or error")
+	return fs
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, slog.Level, error) {
+	var cfg server.Config
+	var v flagValues
+	fs := newFlagSet(&cfg, &v, stderr)
 	if err := fs.Parse(args); err != nil {
 		return cfg, 0, err
 	}
@@ -154,18 +166,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	if err := applyEnv(fs, getenv); err != nil {
 		return cfg, 0, err
 	}
-	for name, v := range map[string]int{"max-streams-per-user": cfg.MaxStreamsPerUser,
+	for name, n := range map[string]int{"max-streams-per-user": cfg.MaxStreamsPerUser,
 		"max-streams-per-ip": cfg.MaxStreamsPerIP, "max-streams": cfg.MaxStreams} {
-		if v < 1 {
+		if n < 1 {
 			return cfg, 0, fmt.Errorf("--%s must be at least 1", name)
 		}
 	}
-	cfg.Join = splitList(join)
-	cfg.DisableReplication = !*replication
-	cfg.CORSOrigins = splitList(cors)
-	cfg.TrustedProxies = splitList(proxies)
-	cfg.JWTSecrets = splitList(secrets)
-	cfg.JWTPublicKeyFiles = splitList(publicKeys)
+	cfg.Join = splitList(v.join)
+	cfg.DisableReplication = !v.replication
+	cfg.CORSOrigins = splitList(v.cors)
+	cfg.TrustedProxies = splitList(v.proxies)
+	cfg.JWTSecrets = splitList(v.secrets)
+	cfg.JWTPublicKeyFiles = splitList(v.publicKeys)
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)
 	}
@@ -179,7 +191,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 		cfg.Name = cmp.Or(stored, cfg.Name)
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(v.logLevel)); err != nil {
 		return cfg, 0, fmt.Errorf("--log-level: %v", err)
 	}
 	return cfg, level, nil
