@@ -3,7 +3,8 @@
 # "container"): the compose cluster of docker-compose.cluster.yml, driven by
 # simulated clients and SSE subscribers on the host through the published
 # ports 8081-8083, while nodes are killed, cut off the network, restarted one
-# by one and the whole project goes down and up again.
+# by one, scaled out and in, and the whole project goes down and up again or
+# is recreated at new addresses.
 #
 #   ./scripts/container-test.sh                           every scenario
 #   ./scripts/container-test.sh -run TestContainerDownUp  extra arguments go to go test
