@@ -1,29 +1,16 @@
 package actor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/internal/testkit"
 )
-
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Microsecond)
-	}
-}
 
 type op int
 
@@ -166,30 +153,7 @@ func sweep[K comparable, M any](t *testing.T, s *System[K, M], clk *clock.Fake, 
 	t.Helper()
 	before := s.sweeps.Load()
 	clk.Advance(d)
-	waitFor(t, "a janitor sweep", func() bool { return s.sweeps.Load() > before })
-}
-
-// logBuffer is a concurrency-safe sink for a test logger.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func testLogger() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
-	return slog.New(slog.NewTextHandler(b, nil)), b
+	testkit.WaitFor(t, "a janitor sweep", func() bool { return s.sweeps.Load() > before })
 }
 
 var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // ReceiveInline makes the test behaviour an InlineReceiver: adds and panics
@@ -36,7 +37,7 @@ func TestIdleActorsHoldNoGoroutine(t *testing.T) {
 		t.Fatalf("Len %d, want %d", s.Len(), n)
 	}
 	// Every mailbox drains, and each actor's goroutine exits with it.
-	waitFor(t, "the actors' goroutines to exit", func() bool { return runtime.NumGoroutine() <= before+10 })
+	testkit.WaitFor(t, "the actors' goroutines to exit", func() bool { return runtime.NumGoroutine() <= before+10 })
 	if got := get(t, s, "a"); got != 1 {
 		t.Fatalf("state of a = %d after its goroutine exited, want 1", got)
 	}
@@ -48,7 +49,7 @@ func TestTellInlineRunsOnCallerWhenIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	get(t, s, "a")
-	waitFor(t, "the actor to go idle", func() bool { return !running(s, "a") })
+	testkit.WaitFor(t, "the actor to go idle", func() bool { return !running(s, "a") })
 	for i := range 100 {
 		if err := s.TellInline("a", msg{op: opAdd, n: 1}); err != nil {
 			t.Fatal(err)
@@ -67,7 +68,7 @@ func TestTellInlineQueuesDeclinedMessages(t *testing.T) {
 	s, p := newCounterSystem(t, Options{})
 	s.Tell("a", msg{op: opAdd, n: 1})
 	get(t, s, "a")
-	waitFor(t, "the actor to go idle", func() bool { return !running(s, "a") })
+	testkit.WaitFor(t, "the actor to go idle", func() bool { return !running(s, "a") })
 	reply := make(chan int, 1)
 	if err := s.TellInline("a", msg{op: opGet, reply: reply}); err != nil { // declined: queued
 		t.Fatal(err)
@@ -99,11 +100,11 @@ func TestTellInlineQueuesBehindABusyActor(t *testing.T) {
 }
 
 func TestTellInlinePanicRestarts(t *testing.T) {
-	log, logs := testLogger()
+	log, logs := testkit.CapturedLogger()
 	s, p := newCounterSystem(t, Options{Logger: log, MaxRestarts: 1, RestartWindow: time.Hour, Clock: clock.NewFake(epoch)})
 	s.Tell("a", msg{op: opAdd, n: 3})
 	get(t, s, "a")
-	waitFor(t, "the actor to go idle", func() bool { return !running(s, "a") })
+	testkit.WaitFor(t, "the actor to go idle", func() bool { return !running(s, "a") })
 	if err := s.TellInline("a", msg{op: opPanic}); err != nil {
 		t.Fatalf("TellInline of a panicking message: %v", err)
 	}
@@ -116,11 +117,11 @@ func TestTellInlinePanicRestarts(t *testing.T) {
 	if !strings.Contains(logs.String(), "actor panicked") {
 		t.Fatalf("inline panic not logged:\n%s", logs.String())
 	}
-	waitFor(t, "the actor to go idle", func() bool { return !running(s, "a") })
+	testkit.WaitFor(t, "the actor to go idle", func() bool { return !running(s, "a") })
 	if err := s.TellInline("a", msg{op: opPanic}); err != nil { // second panic: budget of 1 exhausted
 		t.Fatal(err)
 	}
-	waitFor(t, "the actor to give up", func() bool { return s.Len() == 0 })
+	testkit.WaitFor(t, "the actor to give up", func() bool { return s.Len() == 0 })
 	if c, st := p.created.Load(), p.stopped.Load(); c != st {
 		t.Fatalf("created %d behaviours but stopped %d", c, st)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 func TestFIFOPerSender(t *testing.T) {
@@ -100,7 +101,7 @@ func TestAskCancelledContext(t *testing.T) {
 		_, err := Ask(ctx, s, "a", func(r chan<- int) msg { return msg{op: opSilent, reply: r} })
 		errc <- err
 	}()
-	waitFor(t, "the silent Ask to be handled", func() bool { return s.Len() == 1 && queued(s, "a") == 0 })
+	testkit.WaitFor(t, "the silent Ask to be handled", func() bool { return s.Len() == 1 && queued(s, "a") == 0 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Ask cancelled while waiting: %v, want context.Canceled", err)
@@ -123,7 +124,7 @@ func TestTellOverloaded(t *testing.T) {
 		t.Fatalf("Ask to a full mailbox: %v, want ErrOverloaded", err)
 	}
 	close(gate)
-	waitFor(t, "the mailbox to drain", func() bool { return queued(s, "a") == 0 })
+	testkit.WaitFor(t, "the mailbox to drain", func() bool { return queued(s, "a") == 0 })
 	if got := get(t, s, "a"); got != 4 {
 		t.Fatalf("state = %d, want 4", got)
 	}
@@ -133,7 +134,7 @@ func TestTellOverloaded(t *testing.T) {
 }
 
 func TestPanicRestartsWithFreshState(t *testing.T) {
-	log, logs := testLogger()
+	log, logs := testkit.CapturedLogger()
 	s, p := newCounterSystem(t, Options{Logger: log})
 	if err := s.Tell("chan-1", msg{op: opAdd, n: 5}); err != nil {
 		t.Fatal(err)
@@ -203,14 +204,14 @@ func TestRestartBudgetExhaustion(t *testing.T) {
 	if err := s.Tell("a", msg{op: opAdd, n: 1}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "three queued messages", func() bool { return queued(s, "a") == 3 })
+	testkit.WaitFor(t, "three queued messages", func() bool { return queued(s, "a") == 3 })
 	close(gate)
 	for range 2 {
 		if err := <-asks; !errors.Is(err, ErrStopped) {
 			t.Fatalf("pending Ask: %v, want ErrStopped", err)
 		}
 	}
-	waitFor(t, "the actor to unregister", func() bool { return s.Len() == 0 })
+	testkit.WaitFor(t, "the actor to unregister", func() bool { return s.Len() == 0 })
 	if err := s.TellExisting("a", msg{op: opAdd, n: 1}); !errors.Is(err, ErrNoActor) {
 		t.Fatalf("TellExisting after give-up: %v, want ErrNoActor", err)
 	}
@@ -240,13 +241,13 @@ func TestRestartWindowSlides(t *testing.T) {
 	}
 	s.Tell("a", msg{op: opPanic})
 	s.Tell("a", msg{op: opPanic})
-	waitFor(t, "the actor to give up", func() bool { return s.Len() == 0 })
+	testkit.WaitFor(t, "the actor to give up", func() bool { return s.Len() == 0 })
 }
 
 func TestNegativeMaxRestartsStopsOnFirstPanic(t *testing.T) {
 	s, p := newCounterSystem(t, Options{MaxRestarts: -1})
 	s.Tell("a", msg{op: opPanic})
-	waitFor(t, "the actor to give up", func() bool { return s.Len() == 0 })
+	testkit.WaitFor(t, "the actor to give up", func() bool { return s.Len() == 0 })
 	if p.created.Load() != 1 {
 		t.Fatalf("factory called %d times, want 1", p.created.Load())
 	}
@@ -267,7 +268,7 @@ func TestPassivation(t *testing.T) {
 		t.Fatal("Stopped called before passivation")
 	}
 	sweep(t, s, clk, step)
-	waitFor(t, "passivation", func() bool { return s.Len() == 0 })
+	testkit.WaitFor(t, "passivation", func() bool { return s.Len() == 0 })
 	if p.stopped.Load() != 1 {
 		t.Fatalf("Stopped called %d times, want 1", p.stopped.Load())
 	}
@@ -297,13 +298,13 @@ func TestCanPassivateFalsePreventsPassivation(t *testing.T) {
 	for range 12 {
 		sweep(t, s, clk, 15*time.Second)
 	}
-	waitFor(t, "CanPassivate to be consulted", func() bool { return p.asked.Load() > 0 })
+	testkit.WaitFor(t, "CanPassivate to be consulted", func() bool { return p.asked.Load() > 0 })
 	if s.Len() != 1 || p.stopped.Load() != 0 {
 		t.Fatal("actor passivated although CanPassivate returned false")
 	}
 	p.allowIdle.Store(true)
 	sweep(t, s, clk, 15*time.Second)
-	waitFor(t, "passivation once allowed", func() bool { return s.Len() == 0 })
+	testkit.WaitFor(t, "passivation once allowed", func() bool { return s.Len() == 0 })
 	if got := get(t, s, "a"); got != 0 {
 		t.Fatalf("state after passivation = %d, want fresh 0", got)
 	}
@@ -416,7 +417,7 @@ func TestShutdownDrainsAndCallsStopped(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Shutdown(context.Background()) }()
-	waitFor(t, "Shutdown to begin", s.stopping.Load)
+	testkit.WaitFor(t, "Shutdown to begin", s.stopping.Load)
 	select {
 	case err := <-done:
 		t.Fatalf("Shutdown returned (%v) while actors still had work", err)

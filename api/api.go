@@ -351,6 +351,7 @@ func (s *server) routes() *mux.Router {
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.Handle("/openapi.json", openAPIHandler()).Methods(http.MethodGet, http.MethodHead)
 
 	if s.cfg.Client != nil {
 		r.Handle("/presence-client.js", s.cfg.Client).Methods(http.MethodGet, http.MethodHead)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -154,11 +155,11 @@ func TestSSEStreamEndsWithSubscriptionOrClient(t *testing.T) {
 	if !st.ended() {
 		t.Fatal("stream still open after the subscription closed")
 	}
-	waitFor(t, "subscription closed", func() bool { return isClosed(sub.closed) })
+	testkit.WaitFor(t, "subscription closed", func() bool { return isClosed(sub.closed) })
 
 	st, sub, _ = openSub(t, e, srv, 1, subscribeQuery(`{"/a/x":-1}`), nil)
 	st.close()
-	waitFor(t, "subscription closed after disconnect", func() bool { return isClosed(sub.closed) })
+	testkit.WaitFor(t, "subscription closed after disconnect", func() bool { return isClosed(sub.closed) })
 }
 
 func TestSSEDropsMessagesOutsideAudience(t *testing.T) {

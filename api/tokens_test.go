@@ -13,15 +13,14 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/jwtkeys"
 )
 
@@ -194,23 +193,10 @@ func swapAlg(t *testing.T, tok, alg string) string {
 }
 
 // jwkSet is an identity provider's JWKS endpoint that the test changes.
-type jwkSet struct {
-	mu       sync.Mutex
-	keys     []map[string]any
-	requests atomic.Int64
-	srv      *httptest.Server
-}
+type jwkSet struct{ *testkit.Endpoint }
 
 func newJWKSet(t *testing.T) *jwkSet {
-	s := &jwkSet{}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(map[string]any{"keys": s.keys})
-	}))
-	t.Cleanup(s.srv.Close)
-	return s
+	return &jwkSet{testkit.NewEndpoint(t, http.StatusOK, []byte(`{"keys": null}`))}
 }
 
 // publish replaces the set with the named keys, each under kid = its name.
@@ -228,9 +214,11 @@ func (s *jwkSet) publish(names ...string) {
 			keys = append(keys, map[string]any{"kid": name, "kty": "OKP", "crv": "Ed25519", "x": b64(pub)})
 		}
 	}
-	s.mu.Lock()
-	s.keys = keys
-	s.mu.Unlock()
+	doc, err := json.Marshal(map[string]any{"keys": keys})
+	if err != nil {
+		panic(err) // strings and byte slices always encode
+	}
+	s.Answer(http.StatusOK, nil, doc)
 }
 
 // TestJWKSVerifiesTokensByKid: a JWKS served by the test verifies RS256,
@@ -244,7 +232,7 @@ func TestJWKSVerifiesTokensByKid(t *testing.T) {
 	var remote *jwtkeys.Remote
 	e := newEnv(t, func(c *Config) {
 		var err error
-		remote, err = jwtkeys.NewRemote(jwtkeys.RemoteConfig{URL: set.srv.URL, Clock: c.Clock})
+		remote, err = jwtkeys.NewRemote(jwtkeys.RemoteConfig{URL: set.URL, Clock: c.Clock})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +245,7 @@ func TestJWKSVerifiesTokensByKid(t *testing.T) {
 			t.Fatalf("status %d", s)
 		}
 	}
-	if n := set.requests.Load(); n != 1 {
+	if n := set.Requests(); n != 1 {
 		t.Fatalf("%d fetches, want 1", n)
 	}
 
@@ -266,19 +254,19 @@ func TestJWKSVerifiesTokensByKid(t *testing.T) {
 	// exactly one fetch, and verifies.
 	set.publish("ES256", "RS256", "EdDSA")
 	eddsa := signed(t, "EdDSA", "EdDSA", userClaimsFor("3"))
-	if s := e.status(eddsa); s != http.StatusUnauthorized || set.requests.Load() != 1 {
-		t.Fatalf("new kid within 10 s: status %d after %d fetches", s, set.requests.Load())
+	if s := e.status(eddsa); s != http.StatusUnauthorized || set.Requests() != 1 {
+		t.Fatalf("new kid within 10 s: status %d after %d fetches", s, set.Requests())
 	}
 	e.clock.Advance(10 * time.Second)
-	if s := e.status(eddsa); s != http.StatusOK || set.requests.Load() != 2 {
-		t.Fatalf("new kid after 10 s: status %d after %d fetches; want 200 after 2", s, set.requests.Load())
+	if s := e.status(eddsa); s != http.StatusOK || set.Requests() != 2 {
+		t.Fatalf("new kid after 10 s: status %d after %d fetches; want 200 after 2", s, set.Requests())
 	}
 	for range 5 {
 		if s := e.status(signed(t, "ES256", "made-up", userClaimsFor("4"))); s != http.StatusUnauthorized {
 			t.Fatalf("made-up kid: %d", s)
 		}
 	}
-	if n := set.requests.Load(); n != 2 {
+	if n := set.Requests(); n != 2 {
 		t.Fatalf("made-up kids caused %d fetches within 10 s", n-2)
 	}
 	if s := e.status(signed(t, "other-ES256", "ES256", userClaimsFor("5"))); s != http.StatusUnauthorized {
@@ -292,8 +280,8 @@ func TestJWKSVerifiesTokensByKid(t *testing.T) {
 	if s := e.status(signed(t, "ES256", "unknown", userClaimsFor("6"))); s != http.StatusUnauthorized {
 		t.Fatalf("status %d", s)
 	}
-	if set.requests.Load() != 3 || remote.Generation() != 1 {
-		t.Fatalf("%d fetches, generation %d", set.requests.Load(), remote.Generation())
+	if set.Requests() != 3 || remote.Generation() != 1 {
+		t.Fatalf("%d fetches, generation %d", set.Requests(), remote.Generation())
 	}
 	if s := e.status(es256); s != http.StatusUnauthorized {
 		t.Fatalf("a token of a withdrawn key: %d, want 401", s)

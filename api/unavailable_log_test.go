@@ -1,19 +1,18 @@
 package api
 
 import (
-	"bytes"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 )
 
 // linesWith returns the lines of out that contain msg.
-func linesWith(out *bytes.Buffer, msg string) []string {
+func linesWith(out *testkit.LogBuffer, msg string) []string {
 	var lines []string
 	for _, line := range strings.Split(out.String(), "\n") {
 		if strings.Contains(line, msg) {
@@ -27,8 +26,8 @@ func linesWith(out *bytes.Buffer, msg string) []string {
 // (a partition, the cluster stopping) logs at most the burst; a line logged
 // later says how many were left out. Every request is still answered 503.
 func TestUnavailableAnswersAreLoggedAtABoundedRate(t *testing.T) {
-	var out bytes.Buffer // the handler runs on the test's goroutine
-	e := newEnv(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&out, nil)) })
+	log, out := testkit.CapturedLogger()
+	e := newEnv(t, func(c *Config) { c.Logger = log })
 	e.svc.err = fmt.Errorf("no owner: %w", presence.ErrUnavailable)
 	const requests = 200
 	for range requests {
@@ -36,13 +35,13 @@ func TestUnavailableAnswersAreLoggedAtABoundedRate(t *testing.T) {
 			t.Fatalf("status %d, want 503", rec.Code)
 		}
 	}
-	lines := linesWith(&out, "request unavailable")
+	lines := linesWith(out, "request unavailable")
 	if len(lines) != unavailableLogBurst {
 		t.Fatalf("%d lines for %d refused requests, want the burst of %d", len(lines), requests, unavailableLogBurst)
 	}
 	e.clock.Advance(time.Second)
 	e.do("GET", getQuery([]string{"/a/b"}), nil)
-	lines = linesWith(&out, "request unavailable")
+	lines = linesWith(out, "request unavailable")
 	last := lines[len(lines)-1]
 	if want := fmt.Sprintf("not_logged_before=%d", requests-unavailableLogBurst); !strings.Contains(last, want) {
 		t.Fatalf("line after the pause: %s; want %s", last, want)

@@ -5,7 +5,7 @@ package chaos_test
 import (
 	"context"
 	"fmt"
-	"maps"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/presencehq/presence/chaos"
 	"github.com/presencehq/presence/chaos/proc"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // Settings of the replication tests.
@@ -34,8 +35,7 @@ type chaosRun struct {
 	c       *proc.Cluster
 	w       *chaos.Workload
 	streams *chaos.StreamChecker
-	checker *chaos.Checker
-	sum     chaos.Summary
+	checks  *chaos.Checks
 	rng     *rand.Rand
 }
 
@@ -47,17 +47,17 @@ func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	r := &chaosRun{c: startCluster(t, 3), rng: rand.New(rand.NewPCG(seed, 0))}
-	configure(t, r.c, "chaos", channelTimeout)
+	chaos.Configure(t, r.c, "chaos", channelTimeout)
 	names := chaos.ChannelNames("chaos", "room", channels)
 	r.w = startWorkload(t, chaos.WorkloadConfig{
-		Pool: newPool(t, r.c.URLs()), Tokens: newTokens(t), Channels: names,
+		Pool: chaos.NewTestPool(t, r.c.URLs()), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: names,
 		Users: users, ClientsPerUser: 2, Heartbeat: 25 * time.Second, Churn: 30 * time.Second,
 		Vanish: 0.02, Ramp: 10 * time.Second, Timeout: channelTimeout, StaleApply: staleApply,
-		Duration: 15 * time.Minute, IDPrefix: "k", Seed: seed, Logger: testLogger(t),
+		Duration: 15 * time.Minute, IDPrefix: "k", Seed: seed, Logger: testkit.LoggerAt(t, slog.LevelWarn),
 	})
 	var err error
 	r.streams, err = chaos.StartStreams(context.Background(), chaos.StreamConfig{
-		URLs: r.c.URLs(), Channels: names, PerNode: perNodeStreams, Logger: testLogger(t),
+		URLs: r.c.URLs(), Channels: names, PerNode: perNodeStreams, Logger: testkit.LoggerAt(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -68,11 +68,12 @@ func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply
 	if err := r.streams.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.checker, err = chaos.NewChecker(chaos.CheckerConfig{Pool: newPool(t, r.c.URLs()), Model: r.w.Model(), Channels: names})
+	checker, err := chaos.NewChecker(chaos.CheckerConfig{Pool: chaos.NewTestPool(t, r.c.URLs()), Model: r.w.Model(), Channels: names})
 	if err != nil {
 		t.Fatal(err)
 	}
-	converge(t, r.checker, convergeWithin, &r.sum, "before any fault")
+	r.checks = &chaos.Checks{T: t, Checker: checker}
+	r.checks.Converge("before any fault", convergeWithin)
 	return r
 }
 
@@ -80,15 +81,15 @@ func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply
 // any loss, ghost or violation.
 func (r *chaosRun) finish(t *testing.T) {
 	t.Helper()
-	converge(t, r.checker, convergeWithin, &r.sum, "at the end")
+	r.checks.Converge("at the end", convergeWithin)
 	r.w.Stop()
 	r.streams.Close()
 	st := r.streams.Stats()
-	r.sum.SetStreams(st)
+	r.checks.Summary.SetStreams(st)
 	t.Logf("workload: %+v", r.w.Stats())
 	t.Logf("streams: %+v", st)
-	fmt.Println(r.sum.String())
-	chaos.Require(t, r.sum)
+	fmt.Println(r.checks.Summary.String())
+	chaos.Require(t, r.checks.Summary)
 	requireAccepted(t, r.w)
 }
 
@@ -101,21 +102,7 @@ func (r *chaosRun) finish(t *testing.T) {
 func (r *chaosRun) waitOwning(t *testing.T, n *proc.Node) {
 	t.Helper()
 	waitReady(t, r.c)
-	err := chaos.Poll(rejoinTimeout, func() error {
-		for _, m := range r.c.Nodes {
-			own, err := owners(r.c, m, r.channelSample())
-			if err != nil {
-				return err
-			}
-			if !slices.Contains(slices.Collect(maps.Values(own)), n.Name) {
-				return fmt.Errorf("%s sees %s owning none of the sampled channels", m.Name, n.Name)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	chaos.WaitOwning(t, r.c, n.Name, r.channelSample(), rejoinTimeout)
 	waitReady(t, r.c)
 }
 
@@ -141,7 +128,7 @@ func TestProcessChaosKill(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("round %d: %s %v at %s", round, victim.Name, exit, killed.Format("15:04:05.000"))
-		converge(t, r.checker, convergeWithin, &r.sum, fmt.Sprintf("round %d, %s killed", round, victim.Name))
+		r.checks.Converge(fmt.Sprintf("round %d, %s killed", round, victim.Name), convergeWithin)
 		// The check's reads wait (the clients' pool retries) until the dead
 		// owner's channels answer again, so this is the fail-over time.
 		failovers = append(failovers, time.Since(killed))
@@ -178,13 +165,13 @@ func TestProcessChaosPause(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s resumed at %s", victim.Name, time.Now().Format("15:04:05.000"))
-	converge(t, r.checker, convergeWithin, &r.sum, fmt.Sprintf("%s resumed", victim.Name))
+	r.checks.Converge(fmt.Sprintf("%s resumed", victim.Name), convergeWithin)
 	r.waitOwning(t, victim)
 	r.streams.Rehome()
 	// Traffic goes on for a while after the rejoin, under the stream checks.
 	for i := range 3 {
 		time.Sleep(3 * time.Second)
-		checkNow(t, r.checker, &r.sum, fmt.Sprintf("after the rejoin, read %d", i+1))
+		r.checks.CheckNow(fmt.Sprintf("after the rejoin, read %d", i+1))
 	}
 	r.finish(t)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/presencehq/presence/chaos"
 	"github.com/presencehq/presence/chaos/proc"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // channelTimeout is the client timeout of the chaos prefix.
@@ -29,7 +31,7 @@ const termTimeout = 10 * time.Second
 // losing a user and keep their prefix documents across a full restart.
 func TestProcessCluster(t *testing.T) {
 	c := startCluster(t, 3)
-	configure(t, c, "chaos", channelTimeout)
+	chaos.Configure(t, c, "chaos", channelTimeout)
 	t.Run("readiness", func(t *testing.T) { checkOneLeader(t, c) })
 	t.Run("forwarding", func(t *testing.T) { checkForwarding(t, c) })
 	t.Run("cross-node SSE", func(t *testing.T) { checkCrossNodeStream(t, c) })
@@ -47,7 +49,7 @@ func checkOneLeader(t *testing.T, c *proc.Cluster) {
 	defer cancel()
 	leaders := map[string]bool{}
 	for _, n := range c.Nodes {
-		v, err := c.Admin(n).Cluster(ctx)
+		v, err := c.Admin(n.Name).Cluster(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,28 +68,28 @@ func checkOneLeader(t *testing.T, c *proc.Cluster) {
 func checkForwarding(t *testing.T, c *proc.Cluster) {
 	channels := chaos.ChannelNames("chaos", "fwd", 100)
 	w := startWorkload(t, chaos.WorkloadConfig{
-		Pool: newPool(t, []string{c.Nodes[0].URL()}), Tokens: newTokens(t), Channels: channels,
+		Pool: chaos.NewTestPool(t, []string{c.Nodes[0].URL()}), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: channels,
 		Users: 100, ClientsPerUser: 2, ChannelsPerClient: 2,
 		Heartbeat: 5 * time.Second, Churn: 4 * time.Second, Ramp: 2 * time.Second,
 		Timeout: channelTimeout, Duration: 5 * time.Minute, IDPrefix: "fwd", Seed: 1,
-		Logger: testLogger(t),
+		Logger: testkit.LoggerAt(t, slog.LevelWarn),
 	})
 	defer w.Stop()
 	checker, err := chaos.NewChecker(chaos.CheckerConfig{
-		Pool: newPool(t, []string{c.Nodes[1].URL(), c.Nodes[2].URL()}), Model: w.Model(), Channels: channels,
+		Pool: chaos.NewTestPool(t, []string{c.Nodes[1].URL(), c.Nodes[2].URL()}), Model: w.Model(), Channels: channels,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum chaos.Summary
+	checks := &chaos.Checks{T: t, Checker: checker}
 	for i := range 3 {
-		res := converge(t, checker, 10*time.Second, &sum, fmt.Sprintf("forwarded read %d", i+1))
+		res := checks.Converge(fmt.Sprintf("forwarded read %d", i+1), 10*time.Second)
 		if res.UsersChecked == 0 {
 			t.Errorf("read %d checked no user: the workload entered nobody", i+1)
 		}
 	}
 	t.Logf("workload: %+v", w.Stats())
-	chaos.Require(t, sum)
+	chaos.Require(t, checks.Summary)
 	requireAccepted(t, w)
 }
 
@@ -103,7 +105,7 @@ func checkCrossNodeStream(t *testing.T, c *proc.Cluster) {
 	var mu sync.Mutex
 	got := map[string]map[string][]string{} // stream -> channel -> "enter a" / "leave a"
 	streams, err := chaos.StartStreams(context.Background(), chaos.StreamConfig{
-		URLs: []string{c.Nodes[1].URL(), c.Nodes[2].URL()}, Channels: owned, Logger: testLogger(t),
+		URLs: []string{c.Nodes[1].URL(), c.Nodes[2].URL()}, Channels: owned, Logger: testkit.LoggerAt(t, slog.LevelWarn),
 		OnEvent: func(stream string, ev chaos.Event) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -122,7 +124,7 @@ func checkCrossNodeStream(t *testing.T, c *proc.Cluster) {
 	if err := streams.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tokens := newTokens(t)
+	tokens := chaos.NewTestTokens(t, jwtSecret)
 	var users []sseUser
 	for _, id := range []string{"sse-a", "sse-b"} {
 		tok, err := tokens.Mint(chaos.Identity{ID: id, Username: id, Name: id})
@@ -131,14 +133,14 @@ func checkCrossNodeStream(t *testing.T, c *proc.Cluster) {
 		}
 		users = append(users, sseUser{id, tok})
 	}
-	node1 := newPool(t, []string{c.Nodes[0].URL()})
+	node1 := chaos.NewTestPool(t, []string{c.Nodes[0].URL()})
 	for _, ch := range owned {
 		update(t, node1, users[0], "sse-client-a", []string{ch}, nil)
 		update(t, node1, users[1], "sse-client-b", []string{ch}, nil)
 		update(t, node1, users[0], "sse-client-a", nil, []string{ch})
 	}
 	want := []string{"enter sse-a", "enter sse-b", "leave sse-a"}
-	err = chaos.Poll(10*time.Second, func() error {
+	err = testkit.Poll(10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, stream := range []string{c.Nodes[1].URL() + "#0", c.Nodes[2].URL() + "#0"} {
@@ -219,25 +221,25 @@ func update(t *testing.T, pool *chaos.Pool, u sseUser, client string, present, l
 func checkGracefulLeave(t *testing.T, c *proc.Cluster) {
 	channels := chaos.ChannelNames("chaos", "leave", 60)
 	w := startWorkload(t, chaos.WorkloadConfig{
-		Pool: newPool(t, c.URLs()), Tokens: newTokens(t), Channels: channels,
+		Pool: chaos.NewTestPool(t, c.URLs()), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: channels,
 		Users: 150, ClientsPerUser: 2, Heartbeat: 5 * time.Second, Churn: 8 * time.Second,
 		Vanish: 0.05, Ramp: 2 * time.Second, Timeout: channelTimeout, Duration: 5 * time.Minute,
-		IDPrefix: "gl", Seed: 2, Logger: testLogger(t),
+		IDPrefix: "gl", Seed: 2, Logger: testkit.LoggerAt(t, slog.LevelWarn),
 	})
 	defer w.Stop()
 	streams, err := chaos.StartStreams(context.Background(), chaos.StreamConfig{
-		URLs: c.URLs(), Channels: channels, Logger: testLogger(t),
+		URLs: c.URLs(), Channels: channels, Logger: testkit.LoggerAt(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer streams.Close()
-	checker, err := chaos.NewChecker(chaos.CheckerConfig{Pool: newPool(t, c.URLs()), Model: w.Model(), Channels: channels})
+	checker, err := chaos.NewChecker(chaos.CheckerConfig{Pool: chaos.NewTestPool(t, c.URLs()), Model: w.Model(), Channels: channels})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum chaos.Summary
-	converge(t, checker, 10*time.Second, &sum, "before the leave")
+	checks := &chaos.Checks{T: t, Checker: checker}
+	checks.Converge("before the leave", 10*time.Second)
 
 	victim := c.Nodes[2]
 	exit, err := victim.Term(termTimeout)
@@ -245,30 +247,24 @@ func checkGracefulLeave(t *testing.T, c *proc.Cluster) {
 	if err != nil || exit.Code != 0 {
 		t.Errorf("%s: SIGTERM: %v, %v; want exit code 0 within %v", victim.Name, exit, err, termTimeout)
 	}
-	converge(t, checker, 10*time.Second, &sum, "after the leave")
+	checks.Converge("after the leave", 10*time.Second)
 	// The workload goes on: every later read must agree at once.
 	for i := range 4 {
-		checkNow(t, checker, &sum, fmt.Sprintf("steady read %d", i+1))
+		checks.CheckNow(fmt.Sprintf("steady read %d", i+1))
 		time.Sleep(2 * time.Second)
 	}
-	sum.SetStreams(streams.Stats())
+	checks.Summary.SetStreams(streams.Stats())
 	t.Logf("workload: %+v; streams: %+v", w.Stats(), streams.Stats())
-	fmt.Println(sum.String())
-	chaos.Require(t, sum)
+	fmt.Println(checks.Summary.String())
+	chaos.Require(t, checks.Summary)
 	requireAccepted(t, w)
 }
 
 // checkFullRestart: SIGTERM every node, start them again with the same data
 // directories; a prefix document stored before is served by every node.
 func checkFullRestart(t *testing.T, c *proc.Cluster) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	doc := []byte(`{"rules": [{"match": "/keep/[0-9]+", "config": {"allowed_group_ids": ["staff"], "timeout": 30}}]}`)
-	stored, err := c.Admin(c.Running()[0]).PutPrefix(ctx, "keep", doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitPrefix(t, c, "keep", stored)
+	stored := chaos.PutPrefix(t, c, "keep", doc)
 	var wg sync.WaitGroup
 	for _, n := range c.Running() {
 		wg.Add(1)
@@ -286,5 +282,5 @@ func checkFullRestart(t *testing.T, c *proc.Cluster) {
 		t.Fatal(err)
 	}
 	waitReady(t, c)
-	waitPrefix(t, c, "keep", stored)
+	chaos.WaitPrefix(t, c, "keep", stored)
 }

@@ -8,6 +8,10 @@
 //
 // The package only speaks HTTP to node URLs, so the same tools drive
 // processes on loopback (sub-package proc starts them) and containers.
+// Both fault suites reach their cluster through the Cluster interface
+// (sub-packages proc and container satisfy it) and share the scenario
+// helpers over it: Configure, PutPrefix, WaitPrefix, WaitOwning, and Checks
+// for the comparisons that add up to a Summary.
 //
 // # The model
 //

@@ -7,16 +7,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/presencehq/presence/chaos"
 	"github.com/presencehq/presence/chaos/proc"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // Secrets of the test clusters.
@@ -60,11 +58,8 @@ func setup(m *testing.M) (int, error) {
 			return 0, err
 		}
 		defer os.RemoveAll(dir)
-		binary = filepath.Join(dir, "presence-node")
-		build := exec.Command("go", "build", "-o", binary, "./cmd/node")
-		build.Dir = ".." // the module root, above this package
-		if out, err := build.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("go build ./cmd/node: %v\n%s", err, out)
+		if binary, err = proc.Build(dir); err != nil {
+			return 0, err
 		}
 	}
 	return m.Run(), nil
@@ -74,7 +69,7 @@ func setup(m *testing.M) (int, error) {
 // them and, when the test failed, prints the end of every node's log.
 func startCluster(t *testing.T, n int) *proc.Cluster {
 	t.Helper()
-	logDir := filepath.Join(artifacts, sanitize(t.Name()))
+	logDir := filepath.Join(artifacts, testkit.FileName(t))
 	if err := os.RemoveAll(logDir); err != nil {
 		t.Fatal(err)
 	}
@@ -124,81 +119,6 @@ func randomKey(t *testing.T) string {
 	return base64.StdEncoding.EncodeToString(key)
 }
 
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '_'
-	}, s)
-}
-
-// testLogger writes the toolkit's warnings to the test log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-// configure stores the public prefix document of the test channels and
-// waits until every node serves it.
-func configure(t *testing.T, c *proc.Cluster, prefix string, timeout time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stored, err := c.Admin(c.Nodes[0]).PutPrefix(ctx, prefix, chaos.PublicPrefixDocument(prefix, timeout))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitPrefix(t, c, prefix, stored)
-}
-
-// waitPrefix waits until every running node answers doc for prefix.
-func waitPrefix(t *testing.T, c *proc.Cluster, prefix string, doc []byte) {
-	t.Helper()
-	for _, n := range c.Running() {
-		err := chaos.Poll(10*time.Second, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			status, body, err := c.Admin(n).GetPrefix(ctx, prefix)
-			switch {
-			case err != nil:
-				return err
-			case status != 200 || !chaos.SameJSON(body, doc):
-				return fmt.Errorf("%s: GET prefix %s: %d %s, want %s", n.Name, prefix, status, body, doc)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// newPool returns a pool over urls with the timings of a browser client.
-func newPool(t *testing.T, urls []string) *chaos.Pool {
-	t.Helper()
-	p, err := chaos.NewPool(chaos.PoolConfig{URLs: urls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func newTokens(t *testing.T) *chaos.Tokens {
-	t.Helper()
-	tokens, err := chaos.NewTokens(jwtSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tokens
-}
-
 // startWorkload starts w and waits until every client entered.
 func startWorkload(t *testing.T, cfg chaos.WorkloadConfig) *chaos.Workload {
 	t.Helper()
@@ -219,51 +139,19 @@ func startWorkload(t *testing.T, cfg chaos.WorkloadConfig) *chaos.Workload {
 	return w
 }
 
-// converge runs a Converge, logs it and adds it to sum.
-func converge(t *testing.T, ch *chaos.Checker, within time.Duration, sum *chaos.Summary, what string) chaos.CheckResult {
-	t.Helper()
-	res, err := ch.Converge(context.Background(), within)
-	if err != nil {
-		t.Errorf("%s: %v", what, err)
-	}
-	sum.AddCheck(res)
-	t.Logf("%s: %v", what, res)
-	for _, ex := range res.Examples {
-		t.Logf("  %s", ex)
-	}
-	return res
-}
-
-// owners asks node (through admin) who owns each channel.
+// owners asks node n who owns each channel.
 func owners(c *proc.Cluster, n *proc.Node, channels []string) (map[string]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out := make(map[string]string, len(channels))
 	for _, ch := range channels {
-		v, err := c.Admin(n).Owner(ctx, ch)
+		v, err := c.Admin(n.Name).Owner(ctx, ch)
 		if err != nil {
 			return nil, err
 		}
 		out[ch] = v.Owner
 	}
 	return out, nil
-}
-
-// checkNow runs one strict comparison (no retry), logs it and adds it to sum.
-func checkNow(t *testing.T, ch *chaos.Checker, sum *chaos.Summary, what string) chaos.CheckResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res, err := ch.Check(ctx)
-	if err != nil {
-		t.Errorf("%s: %v", what, err)
-	}
-	sum.AddCheck(res)
-	t.Logf("%s: %v", what, res)
-	for _, ex := range res.Examples {
-		t.Logf("  %s", ex)
-	}
-	return res
 }
 
 // requireAccepted fails the test when a node rejected an update or

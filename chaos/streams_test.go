@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // sseScript serves subscribe requests: the n-th connection gets frames[n]
@@ -73,13 +75,12 @@ func chanEvent(id, kind, channel string) string {
 // waitStats polls until cond accepts the checker's stats.
 func waitStats(t *testing.T, s *StreamChecker, what string, cond func(StreamStats) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond(s.Stats()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: stats %+v", what, s.Stats())
+	testkit.WaitForErr(t, 10*time.Second, func() error {
+		if st := s.Stats(); !cond(st) {
+			return fmt.Errorf("%s: stats %+v", what, st)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestStreamCheckerReconnectsElsewhereAndChecksIDs(t *testing.T) {

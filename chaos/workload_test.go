@@ -3,25 +3,20 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // startTestWorkload runs a fast workload against node and waits until
 // every client entered.
 func startTestWorkload(t *testing.T, urls []string, channels []string) *Workload {
 	t.Helper()
-	pool, err := NewPool(PoolConfig{URLs: urls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := NewTokens(testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
 	w, err := NewWorkload(WorkloadConfig{
-		Pool: pool, Tokens: tokens, Channels: channels,
+		Pool: NewTestPool(t, urls), Tokens: NewTestTokens(t, testSecret), Channels: channels,
 		Users: 20, ClientsPerUser: 2, ChannelsPerClient: 2,
 		Heartbeat: 20 * time.Millisecond, Churn: 30 * time.Millisecond, Vanish: 0.05,
 		Timeout: time.Minute, Duration: time.Minute, Seed: 7,
@@ -43,11 +38,7 @@ func startTestWorkload(t *testing.T, urls []string, channels []string) *Workload
 
 func newTestChecker(t *testing.T, urls []string, w *Workload, channels []string) *Checker {
 	t.Helper()
-	pool, err := NewPool(PoolConfig{URLs: urls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := NewChecker(CheckerConfig{Pool: pool, Model: w.Model(), Channels: channels, Interval: 10 * time.Millisecond})
+	c, err := NewChecker(CheckerConfig{Pool: NewTestPool(t, urls), Model: w.Model(), Channels: channels, Interval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,13 +48,12 @@ func newTestChecker(t *testing.T, urls []string, w *Workload, channels []string)
 // waitMoves polls until the workload has moved clients at least n times.
 func waitMoves(t *testing.T, w *Workload, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for w.Stats().Moves < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d moves", w.Stats().Moves)
+	testkit.WaitForErr(t, 10*time.Second, func() error {
+		if moves := w.Stats().Moves; moves < n {
+			return fmt.Errorf("only %d moves", moves)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestWorkloadAgreesWithACorrectNode(t *testing.T) {

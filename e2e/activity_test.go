@@ -13,6 +13,8 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // Thresholds of enter({onlyWhileActive}) as the activity scenarios use them.
@@ -37,7 +39,7 @@ func openClient(t *testing.T, id, name string, urls []*node, clientOptions map[s
 	t.Helper()
 	token, err := urls[0].token(id, name)
 	if err != nil {
-		t.Fatalf("token for %s from %s: %v", id, urls[0].name, err)
+		t.Fatalf("token for %s from %s: %v", id, urls[0].Name, err)
 	}
 	tb := env.Browser(t).newUser(t, id)
 	tb.mustDo("open the test page", chromedp.Navigate(env.Pages().srv.URL))
@@ -57,15 +59,18 @@ func (u *user) visibility() (string, error) {
 // waitVisibility polls until the page reports the visibility state want.
 func (u *user) waitVisibility(want string) {
 	u.t.Helper()
-	last, ok := poll(stepTimeout, func() (bool, string) {
+	err := testkit.Poll(stepTimeout, func() error {
 		v, err := u.visibility()
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return v == want, v
+		if v != want {
+			return fmt.Errorf("document.visibilityState is %s", v)
+		}
+		return nil
 	})
-	if !ok {
-		u.t.Fatalf("%s: document.visibilityState is %s, want %s", u.id, last, want)
+	if err != nil {
+		u.t.Fatalf("%s: want document.visibilityState %s: %v", u.id, want, err)
 	}
 }
 
@@ -83,9 +88,8 @@ func (u *user) active(channel string) bool {
 // waitActive polls the user's own page until handle.active is want.
 func (u *user) waitActive(channel string, want bool, timeout time.Duration) {
 	u.t.Helper()
-	if _, ok := poll(timeout, func() (bool, string) { return u.active(channel) == want, "" }); !ok {
-		u.t.Fatalf("%s: %s: active did not become %t within %s", u.id, channel, want, timeout)
-	}
+	testkit.WaitForWithin(u.t, timeout, fmt.Sprintf("%s: %s: active to become %t", u.id, channel, want),
+		func() bool { return u.active(channel) == want })
 }
 
 // coverWithSecondTab opens another tab in the same window as u's and makes it
@@ -130,7 +134,7 @@ func TestActivityHiddenTabLeavesAndReturns(t *testing.T) {
 	const tracked, always = "/e2e/topic/hidden", "/e2e/topic/hidden-always"
 	alice := openClient(t, "alice-hidden", "Alice", rotate(c.nodes, 0), nil)
 	bob := openUser(t, "bob-hidden", "Bob", rotate(c.nodes, 1), 0)
-	t.Logf("alice talks to %s, bob to %s", alice.node.name, bob.node.name)
+	t.Logf("alice talks to %s, bob to %s", alice.node.Name, bob.node.Name)
 
 	bob.subscribeAndWait(tracked)
 	bob.subscribeAndWait(always)
@@ -192,7 +196,7 @@ func TestActivityIdleTabLeavesAndComesBackOnClick(t *testing.T) {
 		"minActiveOptions": map[string]any{"userUnseenTime": unseen},
 	})
 	bob := openUser(t, "bob-idle", "Bob", rotate(c.nodes, 1), 0)
-	t.Logf("alice talks to %s, bob to %s", alice.node.name, bob.node.name)
+	t.Logf("alice talks to %s, bob to %s", alice.node.Name, bob.node.Name)
 	bob.subscribeAndWait(channel)
 
 	alice.click()
@@ -225,7 +229,7 @@ func TestActivityUnloadLeaveWithoutKeepalive(t *testing.T) {
 	const channel = "/e2e/topic/beacon"
 	alice := openClient(t, "alice-beacon", "Alice", rotate(c.nodes, 0), map[string]any{"keepalive": false})
 	bob := openUser(t, "bob-beacon", "Bob", rotate(c.nodes, 1), 0)
-	t.Logf("alice talks to %s, bob to %s", alice.node.name, bob.node.name)
+	t.Logf("alice talks to %s, bob to %s", alice.node.Name, bob.node.Name)
 
 	bob.subscribeAndWait(channel)
 	alice.call("enter", channel)
@@ -252,16 +256,19 @@ const demoAwayJS = `({
 // waitDemoAway polls the demo's own-user status until it is away (want) or not.
 func waitDemoAway(t *testing.T, tb *tab, want bool, timeout time.Duration) {
 	t.Helper()
-	last, ok := poll(timeout, func() (bool, string) {
+	err := testkit.Poll(timeout, func() error {
 		v, err := eval[demoAway](tb, demoAwayJS)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return v.Greyed == want && (v.Banner != "") == want, fmt.Sprintf("%+v", v)
+		if v.Greyed != want || (v.Banner != "") != want {
+			return fmt.Errorf("the demo shows %+v", v)
+		}
+		return nil
 	})
-	if !ok {
+	if err != nil {
 		tb.screenshot("timeout")
-		t.Fatalf("%s: own status away=%t within %s: not met; the demo shows %s", tb.label, want, timeout, last)
+		t.Fatalf("%s: own status away=%t within %s: not met: %v", tb.label, want, timeout, err)
 	}
 }
 
@@ -314,14 +321,17 @@ func TestActivityDemo(t *testing.T) {
 	// Leave the shared cluster's demo channels as they were for the next test.
 	idler.close()
 	watcher.close()
-	last, ok := poll(setupTimeout, func() (bool, string) {
+	err = testkit.Poll(setupTimeout, func() error {
 		snap, _, err := watchNode.presence(visitorsChannel)
 		if err != nil || snap == nil {
-			return false, fmt.Sprint(snap, err)
+			return fmt.Errorf("%v %v", snap, err)
 		}
-		return snap.Count == before.Count, fmt.Sprint(snap.Count)
+		if snap.Count != before.Count {
+			return fmt.Errorf("%d", snap.Count)
+		}
+		return nil
 	})
-	if !ok {
-		t.Fatalf("visitors after both tabs closed: %s, want %d", last, before.Count)
+	if err != nil {
+		t.Fatalf("visitors after both tabs closed: %v, want %d", err, before.Count)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // demoView is what the demo app shows, read from its DOM.
@@ -47,23 +49,26 @@ const demoChannels = 8
 // waitDemo polls the demo's DOM until cond holds.
 func waitDemo(t *testing.T, tb *tab, timeout time.Duration, what string, cond func(demoView) bool) {
 	t.Helper()
-	last, ok := poll(timeout, func() (bool, string) {
+	err := testkit.Poll(timeout, func() error {
 		v, err := eval[demoView](tb, demoViewJS)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return cond(v), fmt.Sprintf("%+v", v)
+		if !cond(v) {
+			return fmt.Errorf("the demo shows %+v", v)
+		}
+		return nil
 	})
-	if !ok {
+	if err != nil {
 		tb.screenshot("timeout")
-		t.Fatalf("%s: %s within %s: not met; the demo shows %s", tb.label, what, timeout, last)
+		t.Fatalf("%s: %s within %s: not met: %v", tb.label, what, timeout, err)
 	}
 }
 
 // signIn opens the demo served by n and signs in with a name.
 func signIn(t *testing.T, tb *tab, n *node, name string) {
 	t.Helper()
-	tb.mustDo("sign in to the demo on "+n.name,
+	tb.mustDo("sign in to the demo on "+n.Name,
 		chromedp.Navigate(n.URL()+"/"),
 		chromedp.WaitVisible(chromedp.ID("signin-name")),
 		chromedp.SendKeys(chromedp.ID("signin-name"), name),
@@ -83,7 +88,7 @@ func TestDemoApp(t *testing.T) {
 	b := env.Browser(t)
 	ada, grace := b.newUser(t, "ada"), b.newUser(t, "grace")
 	adaNode, graceNode := c.nodes[0], c.nodes[1%len(c.nodes)]
-	t.Logf("ada uses the demo of %s, grace the demo of %s", adaNode.name, graceNode.name)
+	t.Logf("ada uses the demo of %s, grace the demo of %s", adaNode.Name, graceNode.Name)
 
 	start := time.Now()
 	signIn(t, ada, adaNode, "Ada Lovelace")

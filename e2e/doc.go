@@ -11,8 +11,11 @@
 //
 //	E2E_NODES   cluster size, 3 by default; 1 runs every single-node scenario
 //	            (both users on one node) and skips the failover test
-//	ARTIFACTS   directory for screenshots, node logs and browser consoles,
-//	            /tmp/presence-e2e-artifacts by default
+//	ARTIFACTS   directory for screenshots, node logs (<cluster>/<node>.log)
+//	            and browser consoles, /tmp/presence-e2e-artifacts by default
+//
+// The nodes are started, signalled and stopped by chaos/proc, as in the
+// process chaos tests.
 //
 // The tests skip, saying why, when no Chromium binary is on PATH (chromium,
 // chromium-browser or google-chrome).

@@ -3,12 +3,15 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // failoverHeartbeatMs is the heartbeat interval of the clients in the
@@ -62,7 +65,7 @@ func TestFailoverAfterNodeKill(t *testing.T) {
 	aliceURLs := append([]*node{victim}, others...)
 	alice := openUser(t, "alice-failover", "Alice", aliceURLs, failoverHeartbeatMs)
 	bob := openUser(t, "bob-failover", "Bob", rotate(c.nodes, 1), failoverHeartbeatMs)
-	t.Logf("channel %s owned by %s; alice's urls %v; bob talks to %s", channel, victim.name, names(aliceURLs), bob.node.name)
+	t.Logf("channel %s owned by %s; alice's urls %v; bob talks to %s", channel, victim.Name, names(aliceURLs), bob.node.Name)
 
 	bob.subscribeAndWait(channel)
 	alice.subscribeAndWait(channel)
@@ -71,10 +74,10 @@ func TestFailoverAfterNodeKill(t *testing.T) {
 	bob.screenshot("before-kill")
 
 	killedAt := time.Now()
-	if err := victim.kill(); err != nil {
-		t.Fatalf("killing %s: %v", victim.name, err)
+	if _, err := victim.Kill(); err != nil {
+		t.Fatalf("killing %s: %v", victim.Name, err)
 	}
-	t.Logf("killed %s (SIGKILL)", victim.name)
+	t.Logf("killed %s (SIGKILL)", victim.Name)
 	timeout := failoverTimeout * time.Second
 
 	recovered := waitRecovered(t, c, victim, alice, bob, channel, killedAt, timeout)
@@ -87,7 +90,7 @@ func TestFailoverAfterNodeKill(t *testing.T) {
 		snap, _, err := n.presence(channel)
 		if err != nil || !slices.Contains(snap.userIDs(), alice.id) {
 			t.Errorf("GET /presence/get on %s %s after the kill: %+v, %v; want alice present",
-				n.name, time.Since(killedAt).Round(time.Millisecond), snap, err)
+				n.Name, time.Since(killedAt).Round(time.Millisecond), snap, err)
 		}
 	}
 	waitStreamBack(t, alice, victim, channel)
@@ -114,21 +117,23 @@ func holdPresent(t *testing.T, observer *user, id, channel string, killedAt, unt
 // on a live node again and shows the user in the channel.
 func waitStreamBack(t *testing.T, u *user, victim *node, channel string) {
 	t.Helper()
-	last, ok := poll(streamRecoveryTimeout, func() (bool, string) {
+	err := testkit.Poll(streamRecoveryTimeout, func() error {
 		st, err := u.client()
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
 		v, err := u.view(channel)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		onLive := !strings.HasPrefix(st.URL, victim.URL())
-		return onLive && st.Connected && v.has(u.id), fmt.Sprintf("client %+v, channel %s", st, v)
+		if onLive := !strings.HasPrefix(st.URL, victim.URL()); !onLive || !st.Connected || !v.has(u.id) {
+			return fmt.Errorf("client %+v, channel %s", st, v)
+		}
+		return nil
 	})
 	u.screenshot("after-failover")
-	if !ok {
-		t.Fatalf("%s's page did not reconnect to a live node showing them: %s", u.id, last)
+	if err != nil {
+		t.Fatalf("%s's page did not reconnect to a live node showing them: %v", u.id, err)
 	}
 }
 
@@ -140,7 +145,7 @@ func waitRecovered(t *testing.T, c *cluster, victim *node, alice, bob *user, cha
 	t.Helper()
 	deadline := killedAt.Add(timeout)
 	var settledAt time.Time
-	last, ok := pollUntil(deadline, func() (bool, string) {
+	err := testkit.PollUntil(deadline, func() error {
 		if settledAt.IsZero() {
 			owners := map[string]string{}
 			for _, n := range c.live() {
@@ -148,27 +153,30 @@ func waitRecovered(t *testing.T, c *cluster, victim *node, alice, bob *user, cha
 				if err != nil {
 					owner = err.Error()
 				}
-				owners[n.name] = owner
+				owners[n.Name] = owner
 			}
-			if !agreeOnLiveOwner(owners, victim.name) {
-				return false, fmt.Sprintf("survivors name the owner %v", owners)
+			if !agreeOnLiveOwner(owners, victim.Name) {
+				return fmt.Errorf("survivors name the owner %v", owners)
 			}
 			settledAt = time.Now()
 			t.Logf("ownership of %s settled on %v, seen %s after the kill", channel, owners, settledAt.Sub(killedAt).Round(time.Millisecond))
 		}
 		if ok, seen := heartbeatSince(alice, victim, settledAt); !ok {
-			return false, seen
+			return errors.New(seen)
 		}
 		v, err := bob.view(channel)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return v.has(alice.id), "bob's page: " + v.String()
+		if !v.has(alice.id) {
+			return fmt.Errorf("bob's page: %s", v)
+		}
+		return nil
 	})
-	if !ok {
+	if err != nil {
 		bob.screenshot("timeout")
 		alice.screenshot("timeout")
-		t.Fatalf("no recovery within the channel timeout (%ds) after killing %s: %s", failoverTimeout, victim.name, last)
+		t.Fatalf("no recovery within the channel timeout (%ds) after killing %s: %v", failoverTimeout, victim.Name, err)
 	}
 	return time.Now()
 }
@@ -217,19 +225,19 @@ func channelOwnedBy(c *cluster, owner *node) (string, error) {
 		channel := fmt.Sprintf("/e2e/failover/%d", i)
 		got, err := asked.owner(channel)
 		if err != nil {
-			return "", fmt.Errorf("GET /admin/owner on %s: %w", asked.name, err)
+			return "", fmt.Errorf("GET /admin/owner on %s: %w", asked.Name, err)
 		}
-		if got == owner.name {
+		if got == owner.Name {
 			return channel, nil
 		}
 	}
-	return "", fmt.Errorf("no /e2e/failover/N channel of the first 500 is owned by %s", owner.name)
+	return "", fmt.Errorf("no /e2e/failover/N channel of the first 500 is owned by %s", owner.Name)
 }
 
 func names(nodes []*node) []string {
 	out := make([]string, len(nodes))
 	for i, n := range nodes {
-		out[i] = n.name
+		out[i] = n.Name
 	}
 	return out
 }

@@ -13,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/chaos/proc"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 const (
@@ -96,11 +99,8 @@ func newSuite() (*suite, error) {
 	if s.workDir, err = os.MkdirTemp("", "presence-e2e-"); err != nil {
 		return nil, err
 	}
-	s.binary = filepath.Join(s.workDir, "presence-node")
-	build := exec.Command("go", "build", "-o", s.binary, "./cmd/node")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/node: %v\n%s", err, out)
+	if s.binary, err = proc.Build(s.workDir); err != nil {
+		return nil, err
 	}
 	fmt.Printf("e2e: %s, %d node(s), artifacts in %s\n", s.chromium, s.nodes, s.artifacts)
 	return s, nil
@@ -184,47 +184,9 @@ func findRepoRoot() (string, error) {
 	}
 }
 
-// poll calls cond every interval until it reports done or timeout has passed
-// since the call; it returns the last observation cond described, and whether
-// cond was met by the deadline. A check that starts after the deadline does
-// not count, so a caller whose timeout ran out before polling began fails.
-func poll(timeout time.Duration, cond func() (done bool, observed string)) (string, bool) {
-	const interval = 25 * time.Millisecond
-	deadline := time.Now().Add(timeout)
-	for {
-		checkedAt := time.Now()
-		done, observed := cond()
-		if done && !checkedAt.After(deadline) {
-			return observed, true
-		}
-		if !time.Now().Before(deadline) {
-			if done {
-				observed += " (met only after the deadline)"
-			}
-			return observed, false
-		}
-		time.Sleep(max(min(interval, time.Until(deadline)), time.Millisecond))
-	}
-}
-
-// pollUntil is poll with an absolute deadline.
-func pollUntil(deadline time.Time, cond func() (bool, string)) (string, bool) {
-	return poll(time.Until(deadline), cond)
-}
-
 // artifactPath names a file of the test in the artifacts directory.
 func artifactPath(t *testing.T, name string) string {
-	return filepath.Join(env.artifacts, sanitize(t.Name())+"-"+name)
-}
-
-func sanitize(s string) string {
-	out := []rune(s)
-	for i, r := range out {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			out[i] = '_'
-		}
-	}
-	return string(out)
+	return filepath.Join(env.artifacts, testkit.FileName(t)+"-"+name)
 }
 
 // hold samples cond until the deadline and reports the first observation

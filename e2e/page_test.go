@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // testPage is a minimal app on the real client. It imports
@@ -149,7 +151,7 @@ func openUser(t *testing.T, id, name string, urls []*node, heartbeatMs int) *use
 	t.Helper()
 	token, err := urls[0].token(id, name)
 	if err != nil {
-		t.Fatalf("token for %s from %s: %v", id, urls[0].name, err)
+		t.Fatalf("token for %s from %s: %v", id, urls[0].Name, err)
 	}
 	tb := env.Browser(t).newUser(t, id)
 	tb.mustDo("open the test page", chromedp.Navigate(env.Pages().srv.URL))
@@ -227,16 +229,19 @@ func (u *user) requests() ([]requestLog, error) {
 // the test with what the page showed last when the deadline passes.
 func (u *user) waitView(channel string, timeout time.Duration, what string, cond func(channelView) bool) {
 	u.t.Helper()
-	last, ok := poll(timeout, func() (bool, string) {
+	err := testkit.Poll(timeout, func() error {
 		v, err := u.view(channel)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return cond(v), v.String()
+		if !cond(v) {
+			return fmt.Errorf("page shows %s", v)
+		}
+		return nil
 	})
-	if !ok {
+	if err != nil {
 		u.screenshot("timeout")
-		u.t.Fatalf("%s: %s within %s: not met; page shows %s", u.id, what, timeout, last)
+		u.t.Fatalf("%s: %s within %s: not met: %v", u.id, what, timeout, err)
 	}
 }
 
@@ -245,18 +250,21 @@ func (u *user) waitView(channel string, timeout time.Duration, what string, cond
 func (u *user) subscribeAndWait(channel string) {
 	u.t.Helper()
 	u.call("subscribe", channel)
-	last, ok := poll(setupTimeout, func() (bool, string) {
+	err := testkit.Poll(setupTimeout, func() error {
 		c, err := u.client()
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
 		v, err := u.view(channel)
 		if err != nil {
-			return false, err.Error()
+			return err
 		}
-		return c.Connected && v.Subscribed, fmt.Sprintf("client %+v, channel %s", c, v)
+		if !c.Connected || !v.Subscribed {
+			return fmt.Errorf("client %+v, channel %s", c, v)
+		}
+		return nil
 	})
-	if !ok {
-		u.t.Fatalf("%s: subscribing to %s: %s", u.id, channel, last)
+	if err != nil {
+		u.t.Fatalf("%s: subscribing to %s: %v", u.id, channel, err)
 	}
 }

@@ -22,7 +22,7 @@ func TestEnterSeenWithinOneSecond(t *testing.T) {
 	const channel = "/e2e/topic/enter"
 	alice := openUser(t, "alice-enter", "Alice", rotate(c.nodes, 0), 0)
 	bob := openUser(t, "bob-enter", "Bob", rotate(c.nodes, 1), 0)
-	t.Logf("alice talks to %s, bob to %s", alice.node.name, bob.node.name)
+	t.Logf("alice talks to %s, bob to %s", alice.node.Name, bob.node.Name)
 
 	bob.subscribeAndWait(channel)
 	bob.waitView(channel, setupTimeout, "see the channel without alice", func(v channelView) bool { return !v.has(alice.id) })
@@ -44,7 +44,7 @@ func TestTabCloseLeaveSeenWithinTwoSeconds(t *testing.T) {
 	const channel = "/e2e/topic/close"
 	alice := openUser(t, "alice-close", "Alice", rotate(c.nodes, 0), 0)
 	bob := openUser(t, "bob-close", "Bob", rotate(c.nodes, 1), 0)
-	t.Logf("alice talks to %s, bob to %s", alice.node.name, bob.node.name)
+	t.Logf("alice talks to %s, bob to %s", alice.node.Name, bob.node.Name)
 
 	bob.subscribeAndWait(channel)
 	alice.call("enter", channel)
@@ -92,10 +92,10 @@ func TestCountOnlyChannel(t *testing.T) {
 	observer := c.nodes[len(c.nodes)-1]
 	snap, keys, err := observer.presence(channel)
 	if err != nil || snap == nil || snap.Count != 2 {
-		t.Fatalf("GET /presence/get on %s: %+v, %v; want count 2", observer.name, snap, err)
+		t.Fatalf("GET /presence/get on %s: %+v, %v; want count 2", observer.Name, snap, err)
 	}
 	if _, ok := keys["users"]; ok {
-		t.Fatalf("GET /presence/get on %s reveals users of a count-only channel: %v", observer.name, keys)
+		t.Fatalf("GET /presence/get on %s reveals users of a count-only channel: %v", observer.Name, keys)
 	}
 
 	// The client sends at most one update per second (Discourse's throttle),

@@ -3,9 +3,7 @@ package jwtkeys
 import (
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,43 +11,9 @@ import (
 	"github.com/presencehq/presence/internal/testkit"
 )
 
-// jwksServer serves a JWK Set the test changes, counting requests.
-type jwksServer struct {
-	t        *testing.T
-	srv      *httptest.Server
-	mu       sync.Mutex
-	doc      []byte
-	status   int
-	requests atomic.Int64
-	hold     chan struct{} // when set, requests wait for it to close
-}
-
-func newJWKSServer(t *testing.T, doc []byte) *jwksServer {
-	s := &jwksServer{t: t, doc: doc, status: http.StatusOK}
-	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
-		s.mu.Lock()
-		doc, status, hold := s.doc, s.status, s.hold
-		s.mu.Unlock()
-		if hold != nil {
-			<-hold
-		}
-		w.WriteHeader(status)
-		_, _ = w.Write(doc)
-	}))
-	t.Cleanup(s.srv.Close)
-	return s
-}
-
-func (s *jwksServer) serve(doc []byte, status int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.doc, s.status = doc, status
-}
-
-func newTestRemote(t *testing.T, s *jwksServer, clk clock.Clock) *Remote {
+func newTestRemote(t *testing.T, s *testkit.Endpoint, clk clock.Clock) *Remote {
 	t.Helper()
-	r, err := NewRemote(RemoteConfig{URL: s.srv.URL, Clock: clk, Logger: testkit.Logger(t)})
+	r, err := NewRemote(RemoteConfig{URL: s.URL, Clock: clk, Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +31,7 @@ func ids(keys []Key) string {
 func TestRemoteRefreshesOnUnknownKidAtMostEvery10s(t *testing.T) {
 	k := testKeys()
 	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := newJWKSServer(t, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil)))
+	s := testkit.NewEndpoint(t, http.StatusOK, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil)))
 	r := newTestRemote(t, s, clk)
 
 	if got := ids(r.Lookup("k1", ES256)); got != "k1," {
@@ -87,7 +51,7 @@ func TestRemoteRefreshesOnUnknownKidAtMostEvery10s(t *testing.T) {
 
 	// The provider adds k2; a token naming it triggers one fetch, but only
 	// once 10 s passed since the last.
-	s.serve(jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil), jwkOf(t, "k2", k.ed.Public(), nil)), http.StatusOK)
+	s.Answer(http.StatusOK, nil, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil), jwkOf(t, "k2", k.ed.Public(), nil)))
 	if got := r.Lookup("k2", EdDSA); got != nil || r.Fetches() != 1 {
 		t.Fatalf("within 10 s: keys %v after %d fetches, want none after 1", got, r.Fetches())
 	}
@@ -108,8 +72,8 @@ func TestRemoteRefreshesOnUnknownKidAtMostEvery10s(t *testing.T) {
 	}
 	clk.Advance(time.Nanosecond)
 	r.Lookup("made-up", ES256)
-	if r.Fetches() != 3 || s.requests.Load() != 3 {
-		t.Fatalf("%d fetches, %d requests; want 3", r.Fetches(), s.requests.Load())
+	if r.Fetches() != 3 || s.Requests() != 3 {
+		t.Fatalf("%d fetches, %d requests; want 3", r.Fetches(), s.Requests())
 	}
 	// A kid-less token matches every key of its algorithm, without a fetch.
 	if got := ids(r.Lookup("", ES256)); got != "k1," || r.Fetches() != 3 {
@@ -121,11 +85,8 @@ func TestRemoteRefreshesOnUnknownKidAtMostEvery10s(t *testing.T) {
 // set is being fetched wait for that fetch instead of starting others.
 func TestRemoteConcurrentLookupsShareOneFetch(t *testing.T) {
 	k := testKeys()
-	s := newJWKSServer(t, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil)))
-	hold := make(chan struct{})
-	s.mu.Lock()
-	s.hold = hold
-	s.mu.Unlock()
+	s := testkit.NewEndpoint(t, http.StatusOK, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil)))
+	release := s.Hold()
 	r := newTestRemote(t, s, clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)))
 	const callers = 20
 	var wg sync.WaitGroup
@@ -133,8 +94,8 @@ func TestRemoteConcurrentLookupsShareOneFetch(t *testing.T) {
 	for range callers {
 		wg.Go(func() { found <- ids(r.Lookup("k1", ES256)) })
 	}
-	testkit.WaitFor(t, "the fetch to reach the server", func() bool { return s.requests.Load() == 1 })
-	close(hold)
+	testkit.WaitFor(t, "the fetch to reach the server", func() bool { return s.Requests() == 1 })
+	release()
 	wg.Wait()
 	close(found)
 	for got := range found {
@@ -142,8 +103,8 @@ func TestRemoteConcurrentLookupsShareOneFetch(t *testing.T) {
 			t.Fatalf("a caller got %q", got)
 		}
 	}
-	if r.Fetches() != 1 || s.requests.Load() != 1 {
-		t.Fatalf("%d fetches, %d requests; want 1", r.Fetches(), s.requests.Load())
+	if r.Fetches() != 1 || s.Requests() != 1 {
+		t.Fatalf("%d fetches, %d requests; want 1", r.Fetches(), s.Requests())
 	}
 }
 
@@ -152,12 +113,12 @@ func TestRemoteConcurrentLookupsShareOneFetch(t *testing.T) {
 func TestRemoteKeepsKeysWhenAFetchFailsAndWithdrawsThem(t *testing.T) {
 	k := testKeys()
 	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := newJWKSServer(t, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil)))
+	s := testkit.NewEndpoint(t, http.StatusOK, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil)))
 	r := newTestRemote(t, s, clk)
 	if err := r.Refresh(); err != nil {
 		t.Fatal(err)
 	}
-	s.serve([]byte("oops"), http.StatusInternalServerError)
+	s.Answer(http.StatusInternalServerError, nil, []byte("oops"))
 	clk.Advance(DefaultMinRefreshInterval)
 	if err := r.Refresh(); err == nil {
 		t.Fatal("a failed fetch reported no error")
@@ -165,7 +126,7 @@ func TestRemoteKeepsKeysWhenAFetchFailsAndWithdrawsThem(t *testing.T) {
 	if got := ids(r.Lookup("k1", ES256)); got != "k1," {
 		t.Fatalf("after a failed fetch: %q", got)
 	}
-	s.serve([]byte(`{"keys": 7}`), http.StatusOK)
+	s.Answer(http.StatusOK, nil, []byte(`{"keys": 7}`))
 	clk.Advance(DefaultMinRefreshInterval)
 	if err := r.Refresh(); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("an invalid document: %v", err)
@@ -174,12 +135,12 @@ func TestRemoteKeepsKeysWhenAFetchFailsAndWithdrawsThem(t *testing.T) {
 		t.Fatal("failed fetches changed the keys")
 	}
 
-	s.serve(jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil), jwkOf(t, "k2", k.ed.Public(), nil)), http.StatusOK)
+	s.Answer(http.StatusOK, nil, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil), jwkOf(t, "k2", k.ed.Public(), nil)))
 	clk.Advance(DefaultMinRefreshInterval)
 	if err := r.Refresh(); err != nil || r.Generation() != 0 {
 		t.Fatalf("adding a key: %v, generation %d", err, r.Generation())
 	}
-	s.serve(jwksDoc(t, jwkOf(t, "k2", k.ed.Public(), nil)), http.StatusOK)
+	s.Answer(http.StatusOK, nil, jwksDoc(t, jwkOf(t, "k2", k.ed.Public(), nil)))
 	clk.Advance(DefaultMinRefreshInterval)
 	if err := r.Refresh(); err != nil || r.Generation() != 1 {
 		t.Fatalf("withdrawing a key: %v, generation %d", err, r.Generation())
@@ -188,7 +149,7 @@ func TestRemoteKeepsKeysWhenAFetchFailsAndWithdrawsThem(t *testing.T) {
 		t.Fatal("a withdrawn key still verifies")
 	}
 	// The same kid with another key is a replacement, hence a withdrawal.
-	s.serve(jwksDoc(t, jwkOf(t, "k2", &k.ec.PublicKey, nil)), http.StatusOK)
+	s.Answer(http.StatusOK, nil, jwksDoc(t, jwkOf(t, "k2", &k.ec.PublicKey, nil)))
 	clk.Advance(DefaultMinRefreshInterval)
 	if err := r.Refresh(); err != nil || r.Generation() != 2 {
 		t.Fatalf("replacing a key: %v, generation %d", err, r.Generation())
@@ -201,7 +162,7 @@ func TestRemoteKeepsKeysWhenAFetchFailsAndWithdrawsThem(t *testing.T) {
 func TestRemoteRefetchesAnOldSetInTheBackground(t *testing.T) {
 	k := testKeys()
 	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	s := newJWKSServer(t, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil)))
+	s := testkit.NewEndpoint(t, http.StatusOK, jwksDoc(t, jwkOf(t, "k1", &k.ec.PublicKey, nil)))
 	r := newTestRemote(t, s, clk)
 	r.Lookup("k1", ES256)
 	clk.Advance(DefaultMaxAge - time.Second)
@@ -209,7 +170,7 @@ func TestRemoteRefetchesAnOldSetInTheBackground(t *testing.T) {
 	if r.Fetches() != 1 {
 		t.Fatalf("%d fetches before the set is old", r.Fetches())
 	}
-	s.serve(jwksDoc(t, jwkOf(t, "k2", &k.ec.PublicKey, nil)), http.StatusOK)
+	s.Answer(http.StatusOK, nil, jwksDoc(t, jwkOf(t, "k2", &k.ec.PublicKey, nil)))
 	clk.Advance(time.Second)
 	if got := ids(r.Lookup("k1", ES256)); got != "k1," {
 		t.Fatalf("the lookup that found the set old: %q (it must not wait)", got)

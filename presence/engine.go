@@ -244,29 +244,36 @@ func checkClientID(id string) error {
 // an idle channel is applied at once on the caller's goroutine instead,
 // which is what makes heartbeats cheap.
 func (e *Engine) Present(ctx context.Context, u *User, clientID, channel string) (bool, error) {
-	return e.present(ctx, u, clientID, channel, nil)
+	return e.present(ctx, u, clientID, channel, nil, true)
 }
 
 // PresentAck is Present that also waits until the Replicator answers the
 // change's Done: once it returns true without error, the change is as safe
 // as the Replicator makes it. Without a Replicator it is Present.
+//
+// It trusts its caller (the router, which checks every name once where a
+// request enters the node) with the channel's name: an invalid one is not
+// checked again, and finds no config, so it is answered false anyway.
 func (e *Engine) PresentAck(ctx context.Context, u *User, clientID, channel string) (bool, error) {
 	if e.replicator == nil {
-		return e.Present(ctx, u, clientID, channel)
+		return e.present(ctx, u, clientID, channel, nil, false)
 	}
 	done := make(chan error, 1)
-	ok, err := e.present(ctx, u, clientID, channel, done)
+	ok, err := e.present(ctx, u, clientID, channel, done, false)
 	if !ok || err != nil {
 		return ok, err
 	}
 	return true, waitDone(ctx, channel, done)
 }
 
-func (e *Engine) present(ctx context.Context, u *User, clientID, channel string, done chan<- error) (bool, error) {
+// present marks the client present; checkName checks the channel's name
+// first (the config source needs a name's prefix too, so an invalid name
+// finds no config either way).
+func (e *Engine) present(ctx context.Context, u *User, clientID, channel string, done chan<- error, checkName bool) (bool, error) {
 	if err := checkClientID(clientID); err != nil {
 		return false, err
 	}
-	if !ValidChannelName(channel) {
+	if checkName && !ValidChannelName(channel) {
 		return false, nil
 	}
 	cfg, err := e.configs.Resolve(ctx, channel)
@@ -296,15 +303,20 @@ func waitDone(ctx context.Context, channel string, done <-chan error) error {
 // Leave makes client clientID of user userID leave channel at once. It says
 // nothing about whether the channel exists or the client was present.
 func (e *Engine) Leave(_ context.Context, userID, clientID, channel string) error {
+	if !ValidChannelName(channel) {
+		return nil
+	}
 	_, err := e.tellLeave(userID, clientID, channel, nil)
 	return err
 }
 
 // LeaveAck is Leave that also waits until the Replicator answers the
-// change's Done (see PresentAck).
+// change's Done. Like PresentAck it trusts its caller with the channel's
+// name: a channel of an invalid name has no actor, so nothing happens.
 func (e *Engine) LeaveAck(ctx context.Context, userID, clientID, channel string) error {
 	if e.replicator == nil {
-		return e.Leave(ctx, userID, clientID, channel)
+		_, err := e.tellLeave(userID, clientID, channel, nil)
+		return err
 	}
 	done := make(chan error, 1)
 	sent, err := e.tellLeave(userID, clientID, channel, done)
@@ -316,9 +328,6 @@ func (e *Engine) LeaveAck(ctx context.Context, userID, clientID, channel string)
 
 // tellLeave queues a leave; sent is false when there was nothing to do.
 func (e *Engine) tellLeave(userID, clientID, channel string, done chan<- error) (sent bool, err error) {
-	if !ValidChannelName(channel) {
-		return false, nil
-	}
 	// A channel without an actor has no client: nothing to do.
 	err = e.actors.TellExisting(channel, op{kind: opLeave, userID: userID, clientID: clientID, at: e.clk.Now().UnixNano(), done: done})
 	if errors.Is(err, actor.ErrNoActor) {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 var (
@@ -83,7 +85,7 @@ func TestSpecAutomaticExpiry(t *testing.T) {
 		t.Fatal("expired before the timeout")
 	}
 	r.advance(time.Second + time.Millisecond)
-	awaitCond(t, "expiry", func() bool { return r.state(specUser, "/test/public1").Count == 0 })
+	testkit.WaitFor(t, "expiry", func() bool { return r.state(specUser, "/test/public1").Count == 0 })
 }
 
 // "correctly sends messages to message bus"
@@ -100,7 +102,7 @@ func TestSpecMessageContents(t *testing.T) {
 	}
 
 	r.advance((DefaultTimeoutSeconds + 1) * time.Second)
-	awaitCond(t, "the leave message", func() bool { return r.rec.count() > 0 })
+	testkit.WaitFor(t, "the leave message", func() bool { return r.rec.count() > 0 })
 	r.state(specUser, "/test/public1")
 	ms = r.rec.take("/test/public1")
 	if len(ms) != 1 || !slices.Equal(ms[0].LeavingUserIDs, []string{"1"}) || ms[0].EnteringUsers != nil {
@@ -119,7 +121,7 @@ func TestSpecAutoLeaveAcrossChannels(t *testing.T) {
 	r.rec.take("")
 
 	r.advance((DefaultTimeoutSeconds/2 + 1) * time.Second)
-	awaitCond(t, "leave messages of both channels", func() bool { return r.rec.count() >= 2 })
+	testkit.WaitFor(t, "leave messages of both channels", func() bool { return r.rec.count() >= 2 })
 	r.state(specUser, "/test/public1")
 	r.state(specUser, "/test/public2")
 	got := map[string][]string{}
@@ -201,7 +203,7 @@ func TestSpecChannelStateLifetime(t *testing.T) {
 			t.Fatal("channel forgotten less than 10 minutes after it emptied")
 		}
 	}
-	awaitCond(t, "the idle channel to be forgotten", func() bool {
+	testkit.WaitFor(t, "the idle channel to be forgotten", func() bool {
 		r.advance(time.Minute)
 		return r.metrics.Channels() == 0
 	})
@@ -336,7 +338,7 @@ func TestSpecChangesAndMessagesSerialized(t *testing.T) {
 	r.leave(specUser, "a", "/test/public1")
 	r.present(specUser, "a", "/test/public1")
 	r.advance(time.Hour)
-	awaitCond(t, "auto-leave", func() bool { return r.rec.count() == 4 })
+	testkit.WaitFor(t, "auto-leave", func() bool { return r.rec.count() == 4 })
 	ms := r.rec.take("")
 	kinds := ""
 	for i, m := range ms {
@@ -396,7 +398,7 @@ func TestSpecUsersExpiringInOneTickLeaveTogether(t *testing.T) {
 			r.state(specUser, channel)
 			r.rec.take("")
 			r.advance((DefaultTimeoutSeconds + 1) * time.Second)
-			awaitCond(t, "expiry", func() bool { return r.state(specUser, channel).Count == 0 })
+			testkit.WaitFor(t, "expiry", func() bool { return r.state(specUser, channel).Count == 0 })
 			ms := r.rec.take("")
 			if len(ms) != 1 {
 				t.Fatalf("%d messages, want 1: %+v", len(ms), ms)

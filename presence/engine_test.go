@@ -12,21 +12,8 @@ import (
 
 	"github.com/presencehq/presence/actor"
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/internal/testkit"
 )
-
-// awaitCond polls cond until it holds, failing the test after a generous
-// deadline. It is for effects of other goroutines; it never waits on time
-// the code under test measures (that is a fake clock).
-func awaitCond(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-}
 
 // configFunc is a ConfigSource backed by a function; the tests' stand-in for
 // the Resolver.
@@ -312,7 +299,7 @@ func TestEngineOverloadedMailbox(t *testing.T) {
 	}
 	r.rec.hook.Store(nil)
 	close(gate)
-	awaitCond(t, "the queued updates", func() bool {
+	testkit.WaitFor(t, "the queued updates", func() bool {
 		st, err := r.e.State(context.Background(), alice, "/t/a")
 		return err == nil && st.Count == 2
 	})
@@ -330,7 +317,7 @@ func TestEnginePanicLosesStateButNeverRepeatsIDs(t *testing.T) {
 	}
 	r.rec.hook.Store(&boom)
 	r.present(bob, "b", "/t/a") // the actor panics while publishing
-	awaitCond(t, "the restarted channel", func() bool { return r.metrics.Clients() == 0 })
+	testkit.WaitFor(t, "the restarted channel", func() bool { return r.metrics.Clients() == 0 })
 	after := r.state(alice, "/t/a")
 	if after.Count != 0 || after.LastMessageID <= before.LastMessageID+1 {
 		t.Fatalf("after the panic %+v; before %+v: ids must jump past every id issued", after, before)
@@ -381,7 +368,7 @@ func TestEngineExportInstallRemove(t *testing.T) {
 	}
 	// The new owner expires the clients on their original schedule.
 	to.advance(91 * time.Second)
-	awaitCond(t, "installed clients to expire", func() bool { return to.state(alice, "/t/a").Count == 0 })
+	testkit.WaitFor(t, "installed clients to expire", func() bool { return to.state(alice, "/t/a").Count == 0 })
 	bad := &ChannelSnapshot{Channel: "/t/a", LastID: 3, Backlog: []*Message{{ID: 1}}}
 	if err := to.e.Install(ctx, bad); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("inconsistent snapshot: %v, want ErrInvalid", err)
@@ -402,7 +389,7 @@ func TestEnginePassivatesOnlyEmptyIdleChannels(t *testing.T) {
 	}
 	r.leave(alice, "a", "/t/a")
 	last := r.state(alice, "/t/a").LastMessageID
-	awaitCond(t, "passivation", func() bool {
+	testkit.WaitFor(t, "passivation", func() bool {
 		r.advance(time.Minute)
 		return r.metrics.Channels() == 0
 	})
@@ -423,7 +410,7 @@ func TestEngineMetrics(t *testing.T) {
 			r.metrics.Channels(), r.metrics.Clients(), r.metrics.Users(), r.metrics.Published())
 	}
 	r.advance(61 * time.Second)
-	awaitCond(t, "expiry", func() bool { return r.metrics.Clients() == 0 })
+	testkit.WaitFor(t, "expiry", func() bool { return r.metrics.Clients() == 0 })
 	if r.metrics.Users() != 0 || r.metrics.Expired() != 4 {
 		t.Fatalf("after expiry users %d expired %d", r.metrics.Users(), r.metrics.Expired())
 	}
@@ -598,7 +585,7 @@ func TestEngineMassExpiryInOneTick(t *testing.T) {
 		t.Fatalf("%d clients present, want %d", r.metrics.Clients(), nChannels*nUsers)
 	}
 	r.advance((DefaultTimeoutSeconds + 1) * time.Second)
-	awaitCond(t, "mass expiry", func() bool { return r.metrics.Clients() == 0 })
+	testkit.WaitFor(t, "mass expiry", func() bool { return r.metrics.Clients() == 0 })
 	r.barrier(names)
 	ms := r.rec.take("")
 	if len(ms) != nChannels {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // fakeReplicator records every change; it publishes and answers at once,
@@ -77,7 +79,7 @@ func TestReplicatorGetsEveryChangeInOrder(t *testing.T) {
 	r.present(bob, "tab", "/pub/a")
 	r.leave(alice, "tab", "/pub/a")
 	r.clk.Advance(time.Duration(publicCfg.TimeoutSeconds()+2) * time.Second)
-	awaitCond(t, "bob's expiry", func() bool { return len(rep.kinds("/pub/a")) == 5 })
+	testkit.WaitFor(t, "bob's expiry", func() bool { return len(rep.kinds("/pub/a")) == 5 })
 	want := []ChangeKind{ChangeEnter, ChangeRefresh, ChangeEnter, ChangeLeave, ChangeLeave}
 	if got := rep.kinds("/pub/a"); !slices.Equal(got, want) {
 		t.Fatalf("changes %v, want %v", got, want)
@@ -117,7 +119,7 @@ func TestReplicatorGetsSnapshotsOnInstallAndResend(t *testing.T) {
 	if err := r.e.Resend("/pub/s"); err != nil {
 		t.Fatal(err)
 	}
-	awaitCond(t, "two snapshots", func() bool { return len(rep.kinds("/pub/s")) == 2 })
+	testkit.WaitFor(t, "two snapshots", func() bool { return len(rep.kinds("/pub/s")) == 2 })
 	rep.mu.Lock()
 	defer rep.mu.Unlock()
 	for _, s := range rep.snaps {
@@ -195,14 +197,14 @@ func TestPresentAckWaitsForTheReplicator(t *testing.T) {
 		_, err := r.e.PresentAck(ctx, &User{ID: "a"}, "tab", "/pub/ack")
 		done <- err
 	}()
-	awaitCond(t, "the held change", func() bool { return rep.release(nil) == 1 })
+	testkit.WaitFor(t, "the held change", func() bool { return rep.release(nil) == 1 })
 	if err := <-done; err != nil {
 		t.Fatalf("PresentAck: %v", err)
 	}
 	// A refusal reaches the caller.
 	go func() { done <- r.e.LeaveAck(ctx, "a", "tab", "/pub/ack") }()
 	refused := errors.New("refused")
-	awaitCond(t, "the held leave", func() bool { return rep.release(refused) == 1 })
+	testkit.WaitFor(t, "the held leave", func() bool { return rep.release(refused) == 1 })
 	if err := <-done; !errors.Is(err, refused) {
 		t.Fatalf("LeaveAck: %v, want the replicator's error", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -14,62 +13,39 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // resServer is a callback endpoint whose answer the test sets and whose
-// requests it counts.
+// requests it counts; it records requests not shaped as the contract says.
 type resServer struct {
-	*httptest.Server
-	hits    atomic.Int64
+	*testkit.Endpoint
 	mu      sync.Mutex
-	status  int
-	body    string
-	hold    chan struct{} // when set, requests wait for it to close (or their end)
-	badReqs []string      // requests not shaped as the contract says
+	badReqs []string
 }
 
 func newResServer(t *testing.T) *resServer {
-	s := &resServer{status: http.StatusOK, body: `{"public": true}`}
-	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.Close)
+	s := &resServer{Endpoint: testkit.NewEndpoint(t, http.StatusOK, []byte(`{"public": true}`))}
+	s.Inspect(func(r *http.Request) {
+		var req map[string]string
+		err := json.NewDecoder(r.Body).Decode(&req)
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" || err != nil || len(req) != 1 || req["channel"] == "" {
+			s.mu.Lock()
+			s.badReqs = append(s.badReqs, fmt.Sprintf("%s %v %v", r.Method, req, err))
+			s.mu.Unlock()
+		}
+	})
 	return s
 }
 
-func (s *resServer) serve(w http.ResponseWriter, r *http.Request) {
-	s.hits.Add(1)
-	var req map[string]string
-	err := json.NewDecoder(r.Body).Decode(&req)
-	s.mu.Lock()
-	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" || err != nil || len(req) != 1 || req["channel"] == "" {
-		s.badReqs = append(s.badReqs, fmt.Sprintf("%s %v %v", r.Method, req, err))
-	}
-	status, body, hold := s.status, s.body, s.hold
-	s.mu.Unlock()
-	if hold != nil {
-		select {
-		case <-hold:
-		case <-r.Context().Done():
-			return
-		}
-	}
-	if status/100 == 3 {
-		w.Header().Set("Location", "/elsewhere") // must not be followed
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body))
-}
-
+// answer sets the callback's answer; a redirect points elsewhere, which
+// the resolver must not follow.
 func (s *resServer) answer(status int, body string) {
-	s.mu.Lock()
-	s.status, s.body = status, body
-	s.mu.Unlock()
-}
-
-func (s *resServer) holdRequests() chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hold = make(chan struct{})
-	return s.hold
+	var header http.Header
+	if status/100 == 3 {
+		header = http.Header{"Location": {"/elsewhere"}}
+	}
+	s.Answer(status, header, []byte(body))
 }
 
 func (s *resServer) checkRequests(t *testing.T) {
@@ -110,17 +86,6 @@ func resolve(t *testing.T, r *Resolver, channel string) *Config {
 	return cfg
 }
 
-func resolverWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestResolveRules(t *testing.T) {
 	r, _ := newResResolver(t)
 	setDoc(t, r, "topic", `{"rules": [
@@ -154,8 +119,8 @@ func TestResolveCallbackAnswers(t *testing.T) {
 	r, _ := newResResolver(t)
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 10))
 
-	if cfg := resolve(t, r, "/cb/rule"); timeoutOf(cfg) != 5 || srv.hits.Load() != 0 {
-		t.Fatalf("a matching rule must win without a request: %+v, %d hits", cfg, srv.hits.Load())
+	if cfg := resolve(t, r, "/cb/rule"); timeoutOf(cfg) != 5 || srv.Requests() != 0 {
+		t.Fatalf("a matching rule must win without a request: %+v, %d hits", cfg, srv.Requests())
 	}
 	srv.answer(http.StatusOK, `{"allowed_user_ids": ["7"], "count_only": true, "timeout": 42}`)
 	want := &Config{AllowedUserIDs: []string{"7"}, CountOnly: true, Timeout: 42}
@@ -200,7 +165,7 @@ func TestResolveCallbackFailuresAreNotCached(t *testing.T) {
 			if cfg := resolve(t, r, "/cb/x"); cfg == nil || !cfg.Public {
 				t.Fatalf("after a failure the next request must ask again, got %+v", cfg)
 			}
-			if got := srv.hits.Load(); got != 2 {
+			if got := srv.Requests(); got != 2 {
 				t.Fatalf("%d requests, want 2", got)
 			}
 		})
@@ -209,26 +174,21 @@ func TestResolveCallbackFailuresAreNotCached(t *testing.T) {
 
 func TestResolveCallbackTimeout(t *testing.T) {
 	srv := newResServer(t)
-	release := srv.holdRequests()
-	defer close(release)
+	release := srv.Hold()
+	defer release()
 	fake := clock.NewFake(resStart)
 	r := NewResolver(ResolverConfig{Clock: fake, CallbackTimeout: 50 * time.Millisecond})
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 600))
 	if cfg := resolve(t, r, "/cb/slow"); cfg != nil {
 		t.Fatalf("timed-out callback gave %+v", cfg)
 	}
-	srv.mu.Lock()
-	srv.hold = nil
-	srv.mu.Unlock()
+	release()
 	// The outcome of the second call depends on how fast the machine
 	// answers within the timeout; that it asks the server again does not.
 	// A request the client gave up on may still reach the server late.
 	resolve(t, r, "/cb/slow")
-	deadline := time.Now().Add(5 * time.Second)
-	for srv.hits.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if got := srv.hits.Load(); got != 2 {
+	testkit.WaitFor(t, "a second callback request", func() bool { return srv.Requests() >= 2 })
+	if got := srv.Requests(); got != 2 {
 		t.Fatalf("%d callback requests, want 2: a timeout must not be cached", got)
 	}
 }
@@ -238,7 +198,7 @@ func TestResolveCacheExpiry(t *testing.T) {
 	r, fake := newResResolver(t)
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 10))
 	for _, status := range []int{http.StatusOK, http.StatusNotFound} {
-		srv.hits.Store(0)
+		before := srv.Requests()
 		srv.answer(status, `{"public": true}`)
 		channel := fmt.Sprintf("/cb/%d", status)
 		exists := status == http.StatusOK
@@ -247,7 +207,7 @@ func TestResolveCacheExpiry(t *testing.T) {
 			if cfg := resolve(t, r, channel); (cfg != nil) != exists {
 				t.Fatalf("%d %s: got %+v", status, when, cfg)
 			}
-			if got := srv.hits.Load(); got != wantHits {
+			if got := srv.Requests() - before; got != wantHits {
 				t.Fatalf("%d %s: %d requests, want %d", status, when, got, wantHits)
 			}
 		}
@@ -270,7 +230,7 @@ func TestResolveCacheSecondsZero(t *testing.T) {
 			t.Fatal("does not exist")
 		}
 	}
-	if got := srv.hits.Load(); got != 3 {
+	if got := srv.Requests(); got != 3 {
 		t.Fatalf("cache_seconds 0: %d requests, want 3", got)
 	}
 }
@@ -281,7 +241,7 @@ func TestResolveDocumentChangeInvalidates(t *testing.T) {
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 600))
 	resolve(t, r, "/cb/x")
 	resolve(t, r, "/cb/x")
-	if got := srv.hits.Load(); got != 1 {
+	if got := srv.Requests(); got != 1 {
 		t.Fatalf("%d requests before the change, want 1", got)
 	}
 	// Same callback, new rules: both the callback answer and the rule
@@ -289,7 +249,7 @@ func TestResolveDocumentChangeInvalidates(t *testing.T) {
 	setDoc(t, r, "cb", fmt.Sprintf(`{"rules": [{"match": "/cb/rule", "config": {"timeout": 9}}],
 		"callback": {"url": %q, "cache_seconds": 600}}`, srv.URL))
 	resolve(t, r, "/cb/x")
-	if got := srv.hits.Load(); got != 2 {
+	if got := srv.Requests(); got != 2 {
 		t.Fatalf("%d requests after the change, want 2", got)
 	}
 	if cfg := resolve(t, r, "/cb/rule"); timeoutOf(cfg) != 9 {
@@ -385,7 +345,7 @@ func flightWaiters(r *Resolver, channel string) int {
 
 func TestResolveSingleFlight(t *testing.T) {
 	srv := newResServer(t)
-	release := srv.holdRequests()
+	release := srv.Hold()
 	r, _ := newResResolver(t)
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 10))
 	const callers = 20
@@ -396,14 +356,14 @@ func TestResolveSingleFlight(t *testing.T) {
 			results <- cfg
 		}()
 	}
-	resolverWait(t, "every caller to join the flight", func() bool { return flightWaiters(r, "/cb/hot") == callers-1 })
-	close(release)
+	testkit.WaitFor(t, "every caller to join the flight", func() bool { return flightWaiters(r, "/cb/hot") == callers-1 })
+	release()
 	for range callers {
 		if cfg := <-results; cfg == nil || !cfg.Public {
 			t.Fatalf("caller got %+v", cfg)
 		}
 	}
-	if got := srv.hits.Load(); got != 1 {
+	if got := srv.Requests(); got != 1 {
 		t.Fatalf("%d callback requests for %d concurrent callers, want 1", got, callers)
 	}
 	if flightWaiters(r, "/cb/hot") != -1 {
@@ -413,7 +373,7 @@ func TestResolveSingleFlight(t *testing.T) {
 
 func TestResolveWaiterContextEnds(t *testing.T) {
 	srv := newResServer(t)
-	release := srv.holdRequests()
+	release := srv.Hold()
 	r, _ := newResResolver(t)
 	setDoc(t, r, "cb", callbackDoc(srv.URL, 10))
 	first := make(chan *Config, 1)
@@ -421,19 +381,19 @@ func TestResolveWaiterContextEnds(t *testing.T) {
 		cfg, _ := r.Resolve(context.Background(), "/cb/x")
 		first <- cfg
 	}()
-	resolverWait(t, "the first request", func() bool { return flightWaiters(r, "/cb/x") == 0 })
+	testkit.WaitFor(t, "the first request", func() bool { return flightWaiters(r, "/cb/x") == 0 })
 	ctx, cancel := context.WithCancel(context.Background())
 	waiter := make(chan error, 1)
 	go func() {
 		_, err := r.Resolve(ctx, "/cb/x")
 		waiter <- err
 	}()
-	resolverWait(t, "the waiter", func() bool { return flightWaiters(r, "/cb/x") == 1 })
+	testkit.WaitFor(t, "the waiter", func() bool { return flightWaiters(r, "/cb/x") == 1 })
 	cancel()
 	if err := <-waiter; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled waiter: err = %v", err)
 	}
-	close(release)
+	release()
 	if cfg := <-first; cfg == nil {
 		t.Fatal("a waiter's cancellation must not fail the request it shares")
 	}

@@ -140,6 +140,16 @@ func (s *subscription) catchupEvents(sc *subChannel, cu Catchup) []Event {
 		s.mu.Unlock()
 		return []Event{{Kind: EventUnavailable, Channel: sc.name}}
 	case sc.from < 0:
+		// New messages only: every message published since the channel
+		// was registered is new, also those the last id read since then
+		// already counts (they wait in pending). Starting after the last
+		// id alone would drop them, and a client that saw the stream
+		// connect would miss a change made just after.
+		s.mu.Lock()
+		if len(sc.pending) > 0 && sc.pending[0].ID <= cu.LastID {
+			sc.cursor = sc.pending[0].ID - 1
+		}
+		s.mu.Unlock()
 		return nil
 	case cu.Resync:
 		return []Event{{Kind: EventResync, Channel: sc.name, LastID: cu.LastID}}

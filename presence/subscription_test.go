@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // collector drains a subscription into a slice, as the SSE handler would.
@@ -56,7 +58,7 @@ func (c *collector) events() []Event {
 
 func (c *collector) await(t testing.TB, n int) {
 	t.Helper()
-	awaitCond(t, fmt.Sprintf("%d events", n), func() bool { return len(c.events()) >= n })
+	testkit.WaitFor(t, fmt.Sprintf("%d events", n), func() bool { return len(c.events()) >= n })
 }
 
 func (c *collector) ended() bool {
@@ -255,6 +257,21 @@ func TestSubscriptionNewMessagesOnly(t *testing.T) {
 	expectEvents(t, c, "/t/a:m106")
 }
 
+func TestSubscriptionNewMessagesOnlyKeepsThosePublishedDuringCatchup(t *testing.T) {
+	f := newFakeSource(t, HubConfig{})
+	f.publish("/t/a", 5) // 101..105: before the subscription, never sent
+	f.during = func(name string, before bool) {
+		// After the subscription registered, before (106) and after (107)
+		// the channel's last id is read: both are new to the subscriber.
+		f.publish(name, 1)
+	}
+	c := f.subscribe(t, alice, map[string]int64{"/t/a": -1})
+	expectEvents(t, c, "/t/a:m106", "/t/a:m107")
+	f.during = nil
+	f.publish("/t/a", 1)
+	expectEvents(t, c, "/t/a:m106", "/t/a:m107", "/t/a:m108")
+}
+
 func TestSubscriptionUnavailableChannels(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	f.unavailable["/t/secret"] = true
@@ -272,7 +289,7 @@ func TestSubscriptionLiveGapResyncs(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	f.publish("/t/a", 1)
 	c := f.subscribe(t, alice, map[string]int64{"/t/a": 101})
-	awaitCond(t, "the subscription to be live", func() bool { return subscriptionLive(c) })
+	testkit.WaitFor(t, "the subscription to be live", func() bool { return subscriptionLive(c) })
 	f.hub.Publish(&Message{Channel: "/t/a", ID: 150, Audience: publicCfg}) // state lost upstream
 	f.hub.Publish(&Message{Channel: "/t/a", ID: 151, Audience: publicCfg})
 	f.hub.Publish(&Message{Channel: "/t/a", ID: 151, Audience: publicCfg}) // duplicate
@@ -283,7 +300,7 @@ func TestSubscriptionResyncMarker(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	f.publish("/t/a", 1)
 	live := f.subscribe(t, alice, map[string]int64{"/t/a": 101})
-	awaitCond(t, "the subscription to be live", func() bool { return subscriptionLive(live) })
+	testkit.WaitFor(t, "the subscription to be live", func() bool { return subscriptionLive(live) })
 	// The marker follows the cursor without a gap and still asks for a
 	// re-read; what follows it is a message again.
 	f.publishResync("/t/a")
@@ -313,7 +330,7 @@ func subscriptionLive(c *collector) bool {
 func TestSubscriptionAudienceAtPublishTime(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	c := f.subscribe(t, alice, map[string]int64{"/t/a": 100})
-	awaitCond(t, "the subscription to be live", func() bool { return subscriptionLive(c) })
+	testkit.WaitFor(t, "the subscription to be live", func() bool { return subscriptionLive(c) })
 	f.publishTo("/t/a", 1, &Config{AllowedUserIDs: []string{"1"}})
 	f.publishTo("/t/a", 1, &Config{AllowedUserIDs: []string{"2"}}) // alice removed
 	f.publishTo("/t/a", 1, publicCfg)
@@ -330,7 +347,7 @@ func TestSubscriptionSlowSubscriberClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	awaitCond(t, "the subscription to be live", func() bool { return subscriptionLive(&collector{sub: s}) })
+	testkit.WaitFor(t, "the subscription to be live", func() bool { return subscriptionLive(&collector{sub: s}) })
 	f.publish("/t/a", 10) // nobody reads
 	n := 0
 	for range s.Events() {
@@ -339,7 +356,7 @@ func TestSubscriptionSlowSubscriberClosed(t *testing.T) {
 	if n != 4 {
 		t.Fatalf("read %d buffered events before the close, want 4", n)
 	}
-	awaitCond(t, "the closed subscription to be released", func() bool {
+	testkit.WaitFor(t, "the closed subscription to be released", func() bool {
 		return f.hub.metrics.Subscribers() == 0 && len(f.hub.Channels()) == 0
 	})
 }
@@ -352,14 +369,14 @@ func TestSubscriptionTooManyPendingDuringCatchupClosed(t *testing.T) {
 		}
 	}
 	c := f.subscribe(t, alice, map[string]int64{"/t/a": -1})
-	awaitCond(t, "the subscription to close", c.ended)
+	testkit.WaitFor(t, "the subscription to close", c.ended)
 }
 
 func TestSubscriptionCatchupErrorCloses(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	f.err = errors.New("owner unreachable")
 	c := f.subscribe(t, alice, map[string]int64{"/t/a": 3})
-	awaitCond(t, "the subscription to close", c.ended)
+	testkit.WaitFor(t, "the subscription to close", c.ended)
 	if len(c.events()) != 0 {
 		t.Fatalf("events %v from a failed catch-up", summary(c.events()))
 	}
@@ -374,13 +391,13 @@ func TestSubscriptionEnds(t *testing.T) {
 	}
 	c := collect(t, s)
 	cancel()
-	awaitCond(t, "the cancelled subscription to close", c.ended)
+	testkit.WaitFor(t, "the cancelled subscription to close", c.ended)
 	s.Close()
 	s.Close() // idempotent
 
 	c2 := f.subscribe(t, alice, map[string]int64{"/t/b": -1})
 	f.hub.Close()
-	awaitCond(t, "hub close to end subscriptions", c2.ended)
+	testkit.WaitFor(t, "hub close to end subscriptions", c2.ended)
 	if _, err := f.hub.Subscribe(context.Background(), alice, map[string]int64{"/t/b": -1}, f); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("subscribe to a closed hub: %v, want ErrUnavailable", err)
 	}
@@ -439,7 +456,7 @@ func BenchmarkFanout(b *testing.B) {
 				subs[i] = s
 			}
 			for _, s := range subs {
-				awaitCond(b, "live", func() bool { return subscriptionLive(&collector{sub: s}) })
+				testkit.WaitFor(b, "live", func() bool { return subscriptionLive(&collector{sub: s}) })
 			}
 			msgs := make([]Message, b.N) // the owner's messages, made before timing
 			for i := range msgs {
@@ -479,7 +496,7 @@ func drain(s Subscription) {
 func TestSubscriptionMessageWithoutAudienceReachesNobody(t *testing.T) {
 	f := newFakeSource(t, HubConfig{})
 	c := f.subscribe(t, alice, map[string]int64{"/t/a": 100})
-	awaitCond(t, "the subscription to be live", func() bool { return subscriptionLive(c) })
+	testkit.WaitFor(t, "the subscription to be live", func() bool { return subscriptionLive(c) })
 	f.hub.Publish(&Message{Channel: "/t/a", ID: 101})
 	expectEvents(t, c, "/t/a:u")
 }

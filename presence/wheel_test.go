@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 var wheelStart = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -315,7 +316,7 @@ func TestWheelTicksOnItsOwnWithClock(t *testing.T) {
 	r.w.schedule(r.timer("g", 1), at(2*time.Second))
 	r.clk.Advance(time.Second)
 	r.clk.Advance(time.Second)
-	awaitCond(t, "the wheel goroutine to fire", func() bool {
+	testkit.WaitFor(t, "the wheel goroutine to fire", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return len(r.batches) == 1

@@ -2,16 +2,15 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // Defaults applied by New to zero-valued Config fields.
@@ -56,10 +55,7 @@ const (
 
 // Member is a node as the router sees it: its unique name and the address of
 // its node-to-node transport.
-type Member struct {
-	Name    string
-	RPCAddr string
-}
+type Member = wire.Member
 
 // Caller makes node-to-node calls; *transport.Transport implements it.
 type Caller interface {
@@ -190,25 +186,3 @@ func setDefault[T int | time.Duration](v *T, def T) {
 		*v = def
 	}
 }
-
-// ErrBusy is answered when a channel cannot be handed over right now because
-// the node is itself fetching or moving it; the other side retries later.
-var ErrBusy = errors.New("router: channel hand-off in progress")
-
-// sentinels are the errors that cross the wire, by position.
-var sentinels = []error{
-	presence.ErrMoved,
-	presence.ErrInvalid,
-	presence.ErrUnauthorized,
-	presence.ErrForbidden,
-	presence.ErrNotFound,
-	presence.ErrTooLarge,
-	presence.ErrRateLimited,
-	presence.ErrOverloaded,
-	presence.ErrUnavailable,
-	ErrBusy,
-}
-
-// TransportErrors lists the sentinel errors that must cross the wire, in the
-// order every node registers them (transport.Config.Errors).
-func TransportErrors() []error { return slices.Clone(sentinels) }

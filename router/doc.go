@@ -3,6 +3,25 @@
 // subscribers anywhere receive the messages of channels owned elsewhere, and
 // channels are handed over with their whole state when membership changes.
 //
+// # Layout
+//
+// The router routes requests and hands channels over; its other parts are
+// packages of their own, each given what it needs of the router (the view,
+// the routing table, a wire.Call, the engine, callbacks) in its Config,
+// never the Router, and each documenting its part of the protocol:
+//
+//   - wire: the node-to-node protocol as bytes: the methods (1 to 99 of the
+//     node transport), their requests and replies, and the sentinel errors
+//     that cross the wire (transport.Config.Errors =
+//     wire.TransportErrors()).
+//   - replica: replication streams to replicas, the copies kept for other
+//     owners, and the leave log that decides merges.
+//   - fanout: the node's hub of subscriptions, other nodes' interest in the
+//     channels held here, the pushes to them and the feed into the hub.
+//
+// handlers.go registers every node-to-node method with what serves it.
+// Merging two states of a channel is presence.MergeSnapshots.
+//
 // # Routing
 //
 // Every node keeps a view: a ring (package ring) over the alive members, the
@@ -18,6 +37,13 @@
 //     at once by its new holder.
 //  4. The ring makes this node X's owner: first pull X (below), then 3.
 //  5. Otherwise forward to the ring owner.
+//
+// A request reads in one direction. Where it enters a node (a Service
+// method, or the handler of a forwarded call) it is checked once, its
+// channel names included: a present of an invalid name is answered false,
+// a leave of one dropped, a get of one answered nil. Then each channel's
+// route is resolved once by the rules above, and the channel is served by
+// the engine or its share forwarded.
 //
 // A forwarded call carries the sender's ring epoch and a hop count; the
 // receiver routes it again by the same rules. Past MaxHops it answers
@@ -40,15 +66,6 @@
 // sentinel). A batch in flight longer than ForwardStall no longer holds the
 // next one back, so an update stuck on a slow config callback delays only
 // its own batch.
-//
-// # Wire format
-//
-// Requests and replies are hand-written binary: unsigned varints for lengths
-// and counters, zig-zag varints for ids and times, length-prefixed strings,
-// one bit per answer of an update, a message's audience sent once for a run
-// of messages sharing it. A forwarded heartbeat is about a hundred bytes. Methods 1 to 99 of the node transport belong to the router (the
-// Method constants); sentinel errors cross the wire through
-// transport.Config.Errors = TransportErrors().
 //
 // # Hand-off
 //
@@ -77,24 +94,24 @@
 // holder cannot be reached the channel starts fresh: the engine's time-based
 // ids are above every id the old incarnation issued, so subscribers resync.
 //
-// Install merges. If the receiver already holds state for X (it started X
-// fresh while the holder was unreachable), clients are united, the later
-// expiry winning, and the last id moves past both histories with an empty
-// backlog: no id repeats, and a resync marker published with the install
-// makes every subscriber re-read the channel at once. An older copy of the
-// receiver's own history (its last message found unchanged in the
-// receiver's backlog, no user the receiver lacks) only adds its clients:
-// the receiver's ids go on and nobody resyncs.
+// Install merges (presence.MergeSnapshots). If the receiver already holds
+// state for X (it started X fresh while the holder was unreachable),
+// clients are united, the later expiry winning, and the last id moves past
+// both histories with an empty backlog: no id repeats, and a resync marker
+// published with the install makes every subscriber re-read the channel at
+// once. An older copy of the receiver's own history (its last message found
+// unchanged in the receiver's backlog, no user the receiver lacks) only
+// adds its clients: the receiver's ids go on and nobody resyncs.
 //
 // A push of a channel with no state here still carries the leaves answered
-// here (sendLeaves, MethodLeaves): a node that served the channel without
-// its state (cut off from its holder) acknowledged them, and the holder
-// drops the clients they concern, last writer wins. The receiver keeps them
-// and routes them on like a call (tombstone, ring owner, at most MaxHops),
-// since the sender's view may have been partial; a receiver that owns the
-// channel by its ring without holding it keeps them for the holder's
-// hand-off, and hands them on itself if its ring gives the channel to
-// another node first (route.owesLeaves).
+// here (sendLeaves, wire.MethodLeaves): a node that served the channel
+// without its state (cut off from its holder) acknowledged them, and the
+// holder drops the clients they concern, last writer wins. The receiver
+// keeps them and routes them on like a call (tombstone, ring owner, at most
+// MaxHops), since the sender's view may have been partial; a receiver that
+// owns the channel by its ring without holding it keeps them for the
+// holder's hand-off, and hands them on itself if its ring gives the channel
+// to another node first (route.owesLeaves).
 //
 // Tombstones are dropped when their target, once seen as a member, leaves,
 // when the ring owner is the target anyway, or when the target is unreachable
@@ -113,75 +130,17 @@
 //
 // # Cross-node subscriptions
 //
-// The router has its own presence.Hub, created with an OnChannel hook. Its
-// subscriptions use the router as their catch-up source: Since is forwarded
-// to the channel's holder together with this node's name and a registration
-// generation, and the holder records the node's interest before it answers,
-// so every later message is pushed. When the hub loses the last subscriber
-// of a channel the node tells the owner (interest off, same generation);
-// generations order the changes of one node and channel, so a late off never
-// undoes a newer on. Interest moves with the channel on hand-off (the node's
-// own subscribers included), interest changes reaching a node that handed
-// the channel away follow the tombstone, and a push answer lists the
-// channels the receiver no longer follows. Interest of nodes that leave the
-// membership is dropped.
+// Package fanout carries messages to the nodes whose users subscribe. The
+// router routes its catch-ups like any call (the holder registers the
+// subscribing node's interest as it serves one), publishes the messages of
+// the channels held here through it, and hands the interest over with the
+// channels.
 //
-// The engine's Publisher is the router's Publisher: each message of a
-// channel held here goes to the local hub and, in order, to the push queue
-// of every interested node. One goroutine per node sends its queue in
-// batches (PushBatch, one call in flight, so order holds); a full queue or
-// a failed call drops messages (presence_push_dropped_total) and the
-// subscribers see a gap and resync.
+// # Promotion and fencing (Config.Replication; on in presence-node)
 //
-// Every message enters the hub through the feed, which tracks the last id
-// given to the hub per channel: duplicates are dropped, and a gap makes the
-// node fetch the missing messages from the holder (Since after the last id,
-// as a user the message audience admits; the hub still checks each message
-// against each subscriber) before releasing what arrived meanwhile. After
-// every ring change the node does the same for each subscribed channel whose
-// owner changed, which also registers its interest with the new holder.
-//
-// # Metrics
-//
-// presence_forwarded_total{method}, presence_forward_errors_total,
-// presence_handoffs_total{direction="in"|"out"}, presence_push_dropped_total
-// and presence_ring_epoch.
-//
-// # Replication (Config.Replication; on in presence-node)
-//
-// The Engine hands every change of a channel's state (a client entered,
-// refreshed or left, a snapshot after an install) to the router, on the
-// channel's goroutine and in the channel's order (presence.Replicator).
-// The router queues it on the stream to the channel's replica: the ring's
-// second node for a channel this node owns, or the ring owner for a channel
-// it only holds until a hand-off. One goroutine per replica sends the
-// stream in order (MethodReplicate, one batch in flight). The first item of
-// a channel on a stream is a whole snapshot (clients, expiries, last id,
-// backlog, interested nodes); then come the changes, each with the message
-// it published, and the interested nodes again whenever they change.
-// Refreshes (a heartbeat that only moves an expiry) are coalesced per
-// client and sent with the next batch or every ReplicationInterval; enters
-// and leaves are sent at once.
-//
-// Publish after replicate. A message is published (local hub, push queues)
-// only once the replica acknowledged the change that made it, and an
-// update's enters and leaves are answered only then (Engine.PresentAck,
-// LeaveAck). So every id a subscriber saw, and every acknowledged enter or
-// leave, is on the replica: a promoted copy continues with the next id and
-// its backlog, and subscribers notice nothing but a pause.
-//
-// Replica side. Copies are passive (presence.Copy: nothing expires), kept
-// per channel and sending owner, stamped with the owner's process (boot).
-// Per channel, a batch is accepted, deferred (the sender is not a member in
-// this node's view yet: it is asked to retry) or refused (this node holds
-// the channel itself: the sender is stale). A change for a copy the replica
-// lacks is answered "missing" and the owner resends a snapshot. A copy is
-// dropped when its owner says so (passivation; a replica move, once the new
-// replica acknowledged its snapshot), when a snapshot from the channel's new
-// holder says it continues that owner's state, when this node holds the
-// channel, or 30 s after its live owner stopped owning the channel in this
-// node's view. A hand-off keeps the old copy until then: if the new holder
-// dies before its own replica has a copy, the old one is still there.
+// Package replica streams every change of a channel held here to its
+// replica and keeps the copies of other owners' channels; the router does
+// the hand-offs that replication starts.
 //
 // Promotion. When membership drops an owner, each node with copies from it
 // acts on them: for a channel it now owns it installs the copy (the pull
@@ -192,31 +151,25 @@
 // A restarted owner that asks for its channel before anyone noticed its
 // death gets its previous process's copy back (extract, boot differs). A
 // holder does not hand a channel to a node it does not see as a member yet
-// (extractHeld): that node forwards to it until the holder pushes it.
+// (wire.ExtractHeld): that node forwards to it until the holder pushes it.
 //
-// Fencing. A node that was paused or cut off while others took its channels
-// over keeps publishing nothing: its messages wait for its replica, which
-// now holds the channel and refuses; the node then hands its state to that
-// holder, which merges it. Merges unite clients (latest expiry wins), drop
+// Fencing. A node whose replica refuses a change because it holds the
+// channel hands its state to that holder, which merges it. Merges drop
 // clients whose user or client left after their last heartbeat (the leave
-// log: recent leaves of each channel, kept leaveMemory and sent with every
-// hand-off), drop expired ones, and move the last id past both histories
-// with an empty backlog and a resync marker, so subscribers resync. A forwarded
-// update carries its sender's deadline and is dropped when read after it:
-// a paused node must not apply, on resuming, an update its sender has
-// since retried elsewhere; its waits on the way (a pull, a hand-off) end at
-// that deadline too. A forwarded present whose client left the channel
-// here after the present was sent (its sender gave up while it waited
-// behind a stalled batch, and the client moved on) is answered false and
-// not applied: last writer wins, as in merges.
+// log, sent with every hand-off) and expired ones. A forwarded update
+// carries its sender's deadline and is dropped when read after it: a
+// paused node must not apply, on resuming, an update its sender has since
+// retried elsewhere; its waits on the way (a pull, a hand-off) end at that
+// deadline too. A forwarded present whose client left the channel here
+// after the present was sent (its sender gave up while it waited behind a
+// stalled batch, and the client moved on) is answered false and not
+// applied: last writer wins, as in merges.
 //
-// Lost state. When the owner and its replica die together (or the replica
-// dies before acknowledging a new channel's snapshot), the channel restarts
-// empty on its next owner with ids from the clock (microseconds), above
-// any id seen, and subscribers resync; clients re-enter with their next
-// heartbeat.
+// # Metrics
 //
-// Metrics: presence_replica_promotions_total, presence_replica_refused_total,
-// presence_replication_lag_seconds (age of the oldest change in the last
-// acknowledged batch); hand-offs stay in presence_handoffs_total.
+// presence_forwarded_total{method}, presence_forward_errors_total,
+// presence_handoffs_total{direction="in"|"out"}, presence_ring_epoch and
+// presence_replica_promotions_total; the router also registers its parts'
+// presence_push_dropped_total, presence_replica_refused_total and
+// presence_replication_lag_seconds.
 package router

@@ -5,124 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/replica"
+	"github.com/presencehq/presence/router/wire"
 )
 
-// requestRebalance asks the rebalance loop for a pass; Settled is false
-// until a pass started after this call completes without failures.
-func (r *Router) requestRebalance() {
-	r.wanted.Add(1)
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
-
-// rebalanceLoop runs a pass on every request, and again every
-// RebalanceRetry while pushes fail.
-func (r *Router) rebalanceLoop() {
-	var retry clock.Ticker
-	defer func() {
-		if retry != nil {
-			retry.Stop()
-		}
-	}()
-	for {
-		var retryC <-chan time.Time
-		if retry != nil {
-			retryC = retry.C()
-		}
-		select {
-		case <-r.kick:
-		case <-retryC:
-		case <-r.ctx.Done():
-			return
-		}
-		want := r.wanted.Load()
-		failed := r.rebalance()
-		switch {
-		case failed > 0 && retry == nil:
-			retry = r.cfg.Clock.NewTicker(r.cfg.RebalanceRetry)
-		case failed == 0 && retry != nil:
-			retry.Stop()
-			retry = nil
-		}
-		if failed == 0 {
-			r.markSettled(want)
-		}
-		r.attempted.Store(want)
-	}
-}
-
-// idle reports whether every requested pass has run, successful or not:
-// what is left waits for the retry timer.
-func (r *Router) idle() bool { return r.attempted.Load() == r.wanted.Load() }
-
-// markSettled records that every pass requested up to want has completed.
-func (r *Router) markSettled(want uint64) {
-	r.settleM.Lock()
-	defer r.settleM.Unlock()
-	if r.done.Load() < want {
-		r.done.Store(want)
-		close(r.settleC)
-		r.settleC = make(chan struct{})
-	}
-}
-
-// rebalance pushes every channel held here that the current ring gives to
-// another node, a few at a time, and returns how many pushes failed. A pass
-// stops early when the view changes, since the next pass uses the new one.
-func (r *Router) rebalance() int {
-	v := r.view.Load()
-	cands := r.engine.Channels()
-	cands = append(cands, r.routes.toRebalance()...)
-	slices.Sort(cands)
-	cands = slices.Compact(cands)
-	var failed atomic.Int64
-	sem := make(chan struct{}, r.cfg.HandoffConcurrency)
-	var wg sync.WaitGroup
-	for _, ch := range cands {
-		if v.ring.Owner(ch) == r.self.Name {
-			continue
-		}
-		if r.view.Load() != v || r.ctx.Err() != nil {
-			break
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := r.push(ch, v); err != nil {
-				failed.Add(1)
-				r.log.Info("hand-off failed; retrying later", "channel", ch, "err", err)
-			}
-		})
-	}
-	wg.Wait()
-	return int(failed.Load())
-}
-
-// push hands channel to its owner in v: new calls wait, the state is
+// pushTo hands channel to the node to: new calls wait, the state is
 // exported once the calls in progress are done, the messages already queued
-// for remote subscribers are flushed, the owner installs the state, and only
+// for remote subscribers are flushed, the node installs the state, and only
 // then is the local actor removed and a tombstone left behind.
-func (r *Router) push(channel string, v *view) error {
-	to, ok := v.member(v.ring.Owner(channel))
-	if !ok {
-		return fmt.Errorf("%w: no node to hand %s to", presence.ErrUnavailable, channel)
-	}
-	return r.pushTo(channel, to)
-}
-
-// pushTo hands channel to the node to (see push).
 func (r *Router) pushTo(channel string, to Member) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
-	if err := r.beginMove(ctx, channel, moveOut); err != nil {
+	if err := r.routes.beginMove(ctx, channel, moveOut); err != nil {
 		return err
 	}
 	snap, interest, err := r.exportLocal(ctx, channel)
@@ -130,18 +27,18 @@ func (r *Router) pushTo(channel string, to Member) error {
 		err = r.sendLeaves(ctx, channel, to)
 	}
 	if err != nil || snap == nil {
-		r.endMove(channel, func(e *route) {
+		r.routes.endMove(channel, func(e *route) {
 			e.held = e.held && err != nil
 			e.owesLeaves = e.owesLeaves && err != nil
 		})
 		return err
 	}
-	q := installRequest{from: r.self, snap: snap, interest: interest, origin: r.self.Name}
+	q := wire.InstallRequest{From: r.self, Snap: snap, Interest: interest, Origin: r.self.Name}
 	if r.cfg.Replication {
-		q.leaves = r.leaves.get(channel, nil)
+		q.Leaves = r.leaves.Get(channel, nil)
 	}
-	if _, err := r.call(ctx, to, MethodInstall, q.encode); err != nil {
-		r.endMove(channel, func(*route) {})
+	if _, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
+		r.routes.endMove(channel, func(*route) {})
 		return err
 	}
 	r.forgetLocal(ctx, channel, to)
@@ -150,137 +47,20 @@ func (r *Router) pushTo(channel string, to Member) error {
 	// The new holder has the state: the copy this node's replica keeps
 	// would only be stale now (a pull's copy stays, since the puller may
 	// not have received the answer).
-	r.streams.retired(channel, "")
+	r.repl.HandedOver(channel)
 	return nil
-}
-
-// sendLeaves hands the leaves answered here for channel, which has no state
-// here, to the channel's owner in this node's view. This node may have
-// served the channel without its state (cut off from the node that held
-// it, or in the moment after a partition healed before the member lists
-// merged): the client that left is then still present at the holder, which
-// must drop it (see takeLeaves).
-func (r *Router) sendLeaves(ctx context.Context, channel string, to Member) error {
-	if !r.cfg.Replication {
-		return nil
-	}
-	leaves := r.leaves.get(channel, nil)
-	if len(leaves) == 0 {
-		return nil
-	}
-	q := leavesRequest{from: r.self, channel: channel, leaves: leaves}
-	_, err := r.call(ctx, to, MethodLeaves, q.encode)
-	r.log.Debug("sent the leaves of a channel without state here", "channel", channel, "to", to.Name,
-		"leaves", len(leaves), "err", err)
-	return err
-}
-
-func (r *Router) handleLeaves(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeLeavesRequest(body)
-	if err != nil {
-		return nil, err
-	}
-	if !presence.ValidChannelName(q.channel) {
-		return nil, fmt.Errorf("%w: leaves of invalid channel %q", presence.ErrInvalid, q.channel)
-	}
-	return nil, r.takeLeaves(ctx, q)
-}
-
-// takeLeaves keeps leaves another node answered for a channel without its
-// state and passes them on to where the channel is. Kept here, they go with
-// every later hand-off of the channel from here and decide every merge
-// here; but the receiver may neither hold the channel nor ever get it (the
-// sender's view was partial), so it forwards them along its own route (a
-// tombstone, or the ring owner). Where the channel is held, the clients that
-// left after their last heartbeat are dropped (dropLeftHere).
-func (r *Router) takeLeaves(ctx context.Context, q leavesRequest) error {
-	r.leaves.add(q.channel, q.leaves)
-	t, err := r.locate(ctx, q.channel)
-	if err != nil {
-		return err
-	}
-	if t.local {
-		return r.dropLeftHere(ctx, q.channel)
-	}
-	if t.to.Name == q.from.Name {
-		// The sender routes the channel here and this node routes it back:
-		// the two views disagree. Sent back, the leaves would wait on the
-		// sender's hand-off in progress; kept, they go on when the views
-		// change.
-		r.owesLeaves(q.channel)
-		return nil
-	}
-	if q.hops+1 > r.cfg.MaxHops {
-		return fmt.Errorf("%w: leaves of %s after %d hops", presence.ErrMoved, q.channel, q.hops)
-	}
-	fwd := leavesRequest{from: r.self, channel: q.channel, hops: q.hops + 1, leaves: r.leaves.get(q.channel, nil)}
-	_, err = r.call(ctx, t.to, MethodLeaves, fwd.encode)
-	r.log.Debug("passed leaves on", "channel", q.channel, "from", q.from.Name, "to", t.to.Name, "hops", fwd.hops, "err", err)
-	return err
-}
-
-// dropLeftHere drops the clients of channel, if it is held here, whose
-// user or client left after their last heartbeat by the leave log (last
-// writer wins, as in merges) and tells subscribers to re-read the channel.
-// A channel owned here but not held gets the log applied when its holder
-// hands it over (installMerged), or hands the leaves on (owesLeaves).
-func (r *Router) dropLeftHere(ctx context.Context, channel string) error {
-	if r.owesLeaves(channel) {
-		r.log.Debug("kept leaves for a channel owned but not held here", "channel", channel)
-		return nil
-	}
-	if err := r.beginMove(ctx, channel, moveIn); err != nil {
-		return err
-	}
-	defer r.endMove(channel, func(*route) {})
-	local, err := r.engine.Export(ctx, channel)
-	if err != nil || local == nil {
-		return err
-	}
-	kept := dropLeft(local, r.leaves.get(channel, nil))
-	if kept == local {
-		return nil
-	}
-	r.log.Info("dropped clients that left through another node", "channel", channel,
-		"clients", len(local.Clients)-len(kept.Clients))
-	// As in installMerged: what the actor still had on its way to the
-	// replica is replaced, and the install sends the replica a snapshot.
-	r.streams.stopped(channel, true)
-	return r.engine.InstallMerged(ctx, kept)
-}
-
-// owesLeaves marks channel as owing leaves unless it is held (or being
-// installed) here; it reports whether it did. A rebalance pass hands owed
-// leaves to the channel's ring owner when that is another node.
-func (r *Router) owesLeaves(channel string) bool {
-	sh := r.routes.shard(channel)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.entry(channel)
-	if e.held || e.moving != nil && e.kind == moveIn {
-		return false
-	}
-	e.owesLeaves = true
-	return true
 }
 
 // exportLocal takes the state of a channel marked as moving out, freezes
 // the actor and flushes the push queues of the interested nodes. A nil
 // snapshot means there is no state here.
-func (r *Router) exportLocal(ctx context.Context, channel string) (*presence.ChannelSnapshot, []interested, error) {
+func (r *Router) exportLocal(ctx context.Context, channel string) (*presence.ChannelSnapshot, []wire.Interested, error) {
 	snap, err := r.engine.Export(ctx, channel)
 	if err != nil || snap == nil {
 		return nil, nil, err
 	}
-	r.freeze(channel)
-	interest := r.interest.export(channel)
-	flushCtx, cancel := context.WithTimeout(ctx, r.cfg.FlushTimeout)
-	r.out.flush(flushCtx, interest)
-	cancel()
-	if r.feed.genOf(channel) != 0 {
-		interest = append(interest, interested{node: r.self, gen: r.feed.genOf(channel)})
-	}
-	return snap, interest, nil
+	r.routes.freeze(channel)
+	return snap, r.fan.HandOver(ctx, channel), nil
 }
 
 // forgetLocal ends a successful hand-off of channel to to.
@@ -288,37 +68,13 @@ func (r *Router) forgetLocal(ctx context.Context, channel string, to Member) {
 	if err := r.engine.Remove(ctx, channel); err != nil {
 		r.log.Warn("removing a handed-over channel failed", "channel", channel, "err", err)
 	}
-	r.interest.drop(channel)
-	_, seen := r.view.Load().member(to.Name)
-	r.endMove(channel, func(e *route) {
+	r.fan.Drop(channel)
+	_, seen := r.view.Load().Member(to.Name)
+	r.routes.endMove(channel, func(e *route) {
 		e.held = false
 		e.tomb = &tombstone{to: to, seen: seen}
 	})
 	r.m.handoffs.WithLabelValues(handoffOut).Inc()
-}
-
-// handleInstall takes over a channel pushed by its previous holder.
-func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeInstallRequest(body)
-	if err != nil {
-		return nil, err
-	}
-	if !presence.ValidChannelName(q.snap.Channel) {
-		return nil, fmt.Errorf("%w: install of invalid channel %q", presence.ErrInvalid, q.snap.Channel)
-	}
-	if r.isDraining() {
-		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
-	}
-	if err := r.installLocal(ctx, q.snap, q.interest, q.leaves, q.origin); err != nil {
-		return nil, err
-	}
-	return nil, nil
-}
-
-func (r *Router) isDraining() bool {
-	r.memberMu.Lock()
-	defer r.memberMu.Unlock()
-	return r.draining
 }
 
 // installLocal makes this node the holder of snap's channel. If it already
@@ -328,31 +84,28 @@ func (r *Router) isDraining() bool {
 //
 // origin is the node whose state snap continues; the snapshot this install
 // sends to the replica tells it that origin's copy is superseded.
-func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []interested, leaves map[string]int64, origin string) error {
+func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []wire.Interested, leaves map[string]int64, origin string) error {
 	channel := snap.Channel
-	if err := r.beginMove(ctx, channel, moveIn); err != nil {
+	if err := r.routes.beginMove(ctx, channel, moveIn); err != nil {
 		return err
 	}
 	if origin != "" && r.cfg.Replication {
-		r.supersedes.Store(channel, origin)
-		// A copy origin sent here earlier is older than this state: merged
-		// in later (as an orphan's), it could bring back clients that left.
-		r.replicas.dropFrom(channel, origin)
+		r.repl.Superseded(channel, origin)
 	}
 	// Interest first: the install publishes (a merge's resync marker) and
 	// takes the replica's snapshot, and both must reach the nodes handed over.
-	r.interest.add(channel, interest)
+	r.fan.Add(channel, interest)
 	err := r.installMerged(ctx, snap, leaves)
 	if err != nil {
-		r.endMove(channel, func(*route) {})
+		r.routes.endMove(channel, func(*route) {})
 		return err
 	}
-	r.endMove(channel, func(e *route) {
+	r.routes.endMove(channel, func(e *route) {
 		e.held, e.tomb, e.owesLeaves = true, nil, false // the install applied the leaves
 	})
 	r.m.handoffs.WithLabelValues(handoffIn).Inc()
 	if r.view.Load().ring.Owner(channel) != r.self.Name {
-		r.requestRebalance()
+		r.settling.request()
 	}
 	return nil
 }
@@ -370,15 +123,15 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		// The merged state replaces whatever the local actor still had on
 		// its way to the replica: those messages are not published, and the
 		// install sends the replica a snapshot.
-		r.streams.stopped(snap.Channel, true)
-		all := r.leaves.get(snap.Channel, leaves)
-		r.leaves.add(snap.Channel, leaves)
-		snap = dropLeft(snap, all)
+		r.repl.Stopped(snap.Channel, true)
+		all := r.leaves.Get(snap.Channel, leaves)
+		r.leaves.Add(snap.Channel, leaves)
+		snap = replica.DropLeft(snap, all)
 		if local != nil {
-			local = dropLeft(local, all)
+			local = replica.DropLeft(local, all)
 		}
 	}
-	merged, diverged := mergeSnapshots(local, snap)
+	merged, diverged := presence.MergeSnapshots(local, snap)
 	now := r.cfg.Clock.Now().UnixNano()
 	switch {
 	case merged == snap:
@@ -408,84 +161,54 @@ func dropExpired(s *presence.ChannelSnapshot, now int64) *presence.ChannelSnapsh
 	return &out
 }
 
-// handleExtract hands a channel over to the node that took it over (the
-// pull side of a hand-off). The answer says whether there was state, or
-// where it went if this node had already handed it away.
-func (r *Router) handleExtract(ctx context.Context, body []byte) ([]byte, error) {
-	q, err := decodeExtractRequest(body)
-	if err != nil {
-		return nil, err
-	}
-	reply, err := r.extract(ctx, q.channel, q.requester, q.boot)
-	r.log.Debug("extract answered", "channel", q.channel, "requester", q.requester.Name, "outcome", reply.outcome,
-		"err", err, "epoch", r.view.Load().epoch)
-	if err != nil {
-		return nil, err
-	}
-	var e encoder
-	reply.encode(&e)
-	return e.b, nil
-}
-
 // extract marks channel as moving out (waiting for a hand-off in progress)
 // and then answers where it went, or takes its state.
-func (r *Router) extract(ctx context.Context, channel string, requester Member, boot uint64) (extractReply, error) {
-	if err := r.beginMove(ctx, channel, moveOut); err != nil {
-		return extractReply{}, err
+func (r *Router) extract(ctx context.Context, channel string, requester Member, boot uint64) (wire.ExtractReply, error) {
+	if err := r.routes.beginMove(ctx, channel, moveOut); err != nil {
+		return wire.ExtractReply{}, err
 	}
-	if to, moved := r.peekTombstone(channel); r.cfg.Replication && (!moved || to.Name == requester.Name) && !r.holds(channel) {
+	if to, moved := r.routes.peekTombstone(channel); r.cfg.Replication && (!moved || to.Name == requester.Name) && !r.routes.Holds(channel) {
 		// The requester owned the channel and restarted before anyone saw
 		// it die (an owner never pulls a channel it holds): it gets back
 		// the copy its previous process sent here. Where the channel is
 		// held or was handed on, that copy is stale.
-		if e, ok := r.replicas.takeFrom(channel, requester.Name, boot); ok {
-			r.endMove(channel, func(*route) {})
+		if e, ok := r.repl.Copies().TakeFrom(channel, requester.Name, boot); ok {
+			r.routes.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
-			return extractReply{outcome: extractSnapshot, snap: e.copy.Snapshot(r.cfg.ReplicationInterval), interest: e.interest}, nil
+			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: e.Snapshot(r.cfg.ReplicationInterval), Interest: e.Interest}, nil
 		}
 	}
-	if _, member := r.view.Load().member(requester.Name); !member && r.holds(channel) {
+	if _, member := r.view.Load().Member(requester.Name); !member && r.routes.Holds(channel) {
 		// Handed to a node the others do not see yet, the channel could not
 		// be replicated (its replica would defer the copy) and would die
 		// with it if it crashed again.
-		r.endMove(channel, func(*route) {})
-		return extractReply{outcome: extractHeld}, nil
+		r.routes.endMove(channel, func(*route) {})
+		return wire.ExtractReply{Outcome: wire.ExtractHeld}, nil
 	}
-	if to, moved := r.peekTombstone(channel); moved {
-		r.endMove(channel, func(*route) {})
+	if to, moved := r.routes.peekTombstone(channel); moved {
+		r.routes.endMove(channel, func(*route) {})
 		if to.Name == requester.Name {
-			return extractReply{outcome: extractDelivered}, nil
+			return wire.ExtractReply{Outcome: wire.ExtractDelivered}, nil
 		}
-		return extractReply{outcome: extractElsewhere, elsewhere: to}, nil
+		return wire.ExtractReply{Outcome: wire.ExtractElsewhere, Elsewhere: to}, nil
 	}
 	snap, interest, err := r.exportLocal(ctx, channel)
 	if err != nil {
-		r.endMove(channel, func(*route) {})
-		return extractReply{}, err
+		r.routes.endMove(channel, func(*route) {})
+		return wire.ExtractReply{}, err
 	}
 	if snap == nil {
 		// Seen as a member already: the tombstone goes when the requester
 		// leaves, so a replica promoted then is not sent to a dead node.
-		_, seen := r.view.Load().member(requester.Name)
-		r.endMove(channel, func(e *route) {
+		_, seen := r.view.Load().Member(requester.Name)
+		r.routes.endMove(channel, func(e *route) {
 			e.held = false
 			e.tomb = &tombstone{to: requester, seen: seen}
 		})
-		return extractReply{outcome: extractNone}, nil
+		return wire.ExtractReply{Outcome: wire.ExtractNone}, nil
 	}
 	r.forgetLocal(ctx, channel, requester)
-	return extractReply{outcome: extractSnapshot, snap: snap, interest: interest}, nil
-}
-
-// peekTombstone returns channel's tombstone target, if any.
-func (r *Router) peekTombstone(channel string) (Member, bool) {
-	sh := r.routes.shard(channel)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e := sh.m[channel]; e != nil && e.tomb != nil {
-		return e.tomb.to, true
-	}
-	return Member{}, false
+	return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: interest}, nil
 }
 
 // pull fetches channel, which this node now owns, from where it would be
@@ -518,7 +241,7 @@ func (r *Router) pull(channel string, f *flight) {
 	close(f.done)
 	sh.mu.Unlock()
 	if r.view.Load().ring.Owner(channel) != r.self.Name {
-		r.requestRebalance()
+		r.settling.request()
 	}
 }
 
@@ -528,15 +251,15 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 	if promoted, err := r.promoteReplica(ctx, channel, v); promoted || err != nil {
 		return err
 	}
-	from, ok := v.member(v.others.Owner(channel))
+	from, ok := v.Member(v.others.Owner(channel))
 	if !ok {
 		r.log.Debug("starting a channel: no other member to pull it from", "channel", channel, "epoch", v.epoch)
 		return nil // a cluster of one: nobody had it
 	}
 	for hop, busy := 0, 0; hop <= r.cfg.MaxHops; {
-		q := extractRequest{channel: channel, requester: r.self, boot: r.boot}
-		resp, err := r.call(ctx, from, MethodExtract, q.encode)
-		if errors.Is(err, ErrBusy) && busy < r.cfg.Retries {
+		q := wire.ExtractRequest{Channel: channel, Requester: r.self, Boot: r.boot}
+		resp, err := r.calls.Call(ctx, from, wire.MethodExtract, q.Encode)
+		if errors.Is(err, wire.ErrBusy) && busy < r.cfg.Retries {
 			busy++
 			if err := sleep(ctx, r.cfg.RetryBackoff<<busy); err != nil {
 				return err
@@ -546,35 +269,35 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		if err != nil {
 			return err
 		}
-		reply, err := decodeExtractReply(resp)
+		reply, err := wire.DecodeExtractReply(resp)
 		if err != nil {
 			return err
 		}
-		switch reply.outcome {
-		case extractSnapshot:
-			return r.installLocal(ctx, reply.snap, reply.interest, nil, from.Name)
-		case extractHeld:
+		switch reply.Outcome {
+		case wire.ExtractSnapshot:
+			return r.installLocal(ctx, reply.Snap, reply.Interest, nil, from.Name)
+		case wire.ExtractHeld:
 			return heldElsewhere{holder: from}
-		case extractElsewhere:
-			if reply.elsewhere.Name == r.self.Name {
+		case wire.ExtractElsewhere:
+			if reply.Elsewhere.Name == r.self.Name {
 				return nil
 			}
-			from, hop = reply.elsewhere, hop+1
+			from, hop = reply.Elsewhere, hop+1
 			continue
 		}
 		r.log.Debug("pulled a channel: nothing to install", "channel", channel, "from", from.Name,
-			"outcome", reply.outcome, "epoch", v.epoch)
+			"outcome", reply.Outcome, "epoch", v.epoch)
 		return nil // none, or already delivered here by a push
 	}
 	return fmt.Errorf("%w: %s handed on more than %d times", presence.ErrMoved, channel, r.cfg.MaxHops)
 }
 
 // heldTombstoneFor is how long a node forwards a channel to a holder that
-// kept it (extractHeld) before it asks again.
+// kept it (wire.ExtractHeld) before it asks again.
 const heldTombstoneFor = 2 * time.Second
 
 // heldElsewhere is fetch's answer when the previous holder keeps the
-// channel for now (extractHeld).
+// channel for now (wire.ExtractHeld).
 type heldElsewhere struct{ holder Member }
 
 func (h heldElsewhere) Error() string {
@@ -591,27 +314,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// sweepLoop periodically forgets routing entries of channels that passivated.
-func (r *Router) sweepLoop() {
-	t := r.cfg.Clock.NewTicker(r.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C():
-			r.sweep()
-		case <-r.ctx.Done():
-			return
-		}
-	}
-}
-
-func (r *Router) sweep() {
-	actors := make(map[string]bool)
-	for _, ch := range r.engine.Channels() {
-		actors[ch] = true
-	}
-	r.routes.sweepIdle(actors)
-	r.routes.sweepTombstones(r.view.Load())
 }

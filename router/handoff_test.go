@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // populated is a cluster with presence in every channel and, on every
@@ -103,7 +105,7 @@ func (p *populated) checkAfterMove(t *testing.T, nodes []*testNode, runners []*t
 	}
 	p.last = got
 	for name, col := range p.cols {
-		waitFor(t, "subscribers on "+name+" to see the new messages", func() bool {
+		testkit.WaitFor(t, "subscribers on "+name+" to see the new messages", func() bool {
 			evs := col.events()
 			for _, ch := range p.chs {
 				if !streamReached(evs, ch, p.last[ch]) {
@@ -258,7 +260,7 @@ func TestPullWhenPushFails(t *testing.T) {
 	p := populate(t, c, 100)
 	for _, n := range c.nodes {
 		n.caller.setFail(func(_ string, method uint16) error {
-			if method == MethodInstall {
+			if method == wire.MethodInstall {
 				return errors.New("install refused by the test")
 			}
 			return nil
@@ -299,14 +301,14 @@ func TestUnreachablePreviousOwnerStartsFreshThenMerges(t *testing.T) {
 
 	// The joiner cannot reach anybody's extract; the old owner cannot push.
 	d.caller.setFail(func(_ string, method uint16) error {
-		if method == MethodExtract {
+		if method == wire.MethodExtract {
 			return errors.New("unreachable")
 		}
 		return nil
 	})
 	for _, n := range c.nodes[:2] {
 		n.caller.setFail(func(_ string, method uint16) error {
-			if method == MethodInstall {
+			if method == wire.MethodInstall {
 				return errors.New("unreachable")
 			}
 			return nil
@@ -338,13 +340,13 @@ func TestUnreachablePreviousOwnerStartsFreshThenMerges(t *testing.T) {
 	}
 	// The merge itself tells subscribers to re-read the channel; they do
 	// not wait for its next change.
-	waitFor(t, "a resync", func() bool { return resyncs(col.events()) > 0 })
+	testkit.WaitFor(t, "a resync", func() bool { return resyncs(col.events()) > 0 })
 	if _, err := a.r.Update(ctx, user("later"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// It follows the resync as the next message.
 	next := got[ch].LastMessageID + 1
-	waitFor(t, "later's enter", func() bool {
+	testkit.WaitFor(t, "later's enter", func() bool {
 		msgs := col.messages(ch)
 		return len(msgs) > 0 && msgs[len(msgs)-1].LastID == next
 	})
@@ -453,7 +455,7 @@ func TestInterestReRegisteredOnOwnerChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	col := collect(t, sub)
-	waitFor(t, "interest at the owner", func() bool { return len(b.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "interest at the owner", func() bool { return len(b.r.fan.Remote(ch)) == 1 })
 
 	// The channel moves from b to d while a does not know d yet, and d
 	// loses the interest that came with it.
@@ -463,18 +465,18 @@ func TestInterestReRegisteredOnOwnerChange(t *testing.T) {
 	if len(d.engine.Channels()) != 1 {
 		t.Fatalf("d runs %v", d.engine.Channels())
 	}
-	d.r.interest.drop(ch)
+	d.r.fan.Drop(ch)
 	if _, err := d.r.Update(ctx, user("2"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err) // published while nobody forwards it to a
 	}
 	// a learns about d: it registers again with the new owner and fills the
 	// message it missed.
 	a.r.SetMembers(members(all...))
-	waitFor(t, "interest at the new owner", func() bool { return len(d.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "interest at the new owner", func() bool { return len(d.r.fan.Remote(ch)) == 1 })
 	if _, err := d.r.Update(ctx, user("3"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both messages at a", func() bool { return len(col.messages(ch)) == 2 })
+	testkit.WaitFor(t, "both messages at a", func() bool { return len(col.messages(ch)) == 2 })
 	checkStream(t, col.events(), ch)
 	if n := resyncs(col.events()); n != 0 {
 		t.Errorf("%d resyncs; the gap should have been filled", n)

@@ -3,8 +3,6 @@ package router
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,21 +14,10 @@ import (
 
 	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/cluster/transport"
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
-
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline. It waits for other goroutines, never for time the code measures.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
 
 // testConfigs is the channel configuration of the tests: /pub/* public,
 // /staff/* visible to the group staff, /count/* public and count-only;
@@ -59,7 +46,7 @@ func (testConfigs) Resolve(_ context.Context, ch string) (*presence.Config, erro
 // countingCaller counts calls per method and lets a test fail some.
 type countingCaller struct {
 	next   Caller
-	counts [MaxMethod + 1]atomic.Int64
+	counts [wire.MaxMethod + 1]atomic.Int64
 	// fail, if set, may return an error instead of making the call.
 	fail atomic.Pointer[func(addr string, method uint16) error]
 }
@@ -121,7 +108,7 @@ func (c *testCluster) addNode(name string) *testNode {
 	var rt atomic.Pointer[Router]
 	tr, err := transport.Listen(transport.Config{
 		BindAddr: "127.0.0.1:0",
-		Errors:   TransportErrors(),
+		Errors:   wire.TransportErrors(),
 		Handler: func(ctx context.Context, method uint16, body []byte) ([]byte, error) {
 			r := rt.Load()
 			if r == nil {
@@ -146,9 +133,7 @@ func (c *testCluster) addNode(name string) *testNode {
 		Transport:    n.caller,
 		Clock:        c.clk,
 		RetryBackoff: time.Millisecond,
-	}
-	if os.Getenv("ROUTER_TEST_LOG") != "" {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		Logger:       testkit.Logger(t),
 	}
 	if c.tune != nil {
 		c.tune(&cfg)
@@ -191,7 +176,7 @@ func members(nodes ...*testNode) []Member {
 // waitSettled waits until no node has a hand-off pending.
 func (c *testCluster) waitSettled(nodes ...*testNode) {
 	c.t.Helper()
-	waitFor(c.t, "ownership to settle", func() bool {
+	testkit.WaitFor(c.t, "ownership to settle", func() bool {
 		for _, n := range nodes {
 			if !n.r.Settled() {
 				return false
@@ -206,9 +191,9 @@ func (c *testCluster) waitSettled(nodes ...*testNode) {
 // clock past the retry and waits for every node to settle.
 func (c *testCluster) retryFailedPushes(nodes ...*testNode) {
 	c.t.Helper()
-	waitFor(c.t, "the rebalance passes", func() bool {
+	testkit.WaitFor(c.t, "the rebalance passes", func() bool {
 		for _, n := range nodes {
-			if !n.r.idle() {
+			if !n.r.settling.idle() {
 				return false
 			}
 		}

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/replica"
+	"github.com/presencehq/presence/router/wire"
 )
 
 func withReplication(cfg *Config) { cfg.Replication = true }
@@ -55,22 +58,17 @@ func update(t *testing.T, n *testNode, u *presence.User, present, leave []string
 
 // replicaClients returns how many clients node keeps in its copy of ch.
 func replicaClients(n *testNode, ch string) int {
-	s := &n.r.replicas
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	clients := -1
-	for _, e := range s.by[ch] {
-		clients = max(clients, e.copy.Clients())
+	for _, k := range n.r.repl.Copies().Inspect(ch) {
+		clients = max(clients, len(k.Snapshot.Clients))
 	}
 	return clients
 }
 
 // copyExpiry returns the expiry of user's client "tab" in node's copy of ch.
 func copyExpiry(n *testNode, ch, userID string) int64 {
-	n.r.replicas.mu.Lock()
-	defer n.r.replicas.mu.Unlock()
-	for _, e := range n.r.replicas.by[ch] {
-		for _, cs := range e.copy.Snapshot(0).Clients {
+	for _, k := range n.r.repl.Copies().Inspect(ch) {
+		for _, cs := range k.Snapshot.Clients {
 			if cs.User.ID == userID {
 				return cs.ExpiresAtUnixNano
 			}
@@ -105,7 +103,7 @@ func partition(c *testCluster, victim *testNode) {
 // waitUsers waits until n lists exactly the users want in ch.
 func waitUsers(t *testing.T, n *testNode, ch, what string, want ...string) {
 	t.Helper()
-	waitFor(t, what, func() bool {
+	testkit.WaitFor(t, what, func() bool {
 		got, err := n.r.Get(testCtx(t), nil, []string{ch})
 		return err == nil && got[ch] != nil && slices.Equal(userIDs(got[ch]), want)
 	})
@@ -194,36 +192,7 @@ func TestHeartbeatReachesTheReplicaWithinAnInterval(t *testing.T) {
 	update(t, owner, user("a"), []string{ch}, nil)
 	c.clk.Advance(DefaultReplicationInterval)
 	want := first + int64(10*time.Second)
-	waitFor(t, "the batched heartbeat on the replica", func() bool { return copyExpiry(rep, ch, "a") == want })
-}
-
-func TestStreamCoalescesRefreshes(t *testing.T) {
-	c := newTestCluster(t, 1, withReplication)
-	r := c.nodes[0].r
-	s := newReplStream(r.ctx, Member{Name: "rep"})
-	s.synced["/pub/x"] = true
-	for i, exp := range []int64{300, 500, 400} {
-		done := make(chan error, 1)
-		s.add(r, &presence.Change{Kind: presence.ChangeRefresh, Channel: "/pub/x", UserID: "a", ClientID: "t", ExpiresAt: exp, Done: done})
-		if err := <-done; err != nil {
-			t.Fatalf("refresh %d answered %v", i, err)
-		}
-	}
-	if len(s.items) != 0 || s.pending != 1 {
-		t.Fatalf("refreshes queued %d items, %d pending; want none queued, one coalesced", len(s.items), s.pending)
-	}
-	batch := s.take()
-	if len(batch) != 1 || batch[0].kind != presence.ChangeRefresh || batch[0].expires != 500 {
-		t.Fatalf("batch %+v, want one refresh with the newest expiry", batch)
-	}
-	// A leave drops the client's pending refresh: sent after the leave, it
-	// could not bring the client back anyway, but it is useless.
-	s.add(r, &presence.Change{Kind: presence.ChangeRefresh, Channel: "/pub/x", UserID: "a", ClientID: "t", ExpiresAt: 600})
-	s.add(r, &presence.Change{Kind: presence.ChangeLeave, Channel: "/pub/x", UserID: "a", ClientID: "t"})
-	batch = s.take()
-	if len(batch) != 1 || batch[0].kind != presence.ChangeLeave || s.pending != 0 {
-		t.Fatalf("batch %+v, %d pending; want the leave alone", batch, s.pending)
-	}
+	testkit.WaitFor(t, "the batched heartbeat on the replica", func() bool { return copyExpiry(rep, ch, "a") == want })
 }
 
 func TestReplicaWithoutACopyIsRefilled(t *testing.T) {
@@ -232,11 +201,12 @@ func TestReplicaWithoutACopyIsRefilled(t *testing.T) {
 	owner, rep := c.node("n1"), c.node(repName)
 	update(t, owner, user("a"), []string{ch}, nil)
 	// The replica loses its copy (as after a restart nobody noticed).
-	rep.r.replicas.mu.Lock()
-	delete(rep.r.replicas.by, ch)
-	rep.r.replicas.mu.Unlock()
+	drop := wire.ReplicateRequest{From: owner.member(), Boot: owner.r.boot, Items: []wire.ReplItem{{Kind: presence.ChangeStopped, Channel: ch}}}
+	if _, err := rep.r.repl.HandleReplicate(testCtx(t), wire.Marshal(drop.Encode)); err != nil || replicaClients(rep, ch) != -1 {
+		t.Fatalf("dropping the copy: %v, %d clients left", err, replicaClients(rep, ch))
+	}
 	update(t, owner, user("b"), []string{ch}, nil)
-	waitFor(t, "the copy sent again whole", func() bool { return replicaClients(rep, ch) == 2 })
+	testkit.WaitFor(t, "the copy sent again whole", func() bool { return replicaClients(rep, ch) == 2 })
 }
 
 func TestRestartedOwnerGetsItsCopyBack(t *testing.T) {
@@ -252,7 +222,7 @@ func TestRestartedOwnerGetsItsCopyBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if same.outcome == extractSnapshot {
+	if same.Outcome == wire.ExtractSnapshot {
 		t.Fatal("the owner's own process got its old copy back")
 	}
 	// The owner restarted before anyone noticed and pulls its channel from
@@ -262,8 +232,8 @@ func TestRestartedOwnerGetsItsCopyBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reply.outcome != extractSnapshot || len(reply.snap.Clients) != 1 || reply.snap.LastID != before {
-		t.Fatalf("extract after the restart: outcome %v, snapshot %+v; want a's copy up to %d", reply.outcome, reply.snap, before)
+	if reply.Outcome != wire.ExtractSnapshot || len(reply.Snap.Clients) != 1 || reply.Snap.LastID != before {
+		t.Fatalf("extract after the restart: outcome %v, snapshot %+v; want a's copy up to %d", reply.Outcome, reply.Snap, before)
 	}
 }
 
@@ -294,7 +264,7 @@ func TestStaleOwnerIsFencedAndHandsOver(t *testing.T) {
 	if ids := userIDs(got[ch]); !slices.Equal(ids, []string{"a", "b", "z"}) {
 		t.Fatalf("users on the new owner %v, want [a b z]", ids)
 	}
-	waitFor(t, "n1 to give the channel up", func() bool { return !slices.Contains(stale.engine.Channels(), ch) })
+	testkit.WaitFor(t, "n1 to give the channel up", func() bool { return !slices.Contains(stale.engine.Channels(), ch) })
 	checkStream(t, watch.events(), ch)
 	if testutilValue(rep.r.m.replicaRefused) == 0 {
 		t.Fatal("the replica refused nothing")
@@ -332,26 +302,6 @@ func TestPausedOwnerCopyDoesNotBringBackLeftUsers(t *testing.T) {
 	}
 }
 
-func TestDropLeftKeepsClientsHeardAfterTheLeave(t *testing.T) {
-	cfg := &presence.Config{Timeout: 10}
-	s := &presence.ChannelSnapshot{Channel: "/x", Config: cfg, Clients: []presence.ClientSnapshot{
-		{User: presence.UserInfo{ID: "stale"}, ClientID: "t", ExpiresAtUnixNano: 15e9}, // heard at 5 s
-		{User: presence.UserInfo{ID: "fresh"}, ClientID: "t", ExpiresAtUnixNano: 25e9}, // heard at 15 s
-		{User: presence.UserInfo{ID: "other"}, ClientID: "t", ExpiresAtUnixNano: 15e9},
-	}}
-	out := dropLeft(s, map[string]int64{"stale": 10e9, "fresh": 10e9})
-	var ids []string
-	for _, c := range out.Clients {
-		ids = append(ids, c.User.ID)
-	}
-	if !slices.Equal(ids, []string{"fresh", "other"}) {
-		t.Fatalf("kept %v, want [fresh other]", ids)
-	}
-	if len(s.Clients) != 3 {
-		t.Fatal("dropLeft modified its input")
-	}
-}
-
 // TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat: the
 // grace a promoted copy gets must not make its clients look heard later
 // than they were. Here the client's last heartbeat reached the copy at
@@ -362,7 +312,7 @@ func TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat(t *testing.T)
 	c := presence.NewCopy(&presence.ChannelSnapshot{Channel: "/x", Config: cfg, LastID: 1})
 	c.Apply(&presence.Change{Kind: presence.ChangeEnter, UserID: "u", ClientID: "t", User: &presence.User{ID: "u"}, Config: cfg, ExpiresAt: 15e9, At: 5e9})
 	snap := c.Snapshot(time.Second)
-	if out := dropLeft(snap, map[string]int64{clientKey("u", "t"): 5.5e9}); len(out.Clients) != 0 {
+	if out := replica.DropLeft(snap, map[string]int64{replica.ClientKey("u", "t"): 5.5e9}); len(out.Clients) != 0 {
 		t.Fatalf("kept %+v after its leave", out.Clients)
 	}
 	// The grace still keeps the client past its expiry when nothing left.
@@ -371,48 +321,6 @@ func TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat(t *testing.T)
 	}
 	if out := dropExpired(snap, 16e9); len(out.Clients) != 0 {
 		t.Fatal("a promoted client outlived its grace")
-	}
-}
-
-func TestReplicationBatchRoundTrip(t *testing.T) {
-	from := Member{Name: "n1", RPCAddr: "a:1"}
-	cfg := pubConfig
-	items := []replItem{
-		{kind: presence.ChangeSnapshot, channel: "/pub/x", snap: &presence.ChannelSnapshot{Channel: "/pub/x", LastID: 5},
-			interest: []interested{{node: Member{Name: "n2", RPCAddr: "b:2"}, gen: 3}}},
-		{kind: presence.ChangeEnter, channel: "/pub/x", user: presence.UserInfo{ID: "u", Username: "U"}, userID: "u", clientID: "t",
-			cfg: cfg, expires: 99, at: 9, msg: &presence.Message{Channel: "/pub/x", ID: 6, EnteringUsers: []presence.UserInfo{{ID: "u"}}}},
-		{kind: presence.ChangeRefresh, channel: "/pub/x", userID: "u", clientID: "t", expires: 100},
-		{kind: presence.ChangeLeave, channel: "/pub/x", userID: "u", clientID: "t", at: 11},
-		{kind: presence.ChangeStopped, channel: "/pub/x"},
-		{kind: replInterest, channel: "/pub/x", interest: []interested{{node: Member{Name: "n3", RPCAddr: "c:3"}, gen: 4}}},
-	}
-	var e encoder
-	encodeReplBatch(&e, from, 77, items)
-	gotFrom, boot, got, err := decodeReplBatch(e.b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if gotFrom != from || boot != 77 || len(got) != len(items) {
-		t.Fatalf("round trip: from %v, %d items", gotFrom, len(got))
-	}
-	if got[0].snap.LastID != 5 || got[0].interest[0].gen != 3 || got[1].user.Username != "U" || got[1].msg.ID != 6 ||
-		got[1].cfg == nil || got[2].expires != 100 || got[3].at != 11 || got[4].kind != presence.ChangeStopped ||
-		got[5].kind != replInterest || len(got[5].interest) != 1 || got[5].interest[0].node.Name != "n3" {
-		t.Fatalf("round trip lost fields: %+v", got)
-	}
-	// A truncated batch is an error, never a panic.
-	for n := range len(e.b) {
-		if _, _, _, err := decodeReplBatch(e.b[:n]); err == nil {
-			t.Fatalf("a batch cut at %d bytes decoded", n)
-		}
-	}
-	in := installRequest{from: from, snap: items[0].snap, leaves: map[string]int64{"u": 42}}
-	e = encoder{}
-	in.encode(&e)
-	back, err := decodeInstallRequest(e.b)
-	if err != nil || back.leaves["u"] != 42 {
-		t.Fatalf("install leaves round trip: %+v, %v", back.leaves, err)
 	}
 }
 
@@ -447,23 +355,21 @@ func TestHolderRefusesAStaleOwnersCopy(t *testing.T) {
 	ch, _ := replicaChannel(t, []string{"n1", "n2"}, "n1")
 	holder, stale := c.node("n1"), c.node("n2")
 	update(t, holder, user("a"), []string{ch}, nil)
-	items := []replItem{{kind: presence.ChangeSnapshot, channel: ch,
-		snap: &presence.ChannelSnapshot{Channel: ch, Config: pubConfig, LastID: 1, Clients: []presence.ClientSnapshot{
+	q := wire.ReplicateRequest{From: stale.member(), Boot: 1, Items: []wire.ReplItem{{Kind: presence.ChangeSnapshot, Channel: ch,
+		Snap: &presence.ChannelSnapshot{Channel: ch, Config: pubConfig, LastID: 1, Clients: []presence.ClientSnapshot{
 			{User: presence.UserInfo{ID: "ghost"}, ClientID: "tab", ExpiresAtUnixNano: c.clk.Now().Add(time.Minute).UnixNano()},
 		}},
-	}}
-	var e encoder
-	encodeReplBatch(&e, stale.member(), 1, items)
-	resp, err := holder.r.handleReplicate(e.b)
+	}}}
+	resp, err := holder.r.repl.HandleReplicate(testCtx(t), wire.Marshal(q.Encode))
 	if err != nil {
 		t.Fatal(err)
 	}
-	reply, err := decodeReplReply(resp)
+	reply, err := wire.DecodeReplicateReply(resp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(reply.refused, []string{ch}) {
-		t.Fatalf("refused %v, want [%s]", reply.refused, ch)
+	if !slices.Equal(reply.Refused, []string{ch}) {
+		t.Fatalf("refused %v, want [%s]", reply.Refused, ch)
 	}
 	if n := replicaClients(holder, ch); n != -1 {
 		t.Fatalf("the holder kept a stale copy with %d clients", n)
@@ -476,8 +382,8 @@ func TestForwardedUpdateReadAfterItsDeadlineIsDropped(t *testing.T) {
 	n := c.nodes[0]
 	// The sender gave up a second ago (it has retried elsewhere since):
 	// applied now, the present could bring back a user who left meanwhile.
-	q := updateRequest{hdr: header{hops: 1, deadline: c.clk.Now().Add(-time.Second).UnixNano()},
-		user: user("a"), clientID: "tab", present: []string{"/pub/late"}}
+	q := wire.UpdateRequest{Header: wire.Header{Hops: 1, Deadline: c.clk.Now().Add(-time.Second).UnixNano()},
+		User: user("a"), ClientID: "tab", Present: []string{"/pub/late"}}
 	if _, err := n.r.serveUpdate(ctx, &q, nil); !errors.Is(err, presence.ErrUnavailable) {
 		t.Fatalf("late forwarded update: %v, want ErrUnavailable", err)
 	}
@@ -488,7 +394,7 @@ func TestForwardedUpdateReadAfterItsDeadlineIsDropped(t *testing.T) {
 	if ids := userIDs(got["/pub/late"]); len(ids) != 0 {
 		t.Fatalf("users %v after a dropped update, want none", ids)
 	}
-	q.hdr.deadline = c.clk.Now().Add(time.Second).UnixNano()
+	q.Header.Deadline = c.clk.Now().Add(time.Second).UnixNano()
 	if _, err := n.r.serveUpdate(ctx, &q, nil); err != nil {
 		t.Fatalf("update within its deadline: %v", err)
 	}
@@ -523,7 +429,7 @@ func watchFromTheThirdNode(t *testing.T, unreplicated bool) (*testCluster, third
 	if unreplicated {
 		update(t, w.owner, user("b"), []string{w.ch}, nil)
 		w.owner.caller.setFail(func(_ string, method uint16) error {
-			if method == MethodReplicate {
+			if method == wire.MethodReplicate {
 				return errors.New("unreachable")
 			}
 			return nil
@@ -537,7 +443,7 @@ func watchFromTheThirdNode(t *testing.T, unreplicated bool) (*testCluster, third
 	if !unreplicated {
 		update(t, w.owner, user("b"), []string{w.ch}, nil)
 	}
-	waitFor(t, "b's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 1 })
+	testkit.WaitFor(t, "b's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 1 })
 	return c, w
 }
 
@@ -549,7 +455,7 @@ func TestSubscriberElsewhereContinuesAfterPromotion(t *testing.T) {
 	update(t, rep, user("c"), []string{ch}, nil)
 	// The promoted copy knows the third node's interest and continues the
 	// ids: c's enter arrives as the next message, not as a resync.
-	waitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
+	testkit.WaitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
 	checkStream(t, watch.events(), ch)
 	msgs := watch.messages(ch)
 	if got := msgs[1].Message.ID; got != before+2 {
@@ -630,8 +536,8 @@ func TestLeavesOwedByANodeWithoutTheChannelAreHandedOn(t *testing.T) {
 
 	lone.r.SetMembers(members(lone)) // n3 sees itself alone: it owns ch
 	c.waitSettled(lone)
-	q := leavesRequest{from: c.node("n2").member(), channel: ch,
-		leaves: map[string]int64{clientKey("k", "tab"): c.clk.Now().UnixNano()}}
+	q := wire.LeavesRequest{From: c.node("n2").member(), Channel: ch,
+		Leaves: map[string]int64{replica.ClientKey("k", "tab"): c.clk.Now().UnixNano()}}
 	if err := lone.r.takeLeaves(ctx, q); err != nil {
 		t.Fatal(err)
 	}
@@ -657,14 +563,14 @@ func TestSubscriberNodeRegistersAgainAfterAFailedCatchUp(t *testing.T) {
 	cutOff(c, owner)
 	var failedSince atomic.Int64
 	other.caller.setFail(func(addr string, method uint16) error {
-		if addr == owner.tr.Addr() || method == MethodSince && failedSince.Add(1) <= 4 {
+		if addr == owner.tr.Addr() || method == wire.MethodSince && failedSince.Add(1) <= 4 {
 			return errors.New("unreachable")
 		}
 		return nil
 	})
 	c.setMembers(without(c, owner)...)
 	update(t, rep, user("c"), []string{ch}, nil)
-	waitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
+	testkit.WaitFor(t, "c's enter on the third node", func() bool { return len(watch.messages(ch)) == 2 })
 	if failedSince.Load() < 4 {
 		t.Fatalf("only %d catch-ups failed: the test did not make the first ones fail", failedSince.Load())
 	}
@@ -682,9 +588,9 @@ func TestForwardedPresentOvertakenByALeaveIsDropped(t *testing.T) {
 	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
 	update(t, holder, user("k"), []string{ch}, nil)
 	update(t, holder, user("m"), []string{ch}, nil)
-	forwarded := func(sent time.Time) updateRequest {
+	forwarded := func(sent time.Time) wire.UpdateRequest {
 		deadline := sent.Add(holder.r.cfg.ForwardTimeout).UnixNano()
-		return updateRequest{hdr: header{hops: 1, deadline: deadline}, user: user("k"), clientID: "tab", present: []string{ch}}
+		return wire.UpdateRequest{Header: wire.Header{Hops: 1, Deadline: deadline}, User: user("k"), ClientID: "tab", Present: []string{ch}}
 	}
 	stale := forwarded(c.clk.Now())
 	c.clk.Advance(time.Second)
@@ -717,12 +623,10 @@ func TestForwardedPresentOvertakenByALeaveIsDropped(t *testing.T) {
 // catch-up of the third node fails.
 func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
 	c, w := watchFromTheThirdNode(t, false)
-	waitFor(t, "the replica's copy to list the third node", func() bool {
-		w.rep.r.replicas.mu.Lock()
-		defer w.rep.r.replicas.mu.Unlock()
-		for _, e := range w.rep.r.replicas.by[w.ch] {
-			for _, in := range e.interest {
-				if in.node.Name == w.other.name {
+	testkit.WaitFor(t, "the replica's copy to list the third node", func() bool {
+		for _, k := range w.rep.r.repl.Copies().Inspect(w.ch) {
+			for _, in := range k.Interest {
+				if in.Node.Name == w.other.name {
 					return true
 				}
 			}
@@ -731,14 +635,14 @@ func TestPromotedCopyKnowsInterestRegisteredAfterItsSnapshot(t *testing.T) {
 	})
 	cutOff(c, w.owner)
 	w.other.caller.setFail(func(addr string, method uint16) error {
-		if addr == w.owner.tr.Addr() || method == MethodSince {
+		if addr == w.owner.tr.Addr() || method == wire.MethodSince {
 			return errors.New("unreachable")
 		}
 		return nil
 	})
 	c.setMembers(without(c, w.owner)...)
 	update(t, w.rep, user("c"), []string{w.ch}, nil)
-	waitFor(t, "c's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 2 })
+	testkit.WaitFor(t, "c's enter on the third node", func() bool { return len(w.watch.messages(w.ch)) == 2 })
 	if got := w.watch.messages(w.ch)[1].Message.ID; got != w.before+2 {
 		t.Fatalf("c's enter has id %d, want %d", got, w.before+2)
 	}

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/wire"
 )
 
 func TestMovedIsRetried(t *testing.T) {
@@ -22,17 +24,17 @@ func TestMovedIsRetried(t *testing.T) {
 	// The owner says "moved" twice, then answers.
 	var refusals atomic.Int64
 	a.caller.setFail(func(_ string, method uint16) error {
-		if method == MethodUpdate && refusals.Add(1) <= 2 {
+		if method == wire.MethodUpdate && refusals.Add(1) <= 2 {
 			return fmt.Errorf("test: %w", presence.ErrMoved)
 		}
 		return nil
 	})
-	before := a.caller.count(MethodUpdate)
+	before := a.caller.count(wire.MethodUpdate)
 	got, err := a.r.Update(ctx, user("1"), "tab", []string{ch}, nil)
 	if err != nil || !got[ch] {
 		t.Fatalf("update: %v %v", got, err)
 	}
-	if n := a.caller.count(MethodUpdate) - before; n != 3 {
+	if n := a.caller.count(wire.MethodUpdate) - before; n != 3 {
 		t.Errorf("%d calls, want 3 (two refusals, one answer)", n)
 	}
 
@@ -40,12 +42,12 @@ func TestMovedIsRetried(t *testing.T) {
 	a.caller.setFail(func(_ string, method uint16) error {
 		return fmt.Errorf("test: %w", presence.ErrMoved)
 	})
-	before = a.caller.count(MethodGet)
+	before = a.caller.count(wire.MethodGet)
 	_, err = a.r.Get(ctx, user("1"), []string{ch})
 	if !errors.Is(err, presence.ErrUnavailable) {
 		t.Fatalf("get: %v, want ErrUnavailable", err)
 	}
-	if n := a.caller.count(MethodGet) - before; n != DefaultRetries+1 {
+	if n := a.caller.count(wire.MethodGet) - before; n != DefaultRetries+1 {
 		t.Errorf("%d calls, want %d", n, DefaultRetries+1)
 	}
 	_, err = a.r.Since(ctx, nil, ch, -1)
@@ -86,20 +88,20 @@ func TestHopLimit(t *testing.T) {
 	if err := cc.r.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	before := [3]int64{a.caller.count(MethodUpdate), b.caller.count(MethodUpdate), cc.caller.count(MethodUpdate)}
+	before := [3]int64{a.caller.count(wire.MethodUpdate), b.caller.count(wire.MethodUpdate), cc.caller.count(wire.MethodUpdate)}
 	_, err := a.r.Update(ctx, user("1"), "tab", []string{ch}, nil)
 	if !errors.Is(err, presence.ErrUnavailable) || !errors.Is(err, presence.ErrMoved) {
 		t.Fatalf("update in a loop: %v, want ErrUnavailable caused by ErrMoved", err)
 	}
 	attempts := int64(DefaultRetries + 1)
 	// Each attempt: a→b (hop 1), b→c (2), c→b (3); b refuses a fourth.
-	if n := a.caller.count(MethodUpdate) - before[0]; n != attempts {
+	if n := a.caller.count(wire.MethodUpdate) - before[0]; n != attempts {
 		t.Errorf("a made %d calls, want %d", n, attempts)
 	}
-	if n := b.caller.count(MethodUpdate) - before[1]; n != attempts {
+	if n := b.caller.count(wire.MethodUpdate) - before[1]; n != attempts {
 		t.Errorf("b made %d calls, want %d", n, attempts)
 	}
-	if n := cc.caller.count(MethodUpdate) - before[2]; n != attempts {
+	if n := cc.caller.count(wire.MethodUpdate) - before[2]; n != attempts {
 		t.Errorf("c made %d calls, want %d", n, attempts)
 	}
 	for _, n := range c.nodes {
@@ -113,24 +115,23 @@ func TestHandleRejectsBadInput(t *testing.T) {
 	c := newTestCluster(t, 1, nil)
 	ctx := context.Background()
 	r := c.nodes[0].r
-	if _, err := r.Handle(ctx, MaxMethod, nil); !errors.Is(err, presence.ErrInvalid) {
+	if _, err := r.Handle(ctx, wire.MaxMethod, nil); !errors.Is(err, presence.ErrInvalid) {
 		t.Errorf("unknown method: %v", err)
 	}
-	for _, m := range []uint16{MethodUpdate, MethodGet, MethodSince, MethodInterest, MethodPush, MethodExtract, MethodInstall} {
+	for _, m := range []uint16{wire.MethodUpdate, wire.MethodGet, wire.MethodSince, wire.MethodInterest, wire.MethodPush, wire.MethodExtract, wire.MethodInstall} {
 		if _, err := r.Handle(ctx, m, []byte{0xff, 0xff, 0xff}); !errors.Is(err, presence.ErrInvalid) {
 			t.Errorf("method %d with garbage: %v, want ErrInvalid", m, err)
 		}
 	}
-	q := updateRequest{hdr: header{hops: 1}, user: nil, clientID: "tab", present: []string{"/pub/a"}}
-	var e encoder
-	e.uint(1)
-	q.encode(&e)
-	resp, err := r.Handle(ctx, MethodUpdate, e.b)
+	q := wire.UpdateRequest{Header: wire.Header{Hops: 1}, User: nil, ClientID: "tab", Present: []string{"/pub/a"}}
+	var e wire.Encoder
+	wire.EncodeUpdateBatch(&e, 1, func(int) *wire.UpdateRequest { return &q })
+	resp, err := r.Handle(ctx, wire.MethodUpdate, e.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	results, err := decodeUpdateResults(resp, "n1")
-	if err != nil || len(results) != 1 || !errors.Is(results[0].err, presence.ErrForbidden) {
+	results, err := wire.DecodeUpdateResults(resp, "n1")
+	if err != nil || len(results) != 1 || !errors.Is(results[0].Err, presence.ErrForbidden) {
 		t.Errorf("forwarded anonymous update: %+v %v, want ErrForbidden", results, err)
 	}
 }
@@ -166,7 +167,7 @@ func TestConcurrentUpdatesShareACall(t *testing.T) {
 	ctx := testCtx(t)
 	a, b := c.nodes[0], c.nodes[1]
 	ch := channelOwnedBy(t, a, b.name, "/pub/x")
-	release := blockCalls(a, MethodUpdate)
+	release := blockCalls(a, wire.MethodUpdate)
 	defer release()
 	const n = 10
 	results := make(chan error, n+1)
@@ -178,12 +179,12 @@ func TestConcurrentUpdatesShareACall(t *testing.T) {
 		results <- err
 	}
 	go update(0)
-	waitFor(t, "the first batch to leave", func() bool { return a.caller.count(MethodUpdate) == 1 })
+	testkit.WaitFor(t, "the first batch to leave", func() bool { return a.caller.count(wire.MethodUpdate) == 1 })
 	for i := 1; i <= n; i++ {
 		go update(i)
 	}
 	q := a.r.batch.queue(b.member())
-	waitFor(t, "the others to queue", func() bool {
+	testkit.WaitFor(t, "the others to queue", func() bool {
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		return len(q.items) == n
@@ -194,7 +195,7 @@ func TestConcurrentUpdatesShareACall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if calls := a.caller.count(MethodUpdate); calls != 2 {
+	if calls := a.caller.count(wire.MethodUpdate); calls != 2 {
 		t.Errorf("%d calls for %d updates, want 2 (one batch waited for the other)", calls, n+1)
 	}
 	st, err := b.r.Get(ctx, nil, []string{ch})
@@ -208,14 +209,14 @@ func TestStuckBatchDoesNotStallOthers(t *testing.T) {
 	ctx := testCtx(t)
 	a, b := c.nodes[0], c.nodes[1]
 	ch := channelOwnedBy(t, a, b.name, "/pub/x")
-	release := blockCalls(a, MethodUpdate)
+	release := blockCalls(a, wire.MethodUpdate)
 	defer release()
 	stuck := make(chan error, 1)
 	go func() {
 		_, err := a.r.Update(ctx, user("stuck"), "tab", []string{ch}, nil)
 		stuck <- err
 	}()
-	waitFor(t, "the first batch to leave", func() bool { return a.caller.count(MethodUpdate) == 1 })
+	testkit.WaitFor(t, "the first batch to leave", func() bool { return a.caller.count(wire.MethodUpdate) == 1 })
 	// Later calls pass the gate: only the first one is held.
 	a.caller.setFail(nil)
 	if _, err := a.r.Update(ctx, user("other"), "tab", []string{ch}, nil); err != nil {

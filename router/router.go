@@ -4,14 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/presencehq/presence/presence"
-	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/fanout"
+	"github.com/presencehq/presence/router/replica"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // Router serves presence.Service for a whole cluster: it runs the channels
@@ -24,95 +26,27 @@ type Router struct {
 	boot   uint64 // identifies this process among the incarnations of self
 	log    *slog.Logger
 	engine *presence.Engine
-	tr     Caller
-	hub    *presence.Hub
 	m      *metrics
 
-	ctx     context.Context // cancelled by Close
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // every goroutine the router starts (spawn)
-	spawnMu sync.Mutex
-	closed  bool // under spawnMu: spawn refuses
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	run    routines  // every goroutine of the router and its parts
+	calls  nodeCalls // node-to-node calls over cfg.Transport
 
-	view     atomic.Pointer[view]
-	routes   routeTable
-	interest interestTable
-	out      outbound
-	feed     feed
-	batch    updateBatcher
-	replicas replicaStore  // copies kept for other owners (Config.Replication)
-	streams  replStreams   // this node's changes on their way to replicas
-	replKick chan struct{} // buffered 1: replicaLoop should run a round
-	// supersedes: channel → the node whose state the channel's last
-	// install continued, for the snapshot that install sends the replica.
-	supersedes sync.Map
-	leaves     leaveLog  // recent leaves of channels held here
-	bufs       sync.Pool // *encoder
+	view     views                       // membership and the view built from it
+	routes   routeTable                  // channels held, moving, handed away
+	settling *settlement                 // rebalance passes requested and done
+	retry    retryPolicy                 // of the requests entering here
+	batch    updateBatcher               // forwarded updates on their way, by node
+	intern   *wire.Intern                // what handleUpdate decoded before, shared
+	handlers [wire.MaxMethod + 1]handler // registerHandlers
 
-	// Membership, under memberMu: SetMembers and Drain are serialised.
-	memberMu sync.Mutex
-	members  []Member // last alive set given to SetMembers
-	// leaving: members of that set that announced their shutdown; they
-	// own nothing new (see SetMembers).
-	leaving  map[string]bool
-	draining bool
-	joined   bool
-	epoch    uint64
-
-	// Rebalancing: wanted grows with every request for a pass, done records
-	// the last request a pass fully completed; equal means settled.
-	kick    chan struct{}
-	wanted  atomic.Uint64
-	done    atomic.Uint64
-	settleM sync.Mutex
-	settleC chan struct{} // closed and replaced when done moves
-	// attempted is the last request a pass ran for, failures or not.
-	attempted atomic.Uint64
+	fan    *fanout.Fanout      // subscribers' hub, interest and pushes to other nodes
+	repl   *replica.Replicator // streams to replicas, copies kept here
+	leaves *replica.LeaveLog   // recent leaves of channels held here (repl's)
 }
 
 var _ presence.Service = (*Router)(nil)
-
-// view is an immutable routing snapshot: the ring that decides owners
-// (members that announced their shutdown left out), the ring of every other
-// member, draining ones included (where a channel would be if this node did
-// not exist: the place to fetch a channel from after taking it over) and
-// the members' addresses.
-type view struct {
-	epoch uint64
-	// joined: membership was given (SetMembers or Drain). Before, the node
-	// knows nobody to fetch channels from, so it serves none.
-	joined  bool
-	ring    *ring.Ring
-	others  *ring.Ring
-	members map[string]Member
-}
-
-// member returns the member called name; ok is false when it is unknown.
-func (v *view) member(name string) (Member, bool) {
-	m, ok := v.members[name]
-	return m, ok
-}
-
-// Publisher is the presence.Publisher the Engine of a Router must use. It is
-// created before the Engine (NewPublisher), given to both EngineConfig and
-// Config, and bound to the Router by New; until then it drops messages.
-type Publisher struct {
-	r atomic.Pointer[Router]
-}
-
-var _ presence.Publisher = (*Publisher)(nil)
-
-// NewPublisher returns an unbound publisher.
-func NewPublisher() *Publisher { return &Publisher{} }
-
-// Publish hands a message of a locally owned channel to the router: local
-// subscribers get it at once, remote ones through their node's push queue.
-// It runs on the channel's actor goroutine and never blocks.
-func (p *Publisher) Publish(m *presence.Message) {
-	if r := p.r.Load(); r != nil {
-		r.publish(m)
-	}
-}
 
 // New builds a router for cfg.Self, owning every channel until SetMembers
 // tells it about other nodes, and binds cfg.Publisher to it.
@@ -122,220 +56,222 @@ func New(cfg Config) (*Router, error) {
 	}
 	cfg.applyDefaults()
 	r := &Router{
-		cfg:    cfg,
-		self:   cfg.Self,
-		log:    cfg.Logger.With("component", "router", "node", cfg.Self.Name),
-		engine: cfg.Engine,
-		tr:     cfg.Transport,
-		m:      newMetrics(cfg.Registry),
-		kick:   make(chan struct{}, 1),
-		boot:   rand.Uint64() | 1,
+		cfg:      cfg,
+		self:     cfg.Self,
+		log:      cfg.Logger.With("component", "router", "node", cfg.Self.Name),
+		engine:   cfg.Engine,
+		m:        newMetrics(cfg.Registry),
+		boot:     rand.Uint64() | 1,
+		settling: newSettlement(),
+		intern:   wire.NewIntern(),
+		retry:    retryPolicy{retries: cfg.Retries, backoff: cfg.RetryBackoff},
 	}
+	r.calls = nodeCalls{tr: cfg.Transport, errors: r.m.forwardErrors}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.routes.init()
-	r.interest.init(r.self.Name, r.replicateInterest)
-	r.out.init(r)
-	r.feed.init(r)
-	r.batch.init(r)
-	r.replicas.init()
-	r.streams.init()
-	r.replKick = make(chan struct{}, 1)
-	r.leaves.init()
-	r.settleC = make(chan struct{})
-	hub, err := presence.NewHub(presence.HubConfig{
-		Metrics:    cfg.Metrics,
-		Logger:     r.log,
-		BufferSize: cfg.SubscriberBuffer,
-		OnChannel:  r.feed.onChannel,
-	})
-	if err != nil {
+	r.batch.init(batcherConfig{call: r.calls.Call, spawn: r.run.Go, ctx: r.ctx, max: cfg.ForwardBatch,
+		timeout: cfg.ForwardTimeout, stall: cfg.ForwardStall, forwarded: r.m.fwdUpdate})
+	if err := r.newParts(); err != nil {
+		r.cancel()
 		return nil, err
 	}
-	r.hub = hub
-	if !cfg.Publisher.r.CompareAndSwap(nil, r) {
+	// Without replication a change is safe at once.
+	replicate := func(c presence.Change) {
+		if c.Message != nil {
+			r.publish(c.Message)
+		}
+		answer(c.Done)
+	}
+	if cfg.Replication {
+		replicate = r.repl.Replicate
+	}
+	if !cfg.Publisher.bind(&sinks{publish: r.publish, replicate: replicate}) {
+		r.fan.Close()
+		r.cancel()
 		return nil, fmt.Errorf("%w: publisher already bound to a router", presence.ErrInvalid)
 	}
-	r.memberMu.Lock()
-	r.members = []Member{r.self}
-	r.installViewLocked()
-	r.memberMu.Unlock()
-	r.spawn(r.rebalanceLoop)
-	r.spawn(r.sweepLoop)
-	r.spawn(r.feed.interestLoop)
+	r.registerHandlers()
+	r.view.start(r.self, r.viewChanged)
+	r.run.Go(r.rebalanceLoop)
+	r.run.Go(r.sweepLoop)
+	r.run.Go(r.fan.Run)
 	if cfg.Replication {
-		r.spawn(r.replicaLoop)
+		r.run.Go(r.repl.Run)
 	}
 	return r, nil
 }
 
-// Ring returns the ring requests are currently routed by.
-func (r *Router) Ring() *ring.Ring { return r.view.Load().ring }
-
-// Owner returns the owner of channel and its replicas (empty, not nil, when
-// there are none) under the current ring.
-func (r *Router) Owner(channel string) (owner string, replicas []string) {
-	owner, replica := r.view.Load().ring.OwnerAndReplica(channel)
-	replicas = []string{}
-	if replica != "" {
-		replicas = append(replicas, replica)
+// newParts builds the fan-out to other nodes and replication, each given
+// what it needs of the router (the view, the routing table, calls and
+// callbacks), never the Router.
+func (r *Router) newParts() error {
+	cfg := r.cfg
+	views, routes := &r.view, &r.routes
+	var repl *replica.Replicator
+	var interestChanged func(string)
+	if cfg.Replication {
+		interestChanged = func(ch string) { repl.InterestChanged(ch) }
 	}
-	return owner, replicas
-}
-
-// SetMembers replaces the alive members (self is added unless the node is
-// draining) and builds the next ring. Channels this node holds but no longer
-// owns are handed over in the background; it returns at once.
-//
-// draining names members that announced their shutdown: they stay members
-// (calls reach them, channels are fetched from them) but are left out of
-// the ring, so they are given nothing and, when every node stops at once,
-// a channel nobody holds is refused at once (presence.ErrUnavailable)
-// instead of bouncing between nodes that each think another owns it.
-func (r *Router) SetMembers(members []Member, draining ...string) {
-	r.memberMu.Lock()
-	defer r.memberMu.Unlock()
-	r.members = slices.Clone(members)
-	r.leaving = make(map[string]bool, len(draining))
-	for _, name := range draining {
-		r.leaving[name] = true
+	fan, err := fanout.New(fanout.Config{
+		Self: r.self, Clock: cfg.Clock, Logger: r.log, Ctx: r.ctx, Go: r.run.Go, Call: r.calls.Call,
+		View: func() fanout.View { return views.Load() },
+		Catchup: func(ctx context.Context, u *presence.User, channel string, after int64, gen uint64) (presence.Catchup, error) {
+			return r.since(ctx, u, channel, after, 0, r.self, gen)
+		},
+		Handed: routes.tombstoneTo, Changed: interestChanged,
+		CallTimeout: cfg.HandoffTimeout, FlushTimeout: cfg.FlushTimeout, PushQueue: cfg.PushQueue, PushBatch: cfg.PushBatch,
+		Dropped: r.m.pushDropped,
+		Hub:     presence.HubConfig{Metrics: cfg.Metrics, Logger: r.log, BufferSize: cfg.SubscriberBuffer},
+	})
+	if err != nil {
+		return err
 	}
-	r.joined = true
-	r.installViewLocked()
-}
-
-// installViewLocked publishes the view for r.members and reacts to the
-// change: routing entries, interest of departed nodes, re-registration of
-// local subscribers' interest with new owners, and a rebalance pass.
-func (r *Router) installViewLocked() {
-	r.epoch++
-	members := make(map[string]Member, len(r.members)+1)
-	for _, m := range r.members {
-		if m.Name != "" && m.Name != r.self.Name {
-			members[m.Name] = m
-		}
+	repl, err = replica.New(replica.Config{
+		Self: r.self, Boot: r.boot, Clock: cfg.Clock, Logger: r.log, Ctx: r.ctx, Go: r.run.Go, Call: r.calls.Call,
+		View: func() replica.View { return views.Load() }, Routes: routes, Engine: cfg.Engine,
+		Publish: r.publish, Interest: fan.Interested, Fence: r.fence, Rebalance: r.settling.request,
+		Interval: cfg.ReplicationInterval, CallTimeout: cfg.ForwardTimeout, RetryBackoff: cfg.RetryBackoff,
+		Lag: r.m.replicationLag, Refused: r.m.replicaRefused,
+	})
+	if err != nil {
+		fan.Close()
+		return err
 	}
-	others := ring.New(r.epoch, slices.Collect(maps.Keys(members)))
-	if !r.draining {
-		members[r.self.Name] = r.self
-	}
-	owners := make([]string, 0, len(members))
-	for name := range members {
-		if !r.leaving[name] || name == r.self.Name {
-			owners = append(owners, name)
-		}
-	}
-	v := &view{epoch: r.epoch, joined: r.joined, ring: ring.New(r.epoch, owners), others: others, members: members}
-	old := r.view.Swap(v)
-	r.m.ringEpoch.Set(float64(v.epoch))
-	r.log.Debug("view changed", "epoch", v.epoch, "members", slices.Sorted(maps.Keys(members)), "owners", v.ring.Len())
-	if old != nil {
-		departed := departedNodes(old, v, r.self.Name)
-		r.interest.forgetNodes(departed)
-		r.out.forgetNodes(departed)
-		r.batch.forgetNodes(departed)
-		r.feed.ownersChanged(old, v)
-		if r.cfg.Replication && len(departed) > 0 {
-			r.spawn(func() { r.promoteOrphans(departed) })
-		}
-		if r.cfg.Replication {
-			r.kickReplicas()
-		}
-	}
-	r.routes.sweepTombstones(v)
-	r.requestRebalance()
-}
-
-// departedNodes lists the members of old missing from v, self excluded.
-func departedNodes(old, v *view, self string) map[string]bool {
-	gone := make(map[string]bool)
-	for name := range old.members {
-		if _, ok := v.members[name]; !ok && name != self {
-			gone[name] = true
-		}
-	}
-	return gone
-}
-
-// Settled reports whether no hand-off is pending: every channel this node
-// holds is owned by it under the current ring.
-func (r *Router) Settled() bool { return r.done.Load() == r.wanted.Load() }
-
-// settledChan returns a channel closed at the next change of Settled.
-func (r *Router) settledChan() <-chan struct{} {
-	r.settleM.Lock()
-	defer r.settleM.Unlock()
-	return r.settleC
-}
-
-// Drain makes the node leave gracefully: the ring stops including it, every
-// channel it holds is handed to its owner in that ring, and from then on it
-// forwards everything, until Close. It returns once nothing is left to hand
-// over, or with ctx's error.
-func (r *Router) Drain(ctx context.Context) error {
-	r.memberMu.Lock()
-	if !r.draining {
-		r.draining, r.joined = true, true
-		r.installViewLocked()
-	}
-	r.memberMu.Unlock()
-	for !r.Settled() {
-		c := r.settledChan()
-		if r.Settled() {
-			break
-		}
-		select {
-		case <-c:
-		case <-ctx.Done():
-			return fmt.Errorf("router: drain: %d channels not handed over: %w", len(r.engine.Channels()), ctx.Err())
-		case <-r.ctx.Done():
-			return fmt.Errorf("%w: router closed during drain", presence.ErrUnavailable)
-		}
-	}
-	if err := r.streams.flush(ctx); err != nil {
-		return fmt.Errorf("router: drain: replication streams not flushed: %w", err)
-	}
+	r.fan, r.repl, r.leaves = fan, repl, repl.Leaves()
 	return nil
 }
 
 // Close stops the router's goroutines and ends its subscriptions. It does
 // not close the Engine or the Transport, which the caller owns.
 func (r *Router) Close() {
-	r.spawnMu.Lock()
-	r.closed = true
-	r.spawnMu.Unlock()
+	r.run.stop()
 	r.cancel()
-	r.hub.Close()
-	r.wg.Wait()
+	r.fan.Close()
+	r.run.wait()
 }
 
-// spawn runs fn on a goroutine that Close waits for; it reports false, and
-// does nothing, once the router is closing.
-func (r *Router) spawn(fn func()) bool {
-	r.spawnMu.Lock()
-	defer r.spawnMu.Unlock()
-	if r.closed {
+// publish takes every message of a channel held here, from the engine or,
+// with replication, once the replica has its change: it goes to the local
+// hub and the nodes interested, unless the channel was exported for a
+// hand-off in progress (the new owner publishes from the exported state).
+func (r *Router) publish(m *presence.Message) {
+	if r.routes.frozen(m.Channel) {
+		return
+	}
+	r.fan.Publish(m)
+}
+
+// routines runs the goroutines of the router and its parts: Close waits
+// for every one, and none starts once the router is closing.
+type routines struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Go runs fn on a new goroutine; it reports false, and does nothing, once
+// stop was called.
+func (g *routines) Go(fn func()) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
 		return false
 	}
-	r.wg.Add(1)
+	g.wg.Add(1)
 	go func() {
-		defer r.wg.Done()
+		defer g.wg.Done()
 		fn()
 	}()
 	return true
 }
 
-// getEncoder returns a pooled encoder; putEncoder gives it back once the
-// transport has copied its bytes.
-func (r *Router) getEncoder() *encoder {
-	if e, ok := r.bufs.Get().(*encoder); ok {
-		e.b = e.b[:0]
-		return e
-	}
-	return &encoder{b: make([]byte, 0, 256)}
+// stop refuses new goroutines.
+func (g *routines) stop() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 }
 
-func (r *Router) putEncoder(e *encoder) {
-	if cap(e.b) <= 64<<10 {
-		r.bufs.Put(e)
+// wait waits for the goroutines started.
+func (g *routines) wait() { g.wg.Wait() }
+
+// nodeCalls makes the node-to-node calls of the router and its parts over
+// the transport, encoding each request into a pooled buffer. Its Call is
+// the wire.Call they are given.
+type nodeCalls struct {
+	tr     Caller
+	bufs   sync.Pool // *wire.Encoder
+	errors prometheus.Counter
+}
+
+// Call encodes a request with enc and sends it to to as method.
+func (c *nodeCalls) Call(ctx context.Context, to Member, method uint16, enc func(*wire.Encoder)) ([]byte, error) {
+	e, ok := c.bufs.Get().(*wire.Encoder)
+	if ok {
+		e.Reset()
+	} else {
+		e = wire.NewEncoder(256)
+	}
+	enc(e)
+	resp, err := c.tr.Call(ctx, to.RPCAddr, method, e.Bytes())
+	// The transport has copied the bytes; a huge buffer is not kept.
+	if cap(e.Bytes()) <= 64<<10 {
+		c.bufs.Put(e)
+	}
+	if err != nil {
+		c.errors.Inc()
+		return nil, fmt.Errorf("router: call %d to %s: %w", method, to.Name, err)
+	}
+	return resp, nil
+}
+
+// Publisher is the presence.Publisher and presence.Replicator the Engine
+// of a Router must use. It is created before the Engine (NewPublisher),
+// given to both EngineConfig and Config, and bound to the Router by New;
+// until then it drops messages and answers every change at once.
+type Publisher struct {
+	to atomic.Pointer[sinks]
+}
+
+// sinks is where a bound Publisher sends what the engine hands it.
+type sinks struct {
+	publish   func(*presence.Message)
+	replicate func(presence.Change)
+}
+
+var (
+	_ presence.Publisher  = (*Publisher)(nil)
+	_ presence.Replicator = (*Publisher)(nil)
+)
+
+// NewPublisher returns an unbound publisher.
+func NewPublisher() *Publisher { return &Publisher{} }
+
+// bind sets where the publisher sends; false when it was bound already.
+func (p *Publisher) bind(s *sinks) bool { return p.to.CompareAndSwap(nil, s) }
+
+// Publish hands a message of a locally owned channel to the router: local
+// subscribers get it at once, remote ones through their node's push queue.
+// It runs on the channel's actor goroutine and never blocks.
+func (p *Publisher) Publish(m *presence.Message) {
+	if s := p.to.Load(); s != nil {
+		s.publish(m)
+	}
+}
+
+// Replicate hands a change of a locally owned channel to the router, which
+// replicates it (Config.Replication) and then publishes its message.
+func (p *Publisher) Replicate(c presence.Change) {
+	if s := p.to.Load(); s != nil {
+		s.replicate(c)
+		return
+	}
+	answer(c.Done)
+}
+
+// answer tells the caller waiting for a change that it is safe.
+func answer(done chan<- error) {
+	if done != nil {
+		done <- nil
 	}
 }

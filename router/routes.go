@@ -2,11 +2,14 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"sync"
 
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // routeShards splits the routing table so heartbeats of different channels
@@ -74,7 +77,7 @@ type tombstone struct {
 	// was seen and then left is dropped (its state died with it).
 	seen bool
 	// until (unix ns, 0 for never) ends a tombstone to a holder that kept
-	// the channel (extractHeld): by then it has handed the channel over or
+	// the channel (wire.ExtractHeld): by then it has handed the channel over or
 	// lost it, and a new pull finds out which.
 	until int64
 }
@@ -131,25 +134,32 @@ type target struct {
 	to    Member
 }
 
-// acquire decides where a call for channel is served. The rules, in order:
-// a channel being handed over waits for the hand-off; a tombstone forwards
-// to the node the channel went to; a held channel is served here; a channel
-// this node owns by the ring is first fetched from its previous holder
-// (once; concurrent calls share the fetch); anything else goes to the ring
-// owner. A local answer counts the call as active until release.
-func (r *Router) acquire(ctx context.Context, channel string) (target, error) {
-	return r.resolve(ctx, channel, true)
+// route resolves, once, where a call for channel received after hops
+// forwards is served. The rules, in order: a channel being handed over
+// waits for the hand-off; a tombstone forwards to the node the channel went
+// to; a held channel is served here; a channel this node owns by the ring
+// is first fetched from its previous holder (once; concurrent calls share
+// the fetch); anything else goes to the ring owner, unless the call has
+// been forwarded MaxHops times already (presence.ErrMoved). A local answer
+// counts the call as active until release.
+func (r *Router) route(ctx context.Context, channel string, hops int) (target, error) {
+	t, err := r.resolve(ctx, channel, true)
+	if err == nil && !t.local && hops+1 > r.cfg.MaxHops {
+		return target{}, fmt.Errorf("%w: %s after %d hops", presence.ErrMoved, channel, hops)
+	}
+	return t, err
 }
 
-// locate finds where channel is by the rules of acquire, without fetching
+// locate finds where channel is by the rules of route, without fetching
 // it and without counting a call: local when this node holds the channel,
 // or owns it by the ring without holding it (its holder hands it here).
 func (r *Router) locate(ctx context.Context, channel string) (target, error) {
 	return r.resolve(ctx, channel, false)
 }
 
-// resolve applies the rules of acquire; call counts a local answer as an
-// active call and fetches a channel owned but not held here.
+// resolve applies the rules of route but the hop limit; call counts a
+// local answer as an active call and fetches a channel owned but not held
+// here.
 func (r *Router) resolve(ctx context.Context, channel string, call bool) (target, error) {
 	sh := r.routes.shard(channel)
 	for {
@@ -199,7 +209,7 @@ func (r *Router) resolve(ctx context.Context, channel string, call bool) (target
 		}
 		if owner != r.self.Name {
 			sh.mu.Unlock()
-			m, ok := v.member(owner)
+			m, ok := v.Member(owner)
 			if !ok {
 				return target{}, fmt.Errorf("%w: no member owns %s", presence.ErrUnavailable, channel)
 			}
@@ -207,7 +217,7 @@ func (r *Router) resolve(ctx context.Context, channel string, call bool) (target
 		}
 		f := &flight{done: make(chan struct{})}
 		e = sh.entry(channel)
-		if !r.spawn(func() { r.pull(channel, f) }) {
+		if !r.run.Go(func() { r.pull(channel, f) }) {
 			sh.tidy(channel, e)
 			sh.mu.Unlock()
 			return target{}, fmt.Errorf("%w: router closed", presence.ErrUnavailable)
@@ -217,9 +227,9 @@ func (r *Router) resolve(ctx context.Context, channel string, call bool) (target
 	}
 }
 
-// release ends a local call started by acquire.
-func (r *Router) release(channel string) {
-	sh := r.routes.shard(channel)
+// release ends a local call started by route.
+func (t *routeTable) release(channel string) {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	e := sh.m[channel]
 	e.active--
@@ -238,8 +248,8 @@ func (r *Router) release(channel string) {
 // be waiting for the very node that asks. An install waits for another
 // install, and gives ErrBusy while the channel is moving out (two nodes
 // pushing one channel to each other must not wait for each other).
-func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) error {
-	sh := r.routes.shard(channel)
+func (t *routeTable) beginMove(ctx context.Context, channel string, kind moveKind) error {
+	sh := t.shard(channel)
 	for {
 		sh.mu.Lock()
 		e := sh.entry(channel)
@@ -247,7 +257,7 @@ func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) e
 		if busy {
 			sh.tidy(channel, e)
 			sh.mu.Unlock()
-			return fmt.Errorf("%w: %s", ErrBusy, channel)
+			return fmt.Errorf("%w: %s", wire.ErrBusy, channel)
 		}
 		if e.moving != nil {
 			c := e.moving
@@ -268,7 +278,7 @@ func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) e
 			return nil
 		}
 		if err := wait(ctx, drained); err != nil {
-			r.endMove(channel, func(*route) {})
+			t.endMove(channel, func(*route) {})
 			return err
 		}
 		return nil
@@ -277,8 +287,8 @@ func (r *Router) beginMove(ctx context.Context, channel string, kind moveKind) e
 
 // endMove applies the outcome of a hand-off to channel's entry and lets the
 // waiting calls go on.
-func (r *Router) endMove(channel string, outcome func(e *route)) {
-	sh := r.routes.shard(channel)
+func (t *routeTable) endMove(channel string, outcome func(e *route)) {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	e := sh.entry(channel)
 	outcome(e)
@@ -291,9 +301,9 @@ func (r *Router) endMove(channel string, outcome func(e *route)) {
 	sh.mu.Unlock()
 }
 
-// movingOut reports whether channel is being handed to another node.
-func (r *Router) movingOut(channel string) bool {
-	sh := r.routes.shard(channel)
+// MovingOut reports whether channel is being handed to another node.
+func (t *routeTable) MovingOut(channel string) bool {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e := sh.m[channel]
@@ -301,8 +311,8 @@ func (r *Router) movingOut(channel string) bool {
 }
 
 // freeze marks channel's exported actor as frozen.
-func (r *Router) freeze(channel string) {
-	sh := r.routes.shard(channel)
+func (t *routeTable) freeze(channel string) {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	sh.entry(channel).frozen = true
 	sh.mu.Unlock()
@@ -310,8 +320,8 @@ func (r *Router) freeze(channel string) {
 
 // frozen reports whether the local actor of channel was exported for a
 // hand-off in progress.
-func (r *Router) frozen(channel string) bool {
-	sh := r.routes.shard(channel)
+func (t *routeTable) frozen(channel string) bool {
+	sh := t.shard(channel)
 	sh.mu.Lock()
 	e := sh.m[channel]
 	f := e != nil && e.frozen
@@ -321,8 +331,8 @@ func (r *Router) frozen(channel string) bool {
 
 // tombstoneTo returns where channel was handed, if anywhere, waiting for a
 // hand-off in progress.
-func (r *Router) tombstoneTo(ctx context.Context, channel string) (Member, bool, error) {
-	sh := r.routes.shard(channel)
+func (t *routeTable) tombstoneTo(ctx context.Context, channel string) (Member, bool, error) {
+	sh := t.shard(channel)
 	for {
 		sh.mu.Lock()
 		e := sh.m[channel]
@@ -344,19 +354,27 @@ func (r *Router) tombstoneTo(ctx context.Context, channel string) (Member, bool,
 	}
 }
 
-// dropTombstone forgets that channel went to to, when to turned out to be
-// unreachable and is not a member: its state is lost, the ring decides.
-func (r *Router) dropTombstone(channel string, to Member) {
-	if _, ok := r.view.Load().member(to.Name); ok {
+// forgetUnreachable drops the tombstones of channels that pointed to to,
+// after err said to could not be reached, when v does not list it as a
+// member: its state is lost, the ring decides.
+func (t *routeTable) forgetUnreachable(err error, v *view, to Member, lists ...[]string) {
+	if !errors.Is(err, transport.ErrPeerUnavailable) {
 		return
 	}
-	sh := r.routes.shard(channel)
-	sh.mu.Lock()
-	if e := sh.m[channel]; e != nil && e.tomb != nil && e.tomb.to == to {
-		e.tomb = nil
-		sh.tidy(channel, e)
+	if _, member := v.Member(to.Name); member {
+		return
 	}
-	sh.mu.Unlock()
+	for _, list := range lists {
+		for _, ch := range list {
+			sh := t.shard(ch)
+			sh.mu.Lock()
+			if e := sh.m[ch]; e != nil && e.tomb != nil && e.tomb.to == to {
+				e.tomb = nil
+				sh.tidy(ch, e)
+			}
+			sh.mu.Unlock()
+		}
+	}
 }
 
 // sweepTombstones updates tombstones for a new view: a target seen in the
@@ -424,4 +442,39 @@ func (t *routeTable) toRebalance() []string {
 		sh.mu.Unlock()
 	}
 	return out
+}
+
+// peekTombstone returns channel's tombstone target, if any.
+func (t *routeTable) peekTombstone(channel string) (Member, bool) {
+	sh := t.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[channel]; e != nil && e.tomb != nil {
+		return e.tomb.to, true
+	}
+	return Member{}, false
+}
+
+// Holds reports whether this node holds channel's state or is installing it.
+func (t *routeTable) Holds(channel string) bool {
+	sh := t.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[channel]
+	return e != nil && (e.held || e.moving != nil && e.kind == moveIn)
+}
+
+// owesLeaves marks channel as owing leaves unless it is held (or being
+// installed) here; it reports whether it did. A rebalance pass hands owed
+// leaves to the channel's ring owner when that is another node.
+func (t *routeTable) owesLeaves(channel string) bool {
+	sh := t.shard(channel)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.entry(channel)
+	if e.held || e.moving != nil && e.kind == moveIn {
+		return false
+	}
+	e.owesLeaves = true
+	return true
 }

@@ -2,14 +2,20 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"sync"
-	"time"
 
-	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
+
+// A request reads in one direction: the edge (the Service methods here, or
+// a handler for a forwarded call) checks it and its channel names once;
+// then each channel's route is resolved once (route), and the channel is
+// served here (the engine) or its share forwarded to the node that serves
+// it, in one call per node. The node the request entered retries what
+// failed (withRetries).
 
 // Update implements presence.Service: the channels are grouped by the node
 // serving them, local ones go to the engine, and each remote node gets one
@@ -18,9 +24,15 @@ func (r *Router) Update(ctx context.Context, u *presence.User, clientID string, 
 	if err := checkUpdate(u, clientID, present, leave); err != nil {
 		return nil, err
 	}
-	return r.update(ctx, u, clientID, present, leave, 0, 0)
+	out := make(map[string]bool, len(present))
+	share := admitUpdate(present, leave, out)
+	if err := r.update(ctx, updateCall{user: u, clientID: clientID}, share, out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
+// checkUpdate checks an update at the edge, before its channel names.
 func checkUpdate(u *presence.User, clientID string, present, leave []string) error {
 	switch {
 	case u.Anonymous():
@@ -31,6 +43,39 @@ func checkUpdate(u *presence.User, clientID string, present, leave []string) err
 		return fmt.Errorf("%w: more than %d channels", presence.ErrInvalid, presence.MaxChannelsPerCall)
 	}
 	return nil
+}
+
+// admitUpdate checks an update's channel names, once, at the edge: a
+// present of an invalid name is answered false (as a channel that does not
+// exist), a leave of one is dropped (nothing can be present there). What it
+// returns is routed without being checked again.
+func admitUpdate(present, leave []string, out map[string]bool) updateShare {
+	return updateShare{
+		present: validNames(present, func(ch string) { out[ch] = false }),
+		leave:   validNames(leave, func(string) {}),
+	}
+}
+
+// validNames returns names without the invalid channel names, telling
+// invalid about each; names itself when all are valid, which allocates
+// nothing.
+func validNames(names []string, invalid func(string)) []string {
+	for i, ch := range names {
+		if presence.ValidChannelName(ch) {
+			continue
+		}
+		valid := slices.Clone(names[:i])
+		invalid(ch)
+		for _, ch := range names[i+1:] {
+			if presence.ValidChannelName(ch) {
+				valid = append(valid, ch)
+			} else {
+				invalid(ch)
+			}
+		}
+		return valid
+	}
+	return names
 }
 
 // Get implements presence.Service: local channels are read from the engine
@@ -48,463 +93,149 @@ func (r *Router) Get(ctx context.Context, u *presence.User, channels []string) (
 		seen[ch] = true
 		distinct = append(distinct, ch)
 	}
-	return r.get(ctx, u, distinct, 0)
+	out := make(map[string]*presence.ChannelState, len(distinct))
+	valid := validNames(distinct, func(ch string) { out[ch] = nil })
+	if err := r.get(ctx, u, valid, 0, out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
-// Subscribe implements presence.Service on the router's hub, with the router
-// as the catch-up source (forwarded to each channel's owner).
+// Subscribe implements presence.Service on the node's hub (package
+// fanout); each channel's catch-up comes from the node that holds it.
 func (r *Router) Subscribe(ctx context.Context, u *presence.User, from map[string]int64) (presence.Subscription, error) {
-	return r.hub.Subscribe(ctx, u, from, r)
+	return r.fan.Subscribe(ctx, u, from)
 }
 
-// Since implements presence.CatchupSource for the hub's subscriptions. A
-// remote owner registers this node's interest in the channel before it
-// answers, so nothing published later is missed.
+// Since implements presence.CatchupSource: the catch-up of channel after
+// after, from the node that holds it. A remote holder registers this
+// node's interest in the channel before it answers when the channel has
+// local subscribers, so nothing published later is missed.
 func (r *Router) Since(ctx context.Context, u *presence.User, channel string, after int64) (presence.Catchup, error) {
 	if !presence.ValidChannelName(channel) {
 		return presence.Catchup{Unavailable: true}, nil
 	}
-	cu, err := r.since(ctx, u, channel, after, 0, r.self, r.feed.genOf(channel))
-	if err == nil {
-		r.feed.observe(channel, cu)
-	}
-	return cu, err
+	return r.fan.Since(ctx, u, channel, after)
 }
 
-// update serves an update received after hops forwards. The node the
-// request entered (hops 0) retries channels whose owner moved or could not be
-// reached; the others answer presence.ErrMoved and let it. sent is when the
-// forwarding node sent it (unix ns; 0 at the node the request entered).
-func (r *Router) update(ctx context.Context, u *presence.User, clientID string, present, leave []string, hops int, sent int64) (map[string]bool, error) {
-	out := make(map[string]bool, len(present))
+// get serves a get of valid channels received after hops forwards, into
+// out; the node the request entered retries what failed.
+func (r *Router) get(ctx context.Context, u *presence.User, channels []string, hops int, out map[string]*presence.ChannelState) error {
 	var mu sync.Mutex
-	for attempt := 0; ; attempt++ {
-		retry, err := r.updateOnce(ctx, u, clientID, present, leave, hops, sent, out, &mu)
-		if err == nil {
-			return out, nil
-		}
-		if !r.shouldRetry(ctx, err, hops, attempt) {
-			return nil, r.finalError(err, hops)
-		}
-		present, leave = retry.present, retry.leave
-	}
-}
-
-// updateGroup is the share of an update that one node serves.
-type updateGroup struct {
-	to      Member
-	present []string
-	leave   []string
-}
-
-// updateOnce applies the local share at once and sends each remote share in
-// parallel. It returns the channels to retry after a retryable error: those
-// of the remote shares that failed, or all of them when routing itself
-// failed (applying a present or a leave twice changes nothing).
-func (r *Router) updateOnce(ctx context.Context, u *presence.User, clientID string, present, leave []string,
-	hops int, sent int64, out map[string]bool, mu *sync.Mutex) (updateGroup, error) {
-	var groups []*updateGroup
-	for _, ch := range present {
-		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
-			if r.overtaken(ch, u.ID, clientID, sent) {
-				mu.Lock()
-				out[ch] = false
-				mu.Unlock()
-				return nil
-			}
-			// With replication, the change is on the replica before the
-			// answer: an acknowledged enter survives the owner's crash.
-			ok, err := r.engine.PresentAck(ctx, u, clientID, ch)
-			mu.Lock()
-			out[ch] = ok
-			mu.Unlock()
-			return err
-		})
-		if err != nil {
-			return updateGroup{present: present, leave: leave}, err
-		}
-		if remote {
-			var g *updateGroup
-			groups, g = groupFor(groups, to)
-			g.present = append(g.present, ch)
-		}
-	}
-	for _, ch := range leave {
-		if g := groupWithPresent(groups, ch); g != nil {
-			g.leave = append(g.leave, ch)
-			continue
-		}
-		to, remote, err := r.updateLocal(ctx, ch, hops, func() error {
-			if r.cfg.Replication {
-				// Recorded even when nothing was present here: a copy
-				// merged later must not bring the client back.
-				r.leaves.addClient(ch, u.ID, clientID, r.cfg.Clock.Now().UnixNano())
-			}
-			r.log.Debug("leave served here", "channel", ch, "user", u.ID, "client", clientID, "hops", hops,
-				"epoch", r.view.Load().epoch)
-			return r.engine.LeaveAck(ctx, u.ID, clientID, ch)
-		})
-		if err != nil {
-			return updateGroup{present: present, leave: leave}, err
-		}
-		if remote {
-			var g *updateGroup
-			groups, g = groupFor(groups, to)
-			g.leave = append(g.leave, ch)
-		}
-	}
-	return r.sendUpdates(ctx, u, clientID, hops, groups, out, mu)
-}
-
-// overtaken reports whether a forwarded present, sent at sent (unix ns, 0
-// when not forwarded), was overtaken by a leave of the same client that
-// this node applied to channel after it was sent. The present waited on its
-// way (a batch held up behind a channel being handed over, a pull) while
-// its sender gave up, and the client moved on and left; applied now, it
-// would show the client until its timeout. Last writer wins, as in merges.
-// A present at the node the request entered cannot be overtaken: its client
-// waits for the answer before it sends anything else, and gives up by
-// closing the request, which cancels the present.
-func (r *Router) overtaken(channel, userID, clientID string, sent int64) bool {
-	if sent == 0 || !r.cfg.Replication {
-		return false
-	}
-	if r.leaves.leftAfter(channel, userID, clientID, sent) {
-		r.log.Debug("dropped a forwarded present overtaken by the client's leave", "channel", channel, "user", userID, "client", clientID)
-		return true
-	}
-	return false
-}
-
-// updateLocal routes one channel: it runs apply when the channel is served
-// here (or its name is invalid: the engine then answers false or ignores
-// it, as it would locally), and otherwise returns the node that serves it.
-func (r *Router) updateLocal(ctx context.Context, ch string, hops int, apply func() error) (to Member, remote bool, err error) {
-	if !presence.ValidChannelName(ch) {
-		return Member{}, false, apply()
-	}
-	t, err := r.acquire(ctx, ch)
-	if err != nil {
-		return Member{}, false, err
-	}
-	if t.local {
-		defer r.release(ch)
-		return Member{}, false, apply()
-	}
-	if hops+1 > r.cfg.MaxHops {
-		return Member{}, false, fmt.Errorf("%w: %s after %d hops", presence.ErrMoved, ch, hops)
-	}
-	return t.to, true, nil
-}
-
-// groupFor returns the group of node to, adding it if needed.
-func groupFor(groups []*updateGroup, to Member) ([]*updateGroup, *updateGroup) {
-	for _, g := range groups {
-		if g.to == to {
-			return groups, g
-		}
-	}
-	g := &updateGroup{to: to}
-	return append(groups, g), g
-}
-
-// groupWithPresent returns the group already carrying ch as a present
-// channel, so that its leave follows it to the same node, in order.
-func groupWithPresent(groups []*updateGroup, ch string) *updateGroup {
-	for _, g := range groups {
-		for _, p := range g.present {
-			if p == ch {
-				return g
-			}
-		}
-	}
-	return nil
-}
-
-// sendUpdates forwards every group, in parallel when there are several.
-func (r *Router) sendUpdates(ctx context.Context, u *presence.User, clientID string, hops int,
-	groups []*updateGroup, out map[string]bool, mu *sync.Mutex) (updateGroup, error) {
-	var failed updateGroup
-	var firstErr, hardErr error
-	record := func(g *updateGroup, vals []bool, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if err == nil {
-			for i, ch := range g.present {
-				out[ch] = vals[i]
-			}
-			return
-		}
-		r.forgetUnreachable(err, g.to, g.present, g.leave)
-		firstErr = cmpErr(firstErr, err)
-		if !retryable(err) {
-			hardErr = cmpErr(hardErr, err)
-		}
-		failed.present = append(failed.present, g.present...)
-		failed.leave = append(failed.leave, g.leave...)
-	}
-	parallel(groups, func(g *updateGroup) {
-		vals, err := r.forwardUpdate(ctx, g, u, clientID, hops)
-		record(g, vals, err)
+	return withRetries(ctx, r.retry, hops, channels, func(channels []string) ([]string, error) {
+		return r.getOnce(ctx, u, channels, hops, out, &mu)
 	})
-	if hardErr != nil {
-		return failed, hardErr
-	}
-	return failed, firstErr
 }
 
-func cmpErr(prev, err error) error {
-	if prev != nil {
-		return prev
-	}
-	return err
-}
-
-// parallel runs fn for each item, the last one on the calling goroutine.
-func parallel[T any](items []T, fn func(T)) {
-	if len(items) == 0 {
-		return
-	}
-	var wg sync.WaitGroup
-	for _, it := range items[:len(items)-1] {
-		wg.Go(func() { fn(it) })
-	}
-	fn(items[len(items)-1])
-	wg.Wait()
-}
-
-func (r *Router) forwardUpdate(ctx context.Context, g *updateGroup, u *presence.User, clientID string, hops int) ([]bool, error) {
-	q := updateRequest{hdr: r.header(hops), user: u, clientID: clientID, present: g.present, leave: g.leave}
-	return r.batch.do(ctx, g.to, q)
-}
-
-// header is what this node attaches to a call it forwards after hops.
-func (r *Router) header(hops int) header {
-	deadline := r.cfg.Clock.Now().Add(r.cfg.ForwardTimeout).UnixNano()
-	return header{epoch: r.view.Load().epoch, hops: hops + 1, deadline: deadline}
-}
-
-// current refuses a forwarded update read after its sender's deadline.
-func (r *Router) current(h header) error {
-	if h.deadline != 0 && r.cfg.Clock.Now().UnixNano() > h.deadline {
-		return fmt.Errorf("%w: forwarded update arrived after its deadline", presence.ErrUnavailable)
-	}
-	return nil
-}
-
-// call encodes a request with enc and sends it to to.
-func (r *Router) call(ctx context.Context, to Member, method uint16, enc func(*encoder)) ([]byte, error) {
-	e := r.getEncoder()
-	enc(e)
-	resp, err := r.tr.Call(ctx, to.RPCAddr, method, e.b)
-	r.putEncoder(e)
-	if err != nil {
-		r.m.forwardErrors.Inc()
-		return nil, fmt.Errorf("router: call %d to %s: %w", method, to.Name, err)
-	}
-	return resp, nil
-}
-
-// get serves a get received after hops forwards, with the retries of update.
-func (r *Router) get(ctx context.Context, u *presence.User, channels []string, hops int) (map[string]*presence.ChannelState, error) {
-	out := make(map[string]*presence.ChannelState, len(channels))
-	var mu sync.Mutex
-	for attempt := 0; ; attempt++ {
-		retry, err := r.getOnce(ctx, u, channels, hops, out, &mu)
-		if err == nil {
-			return out, nil
-		}
-		if !r.shouldRetry(ctx, err, hops, attempt) {
-			return nil, r.finalError(err, hops)
-		}
-		channels = retry
-	}
-}
-
-// getGroup is the share of a get that one node serves.
-type getGroup struct {
+// getShare is the share of a get that one node serves.
+type getShare struct {
 	to       Member
 	channels []string
 }
 
+// getOnce reads the channels served here and asks each other node for its
+// share, in parallel. It returns the channels to retry after a retryable
+// error: those of the shares that failed, or all of them when routing
+// itself failed.
 func (r *Router) getOnce(ctx context.Context, u *presence.User, channels []string, hops int,
 	out map[string]*presence.ChannelState, mu *sync.Mutex) ([]string, error) {
-	var groups []*getGroup
+	var shares []*getShare
 	for _, ch := range channels {
-		if !presence.ValidChannelName(ch) {
-			out[ch] = nil
-			continue
-		}
-		t, err := r.acquire(ctx, ch)
+		t, err := r.route(ctx, ch, hops)
 		if err != nil {
 			return channels, err
 		}
-		if t.local {
-			st, err := r.engine.State(ctx, u, ch)
-			r.release(ch)
-			if err != nil {
-				return channels, err
-			}
-			mu.Lock()
-			out[ch] = st
-			mu.Unlock()
+		if !t.local {
+			shares = addToGetShare(shares, t.to, ch)
 			continue
 		}
-		if hops+1 > r.cfg.MaxHops {
-			return channels, fmt.Errorf("%w: %s after %d hops", presence.ErrMoved, ch, hops)
+		st, err := r.engine.State(ctx, u, ch)
+		r.routes.release(ch)
+		if err != nil {
+			return channels, err
 		}
-		groups = addToGetGroup(groups, t.to, ch)
+		mu.Lock()
+		out[ch] = st
+		mu.Unlock()
 	}
 	var failed []string
-	var firstErr, hardErr error
-	parallel(groups, func(g *getGroup) {
-		states, err := r.forwardGet(ctx, g, u, hops)
+	var errs forwardErrors
+	parallel(shares, func(s *getShare) {
+		states, err := r.forwardGet(ctx, s, u, hops)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
-			r.forgetUnreachable(err, g.to, g.channels, nil)
-			firstErr = cmpErr(firstErr, err)
-			if !retryable(err) {
-				hardErr = cmpErr(hardErr, err)
-			}
-			failed = append(failed, g.channels...)
+			r.routes.forgetUnreachable(err, r.view.Load(), s.to, s.channels)
+			errs.add(err)
+			failed = append(failed, s.channels...)
 			return
 		}
-		for i, ch := range g.channels {
+		for i, ch := range s.channels {
 			out[ch] = states[i]
 		}
 	})
-	if hardErr != nil {
-		return failed, hardErr
-	}
-	return failed, firstErr
+	return failed, errs.err()
 }
 
-func addToGetGroup(groups []*getGroup, to Member, ch string) []*getGroup {
-	for _, g := range groups {
-		if g.to == to {
-			g.channels = append(g.channels, ch)
-			return groups
+func addToGetShare(shares []*getShare, to Member, ch string) []*getShare {
+	for _, s := range shares {
+		if s.to == to {
+			s.channels = append(s.channels, ch)
+			return shares
 		}
 	}
-	return append(groups, &getGroup{to: to, channels: []string{ch}})
+	return append(shares, &getShare{to: to, channels: []string{ch}})
 }
 
-func (r *Router) forwardGet(ctx context.Context, g *getGroup, u *presence.User, hops int) ([]*presence.ChannelState, error) {
-	q := getRequest{hdr: r.header(hops), user: u, channels: g.channels}
+func (r *Router) forwardGet(ctx context.Context, s *getShare, u *presence.User, hops int) ([]*presence.ChannelState, error) {
+	q := wire.GetRequest{Header: r.header(hops), User: u, Channels: s.channels}
 	r.m.fwdGet.Inc()
-	resp, err := r.call(ctx, g.to, MethodGet, q.encode)
+	resp, err := r.calls.Call(ctx, s.to, wire.MethodGet, q.Encode)
 	if err != nil {
 		return nil, err
 	}
-	states, err := decodeStates(resp)
-	if err == nil && len(states) != len(g.channels) {
-		err = errMalformed
+	reply, err := wire.DecodeGetReply(resp)
+	if err == nil && len(reply.States) != len(s.channels) {
+		err = wire.ErrMalformed
 	}
-	return states, err
+	return reply.States, err
 }
 
-// since serves a catch-up received after hops forwards. When it runs here
-// and node is another node, node's interest in channel is registered at gen
-// first (gen 0: no registration).
+// since serves the catch-up of a valid channel received after hops
+// forwards. Where it is served, node's interest in channel is registered
+// at gen first, when node is another node (gen 0: no registration).
 func (r *Router) since(ctx context.Context, u *presence.User, channel string, after int64, hops int, node Member, gen uint64) (presence.Catchup, error) {
-	for attempt := 0; ; attempt++ {
-		cu, err := r.sinceOnce(ctx, u, channel, after, hops, node, gen)
-		if err == nil {
-			return cu, nil
-		}
-		if !r.shouldRetry(ctx, err, hops, attempt) {
-			return presence.Catchup{}, r.finalError(err, hops)
-		}
+	var cu presence.Catchup
+	err := withRetries(ctx, r.retry, hops, struct{}{}, func(struct{}) (struct{}, error) {
+		var err error
+		cu, err = r.sinceOnce(ctx, u, channel, after, hops, node, gen)
+		return struct{}{}, err
+	})
+	if err != nil {
+		return presence.Catchup{}, err
 	}
+	return cu, nil
 }
 
 func (r *Router) sinceOnce(ctx context.Context, u *presence.User, channel string, after int64, hops int, node Member, gen uint64) (presence.Catchup, error) {
-	t, err := r.acquire(ctx, channel)
+	t, err := r.route(ctx, channel, hops)
 	if err != nil {
 		return presence.Catchup{}, err
 	}
 	if t.local {
-		defer r.release(channel)
+		defer r.routes.release(channel)
 		if gen != 0 && node.Name != r.self.Name {
-			r.interest.apply(node, interestChange{channel: channel, on: true, gen: gen})
+			r.fan.Register(node, channel, gen)
 		}
 		return r.engine.Since(ctx, u, channel, after)
 	}
-	if hops+1 > r.cfg.MaxHops {
-		return presence.Catchup{}, fmt.Errorf("%w: %s after %d hops", presence.ErrMoved, channel, hops)
-	}
-	q := sinceRequest{hdr: r.header(hops), user: u, channel: channel, after: after, node: node, gen: gen}
+	q := wire.SinceRequest{Header: r.header(hops), User: u, Channel: channel, After: after, Node: node, Gen: gen}
 	r.m.fwdSince.Inc()
-	resp, err := r.call(ctx, t.to, MethodSince, q.encode)
+	resp, err := r.calls.Call(ctx, t.to, wire.MethodSince, q.Encode)
 	if err != nil {
-		r.forgetUnreachable(err, t.to, []string{channel}, nil)
+		r.routes.forgetUnreachable(err, r.view.Load(), t.to, []string{channel})
 		return presence.Catchup{}, err
 	}
-	return decodeCatchup(resp)
-}
-
-// retryable reports whether a failed forward may succeed if routed again:
-// the owner moved, was busy handing the channel over, or was unreachable
-// (membership is about to say so).
-func retryable(err error) bool {
-	return errors.Is(err, presence.ErrMoved) || errors.Is(err, ErrBusy) || errors.Is(err, transport.ErrPeerUnavailable)
-}
-
-// shouldRetry decides whether the entry node retries after err, pausing
-// first (a doubling backoff; wall time, since it paces network calls).
-func (r *Router) shouldRetry(ctx context.Context, err error, hops, attempt int) bool {
-	if hops != 0 || attempt >= r.cfg.Retries || !retryable(err) || ctx.Err() != nil {
-		return false
-	}
-	t := time.NewTimer(r.cfg.RetryBackoff << attempt)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// finalError turns what is left after the retries into the error the
-// caller sees. A forwarding node passes presence.ErrMoved back for the entry
-// node to retry; at the entry node a channel that keeps moving, a busy or
-// unreachable owner, or an error without meaning to the API becomes
-// presence.ErrUnavailable (503). Other sentinels and context errors stay.
-func (r *Router) finalError(err error, hops int) error {
-	switch {
-	case hops != 0 && errors.Is(err, presence.ErrMoved):
-		return err
-	case retryable(err), !isSentinel(err) && !isContextErr(err):
-		return fmt.Errorf("%w: %w", presence.ErrUnavailable, err)
-	}
-	return err
-}
-
-func isContextErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// isSentinel reports whether err carries an error the API maps to a status.
-func isSentinel(err error) bool {
-	for _, s := range sentinels {
-		if errors.Is(err, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// forgetUnreachable drops the tombstones of channels that pointed to a node
-// which could not be reached and is no longer a member.
-func (r *Router) forgetUnreachable(err error, to Member, lists ...[]string) {
-	if !errors.Is(err, transport.ErrPeerUnavailable) {
-		return
-	}
-	for _, list := range lists {
-		for _, ch := range list {
-			r.dropTombstone(ch, to)
-		}
-	}
+	reply, err := wire.DecodeSinceReply(resp)
+	return reply.Catchup, err
 }

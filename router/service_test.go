@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // model is the expected presence: channel -> user -> clients.
@@ -174,12 +175,12 @@ func TestCallsGroupedPerOwner(t *testing.T) {
 	if len(owners) != 2 {
 		t.Fatalf("channels owned by %v, want both other nodes", owners)
 	}
-	before := entry.caller.count(MethodUpdate)
+	before := entry.caller.count(wire.MethodUpdate)
 	got, err := entry.r.Update(ctx, user("1"), "tab", chs, chs[:10])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := entry.caller.count(MethodUpdate) - before; n != int64(len(owners)) {
+	if n := entry.caller.count(wire.MethodUpdate) - before; n != int64(len(owners)) {
 		t.Errorf("update made %d calls, want one per remote owner (%d)", n, len(owners))
 	}
 	for _, ch := range chs {
@@ -187,12 +188,12 @@ func TestCallsGroupedPerOwner(t *testing.T) {
 			t.Errorf("update %s: false", ch)
 		}
 	}
-	before = entry.caller.count(MethodGet)
+	before = entry.caller.count(wire.MethodGet)
 	states, err := entry.r.Get(ctx, user("2"), chs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := entry.caller.count(MethodGet) - before; n != int64(len(owners)) {
+	if n := entry.caller.count(wire.MethodGet) - before; n != int64(len(owners)) {
 		t.Errorf("get made %d calls, want %d", n, len(owners))
 	}
 	for i, ch := range chs {

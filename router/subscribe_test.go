@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
 )
 
 func TestRemoteSubscriberReceivesInOrder(t *testing.T) {
@@ -19,7 +21,7 @@ func TestRemoteSubscriberReceivesInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	col := collect(t, sub)
-	waitFor(t, "the owner to learn b's interest", func() bool { return len(a.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "the owner to learn b's interest", func() bool { return len(a.r.fan.Remote(ch)) == 1 })
 
 	const users = 30
 	for i := range users {
@@ -33,7 +35,7 @@ func TestRemoteSubscriberReceivesInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "every message on b", func() bool { return len(col.messages(ch)) == users+users/2 })
+	testkit.WaitFor(t, "every message on b", func() bool { return len(col.messages(ch)) == users+users/2 })
 	msgs := col.messages(ch)
 	for i, ev := range msgs {
 		if i > 0 && ev.Message.ID != msgs[i-1].Message.ID+1 {
@@ -77,15 +79,15 @@ func TestRemoteSubscriberCatchUpAndAudience(t *testing.T) {
 		t.Fatal(err)
 	}
 	outCol := collect(t, outsider)
-	waitFor(t, "the catch-up", func() bool { return len(staffCol.messages(ch)) == 4 })
-	waitFor(t, "the outsider to be refused", func() bool {
+	testkit.WaitFor(t, "the catch-up", func() bool { return len(staffCol.messages(ch)) == 4 })
+	testkit.WaitFor(t, "the outsider to be refused", func() bool {
 		evs := outCol.events()
 		return len(evs) == 1 && evs[0].Kind == presence.EventUnavailable
 	})
 	if _, err := b.r.Update(ctx, testUser(8), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the live message", func() bool { return len(staffCol.messages(ch)) == 5 })
+	testkit.WaitFor(t, "the live message", func() bool { return len(staffCol.messages(ch)) == 5 })
 	checkStream(t, staffCol.events(), ch)
 	if got := staffCol.messages(ch)[0].Message.ID; got != first {
 		t.Errorf("catch-up starts at %d, want %d", got, first)
@@ -106,27 +108,27 @@ func TestInterestDroppedWhenLastSubscriberLeaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "interest", func() bool { return len(a.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "interest", func() bool { return len(a.r.fan.Remote(ch)) == 1 })
 	sub1.Close()
 	if _, err := a.r.Update(ctx, user("1"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
 	col := collect(t, sub2)
-	waitFor(t, "the remaining subscriber to get the message", func() bool { return len(col.messages(ch)) == 1 })
+	testkit.WaitFor(t, "the remaining subscriber to get the message", func() bool { return len(col.messages(ch)) == 1 })
 	sub2.Close()
 	// The off drops it. (A registration of sub1's catch-up still in flight
 	// when sub1 closed can land after the off; the next push then learns
 	// that b follows nothing, which publishing again exercises.)
 	i := 100
-	waitFor(t, "interest to be dropped", func() bool {
-		if len(a.r.interest.export(ch)) == 0 {
+	testkit.WaitFor(t, "interest to be dropped", func() bool {
+		if len(a.r.fan.Remote(ch)) == 0 {
 			return true
 		}
 		i++
 		_, err := a.r.Update(ctx, user(fmt.Sprint(i)), "tab", []string{ch}, nil)
 		return err != nil
 	})
-	if len(a.r.interest.export(ch)) != 0 {
+	if len(a.r.fan.Remote(ch)) != 0 {
 		t.Fatal("interest kept")
 	}
 }
@@ -138,7 +140,7 @@ func TestStaleInterestClearedByPushReply(t *testing.T) {
 	ch := channelOwnedBy(t, a, a.name, "/pub/room")
 	// The off of b's only subscriber is lost: the interest outlives it.
 	b.caller.setFail(func(_ string, method uint16) error {
-		if method == MethodInterest {
+		if method == wire.MethodInterest {
 			return errors.New("lost")
 		}
 		return nil
@@ -147,14 +149,14 @@ func TestStaleInterestClearedByPushReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "interest", func() bool { return len(a.r.interest.export(ch)) == 1 })
+	testkit.WaitFor(t, "interest", func() bool { return len(a.r.fan.Remote(ch)) == 1 })
 	sub.Close()
-	waitFor(t, "the off to be tried", func() bool { return b.caller.count(MethodInterest) == 1 })
-	if len(a.r.interest.export(ch)) != 1 {
+	testkit.WaitFor(t, "the off to be tried", func() bool { return b.caller.count(wire.MethodInterest) == 1 })
+	if len(a.r.fan.Remote(ch)) != 1 {
 		t.Fatal("interest dropped without its off")
 	}
 	if _, err := a.r.Update(ctx, user("1"), "tab", []string{ch}, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the stale interest to go", func() bool { return len(a.r.interest.export(ch)) == 0 })
+	testkit.WaitFor(t, "the stale interest to go", func() bool { return len(a.r.fan.Remote(ch)) == 0 })
 }

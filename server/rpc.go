@@ -10,12 +10,12 @@ import (
 	"github.com/presencehq/presence/cluster/raftstore"
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
-	"github.com/presencehq/presence/router"
+	"github.com/presencehq/presence/router/wire"
 )
 
 // Transport methods of the server, above the router's range.
 const (
-	firstServerMethod = router.MaxMethod + 1
+	firstServerMethod = wire.MaxMethod + 1
 	// methodRaftState asks whether a node holds Raft state (bootstrap-expect).
 	// Empty request; the reply is one byte, 1 when it does.
 	methodRaftState = firstServerMethod
@@ -41,7 +41,7 @@ var errLeaderUnreachable = errors.New("raft leader not known to membership yet")
 // transportErrors is the sentinel list every node registers, the router's
 // first, so errors keep their meaning across the wire.
 func transportErrors() []error {
-	return append(router.TransportErrors(), raftstore.ErrNotLeader, raftstore.ErrKeyNotFound, raftstore.ErrClosed)
+	return append(wire.TransportErrors(), raftstore.ErrNotLeader, raftstore.ErrKeyNotFound, raftstore.ErrClosed)
 }
 
 // prefixWrite is an admin write forwarded to the leader: Doc nil deletes.

@@ -130,6 +130,7 @@ func (s *Server) open() error {
 	if err := s.openStore(); err != nil {
 		return err
 	}
+	s.registry.MustRegister(newRaftCollector(s.store))
 	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
 	tr, err := transport.Listen(transport.Config{
 		BindAddr: s.cfg.RPCAddr,

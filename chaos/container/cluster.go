@@ -143,6 +143,13 @@ func detectCompose(ctx context.Context, run runFunc, docker string) ([]string, e
 // Services returns the node services.
 func (c *Cluster) Services() []string { return slices.Clone(c.cfg.Services) }
 
+// Serving returns every service: with Admin it makes the cluster a
+// chaos.Cluster. The project does not track which containers a test
+// stopped; the suite uses the shared helpers with every node up.
+func (c *Cluster) Serving() []string { return c.Services() }
+
+var _ chaos.Cluster = (*Cluster)(nil)
+
 // Up creates and starts whatever of the project is not running (with the
 // replicas Scale asked for), then learns every service's published HTTP
 // address.

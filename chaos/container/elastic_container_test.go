@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/chaos"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // Settings of the elasticity scenarios.
@@ -49,29 +50,29 @@ func TestContainerScaleOutAndIn(t *testing.T) {
 	for n := 1; n <= 4; n++ {
 		extras = scaleTo(t, n)
 		waitReadyOf(t, append(slices.Clone(fixed), extras...))
-		r.logf("%d nodes, ready: %v", len(fixed)+n, extras)
+		r.Logf("%d nodes, ready: %v", len(fixed)+n, extras)
 	}
 	all := append(slices.Clone(fixed), extras...)
 	waitRaftServers(t, all, 5, readyTimeout)
-	r.converge("seven nodes", convergeWithin)
+	r.Converge("seven nodes", convergeWithin)
 	r.hold("seven nodes", 2)
 
 	left := scaleTo(t, 1)
-	r.logf("scaled to one extra node: %v stopped at once (SIGTERM), %v left", without(extras, left), left)
-	r.converge("three nodes stopped", convergeWithin)
+	r.Logf("scaled to one extra node: %v stopped at once (SIGTERM), %v left", without(extras, left), left)
+	r.Converge("three nodes stopped", convergeWithin)
 	waitReadyOf(t, append(slices.Clone(fixed), left...))
 	victim := left[0]
 	if err := docker(func(ctx context.Context) error { return cluster.Kill(ctx, victim) }); err != nil {
 		t.Fatal(err)
 	}
-	r.logf("%s killed at %s", victim, stamp())
+	r.Logf("%s killed at %s", victim, stamp())
 	r.settle(victim+" killed", convergeWithin)
 	waitRaftServers(t, fixed, 3, reapWait)
-	r.logf("raft configuration: exactly %v, all voting", fixed)
+	r.Logf("raft configuration: exactly %v, all voting", fixed)
 	r.hold("three nodes", 2)
 
 	polls, missed, longest := watch.end()
-	r.logf("raft leader watch: %d polls, %d without a leader, longest stretch without one %v", polls, missed, longest)
+	r.Logf("raft leader watch: %d polls, %d without a leader, longest stretch without one %v", polls, missed, longest)
 	if longest > maxLeaderGap {
 		t.Errorf("node1..3 named no raft leader for %v", longest)
 	}
@@ -88,8 +89,8 @@ func TestContainerScaleOutAndIn(t *testing.T) {
 func TestContainerRecreateAll(t *testing.T) {
 	const heartbeat = 10 * time.Second
 	r := start(t, scenario{prefix: "recreate", channels: 100, users: 250, heartbeat: heartbeat, perNode: 2})
-	scenarioDoc := configure(t, "recreate", channelTimeout)
-	keepDoc := putPrefix(t, "kept", []byte(`{"rules": [{"match": "/kept/[0-9]+",
+	scenarioDoc := chaos.Configure(t, cluster, "recreate", channelTimeout)
+	keepDoc := chaos.PutPrefix(t, cluster, "kept", []byte(`{"rules": [{"match": "/kept/[0-9]+",
 		"config": {"allowed_group_ids": ["staff"], "timeout": 45}}]}`))
 	before := addresses(t)
 
@@ -113,16 +114,16 @@ func TestContainerRecreateAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t)
-	r.logf("stop, recreate and every node ready took %v", time.Since(began).Round(time.Millisecond))
+	r.Logf("stop, recreate and every node ready took %v", time.Since(began).Round(time.Millisecond))
 	after := addresses(t)
 	for s, addr := range after {
 		if slices.Contains(valuesOf(before), addr) {
 			t.Errorf("%s came back at %s, an address of the cluster before (%v): not a new address", s, addr, before)
 		}
 	}
-	r.logf("addresses before %v, after %v", before, after)
-	waitPrefix(t, "kept", keepDoc)
-	waitPrefix(t, "recreate", scenarioDoc)
+	r.Logf("addresses before %v, after %v", before, after)
+	chaos.WaitPrefix(t, cluster, "kept", keepDoc)
+	chaos.WaitPrefix(t, cluster, "recreate", scenarioDoc)
 	r.streams.Rehome()
 	r.settle("after recreating every container", heartbeat+chaos.DefaultBudget+convergeWithin)
 	r.hold("after recreating every container", 3)
@@ -158,7 +159,7 @@ func waitReadyOf(t *testing.T, names []string) {
 func waitRaftServers(t *testing.T, names []string, voters int, within time.Duration) {
 	t.Helper()
 	want := slices.Sorted(slices.Values(names))
-	err := chaos.Poll(within, func() error {
+	err := testkit.Poll(within, func() error {
 		for _, n := range names {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			view, err := cluster.Admin(n).Cluster(ctx)

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/presencehq/presence/chaos"
 	"github.com/presencehq/presence/chaos/container"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // Settings of the suite. The environment variables are set by
@@ -169,7 +168,7 @@ func ensureCluster(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			saveLogs(filepath.Join(artifacts, sanitize(t.Name())))
+			saveLogs(filepath.Join(artifacts, testkit.FileName(t)))
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), composeTimeout)
@@ -192,61 +191,6 @@ func waitReady(t *testing.T) {
 	t.Logf("cluster ready in %v", time.Since(began).Round(time.Millisecond))
 }
 
-// configure stores the public prefix document of a scenario's channels and
-// waits until every node serves it.
-func configure(t *testing.T, prefix string, timeout time.Duration) []byte {
-	t.Helper()
-	return putPrefix(t, prefix, chaos.PublicPrefixDocument(prefix, timeout))
-}
-
-// putPrefix stores doc through the first node and waits until every node
-// serves it; it returns the stored document.
-func putPrefix(t *testing.T, prefix string, doc []byte) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stored, err := cluster.Admin(cluster.Services()[0]).PutPrefix(ctx, prefix, doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitPrefix(t, prefix, stored)
-	return stored
-}
-
-// waitPrefix waits until every node answers doc for prefix.
-func waitPrefix(t *testing.T, prefix string, doc []byte) {
-	t.Helper()
-	for _, s := range cluster.Services() {
-		err := chaos.Poll(10*time.Second, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			status, body, err := cluster.Admin(s).GetPrefix(ctx, prefix)
-			switch {
-			case err != nil:
-				return err
-			case status != 200 || !chaos.SameJSON(body, doc):
-				return fmt.Errorf("%s: GET prefix %s: %d %s, want %s", s, prefix, status, body, doc)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// testLogger writes the toolkit's warnings to the test log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -257,13 +201,4 @@ func envOr(name, def string) string {
 func firstLine(b []byte) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	return line
-}
-
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '_'
-	}, s)
 }

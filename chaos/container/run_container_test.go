@@ -5,12 +5,14 @@ package container_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/presencehq/presence/chaos"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // Settings shared by the scenarios.
@@ -42,16 +44,14 @@ type scenario struct {
 }
 
 // run is one scenario under way: clients heartbeating through random
-// nodes, streams on every node, a checker and the summary of every check.
+// nodes, streams on every node, and the checks with their summary.
 type run struct {
+	*chaos.Checks
 	t       *testing.T
 	names   []string
 	w       *chaos.Workload
 	streams *chaos.StreamChecker
-	checker *chaos.Checker
-	sum     chaos.Summary
 	rng     *rand.Rand
-	began   time.Time
 	done    bool // finish ran
 }
 
@@ -62,14 +62,14 @@ func start(t *testing.T, sc scenario) *run {
 	ensureCluster(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	r := &run{t: t, names: chaos.ChannelNames(sc.prefix, "room", sc.channels), rng: rand.New(rand.NewPCG(seed, 0)),
-		began: time.Now()}
-	configure(t, sc.prefix, channelTimeout)
+	r := &run{Checks: &chaos.Checks{T: t, Began: time.Now()}, t: t,
+		names: chaos.ChannelNames(sc.prefix, "room", sc.channels), rng: rand.New(rand.NewPCG(seed, 0))}
+	chaos.Configure(t, cluster, sc.prefix, channelTimeout)
 	w, err := chaos.NewWorkload(chaos.WorkloadConfig{
-		Pool: newPool(t), Tokens: newTokens(t), Channels: r.names,
+		Pool: chaos.NewTestPool(t, cluster.URLs()), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: r.names,
 		Users: sc.users, ClientsPerUser: 2, Heartbeat: sc.heartbeat, Churn: 30 * time.Second,
 		Vanish: sc.vanish, Ramp: 10 * time.Second, Timeout: channelTimeout, StaleApply: sc.staleApply,
-		Duration: 15 * time.Minute, IDPrefix: sc.prefix, Seed: seed, Logger: testLogger(t),
+		Duration: 15 * time.Minute, IDPrefix: sc.prefix, Seed: seed, Logger: testkit.LoggerAt(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func start(t *testing.T, sc scenario) *run {
 	r.w = w
 	t.Cleanup(w.Stop)
 	r.streams, err = chaos.StartStreams(context.Background(), chaos.StreamConfig{
-		URLs: cluster.URLs(), Channels: r.names, PerNode: sc.perNode, Logger: testLogger(t),
+		URLs: cluster.URLs(), Channels: r.names, PerNode: sc.perNode, Logger: testkit.LoggerAt(t, slog.LevelWarn),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,31 +95,13 @@ func start(t *testing.T, sc scenario) *run {
 	if err := w.WaitEntered(ctx); err != nil {
 		t.Fatalf("%v (%+v)", err, w.Stats())
 	}
-	r.logf("%d clients entered, %d streams connected", w.Clients(), r.streams.Stats().Connected)
-	r.checker, err = chaos.NewChecker(chaos.CheckerConfig{Pool: newPool(t), Model: w.Model(), Channels: r.names})
+	r.Logf("%d clients entered, %d streams connected", w.Clients(), r.streams.Stats().Connected)
+	r.Checker, err = chaos.NewChecker(chaos.CheckerConfig{Pool: chaos.NewTestPool(t, cluster.URLs()), Model: w.Model(), Channels: r.names})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.converge("before any fault", convergeWithin)
+	r.Converge("before any fault", convergeWithin)
 	return r
-}
-
-// logf logs with the time since the scenario began.
-func (r *run) logf(format string, args ...any) {
-	r.t.Helper()
-	r.t.Logf("[%6.1fs] %s", time.Since(r.began).Seconds(), fmt.Sprintf(format, args...))
-}
-
-// converge waits until every channel agrees with the model, at most
-// within, and adds the last comparison to the summary.
-func (r *run) converge(what string, within time.Duration) chaos.CheckResult {
-	r.t.Helper()
-	res, err := r.checker.Converge(context.Background(), within)
-	if err != nil {
-		r.t.Errorf("%s: %v", what, err)
-	}
-	r.record(what, res)
-	return res
 }
 
 // settle is the check after a fault that may leave ghosts: every user
@@ -129,20 +111,20 @@ func (r *run) converge(what string, within time.Duration) chaos.CheckResult {
 func (r *run) settle(what string, lostWithin time.Duration) {
 	r.t.Helper()
 	began := time.Now()
-	first, err := r.checker.Converge(context.Background(), lostWithin)
+	first, err := r.Checker.Converge(context.Background(), lostWithin)
 	if err != nil || first.Ghosts == 0 {
 		if err != nil {
 			r.t.Errorf("%s: %v", what, err)
 		}
-		r.record(what, first)
+		r.Record(what, first)
 		return
 	}
-	r.logf("%s: %v; ghosts may stay until the channel timeout", what, first)
+	r.Logf("%s: %v; ghosts may stay until the channel timeout", what, first)
 	for _, ex := range first.Examples {
 		r.t.Logf("  %s", ex)
 	}
 	deadline := began.Add(lostWithin + channelTimeout + 2*time.Second)
-	last, err := r.checker.Converge(context.Background(), time.Until(deadline))
+	last, err := r.Checker.Converge(context.Background(), time.Until(deadline))
 	if err != nil {
 		r.t.Errorf("%s, after the timeout: %v", what, err)
 	}
@@ -157,7 +139,7 @@ func (r *run) settle(what string, lostWithin time.Duration) {
 			examples = append(examples, ex)
 		}
 	}
-	r.record(fmt.Sprintf("%s, ghosts after the timeout (%v later)", what, time.Since(began).Round(time.Second)),
+	r.Record(fmt.Sprintf("%s, ghosts after the timeout (%v later)", what, time.Since(began).Round(time.Second)),
 		chaos.CheckResult{
 			Channels: first.Channels, UsersChecked: first.UsersChecked, Lost: first.Lost, Missing: first.Missing,
 			Ghosts: last.Ghosts, Attempts: first.Attempts + last.Attempts, Examples: examples,
@@ -170,28 +152,7 @@ func (r *run) hold(what string, reads int) {
 	r.t.Helper()
 	for i := range reads {
 		time.Sleep(readPause) // traffic under way between two reads
-		r.checkNow(fmt.Sprintf("%s, read %d", what, i+1))
-	}
-}
-
-// checkNow runs one strict comparison (no retry) and adds it to the summary.
-func (r *run) checkNow(what string) {
-	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res, err := r.checker.Check(ctx)
-	if err != nil {
-		r.t.Errorf("%s: %v", what, err)
-	}
-	r.record(what, res)
-}
-
-func (r *run) record(what string, res chaos.CheckResult) {
-	r.t.Helper()
-	r.sum.AddCheck(res)
-	r.logf("%s: %v", what, res)
-	for _, ex := range res.Examples {
-		r.t.Logf("  %s", ex)
+		r.CheckNow(fmt.Sprintf("%s, read %d", what, i+1))
 	}
 }
 
@@ -203,59 +164,32 @@ func (r *run) record(what string, res chaos.CheckResult) {
 func (r *run) waitOwning(service string) {
 	r.t.Helper()
 	waitReady(r.t)
-	err := chaos.Poll(readyTimeout, func() error {
-		for _, s := range cluster.Services() {
-			if err := r.seesOwning(s, service); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	chaos.WaitOwning(r.t, cluster, service, r.names[:min(sampleChannels, len(r.names))], readyTimeout)
 	waitReady(r.t)
 	r.streams.Rehome()
-	r.logf("%s owns channels again", service)
-}
-
-// seesOwning returns nil once node's /admin/owner gives owner one of the
-// sampled channels.
-func (r *run) seesOwning(node, owner string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, ch := range r.names[:min(sampleChannels, len(r.names))] {
-		v, err := cluster.Admin(node).Owner(ctx, ch)
-		if err != nil {
-			return err
-		}
-		if v.Owner == owner {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s sees %s owning none of the sampled channels", node, owner)
+	r.Logf("%s owns channels again", service)
 }
 
 // finish checks once more, stops the traffic, prints the summary line and
 // fails the test on any loss, ghost or stream violation.
 func (r *run) finish() {
 	r.t.Helper()
-	r.converge("at the end", convergeWithin)
+	r.Converge("at the end", convergeWithin)
 	r.done = true
 	r.w.Stop()
 	r.streams.Close()
 	st := r.streams.Stats()
-	r.sum.SetStreams(st)
+	r.Summary.SetStreams(st)
 	ws := r.w.Stats()
-	r.logf("workload: %+v", ws)
-	r.logf("streams: %+v", st)
-	fmt.Printf("%s: %s (%v)\n", r.t.Name(), r.sum.String(), time.Since(r.began).Round(time.Second))
-	chaos.Require(r.t, r.sum)
+	r.Logf("workload: %+v", ws)
+	r.Logf("streams: %+v", st)
+	fmt.Printf("%s: %s (%v)\n", r.t.Name(), r.Summary.String(), time.Since(r.Began).Round(time.Second))
+	chaos.Require(r.t, r.Summary)
 	if ws.Rejected > 0 {
 		r.t.Errorf("%d updates or present channels were rejected (a node did not know the public prefix?)", ws.Rejected)
 	}
-	if r.sum.UsersChecked == 0 || st.Messages == 0 {
-		r.t.Errorf("nothing was checked: %d users, %d stream messages", r.sum.UsersChecked, st.Messages)
+	if r.Summary.UsersChecked == 0 || st.Messages == 0 {
+		r.t.Errorf("nothing was checked: %d users, %d stream messages", r.Summary.UsersChecked, st.Messages)
 	}
 }
 
@@ -265,27 +199,8 @@ func (r *run) reportIncomplete() {
 	if r.done {
 		return
 	}
-	r.sum.SetStreams(r.streams.Stats())
-	fmt.Printf("%s (stopped early): %s (%v)\n", r.t.Name(), r.sum.String(), time.Since(r.began).Round(time.Second))
-}
-
-// newPool returns a pool over every node with a browser client's timings.
-func newPool(t *testing.T) *chaos.Pool {
-	t.Helper()
-	p, err := chaos.NewPool(chaos.PoolConfig{URLs: cluster.URLs()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func newTokens(t *testing.T) *chaos.Tokens {
-	t.Helper()
-	tokens, err := chaos.NewTokens(jwtSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tokens
+	r.Summary.SetStreams(r.streams.Stats())
+	fmt.Printf("%s (stopped early): %s (%v)\n", r.t.Name(), r.Summary.String(), time.Since(r.Began).Round(time.Second))
 }
 
 // shuffled returns the services in a random order.

@@ -38,13 +38,13 @@ func TestContainerKill(t *testing.T) {
 		if err := docker(func(ctx context.Context) error { return cluster.Kill(ctx, victim) }); err != nil {
 			t.Fatal(err)
 		}
-		r.logf("round %d: %s killed at %s", round+1, victim, stamp())
+		r.Logf("round %d: %s killed at %s", round+1, victim, stamp())
 		r.settle(fmt.Sprintf("round %d, %s killed", round+1, victim), convergeWithin)
 		if err := docker(func(ctx context.Context) error { return cluster.Start(ctx, victim) }); err != nil {
 			t.Fatal(err)
 		}
 		r.waitOwning(victim)
-		r.converge(fmt.Sprintf("round %d, %s back", round+1, victim), convergeWithin)
+		r.Converge(fmt.Sprintf("round %d, %s back", round+1, victim), convergeWithin)
 		r.hold(fmt.Sprintf("round %d, %s back", round+1, victim), 2)
 	}
 	r.finish()
@@ -77,7 +77,7 @@ func TestContainerNetworkDisconnect(t *testing.T) {
 			_ = docker(func(ctx context.Context) error { return cluster.Connect(ctx, victim, att) })
 		}
 	})
-	r.logf("%s disconnected from %s for %v at %s", victim, att.Network, disconnectFor, stamp())
+	r.Logf("%s disconnected from %s for %v at %s", victim, att.Network, disconnectFor, stamp())
 	time.Sleep(disconnectFor) // the fault itself: the node stays cut off this long
 	if err := docker(func(ctx context.Context) error { return cluster.Connect(ctx, victim, att) }); err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func TestContainerNetworkDisconnect(t *testing.T) {
 	if back != addr {
 		t.Fatalf("%s reconnected at %s, not its address %s", victim, back, addr)
 	}
-	r.logf("%s connected again at %s (%s)", victim, stamp(), back)
+	r.Logf("%s connected again at %s (%s)", victim, stamp(), back)
 	r.settle(fmt.Sprintf("%s reconnected", victim), convergeWithin)
 	r.waitOwning(victim)
 	// Traffic goes on for a while after the heal, under the stream checks.
@@ -115,17 +115,17 @@ func TestContainerRollingRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.logf("%s after SIGTERM: %v", s, exit)
+		r.Logf("%s after SIGTERM: %v", s, exit)
 		if exit.Code != 0 || exit.Took > termTimeout {
 			t.Errorf("%s: SIGTERM: %v; want exit code 0 within %v", s, exit, termTimeout)
 		}
-		r.converge(fmt.Sprintf("%s stopped", s), convergeWithin)
+		r.Converge(fmt.Sprintf("%s stopped", s), convergeWithin)
 		r.hold(fmt.Sprintf("%s away", s), 3)
 		if err := docker(func(ctx context.Context) error { return cluster.Start(ctx, s) }); err != nil {
 			t.Fatal(err)
 		}
 		r.waitOwning(s)
-		r.converge(fmt.Sprintf("%s back", s), convergeWithin)
+		r.Converge(fmt.Sprintf("%s back", s), convergeWithin)
 		r.hold(fmt.Sprintf("%s back", s), 3)
 	}
 	r.finish()
@@ -142,8 +142,8 @@ func TestContainerDownUp(t *testing.T) {
 	// Presence is soft state, gone with the last node: only clients that
 	// keep heartbeating come back, so none closes its tab silently here.
 	r := start(t, scenario{prefix: "downup", channels: 100, users: 250, heartbeat: heartbeat, perNode: 2})
-	scenarioDoc := configure(t, "downup", channelTimeout) // the same document again: nothing changes
-	keepDoc := putPrefix(t, "keep", []byte(`{"rules": [{"match": "/keep/[0-9]+",
+	scenarioDoc := chaos.Configure(t, cluster, "downup", channelTimeout) // the same document again: nothing changes
+	keepDoc := chaos.PutPrefix(t, cluster, "keep", []byte(`{"rules": [{"match": "/keep/[0-9]+",
 		"config": {"allowed_group_ids": ["staff"], "timeout": 30}}],
 		"callback": {"url": "http://app.internal/presence-config", "cache_seconds": 20}}`))
 
@@ -151,15 +151,15 @@ func TestContainerDownUp(t *testing.T) {
 	if err := compose(func(ctx context.Context) error { return cluster.Down(ctx, false) }); err != nil {
 		t.Fatal(err)
 	}
-	r.logf("compose down (volumes kept) took %v", time.Since(began).Round(time.Millisecond))
+	r.Logf("compose down (volumes kept) took %v", time.Since(began).Round(time.Millisecond))
 	began = time.Now()
 	if err := compose(cluster.Up); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t)
-	r.logf("compose up until every node was ready took %v", time.Since(began).Round(time.Millisecond))
-	waitPrefix(t, "keep", keepDoc)
-	waitPrefix(t, "downup", scenarioDoc)
+	r.Logf("compose up until every node was ready took %v", time.Since(began).Round(time.Millisecond))
+	chaos.WaitPrefix(t, cluster, "keep", keepDoc)
+	chaos.WaitPrefix(t, cluster, "downup", scenarioDoc)
 	r.streams.Rehome()
 
 	// Clients re-announce themselves with their next heartbeat, sent at

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/chaos"
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // ErrBadConfig is returned by New for a configuration it cannot use.
@@ -62,17 +63,23 @@ func New(cfg Config) (*Cluster, error) {
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		return nil, fmt.Errorf("proc: %w", err)
 	}
-	ports, err := freePorts(4 * cfg.Nodes)
-	if err != nil {
-		return nil, err
-	}
+	// Every address is free for TCP and UDP (gossip binds both) and none
+	// repeats; another process may still take one before the node binds
+	// it, which the node's start then reports.
+	var ports testkit.Ports
 	c := &Cluster{cfg: cfg}
-	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	for i := range cfg.Nodes {
 		name := cfg.NamePrefix + strconv.Itoa(i+1)
-		p := ports[4*i : 4*i+4]
+		var addrs [4]string
+		for j := range addrs {
+			addr, err := ports.Addr(true)
+			if err != nil {
+				return nil, fmt.Errorf("proc: %w", err)
+			}
+			addrs[j] = addr
+		}
 		c.Nodes = append(c.Nodes, &Node{
-			Name: name, HTTP: addr(p[0]), Gossip: addr(p[1]), Raft: addr(p[2]), RPC: addr(p[3]),
+			Name: name, HTTP: addrs[0], Gossip: addrs[1], Raft: addrs[2], RPC: addrs[3],
 			DataDir: filepath.Join(cfg.Dir, name),
 			LogPath: filepath.Join(cfg.LogDir, name+".log"),
 			binary:  cfg.Binary,
@@ -141,9 +148,36 @@ func (c *Cluster) Running() []*Node {
 	return out
 }
 
-// Admin returns an admin client for n.
-func (c *Cluster) Admin(n *Node) chaos.Admin {
-	return chaos.Admin{URL: n.URL(), Token: c.cfg.AdminToken}
+// Serving names the running nodes (paused ones too), in node order; with
+// Admin it makes the cluster a chaos.Cluster.
+func (c *Cluster) Serving() []string {
+	var out []string
+	for _, n := range c.Running() {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+var _ chaos.Cluster = (*Cluster)(nil)
+
+// Node returns the node named name, nil when there is none.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Admin returns an admin client for the node named node; its URL is empty
+// when there is no such node.
+func (c *Cluster) Admin(node string) chaos.Admin {
+	a := chaos.Admin{Token: c.cfg.AdminToken}
+	if n := c.Node(node); n != nil {
+		a.URL = n.URL()
+	}
+	return a
 }
 
 // WaitReady polls until every running node that is not paused answers
@@ -180,7 +214,7 @@ func (c *Cluster) Ready(ctx context.Context) error {
 	}
 	leader := ""
 	for _, n := range live {
-		a := c.Admin(n)
+		a := c.Admin(n.Name)
 		if err := a.Ready(ctx); err != nil {
 			return err
 		}

@@ -176,7 +176,7 @@ func (n *Node) Kill() (Exit, error) {
 		return Exit{}, err
 	}
 	<-done
-	return n.lastExit(), nil
+	return n.LastExit(), nil
 }
 
 // Term sends SIGTERM and waits up to timeout for the process to end. When
@@ -190,12 +190,12 @@ func (n *Node) Term(timeout time.Duration) (Exit, error) {
 	defer t.Stop()
 	select {
 	case <-done:
-		return n.lastExit(), nil
+		return n.LastExit(), nil
 	case <-t.C:
 	}
 	_, _ = n.signal(syscall.SIGKILL, false)
 	<-done
-	return n.lastExit(), fmt.Errorf("%s: no exit %v after SIGTERM: %w", n.Name, timeout, ErrNoExit)
+	return n.LastExit(), fmt.Errorf("%s: no exit %v after SIGTERM: %w", n.Name, timeout, ErrNoExit)
 }
 
 // Pause sends SIGSTOP: the process freezes with its sockets open.
@@ -214,8 +214,9 @@ func (n *Node) Resume() error {
 // data directory.
 func (n *Node) Restart() error { return n.Start() }
 
-// lastExit returns how the last process ended.
-func (n *Node) lastExit() Exit {
+// LastExit returns how the node's last process ended; the zero Exit before
+// any ended.
+func (n *Node) LastExit() Exit {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.exit

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,12 +122,21 @@ func TestNodeLifecycle(t *testing.T) {
 	}
 	waitReady(t, c)
 
+	if got := c.Serving(); !slices.Equal(got, []string{"n1"}) {
+		t.Errorf("Serving with n1 running: %v", got)
+	}
 	exit, err := n.Term(10 * time.Second)
 	if err != nil || exit.Code != 0 || exit.Signal != "" || exit.Took <= 0 {
 		t.Fatalf("Term: %v, %v; want exit code 0", exit, err)
 	}
 	if n.Running() {
 		t.Error("running after Term")
+	}
+	if n.LastExit() != exit {
+		t.Errorf("LastExit %v, want what Term returned, %v", n.LastExit(), exit)
+	}
+	if got := c.Serving(); len(got) != 0 {
+		t.Errorf("Serving with n1 stopped: %v", got)
 	}
 	if _, err := n.Kill(); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Kill of a stopped node: %v, want ErrNotRunning", err)
@@ -188,6 +199,14 @@ func TestClusterFlags(t *testing.T) {
 	if got := len(c.Running()); got != 3 {
 		t.Errorf("%d nodes running, want 3", got)
 	}
+	for _, n := range c.Nodes {
+		if c.Node(n.Name) != n || c.Admin(n.Name).URL != n.URL() || c.Admin(n.Name).Token != "admin" {
+			t.Errorf("%s: Node or Admin by name does not find it", n.Name)
+		}
+	}
+	if c.Node("nobody") != nil || c.Admin("nobody").URL != "" {
+		t.Error("an unknown name has a node or an admin URL")
+	}
 	if logs := c.Logs(5); strings.Count(logs, "-----") != 6 {
 		t.Errorf("Logs: %s", logs)
 	}
@@ -196,5 +215,19 @@ func TestClusterFlags(t *testing.T) {
 func TestNewRejectsIncompleteConfig(t *testing.T) {
 	if _, err := New(Config{Binary: "x", Dir: "d", LogDir: t.TempDir(), Nodes: 0, JWTSecret: "j", AdminToken: "a"}); !errors.Is(err, ErrBadConfig) {
 		t.Errorf("no nodes: %v, want ErrBadConfig", err)
+	}
+}
+
+func TestBuildMakesARunnableNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds presence-node")
+	}
+	binary, err := Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "--help").CombinedOutput()
+	if !strings.Contains(string(out), "admin-token") {
+		t.Fatalf("%s --help: %v\n%s", binary, err, out)
 	}
 }

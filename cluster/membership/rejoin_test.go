@@ -247,11 +247,7 @@ var gossipPorts testkit.Ports
 // freeGossipPort returns a port free for TCP and UDP on 127.0.0.1.
 func freeGossipPort(t *testing.T) int {
 	t.Helper()
-	port, err := gossipPorts.Take(true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
+	return gossipPorts.MustTake(t, true)
 }
 
 // gossipProxy stands at a member's advertised address and forwards its

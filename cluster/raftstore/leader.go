@@ -16,6 +16,14 @@ const leadershipBacklog = 64
 // IsLeader reports whether this server is the Raft leader right now.
 func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
 
+// State returns this server's Raft state: "Follower", "Candidate", "Leader"
+// or "Shutdown".
+func (s *Store) State() string { return s.raft.State().String() }
+
+// Term returns the current Raft term; it grows by one or more with every
+// election.
+func (s *Store) Term() uint64 { return s.raft.CurrentTerm() }
+
 // Leader returns the ID and Raft address of the leader this server knows
 // of, or empty strings when none is known.
 func (s *Store) Leader() (id, addr string) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/cluster/autopilot"
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 )
 
@@ -28,24 +29,8 @@ var httpClient = &http.Client{Timeout: requestTimeout}
 // with cond's last error. Call it from the test goroutine.
 func (c *Cluster) WaitFor(timeout time.Duration, cond func() error) {
 	c.t.Helper()
-	if err := Poll(timeout, cond); err != nil {
+	if err := testkit.Poll(timeout, cond); err != nil {
 		c.t.Fatalf("testcluster: %v", err)
-	}
-}
-
-// Poll calls cond every few milliseconds until it returns nil (then Poll
-// returns nil) or timeout passes (then its last error, annotated).
-func Poll(timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("still failing after %v: %w", timeout, err)
-		}
-		time.Sleep(pollInterval)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/server"
 )
 
@@ -32,9 +33,6 @@ const (
 
 // DefaultReadyTimeout bounds WaitReady.
 const DefaultReadyTimeout = 30 * time.Second
-
-// pollInterval paces WaitFor.
-const pollInterval = 20 * time.Millisecond
 
 // Option changes how Start builds the cluster.
 type Option func(*options)
@@ -82,7 +80,7 @@ type Cluster struct {
 	net  *network // nil unless WithPartitions
 	// ports hands out the fixed ports of the nodes (gossip, and every
 	// port behind proxies).
-	ports *portPicker
+	ports *testkit.Ports
 
 	mu    sync.Mutex
 	nodes []*Node
@@ -115,7 +113,7 @@ func Start(t testing.TB, n int, opts ...Option) *Cluster {
 // Cleanup stops every node when the test ends.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, dir: t.TempDir(), log: testLogger(t), ports: newPortPicker()}
+	c := &Cluster{t: t, dir: t.TempDir(), log: testkit.Logger(t), ports: &testkit.Ports{}}
 	for _, opt := range opts {
 		opt(&c.opts)
 	}
@@ -147,7 +145,7 @@ func (c *Cluster) addNode() *Node {
 	cfg := server.Config{
 		Name:            name,
 		HTTPAddr:        "127.0.0.1:0",
-		GossipAddr:      "127.0.0.1:" + strconv.Itoa(c.ports.pick(c.t, func(port int) bool { return portFree(port, true) })),
+		GossipAddr:      "127.0.0.1:" + strconv.Itoa(c.ports.MustTake(c.t, true)),
 		RaftAddr:        "127.0.0.1:0",
 		RPCAddr:         "127.0.0.1:0",
 		BootstrapExpect: c.opts.bootstrapExpect,

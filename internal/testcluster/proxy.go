@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/server"
 )
 
@@ -36,7 +37,7 @@ type network struct {
 	names   []string // node names by index
 	rpcs    []string // advertised RPC addresses by index
 	rafts   []string // advertised Raft addresses by index
-	ports   *portPicker
+	ports   *testkit.Ports
 	sources map[string]int // bound gossip address -> node index
 	side    map[int]int    // node -> side while partitioned; absent: reaches all
 	proxies []*nodeProxy
@@ -55,7 +56,7 @@ type CutStats struct {
 // proxyHostBase is the last byte of node 0's advertised loopback address.
 const proxyHostBase = 101
 
-func newNetwork(t testing.TB, key []byte, ports *portPicker) *network {
+func newNetwork(t testing.TB, key []byte, ports *testkit.Ports) *network {
 	// Linux routes all of 127.0.0.0/8 to loopback; other systems may not.
 	ln, err := net.Listen("tcp", proxyHost(0)+":0")
 	if err != nil {
@@ -119,7 +120,7 @@ func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.It
 func (nw *network) listen(host string, udp bool) (*streamProxy, *packetProxy, int) {
 	nw.t.Helper()
 	for range 100 {
-		port := nw.ports.pick(nw.t, func(port int) bool { return portFree(port, udp) })
+		port := nw.ports.MustTake(nw.t, udp)
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			continue
@@ -137,25 +138,6 @@ func (nw *network) listen(host string, udp bool) (*streamProxy, *packetProxy, in
 	}
 	nw.t.Fatalf("testcluster: no port free for a proxy on %s", host)
 	return nil, nil, 0
-}
-
-// portFree reports whether 127.0.0.1:port can be bound (TCP, and UDP).
-func portFree(port int, udp bool) bool {
-	addr := loopback(port)
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return false
-	}
-	defer ln.Close()
-	if !udp {
-		return true
-	}
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return false
-	}
-	pc.Close()
-	return true
 }
 
 // setSides records a partition (nil: none) and closes the connections it cuts.

@@ -85,3 +85,16 @@ func CapturedLogger() (*slog.Logger, *LogBuffer) {
 	b := &LogBuffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
+
+// FailureLogger returns a debug logger whose records are kept and printed
+// to t's log only if t failed: the full story of a failed run, and silence
+// for a passing one.
+func FailureLogger(t testing.TB) *slog.Logger {
+	log, buf := CapturedLogger()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(buf.String())
+		}
+	})
+	return log
+}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"testing"
 )
 
 // Ports hands out loopback ports for the listeners of one test's nodes.
@@ -39,6 +40,17 @@ func (p *Ports) Take(udp bool) (int, error) {
 		return port, nil
 	}
 	return 0, ErrNoFreePort
+}
+
+// MustTake is Take for a test's own goroutine: it fails t instead of
+// returning an error.
+func (p *Ports) MustTake(t testing.TB, udp bool) int {
+	t.Helper()
+	port, err := p.Take(udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
 
 // Addr returns "127.0.0.1:<port>" for a port from Take.

@@ -1,0 +1,97 @@
+package presence
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+)
+
+// MergeSnapshots combines the state of a channel found on a node (local)
+// with a state of the same channel handed to it (in): a hand-off that meets
+// a channel the receiver started meanwhile, a replica's copy promoted, the
+// two sides of a healed partition. Without local state the handed-over one
+// is installed as it is. It is pure: the caller installs the result.
+//
+// When in is an older copy of local's own history (its last message is in
+// local's backlog, unchanged) and brings no user local lacks, subscribers
+// of either copy can follow local's history: the clients are united (the
+// later expiry wins) and local's ids and backlog go on, diverged false.
+// This is the common case of a stale replica copy handed to the node that
+// already continued the same channel.
+//
+// Otherwise the histories diverged (a partition, a fenced stale owner, a
+// fresh start while the holder was unreachable): clients are united and
+// the id skips past both histories with an empty backlog, so no id
+// repeats; diverged is true and the install publishes a resync marker
+// (Engine.InstallMerged), since neither history is complete.
+func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged bool) {
+	if local == nil || len(local.Clients) == 0 && len(local.Backlog) == 0 && local.LastID <= in.LastID {
+		return in, false
+	}
+	clients := uniteClients(local.Clients, in.Clients)
+	grace := max(local.ExpiryGrace, in.ExpiryGrace)
+	if continues(local, in) && maps.Equal(userSet(clients), userSet(local.Clients)) {
+		kept := *local
+		kept.Clients, kept.ExpiryGrace = clients, grace
+		return &kept, false
+	}
+	return &ChannelSnapshot{
+		Channel:     in.Channel,
+		Config:      cmp.Or(in.Config, local.Config),
+		LastID:      max(local.LastID, in.LastID) + 1,
+		Clients:     clients,
+		ExpiryGrace: grace,
+	}, true
+}
+
+// uniteClients returns the clients of a and b, once each; of a client in
+// both, the later expiry wins.
+func uniteClients(a, b []ClientSnapshot) []ClientSnapshot {
+	var out []ClientSnapshot
+	byKey := make(map[[2]string]int, len(a)+len(b))
+	for _, c := range slices.Concat(a, b) {
+		key := [2]string{c.User.ID, c.ClientID}
+		if i, dup := byKey[key]; dup {
+			if c.ExpiresAtUnixNano > out[i].ExpiresAtUnixNano {
+				out[i] = c
+			}
+			continue
+		}
+		byKey[key] = len(out)
+		out = append(out, c)
+	}
+	return out
+}
+
+// continues reports whether local's history runs through in's last
+// message: local's backlog holds a message with the same id, published at
+// the same time with the same content. Ids are unique to one history up to
+// where two copies diverge, and the first message after a divergence is
+// published on each side with its own content or time, so an identical
+// message proves in's history is a prefix of local's. Without a message in
+// in's backlog nothing can be proven.
+func continues(local, in *ChannelSnapshot) bool {
+	if len(in.Backlog) == 0 || in.LastID > local.LastID {
+		return false
+	}
+	last := in.Backlog[len(in.Backlog)-1]
+	i, found := slices.BinarySearchFunc(local.Backlog, last.ID, func(m *Message, id int64) int { return cmp.Compare(m.ID, id) })
+	return found && sameMessage(local.Backlog[i], last)
+}
+
+// sameMessage reports whether a and b are one published message.
+func sameMessage(a, b *Message) bool {
+	return a.ID == b.ID && a.PublishedAtUnixMilli == b.PublishedAtUnixMilli &&
+		a.CountDelta == b.CountDelta && a.CountOnly == b.CountOnly && a.Resync == b.Resync &&
+		slices.Equal(a.LeavingUserIDs, b.LeavingUserIDs) &&
+		slices.EqualFunc(a.EnteringUsers, b.EnteringUsers, func(x, y UserInfo) bool { return x.ID == y.ID })
+}
+
+// userSet returns the ids of the users with a client among clients.
+func userSet(clients []ClientSnapshot) map[string]bool {
+	set := make(map[string]bool, len(clients))
+	for _, c := range clients {
+		set[c.User.ID] = true
+	}
+	return set
+}

@@ -1,0 +1,92 @@
+package presence
+
+import (
+	"slices"
+	"testing"
+)
+
+// mergeConfig is the config of the channel the merge tests build.
+var mergeConfig = &Config{Public: true}
+
+// history builds a channel state whose backlog holds messages from..to,
+// each one user entering at a fixed time, and the given clients (a client
+// named after its user, expiring at exp).
+func history(from, to int64, exp int64, users ...string) *ChannelSnapshot {
+	s := &ChannelSnapshot{Channel: "/pub/m", Config: mergeConfig, LastID: to}
+	for id := from; id <= to; id++ {
+		s.Backlog = append(s.Backlog, &Message{Channel: "/pub/m", ID: id, Audience: mergeConfig,
+			PublishedAtUnixMilli: id * 10, EnteringUsers: []UserInfo{{ID: "e" + string(rune('a'+id%26))}}})
+	}
+	for _, u := range users {
+		s.Clients = append(s.Clients, ClientSnapshot{User: UserInfo{ID: u}, ClientID: u, ExpiresAtUnixNano: exp})
+	}
+	return s
+}
+
+func clientUsers(s *ChannelSnapshot) []string {
+	var out []string
+	for _, c := range s.Clients {
+		out = append(out, c.User.ID)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func TestMergeKeepsTheHistoryAnOlderCopyIsAPrefixOf(t *testing.T) {
+	local := history(100, 110, 500, "a", "b")
+	older := history(100, 107, 900, "a", "b") // same messages up to 107, a later expiry
+	out, diverged := MergeSnapshots(local, older)
+	if diverged || out.LastID != 110 || len(out.Backlog) != len(local.Backlog) {
+		t.Fatalf("merge of an older copy: diverged %v, last id %d, backlog %d; want local's ids kept", diverged, out.LastID, len(out.Backlog))
+	}
+	for _, c := range out.Clients {
+		if c.ExpiresAtUnixNano != 900 {
+			t.Fatalf("client %+v lost the later expiry", c)
+		}
+	}
+	// A second tab of a user local knows changes no user: still one history.
+	older.Clients = append(older.Clients, ClientSnapshot{User: UserInfo{ID: "a"}, ClientID: "tab2", ExpiresAtUnixNano: 900})
+	if out, diverged = MergeSnapshots(local, older); diverged || len(out.Clients) != 3 {
+		t.Fatalf("a second tab: diverged %v, %d clients; want local's ids and 3 clients", diverged, len(out.Clients))
+	}
+}
+
+func TestMergeSkipsIDsWhenTheHistoriesDiverged(t *testing.T) {
+	local := history(100, 110, 500, "a", "b")
+	cases := map[string]*ChannelSnapshot{
+		// The copy brings a user local does not have: its subscribers must re-read.
+		"a user local lacks": history(100, 107, 500, "a", "b", "c"),
+		// Message 108 was published differently on each side.
+		"another message at the same id": func() *ChannelSnapshot {
+			s := history(100, 108, 500, "a", "b")
+			s.Backlog[len(s.Backlog)-1].PublishedAtUnixMilli++
+			return s
+		}(),
+		// Newer than local: local's history may be the prefix, not the other way.
+		"a newer copy": history(100, 112, 500, "a", "b"),
+		// Older than local's backlog: nothing proves the ids are shared.
+		"older than the backlog": history(90, 95, 500, "a", "b"),
+		// No message at all: nothing proves it.
+		"no backlog": {Channel: "/pub/m", Config: mergeConfig, LastID: 105,
+			Clients: []ClientSnapshot{{User: UserInfo{ID: "a"}, ClientID: "a", ExpiresAtUnixNano: 500}}},
+	}
+	for name, in := range cases {
+		out, diverged := MergeSnapshots(local, in)
+		if !diverged || out.LastID != max(local.LastID, in.LastID)+1 || len(out.Backlog) != 0 {
+			t.Errorf("%s: diverged %v, last id %d, backlog %d; want ids past both and an empty backlog",
+				name, diverged, out.LastID, len(out.Backlog))
+		}
+		if got, want := clientUsers(out), slices.Compact(slices.Sorted(slices.Values(slices.Concat(clientUsers(local), clientUsers(in))))); !slices.Equal(got, want) {
+			t.Errorf("%s: users %v, want the union %v", name, got, want)
+		}
+	}
+}
+
+func TestMergeWithoutLocalStateInstallsTheCopy(t *testing.T) {
+	in := history(100, 107, 500, "a")
+	for _, local := range []*ChannelSnapshot{nil, {Channel: "/pub/m", LastID: 90}} {
+		if out, diverged := MergeSnapshots(local, in); out != in || diverged {
+			t.Fatalf("local %+v: got %+v, %v; want the copy as it is", local, out, diverged)
+		}
+	}
+}

@@ -1,0 +1,270 @@
+package replica
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
+)
+
+// staleCopyAfter is how long a copy whose live owner no longer owns the
+// channel (in this node's view) is kept without news from that owner: long
+// enough for membership views to agree again.
+const staleCopyAfter = 30 * time.Second
+
+// Entry is this node's copy of a channel owned by another node.
+type Entry struct {
+	// Owner is the node that sent the copy; Interest, the nodes its
+	// channel's messages are pushed to once the copy is promoted.
+	Owner    string
+	Interest []wire.Interested
+	copy     *presence.Copy
+	heard    int64  // when the owner last sent something for it (unix ns)
+	boot     uint64 // the owner's process that sent it
+}
+
+// Snapshot returns the copy as a state to install, its expiries moved
+// later by grace (the refreshes the owner may not have sent yet).
+func (e *Entry) Snapshot(grace time.Duration) *presence.ChannelSnapshot {
+	return e.copy.Snapshot(grace)
+}
+
+// Store holds the copies this node keeps for other owners, one per
+// channel and owner: after a crash and a quick restart, two nodes may both
+// have held a channel for a moment, and the copy of the one that then dies
+// must not be overwritten by the other's. It is passive: no actor runs the
+// copies, nothing expires until a promotion.
+type Store struct {
+	mu sync.Mutex
+	by map[string]map[string]*Entry // channel → owner → copy
+}
+
+func (s *Store) init() { s.by = make(map[string]map[string]*Entry) }
+
+// Kept describes one copy kept here, as Inspect returns it.
+type Kept struct {
+	Owner    string
+	Snapshot *presence.ChannelSnapshot // without grace
+	Interest []wire.Interested
+}
+
+// Inspect returns the copies of channel kept here, one per owner, for
+// diagnostics and tests.
+func (s *Store) Inspect(channel string) []Kept {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Kept
+	for _, e := range s.by[channel] {
+		out = append(out, Kept{Owner: e.Owner, Snapshot: e.copy.Snapshot(0), Interest: e.Interest})
+	}
+	return out
+}
+
+// apply applies one item of owner's stream and reports false when it is a
+// change to a copy this node does not have from owner (the owner must send
+// a snapshot first).
+func (s *Store) apply(owner string, boot uint64, it *wire.ReplItem, now int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	copies := s.by[it.Channel]
+	switch it.Kind {
+	case presence.ChangeSnapshot:
+		if copies == nil {
+			copies = make(map[string]*Entry, 1)
+			s.by[it.Channel] = copies
+		}
+		copies[owner] = &Entry{Owner: owner, copy: presence.NewCopy(it.Snap), Interest: it.Interest, heard: now, boot: boot}
+		if it.Supersedes != "" && it.Supersedes != owner {
+			delete(copies, it.Supersedes) // owner continues that node's state
+		}
+		return true
+	case presence.ChangeStopped:
+		s.deleteLocked(it.Channel, owner)
+		return true
+	}
+	e := copies[owner]
+	if e == nil || e.boot != boot {
+		return false // none, or the previous process's: a snapshot first
+	}
+	if it.Kind == wire.KindInterest {
+		e.Interest = it.Interest
+		e.heard = now
+		return true
+	}
+	e.copy.Apply(change(it))
+	e.heard = now
+	return true
+}
+
+// deleteLocked forgets owner's copy of channel; the lock must be held.
+func (s *Store) deleteLocked(channel, owner string) {
+	if copies := s.by[channel]; copies != nil {
+		delete(copies, owner)
+		if len(copies) == 0 {
+			delete(s.by, channel)
+		}
+	}
+}
+
+// Take removes and returns the copies of channel whose owners are not
+// members of v: the copies to promote.
+func (s *Store) Take(channel string, v View) []*Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*Entry
+	for owner, e := range s.by[channel] {
+		if _, alive := v.Member(owner); !alive {
+			out = append(out, e)
+			s.deleteLocked(channel, owner)
+		}
+	}
+	return out
+}
+
+// TakeFrom removes and returns the copy of channel that owner's previous
+// process sent: owner restarted (as boot) before anyone noticed, and asks
+// for its channel back.
+func (s *Store) TakeFrom(channel, owner string, boot uint64) (*Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.by[channel][owner]
+	if e == nil || e.boot == boot {
+		return nil, false
+	}
+	s.deleteLocked(channel, owner)
+	return e, true
+}
+
+// dropFrom forgets owner's copy of channel.
+func (s *Store) dropFrom(channel, owner string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleteLocked(channel, owner)
+}
+
+// Orphans lists the channels with copies of the departed owners.
+func (s *Store) Orphans(gone map[string]bool) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for ch, copies := range s.by {
+		for owner := range copies {
+			if gone[owner] {
+				out = append(out, ch)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// prune forgets the copies this node does not need: of live owners, those
+// of channels it holds itself, and those that v does not give to their
+// owner and that the owner sent nothing for in staleCopyAfter (a hand-off
+// leaves the old holder's copy behind until then, in case the new holder
+// dies first; membership views differ for a while after every change,
+// hence the wait). Copies of departed owners stay until they are promoted.
+func (s *Store) prune(v View, now int64, holds func(string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch, copies := range s.by {
+		held := holds(ch)
+		for owner, e := range copies {
+			if _, alive := v.Member(owner); !alive {
+				continue
+			}
+			stale := v.Owner(ch) != owner && now-e.heard > int64(staleCopyAfter)
+			if stale || held {
+				s.deleteLocked(ch, owner)
+			}
+		}
+	}
+}
+
+// HandleReplicate serves MethodReplicate: it applies a batch of an owner's
+// stream to the copies kept here. Per channel, the items are refused when
+// this node holds the channel itself (fencing: the sender is an owner the
+// others replaced, and must hand over what it has), deferred when the
+// sender does not own the channel in this node's view, and otherwise
+// applied in order.
+func (p *Replicator) HandleReplicate(_ context.Context, body []byte) ([]byte, error) {
+	q, err := wire.DecodeReplicateRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	from, boot, items := q.From, q.Boot, q.Items
+	v := p.cfg.View()
+	now := p.cfg.Clock.Now().UnixNano()
+	verdicts := make(map[string]copyVerdict)
+	var reply wire.ReplicateReply
+	for i := range items {
+		it := &items[i]
+		if it.Kind == presence.ChangeStopped {
+			// Dropping the sender's own copy is always safe, held or not.
+			p.store.apply(from.Name, boot, it, now)
+			continue
+		}
+		vd, seen := verdicts[it.Channel]
+		if !seen {
+			vd = p.copyVerdict(v, it.Channel, from.Name)
+			verdicts[it.Channel] = vd
+			switch vd {
+			case copyRefused:
+				reply.Refused = append(reply.Refused, it.Channel)
+			case copyDeferred:
+				reply.Deferred = append(reply.Deferred, it.Channel)
+			}
+		}
+		if vd != copyAccepted {
+			if !seen {
+				p.log.Debug("replica copy not taken", "channel", it.Channel, "from", from.Name, "verdict", vd)
+			}
+			continue
+		}
+		if it.Kind == presence.ChangeSnapshot || it.Kind == presence.ChangeStopped {
+			p.log.Debug("replica copy", "channel", it.Channel, "from", from.Name, "kind", it.Kind)
+		}
+		if !p.store.apply(from.Name, boot, it, now) && !slices.Contains(reply.Missing, it.Channel) {
+			reply.Missing = append(reply.Missing, it.Channel)
+		}
+		if it.Kind == presence.ChangeLeave {
+			p.leaves.AddClient(it.Channel, it.UserID, it.ClientID, it.At)
+		}
+	}
+	p.cfg.Refused.Add(float64(len(reply.Refused)))
+	return wire.Marshal(reply.Encode), nil
+}
+
+// copyVerdict is what a replica does with an owner's items for a channel.
+type copyVerdict uint8
+
+const (
+	copyAccepted copyVerdict = iota
+	copyRefused
+	copyDeferred
+)
+
+// copyVerdict decides for channel's items from from. Only one node serves
+// a channel, so a node holding it does not take another's copy: when its
+// ring gives the channel to from, it hands the channel over (from retries
+// afterwards); otherwise from is stale (an owner replaced while paused or
+// cut off) and is refused.
+func (p *Replicator) copyVerdict(v View, channel, from string) copyVerdict {
+	_, member := v.Member(from)
+	switch {
+	case p.cfg.Routes.Holds(channel) && member && v.Owner(channel) == from:
+		p.cfg.Rebalance()
+		return copyDeferred
+	case p.cfg.Routes.Holds(channel):
+		return copyRefused
+	case !member:
+		// A node this one has not seen join (or saw die: a new process
+		// under the same name) waits until it has: its copy must not be
+		// promoted as the dead one's.
+		return copyDeferred
+	}
+	return copyAccepted
+}

@@ -1,0 +1,207 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
+)
+
+// updateCall is an update as this node serves it: whose, and how it came.
+type updateCall struct {
+	user     *presence.User
+	clientID string
+	// hops counts the forwards it took to get here; sent is when the
+	// forwarding node sent it (unix ns; 0 at the node it entered).
+	hops int
+	sent int64
+}
+
+// updateShare is the channels of an update that one node serves, or that
+// are left to retry.
+type updateShare struct {
+	to      Member
+	present []string
+	leave   []string
+}
+
+// update serves an update of valid channels, answering its present
+// channels in out. The node the request entered (hops 0) retries channels
+// whose owner moved or could not be reached; the others answer
+// presence.ErrMoved and let it.
+func (r *Router) update(ctx context.Context, c updateCall, share updateShare, out map[string]bool) error {
+	var mu sync.Mutex
+	return withRetries(ctx, r.retry, c.hops, share, func(s updateShare) (updateShare, error) {
+		return r.updateOnce(ctx, c, s, out, &mu)
+	})
+}
+
+// updateOnce resolves each channel's route once and serves it there: a
+// channel held here at once, the others in one call per node, in
+// parallel. A leave follows the present of the same channel to its node,
+// so present-before-leave holds per channel. It returns the channels to
+// retry after a retryable error: those of the shares that failed, or all
+// of them when routing itself failed (applying a present or a leave twice
+// changes nothing).
+func (r *Router) updateOnce(ctx context.Context, c updateCall, s updateShare, out map[string]bool, mu *sync.Mutex) (updateShare, error) {
+	var shares []*updateShare
+	for _, ch := range s.present {
+		t, err := r.route(ctx, ch, c.hops)
+		if err != nil {
+			return s, err
+		}
+		if !t.local {
+			share := shareFor(&shares, t.to)
+			share.present = append(share.present, ch)
+			continue
+		}
+		ok, err := r.presentHere(ctx, c, ch)
+		r.routes.release(ch)
+		mu.Lock()
+		out[ch] = ok
+		mu.Unlock()
+		if err != nil {
+			return s, err
+		}
+	}
+	for _, ch := range s.leave {
+		if share := shareWithPresent(shares, ch); share != nil {
+			share.leave = append(share.leave, ch)
+			continue
+		}
+		t, err := r.route(ctx, ch, c.hops)
+		if err != nil {
+			return s, err
+		}
+		if !t.local {
+			share := shareFor(&shares, t.to)
+			share.leave = append(share.leave, ch)
+			continue
+		}
+		err = r.leaveHere(ctx, c, ch)
+		r.routes.release(ch)
+		if err != nil {
+			return s, err
+		}
+	}
+	return r.forwardUpdates(ctx, c, shares, out, mu)
+}
+
+// presentHere marks the client present in channel, held here. With
+// replication, the change is on the replica before the answer: an
+// acknowledged enter survives the owner's crash.
+//
+// A forwarded present overtaken by a leave of the same client, which this
+// node applied after the present was sent, is answered false and not
+// applied: the present waited on its way (a batch held up behind a channel
+// being handed over, a pull) while its sender gave up, and the client moved
+// on and left; applied now, it would show the client until its timeout.
+// Last writer wins, as in merges. A present at the node the request
+// entered cannot be overtaken: its client waits for the answer before it
+// sends anything else, and gives up by closing the request, which cancels
+// the present.
+func (r *Router) presentHere(ctx context.Context, c updateCall, channel string) (bool, error) {
+	if c.sent != 0 && r.cfg.Replication && r.leaves.LeftAfter(channel, c.user.ID, c.clientID, c.sent) {
+		r.log.Debug("dropped a forwarded present overtaken by the client's leave", "channel", channel, "user", c.user.ID, "client", c.clientID)
+		return false, nil
+	}
+	return r.engine.PresentAck(ctx, c.user, c.clientID, channel)
+}
+
+// leaveHere makes the client leave channel, held here. With replication
+// the leave is recorded even when nothing was present here: a copy merged
+// later must not bring the client back.
+func (r *Router) leaveHere(ctx context.Context, c updateCall, channel string) error {
+	if r.cfg.Replication {
+		r.leaves.AddClient(channel, c.user.ID, c.clientID, r.cfg.Clock.Now().UnixNano())
+	}
+	r.log.Debug("leave served here", "channel", channel, "user", c.user.ID, "client", c.clientID, "hops", c.hops,
+		"epoch", r.view.Load().epoch)
+	return r.engine.LeaveAck(ctx, c.user.ID, c.clientID, channel)
+}
+
+// shareFor returns the share of node to, adding it if needed.
+func shareFor(shares *[]*updateShare, to Member) *updateShare {
+	for _, s := range *shares {
+		if s.to == to {
+			return s
+		}
+	}
+	s := &updateShare{to: to}
+	*shares = append(*shares, s)
+	return s
+}
+
+// shareWithPresent returns the share already carrying ch as a present
+// channel, so that its leave follows it to the same node, in order.
+func shareWithPresent(shares []*updateShare, ch string) *updateShare {
+	for _, s := range shares {
+		for _, p := range s.present {
+			if p == ch {
+				return s
+			}
+		}
+	}
+	return nil
+}
+
+// forwardUpdates sends every share to its node (batched with other
+// updates to the same node), in parallel when there are several.
+func (r *Router) forwardUpdates(ctx context.Context, c updateCall, shares []*updateShare, out map[string]bool, mu *sync.Mutex) (updateShare, error) {
+	var failed updateShare
+	var errs forwardErrors
+	parallel(shares, func(s *updateShare) {
+		q := wire.UpdateRequest{Header: r.header(c.hops), User: c.user, ClientID: c.clientID, Present: s.present, Leave: s.leave}
+		vals, err := r.batch.do(ctx, s.to, q)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			r.routes.forgetUnreachable(err, r.view.Load(), s.to, s.present, s.leave)
+			errs.add(err)
+			failed.present = append(failed.present, s.present...)
+			failed.leave = append(failed.leave, s.leave...)
+			return
+		}
+		for i, ch := range s.present {
+			out[ch] = vals[i]
+		}
+	})
+	return failed, errs.err()
+}
+
+// serveUpdate serves one update of a forwarded batch (its edge: the checks
+// Update makes, and the sender's deadline) and appends the answers of its
+// present channels to vals.
+func (r *Router) serveUpdate(ctx context.Context, q *wire.UpdateRequest, vals []bool) ([]bool, error) {
+	if err := checkUpdate(q.User, q.ClientID, q.Present, q.Leave); err != nil {
+		return vals, err
+	}
+	c := updateCall{user: q.User, clientID: q.ClientID, hops: q.Header.Hops}
+	if deadline := q.Header.Deadline; deadline != 0 {
+		now := r.cfg.Clock.Now().UnixNano()
+		if now > deadline {
+			return vals, fmt.Errorf("%w: forwarded update arrived after its deadline", presence.ErrUnavailable)
+		}
+		// Waits on the way (a pull, a hand-off) end with the sender's
+		// deadline: after it, the sender has given up and may have
+		// retried elsewhere.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(deadline-now))
+		defer cancel()
+		// The header carries the deadline, not the send time: this
+		// assumes the sender's ForwardTimeout is this node's (the nodes
+		// of a cluster share their configuration).
+		c.sent = deadline - r.cfg.ForwardTimeout.Nanoseconds()
+	}
+	out := make(map[string]bool, len(q.Present))
+	if err := r.update(ctx, c, admitUpdate(q.Present, q.Leave, out), out); err != nil {
+		return vals, err
+	}
+	for _, ch := range q.Present {
+		vals = append(vals, out[ch])
+	}
+	return vals, nil
+}
