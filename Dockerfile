@@ -11,7 +11,9 @@ LABEL org.opencontainers.image.title="presence-node" \
 
 # /etc/passwd and /etc/group (user presence, uid/gid 10001), CA bundle, /tmp.
 COPY artifacts/docker/rootfs/ /
-# The empty /data, owned by the node's user so a fresh named volume is too.
+# The empty /data and /tls, owned by the node's user so fresh named volumes
+# mounted there are too (/tls: node-to-node TLS files, see
+# docker-compose.tls.yml).
 COPY --chown=10001:10001 artifacts/docker/owned/ /
 COPY artifacts/docker/presence-node /presence-node
 
@@ -23,13 +25,12 @@ USER 10001:10001
 ENV PRESENCE_DATA_DIR=/data \
     PRESENCE_HTTP=0.0.0.0:8080 \
     PRESENCE_GOSSIP=0.0.0.0:7946 \
-    PRESENCE_RAFT=0.0.0.0:8300 \
     PRESENCE_RPC=0.0.0.0:7947
 
 VOLUME /data
 
-# 8080 HTTP API, 7946 memberlist (TCP and UDP), 8300 Raft, 7947 node-to-node RPC.
-EXPOSE 8080/tcp 7946/tcp 7946/udp 8300/tcp 7947/tcp
+# 8080 HTTP API, 7946 memberlist (TCP and UDP), 7947 node-to-node RPC and Raft.
+EXPOSE 8080/tcp 7946/tcp 7946/udp 7947/tcp
 
 # "health" GETs /healthz on PRESENCE_HTTP (0.0.0.0 is checked as 127.0.0.1),
 # over HTTPS when PRESENCE_HTTP_TLS_CERT is set.

@@ -7,6 +7,7 @@
 # is recreated at new addresses.
 #
 #   ./scripts/container-test.sh                           every scenario
+#   CHAOS_TLS=1 ./scripts/container-test.sh               every scenario, mutual TLS between nodes
 #   ./scripts/container-test.sh -run TestContainerDownUp  extra arguments go to go test
 #
 # Without a reachable Docker engine it prints "SKIP: docker not available" and
@@ -16,7 +17,13 @@
 # down again, also on failure or interrupt. When a test fails, the nodes' logs
 # are saved in $CHAOS_ARTIFACTS first.
 #
+# The nodes always share a random cluster key (gossip and node-to-node traffic
+# encrypted and authenticated). With CHAOS_TLS=1 they also speak mutual TLS 1.3:
+# docker-compose.tls.yml is layered on the compose file and a CA and node
+# certificates are made for the run with the image's `presence-node tls`.
+#
 # Environment:
+#   CHAOS_TLS              1: mutual TLS between the nodes (default: 0)
 #   CHAOS_COMPOSE          compose client ("docker compose" or "docker-compose";
 #                          default: the first of those that works)
 #   CHAOS_COMPOSE_PROJECT  compose project name (presence-chaos)
@@ -48,12 +55,17 @@ fi
 export CHAOS_COMPOSE
 export CHAOS_COMPOSE_PROJECT="${CHAOS_COMPOSE_PROJECT:-presence-chaos}"
 export CHAOS_COMPOSE_FILE="$PWD/$file"
+files=(-f "$file")
+if [ "${CHAOS_TLS:-0}" = 1 ]; then
+  export CHAOS_TLS CHAOS_COMPOSE_TLS_FILE="$PWD/docker-compose.tls.yml"
+  files+=(-f docker-compose.tls.yml) # so that down -v removes the certificates' volume too
+fi
 export CHAOS_ARTIFACTS="${CHAOS_ARTIFACTS:-/tmp/presence-container-artifacts}"
 export PRESENCE_IMAGE="${PRESENCE_IMAGE:-presence-node:dev}"
 # The tests leave the project running; this script saves logs, then removes it.
 export CHAOS_COMPOSE_KEEP=1
 
-compose() { $CHAOS_COMPOSE -f "$file" -p "$CHAOS_COMPOSE_PROJECT" "$@"; }
+compose() { $CHAOS_COMPOSE "${files[@]}" -p "$CHAOS_COMPOSE_PROJECT" "$@"; }
 
 # remove_project deletes the project's containers, network and volumes.
 remove_project() {

@@ -4,8 +4,8 @@
 # The image starts FROM scratch, so it needs no base image and no registry: the
 # binary is compiled here, statically (CGO_ENABLED=0), and staged with a minimal
 # /etc/passwd and /etc/group (non-root user "presence", uid/gid 10001), the host's
-# CA bundle (for https prefix callbacks), an empty /tmp and an empty /data owned
-# by that user. Running it again rebuilds the same thing and replaces the tag.
+# CA bundle (for https prefix callbacks), an empty /tmp, and an empty /data and
+# /tls owned by that user. Running it again rebuilds the same thing and replaces the tag.
 #
 #   ./scripts/docker-build.sh                        -> presence-node:dev
 #   PRESENCE_IMAGE=registry.example/presence:1.2 ./scripts/docker-build.sh
@@ -44,7 +44,7 @@ export GOARCH
 
 step "compiling ./cmd/node (linux/$GOARCH, static)"
 rm -rf "$stage"
-mkdir -p "$stage/rootfs/etc/ssl/certs" "$stage/rootfs/tmp" "$stage/owned/data"
+mkdir -p "$stage/rootfs/etc/ssl/certs" "$stage/rootfs/tmp" "$stage/owned/data" "$stage/owned/tls"
 CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags '-s -w' -o "$stage/presence-node" ./cmd/node
 if command -v readelf >/dev/null 2>&1 && readelf -l "$stage/presence-node" 2>/dev/null | grep -q INTERP; then
   echo "docker-build: $stage/presence-node is dynamically linked; scratch cannot run it" >&2
@@ -70,7 +70,7 @@ else
 fi
 # COPY keeps the mode bits of the context (the legacy builder has no --chmod).
 chmod 1777 "$stage/rootfs/tmp"
-chmod 0700 "$stage/owned/data"
+chmod 0700 "$stage/owned/data" "$stage/owned/tls"
 
 version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 previous=$("$docker" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)

@@ -34,7 +34,9 @@ if [ -z "${QUICK:-}" ]; then
   fi
   run "process cluster and chaos tests (real binary, 3 nodes on loopback)" ./scripts/chaos-test.sh
   run "browser end-to-end tests (headless Chromium, 3 nodes)" ./scripts/browser-test.sh
-  run "container chaos tests (docker compose, 3 nodes)" ./scripts/container-test.sh
+  # Once, with every node-to-node protection on: mutual TLS and the cluster key.
+  run "container chaos tests (docker compose, 3 nodes, mutual TLS and cluster key)" \
+    env CHAOS_TLS=1 ./scripts/container-test.sh
   # Budgets are counts of executions, not durations: Go 1.26's fuzz coordinator
   # can report a spurious "context deadline exceeded" when a -fuzztime duration
   # ends under CPU contention (golang/go#75804, fixed in Go 1.27). Each budget

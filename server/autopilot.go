@@ -17,6 +17,24 @@ import (
 // and a commit, well under a second in a healthy cluster).
 const raftRemovalWait = 3 * time.Second
 
+// raftAddress is where Raft reaches the server named id now: its current
+// rpc address in gossip (Raft runs over the node-to-node transport), also
+// for a member gone for a while, whose last address is the best guess.
+// False for a name gossip never heard of; Raft then dials the address its
+// configuration recorded. Autopilot keeps the recorded addresses current
+// too (they show in logs and serve as that fallback; a data directory of
+// the release that ran Raft on a port of its own has them rewritten once).
+func (s *Server) raftAddress(id string) (string, bool) {
+	if id == s.cfg.Name {
+		return s.rpcAddr, true
+	}
+	rec, ok := s.members.lookup(id)
+	if !ok || rec.Meta.RPC == "" {
+		return "", false
+	}
+	return rec.Meta.RPC, true
+}
+
 // newAutopilot builds the autopilot that manages the Raft configuration
 // from the member table; Start runs it once gossip runs (without gossip,
 // every server would look gone).
@@ -52,15 +70,17 @@ const fastStabilization = 500 * time.Millisecond
 type autopilotView struct{ s *Server }
 
 // Members converts the member table: a draining member counts as leaving,
-// and only a member whose metadata names both its Raft and its transport
-// address can be a server.
+// and a member's Raft address is its rpc address (Raft runs over the
+// node-to-node transport); a member whose metadata gives none cannot be a
+// server. This node's own record may lag in gossip: its address is the
+// one it listens at.
 func (v autopilotView) Members() []autopilot.Member {
 	recs := v.s.members.all()
 	out := make([]autopilot.Member, 0, len(recs))
 	for _, rec := range recs {
-		m := autopilot.Member{Name: rec.Name, Since: rec.down}
-		if rec.Meta.Raft != "" && rec.Meta.RPC != "" {
-			m.RaftAddr = rec.Meta.Raft
+		m := autopilot.Member{Name: rec.Name, Since: rec.down, RaftAddr: rec.Meta.RPC}
+		if rec.Name == v.s.cfg.Name {
+			m.RaftAddr = v.s.rpcAddr
 		}
 		switch {
 		case rec.State == membership.StateAlive && !rec.Draining:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/presencehq/presence/clock"
@@ -19,7 +20,6 @@ import (
 const (
 	DefaultHTTPAddr        = "127.0.0.1:8080"
 	DefaultGossipAddr      = "127.0.0.1:7946"
-	DefaultRaftAddr        = "127.0.0.1:8300"
 	DefaultRPCAddr         = "127.0.0.1:7947"
 	DefaultBootstrapExpect = 1
 	// DefaultShutdownTimeout bounds a graceful leave (the contract promises exit within 10 s).
@@ -51,15 +51,14 @@ type Config struct {
 	Name            string   // unique node name; required
 	HTTPAddr        string   // public API bind; "" = DefaultHTTPAddr
 	GossipAddr      string   // memberlist bind; "" = DefaultGossipAddr
-	RaftAddr        string   // Raft transport bind; "" = DefaultRaftAddr
-	RPCAddr         string   // node-to-node bind; "" = DefaultRPCAddr
+	RPCAddr         string   // node-to-node bind (calls and Raft); "" = DefaultRPCAddr
 	Advertise       string   // host others use to reach us; "" = the bind host
 	Join            []string // gossip addresses or DNS names of existing members
 	BootstrapExpect int      // servers to see before bootstrapping Raft; 0 = 1
 	DataDir         string   // Raft data; required
 	JWTSecrets      []string // HS256 secrets (rotation: any verifies); see Validate
 	AdminToken      string   // bearer token for /admin; required unless Dev
-	ClusterKey      string   // base64 key of 16, 24 or 32 bytes; "" = no encryption
+	ClusterKey      string   // base64 keys of 16, 24 or 32 bytes, comma-separated, the first primary; "" = none
 	CORSOrigins     []string // origins allowed to call the API; Dev adds "*"
 	Dev             bool     // development mode (demo prefix, /dev/token, demo page)
 
@@ -79,6 +78,13 @@ type Config struct {
 	// plain HTTP. ReloadTLS reads them again.
 	HTTPTLSCert string
 	HTTPTLSKey  string
+
+	// TLSCert, TLSKey and TLSCA are PEM files (the node's certificate, its
+	// key, the cluster's CA certificates): set all three to make every
+	// node-to-node connection mutual TLS 1.3, none for no TLS. TLS does not
+	// cover gossip (UDP), so it needs ClusterKey too. ReloadTLS reads them
+	// again.
+	TLSCert, TLSKey, TLSCA string
 
 	// Open SSE streams on this node: per signed-in user, per anonymous
 	// client address, and in all. 0 = the api.DefaultMaxStreams* value.
@@ -143,13 +149,16 @@ func (c *Config) Validate() error {
 	if c.AdminToken == "" {
 		return fmt.Errorf("%w: --admin-token (or PRESENCE_ADMIN_TOKEN) is required unless --dev", ErrConfig)
 	}
-	if _, err := c.ClusterKeyBytes(); err != nil {
+	if _, _, err := c.ClusterKeys(); err != nil {
+		return err
+	}
+	if err := c.validateTLS(); err != nil {
 		return err
 	}
 	defaults := []struct {
 		field *string
 		def   string
-	}{{&c.HTTPAddr, DefaultHTTPAddr}, {&c.GossipAddr, DefaultGossipAddr}, {&c.RaftAddr, DefaultRaftAddr}, {&c.RPCAddr, DefaultRPCAddr}}
+	}{{&c.HTTPAddr, DefaultHTTPAddr}, {&c.GossipAddr, DefaultGossipAddr}, {&c.RPCAddr, DefaultRPCAddr}}
 	for _, d := range defaults {
 		if *d.field == "" {
 			*d.field = d.def
@@ -200,20 +209,28 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// ClusterKeyBytes decodes the cluster key (nil when none is set).
-func (c *Config) ClusterKeyBytes() ([]byte, error) {
+// ClusterKeys decodes the cluster keys: the primary key, which encrypts
+// and proves, then the keys also accepted from other nodes while the key
+// is rotated. Both are empty when no key is set.
+func (c *Config) ClusterKeys() (primary []byte, accepted [][]byte, err error) {
 	if c.ClusterKey == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
-	key, err := base64.StdEncoding.DecodeString(c.ClusterKey)
-	if err != nil {
-		return nil, fmt.Errorf("%w: --cluster-key is not base64: %v", ErrConfig, err)
+	for i, s := range strings.Split(c.ClusterKey, ",") {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: --cluster-key: key %d is not base64: %v", ErrConfig, i+1, err)
+		}
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return nil, nil, fmt.Errorf("%w: --cluster-key: key %d must decode to 16, 24 or 32 bytes, got %d", ErrConfig, i+1, n)
+		}
+		if i == 0 {
+			primary = key
+		} else {
+			accepted = append(accepted, key)
+		}
 	}
-	switch len(key) {
-	case 16, 24, 32:
-		return key, nil
-	}
-	return nil, fmt.Errorf("%w: --cluster-key must decode to 16, 24 or 32 bytes, got %d", ErrConfig, len(key))
+	return primary, accepted, nil
 }
 
 // validateTokens checks the ways user tokens are verified: at least one,
@@ -238,6 +255,28 @@ func (c *Config) validateTokens() error {
 	}
 	if u.Scheme == "http" && !c.Dev && !loopbackHost(u.Hostname()) {
 		return fmt.Errorf("%w: --jwks-url must use https (http only to a loopback host, or with --dev)", ErrConfig)
+	}
+	return nil
+}
+
+// validateTLS checks that the TLS files come together, and with a cluster
+// key: memberlist's gossip (UDP) cannot run over TLS, and without the key
+// anyone reaching the gossip port could join and be given channels.
+func (c *Config) validateTLS() error {
+	set := 0
+	for _, f := range []string{c.TLSCert, c.TLSKey, c.TLSCA} {
+		if f != "" {
+			set++
+		}
+	}
+	switch {
+	case set == 0:
+		return nil
+	case set < 3:
+		return fmt.Errorf("%w: --tls-cert, --tls-key and --tls-ca go together", ErrConfig)
+	case c.ClusterKey == "":
+		return fmt.Errorf("%w: --tls-* needs --cluster-key too: TLS covers the node-to-node TCP connections, "+
+			"the cluster key encrypts and authenticates gossip (UDP), which TLS cannot", ErrConfig)
 	}
 	return nil
 }
@@ -269,6 +308,9 @@ func (c *Config) trustedProxyPrefixes() ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// PeerTLS reports whether node-to-node connections use TLS.
+func (c *Config) PeerTLS() bool { return c.TLSCert != "" }
 
 // advertised returns the address others use for a bind address: the bind
 // port on the Advertise host when set.

@@ -48,13 +48,12 @@ func (s *Server) newHTTPServer() *http.Server {
 	return srv
 }
 
-// ReloadTLS reads the certificate files of the public API again (cmd/node
-// calls it on SIGHUP): new connections get the new certificate, open ones
-// keep theirs. When the files do not load, the previous certificate stays
-// in use and the error is returned. Without HTTPS it does nothing.
-func (s *Server) ReloadTLS() error {
+// reloadHTTPTLS reads the certificate files of the public API again: new
+// connections get the new certificate, open ones keep theirs. When the
+// files do not load, the previous certificate stays in use and the error
+// is returned. Without HTTPS it does nothing.
+func (s *Server) reloadHTTPTLS() error {
 	if s.httpTLS == nil {
-		s.log.Info("no TLS certificate to reload (the public API serves plain HTTP)")
 		return nil
 	}
 	if err := s.httpTLS.Reload(); err != nil {

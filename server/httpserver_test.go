@@ -75,7 +75,7 @@ func httpsNodeConfig(t *testing.T, f *httpsFiles) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Config{Name: "n1", HTTPAddr: "127.0.0.1:0", GossipAddr: gossip, RaftAddr: "127.0.0.1:0",
+	return Config{Name: "n1", HTTPAddr: "127.0.0.1:0", GossipAddr: gossip,
 		RPCAddr: "127.0.0.1:0", DataDir: t.TempDir(), Dev: true, FastTimings: true,
 		HTTPTLSCert: f.certPath, HTTPTLSKey: f.keyPath, Logger: testkit.Logger(t)}
 }

@@ -14,7 +14,7 @@ import (
 )
 
 func member(name, state string) membership.Member {
-	return membership.Member{Name: name, State: state, Meta: membership.Meta{RPC: name + ":1", Raft: name + ":2", HTTP: name + ":3"}}
+	return membership.Member{Name: name, State: state, Meta: membership.Meta{RPC: name + ":1", HTTP: name + ":3"}}
 }
 
 func names(ms []membership.Member) []string {

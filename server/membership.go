@@ -23,10 +23,9 @@ func (s *Server) startGossip() error {
 	if s.ctx.Err() != nil {
 		return nil
 	}
-	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
+	key, accepted, _ := s.cfg.ClusterKeys() // checked by Validate
 	s.meta = membership.Meta{
 		RPC:  s.rpcAddr,
-		Raft: s.store.Addr(),
 		HTTP: s.cfg.advertised(s.listener.Addr().String()),
 	}
 	ml, err := membership.Start(membership.Config{
@@ -35,6 +34,7 @@ func (s *Server) startGossip() error {
 		AdvertiseAddr: s.cfg.Advertise,
 		Meta:          s.meta,
 		Key:           key,
+		AcceptKeys:    accepted,
 		Fast:          s.cfg.FastGossip,
 		Logger:        s.log,
 

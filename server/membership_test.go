@@ -27,7 +27,7 @@ const partitionHold = 4 * time.Second
 func TestServerRejoinsARestartedSeed(t *testing.T) {
 	log := testkit.FailureLogger(t)
 	cfg := func(name string, gossip string, join ...string) Config {
-		return Config{Name: name, HTTPAddr: "127.0.0.1:0", GossipAddr: gossip, RaftAddr: "127.0.0.1:0",
+		return Config{Name: name, HTTPAddr: "127.0.0.1:0", GossipAddr: gossip,
 			RPCAddr: "127.0.0.1:0", Join: join, DataDir: filepath.Join(t.TempDir(), name),
 			JWTSecrets: []string{"rejoin-test-secret"}, AdminToken: "rejoin-test-token",
 			FastTimings: true, FastGossip: true,

@@ -53,6 +53,10 @@ type prefixWrite struct {
 // handleRPC serves every transport call: the router's methods and the
 // server's own.
 func (s *Server) handleRPC(ctx context.Context, method uint16, body []byte) ([]byte, error) {
+	// The transport listens before the Raft store and the router exist.
+	if !s.opened.Load() {
+		return nil, fmt.Errorf("%w: node starting", presence.ErrUnavailable)
+	}
 	if method < firstServerMethod {
 		r := s.routerRef.Load()
 		if r == nil {

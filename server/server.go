@@ -22,6 +22,7 @@ import (
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/cluster/autopilot"
 	"github.com/presencehq/presence/cluster/membership"
+	"github.com/presencehq/presence/cluster/peertls"
 	"github.com/presencehq/presence/cluster/raftstore"
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/jwtkeys"
@@ -50,7 +51,9 @@ type Server struct {
 	engine   *presence.Engine
 
 	transport *transport.Transport
-	rpcAddr   string // advertised transport address
+	peerTLS   *peertls.Material // node-to-node TLS files; nil without TLS
+	opened    atomic.Bool       // every backend built: transport handlers may use them
+	rpcAddr   string            // advertised transport address, also Raft's
 	self      router.Member
 	router    *router.Router
 	routerRef atomic.Pointer[router.Router] // read by transport handlers, which may run before New returns
@@ -84,9 +87,9 @@ type Server struct {
 	closeErr  error
 }
 
-// New builds a node from cfg: it opens the Raft store and listens on the
-// Raft and transport addresses, but neither serves HTTP nor gossips until
-// Start.
+// New builds a node from cfg: it listens on the node-to-node transport
+// address, which also carries Raft, and opens the Raft store, but neither
+// serves HTTP nor gossips until Start.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -127,29 +130,20 @@ func (s *Server) open() error {
 	if err := claimDataDir(s.cfg.DataDir, s.cfg.Name); err != nil {
 		return err
 	}
+	if err := s.openTransport(); err != nil {
+		return err
+	}
 	if err := s.openStore(); err != nil {
 		return err
 	}
 	s.registry.MustRegister(newRaftCollector(s.store))
-	key, _ := s.cfg.ClusterKeyBytes() // checked by Validate
-	tr, err := transport.Listen(transport.Config{
-		BindAddr: s.cfg.RPCAddr,
-		Key:      key,
-		Handler:  s.handleRPC,
-		Errors:   transportErrors(),
-		Logger:   s.log,
-	})
-	if err != nil {
-		return fmt.Errorf("rpc transport: %w", err)
-	}
-	s.transport = tr
 	if err := s.newAutopilot(); err != nil {
 		return err
 	}
-	s.rpcAddr = s.cfg.advertised(tr.Addr())
 	s.self = router.Member{Name: s.cfg.Name, RPCAddr: s.rpcAddr}
 	metrics := presence.NewMetrics(s.registry)
 	pub := router.NewPublisher()
+	var err error
 	if s.engine, err = presence.NewEngine(presence.EngineConfig{
 		Clock:      s.cfg.Clock,
 		Logger:     s.log,
@@ -164,7 +158,7 @@ func (s *Server) open() error {
 		Self:      s.self,
 		Engine:    s.engine,
 		Publisher: pub,
-		Transport: tr,
+		Transport: s.transport,
 		Clock:     s.cfg.Clock,
 		Logger:    s.log,
 		Registry:  s.registry,
@@ -175,20 +169,72 @@ func (s *Server) open() error {
 		return err
 	}
 	s.routerRef.Store(s.router)
-	return s.buildHandler()
+	if err := s.buildHandler(); err != nil {
+		return err
+	}
+	s.opened.Store(true)
+	return nil
 }
 
-// openStore opens the Raft store; a lone server (--bootstrap-expect 1,
-// no --join) bootstraps itself on its first start.
-func (s *Server) openStore() error {
-	var advertise string // empty: the address bound, which also covers port 0
-	if s.cfg.Advertise != "" {
-		advertise = s.cfg.advertised(s.cfg.RaftAddr)
+// openTransport listens for node-to-node connections: calls and Raft,
+// with TLS and the cluster key as configured.
+func (s *Server) openTransport() error {
+	key, accepted, _ := s.cfg.ClusterKeys() // checked by Validate
+	cfg := transport.Config{
+		BindAddr:   s.cfg.RPCAddr,
+		Key:        key,
+		AcceptKeys: accepted,
+		Handler:    s.handleRPC,
+		Errors:     transportErrors(),
+		Logger:     s.log,
 	}
+	if s.cfg.PeerTLS() {
+		m, err := peertls.Load(peertls.Files{Cert: s.cfg.TLSCert, Key: s.cfg.TLSKey, CA: s.cfg.TLSCA})
+		if err != nil {
+			return fmt.Errorf("%w: --tls-cert, --tls-key, --tls-ca: %v", ErrConfig, err)
+		}
+		s.peerTLS = m
+		cfg.ServerTLS, cfg.ClientTLS = m.ServerConfig(), m.ClientConfig()
+	}
+	tr, err := transport.Listen(cfg)
+	if err != nil {
+		return fmt.Errorf("rpc transport: %w", err)
+	}
+	s.transport = tr
+	s.rpcAddr = s.cfg.advertised(tr.Addr())
+	if host, _, _ := net.SplitHostPort(s.rpcAddr); net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		return fmt.Errorf("%w: --rpc %s listens on every interface: set --advertise to the host or IP "+
+			"the other nodes reach this one at", ErrConfig, s.cfg.RPCAddr)
+	}
+	s.logNodeSecurity(key != nil)
+	return nil
+}
+
+// logNodeSecurity says at start how node-to-node traffic is protected.
+func (s *Server) logNodeSecurity(keyed bool) {
+	switch {
+	case s.peerTLS != nil:
+		leaf := s.peerTLS.Certificate()
+		s.log.Info("node-to-node traffic: mutual TLS 1.3 and the cluster key; gossip encrypted with the cluster key",
+			"certificate", leaf.Subject.CommonName, "issuer", leaf.Issuer.CommonName,
+			"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case keyed:
+		s.log.Info("node-to-node traffic and gossip: encrypted and authenticated with the cluster key")
+	case !s.cfg.Dev:
+		s.log.Warn("node-to-node traffic and gossip are neither authenticated nor encrypted: " +
+			"anyone who reaches the rpc and gossip ports can join and read or change presence; set --cluster-key")
+	}
+}
+
+// openStore opens the Raft store over the transport's streams; a lone
+// server (--bootstrap-expect 1, no --join) bootstraps itself on its first
+// start.
+func (s *Server) openStore() error {
 	store, err := raftstore.Open(raftstore.Config{
 		NodeID:        s.cfg.Name,
-		BindAddr:      s.cfg.RaftAddr,
-		AdvertiseAddr: advertise,
+		Streams:       s.transport.Streams(),
+		Addr:          s.rpcAddr,
+		ServerAddress: s.raftAddress,
 		DataDir:       s.cfg.DataDir,
 		Bootstrap:     s.cfg.BootstrapExpect == 1 && len(s.cfg.Join) == 0,
 		Logger:        s.log,
@@ -199,6 +245,35 @@ func (s *Server) openStore() error {
 		return fmt.Errorf("raft store: %w", err)
 	}
 	s.store = store
+	return nil
+}
+
+// ReloadTLS reads every TLS file of the node again (cmd/node calls it on
+// SIGHUP): the public API's certificate and the node-to-node certificate
+// and CAs. New connections use the new files, established ones keep
+// theirs. Files that do not load leave the previous ones in use, and the
+// error is returned.
+func (s *Server) ReloadTLS() error {
+	if s.httpTLS == nil && s.peerTLS == nil {
+		s.log.Info("no TLS files to reload (neither --http-tls-* nor --tls-* is set)")
+		return nil
+	}
+	return errors.Join(s.reloadHTTPTLS(), s.reloadPeerTLS())
+}
+
+// reloadPeerTLS reads the node-to-node TLS files again. Without TLS it does
+// nothing.
+func (s *Server) reloadPeerTLS() error {
+	if s.peerTLS == nil {
+		return nil
+	}
+	if err := s.peerTLS.Reload(); err != nil {
+		s.log.Error("node-to-node TLS files not reloaded; the previous ones stay in use", "err", err)
+		return err
+	}
+	leaf := s.peerTLS.Certificate()
+	s.log.Info("node-to-node TLS files reloaded", "certificate", leaf.Subject.CommonName,
+		"issuer", leaf.Issuer.CommonName, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return nil
 }
 
@@ -295,7 +370,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.jwks != nil {
 		go s.prefetchJWKS()
 	}
-	s.log.Info("serving", "http", ln.Addr().String(), "https", s.httpTLS != nil, "rpc", s.rpcAddr, "raft", s.store.Addr(),
+	s.log.Info("serving", "http", ln.Addr().String(), "https", s.httpTLS != nil, "rpc", s.rpcAddr, "peer_tls", s.peerTLS != nil,
 		"bootstrap_expect", s.cfg.BootstrapExpect, "data_dir", s.cfg.DataDir)
 	if s.cfg.Dev {
 		s.wg.Add(1)
@@ -340,11 +415,9 @@ func (s *Server) HTTPAddr() string {
 	return s.listener.Addr().String()
 }
 
-// RPCAddr is the node-to-node transport address (useful with port 0).
+// RPCAddr is the node-to-node transport address, which also carries Raft
+// (useful with port 0).
 func (s *Server) RPCAddr() string { return s.transport.Addr() }
-
-// RaftAddr is the Raft transport address (useful with port 0).
-func (s *Server) RaftAddr() string { return s.store.Addr() }
 
 // Handler returns the HTTP API handler (for in-process tests).
 func (s *Server) Handler() http.Handler { return s.handler }

@@ -47,6 +47,9 @@ type Config struct {
 	Compose []string
 	Docker  string // docker client; "" = DefaultDocker
 	File    string // compose file; required
+	// Overrides are further compose files layered on File, in order (each
+	// a -f of its own), such as docker-compose.tls.yml.
+	Overrides []string
 	// Project is the compose project name: lower-case letters, digits,
 	// '-' and '_'; required.
 	Project string
@@ -411,8 +414,18 @@ func (c *Cluster) graceSeconds() string {
 	return strconv.Itoa(int(c.cfg.StopGrace / time.Second))
 }
 
+// Run runs a one-off container of service with args (compose run --rm),
+// such as a tool service outside the nodes, and returns its output.
+func (c *Cluster) Run(ctx context.Context, service string, args ...string) ([]byte, error) {
+	return c.compose(ctx, append([]string{"run", "--rm", service}, args...)...)
+}
+
 func (c *Cluster) compose(ctx context.Context, args ...string) ([]byte, error) {
-	full := append(slices.Clone(c.cfg.Compose[1:]), "-f", c.cfg.File, "-p", c.cfg.Project)
+	full := append(slices.Clone(c.cfg.Compose[1:]), "-f", c.cfg.File)
+	for _, f := range c.cfg.Overrides {
+		full = append(full, "-f", f)
+	}
+	full = append(full, "-p", c.cfg.Project)
 	return c.run(ctx, command{env: c.cfg.Env, name: c.cfg.Compose[0], args: append(full, args...)})
 }
 

@@ -134,6 +134,33 @@ func TestUpLearnsURLsAndPassesEnvironment(t *testing.T) {
 	}
 }
 
+// TestOverridesAndRun: override files follow the compose file, each with
+// its -f, in every command; Run starts a one-off container of a service.
+func TestOverridesAndRun(t *testing.T) {
+	f := &fakeDocker{answers: map[string]string{}}
+	c, err := New(Config{
+		Compose: []string{"docker-compose"}, File: "cluster.yml", Overrides: []string{"tls.yml"},
+		Project: "chaos-test", Services: []string{"node2"}, AdminToken: "admin",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.run = f.run
+	if _, err := c.Run(context.Background(), "tls", "ca", "--dir", "/tls"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Down(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"docker-compose -f cluster.yml -f tls.yml -p chaos-test run --rm tls ca --dir /tls",
+		"docker-compose -f cluster.yml -f tls.yml -p chaos-test down --remove-orphans -t 15 -v",
+	}
+	if got := f.lines(); !slices.Equal(got, want) {
+		t.Errorf("commands %q, want %q", got, want)
+	}
+}
+
 func TestIDNeedsExactlyOneContainer(t *testing.T) {
 	f := &fakeDocker{answers: map[string]string{}}
 	c := newTestCluster(t, f)

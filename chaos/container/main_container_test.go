@@ -28,6 +28,7 @@ const (
 
 	defaultProject     = "presence-chaos"                   // CHAOS_COMPOSE_PROJECT
 	defaultComposeFile = "../../docker-compose.cluster.yml" // CHAOS_COMPOSE_FILE
+	defaultTLSFile     = "../../docker-compose.tls.yml"     // CHAOS_COMPOSE_TLS_FILE, with CHAOS_TLS=1
 	defaultImage       = "presence-node:dev"                // PRESENCE_IMAGE, as the compose file
 	defaultArtifacts   = "/tmp/presence-container-artifacts"
 
@@ -44,6 +45,9 @@ var (
 	skipReason string
 	// artifacts is where container logs go (CHAOS_ARTIFACTS).
 	artifacts string
+	// withTLS: the nodes speak mutual TLS (CHAOS_TLS=1), with certificates
+	// made for each run.
+	withTLS bool
 )
 
 func TestMain(m *testing.M) {
@@ -107,6 +111,14 @@ func newCluster(ctx context.Context) (*container.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	var overrides []string
+	if withTLS = os.Getenv("CHAOS_TLS") == "1"; withTLS {
+		tlsFile, err := filepath.Abs(envOr("CHAOS_COMPOSE_TLS_FILE", defaultTLSFile))
+		if err != nil {
+			return nil, err
+		}
+		overrides = append(overrides, tlsFile)
+	}
 	image := envOr("PRESENCE_IMAGE", defaultImage)
 	if err := exec.CommandContext(ctx, "docker", "image", "inspect", image).Run(); err != nil {
 		return nil, fmt.Errorf("image %s not found: build it with scripts/docker-build.sh (scripts/container-test.sh does)", image)
@@ -116,7 +128,7 @@ func newCluster(ctx context.Context) (*container.Cluster, error) {
 		return nil, err
 	}
 	return container.New(container.Config{
-		Compose: compose, File: file, Project: envOr("CHAOS_COMPOSE_PROJECT", defaultProject),
+		Compose: compose, File: file, Overrides: overrides, Project: envOr("CHAOS_COMPOSE_PROJECT", defaultProject),
 		AdminToken: adminToken,
 		Env: []string{
 			"PRESENCE_IMAGE=" + image,
@@ -136,6 +148,11 @@ func bringUp(ctx context.Context) error {
 	if err := cluster.Down(ctx, true); err != nil {
 		return fmt.Errorf("removing leftovers: %w", err)
 	}
+	if withTLS {
+		if err := makeCertificates(ctx); err != nil {
+			return err
+		}
+	}
 	if err := cluster.Up(ctx); err != nil {
 		return err
 	}
@@ -145,6 +162,24 @@ func bringUp(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("container: cluster %v up and ready in %v\n", cluster.URLs(), time.Since(began).Round(time.Millisecond))
+	return nil
+}
+
+// makeCertificates runs `presence-node tls` in the TLS file's tool service,
+// as docker-compose.tls.yml documents: a CA for this run, and a
+// certificate for every node, into the volume the nodes mount.
+func makeCertificates(ctx context.Context) error {
+	steps := [][]string{{"ca", "--dir", "/tls"}}
+	for _, s := range cluster.Services() {
+		steps = append(steps, []string{"cert", "--dir", "/tls", "--ca", "/tls/presence-ca.pem",
+			"--ca-key", "/tls/presence-ca-key.pem", "--name", s, "--host", s})
+	}
+	for _, args := range steps {
+		if _, err := cluster.Run(ctx, "tls", args...); err != nil {
+			return fmt.Errorf("making the TLS files: %w", err)
+		}
+	}
+	fmt.Printf("container: mutual TLS between the nodes, certificates of a CA made for this run\n")
 	return nil
 }
 

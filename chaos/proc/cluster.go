@@ -70,7 +70,7 @@ func New(cfg Config) (*Cluster, error) {
 	c := &Cluster{cfg: cfg}
 	for i := range cfg.Nodes {
 		name := cfg.NamePrefix + strconv.Itoa(i+1)
-		var addrs [4]string
+		var addrs [3]string
 		for j := range addrs {
 			addr, err := ports.Addr(true)
 			if err != nil {
@@ -79,7 +79,7 @@ func New(cfg Config) (*Cluster, error) {
 			addrs[j] = addr
 		}
 		c.Nodes = append(c.Nodes, &Node{
-			Name: name, HTTP: addrs[0], Gossip: addrs[1], Raft: addrs[2], RPC: addrs[3],
+			Name: name, HTTP: addrs[0], Gossip: addrs[1], RPC: addrs[2],
 			DataDir: filepath.Join(cfg.Dir, name),
 			LogPath: filepath.Join(cfg.LogDir, name+".log"),
 			binary:  cfg.Binary,
@@ -101,7 +101,7 @@ func (c *Cluster) args(n *Node) []string {
 	}
 	args := []string{
 		"--name", n.Name,
-		"--http", n.HTTP, "--gossip", n.Gossip, "--raft", n.Raft, "--rpc", n.RPC,
+		"--http", n.HTTP, "--gossip", n.Gossip, "--rpc", n.RPC,
 		"--data-dir", n.DataDir,
 		"--bootstrap-expect", strconv.Itoa(c.cfg.BootstrapExpect),
 		"--jwt-secret", c.cfg.JWTSecret, "--admin-token", c.cfg.AdminToken,

@@ -42,8 +42,7 @@ type Node struct {
 	Name    string
 	HTTP    string // host:port of the public API
 	Gossip  string
-	Raft    string
-	RPC     string
+	RPC     string // node-to-node calls and Raft
 	DataDir string
 	LogPath string
 

@@ -36,7 +36,7 @@ func helperNode(args []string) int {
 	fs := flag.NewFlagSet("helper", flag.ContinueOnError)
 	name := fs.String("name", "", "")
 	addr := fs.String("http", "", "")
-	for _, f := range []string{"gossip", "raft", "rpc", "data-dir", "bootstrap-expect", "jwt-secret", "admin-token", "join", "cluster-key"} {
+	for _, f := range []string{"gossip", "rpc", "data-dir", "bootstrap-expect", "jwt-secret", "admin-token", "join", "cluster-key"} {
 		fs.String(f, "", "")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -166,7 +166,7 @@ func TestClusterFlags(t *testing.T) {
 	c := newHelperCluster(t, 3)
 	seen := map[string]bool{}
 	for _, n := range c.Nodes {
-		for _, a := range []string{n.HTTP, n.Gossip, n.Raft, n.RPC} {
+		for _, a := range []string{n.HTTP, n.Gossip, n.RPC} {
 			if seen[a] {
 				t.Errorf("address %s used twice", a)
 			}

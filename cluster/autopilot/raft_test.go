@@ -3,6 +3,7 @@ package autopilot
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,15 @@ type raftCluster struct {
 	stores  map[string]*raftstore.Store
 	pilots  map[string]*Autopilot
 	stopped map[string]bool
+}
+
+// tcpStreams carries Raft over plain TCP: these tests need nothing of the
+// node's transport.
+type tcpStreams struct{ net.Listener }
+
+func (tcpStreams) DialContext(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // realCluster is the Cluster of one node: the shared member view, and
@@ -57,8 +67,12 @@ func newRaftCluster(t *testing.T) *raftCluster {
 // start opens a server and its autopilot and makes it an alive member.
 func (c *raftCluster) start(name string, cfg Config) {
 	c.t.Helper()
-	s, err := raftstore.Open(raftstore.Config{NodeID: name, BindAddr: "127.0.0.1:0", DataDir: c.t.TempDir(),
-		Fast: true, Logger: testkit.Logger(c.t).With("node", name)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s, err := raftstore.Open(raftstore.Config{NodeID: name, Streams: tcpStreams{ln}, Addr: ln.Addr().String(),
+		DataDir: c.t.TempDir(), Fast: true, Logger: testkit.Logger(c.t).With("node", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package membership tells a presence node who else is in the cluster: it
 // adapts hashicorp/memberlist (gossip, failure detection in a few seconds)
-// and gossips each node's metadata (its RPC, Raft and HTTP addresses and an
+// and gossips each node's metadata (its RPC and HTTP addresses and an
 // incarnation), with a node's intent to leave or drain carried in that
 // metadata, since memberlist reports a leave and a failure alike.
 //

@@ -63,6 +63,10 @@ type Config struct {
 	// Key, when set (16, 24 or 32 bytes), encrypts and authenticates gossip;
 	// members with another key, or none, cannot join. Nil: plain gossip.
 	Key []byte
+	// AcceptKeys are further keys gossip from others may be encrypted with,
+	// while the key is rotated (memberlist's keyring: Key encrypts, every
+	// key decrypts). Needs Key.
+	AcceptKeys [][]byte
 	// Fast selects tight timings for tests: a stopped member is declared
 	// dead in about one to two seconds. False: LAN timings.
 	Fast bool
@@ -83,12 +87,19 @@ func (c Config) Validate() error {
 		return errors.New("membership: name is empty")
 	case len(c.Key) != 0 && len(c.Key) != 16 && len(c.Key) != 24 && len(c.Key) != 32:
 		return fmt.Errorf("membership: gossip key is %d bytes, want 16, 24 or 32", len(c.Key))
+	case len(c.AcceptKeys) > 0 && len(c.Key) == 0:
+		return errors.New("membership: accepted gossip keys without a key")
 	case c.EventBuffer < 0:
 		return errors.New("membership: negative event buffer")
 	case c.AdvertisePort < 0 || c.AdvertisePort > 65535:
 		return fmt.Errorf("membership: gossip advertise port %d out of range", c.AdvertisePort)
 	case c.RememberFailed < 0:
 		return errors.New("membership: negative failed member memory")
+	}
+	for _, k := range c.AcceptKeys {
+		if len(k) != 16 && len(k) != 24 && len(k) != 32 {
+			return fmt.Errorf("membership: accepted gossip key is %d bytes, want 16, 24 or 32", len(k))
+		}
 	}
 	_, port, err := splitHostPort(c.BindAddr)
 	if err != nil {
@@ -219,7 +230,15 @@ func (m *Membership) memberlistConfig(cfg Config) (*memberlist.Config, error) {
 		c.AdvertisePort = cfg.AdvertisePort
 	}
 	if len(cfg.Key) > 0 {
-		c.SecretKey = append([]byte(nil), cfg.Key...)
+		keys := [][]byte{slices.Clone(cfg.Key)}
+		for _, k := range cfg.AcceptKeys {
+			keys = append(keys, slices.Clone(k))
+		}
+		ring, err := memberlist.NewKeyring(keys, keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("membership: gossip keys: %w", err)
+		}
+		c.Keyring = ring
 	}
 	c.Delegate = metaDelegate{m}
 	c.Events = eventDelegate{m}

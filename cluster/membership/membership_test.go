@@ -54,7 +54,7 @@ func startMember(t *testing.T, name string, key []byte) *Membership {
 	m, err := Start(Config{
 		Name:     name,
 		BindAddr: "127.0.0.1:0",
-		Meta:     Meta{RPC: name + ":rpc", Raft: name + ":raft", HTTP: name + ":http", Incarnation: 7},
+		Meta:     Meta{RPC: name + ":rpc", HTTP: name + ":http", Incarnation: 7},
 		Key:      key,
 		Fast:     true,
 		Logger:   testkit.Logger(t),
@@ -104,7 +104,7 @@ func TestMembershipJoinWithMetadata(t *testing.T) {
 	ms, logs := startCluster(t, 3, bytes.Repeat([]byte{9}, 32))
 	for _, m := range ms {
 		for _, mem := range m.Members() {
-			want := Meta{RPC: mem.Name + ":rpc", Raft: mem.Name + ":raft", HTTP: mem.Name + ":http", Incarnation: 7}
+			want := Meta{RPC: mem.Name + ":rpc", HTTP: mem.Name + ":http", Incarnation: 7}
 			if mem.Meta != want || mem.State != StateAlive || mem.Addr == "" {
 				t.Fatalf("%s sees %+v", m.LocalName(), mem)
 			}
@@ -177,7 +177,7 @@ func TestMembershipGracefulLeave(t *testing.T) {
 
 func TestMembershipUpdateMeta(t *testing.T) {
 	ms, logs := startCluster(t, 2, nil)
-	meta := Meta{RPC: "10.0.0.1:7947", Raft: "10.0.0.1:8300", HTTP: "10.0.0.1:8080", Incarnation: 8}
+	meta := Meta{RPC: "10.0.0.1:7947", HTTP: "10.0.0.1:8080", Incarnation: 8}
 	if err := ms[1].UpdateMeta(meta, testTimeout); err != nil {
 		t.Fatal(err)
 	}
@@ -325,6 +325,36 @@ func TestMembershipKeyMismatch(t *testing.T) {
 	}
 }
 
+// TestMembershipKeyRotation: a member that accepts a new gossip key next to
+// its primary joins one that made the new key primary and accepts the old
+// one, and both see each other; a member with the new key alone cannot
+// join one with the old key alone.
+func TestMembershipKeyRotation(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	start := func(name string, key []byte, accepted ...[]byte) *Membership {
+		m, err := Start(Config{Name: name, BindAddr: "127.0.0.1:0", Key: key, AcceptKeys: accepted, Fast: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Shutdown() })
+		return m
+	}
+	a := start("a", oldKey, newKey)
+	b := start("b", newKey, oldKey)
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "both members on both sides", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	c := start("c", newKey)
+	d := start("d", oldKey)
+	if n, err := c.Join([]string{d.Addr()}); err == nil || n != 0 {
+		t.Fatalf("keys that do not overlap: joined %d, err %v", n, err)
+	}
+	if _, err := Start(Config{Name: "e", BindAddr: "127.0.0.1:0", AcceptKeys: [][]byte{oldKey}}); err == nil {
+		t.Fatal("accepted keys without a key were accepted")
+	}
+}
+
 // TestMembershipEventsNeverBlock fills the events channel with nobody
 // reading: memberlist must keep working, and the consumer, once it reads,
 // is told to resync.
@@ -363,7 +393,7 @@ func TestMembershipEventsNeverBlock(t *testing.T) {
 func TestMetaEncoding(t *testing.T) {
 	cases := []Meta{
 		{},
-		{RPC: "127.0.0.1:7947", Raft: "127.0.0.1:8300", HTTP: "127.0.0.1:8080", Incarnation: 1<<64 - 1},
+		{RPC: "127.0.0.1:7947", HTTP: "127.0.0.1:8080", Incarnation: 1<<64 - 1},
 		{HTTP: "[::1]:8080"},
 	}
 	for _, want := range cases {

@@ -8,8 +8,9 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// metaVersion leads the encoded metadata so the format can evolve.
-const metaVersion = 1
+// metaVersion leads the encoded metadata so the format can evolve. Version
+// 2 dropped the Raft address: Raft runs over the RPC address.
+const metaVersion = 2
 
 // Flags of the metadata. flagLeaving marks a node announcing a
 // graceful departure (see Membership.Leave for why it travels in the
@@ -26,20 +27,19 @@ var ErrMetaTooLarge = errors.New("membership: metadata too large")
 
 // Meta is what a node tells the others about itself through gossip.
 type Meta struct {
-	RPC  string // transport address (host:port) for forwarding and replication
-	Raft string // Raft transport address
+	RPC  string // transport address (host:port): forwarding, replication and Raft
 	HTTP string // public HTTP address
 	// Incarnation distinguishes successive runs of a node under one name; a
 	// node picks a larger value each time it starts.
 	Incarnation uint64
 }
 
-// encode packs m as: version byte, flags byte, then RPC, Raft and HTTP each
-// as a uvarint length and bytes, then Incarnation as a uvarint.
+// encode packs m as: version byte, flags byte, then RPC and HTTP each as a
+// uvarint length and bytes, then Incarnation as a uvarint.
 func (m Meta) encode(flags byte) ([]byte, error) {
-	b := make([]byte, 0, 2+len(m.RPC)+len(m.Raft)+len(m.HTTP)+4*binary.MaxVarintLen64)
+	b := make([]byte, 0, 2+len(m.RPC)+len(m.HTTP)+3*binary.MaxVarintLen64)
 	b = append(b, metaVersion, flags)
-	for _, s := range []string{m.RPC, m.Raft, m.HTTP} {
+	for _, s := range []string{m.RPC, m.HTTP} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
@@ -57,7 +57,7 @@ func decodeMeta(b []byte) (meta Meta, flags byte, err error) {
 	}
 	flags = b[1]
 	b = b[2:]
-	var fields [3]string
+	var fields [2]string
 	for i := range fields {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
@@ -70,5 +70,5 @@ func decodeMeta(b []byte) (meta Meta, flags byte, err error) {
 	if k <= 0 || k != len(b) {
 		return Meta{}, 0, errors.New("membership: malformed metadata")
 	}
-	return Meta{RPC: fields[0], Raft: fields[1], HTTP: fields[2], Incarnation: inc}, flags, nil
+	return Meta{RPC: fields[0], HTTP: fields[1], Incarnation: inc}, flags, nil
 }

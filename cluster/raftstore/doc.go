@@ -9,7 +9,9 @@
 // leadership changes delivered without ever blocking Raft, a leadership
 // transfer when a follower returns from an outage with writes to catch up
 // on (Raft's backed-off retries would keep them from it for seconds), and a
-// stream layer whose Close aborts the dials in progress, so a node's
-// shutdown is not held by a dial to a peer that vanished. Raft's hclog
-// messages join the node's slog stream.
+// stream layer over the caller's Streams (the node's authenticated
+// transport) whose Close aborts the dials in progress, so a node's
+// shutdown is not held by a dial to a peer that vanished. Servers are
+// known by ID: Config.ServerAddress resolves an ID to its current address
+// at each dial. Raft's hclog messages join the node's slog stream.
 package raftstore

@@ -62,12 +62,21 @@ const (
 type Config struct {
 	// NodeID is the Raft server ID; use the node name. Required.
 	NodeID string
-	// BindAddr is the TCP address the Raft transport listens on, such as
-	// 127.0.0.1:8300. Port 0 picks a free port (see Store.Addr). Required.
-	BindAddr string
-	// AdvertiseAddr is the address other servers dial. Empty means the
-	// address actually bound, which must then not be unspecified (0.0.0.0).
-	AdvertiseAddr string
+	// Streams carries Raft's connections (the node's transport.Streams, so
+	// that Raft is authenticated and encrypted like every node-to-node
+	// call). Required; Close closes it.
+	Streams Streams
+	// Addr is the address other servers dial to reach Streams' listener:
+	// it is recorded in the Raft configuration and in Raft's messages. A
+	// host name is kept as a name. Required, and not 0.0.0.0.
+	Addr string
+	// ServerAddress, if not nil, gives the address to dial for a server ID
+	// at the time of each dial, false when it knows none; the address
+	// recorded in the configuration is then used. With it, servers are
+	// known by ID alone: one that comes back at another address is reached
+	// there at once, and a configuration recorded by an older release,
+	// with other ports, still works.
+	ServerAddress func(id string) (addr string, ok bool)
 	// DataDir holds raft.db (log and stable store) and snapshots/. It is
 	// created if missing. Required.
 	DataDir string
@@ -95,14 +104,11 @@ func (c Config) Validate() error {
 		return errors.New("raftstore: config: NodeID is required")
 	case c.DataDir == "":
 		return errors.New("raftstore: config: DataDir is required")
+	case c.Streams == nil:
+		return errors.New("raftstore: config: Streams is required")
 	}
-	if _, _, err := net.SplitHostPort(c.BindAddr); err != nil {
-		return fmt.Errorf("raftstore: config: BindAddr: %w", err)
-	}
-	if c.AdvertiseAddr != "" {
-		if _, _, err := net.SplitHostPort(c.AdvertiseAddr); err != nil {
-			return fmt.Errorf("raftstore: config: AdvertiseAddr: %w", err)
-		}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("raftstore: config: Addr: %w", err)
 	}
 	return nil
 }
@@ -111,7 +117,8 @@ func (c Config) Validate() error {
 type Server struct {
 	// ID is the Raft server ID (the node name).
 	ID string
-	// Addr is the Raft address other servers dial.
+	// Addr is the address recorded for the server; with
+	// Config.ServerAddress the address dialled may differ.
 	Addr string
 	// Voter is false for a non-voting member.
 	Voter bool
@@ -210,21 +217,18 @@ func (s *Store) open() (err error) {
 }
 
 func (s *Store) newTransport(hlog hclog.Logger) (*raft.NetworkTransport, error) {
-	var advertise net.Addr
-	if s.cfg.AdvertiseAddr != "" {
-		addr, err := net.ResolveTCPAddr("tcp", s.cfg.AdvertiseAddr)
-		if err != nil {
-			return nil, fmt.Errorf("raftstore: resolve raft advertise address: %w", err)
-		}
-		advertise = addr
-	}
-	stream, err := listenStreamLayer(s.cfg.BindAddr, advertise)
+	stream, err := newStreamLayer(s.cfg.Streams, s.cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("raftstore: raft transport on %s: %w", s.cfg.BindAddr, err)
+		_ = s.cfg.Streams.Close()
+		return nil, fmt.Errorf("raftstore: raft transport: %w", err)
 	}
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	cfg := &raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: maxPool, Timeout: transportTimeout, Logger: hlog.Named("transport"),
-	}), nil
+	}
+	if s.cfg.ServerAddress != nil {
+		cfg.ServerAddressProvider = addressProvider(s.cfg.ServerAddress)
+	}
+	return raft.NewNetworkTransportWithConfig(cfg), nil
 }
 
 func (s *Store) raftConfig(hlog hclog.Logger) *raft.Config {
@@ -260,8 +264,7 @@ func (s *Store) bootstrapSelf() error {
 	return s.BootstrapCluster([]Server{{ID: s.cfg.NodeID, Addr: s.Addr(), Voter: true}})
 }
 
-// Addr returns the Raft address other servers dial: AdvertiseAddr, or the
-// address bound (with the port chosen when BindAddr asked for port 0).
+// Addr returns this server's address as the others dial it (Config.Addr).
 func (s *Store) Addr() string { return string(s.trans.LocalAddr()) }
 
 // HasExistingState reports whether DataDir holds Raft state from an earlier

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -36,12 +37,36 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// openForTest opens a store with fast timings on a free loopback port
-// and a fresh data dir unless cfg names them, and closes it at cleanup.
+// tcpStreams runs Raft over plain TCP, as the tests of this package need
+// nothing of the node's transport.
+type tcpStreams struct{ net.Listener }
+
+func (tcpStreams) DialContext(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// listenTCP listens on addr ("127.0.0.1:0" when empty).
+func listenTCP(t *testing.T, addr string) tcpStreams {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tcpStreams{ln}
+}
+
+// openForTest opens a store with fast timings, over TCP on cfg.Addr (a
+// free loopback port when empty) and in a fresh data dir unless cfg names
+// one, and closes it at cleanup.
 func openForTest(t *testing.T, cfg Config) *Store {
 	t.Helper()
-	if cfg.BindAddr == "" {
-		cfg.BindAddr = "127.0.0.1:0"
+	if cfg.Streams == nil {
+		streams := listenTCP(t, cfg.Addr)
+		cfg.Streams, cfg.Addr = streams, streams.Addr().String()
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
@@ -164,7 +189,7 @@ func TestStoreRestartReplaysLog(t *testing.T) {
 
 	changes := &testkit.Changes{}
 	second := openForTest(t, Config{
-		NodeID: "n1", DataDir: dir, BindAddr: addr, Bootstrap: true, OnChange: changes.Record,
+		NodeID: "n1", DataDir: dir, Addr: addr, Bootstrap: true, OnChange: changes.Record,
 	})
 	if has, err := second.HasExistingState(); err != nil || !has {
 		t.Fatalf("HasExistingState() = %v, %v; want true", has, err)
@@ -232,7 +257,7 @@ func TestStoreSnapshotRestore(t *testing.T) {
 
 	changes := &testkit.Changes{}
 	second := openForTest(t, Config{
-		NodeID: "n1", DataDir: dir, BindAddr: addr, Bootstrap: true, OnChange: changes.Record,
+		NodeID: "n1", DataDir: dir, Addr: addr, Bootstrap: true, OnChange: changes.Record,
 	})
 	// NewRaft restores the snapshot before Open returns.
 	restored := changes.Calls()
@@ -456,16 +481,16 @@ func TestStoreWaitForLeaderTimesOut(t *testing.T) {
 }
 
 func TestStoreConfigValidate(t *testing.T) {
-	valid := Config{NodeID: "n1", BindAddr: "127.0.0.1:8300", DataDir: "/tmp/x"}
+	valid := Config{NodeID: "n1", Addr: "127.0.0.1:8300", DataDir: "/tmp/x", Streams: tcpStreams{}}
 	if err := valid.Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
 	for name, mutate := range map[string]func(*Config){
-		"no node id":    func(c *Config) { c.NodeID = "" },
-		"no data dir":   func(c *Config) { c.DataDir = "" },
-		"no bind":       func(c *Config) { c.BindAddr = "" },
-		"bad bind":      func(c *Config) { c.BindAddr = "localhost" },
-		"bad advertise": func(c *Config) { c.AdvertiseAddr = "10.0.0.1" },
+		"no node id":  func(c *Config) { c.NodeID = "" },
+		"no data dir": func(c *Config) { c.DataDir = "" },
+		"no address":  func(c *Config) { c.Addr = "" },
+		"bad address": func(c *Config) { c.Addr = "localhost" },
+		"no streams":  func(c *Config) { c.Streams = nil },
 	} {
 		c := valid
 		mutate(&c)
@@ -520,4 +545,82 @@ func TestStoreBarrierOnLeaderOnly(t *testing.T) {
 	if v, ok := s.Get("k"); !ok || string(v) != "v" {
 		t.Fatalf("after the barrier the write is applied: %q %v", v, ok)
 	}
+}
+
+// addressBook is a ServerAddress provider the test edits, as membership's
+// view of the members' current addresses.
+type addressBook struct {
+	mu    sync.Mutex
+	addrs map[string]string
+}
+
+func (b *addressBook) set(id, addr string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.addrs[id] = addr
+}
+
+func (b *addressBook) lookup(id string) (string, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	addr, ok := b.addrs[id]
+	return addr, ok
+}
+
+// TestStoreServersKnownByID: the configuration records addresses nobody
+// listens on (as one written by a release with a separate Raft port),
+// and the servers still elect, replicate and vote, dialling the addresses
+// ServerAddress gives; a server restarted at another address is reached
+// there as soon as the provider knows it.
+func TestStoreServersKnownByID(t *testing.T) {
+	ctx := testContext(t)
+	book := &addressBook{addrs: map[string]string{}}
+	ids := []string{"n1", "n2", "n3"}
+	var recorded []Server
+	for i, id := range ids {
+		recorded = append(recorded, Server{ID: id, Addr: fmt.Sprintf("127.0.0.1:%d", i+1), Voter: true})
+	}
+	dirs := map[string]string{}
+	open := func(id string) *Store {
+		if dirs[id] == "" {
+			dirs[id] = t.TempDir()
+		}
+		s := openForTest(t, Config{NodeID: id, DataDir: dirs[id], ServerAddress: book.lookup})
+		book.set(id, s.Addr())
+		return s
+	}
+	stores := map[string]*Store{}
+	for _, id := range ids {
+		stores[id] = open(id)
+	}
+	for _, id := range ids {
+		if err := stores[id].BootstrapCluster(recorded); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := func() []*Store { return []*Store{stores["n1"], stores["n2"], stores["n3"]} }
+	onLeader(t, all(), "Put a", func(l *Store) error { return l.Put(ctx, "a", []byte("1")) })
+	testkit.WaitFor(t, "a everywhere", func() bool { return allHold(all(), "a", "1") })
+
+	// n3 comes back at another port, which only the provider knows.
+	moved := stores["n3"]
+	before := moved.Addr()
+	if err := moved.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stores["n3"] = open("n3")
+	if stores["n3"].Addr() == before {
+		t.Fatal("n3 came back at the same address")
+	}
+	onLeader(t, all(), "Put b", func(l *Store) error { return l.Put(ctx, "b", []byte("2")) })
+	testkit.WaitFor(t, "b on the moved server", func() bool { return allHold(all(), "b", "2") })
+
+	// The moved server votes: with the leader gone, the two others elect.
+	leader := waitForLeaderAmong(t, all()...)
+	if err := leader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rest := slices.DeleteFunc(all(), func(s *Store) bool { return s == leader })
+	onLeader(t, rest, "Put c", func(l *Store) error { return l.Put(ctx, "c", []byte("3")) })
+	testkit.WaitFor(t, "c on the survivors", func() bool { return allHold(rest, "c", "3") })
 }

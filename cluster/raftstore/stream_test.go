@@ -54,7 +54,7 @@ func blackhole(t *testing.T) string {
 
 func TestStreamLayerCloseAbortsDials(t *testing.T) {
 	addr := blackhole(t)
-	s, err := listenStreamLayer("127.0.0.1:0", nil)
+	s, err := newStreamLayer(listenTCP(t, ""), "127.0.0.1:8300")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,17 +76,19 @@ func TestStreamLayerCloseAbortsDials(t *testing.T) {
 	}
 }
 
-func TestListenStreamLayerNeedsADiallableAddress(t *testing.T) {
-	if _, err := listenStreamLayer("0.0.0.0:0", nil); err == nil {
-		t.Fatal("an unspecified bind address without an advertise address was accepted")
+func TestStreamLayerNeedsADiallableAddress(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:8300", "[::]:8300", ":8300", "node1"} {
+		if _, err := newStreamLayer(tcpStreams{}, addr); err == nil {
+			t.Errorf("%q was accepted as an address other servers dial", addr)
+		}
 	}
-	adv := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 8300}
-	s, err := listenStreamLayer("0.0.0.0:0", adv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if s.Addr() != adv {
-		t.Fatalf("Addr %v, want the advertised %v", s.Addr(), adv)
+	for _, addr := range []string{"10.0.0.7:7947", "node1:7947"} {
+		s, err := newStreamLayer(tcpStreams{}, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Addr().String() != addr {
+			t.Fatalf("Addr %v, want %s", s.Addr(), addr)
+		}
 	}
 }

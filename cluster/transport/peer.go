@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,26 +111,11 @@ func (t *Transport) dial(addr string, s *slot, done chan struct{}) {
 	s.conn.Store(c)
 }
 
-// dialConn opens, authenticates and starts a connection to addr.
+// dialConn opens, secures and starts a connection for calls to addr.
 func (t *Transport) dialConn(addr string) (*clientConn, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
-	defer cancel()
-	d := net.Dialer{KeepAlive: keepAlive}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := t.connect(t.ctx, addr, connCalls)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
-	}
-	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	err = t.auth.dial(nc, t.cfg.DialTimeout)
-	if !stop() && err == nil {
-		err = ctx.Err()
-	}
-	if err != nil {
-		nc.Close()
-		if !t.closed.Load() {
-			t.logHandshakeFailure("outgoing", addr, err)
-		}
-		return nil, fmt.Errorf("handshake with %s: %w", addr, err)
+		return nil, err
 	}
 	c := newClientConn(t, nc, addr)
 	if !t.track(c) {

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,9 +65,22 @@ type Config struct {
 	// BindAddr is the host:port to listen on; port 0 picks a free port.
 	BindAddr string
 	// Key is the cluster key (16, 24 or 32 bytes). When set, both ends prove
-	// knowledge of it before any call is served. Nil disables authentication,
-	// and then peers with a key refuse this node and vice versa.
+	// knowledge of it before anything is served and, without TLS, every
+	// byte that follows is encrypted and authenticated under keys derived
+	// from it (package seal). Nil disables authentication, and then peers
+	// with a key refuse this node and vice versa.
 	Key []byte
+	// AcceptKeys are further cluster keys accepted from peers while the key
+	// is rotated (handshake.go): a peer connects when it holds this node's
+	// Key, and this node connects to a peer whose primary key is Key or one
+	// of these. Needs Key.
+	AcceptKeys [][]byte
+	// ServerTLS and ClientTLS, set together, make every connection TLS 1.3
+	// with a certificate on both sides: ServerTLS for accepted connections
+	// (it must require and verify client certificates), ClientTLS for
+	// dialled ones. The handshake of Key then runs inside TLS. Nil: no TLS.
+	ServerTLS *tls.Config
+	ClientTLS *tls.Config
 	// Handler serves incoming calls. Nil makes the transport client-only:
 	// incoming calls are answered with an error.
 	Handler Handler
@@ -101,16 +115,29 @@ func (c Config) Validate() error {
 	switch {
 	case c.BindAddr == "":
 		return errors.New("transport: bind address is empty")
-	case len(c.Key) != 0 && len(c.Key) != 16 && len(c.Key) != 24 && len(c.Key) != 32:
+	case !validKey(c.Key, true):
 		return fmt.Errorf("transport: key is %d bytes, want 16, 24 or 32", len(c.Key))
+	case len(c.AcceptKeys) > 0 && len(c.Key) == 0:
+		return errors.New("transport: AcceptKeys without a Key")
 	case len(c.Errors) > maxRegisteredErrors:
 		return fmt.Errorf("transport: %d errors registered, at most %d", len(c.Errors), maxRegisteredErrors)
 	case c.DialTimeout < 0, c.CallTimeout < 0, c.MaxFrameBytes < 0, c.MaxInflight < 0:
 		return errors.New("transport: negative timeout or limit")
+	case (c.ServerTLS == nil) != (c.ClientTLS == nil):
+		return errors.New("transport: ServerTLS and ClientTLS go together")
+	case c.ServerTLS != nil && (c.ServerTLS.MinVersion < tls.VersionTLS13 || c.ClientTLS.MinVersion < tls.VersionTLS13):
+		return errors.New("transport: TLS configurations must require TLS 1.3 (MinVersion)")
+	case c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert:
+		return errors.New("transport: ServerTLS must require and verify client certificates")
 	case c.MaxFrameBytes > maxFrameLimit:
 		return fmt.Errorf("transport: MaxFrameBytes %d above %d", c.MaxFrameBytes, maxFrameLimit)
 	case c.ConnsPerPeer < 0 || c.ConnsPerPeer > maxConnsPerPeer:
 		return fmt.Errorf("transport: ConnsPerPeer %d out of range 0..%d", c.ConnsPerPeer, maxConnsPerPeer)
+	}
+	for _, k := range c.AcceptKeys {
+		if !validKey(k, false) {
+			return fmt.Errorf("transport: accepted key is %d bytes, want 16, 24 or 32", len(k))
+		}
 	}
 	for i, err := range c.Errors {
 		if err == nil {
@@ -118,6 +145,17 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validKey reports whether k is an AES key size (or empty, when allowed).
+func validKey(k []byte, emptyOK bool) bool {
+	switch len(k) {
+	case 16, 24, 32:
+		return true
+	case 0:
+		return emptyOK
+	}
+	return false
 }
 
 func (c *Config) applyDefaults() {
@@ -158,7 +196,8 @@ type Transport struct {
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 
-	peers sync.Map // address -> *peerConns; read on every call, rarely written
+	peers   sync.Map // address -> *peerConns; read on every call, rarely written
+	streams *Streams
 
 	mu    sync.Mutex          // guards conns and, with closed, spawning
 	conns map[closer]struct{} // every open connection, both directions
@@ -181,7 +220,7 @@ func Listen(cfg Config) (*Transport, error) {
 	t := &Transport{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "transport"),
-		auth:   newHandshake(cfg.Key),
+		auth:   newHandshake(cfg.Key, cfg.AcceptKeys),
 		errs:   newErrorTable(cfg.Errors),
 		ln:     ln,
 		ctx:    ctx,
@@ -189,6 +228,7 @@ func Listen(cfg Config) (*Transport, error) {
 		conns:  make(map[closer]struct{}),
 	}
 	t.workers.jobs = make(chan job)
+	t.streams = newStreams(t)
 	t.wg.Add(1)
 	go t.acceptLoop()
 	return t, nil
@@ -324,16 +364,13 @@ func (t *Transport) acceptLoop() {
 	}
 }
 
-// serveConn authenticates an accepted connection, then serves its calls.
+// serveConn secures an accepted connection, then serves its calls or
+// hands it to Streams.
 func (t *Transport) serveConn(nc net.Conn) {
 	defer t.wg.Done()
 	remote := nc.RemoteAddr().String()
-	// Close must not wait out a slow handshake.
-	stop := context.AfterFunc(t.ctx, func() { nc.Close() })
-	err := t.auth.accept(nc, t.cfg.DialTimeout)
-	if !stop() {
-		err = ErrClosed
-	}
+	// Close must not wait out a slow handshake: t.ctx ends it.
+	conn, kind, err := t.secureAccepted(t.ctx, nc)
 	if err != nil {
 		nc.Close()
 		if !t.closed.Load() {
@@ -341,7 +378,11 @@ func (t *Transport) serveConn(nc net.Conn) {
 		}
 		return
 	}
-	c := newServerConn(t, nc)
+	if kind == connStream {
+		t.streams.deliver(conn)
+		return
+	}
+	c := newServerConn(t, conn)
 	if !t.track(c) {
 		c.close(ErrClosed)
 		return
@@ -352,7 +393,7 @@ func (t *Transport) serveConn(nc net.Conn) {
 
 func (t *Transport) logHandshakeFailure(direction, remote string, err error) {
 	if errors.Is(err, ErrAuth) {
-		t.log.Error("transport handshake refused; check that every node uses the same --cluster-key",
+		t.log.Error("transport handshake refused; check that every node uses the same --cluster-key and TLS settings",
 			"direction", direction, "remote", remote, "err", err)
 		return
 	}

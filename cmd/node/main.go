@@ -41,7 +41,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			return tlsCommand(args[1:], stdout, stderr)
 		}
 	}
-	cfg, logLevel, err := parseFlags(args, getenv, stderr)
+	cfg, opts, err := parseFlags(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -49,7 +49,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "presence-node:", err)
 		return 2
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: opts.level}))
+	for _, w := range opts.deprecated {
+		logger.Warn(w)
+	}
 	cfg.Logger = logger
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "presence-node:", err)
@@ -110,12 +113,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return 0
 }
 
-// parseFlags reads flags, falling back to PRESENCE_* variables for flags not
-// given on the command line.
+// runOptions are what the flags set besides the server's configuration.
+type runOptions struct {
+	level      slog.Level
+	deprecated []string // warnings about deprecated flags in use, logged at start
+}
+
 // flagValues holds the flags that are not fields of server.Config as such.
 type flagValues struct {
-	join, cors, proxies, secrets, publicKeys, logLevel string
-	replication                                        bool
+	join, cors, proxies, secrets, publicKeys, logLevel, raftAddr string
+	replication                                                  bool
 }
 
 // newFlagSet defines every flag of the node, storing into cfg and v.
@@ -126,8 +133,8 @@ func newFlagSet(cfg *server.Config, v *flagValues, stderr io.Writer) *flag.FlagS
 	fs.StringVar(&cfg.Name, "name", host, "unique node name in the cluster (default: the name recorded in --data-dir, else the host name)")
 	fs.StringVar(&cfg.HTTPAddr, "http", server.DefaultHTTPAddr, "public HTTP API bind address")
 	fs.StringVar(&cfg.GossipAddr, "gossip", server.DefaultGossipAddr, "memberlist bind address (TCP and UDP)")
-	fs.StringVar(&cfg.RaftAddr, "raft", server.DefaultRaftAddr, "Raft transport bind address")
-	fs.StringVar(&cfg.RPCAddr, "rpc", server.DefaultRPCAddr, "node-to-node forwarding and replication bind address")
+	fs.StringVar(&v.raftAddr, "raft", "", "deprecated and ignored: Raft runs over the --rpc port")
+	fs.StringVar(&cfg.RPCAddr, "rpc", server.DefaultRPCAddr, "node-to-node bind address: forwarding, replication and Raft")
 	fs.StringVar(&cfg.Advertise, "advertise", "", "host/IP other nodes use to reach this one (default: the bind host; binding 0.0.0.0 or ::, the address the host name resolves to)")
 	fs.StringVar(&v.join, "join", "", "comma-separated gossip addresses or DNS names of existing members (every address of a name is joined)")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", server.DefaultBootstrapExpect, "servers to see before bootstrapping Raft")
@@ -139,7 +146,10 @@ func newFlagSet(cfg *server.Config, v *flagValues, stderr io.Writer) *flag.FlagS
 	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "when set, user tokens must carry this iss")
 	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "when set, user tokens must carry this aud")
 	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
-	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts gossip, authenticates node-to-node calls")
+	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts and authenticates gossip and node-to-node traffic; while rotating, comma-separated keys, the first used and all accepted")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of this node, signed by --tls-ca: node-to-node traffic is mutual TLS 1.3 (needs --cluster-key too); reloaded on SIGHUP")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP")
+	fs.StringVar(&cfg.TLSCA, "tls-ca", "", "PEM certificates of the CAs whose node certificates are trusted (the cluster's own CA); reloaded on SIGHUP")
 	fs.StringVar(&v.cors, "cors-origins", "", "comma-separated origins allowed to call the API from browsers")
 	fs.StringVar(&cfg.HTTPTLSCert, "http-tls-cert", "", "PEM certificate (chain) of the public API: serve HTTPS; reloaded on SIGHUP")
 	fs.StringVar(&cfg.HTTPTLSKey, "http-tls-key", "", "PEM private key of --http-tls-cert; reloaded on SIGHUP")
@@ -153,24 +163,34 @@ func newFlagSet(cfg *server.Config, v *flagValues, stderr io.Writer) *flag.FlagS
 	return fs
 }
 
-func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, slog.Level, error) {
+// parseFlags reads flags, falling back to PRESENCE_* variables for flags not
+// given on the command line.
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (server.Config, runOptions, error) {
 	var cfg server.Config
+	var opts runOptions
 	var v flagValues
 	fs := newFlagSet(&cfg, &v, stderr)
 	if err := fs.Parse(args); err != nil {
-		return cfg, 0, err
+		return cfg, opts, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, 0, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return cfg, opts, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if err := applyEnv(fs, getenv); err != nil {
-		return cfg, 0, err
+		return cfg, opts, err
 	}
 	for name, n := range map[string]int{"max-streams-per-user": cfg.MaxStreamsPerUser,
 		"max-streams-per-ip": cfg.MaxStreamsPerIP, "max-streams": cfg.MaxStreams} {
 		if n < 1 {
-			return cfg, 0, fmt.Errorf("--%s must be at least 1", name)
+			return cfg, opts, fmt.Errorf("--%s must be at least 1", name)
 		}
+	}
+	if v.raftAddr != "" {
+		// Kept so that existing deployments start: Raft moved onto the
+		// authenticated rpc port, and nothing listens on this one any more.
+		opts.deprecated = append(opts.deprecated, fmt.Sprintf("--raft (PRESENCE_RAFT) %s is deprecated and ignored: "+
+			"Raft runs over the --rpc port with the node-to-node authentication and encryption; "+
+			"drop the flag and close the old Raft port", v.raftAddr))
 	}
 	cfg.Join = splitList(v.join)
 	cfg.DisableReplication = !v.replication
@@ -186,15 +206,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 		// through its volume.
 		stored, err := server.StoredName(cfg.DataDir)
 		if err != nil {
-			return cfg, 0, err
+			return cfg, opts, err
 		}
 		cfg.Name = cmp.Or(stored, cfg.Name)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(v.logLevel)); err != nil {
-		return cfg, 0, fmt.Errorf("--log-level: %v", err)
+	if err := opts.level.UnmarshalText([]byte(v.logLevel)); err != nil {
+		return cfg, opts, fmt.Errorf("--log-level: %v", err)
 	}
-	return cfg, level, nil
+	return cfg, opts, nil
 }
 
 // given reports whether flag name was set, on the command line or from
@@ -215,7 +234,7 @@ const advertiseTimeout = 5 * time.Second
 // start: a node restarted elsewhere resolves again. A host name that
 // resolves to loopback only (as on many desktops) is an error.
 func defaultAdvertise(cfg *server.Config, host string, lookup func(ctx context.Context, host string) ([]net.IPAddr, error)) error {
-	if cfg.Advertise != "" || !bindsEveryInterface(cfg.GossipAddr, cfg.RaftAddr, cfg.RPCAddr) {
+	if cfg.Advertise != "" || !bindsEveryInterface(cfg.GossipAddr, cfg.RPCAddr) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), advertiseTimeout)

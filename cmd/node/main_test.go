@@ -82,6 +82,45 @@ func TestTokenFlags(t *testing.T) {
 	}
 }
 
+// testClusterKey is a valid --cluster-key (32 bytes of base64).
+const testClusterKey = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
+
+func TestNodeTLSFlags(t *testing.T) {
+	cfg, _, err := parseFlags([]string{"--tls-ca", "/etc/presence/ca.pem"}, env(map[string]string{
+		"PRESENCE_TLS_CERT": "/etc/presence/n1.pem",
+		"PRESENCE_TLS_KEY":  "/etc/presence/n1-key.pem",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TLSCert != "/etc/presence/n1.pem" || cfg.TLSKey != "/etc/presence/n1-key.pem" || cfg.TLSCA != "/etc/presence/ca.pem" || !cfg.PeerTLS() {
+		t.Fatalf("TLS files %q %q %q", cfg.TLSCert, cfg.TLSKey, cfg.TLSCA)
+	}
+}
+
+// TestRaftFlagIsDeprecated: --raft and PRESENCE_RAFT, which existing
+// deployments pass, are accepted with a warning and change nothing.
+func TestRaftFlagIsDeprecated(t *testing.T) {
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"flag":     {[]string{"--raft", "0.0.0.0:8300"}, nil},
+		"variable": {nil, map[string]string{"PRESENCE_RAFT": "0.0.0.0:8300"}},
+	} {
+		_, opts, err := parseFlags(tc.args, env(tc.env), &bytes.Buffer{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(opts.deprecated) != 1 || !strings.Contains(opts.deprecated[0], "--raft") || !strings.Contains(opts.deprecated[0], "--rpc") {
+			t.Fatalf("%s: warnings %q", name, opts.deprecated)
+		}
+	}
+	if _, opts, _ := parseFlags(nil, env(nil), &bytes.Buffer{}); len(opts.deprecated) != 0 {
+		t.Fatalf("warnings without --raft: %q", opts.deprecated)
+	}
+}
+
 func TestBadEnvironmentValueIsReported(t *testing.T) {
 	_, _, err := parseFlags(nil, env(map[string]string{"PRESENCE_BOOTSTRAP_EXPECT": "three"}), &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "PRESENCE_BOOTSTRAP_EXPECT") {
@@ -95,6 +134,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 		"no admin token":   {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x"},
 		"bad cluster key":  {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "not-base64!"},
 		"short key":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "c2hvcnQ="},
+		"short second key": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey + ",c2hvcnQ="},
 		"unknown flag":     {"--nope"},
 		"stray argument":   {"--dev", "extra"},
 		"bad log level":    {"--dev", "--log-level", "loud"},
@@ -105,7 +145,13 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 		"TLS cert alone":   {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem"},
 		"negative per ip":  {"--dev", "--max-streams-per-ip", "-1"},
 		"bad proxy":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--trusted-proxies", "10.0.0.0/8,proxy.example"},
-		"even max voters":  {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--max-voters", "4"},
+		"node TLS without a cluster key": {"--name", "n1", "--data-dir", t.TempDir(), "--dev",
+			"--tls-cert", "/nonexistent/n1.pem", "--tls-key", "/nonexistent/n1-key.pem", "--tls-ca", "/nonexistent/ca.pem"},
+		"node TLS cert alone": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey,
+			"--tls-cert", "/nonexistent/n1.pem"},
+		"missing node TLS files": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey,
+			"--tls-cert", "/nonexistent/n1.pem", "--tls-key", "/nonexistent/n1-key.pem", "--tls-ca", "/nonexistent/ca.pem"},
+		"even max voters": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--max-voters", "4"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -175,7 +221,7 @@ func TestDefaultAdvertise(t *testing.T) {
 			return answer, err
 		}
 	}
-	everywhere := server.Config{GossipAddr: "0.0.0.0:7946", RaftAddr: "0.0.0.0:8300", RPCAddr: "0.0.0.0:7947"}
+	everywhere := server.Config{GossipAddr: "0.0.0.0:7946", RPCAddr: "0.0.0.0:7947"}
 	cases := []struct {
 		name    string
 		cfg     server.Config
@@ -188,7 +234,7 @@ func TestDefaultAdvertise(t *testing.T) {
 		{"IPv6 only", everywhere, ips("::1", "fd00::5"), nil, "fd00::5", false},
 		{"loopback only", everywhere, ips("127.0.1.1", "::1"), nil, "", true},
 		{"not resolved", everywhere, nil, errors.New("no such host"), "", true},
-		{"one listener everywhere", server.Config{GossipAddr: "127.0.0.1:7946", RaftAddr: "127.0.0.1:8300", RPCAddr: "[::]:7947"},
+		{"one listener everywhere", server.Config{GossipAddr: "127.0.0.1:7946", RPCAddr: "[::]:7947"},
 			ips("10.0.0.9"), nil, "10.0.0.9", false},
 	}
 	for _, c := range cases {
@@ -200,8 +246,8 @@ func TestDefaultAdvertise(t *testing.T) {
 	}
 	lookups = 0
 	for _, cfg := range []server.Config{
-		{GossipAddr: "127.0.0.1:7946", RaftAddr: "127.0.0.1:8300", RPCAddr: "127.0.0.1:7947"},
-		{GossipAddr: "0.0.0.0:7946", RaftAddr: "0.0.0.0:8300", RPCAddr: "0.0.0.0:7947", Advertise: "node1"},
+		{GossipAddr: "127.0.0.1:7946", RPCAddr: "127.0.0.1:7947"},
+		{GossipAddr: "0.0.0.0:7946", RPCAddr: "0.0.0.0:7947", Advertise: "node1"},
 	} {
 		before := cfg.Advertise
 		if err := defaultAdvertise(&cfg, "box", resolver(ips("10.0.0.9"), nil)); err != nil || cfg.Advertise != before {

@@ -217,7 +217,7 @@ func imagePorts(t *testing.T) map[string]int {
 		t.Fatal(err)
 	}
 	out := map[string]int{}
-	for _, v := range []string{"PRESENCE_HTTP", "PRESENCE_GOSSIP", "PRESENCE_RAFT", "PRESENCE_RPC"} {
+	for _, v := range []string{"PRESENCE_HTTP", "PRESENCE_GOSSIP", "PRESENCE_RPC"} {
 		i := bytes.Index(b, []byte(v+"=0.0.0.0:"))
 		if i < 0 {
 			t.Fatalf("Dockerfile does not set %s=0.0.0.0:<port>", v)
@@ -311,7 +311,7 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	img := imagePorts(t)
 	for name, want := range map[string]int{"http": img["PRESENCE_HTTP"], "gossip-tcp": img["PRESENCE_GOSSIP"],
-		"gossip-udp": img["PRESENCE_GOSSIP"], "raft": img["PRESENCE_RAFT"], "rpc": img["PRESENCE_RPC"]} {
+		"gossip-udp": img["PRESENCE_GOSSIP"], "rpc": img["PRESENCE_RPC"]} {
 		if ports[name] != want {
 			t.Errorf("container port %s = %d, the image listens on %d", name, ports[name], want)
 		}
@@ -348,7 +348,7 @@ func TestKubernetesManifests(t *testing.T) {
 func probeNode(t *testing.T, paths ...string) {
 	t.Helper()
 	srv, err := server.New(server.Config{Name: "probe", HTTPAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
-		RaftAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:0", DataDir: t.TempDir(), Dev: true,
+		RPCAddr: "127.0.0.1:0", DataDir: t.TempDir(), Dev: true,
 		FastTimings: true, Logger: testkit.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -447,8 +447,7 @@ func TestDeployedEnvironmentStartsANode(t *testing.T) {
 	vars := map[string]string{
 		"PRESENCE_JWT_SECRET": "s", "PRESENCE_ADMIN_TOKEN": "a",
 		"PRESENCE_CLUSTER_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "PRESENCE_DATA_DIR": t.TempDir(),
-		"PRESENCE_HTTP": "0.0.0.0:8080", "PRESENCE_GOSSIP": "0.0.0.0:7946", "PRESENCE_RAFT": "0.0.0.0:8300",
-		"PRESENCE_RPC": "0.0.0.0:7947",
+		"PRESENCE_HTTP": "0.0.0.0:8080", "PRESENCE_GOSSIP": "0.0.0.0:7946", "PRESENCE_RPC": "0.0.0.0:7947",
 	}
 	for k, v := range f.Services["node1"].Environment {
 		if _, set := vars[k]; !set && !strings.Contains(v, "${") {

@@ -50,7 +50,7 @@ func TestSIGHUPReloadsTheHTTPSCertificate(t *testing.T) {
 		return a
 	}
 	httpAddr := addr(false)
-	args := []string{"--dev", "--name", "n1", "--http", httpAddr, "--gossip", addr(true), "--raft", addr(false),
+	args := []string{"--dev", "--name", "n1", "--http", httpAddr, "--gossip", addr(true),
 		"--rpc", addr(false), "--data-dir", filepath.Join(dir, "data"), "--log-level", "warn",
 		"--http-tls-cert", filepath.Join(dir, "http.pem"), "--http-tls-key", filepath.Join(dir, "http-key.pem")}
 	logs := &testkit.LogBuffer{}

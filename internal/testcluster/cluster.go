@@ -40,8 +40,10 @@ type Option func(*options)
 type options struct {
 	bootstrapExpect int  // 0: the initial node count
 	noKey           bool // run without a cluster key
+	tls             bool // node-to-node mutual TLS
 	fastGossip      bool // server.Config.FastGossip
 	partitions      bool // nodes behind cuttable proxies
+	capture         bool // the proxies record the traffic
 	configure       func(i int, cfg *server.Config)
 }
 
@@ -53,14 +55,24 @@ func WithBootstrapExpect(n int) Option { return func(o *options) { o.bootstrapEx
 // (default: every node shares a random cluster key).
 func WithoutClusterKey() Option { return func(o *options) { o.noKey = true } }
 
+// WithTLS makes node-to-node traffic mutual TLS: a CA of the cluster's own
+// issues every node a certificate (with the cluster key, which TLS needs
+// for gossip). Partition cannot tell the senders of TLS connections apart:
+// it cuts them only at a node cut off from all others.
+func WithTLS() Option { return func(o *options) { o.tls = true } }
+
+// WithCapture routes the nodes' traffic through proxies, as WithPartitions
+// does, which record every byte they pass between nodes (Captured).
+func WithCapture() Option { return func(o *options) { o.partitions, o.capture = true, true } }
+
 // WithFastGossip makes gossip declare a killed node dead within about two
 // seconds instead of about five. Use it only in tests that kill nodes:
 // under heavy load the fast timings make members suspect each other.
 func WithFastGossip() Option { return func(o *options) { o.fastGossip = true } }
 
-// WithPartitions routes every node's gossip (UDP and TCP), Raft and
-// node-to-node RPC traffic through proxies at its advertised addresses, so
-// that Partition can cut the network between nodes. The test is skipped
+// WithPartitions routes every node's gossip (UDP and TCP) and node-to-node
+// RPC traffic (Raft included) through proxies at its advertised addresses,
+// so that Partition can cut the network between nodes. The test is skipped
 // where loopback addresses other than 127.0.0.1 cannot be bound.
 func WithPartitions() Option { return func(o *options) { o.partitions = true } }
 
@@ -77,7 +89,8 @@ type Cluster struct {
 	dir  string
 	key  string
 	log  *slog.Logger
-	net  *network // nil unless WithPartitions
+	net  *network    // nil unless WithPartitions
+	ca   *testkit.CA // the CA of the nodes' certificates; nil unless WithTLS
 	// ports hands out the fixed ports of the nodes (gossip, and every
 	// port behind proxies).
 	ports *testkit.Ports
@@ -120,14 +133,21 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	if c.opts.bootstrapExpect == 0 {
 		c.opts.bootstrapExpect = n
 	}
-	if !c.opts.noKey {
+	if !c.opts.noKey || c.opts.tls {
 		key := make([]byte, 32)
 		_, _ = rand.Read(key) // crypto/rand.Read never fails
 		c.key = base64.StdEncoding.EncodeToString(key)
 	}
+	if c.opts.tls {
+		c.ca = testkit.NewCA(t, "testcluster CA")
+	}
 	if c.opts.partitions {
 		key, _ := base64.StdEncoding.DecodeString(c.key) // empty without a key
-		c.net = newNetwork(t, key, c.ports)
+		var rec *capture
+		if c.opts.capture {
+			rec = &capture{}
+		}
+		c.net = newNetwork(t, key, c.opts.tls, rec, c.ports)
 	}
 	t.Cleanup(c.stopAll)
 	for range n {
@@ -146,7 +166,6 @@ func (c *Cluster) addNode() *Node {
 		Name:            name,
 		HTTPAddr:        "127.0.0.1:0",
 		GossipAddr:      "127.0.0.1:" + strconv.Itoa(c.ports.MustTake(c.t, true)),
-		RaftAddr:        "127.0.0.1:0",
 		RPCAddr:         "127.0.0.1:0",
 		BootstrapExpect: c.opts.bootstrapExpect,
 		DataDir:         filepath.Join(c.dir, name),
@@ -156,6 +175,10 @@ func (c *Cluster) addNode() *Node {
 		FastTimings:     true,
 		FastGossip:      c.opts.fastGossip,
 		Logger:          c.log,
+	}
+	if c.ca != nil {
+		leaf := c.ca.Issue(c.t, name, testkit.LeafOptions{Hosts: []string{"127.0.0.1"}})
+		cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = c.ca.WriteFiles(c.t, c.dir, name, leaf)
 	}
 	if c.net != nil {
 		c.net.place(i, &cfg)
@@ -240,11 +263,12 @@ func (c *Cluster) StartNode(i int) {
 		srv.Kill()
 		c.t.Fatalf("testcluster: start %s: %v", n.Name, err)
 	}
-	// Keep the ports picked by the kernel for later restarts. Nodes behind
-	// proxies have fixed ports, and RaftAddr reports the advertised address.
+	// Keep the ports picked by the kernel for later restarts (WithConfig
+	// may choose others at each start). Nodes behind proxies have fixed
+	// ports.
 	n.cfg.HTTPAddr = srv.HTTPAddr()
 	if c.net == nil {
-		n.cfg.RPCAddr, n.cfg.RaftAddr = srv.RPCAddr(), srv.RaftAddr()
+		n.cfg.RPCAddr = srv.RPCAddr()
 	}
 	n.srv = srv
 	n.maxVoters = cmp.Or(cfg.MaxVoters, server.DefaultMaxVoters)
@@ -319,6 +343,32 @@ func (n *Node) URL() string {
 	n.c.mu.Lock()
 	defer n.c.mu.Unlock()
 	return "http://" + n.cfg.HTTPAddr
+}
+
+// Key returns the cluster key the nodes share, nil WithoutClusterKey.
+func (c *Cluster) Key() []byte {
+	key, _ := base64.StdEncoding.DecodeString(c.key) // encoded by New
+	if len(key) == 0 {
+		return nil
+	}
+	return key
+}
+
+// CA returns the CA of the nodes' certificates, nil without WithTLS.
+func (c *Cluster) CA() *testkit.CA { return c.ca }
+
+// Dir is the cluster's directory: data directories and TLS files.
+func (c *Cluster) Dir() string { return c.dir }
+
+// Captured returns every byte the proxies passed between nodes so far:
+// node-to-node connections both ways, memberlist streams and datagrams. It
+// needs WithCapture.
+func (c *Cluster) Captured() []byte {
+	c.t.Helper()
+	if c.net == nil || c.net.capture == nil {
+		c.t.Fatal(errNoCapture)
+	}
+	return c.net.capture.bytes()
 }
 
 // GossipAddr is the gossip address other nodes join: the bound one, or

@@ -1,9 +1,7 @@
 package testcluster
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
 	"io"
 	"net"
 	"strconv"
@@ -19,24 +17,28 @@ import (
 // network holds the proxies of a cluster started WithPartitions and the
 // cut between its nodes.
 //
-// Node i binds its gossip, Raft and RPC ports on 127.0.0.1 and advertises
-// the host 127.0.0.(101+i) (server.Config.Advertise keeps the bound ports),
+// Node i binds its gossip and RPC ports on 127.0.0.1 and advertises the
+// host 127.0.0.(101+i) (server.Config.Advertise keeps the bound ports),
 // where a proxy listens on the same ports and forwards to 127.0.0.1. So all
 // traffic to node i passes its proxy, which drops what comes from a node on
 // the other side of a cut. The sender is known for gossip datagrams (sent
-// from the sender's bound socket) and, from the first message, for Raft
-// connections (the RPC header's address) and memberlist streams (the nodes the
-// message names). A node-to-node RPC connection is known from its first
-// request that names its sender (see rpcSender); until then it is cut
-// only when its destination is cut off from every other node.
+// from the sender's bound socket) and, from the first message, for
+// memberlist streams (the nodes the message names). The RPC port carries
+// calls and Raft; the proxy reads what the dialler sends, opening the
+// sealed records with the cluster key as a node would (rpctap.go): a Raft
+// stream is known from its first request (the RPC header's address), a
+// connection of calls from its first request that names its sender (see
+// rpcSender). Until then, and always with TLS, which the proxy cannot
+// read, a connection is cut only when its destination is cut off from
+// every other node.
 type network struct {
 	t   testing.TB
-	key []byte // gossip encryption key; nil for plain gossip
+	key []byte // cluster key (gossip and RPC); nil for none
+	tls bool   // node-to-node TLS: the proxy cannot read RPC connections
 
 	mu      sync.Mutex
 	names   []string // node names by index
 	rpcs    []string // advertised RPC addresses by index
-	rafts   []string // advertised Raft addresses by index
 	ports   *testkit.Ports
 	sources map[string]int // bound gossip address -> node index
 	side    map[int]int    // node -> side while partitioned; absent: reaches all
@@ -45,6 +47,8 @@ type network struct {
 	datagrams atomic.Int64        // datagrams dropped by a cut
 	streams   atomic.Int64        // connections refused or closed by a cut
 	appends   map[int][]time.Time // refused Raft appends carrying entries, by destination; guarded by mu
+
+	capture *capture // nil unless the cluster records its traffic (WithCapture)
 }
 
 // CutStats counts what the cuts dropped so far.
@@ -56,14 +60,14 @@ type CutStats struct {
 // proxyHostBase is the last byte of node 0's advertised loopback address.
 const proxyHostBase = 101
 
-func newNetwork(t testing.TB, key []byte, ports *testkit.Ports) *network {
+func newNetwork(t testing.TB, key []byte, tls bool, capture *capture, ports *testkit.Ports) *network {
 	// Linux routes all of 127.0.0.0/8 to loopback; other systems may not.
 	ln, err := net.Listen("tcp", proxyHost(0)+":0")
 	if err != nil {
 		t.Skipf("testcluster: partitions need loopback addresses beyond 127.0.0.1: %v", err)
 	}
 	ln.Close()
-	nw := &network{t: t, key: key, ports: ports, sources: map[string]int{}}
+	nw := &network{t: t, key: key, tls: tls, capture: capture, ports: ports, sources: map[string]int{}}
 	// Registered before the cluster's own cleanup, so it runs after the
 	// nodes are gone.
 	t.Cleanup(nw.close)
@@ -88,26 +92,22 @@ func (nw *network) place(i int, cfg *server.Config) {
 	nw.t.Helper()
 	host := proxyHost(i)
 	p := &nodeProxy{}
-	var gossipPort, raftPort, rpcPort int
+	var gossipPort, rpcPort int
 	p.gossip, p.udp, gossipPort = nw.listen(host, true)
-	p.raft, _, raftPort = nw.listen(host, false)
 	p.rpc, _, rpcPort = nw.listen(host, false)
 	cfg.Advertise = host
 	cfg.HTTPAddr = net.JoinHostPort(host, "0") // HTTP is never cut: bind it where it is advertised
 	cfg.GossipAddr = loopback(gossipPort)
-	cfg.RaftAddr = loopback(raftPort)
 	cfg.RPCAddr = loopback(rpcPort)
 
 	nw.mu.Lock()
 	nw.names = append(nw.names, cfg.Name)
 	nw.rpcs = append(nw.rpcs, net.JoinHostPort(host, strconv.Itoa(rpcPort)))
-	nw.rafts = append(nw.rafts, net.JoinHostPort(host, strconv.Itoa(raftPort)))
 	nw.sources[cfg.GossipAddr] = i
 	nw.proxies = append(nw.proxies, p)
 	nw.mu.Unlock()
 
 	p.gossip.start(nw, i, svcGossip, cfg.GossipAddr)
-	p.raft.start(nw, i, svcRaft, cfg.RaftAddr)
 	p.rpc.start(nw, i, svcRPC, cfg.RPCAddr)
 	p.udp.start(nw, i, cfg.GossipAddr)
 }
@@ -233,10 +233,10 @@ func (nw *network) refusedAppends(dst int) []time.Time {
 	return append([]time.Time(nil), nw.appends[dst]...)
 }
 
-func (nw *network) raftAddrs() []string {
+func (nw *network) rpcAddrs() []string {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
-	return append([]string(nil), nw.rafts...)
+	return append([]string(nil), nw.rpcs...)
 }
 
 // rpcSender returns the sender a node-to-node request body names, -1 if
@@ -272,25 +272,24 @@ type service int
 
 const (
 	svcGossip service = iota // memberlist streams
-	svcRaft
-	svcRPC // the node-to-node transport
+	svcRPC                   // the node-to-node transport: calls and Raft
 )
 
 // nodeProxy stands at one node's advertised addresses.
 type nodeProxy struct {
-	gossip, raft, rpc *streamProxy
-	udp               *packetProxy
+	gossip, rpc *streamProxy
+	udp         *packetProxy
 }
 
 func (p *nodeProxy) sweep() {
-	for _, sp := range []*streamProxy{p.gossip, p.raft, p.rpc} {
+	for _, sp := range []*streamProxy{p.gossip, p.rpc} {
 		sp.sweep()
 	}
 }
 
 func (p *nodeProxy) close() {
 	p.udp.close()
-	for _, sp := range []*streamProxy{p.gossip, p.raft, p.rpc} {
+	for _, sp := range []*streamProxy{p.gossip, p.rpc} {
 		sp.close()
 	}
 }
@@ -334,10 +333,14 @@ func (sp *streamProxy) accept() {
 // forward learns what it can of the sender, then copies both ways until
 // either side or a cut ends the connection.
 func (sp *streamProxy) forward(in net.Conn) {
+	if sp.kind == svcRPC {
+		sp.forwardRPC(in)
+		return
+	}
 	parties, head := sp.sniff(in)
 	p := &pipe{in: in, parties: parties}
 	if sp.nw.refuses(sp.dst, parties) {
-		sp.refuse(p, head)
+		sp.refuse(p)
 		return
 	}
 	out, err := net.DialTimeout("tcp", sp.target, time.Second)
@@ -346,123 +349,46 @@ func (sp *streamProxy) forward(in net.Conn) {
 		return
 	}
 	p.out = out
-	if !sp.add(p, head) {
+	if !sp.add(p) {
 		return
 	}
 	defer sp.remove(p)
+	sp.nw.capture.add(head)
 	if _, err := out.Write(head); err != nil {
 		return
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if sp.kind == svcRPC {
-			sp.copyRequests(p)
-		} else {
-			_, _ = io.Copy(out, in)
-		}
+		_, _ = io.Copy(out, sp.nw.capture.reader(in))
 		out.Close()
 		in.Close()
 	})
-	_, _ = io.Copy(in, out)
+	_, _ = io.Copy(in, sp.nw.capture.reader(out))
 	in.Close()
 	out.Close()
 	wg.Wait()
 }
 
-// sniff reads the sender's first message where that tells who sent it.
-// A Raft connection is read even to a node cut off from all, so refused
-// appends are seen (RefusedRaftAppends).
+// sniff reads a memberlist stream's first message, which tells who sent it.
 func (sp *streamProxy) sniff(in net.Conn) (parties []int, head []byte) {
-	switch sp.kind {
-	case svcGossip:
-		if !sp.nw.isolated(sp.dst) {
-			return sniffGossip(in, sp.nw.key, sp.nw.nodeNames())
-		}
-	case svcRaft:
-		return sniffRaft(in, sp.nw.raftAddrs())
+	if !sp.nw.isolated(sp.dst) {
+		return sniffGossip(in, sp.nw.key, sp.nw.nodeNames())
 	}
 	return nil, nil
 }
 
 // refuse closes a connection a cut refuses and counts it.
-func (sp *streamProxy) refuse(p *pipe, head []byte) {
+func (sp *streamProxy) refuse(p *pipe) {
 	sp.nw.streams.Add(1)
-	if sp.kind == svcRaft && raftCarriesEntries(head) {
-		sp.nw.noteRefusedAppend(sp.dst)
-	}
 	p.in.Close()
 	if p.out != nil {
 		p.out.Close()
 	}
 }
 
-// Node-to-node transport framing (cluster/transport/handshake.go and
-// wire.go): the dialler's handshake bytes, then frames of a
-// 20-byte header (body length first, then the kind) and a body.
-const (
-	rpcDialerHandshake = 4 + 2 + 32 + 1 + 32 // hello; verdict and proof
-	rpcHeaderLen       = 20
-	rpcKindRequest     = 1
-	rpcMaxFrame        = 64 << 20
-)
-
-// copyRequests copies the dialler's side of an RPC connection frame by
-// frame, learning the sender from the first request that names it and
-// ending the connection when a cut refuses that sender. A frame it does
-// not understand makes it copy the rest blindly.
-func (sp *streamProxy) copyRequests(p *pipe) {
-	r := bufio.NewReader(p.in)
-	if _, err := io.CopyN(p.out, r, rpcDialerHandshake); err != nil {
-		return
-	}
-	var hdr [rpcHeaderLen]byte
-	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return
-		}
-		n := binary.BigEndian.Uint32(hdr[:4])
-		if n > rpcMaxFrame || hdr[4] != rpcKindRequest {
-			if _, err := p.out.Write(hdr[:]); err == nil {
-				_, _ = io.Copy(p.out, r)
-			}
-			return
-		}
-		frame := make([]byte, rpcHeaderLen+int(n))
-		copy(frame, hdr[:])
-		if _, err := io.ReadFull(r, frame[rpcHeaderLen:]); err != nil {
-			return
-		}
-		if !sp.learn(p, frame[rpcHeaderLen:]) {
-			return
-		}
-		if _, err := p.out.Write(frame); err != nil {
-			return
-		}
-	}
-}
-
-// learn records the sender a request names, if the connection's is not
-// known yet, and reports false (the connection closed) when a cut refuses it.
-func (sp *streamProxy) learn(p *pipe, body []byte) bool {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	if p.parties == nil {
-		if i := sp.nw.rpcSender(body); i >= 0 {
-			p.parties = []int{i}
-		}
-	}
-	if sp.nw.refuses(sp.dst, p.parties) {
-		sp.nw.streams.Add(1)
-		p.in.Close()
-		p.out.Close()
-		return false
-	}
-	return true
-}
-
 // add registers p unless a cut refuses it; the check and the
 // registration are atomic with respect to sweep.
-func (sp *streamProxy) add(p *pipe, head []byte) bool {
+func (sp *streamProxy) add(p *pipe) bool {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if sp.closed {
@@ -471,7 +397,7 @@ func (sp *streamProxy) add(p *pipe, head []byte) bool {
 		return false
 	}
 	if sp.nw.refuses(sp.dst, p.parties) {
-		sp.refuse(p, head)
+		sp.refuse(p)
 		return false
 	}
 	sp.conns[p] = true
@@ -545,6 +471,7 @@ func (pp *packetProxy) run() {
 			pp.nw.datagrams.Add(1)
 			continue
 		}
+		pp.nw.capture.add(buf[:n])
 		_, _ = pp.out.WriteTo(buf[:n], pp.target)
 	}
 }

@@ -23,7 +23,7 @@ const (
 	gossipNonceLen    = 12 // after the one-byte encryption version
 	gossipLZWWidth    = 8  // memberlist's LZW literal width (LSB order)
 
-	sniffTimeout  = 2 * time.Second // a dialler writes at once on all three protocols
+	sniffTimeout  = 2 * time.Second // a dialler writes at once on both protocols
 	sniffMaxBytes = 8 << 20         // bounds a memberlist push/pull
 	raftSniffMax  = 4 << 10         // the sender's address comes first
 )
@@ -90,27 +90,6 @@ func raftCarriesEntries(head []byte) bool {
 	}
 	v := head[i+len(raftEntriesKey)]
 	return v != 0xc0 && v != 0x90
-}
-
-// sniffRaft reads the start of a Raft connection and finds its sender by
-// its advertised Raft address (addrs, by node index). It returns the bytes
-// read, to be forwarded, and nil parties when no address showed up.
-func sniffRaft(conn net.Conn, addrs []string) (parties []int, head []byte) {
-	_ = conn.SetReadDeadline(time.Now().Add(sniffTimeout))
-	defer conn.SetReadDeadline(time.Time{})
-	buf := make([]byte, raftSniffMax)
-	n := 0
-	for n < len(buf) {
-		m, err := conn.Read(buf[n:])
-		n += m
-		if i := raftSender(buf[:n], addrs); i >= 0 {
-			return []int{i}, buf[:n]
-		}
-		if err != nil {
-			break
-		}
-	}
-	return nil, buf[:n]
 }
 
 // sniffGossip reads a memberlist stream's first message (push/pull or TCP
