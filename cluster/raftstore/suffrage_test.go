@@ -43,9 +43,10 @@ func TestStoreNonvoterPromotedAndDemoted(t *testing.T) {
 		t.Fatalf("n2 after AddNonvoter: %+v, %v; want a non-voter at %s", srv, ok, s2.Addr())
 	}
 	testkit.WaitFor(t, "the non-voter to receive the log", func() bool { return holds(s2, "a", "1") })
+	// Raft notes the leader's contact once it has handled the append.
+	testkit.WaitFor(t, "the non-voter to report the leader's contact", func() bool { return s2.Progress().LastContact >= 0 })
 	leader, follower := s1.Progress(), s2.Progress()
-	if leader.LastContact != 0 || follower.LastContact < 0 || follower.Term != leader.Term ||
-		follower.LastIndex == 0 || follower.LastIndex > leader.LastIndex {
+	if leader.LastContact != 0 || follower.Term != leader.Term || follower.LastIndex == 0 || follower.LastIndex > leader.LastIndex {
 		t.Fatalf("progress: leader %+v, non-voter %+v", leader, follower)
 	}
 
