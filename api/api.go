@@ -137,6 +137,10 @@ type Config struct {
 	// MaxAdminBodyBytes bounds admin request bodies (prefix documents). Zero:
 	// DefaultMaxAdminBodyBytes.
 	MaxAdminBodyBytes int64
+	// RateLimiter limits each user's /presence/update calls. Nil: a bucket
+	// per user on this node, sized by the three fields below (a cluster
+	// passes its cluster-wide limit, and they are not used).
+	RateLimiter RateLimiter
 	// RateBurst is the per-user bucket size of /presence/update. Zero: DefaultRateBurst.
 	RateBurst int
 	// RateRefillPerSecond refills the bucket. Zero: DefaultRateRefillPerSecond.
@@ -241,7 +245,7 @@ func (c Config) Validate() error {
 type server struct {
 	cfg     Config
 	auth    *authenticator
-	limiter *rateLimiter
+	limiter RateLimiter
 	metrics *httpMetrics
 	log     *slog.Logger
 	router  *mux.Router
@@ -265,10 +269,16 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
+	limiter := cfg.RateLimiter
+	if limiter == nil {
+		if limiter, err = newNodeRateLimiter(cfg); err != nil {
+			return nil, fmt.Errorf("api: rate limit: %w", err)
+		}
+	}
 	s := &server{
 		cfg:      cfg,
 		auth:     newAuthenticator(cfg),
-		limiter:  newRateLimiter(cfg.Clock, cfg.RateBurst, cfg.RateRefillPerSecond, cfg.RateLimitMaxUsers),
+		limiter:  limiter,
 		metrics:  m,
 		log:      cfg.Logger,
 		payloads: newPayloadCache(),

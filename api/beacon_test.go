@@ -122,11 +122,10 @@ func TestBeaconTokenIsNeverLogged(t *testing.T) {
 }
 
 // TestLongLeaveListsReachTheService: up to 500 leave channels are accepted
-// and handed to the Service in calls of at most presence.MaxChannelsPerCall,
-// present first and leaves in order.
+// and handed to the Service in one call, in order.
 func TestLongLeaveListsReachTheService(t *testing.T) {
 	e := newEnv(t, nil)
-	leave := channelList(maxLeaveChannels)
+	leave := channelList(presence.MaxLeaveChannels)
 	body := `{"client_id":"c","present_channels":["/p/1"],"leave_channels":` + jsonList(leave) + `}`
 	rec := e.do("POST", "/presence/update", strings.NewReader(body),
 		"Content-Type", "application/json", "Authorization", bearerHeader(userToken(t, "7")))
@@ -134,34 +133,28 @@ func TestLongLeaveListsReachTheService(t *testing.T) {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body.String())
 	}
 	calls := e.svc.updateCalls()
-	if want := maxLeaveChannels / presence.MaxChannelsPerCall; len(calls) != want {
-		t.Fatalf("%d service calls, want %d", len(calls), want)
+	if len(calls) != 1 {
+		t.Fatalf("%d service calls, want 1", len(calls))
 	}
-	var got []string
-	for i, c := range calls {
-		if len(c.Leave) > presence.MaxChannelsPerCall || c.ClientID != "c" || c.User.ID != "7" {
-			t.Fatalf("call %d: %d leaves, client %q", i, len(c.Leave), c.ClientID)
-		}
-		if wantPresent := i == 0; (len(c.Channels) == 1) != wantPresent {
-			t.Fatalf("call %d has present channels %v", i, c.Channels)
-		}
-		got = append(got, c.Leave...)
+	c := calls[0]
+	if c.ClientID != "c" || c.User.ID != "7" || !slices.Equal(c.Channels, []string{"/p/1"}) {
+		t.Fatalf("call: client %q, user %q, present %v", c.ClientID, c.User.ID, c.Channels)
 	}
-	if !slices.Equal(got, leave) {
+	if !slices.Equal(c.Leave, leave) {
 		t.Fatal("the leaves did not reach the service in order")
 	}
 }
 
 // TestBeaconLeavesEveryChannelOnTheEngine: a page going away leaves 500
-// channels with one beacon carrying its token; the channel listed last
-// (in the tenth share handed to the engine) is left too.
+// channels with one beacon carrying its token; the channel listed last is
+// left too.
 func TestBeaconLeavesEveryChannelOnTheEngine(t *testing.T) {
 	l := newLive(t, nil)
 	if code, res := l.update(specUser, `{"client_id":"tab-1","present_channels":["`+ch1+`"]}`); code != http.StatusOK || !res[ch1] {
 		t.Fatalf("enter: %d %v", code, res)
 	}
 	l.wantIDs(ch1, specUser.ID)
-	leave := append(channelList(maxLeaveChannels-1), ch1)
+	leave := append(channelList(presence.MaxLeaveChannels-1), ch1)
 	tok := strings.TrimPrefix(as(t, specUser), "Bearer ")
 	code, body := l.do("POST", "/presence/update", beaconForm(tok, leave...), "", "Content-Type", formCT)
 	if code != http.StatusOK || body != "{}\n" {

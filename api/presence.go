@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"fmt"
 	"mime"
 	"net/http"
@@ -102,12 +101,12 @@ func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if ok, wait := s.limiter.allow(u.ID); !ok {
+	if ok, wait := s.limiter.Allow(r.Context(), u.ID); !ok {
 		s.writeError(w, r, &rateLimitError{retryAfter: wait})
 		return
 	}
 	present := dedupe(req.Present)
-	result, err := s.update(r.Context(), u, req.ClientID, present, dedupe(req.Leave))
+	result, err := s.cfg.Service.Update(r.Context(), u, req.ClientID, present, dedupe(req.Leave))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -127,21 +126,6 @@ func (s *server) beaconUser(token string) (*presence.User, error) {
 		return nil, errSignInToUpdate
 	}
 	return s.auth.verify(token)
-}
-
-// update hands an update to the Service. The Service takes at most
-// presence.MaxChannelsPerCall channels in each list, so a longer leave list
-// (a page going away leaves everything at once) follows as leave-only
-// calls, in order: present is still applied before every leave.
-func (s *server) update(ctx context.Context, u *presence.User, clientID string, present, leave []string) (map[string]bool, error) {
-	first := leave[:min(len(leave), presence.MaxChannelsPerCall)]
-	result, err := s.cfg.Service.Update(ctx, u, clientID, present, first)
-	for rest := leave[len(first):]; err == nil && len(rest) > 0; {
-		chunk := rest[:min(len(rest), presence.MaxChannelsPerCall)]
-		rest = rest[len(chunk):]
-		_, err = s.cfg.Service.Update(ctx, u, clientID, nil, chunk)
-	}
-	return result, err
 }
 
 // isJSONContentType reports whether a request declares a JSON body.

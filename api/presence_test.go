@@ -1,12 +1,16 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,20 +163,53 @@ func TestRateLimitRetryAfterRoundsUp(t *testing.T) {
 	}
 }
 
-func TestRateLimiterTableBounded(t *testing.T) {
-	clk := newEnv(t, nil).clock
-	l := newRateLimiter(clk, 20, 2, 3)
-	for i := range 10 {
-		l.allow("u" + strconv.Itoa(i))
-		if l.size() > 3 {
-			t.Fatalf("table grew to %d", l.size())
+// recordingLimiter is a RateLimiter that refuses the users listed and
+// records whom it was asked about.
+type recordingLimiter struct {
+	mu      sync.Mutex
+	asked   []string
+	refuse  map[string]time.Duration
+	ctxSeen bool
+}
+
+func (l *recordingLimiter) Allow(ctx context.Context, user string) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.asked = append(l.asked, user)
+	l.ctxSeen = l.ctxSeen || ctx != nil
+	if wait, ok := l.refuse[user]; ok {
+		return false, wait
+	}
+	return true, 0
+}
+
+// TestUpdateUsesGivenRateLimiter: a cluster's limiter replaces the node's
+// buckets; its refusal is a 429 whose Retry-After is its wait rounded up,
+// and the refused update never reaches the service.
+func TestUpdateUsesGivenRateLimiter(t *testing.T) {
+	lim := &recordingLimiter{refuse: map[string]time.Duration{"bob": 2100 * time.Millisecond}}
+	e := newEnv(t, func(c *Config) { c.RateLimiter = lim; c.RateBurst = 1 })
+	post := func(user string) *httptest.ResponseRecorder {
+		return e.do("POST", "/presence/update", strings.NewReader(`{"client_id":"c"}`),
+			"Content-Type", "application/json", "Authorization", bearerHeader(userToken(t, user)))
+	}
+	for i := range 3 { // RateBurst 1 belongs to the node's own buckets, not used here
+		if rec := post("alice"); rec.Code != http.StatusOK {
+			t.Fatalf("alice's call %d: status %d", i, rec.Code)
 		}
 	}
-	// Buckets that refilled completely are swept.
-	clk.Advance(11 * time.Second)
-	l.allow("fresh")
-	if l.size() != 1 {
-		t.Fatalf("after the sweep %d buckets remain, want 1", l.size())
+	rec := post("bob")
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "3" {
+		t.Fatalf("bob: status %d Retry-After %q, want 429 and 3", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	errorsOf(t, rec)
+	if n := len(e.svc.updateCalls()); n != 3 {
+		t.Fatalf("%d updates reached the service, want alice's 3", n)
+	}
+	lim.mu.Lock()
+	defer lim.mu.Unlock()
+	if !slices.Equal(lim.asked, []string{"alice", "alice", "alice", "bob"}) || !lim.ctxSeen {
+		t.Fatalf("limiter asked about %v (context given: %v)", lim.asked, lim.ctxSeen)
 	}
 }
 

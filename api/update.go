@@ -35,15 +35,10 @@ const (
 	fieldToken    = "token"
 )
 
-// maxLeaveChannels bounds leave_channels of one update. It is ten times
-// the present limit because a page that goes away leaves everything it
-// entered at once (Discourse accepts any number; the contract says 500).
-const maxLeaveChannels = 500
-
 // maxFormParts bounds the parts of a multipart body (beyond the byte limit),
 // so tiny parts cannot make parsing expensive: every list entry, the
 // client id, the token and a few fields the client may add.
-const maxFormParts = presence.MaxChannelsPerCall + maxLeaveChannels + 16
+const maxFormParts = presence.MaxChannelsPerCall + presence.MaxLeaveChannels + 16
 
 // parseUpdate reads and validates an update body of at most limit bytes,
 // encoded as JSON, application/x-www-form-urlencoded or multipart/form-data
@@ -262,8 +257,8 @@ func (r updateRequest) validate() error {
 	if len(r.Present) > presence.MaxChannelsPerCall {
 		return invalid("too many present_channels (at most %d)", presence.MaxChannelsPerCall)
 	}
-	if len(r.Leave) > maxLeaveChannels {
-		return invalid("too many leave_channels (at most %d)", maxLeaveChannels)
+	if len(r.Leave) > presence.MaxLeaveChannels {
+		return invalid("too many leave_channels (at most %d)", presence.MaxLeaveChannels)
 	}
 	return nil
 }

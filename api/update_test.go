@@ -102,7 +102,7 @@ func FuzzParseUpdate(f *testing.F) {
 			return
 		}
 		if req.ClientID == "" || len(req.ClientID) > presence.MaxClientIDBytes ||
-			len(req.Present) > presence.MaxChannelsPerCall || len(req.Leave) > maxLeaveChannels {
+			len(req.Present) > presence.MaxChannelsPerCall || len(req.Leave) > presence.MaxLeaveChannels {
 			t.Fatalf("accepted out-of-contract request %+v", req)
 		}
 		if ct == "application/json" || ct != cts[1] && ct != cts[2] && looksLikeJSON(body) {

@@ -206,8 +206,8 @@ func (e *Engine) Update(ctx context.Context, u *User, clientID string, present, 
 	if err := checkClientID(clientID); err != nil {
 		return nil, err
 	}
-	if len(present) > MaxChannelsPerCall || len(leave) > MaxChannelsPerCall {
-		return nil, fmt.Errorf("%w: more than %d channels", ErrInvalid, MaxChannelsPerCall)
+	if len(present) > MaxChannelsPerCall || len(leave) > MaxLeaveChannels {
+		return nil, fmt.Errorf("%w: more than %d present or %d leave channels", ErrInvalid, MaxChannelsPerCall, MaxLeaveChannels)
 	}
 	out := make(map[string]bool, len(present))
 	for _, name := range present {

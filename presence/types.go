@@ -32,7 +32,8 @@ const (
 	MaxChannelNameBytes   = 256
 	MaxClientIDBytes      = 128
 	MaxUserIDBytes        = 128
-	MaxChannelsPerCall    = 50
+	MaxChannelsPerCall    = 50   // channels of one get, or present channels of one update
+	MaxLeaveChannels      = 500  // leave channels of one update (a page leaving everything)
 	MaxSubscribeChannels  = 500  // channels of one SSE stream
 	BacklogMinMessages    = 1000 // a channel keeps at least its last 1000 messages...
 	BacklogMinAgeSeconds  = 600  // ...and every message younger than 10 minutes

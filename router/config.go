@@ -10,6 +10,7 @@ import (
 
 	"github.com/presencehq/presence/clock"
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/ratelimit"
 	"github.com/presencehq/presence/router/wire"
 )
 
@@ -135,6 +136,9 @@ type Config struct {
 	// clients (ChannelSnapshot.ExpiryGrace); 0 means
 	// DefaultReplicationInterval.
 	ReplicationInterval time.Duration
+	// RateLimit tunes the cluster-wide rate limit of /presence/update
+	// (Router.Limiter); zero fields take package ratelimit's defaults.
+	RateLimit ratelimit.Limits
 }
 
 // Validate reports the first missing or invalid field.
@@ -148,6 +152,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: router sizes must not be negative", presence.ErrInvalid)
 	case c.RetryBackoff < 0 || c.HandoffTimeout < 0 || c.RebalanceRetry < 0 || c.SweepInterval < 0 || c.FlushTimeout < 0 || c.ForwardTimeout < 0 || c.ForwardStall < 0 || c.ReplicationInterval < 0:
 		return fmt.Errorf("%w: router durations must not be negative", presence.ErrInvalid)
+	}
+	if err := c.RateLimit.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", presence.ErrInvalid, err)
 	}
 	return nil
 }

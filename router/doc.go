@@ -18,6 +18,9 @@
 //     owners, and the leave log that decides merges.
 //   - fanout: the node's hub of subscriptions, other nodes' interest in the
 //     channels held here, the pushes to them and the feed into the hub.
+//   - ratelimit: the cluster-wide rate limit of updates (Limiter): each
+//     user's bucket on the ring owner of "user:"+id, tokens lent to the
+//     other nodes.
 //
 // handlers.go registers every node-to-node method with what serves it.
 // Merging two states of a channel is presence.MergeSnapshots.
@@ -170,6 +173,6 @@
 // presence_forwarded_total{method}, presence_forward_errors_total,
 // presence_handoffs_total{direction="in"|"out"}, presence_ring_epoch and
 // presence_replica_promotions_total; the router also registers its parts'
-// presence_push_dropped_total, presence_replica_refused_total and
-// presence_replication_lag_seconds.
+// presence_push_dropped_total, presence_replica_refused_total,
+// presence_replication_lag_seconds and the presence_ratelimit_* metrics.
 package router

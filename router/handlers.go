@@ -26,6 +26,7 @@ func (r *Router) registerHandlers() {
 		wire.MethodInstall:   r.handleInstall,        // push: take a channel over
 		wire.MethodReplicate: r.repl.HandleReplicate, // a replication batch for the copies kept here
 		wire.MethodLeaves:    r.handleLeaves,         // leaves answered without the channel's state
+		wire.MethodLimit:     r.limit.Handle,         // rate limit tokens borrowed, given back, recalled
 	}
 }
 

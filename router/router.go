@@ -12,6 +12,7 @@ import (
 
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/fanout"
+	"github.com/presencehq/presence/router/ratelimit"
 	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -44,6 +45,7 @@ type Router struct {
 	fan    *fanout.Fanout      // subscribers' hub, interest and pushes to other nodes
 	repl   *replica.Replicator // streams to replicas, copies kept here
 	leaves *replica.LeaveLog   // recent leaves of channels held here (repl's)
+	limit  *ratelimit.Limiter  // the cluster-wide rate limit of updates
 }
 
 var _ presence.Service = (*Router)(nil)
@@ -95,6 +97,7 @@ func New(cfg Config) (*Router, error) {
 	r.run.Go(r.rebalanceLoop)
 	r.run.Go(r.sweepLoop)
 	r.run.Go(r.fan.Run)
+	r.run.Go(r.limit.Run)
 	if cfg.Replication {
 		r.run.Go(r.repl.Run)
 	}
@@ -137,9 +140,21 @@ func (r *Router) newParts() error {
 		fan.Close()
 		return err
 	}
-	r.fan, r.repl, r.leaves = fan, repl, repl.Leaves()
+	limit, err := ratelimit.New(ratelimit.Config{
+		Limits: cfg.RateLimit, Self: r.self, Clock: cfg.Clock, Logger: r.log, Ctx: r.ctx, Go: r.run.Go,
+		Call: r.calls.Call, View: func() ratelimit.View { return views.Load() }, Registry: cfg.Registry,
+	})
+	if err != nil {
+		fan.Close()
+		return err
+	}
+	r.fan, r.repl, r.leaves, r.limit = fan, repl, repl.Leaves(), limit
 	return nil
 }
+
+// Limiter is the cluster-wide rate limit of /presence/update: a user's
+// bucket lives on the ring owner of ratelimit.KeyPrefix+id.
+func (r *Router) Limiter() *ratelimit.Limiter { return r.limit }
 
 // Close stops the router's goroutines and ends its subscriptions. It does
 // not close the Engine or the Transport, which the caller owns.

@@ -39,8 +39,9 @@ func checkUpdate(u *presence.User, clientID string, present, leave []string) err
 		return fmt.Errorf("%w: anonymous users cannot be present", presence.ErrForbidden)
 	case clientID == "" || len(clientID) > presence.MaxClientIDBytes:
 		return fmt.Errorf("%w: client id must be 1 to %d bytes", presence.ErrInvalid, presence.MaxClientIDBytes)
-	case len(present) > presence.MaxChannelsPerCall || len(leave) > presence.MaxChannelsPerCall:
-		return fmt.Errorf("%w: more than %d channels", presence.ErrInvalid, presence.MaxChannelsPerCall)
+	case len(present) > presence.MaxChannelsPerCall || len(leave) > presence.MaxLeaveChannels:
+		return fmt.Errorf("%w: more than %d present or %d leave channels", presence.ErrInvalid,
+			presence.MaxChannelsPerCall, presence.MaxLeaveChannels)
 	}
 	return nil
 }

@@ -287,6 +287,7 @@ func (s *Server) buildHandler() error {
 	}
 	apiCfg := api.Config{
 		Service:       s.router,
+		RateLimiter:   s.router.Limiter(),
 		Prefixes:      prefixStore{s},
 		Cluster:       clusterInfo{s},
 		JWTSecrets:    secrets,

@@ -27,11 +27,13 @@
 //	7 MethodInstall    push a channel's state → nothing
 //	8 MethodReplicate  replication batch → refused, deferred, missing
 //	9 MethodLeaves     leaves answered without the state → nothing
+//	10 MethodLimit     borrow, give back or recall rate-limit tokens → grants
 //
 // Methods 1 to MaxMethod belong to the router; the server's own methods
 // are above. Which node sends each and what the receiver does is told by
 // the packages that use them: router (routing and hand-off), replica
-// (replication) and fanout (cross-node subscriptions).
+// (replication), fanout (cross-node subscriptions) and ratelimit (the
+// cluster-wide rate limit).
 //
 // # Errors
 //

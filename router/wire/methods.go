@@ -7,15 +7,16 @@ import "context"
 // Methods 1 to MaxMethod belong to the router; the server's own start
 // above MaxMethod.
 const (
-	MethodUpdate    uint16 = 1 // UpdateRequest batch → UpdateResults
-	MethodGet       uint16 = 2 // GetRequest → GetReply
-	MethodSince     uint16 = 3 // SinceRequest → SinceReply
-	MethodInterest  uint16 = 4 // InterestRequest → empty
-	MethodPush      uint16 = 5 // PushRequest → PushReply (may be empty)
-	MethodExtract   uint16 = 6 // ExtractRequest → ExtractReply
-	MethodInstall   uint16 = 7 // InstallRequest → empty
-	MethodReplicate uint16 = 8 // ReplicateRequest → ReplicateReply
-	MethodLeaves    uint16 = 9 // LeavesRequest → empty
+	MethodUpdate    uint16 = 1  // UpdateRequest batch → UpdateResults
+	MethodGet       uint16 = 2  // GetRequest → GetReply
+	MethodSince     uint16 = 3  // SinceRequest → SinceReply
+	MethodInterest  uint16 = 4  // InterestRequest → empty
+	MethodPush      uint16 = 5  // PushRequest → PushReply (may be empty)
+	MethodExtract   uint16 = 6  // ExtractRequest → ExtractReply
+	MethodInstall   uint16 = 7  // InstallRequest → empty
+	MethodReplicate uint16 = 8  // ReplicateRequest → ReplicateReply
+	MethodLeaves    uint16 = 9  // LeavesRequest → empty
+	MethodLimit     uint16 = 10 // LimitRequest → LimitReply (empty for LimitReturn)
 	// MaxMethod is the highest method number reserved for the router.
 	MaxMethod uint16 = 99
 )
