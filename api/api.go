@@ -1,5 +1,6 @@
 // Package api is the public HTTP layer of a presence node: the Discourse-style
-// presence endpoints (get, update, Server-Sent Events subscribe), the admin
+// presence endpoints (get, update, Server-Sent Events subscribe), the
+// server-side endpoints of the application's backend (/server/), the admin
 // endpoints for prefix documents and cluster state, health, metrics and the
 // development helpers. It authenticates callers, validates and bounds every
 // input, rate-limits updates, and maps errors to HTTP statuses in one place;
@@ -14,6 +15,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -40,6 +43,10 @@ const (
 	DefaultMaxStreamsPerUser = 20
 	DefaultMaxStreamsPerIP   = 100
 	DefaultMaxStreams        = 100_000
+	// DefaultTokenCacheSize is as many verified tokens as the rate
+	// limiter tracks users: a node serving that many active users (each
+	// with one token) answers their calls without verifying again.
+	DefaultTokenCacheSize = DefaultRateLimitMaxUsers
 )
 
 // Rates of the log lines of refused streams (see refusedStreamLog).
@@ -112,8 +119,12 @@ type Config struct {
 	JWTIssuer string
 	// JWTAudience, when set, must be one of a token's aud values.
 	JWTAudience string
-	// AdminToken is the bearer token of /admin/*.
+	// AdminToken is the bearer token of /admin/*; it opens /server/* too.
 	AdminToken string
+	// ServiceTokens open /server/* (the application's backend), never
+	// /admin/*: several during a rotation. Each must be non-empty and
+	// differ from AdminToken. Empty: only the admin token opens /server/.
+	ServiceTokens []string
 	// CORSOrigins lists the browser origins allowed to call the API; "*"
 	// allows any. Empty: no cross-origin access.
 	CORSOrigins []string
@@ -154,6 +165,11 @@ type Config struct {
 	MaxSubscribeChannels int
 	// DevTokenTTL is the lifetime of /dev/token tokens. Zero: DefaultDevTokenTTL.
 	DevTokenTTL time.Duration
+	// TokenCacheSize bounds the verified user tokens remembered (about
+	// 560 bytes each for a 250-byte token); a token missing from the cache
+	// is verified again.
+	// Zero: DefaultTokenCacheSize.
+	TokenCacheSize int
 
 	// MaxStreamsPerUser bounds the open SSE streams of one signed-in user
 	// on this node. Zero: DefaultMaxStreamsPerUser.
@@ -169,6 +185,14 @@ type Config struct {
 	// node: a request from one of them is counted under the client address
 	// its X-Forwarded-For header names. Empty: the peer is the client.
 	TrustedProxies []netip.Prefix
+
+	// StreamWriters is how many goroutines write the pooled SSE streams
+	// (plain HTTP/1.1 on Linux; see ssepool.go). Zero: GOMAXPROCS.
+	StreamWriters int
+	// StreamPerRequest serves every SSE stream on its request's
+	// goroutine, as over HTTP/2 and TLS, instead of pooling those of plain
+	// HTTP/1.1 connections.
+	StreamPerRequest bool
 }
 
 // withDefaults returns c with every zero optional field set to its default.
@@ -190,6 +214,8 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.KeepAlive, DefaultKeepAlive)
 	setDefault(&c.MaxSubscribeChannels, DefaultMaxSubscribeChannels)
 	setDefault(&c.DevTokenTTL, DefaultDevTokenTTL)
+	setDefault(&c.TokenCacheSize, DefaultTokenCacheSize)
+	setDefault(&c.StreamWriters, runtime.GOMAXPROCS(0))
 	setDefault(&c.MaxStreamsPerUser, DefaultMaxStreamsPerUser)
 	setDefault(&c.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
 	setDefault(&c.MaxStreams, DefaultMaxStreams)
@@ -219,13 +245,21 @@ func (c Config) Validate() error {
 	case c.AdminToken == "":
 		return errors.New("api: AdminToken is required")
 	case c.MaxBodyBytes < 0, c.MaxAdminBodyBytes < 0, c.RateBurst < 0, c.RateRefillPerSecond < 0, c.RateLimitMaxUsers < 0,
-		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0,
-		c.MaxStreamsPerUser < 0, c.MaxStreamsPerIP < 0, c.MaxStreams < 0:
+		c.KeepAlive < 0, c.MaxSubscribeChannels < 0, c.DevTokenTTL < 0, c.TokenCacheSize < 0,
+		c.MaxStreamsPerUser < 0, c.MaxStreamsPerIP < 0, c.MaxStreams < 0, c.StreamWriters < 0:
 		return errors.New("api: limits must not be negative")
 	}
 	for _, secret := range c.JWTSecrets {
 		if len(secret) == 0 {
 			return errors.New("api: empty JWT secret")
+		}
+	}
+	for _, token := range c.ServiceTokens {
+		switch token {
+		case "":
+			return errors.New("api: empty service token")
+		case c.AdminToken:
+			return errors.New("api: a service token equals the admin token (a service token must never open /admin/)")
 		}
 	}
 	for _, o := range c.CORSOrigins {
@@ -257,10 +291,36 @@ type server struct {
 	streams *streamLimiter
 	// refusedStreams logs streams over a limit at a bounded rate.
 	refusedStreams *refusedStreamLog
+	// serviceTokens open /server/*.
+	serviceTokens serviceTokens
+	// pool serves the streams of plain HTTP/1.1 connections; nil where
+	// the platform has no poller (every stream keeps its goroutine).
+	pool *streamPool
+	// closing is closed by Handler.Close: streams served on their
+	// request's goroutine end.
+	closing   chan struct{}
+	closeOnce sync.Once
+}
+
+// Handler is the node's HTTP API. Close ends its streams.
+type Handler struct {
+	http.Handler
+	s *server
+}
+
+// Close ends every open SSE stream, refuses new ones from then on and stops
+// the goroutines that serve streams. Streams of hijacked connections are
+// not known to http.Server, whose Shutdown does not wait for them: call
+// Close with it. Safe to call more than once.
+func (h *Handler) Close() {
+	h.s.closeOnce.Do(func() { close(h.s.closing) })
+	if h.s.pool != nil {
+		h.s.pool.close()
+	}
 }
 
 // New validates cfg and returns the node's HTTP handler.
-func New(cfg Config) (http.Handler, error) {
+func New(cfg Config) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -288,13 +348,18 @@ func New(cfg Config) (http.Handler, error) {
 		refusedStreams: &refusedStreamLog{
 			throttle: newLogThrottle(cfg.Clock, refusedStreamLogPerSecond, refusedStreamLogBurst),
 		},
+		serviceTokens: newServiceTokens(cfg.AdminToken, cfg.ServiceTokens),
+		closing:       make(chan struct{}),
+	}
+	if !cfg.StreamPerRequest && pollerAvailable {
+		s.pool = newStreamPool(cfg.Clock, cfg.KeepAlive, cfg.Logger, s.payloads, cfg.StreamWriters)
 	}
 	s.router = s.routes()
 	var h http.Handler = http.HandlerFunc(s.dispatch)
 	h = newCORS(cfg.CORSOrigins).wrap(h)
 	h = s.recoverer(h)
 	h = s.metrics.instrument(h, cfg.Clock)
-	return h, nil
+	return &Handler{Handler: h, s: s}, nil
 }
 
 // Paths of the presence endpoints, also their route templates.
@@ -357,6 +422,8 @@ func (s *server) routes() *mux.Router {
 	r.Handle("/admin/prefixes/{prefix}", s.admin(s.handleDeletePrefix)).Methods(http.MethodDelete)
 	r.Handle("/admin/cluster", s.admin(s.handleCluster)).Methods(http.MethodGet)
 	r.Handle("/admin/owner", s.admin(s.handleOwner)).Methods(http.MethodGet)
+
+	s.serverRoutes(r)
 
 	r.HandleFunc("/healthz", s.handleHealthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", s.handleReadyz).Methods(http.MethodGet, http.MethodHead)

@@ -140,7 +140,7 @@ func newAuthenticator(cfg Config) *authenticator {
 		issuer:   cfg.JWTIssuer,
 		audience: cfg.JWTAudience,
 		clock:    cfg.Clock,
-		cache:    newTokenCache(tokenCacheCapacity),
+		cache:    newTokenCache(cfg.TokenCacheSize),
 	}
 	opts := []jwt.ParserOption{jwt.WithValidMethods(a.keys.algorithms()), jwt.WithTimeFunc(cfg.Clock.Now)}
 	if a.issuer != "" {

@@ -29,7 +29,7 @@ type benchNode struct {
 
 // newDemoEngine returns an engine in which every /demo/ channel is public,
 // with its metrics registry; it is closed when b ends.
-func newDemoEngine(b *testing.B) (*presence.Engine, *prometheus.Registry) {
+func newDemoEngine(b testing.TB) (*presence.Engine, *prometheus.Registry) {
 	b.Helper()
 	resolver := presence.NewResolver(presence.ResolverConfig{})
 	doc := `{"rules": [{"match": "/demo/.+", "config": {"public": true}}]}`

@@ -119,7 +119,8 @@ var (
 	headerNoStore = []string{"no-store"}
 )
 
-// writeJSONBytes answers body, a JSON document, with status and a newline.
+// writeJSONBytes answers body, a JSON document, with status and a newline
+// (appended to body, whose spare capacity it may use).
 func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = headerJSON

@@ -40,6 +40,14 @@ type fakeService struct {
 	getFn    func(names []string) map[string]*presence.ChannelState
 	updateFn func(present []string) map[string]bool
 	err      error
+
+	// The server side's calls: inspects, cans (User and Channels[0]) and
+	// clears (Channels[0]).
+	inspects  []fakeCall
+	cans      []fakeCall
+	clears    []fakeCall
+	inspectFn func(names []string) map[string]*presence.ChannelState
+	canFn     func(u *presence.User, channel string) presence.Access
 }
 
 // fakeCall is one recorded Get or Update.
@@ -91,6 +99,46 @@ func (f *fakeService) Subscribe(_ context.Context, u *presence.User, from map[st
 	f.froms = append(f.froms, from)
 	f.users = append(f.users, u)
 	return s, nil
+}
+
+func (f *fakeService) Inspect(_ context.Context, channels []string) (map[string]*presence.ChannelState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inspects = append(f.inspects, fakeCall{Channels: slices.Clone(channels)})
+	if f.err != nil {
+		return nil, f.err
+	}
+	if f.inspectFn != nil {
+		return f.inspectFn(channels), nil
+	}
+	return map[string]*presence.ChannelState{}, nil
+}
+
+func (f *fakeService) Can(_ context.Context, u *presence.User, channel string) (presence.Access, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cans = append(f.cans, fakeCall{User: u, Channels: []string{channel}})
+	if f.err != nil {
+		return presence.Access{}, f.err
+	}
+	if f.canFn != nil {
+		return f.canFn(u, channel), nil
+	}
+	return presence.Access{}, nil
+}
+
+func (f *fakeService) Clear(_ context.Context, channel string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.clears = append(f.clears, fakeCall{Channels: []string{channel}})
+	return f.err
+}
+
+// serverCalls returns the inspects, cans and clears so far.
+func (f *fakeService) serverCalls() (inspects, cans, clears []fakeCall) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.inspects), slices.Clone(f.cans), slices.Clone(f.clears)
 }
 
 func (f *fakeService) updateCalls() []fakeCall {
@@ -195,6 +243,7 @@ func (c *fakeCluster) Ready() (bool, string) { return c.ready, c.reason }
 type env struct {
 	t        *testing.T
 	h        http.Handler
+	api      *Handler // h, with its Close and internals
 	svc      *fakeService
 	prefixes *fakePrefixes
 	cluster  *fakeCluster
@@ -229,7 +278,8 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	e.h = h
+	t.Cleanup(h.Close)
+	e.h, e.api = h, h
 	return e
 }
 

@@ -106,14 +106,23 @@ func labelRoute(next http.Handler) http.Handler {
 func (m *httpMetrics) instrument(next http.Handler, clk clock.Clock) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := clk.Now()
-		sw := &statusWriter{ResponseWriter: w, route: routeUnmatched}
+		sw := statusWriters.Get().(*statusWriter)
+		*sw = statusWriter{ResponseWriter: w, route: routeUnmatched}
 		defer func() {
 			m.counter(requestLabels{sw.route, methodLabel(r.Method), sw.status()}).Inc()
-			m.observer(sw.route).Observe(clk.Now().Sub(start).Seconds())
+			if !sw.detached { // a pooled stream observes its whole life when it ends
+				m.observer(sw.route).Observe(clk.Now().Sub(start).Seconds())
+			}
+			*sw = statusWriter{}
+			statusWriters.Put(sw)
 		}()
 		next.ServeHTTP(sw, r)
 	})
 }
+
+// statusWriters recycles the statusWriter of every request: no handler
+// keeps its ResponseWriter once it returned.
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
 
 // counter returns the request counter of l, resolving it on first use.
 func (m *httpMetrics) counter(l requestLabels) prometheus.Counter {
@@ -161,6 +170,9 @@ type statusWriter struct {
 	http.ResponseWriter
 	code  int
 	route string
+	// detached: the stream pool took the connection over and observes
+	// the request's latency when the stream ends.
+	detached bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -323,6 +323,8 @@ func defaultAuth(o *oaOperation) string {
 			return "none"
 		case m["adminToken"] != nil:
 			auth = "admin"
+		case m["serviceToken"] != nil:
+			auth = "service"
 		case m["userToken"] != nil:
 			auth = "sam"
 		}

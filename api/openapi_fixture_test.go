@@ -37,8 +37,9 @@ var exampleUsers = map[string]*presence.User{
 // The well-known secrets of a dev node: tokens in the examples verify on
 // one.
 const (
-	exampleAdminToken = "dev-admin-token"
-	exampleJWTSecret  = "dev-jwt-secret-not-for-production"
+	exampleAdminToken   = "dev-admin-token"
+	exampleServiceToken = "dev-service-token"
+	exampleJWTSecret    = "dev-jwt-secret-not-for-production"
 )
 
 // exampleCluster is the three-node cluster the examples show; notReady
@@ -77,17 +78,18 @@ type exampleNode struct {
 // exampleNodeConfig is the api.Config of an example node over engine.
 func exampleNodeConfig(eng presence.Service, store PrefixStore, cl ClusterInfo, clk clock.Clock, reg *prometheus.Registry) Config {
 	return Config{
-		Service:     eng,
-		Prefixes:    store,
-		Cluster:     cl,
-		JWTSecrets:  [][]byte{[]byte(exampleJWTSecret)},
-		AdminToken:  exampleAdminToken,
-		CORSOrigins: []string{"*"},
-		Dev:         true,
-		Clock:       clk,
-		Registry:    reg,
-		Client:      web.ClientHandler(),
-		Demo:        web.DemoHandler(),
+		Service:       eng,
+		Prefixes:      store,
+		Cluster:       cl,
+		JWTSecrets:    [][]byte{[]byte(exampleJWTSecret)},
+		AdminToken:    exampleAdminToken,
+		ServiceTokens: []string{exampleServiceToken},
+		CORSOrigins:   []string{"*"},
+		Dev:           true,
+		Clock:         clk,
+		Registry:      reg,
+		Client:        web.ClientHandler(),
+		Demo:          web.DemoHandler(),
 	}
 }
 
@@ -131,13 +133,16 @@ func newExampleNode(t *testing.T) *exampleNode {
 }
 
 // authorization returns the Authorization header x-replay's auth names:
-// "none" (no header), "admin", a user of exampleUsers, or a literal value.
+// "none" (no header), "admin", "service", a user of exampleUsers, or a
+// literal value.
 func (n *exampleNode) authorization(auth string) string {
 	switch auth {
 	case "", "none":
 		return ""
 	case "admin":
 		return "Bearer " + exampleAdminToken
+	case "service":
+		return "Bearer " + exampleServiceToken
 	}
 	u, ok := exampleUsers[auth]
 	if !ok {

@@ -169,8 +169,8 @@ func checkExamplesPair(t *testing.T, d *oaDoc) {
 func checkReplay(t *testing.T, e *oaExample, refs map[string]*oaExample) {
 	t.Helper()
 	r := e.replay
-	if _, known := exampleUsers[r.Auth]; !known && !strings.Contains(r.Auth, " ") && !slices.Contains([]string{"", "none", "admin"}, r.Auth) {
-		t.Errorf("%s: %s: x-replay auth %q: use none, admin, a user (%v) or a literal Authorization value", openAPIFile, e, r.Auth, slices.Sorted(maps.Keys(exampleUsers)))
+	if _, known := exampleUsers[r.Auth]; !known && !strings.Contains(r.Auth, " ") && !slices.Contains([]string{"", "none", "admin", "service"}, r.Auth) {
+		t.Errorf("%s: %s: x-replay auth %q: use none, admin, service, a user (%v) or a literal Authorization value", openAPIFile, e, r.Auth, slices.Sorted(maps.Keys(exampleUsers)))
 	}
 	if !slices.Contains([]string{"", "not-ready", "user-streams-full"}, r.State) {
 		t.Errorf("%s: %s: x-replay state %q: use not-ready or user-streams-full", openAPIFile, e, r.State)

@@ -88,7 +88,13 @@ func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errSignInToUpdate)
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	body := r.Body
+	if r.ContentLength < 0 || r.ContentLength > s.cfg.MaxBodyBytes {
+		// A body of a declared length within the limit cannot outgrow
+		// it (net/http reads no further), so only the others need the
+		// limit that also closes the connection after a body too large.
+		body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	}
 	req, err := parseUpdate(contentType, body, s.cfg.MaxBodyBytes)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -111,8 +117,10 @@ func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var scratch [256]byte
-	writeJSONBytes(w, http.StatusOK, appendUpdateResult(scratch[:0], present, result))
+	buf := bodyBuffers.Get().(*[]byte)
+	*buf = appendUpdateResult((*buf)[:0], present, result)
+	writeJSONBytes(w, http.StatusOK, *buf)
+	releaseBody(buf)
 }
 
 // errSignInToUpdate answers an update without credentials.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"hash/maphash"
@@ -78,7 +79,11 @@ func applyCursor(from map[string]int64, last string) (map[string]int64, error) {
 }
 
 // handleSubscribe streams GET /presence/subscribe as Server-Sent Events.
-// Every problem is answered as JSON before the stream starts.
+// Every problem is answered as JSON before the stream starts. A stream over
+// plain HTTP/1.1 is handed to the stream pool once its headers are written
+// (see ssepool.go): it then costs no goroutine and no buffer while idle.
+// Others (HTTP/2, TLS, a platform without the pool) keep their request's
+// goroutine for their whole life.
 func (s *server) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 	u, err := s.auth.identify(r, true)
 	if err != nil {
@@ -95,18 +100,60 @@ func (s *server) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	defer release()
 	cur := newCursor(from)
-	sub, err := s.cfg.Service.Subscribe(r.Context(), u, from)
+	// The subscription ends when its stream does (Close below or in the
+	// pool), not with the request, which a hijacked stream outlives.
+	sub, err := s.cfg.Service.Subscribe(context.Background(), u, from)
 	if err == nil && sub == nil {
 		err = errors.New("service returned no subscription")
 	}
 	if err != nil {
+		release()
 		s.writeError(w, r, err)
 		return
 	}
-	defer sub.Close()
-	s.stream(w, r, u, sub, cur)
+	st := &sseStream{sub: asQueued(sub), user: u, cur: cur, release: release}
+	if !s.startStream(w) {
+		st.end()
+		return
+	}
+	if s.pool != nil && pooledRequest(r) && s.pool.adopt(w, st, s.streamLife()) {
+		return
+	}
+	defer st.end()
+	s.stream(w, r, st)
+}
+
+// sseStream is what a stream needs whichever way it is served: its
+// subscription, subscriber, cursor and stream slot.
+type sseStream struct {
+	sub     presence.QueuedSubscription
+	user    *presence.User
+	cur     *cursor
+	release func() // gives the stream slot back
+}
+
+// end closes the subscription and frees the stream slot.
+func (st *sseStream) end() {
+	st.sub.Close()
+	st.release()
+}
+
+// pooledRequest reports whether the stream pool can serve r's stream: the
+// pool writes the HTTP/1.1 chunked framing itself on the raw connection,
+// which HTTP/2 and TLS do not allow.
+func pooledRequest(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.ProtoMinor == 1 && r.TLS == nil
+}
+
+// streamLife returns the function that observes the latency of a pooled
+// stream when it ends (the pool detaches the stream's statusWriter, whose
+// request ends earlier), so that SSE streams count their whole life.
+func (s *server) streamLife() func() {
+	start := s.cfg.Clock.Now()
+	observer := s.metrics.observer(pathSubscribe)
+	clk := s.cfg.Clock
+	return func() { observer.Observe(clk.Now().Sub(start).Seconds()) }
 }
 
 // acquireStream takes one of the node's stream slots for u's stream; a
@@ -134,35 +181,60 @@ func (s *server) acquireStream(r *http.Request, u *presence.User) (release func(
 	}, nil
 }
 
-// stream writes events and keepalives until the client leaves, the
-// subscription ends, or a write fails.
-func (s *server) stream(w http.ResponseWriter, r *http.Request, u *presence.User, sub presence.Subscription, cur *cursor) {
-	out := &sseWriter{w: w, rc: http.NewResponseController(w)}
+// startStream writes the stream's headers; whoever serves the stream
+// writes its first comment once it does.
+func (s *server) startStream(w http.ResponseWriter) bool {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return http.NewResponseController(w).Flush() == nil
+}
+
+// stream serves a stream on its request's goroutine: it writes events and
+// keepalives until the client leaves, the subscription ends, the node
+// closes its streams or a write fails.
+func (s *server) stream(w http.ResponseWriter, r *http.Request, st *sseStream) {
+	out := &sseWriter{w: w, rc: http.NewResponseController(w)}
 	ticker := s.cfg.Clock.NewTicker(s.cfg.KeepAlive)
 	defer ticker.Stop()
 	// Clear the per-write deadline so it cannot outlive the stream on a
 	// kept-alive connection.
 	defer func() { _ = out.rc.SetWriteDeadline(time.Time{}) }()
-	w.WriteHeader(http.StatusOK)
+	wake := make(chan struct{}, 1)
+	st.sub.Notify(func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
 	if !out.send(connectedFrame) {
 		return
 	}
 	enc := eventEncoder{payloads: s.payloads}
-	events := sub.Events()
+	var evs []presence.Event
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-s.closing:
 			return
 		case <-ticker.C():
 			if !out.send(keepaliveFrame) {
 				return
 			}
-		case ev, open := <-events:
-			if !open || !out.sendBatch(&enc, ev, events, u, cur) {
+		case <-wake:
+			var ended bool
+			evs, ended = st.sub.Take(evs[:0])
+			frames := enc.appendEvents(enc.buf[:0], evs, st.user, st.cur)
+			clear(evs)
+			enc.buf = frames
+			if len(frames) > 0 && !out.send(frames) {
+				return
+			}
+			enc.release()
+			if ended {
 				return
 			}
 		}
@@ -190,17 +262,6 @@ func (o *sseWriter) send(frames []byte) bool {
 	return o.rc.Flush() == nil
 }
 
-// sendBatch writes ev and the events queued behind it with one send; false
-// when the stream must end (a write failed or events was closed).
-func (o *sseWriter) sendBatch(enc *eventEncoder, ev presence.Event, events <-chan presence.Event, u *presence.User, cur *cursor) bool {
-	frames, open := enc.batch(ev, events, u, cur)
-	if len(frames) > 0 && !o.send(frames) {
-		return false
-	}
-	enc.release()
-	return open
-}
-
 // rearm reports whether the write deadline must move before a write at now,
 // and moves it. It moves only when less than half of sseWriteTimeout is
 // left, so that a busy stream does not re-arm a timer for every batch: a
@@ -213,13 +274,9 @@ func (o *sseWriter) rearm(now time.Time) bool {
 	return true
 }
 
-// Batching bounds: a batch stops growing at sseMaxBatch bytes, and a buffer
-// that a burst grew beyond sseKeepBuffer is dropped after its write, so
-// that idle streams do not each hold a burst's worth of memory.
-const (
-	sseMaxBatch   = 32 << 10
-	sseKeepBuffer = 8 << 10
-)
+// A buffer that a burst grew beyond sseKeepBuffer is dropped after its
+// write, so that streams do not each hold a burst's worth of memory.
+const sseKeepBuffer = 8 << 10
 
 // eventEncoder renders the events of one stream as SSE frames into a
 // buffer that is reused from batch to batch.
@@ -228,24 +285,13 @@ type eventEncoder struct {
 	payloads *payloadCache
 }
 
-// batch renders ev and every further event already queued on events (up to
-// sseMaxBatch bytes) as consecutive frames, so that a subscriber that fell
-// behind catches up with one write. open is false when events was closed;
-// the frames gathered before are still returned and must be written.
-func (e *eventEncoder) batch(ev presence.Event, events <-chan presence.Event, u *presence.User, cur *cursor) (frames []byte, open bool) {
-	e.buf = e.append(e.buf[:0], ev, u, cur)
-	for len(e.buf) < sseMaxBatch {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				return e.buf, false
-			}
-			e.buf = e.append(e.buf, ev, u, cur)
-		default:
-			return e.buf, true
-		}
+// appendEvents appends the frames of evs to b, in order (a subscriber
+// that fell behind catches up with one write).
+func (e *eventEncoder) appendEvents(b []byte, evs []presence.Event, u *presence.User, cur *cursor) []byte {
+	for _, ev := range evs {
+		b = e.append(b, ev, u, cur)
 	}
-	return e.buf, true
+	return b
 }
 
 // release drops a buffer that a burst made large.

@@ -97,17 +97,6 @@ func BenchmarkSSEEncode(b *testing.B) {
 	b.Run("fanout", func(b *testing.B) { run(b, false) })
 }
 
-// queued returns a closed channel holding evs, as a subscription that ended
-// with events still buffered.
-func queued(evs ...presence.Event) <-chan presence.Event {
-	c := make(chan presence.Event, len(evs))
-	for _, ev := range evs {
-		c <- ev
-	}
-	close(c)
-	return c
-}
-
 func TestEventBatchMatchesFrameByFrame(t *testing.T) {
 	from := map[string]int64{"/a/x": 3, "/a/y": -1, "/a/z": 0}
 	u := &presence.User{ID: "42"}
@@ -128,10 +117,7 @@ func TestEventBatchMatchesFrameByFrame(t *testing.T) {
 		want = append(want, ref.encode(ev, u, refCur)...)
 	}
 	cur, enc := newCursor(from), eventEncoder{payloads: newPayloadCache()}
-	got, open := enc.batch(evs[0], queued(evs[1:]...), u, cur)
-	if open {
-		t.Fatal("batch reported a closed channel open")
-	}
+	got := enc.appendEvents(nil, evs, u, cur)
 	if string(got) != string(want) {
 		t.Fatalf("batch\n got %q\nwant %q", got, want)
 	}
@@ -140,31 +126,29 @@ func TestEventBatchMatchesFrameByFrame(t *testing.T) {
 	}
 }
 
-func TestEventBatchIsBounded(t *testing.T) {
+// A buffer that a burst grew is dropped after its write; a small one is
+// kept for the next batch.
+func TestEventBufferDroppedAfterBurst(t *testing.T) {
 	u := &presence.User{ID: "42"}
 	cur, enc := newCursor(map[string]int64{"/a/x": -1}), eventEncoder{payloads: newPayloadCache()}
 	unavailable := presence.Event{Kind: presence.EventUnavailable, Channel: "/a/x"}
 	frame := len(enc.encode(unavailable, u, cur))
-	n := 2*sseMaxBatch/frame + 2
-	c := make(chan presence.Event, n)
-	for range n {
-		c <- unavailable
+	burst := make([]presence.Event, 2*sseKeepBuffer/frame)
+	for i := range burst {
+		burst[i] = unavailable
 	}
-	got, open := enc.batch(<-c, c, u, cur)
-	if !open || len(got) < sseMaxBatch || len(got) >= sseMaxBatch+frame {
-		t.Fatalf("batch of %d bytes (open %v), want %d to %d", len(got), open, sseMaxBatch, sseMaxBatch+frame-1)
-	}
-	if left := len(c); left != n-len(got)/frame {
-		t.Fatalf("%d events left queued, want %d", left, n-len(got)/frame)
+	enc.buf = enc.appendEvents(enc.buf[:0], burst, u, cur)
+	if len(enc.buf) != len(burst)*frame {
+		t.Fatalf("burst of %d bytes, want %d", len(enc.buf), len(burst)*frame)
 	}
 	enc.release()
 	if enc.buf != nil {
 		t.Fatalf("a %d-byte buffer kept after a burst", cap(enc.buf))
 	}
-	small, _ := enc.batch(unavailable, queued(), u, cur)
+	enc.buf = enc.appendEvents(enc.buf[:0], burst[:1], u, cur)
 	enc.release()
-	if len(small) != frame || enc.buf == nil {
-		t.Fatalf("small batch of %d bytes, buffer kept %v", len(small), enc.buf != nil)
+	if len(enc.buf) != frame || enc.buf == nil {
+		t.Fatalf("small batch of %d bytes, buffer kept %v", len(enc.buf), enc.buf != nil)
 	}
 }
 

@@ -52,12 +52,15 @@ func newFanoutNode(b *testing.B, users, streams int) *fanoutNode {
 		Service: engine, Prefixes: newFakePrefixes(), Cluster: &fakeCluster{ready: true},
 		JWTSecrets: [][]byte{[]byte(testSecret)}, AdminToken: testAdminToken, Registry: reg, RateBurst: 1 << 30,
 		KeepAlive: time.Hour, // the readers count every frame, comments included
+		// Every reader is an anonymous client of 127.0.0.1.
+		MaxStreamsPerIP: 1 << 20,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	n := &fanoutNode{frameCounter: newFrameCounter(streams), h: h, srv: httptest.NewServer(h)}
 	b.Cleanup(func() { // before the engine's close, registered earlier
+		h.Close() // the pooled streams, which the server no longer tracks
 		n.srv.CloseClientConnections()
 		n.srv.Close()
 	})

@@ -3,6 +3,7 @@ package api
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/presencehq/presence/presence"
@@ -10,13 +11,16 @@ import (
 
 // Token cache bounds. Verifying an HS256 token and decoding its claims costs
 // more than the rest of a heartbeat, and a browser sends the same token for
-// hours, so verified tokens are remembered.
+// hours, so verified tokens are remembered (Config.TokenCacheSize of them,
+// about 560 bytes each for a 250-byte token).
 const (
-	tokenCacheShards   = 16
-	tokenCacheCapacity = 32_768 // tokens, across shards (about 500 bytes each)
+	tokenCacheShards = 16
 	// tokenCacheSweepEvery is how often a full shard looks for expired
 	// entries before evicting live ones.
 	tokenCacheSweepEvery = time.Minute
+	// tokenEvictProbes bounds the entries a full shard looks at for one
+	// not used since it was last looked at (second chance).
+	tokenEvictProbes = 8
 )
 
 // tokenCache remembers tokens that verified successfully, with the identity
@@ -46,6 +50,9 @@ type cachedToken struct {
 	// generation is the key generation it was verified under: a remote
 	// key set that withdrew a key since makes the entry a miss.
 	generation uint64
+	// used is set by a hit and cleared when eviction passes the entry
+	// over, so a full shard evicts a token not used lately first.
+	used atomic.Bool
 }
 
 func newTokenCache(capacity int) *tokenCache {
@@ -94,12 +101,17 @@ func (c *tokenCache) get(token string, now time.Time, generation uint64) (*prese
 	if !e.notBefore.IsZero() && now.Before(e.notBefore) {
 		return nil, false // cannot happen for a token verified earlier, but never trust it early
 	}
+	if !e.used.Load() { // a store only when it changes: hot entries stay shared
+		e.used.Store(true)
+	}
 	return e.user, true
 }
 
-// put remembers a token that verified successfully. A full shard drops an
-// arbitrary entry, after dropping its expired ones if it has not looked for
-// them lately: a scan per insertion would make a churning cache quadratic.
+// put remembers a token that verified successfully. A full shard first
+// drops its expired entries if it has not looked for them lately (a scan
+// per insertion would make a churning cache quadratic), then evicts an
+// entry not used since eviction last passed it over, looking at a few
+// entries from a random place: tokens in use stay, one-off tokens go.
 func (c *tokenCache) put(token string, e *cachedToken, now time.Time) {
 	sh := c.shard(token)
 	sh.mu.Lock()
@@ -112,13 +124,24 @@ func (c *tokenCache) put(token string, e *cachedToken, now time.Time) {
 			}
 		}
 	}
-	for k := range sh.entries {
-		if len(sh.entries) < c.perShard {
-			break
-		}
-		delete(sh.entries, k)
+	for len(sh.entries) >= c.perShard {
+		sh.evictOne()
 	}
 	sh.entries[token] = e
+}
+
+// evictOne drops the first of up to tokenEvictProbes entries that was not
+// used since it was last passed over, or the last one looked at.
+func (sh *tokenShard) evictOne() {
+	probes := 0
+	for k, old := range sh.entries { // map order: a random place
+		probes++
+		if probes < tokenEvictProbes && old.used.Swap(false) {
+			continue
+		}
+		delete(sh.entries, k)
+		return
+	}
 }
 
 // len returns the number of cached tokens.

@@ -105,3 +105,27 @@ func TestTokenCacheIsBounded(t *testing.T) {
 		t.Fatal("an expired token was answered")
 	}
 }
+
+// A full shard evicts tokens that are not being used before those that
+// are: a node's active users keep their entries while one-off tokens
+// churn through the cache.
+func TestTokenCacheKeepsTokensInUse(t *testing.T) {
+	now := testStart
+	c := newTokenCache(8 * tokenCacheShards)
+	hot := make([]string, tokenCacheShards)
+	for i := range hot {
+		hot[i] = fmt.Sprintf("hot-token-%04d", i)
+		c.put(hot[i], &cachedToken{user: &presence.User{ID: hot[i]}}, now)
+	}
+	for i := range 10_000 {
+		c.put(fmt.Sprintf("cold-token-%06d", i), &cachedToken{user: &presence.User{ID: "cold"}}, now)
+		for _, tok := range hot {
+			if _, ok := c.get(tok, now, 0); !ok {
+				t.Fatalf("token in use %s evicted after %d one-off tokens", tok, i+1)
+			}
+		}
+	}
+	if n := c.len(); n > 8*tokenCacheShards {
+		t.Fatalf("%d cached tokens, want at most %d", n, 8*tokenCacheShards)
+	}
+}

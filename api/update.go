@@ -74,9 +74,9 @@ func parseUpdate(contentType string, body io.Reader, limit int64) (updateRequest
 	return fields.update()
 }
 
-// bodyBuffers recycles the buffers bodies are read into: every value the
+// bodyBuffers recycles the buffers bodies are read into (every value the
 // parsers keep is copied out of the body, so a buffer is free once the
-// request is parsed.
+// request is parsed) and update answers are written from.
 var bodyBuffers = sync.Pool{New: func() any {
 	b := make([]byte, 0, 1024)
 	return &b

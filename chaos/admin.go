@@ -145,6 +145,13 @@ func PublicPrefixDocument(prefix string, timeout time.Duration) []byte {
 		prefix, int(timeout/time.Second))
 }
 
+// CappedPrefixDocument is PublicPrefixDocument with max_users: at most
+// maxUsers users in each channel at once.
+func CappedPrefixDocument(prefix string, timeout time.Duration, maxUsers int) []byte {
+	return fmt.Appendf(nil, `{"rules": [{"match": "/%s/.+", "config": {"public": true, "timeout": %d, "max_users": %d}}]}`,
+		prefix, int(timeout/time.Second), maxUsers)
+}
+
 // ChannelNames returns n channel names "/<prefix>/<label>-<i>".
 func ChannelNames(prefix, label string, n int) []string {
 	out := make([]string, n)

@@ -111,14 +111,66 @@ func (r *chaosRun) channelSample() []string {
 	return chaos.ChannelNames("chaos", "room", 30)
 }
 
+// cappedMaxUsers is the max_users of the capped channels: about three
+// users want each of them at any time, so they are often full.
+const cappedMaxUsers = 3
+
+// cappedGroup is a second workload beside a chaosRun's, on channels of at
+// most cappedMaxUsers users: its model judges every present's answer by
+// the cap, and its checks find a channel listing more users than the cap.
+type cappedGroup struct {
+	w      *chaos.Workload
+	checks *chaos.Checks
+}
+
+// startCappedGroup configures prefix "capped" and starts 120 clients (60
+// users) heartbeating and moving across 20 of its channels.
+func startCappedGroup(t *testing.T, r *chaosRun, staleApply time.Duration, seed uint64) *cappedGroup {
+	t.Helper()
+	chaos.PutPrefix(t, r.c, "capped", chaos.CappedPrefixDocument("capped", channelTimeout, cappedMaxUsers))
+	names := chaos.ChannelNames("capped", "room", 20)
+	w := startWorkload(t, chaos.WorkloadConfig{
+		Pool: chaos.NewTestPool(t, r.c.URLs()), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: names,
+		Users: 60, ClientsPerUser: 2, Heartbeat: 25 * time.Second, Churn: 30 * time.Second,
+		Vanish: 0.02, Ramp: 10 * time.Second, Timeout: channelTimeout, StaleApply: staleApply, MaxUsers: cappedMaxUsers,
+		Duration: 15 * time.Minute, IDPrefix: "q", Seed: seed, Logger: testkit.LoggerAt(t, slog.LevelWarn),
+	})
+	checker, err := chaos.NewChecker(chaos.CheckerConfig{Pool: chaos.NewTestPool(t, r.c.URLs()), Model: w.Model(), Channels: names})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &cappedGroup{w: w, checks: &chaos.Checks{T: t, Checker: checker}}
+	g.checks.Converge("capped channels, before any fault", convergeWithin)
+	return g
+}
+
+// finish stops the capped clients and fails the test on any loss, ghost,
+// channel over its cap or answer the cap cannot explain.
+func (g *cappedGroup) finish(t *testing.T) {
+	t.Helper()
+	g.checks.Converge("capped channels, at the end", convergeWithin)
+	g.w.Stop()
+	g.checks.Summary.AddCaps(g.w.Model())
+	t.Logf("capped workload: %+v", g.w.Stats())
+	fmt.Println(g.checks.Summary.String())
+	chaos.Require(t, g.checks.Summary)
+	requireAccepted(t, g.w)
+	if g.w.Stats().Full == 0 {
+		t.Error("no present was refused by max_users: the capped channels were never full, the cap went untested")
+	}
+}
+
 // TestProcessChaosKill is the replication acceptance: with 1,000 clients
 // heartbeating across 200 channels through random nodes, five times a
 // random node is killed with SIGKILL; within 10 s every channel's users
 // equal the model (none lost, none invented), the node comes back and
 // takes channels again, and the streams on every node keep their ids in
-// order throughout.
+// order throughout. Beside them, 120 clients use channels of at most 3
+// users: every refusal and admission agrees with the cap, and no read
+// lists more than 3 users (a single crash merges no histories).
 func TestProcessChaosKill(t *testing.T) {
 	r := startChaosRun(t, 200, 500, 2, 2*time.Second)
+	capped := startCappedGroup(t, r, 2*time.Second, r.rng.Uint64())
 	var failovers []time.Duration
 	for round := 1; round <= 5; round++ {
 		victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
@@ -132,6 +184,7 @@ func TestProcessChaosKill(t *testing.T) {
 		// The check's reads wait (the clients' pool retries) until the dead
 		// owner's channels answer again, so this is the fail-over time.
 		failovers = append(failovers, time.Since(killed))
+		capped.checks.Converge(fmt.Sprintf("capped channels, round %d, %s killed", round, victim.Name), convergeWithin)
 		t.Logf("round %d: every channel agreed with the model %v after the kill", round, failovers[len(failovers)-1].Round(time.Millisecond))
 		if err := victim.Restart(); err != nil {
 			t.Fatal(err)
@@ -144,6 +197,7 @@ func TestProcessChaosKill(t *testing.T) {
 	fmt.Printf("failover after kill -9: median %v, min %v, max %v over %d kills\n",
 		failovers[len(failovers)/2].Round(time.Millisecond), failovers[0].Round(time.Millisecond),
 		failovers[len(failovers)-1].Round(time.Millisecond), len(failovers))
+	capped.finish(t)
 	r.finish(t)
 }
 

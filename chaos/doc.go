@@ -30,4 +30,13 @@
 // must be absent when every one of its clients must. The Checker reports a
 // user that must be present but is missing as lost, and a user that must
 // be absent but is listed as a ghost.
+//
+// Channels with a cap (max_users, WorkloadConfig.MaxUsers) are judged
+// twice. Each answer to a present is held against what the channel
+// certainly held while a node served it: a user already present must be
+// admitted, a new user must be refused when the cap's number of others
+// certainly were present and admitted when fewer possibly were
+// (Model.CapJudgements). And every read must list at most the cap's number
+// of users (CheckResult.OverCap): only the merge of two histories (a healed
+// partition, a fenced paused owner) may exceed a cap, never one crash.
 package chaos

@@ -27,6 +27,9 @@ type fakeNode struct {
 	forget   string                       // a channel whose users reads omit
 	ghost    string                       // a user reads add to every channel
 	updates  int
+	// maxUsers caps the distinct users of each channel (0: none): a user
+	// not present yet is answered false when the channel holds that many.
+	maxUsers int
 }
 
 func newFakeNode(t *testing.T) *fakeNode {
@@ -84,6 +87,10 @@ func (f *fakeNode) update(w http.ResponseWriter, r *http.Request) {
 		if f.present[ch] == nil {
 			f.present[ch] = map[string]string{}
 		}
+		if f.full(ch, user) {
+			answer[ch] = false
+			continue
+		}
 		f.present[ch][req.ClientID] = user
 		answer[ch] = true
 	}
@@ -91,6 +98,18 @@ func (f *fakeNode) update(w http.ResponseWriter, r *http.Request) {
 		delete(f.present[ch], req.ClientID)
 	}
 	_ = json.NewEncoder(w).Encode(answer)
+}
+
+// full reports whether the cap keeps user out of ch; f.mu is held.
+func (f *fakeNode) full(ch, user string) bool {
+	if f.maxUsers == 0 {
+		return false
+	}
+	users := map[string]bool{}
+	for _, u := range f.present[ch] {
+		users[u] = true
+	}
+	return !users[user] && len(users) >= f.maxUsers
 }
 
 // subject verifies a bearer token signed with testSecret and returns sub.

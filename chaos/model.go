@@ -55,6 +55,9 @@ type ModelConfig struct {
 	// Slack widens every "may" window and narrows every "must" window, for
 	// scheduling noise between a node and the test; 0 = DefaultSlack.
 	Slack time.Duration
+	// MaxUsers is the channels' max_users; 0 = no cap. With a cap the
+	// model also judges the answer of every present (CapViolations).
+	MaxUsers int
 }
 
 // Model records every update a Workload's clients send and what they were
@@ -65,6 +68,15 @@ type Model struct {
 	mu       sync.Mutex
 	channels map[string]map[string]*slot // channel -> client -> slot
 	userOf   map[string]string           // client -> user
+	caps     capJudgements               // with MaxUsers
+}
+
+// capJudgements counts what the model found of the answers to presents
+// into capped channels.
+type capJudgements struct {
+	refused    int64    // presents answered false
+	violations int64    // answers the cap cannot explain
+	examples   []string // a few of them, for the report
 }
 
 // slot is one client's history in one channel. Each client sends one
@@ -82,7 +94,7 @@ type slot struct {
 
 // NewModel returns an empty model.
 func NewModel(cfg ModelConfig) (*Model, error) {
-	if cfg.Timeout <= 0 || cfg.StaleApply < 0 || cfg.Slack < 0 {
+	if cfg.Timeout <= 0 || cfg.StaleApply < 0 || cfg.Slack < 0 || cfg.MaxUsers < 0 {
 		return nil, ErrBadModelConfig
 	}
 	if cfg.Slack == 0 {
@@ -139,6 +151,11 @@ func (a *Attempt) Done(o Outcome) {
 	if !o.OK || o.Late {
 		applyBy = o.At.Add(m.cfg.StaleApply)
 	}
+	if o.OK && m.cfg.MaxUsers > 0 {
+		for _, ch := range a.present {
+			m.judgeCap(ch, a, o)
+		}
+	}
 	for _, ch := range a.present {
 		s := m.slot(ch, a.client)
 		s.presentPending = false
@@ -157,6 +174,81 @@ func (a *Attempt) Done(o Outcome) {
 			s.leaveSent, s.leaveAckAt = a.sent, o.At
 		}
 	}
+}
+
+// judgeCap holds the answer to a's present of ch against the cap, by what
+// the channel certainly held while a node served it (between a.sent and
+// o.At), before this present: a user already present must be admitted (a
+// heartbeat, or another client of the user); a new user must be refused
+// while MaxUsers others certainly were present, and admitted while fewer
+// than MaxUsers others possibly were. Anything in between may go either
+// way. An answer after an earlier attempt that may have applied (Late)
+// may admit a user the cap would refuse: that attempt may have been first.
+func (m *Model) judgeCap(ch string, a *Attempt, o Outcome) {
+	user := m.userOf[a.client]
+	mine := MustBeAbsent
+	others := map[string]Expectation{}
+	for client, s := range m.channels[ch] {
+		var e Expectation
+		if client == a.client {
+			// What the client was before this present, which is in flight.
+			pending := s.presentPending
+			s.presentPending = false
+			e = m.expect(s, a.sent, o.At)
+			s.presentPending = pending
+		} else {
+			e = m.expect(s, a.sent, o.At)
+		}
+		if u := m.userOf[client]; u == user {
+			mine = max(mine, e)
+		} else {
+			others[u] = max(others[u], e)
+		}
+	}
+	must, may := 0, 0
+	for _, e := range others {
+		switch e {
+		case MustBePresent:
+			must++
+		case MayBePresent:
+			may++
+		}
+	}
+	admitted := o.Answer[ch]
+	if !admitted {
+		m.caps.refused++
+	}
+	var why string
+	switch {
+	case mine == MustBePresent && !admitted:
+		why = "refused a user who was present"
+	case mine != MustBeAbsent:
+	case admitted && !o.Late && must >= m.cfg.MaxUsers:
+		why = fmt.Sprintf("admitted a new user while %d others were present (max_users %d)", must, m.cfg.MaxUsers)
+	case !admitted && must+may < m.cfg.MaxUsers:
+		why = fmt.Sprintf("refused a new user while at most %d others were present (max_users %d)", must+may, m.cfg.MaxUsers)
+	}
+	if why == "" {
+		return
+	}
+	m.caps.violations++
+	if len(m.caps.examples) < maxExamples {
+		m.caps.examples = append(m.caps.examples, fmt.Sprintf("cap: %s in %s: %s (sent %s, answered %s)",
+			user, ch, why, clockTime(a.sent), clockTime(o.At)))
+	}
+}
+
+// MaxUsers is the channels' cap the model judges presents by (0: none).
+func (m *Model) MaxUsers() int { return m.cfg.MaxUsers }
+
+// CapJudgements returns how many presents were refused, how many answers
+// the cap cannot explain (a user present already refused, a new user
+// admitted into a channel certainly full or refused from one certainly
+// not), and a few examples of those.
+func (m *Model) CapJudgements() (refused, violations int64, examples []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.caps.refused, m.caps.violations, append([]string(nil), m.caps.examples...)
 }
 
 func (m *Model) slot(channel, client string) *slot {

@@ -172,3 +172,95 @@ func TestModelLateAttemptsWidenTheWindows(t *testing.T) {
 	m.Begin("c1", "u1", []string{"/a"}, nil, at(24)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(25)})
 	checkProbes(t, m, "/a", "u1", []probe{{25, MustBePresent}})
 }
+
+func newCappedModel(t *testing.T, maxUsers int) *Model {
+	t.Helper()
+	m, err := NewModel(ModelConfig{Timeout: 60 * time.Second, Slack: time.Second, MaxUsers: maxUsers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// presentAt records client (of user) sending a present of ch at s,
+// answered with admitted at s+0.1.
+func presentAt(m *Model, client, user, ch string, s float64, admitted bool) {
+	m.Begin(client, user, []string{ch}, nil, at(s)).Done(Outcome{OK: true, Answer: map[string]bool{ch: admitted}, At: at(s + 0.1)})
+}
+
+func TestModelJudgesAnswersByTheCap(t *testing.T) {
+	cases := map[string]struct {
+		steps      func(m *Model)
+		violations int64
+	}{
+		"a new user refused from a full channel": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "b1", "b", "/c", 1, true)
+			presentAt(m, "z1", "z", "/c", 2, false)
+		}, 0},
+		"a new user admitted into a full channel": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "b1", "b", "/c", 1, true)
+			presentAt(m, "z1", "z", "/c", 2, true)
+		}, 1},
+		"a new user refused from a channel with room": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "z1", "z", "/c", 2, false)
+		}, 1},
+		"heartbeats and second clients of present users": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "b1", "b", "/c", 1, true)
+			presentAt(m, "a1", "a", "/c", 30, true)
+			presentAt(m, "b2", "b", "/c", 31, true)
+		}, 0},
+		"a heartbeat refused": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "b1", "b", "/c", 1, true)
+			presentAt(m, "b1", "b", "/c", 30, false)
+		}, 1},
+		"room after a leave": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "b1", "b", "/c", 1, true)
+			m.Begin("a1", "a", nil, []string{"/c"}, at(5)).Done(Outcome{OK: true, At: at(5.1)})
+			presentAt(m, "z1", "z", "/c", 6, false) // a left for sure: z must be admitted
+		}, 1},
+		"room after an expiry": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "b1", "b", "/c", 40, true)
+			presentAt(m, "z1", "z", "/c", 70, true) // a expired by 62.1
+		}, 0},
+		"a user who may be present either way": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "b1", "b", "/c", 1, true)
+			m.Begin("b1", "b", nil, []string{"/c"}, at(5)) // a leave in flight
+			presentAt(m, "z1", "z", "/c", 6, true)
+			presentAt(m, "y1", "y", "/c", 7, false)
+		}, 0},
+		"a late answer may admit": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			presentAt(m, "b1", "b", "/c", 1, true)
+			m.Begin("z1", "z", []string{"/c"}, nil, at(2)).Done(Outcome{OK: true, Answer: map[string]bool{"/c": true}, Late: true, At: at(3)})
+		}, 0},
+		"failed requests are not judged": {func(m *Model) {
+			presentAt(m, "a1", "a", "/c", 0, true)
+			m.Begin("z1", "z", []string{"/c"}, nil, at(2)).Done(Outcome{At: at(3)})
+		}, 0},
+	}
+	for name, c := range cases {
+		m := newCappedModel(t, 2)
+		c.steps(m)
+		refused, violations, examples := m.CapJudgements()
+		if violations != c.violations || int64(len(examples)) != violations {
+			t.Errorf("%s: %d violations %v (%d refused), want %d", name, violations, examples, refused, c.violations)
+		}
+	}
+	// Without a cap nothing is judged.
+	m := newTestModel(t, 0)
+	presentAt(m, "z1", "z", "/c", 0, false)
+	if refused, violations, _ := m.CapJudgements(); refused != 0 || violations != 0 {
+		t.Errorf("without a cap: %d refused, %d violations", refused, violations)
+	}
+	if _, err := NewModel(ModelConfig{Timeout: time.Second, MaxUsers: -1}); !errors.Is(err, ErrBadModelConfig) {
+		t.Errorf("negative cap: %v", err)
+	}
+}

@@ -15,7 +15,13 @@ type Summary struct {
 	Messages     int64
 	Resyncs      int64
 	Violations   int64
-	Examples     []string
+	// OverCap counts channels read with more users than their cap, and
+	// CapViolations the answers to presents the cap cannot explain (see
+	// Model.CapJudgements); Refused the presents a cap refused.
+	OverCap       int64
+	CapViolations int64
+	Refused       int64
+	Examples      []string
 }
 
 // AddCheck adds one comparison (the final one of a Converge).
@@ -24,7 +30,16 @@ func (s *Summary) AddCheck(r CheckResult) {
 	s.Lost += int64(r.Lost)
 	s.Ghosts += int64(r.Ghosts)
 	s.Missing += int64(r.Missing)
+	s.OverCap += int64(r.OverCap)
 	s.addExamples(r.Examples)
+}
+
+// AddCaps takes the model's judgements of a capped workload's presents.
+func (s *Summary) AddCaps(m *Model) {
+	refused, violations, examples := m.CapJudgements()
+	s.Refused += refused
+	s.CapViolations += violations
+	s.addExamples(examples)
 }
 
 // SetStreams takes the stream counters (totals of the whole run).
@@ -44,7 +59,7 @@ func (s *Summary) addExamples(ex []string) {
 
 // OK reports whether nothing was lost, invented, missing or violated.
 func (s Summary) OK() bool {
-	return s.Lost == 0 && s.Ghosts == 0 && s.Missing == 0 && s.Violations == 0
+	return s.Lost == 0 && s.Ghosts == 0 && s.Missing == 0 && s.Violations == 0 && s.OverCap == 0 && s.CapViolations == 0
 }
 
 // String is the summary line.
@@ -53,6 +68,9 @@ func (s Summary) String() string {
 		s.UsersChecked, s.Lost, s.Ghosts, s.Messages, s.Resyncs, s.Violations)
 	if s.Missing > 0 {
 		line += fmt.Sprintf(", missing channels %d", s.Missing)
+	}
+	if s.Refused > 0 || s.OverCap > 0 || s.CapViolations > 0 {
+		line += fmt.Sprintf(", refused by max_users %d, over max_users %d, cap violations %d", s.Refused, s.OverCap, s.CapViolations)
 	}
 	return line
 }

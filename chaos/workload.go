@@ -51,6 +51,10 @@ type WorkloadConfig struct {
 
 	// Timeout is the channels' configured client timeout; required.
 	Timeout time.Duration
+	// MaxUsers is the channels' configured max_users; 0 = no cap. With a
+	// cap, a present answered false is expected (Stats.Full), and the
+	// model judges every answer (Model.CapJudgements).
+	MaxUsers int
 	// StaleApply: see ModelConfig.StaleApply.
 	StaleApply time.Duration
 	// Slack: see ModelConfig.Slack.
@@ -98,7 +102,7 @@ func (c *WorkloadConfig) validate() error {
 		return fmt.Errorf("%w: at most %d channels per client", ErrBadWorkloadConfig, maxChannelsPerCall)
 	case c.Heartbeat <= 0 || c.Heartbeat >= c.Timeout:
 		return fmt.Errorf("%w: need 0 < Heartbeat < Timeout", ErrBadWorkloadConfig)
-	case c.Duration <= 0, c.Churn < 0, c.Ramp < 0, c.Vanish < 0 || c.Vanish > 1:
+	case c.Duration <= 0, c.Churn < 0, c.Ramp < 0, c.Vanish < 0 || c.Vanish > 1, c.MaxUsers < 0:
 		return fmt.Errorf("%w: negative duration or probability out of range", ErrBadWorkloadConfig)
 	}
 	return nil
@@ -110,10 +114,11 @@ const maxChannelsPerCall = 50
 // WorkloadStats counts what the clients did.
 type WorkloadStats struct {
 	Clients  int   // simulated clients
-	Entered  int64 // clients whose first present was acknowledged
+	Entered  int64 // clients whose first present was acknowledged (or refused by a cap)
 	Updates  int64 // updates sent (each may take several HTTP attempts)
 	Failed   int64 // updates no node accepted within the pool's budget
-	Rejected int64 // updates answered with a 4xx, or present channels answered false
+	Rejected int64 // updates answered with a 4xx, or present channels answered false without a cap
+	Full     int64 // present channels answered false by capped channels (WorkloadConfig.MaxUsers)
 	Moves    int64 // channel moves (leave one, enter another)
 	Vanished int64 // clients that stopped silently
 }
@@ -127,8 +132,8 @@ type Workload struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	entered, updates, failed, rejected, moves, vanished atomic.Int64
-	clientsDone                                         atomic.Int64
+	entered, updates, failed, rejected, full, moves, vanished atomic.Int64
+	clientsDone                                               atomic.Int64
 }
 
 // NewWorkload validates cfg and returns a Workload that has not started.
@@ -136,7 +141,7 @@ func NewWorkload(cfg WorkloadConfig) (*Workload, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	model, err := NewModel(ModelConfig{Timeout: cfg.Timeout, StaleApply: cfg.StaleApply, Slack: cfg.Slack})
+	model, err := NewModel(ModelConfig{Timeout: cfg.Timeout, StaleApply: cfg.StaleApply, Slack: cfg.Slack, MaxUsers: cfg.MaxUsers})
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +197,7 @@ func (w *Workload) Stop() {
 }
 
 // WaitEntered waits until every client still running has had its first
-// present acknowledged, or ctx ends.
+// present acknowledged (or, with a cap, answered), or ctx ends.
 func (w *Workload) WaitEntered(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
@@ -216,6 +221,7 @@ func (w *Workload) Stats() WorkloadStats {
 		Updates:  w.updates.Load(),
 		Failed:   w.failed.Load(),
 		Rejected: w.rejected.Load(),
+		Full:     w.full.Load(),
 		Moves:    w.moves.Load(),
 		Vanished: w.vanished.Load(),
 	}
@@ -309,12 +315,17 @@ func (c *client) update(ctx context.Context, present, leave []string) bool {
 		c.retryLeaves = leave
 		return true
 	}
+	capped := w.cfg.MaxUsers > 0
 	for _, ch := range present {
-		if !answer[ch] {
+		switch {
+		case answer[ch]:
+		case capped:
+			w.full.Add(1)
+		default:
 			w.rejected.Add(1)
 		}
 	}
-	if !c.entered && answer[present[0]] {
+	if !c.entered && (answer[present[0]] || capped) {
 		c.entered = true
 		w.entered.Add(1)
 	}

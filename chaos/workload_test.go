@@ -198,3 +198,88 @@ func TestNewWorkloadValidates(t *testing.T) {
 		}
 	}
 }
+
+// startCappedWorkload runs a workload of 30 users (2 clients each) over 6
+// channels of at most 3 users against urls.
+func startCappedWorkload(t *testing.T, urls []string, channels []string) *Workload {
+	t.Helper()
+	w, err := NewWorkload(WorkloadConfig{
+		Pool: NewTestPool(t, urls), Tokens: NewTestTokens(t, testSecret), Channels: channels,
+		Users: 30, ClientsPerUser: 2, Heartbeat: 20 * time.Millisecond, Churn: 30 * time.Millisecond,
+		Timeout: time.Minute, Duration: time.Minute, Seed: 11, MaxUsers: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.WaitEntered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func TestCappedWorkloadAgreesWithANodeThatCaps(t *testing.T) {
+	node := newFakeNode(t)
+	node.set(func(f *fakeNode) { f.maxUsers = 3 })
+	channels := ChannelNames("t", "cap", 6)
+	w := startCappedWorkload(t, []string{node.URL()}, channels)
+	waitMoves(t, w, 100)
+	w.Stop()
+	checker := newTestChecker(t, []string{node.URL()}, w, channels)
+	checkFrozen(t, checker, "against a node that caps")
+	st := w.Stats()
+	refused, violations, examples := w.Model().CapJudgements()
+	if st.Rejected != 0 || st.Full == 0 || refused != st.Full || violations != 0 {
+		t.Fatalf("stats %+v, %d refused, %d violations %v", st, refused, violations, examples)
+	}
+	var s Summary
+	s.AddCaps(w.Model())
+	if !s.OK() || !strings.Contains(s.String(), "refused by max_users") {
+		t.Fatalf("summary %s", s.String())
+	}
+}
+
+func TestCappedWorkloadCatchesANodeThatIgnoresTheCap(t *testing.T) {
+	node := newFakeNode(t) // no cap
+	channels := ChannelNames("t", "cap", 6)
+	w := startCappedWorkload(t, []string{node.URL()}, channels)
+	waitCapViolations(t, w, "a node admitting everyone into channels of 3")
+	w.Stop()
+	res, err := newTestChecker(t, []string{node.URL()}, w, channels).Check(context.Background())
+	if err != nil || res.OverCap == 0 || res.OK() {
+		t.Fatalf("check: %v %v", res, err)
+	}
+	var s Summary
+	s.AddCheck(res)
+	s.AddCaps(w.Model())
+	if s.OK() || s.OverCap == 0 || s.CapViolations == 0 {
+		t.Fatalf("summary %s", s.String())
+	}
+}
+
+func TestCappedWorkloadCatchesANodeThatRefusesTooSoon(t *testing.T) {
+	node := newFakeNode(t)
+	node.set(func(f *fakeNode) { f.maxUsers = 2 }) // the workload's channels take 3
+	channels := ChannelNames("t", "cap", 6)
+	w := startCappedWorkload(t, []string{node.URL()}, channels)
+	waitCapViolations(t, w, "a node refusing the third user of channels of 3")
+}
+
+// waitCapViolations waits until the model of w has judged an answer the
+// cap cannot explain. Whether one answer can be judged depends on the
+// requests in flight at the time (a present in flight may or may not have
+// applied), so the test waits for one instead of counting.
+func waitCapViolations(t *testing.T, w *Workload, node string) {
+	t.Helper()
+	testkit.WaitForErr(t, 20*time.Second, func() error {
+		if _, violations, _ := w.Model().CapJudgements(); violations == 0 {
+			return fmt.Errorf("%s went unnoticed (%+v)", node, w.Stats())
+		}
+		return nil
+	})
+}

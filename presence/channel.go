@@ -75,11 +75,34 @@ func (ch *channel) init(name string, baseID int64, w *wheel[*client], m *Metrics
 // empty reports whether no client is present.
 func (ch *channel) empty() bool { return len(ch.clients) == 0 }
 
-// present marks a client of u present until now + the channel timeout.
-func (ch *channel) present(u *User, clientID string, cfg *Config, now int64) *Message {
+// present marks a client of u present until now + the channel timeout,
+// and returns the message it publishes, if any. It refuses (admitted
+// false, nothing changed) a user who is not present while the channel
+// holds cfg.MaxUsers users.
+func (ch *channel) present(u *User, clientID string, cfg *Config, now int64) (m *Message, admitted bool) {
 	if ch.heartbeat(u, clientID, cfg, now) {
-		return nil
+		return nil, true
 	}
+	if ch.full(u.ID, cfg) {
+		ch.metrics.refusedFull.Add(1)
+		return nil, false
+	}
+	return ch.enter(u, clientID, cfg, now), true
+}
+
+// full reports whether cfg's cap keeps userID out: the channel holds
+// MaxUsers users or more (a merge may have brought more), and userID is
+// not one of them. A present user's new client is no new user.
+func (ch *channel) full(userID string, cfg *Config) bool {
+	if cfg.MaxUsers <= 0 {
+		return false
+	}
+	_, present := ch.users[userID]
+	return !present && len(ch.users) >= cfg.MaxUsers
+}
+
+// enter adds a client of u that is not present yet.
+func (ch *channel) enter(u *User, clientID string, cfg *Config, now int64) *Message {
 	ch.cfg = cfg
 	expires := now + timeoutNanos(cfg)
 	first := ch.add(u, clientID, expires, expires)
@@ -199,6 +222,26 @@ func (ch *channel) trackLeave(c *client, now int64) {
 	}
 }
 
+// leaveAll makes every client leave at once (the server side's clear) and
+// returns the message, nil when nobody was present, and the users that
+// left, sorted.
+func (ch *channel) leaveAll(now int64) (*Message, []string) {
+	if len(ch.clients) == 0 {
+		return nil, nil
+	}
+	users := make([]string, 0, len(ch.users))
+	for id := range ch.users {
+		users = append(users, id)
+	}
+	slices.Sort(users)
+	for _, c := range ch.clients {
+		ch.wheel.cancel(&c.timer)
+		ch.trackLeave(c, now)
+		ch.remove(c)
+	}
+	return ch.leaving(users, now), users
+}
+
 // leaving publishes that the users left, in one message.
 func (ch *channel) leaving(userIDs []string, now int64) *Message {
 	if ch.cfg.CountOnly {
@@ -276,10 +319,11 @@ func (ch *channel) publishResync(now int64) *Message {
 	return ch.publish(func(m *Message) { m.Resync = true }, now)
 }
 
-// state returns the channel as /presence/get shows it under cfg.
-func (ch *channel) state(cfg *Config) *ChannelState {
+// state returns the channel as /presence/get shows it under cfg; full
+// lists the users of a count-only channel too (the server side's read).
+func (ch *channel) state(cfg *Config, full bool) *ChannelState {
 	st := &ChannelState{CountOnly: cfg.CountOnly, Count: len(ch.users), LastMessageID: ch.lastID}
-	if cfg.CountOnly {
+	if cfg.CountOnly && !full {
 		return st
 	}
 	st.Users = make([]UserInfo, 0, len(ch.users))

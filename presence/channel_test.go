@@ -60,6 +60,15 @@ var (
 	carol        = &User{ID: "3", Username: "carol"}
 )
 
+// mark is present for channels without a cap, which admit everyone.
+func (ch *channel) mark(u *User, clientID string, cfg *Config, now int64) *Message {
+	m, admitted := ch.present(u, clientID, cfg, now)
+	if !admitted {
+		panic("channel without a cap refused a present")
+	}
+	return m
+}
+
 func userIDs(st *ChannelState) []string {
 	var ids []string
 	for _, u := range st.Users {
@@ -71,20 +80,20 @@ func userIDs(st *ChannelState) []string {
 func TestChannelEnterOnceLeaveOnce(t *testing.T) {
 	r := newChannelRig()
 	ch := r.channel("/t/a")
-	m := ch.present(alice, "tab1", publicCfg, r.now())
+	m := ch.mark(alice, "tab1", publicCfg, r.now())
 	if m == nil || m.ID != rigBase+1 || len(m.EnteringUsers) != 1 || m.EnteringUsers[0] != alice.Info() {
 		t.Fatalf("first client: message %+v, want alice entering with id %d", m, rigBase+1)
 	}
 	if m.Audience != publicCfg || m.Channel != "/t/a" {
 		t.Fatalf("message audience/channel %v %q", m.Audience, m.Channel)
 	}
-	if m := ch.present(alice, "tab2", publicCfg, r.now()); m != nil {
+	if m := ch.mark(alice, "tab2", publicCfg, r.now()); m != nil {
 		t.Fatalf("second client of the same user published %+v", m)
 	}
-	if m := ch.present(alice, "tab1", publicCfg, r.now()); m != nil {
+	if m := ch.mark(alice, "tab1", publicCfg, r.now()); m != nil {
 		t.Fatalf("heartbeat published %+v", m)
 	}
-	if st := ch.state(publicCfg); st.Count != 1 || len(st.Users) != 1 {
+	if st := ch.state(publicCfg, false); st.Count != 1 || len(st.Users) != 1 {
 		t.Fatalf("state %+v, want alice once", st)
 	}
 	if m := ch.leave(alice.ID, "tab1", r.now()); m != nil {
@@ -106,12 +115,12 @@ func TestChannelEnterOnceLeaveOnce(t *testing.T) {
 func TestChannelClientIDsArePerUser(t *testing.T) {
 	r := newChannelRig()
 	ch := r.channel("/t/a")
-	ch.present(alice, "same", publicCfg, r.now())
-	ch.present(bob, "same", publicCfg, r.now())
+	ch.mark(alice, "same", publicCfg, r.now())
+	ch.mark(bob, "same", publicCfg, r.now())
 	if m := ch.leave(bob.ID, "same", r.now()); m == nil || !slices.Equal(m.LeavingUserIDs, []string{"2"}) {
 		t.Fatalf("bob leaving: %+v", m)
 	}
-	if st := ch.state(publicCfg); !slices.Equal(userIDs(st), []string{"1"}) {
+	if st := ch.state(publicCfg, false); !slices.Equal(userIDs(st), []string{"1"}) {
 		t.Fatalf("users %v, want alice still present", userIDs(st))
 	}
 }
@@ -119,13 +128,13 @@ func TestChannelClientIDsArePerUser(t *testing.T) {
 func TestChannelWarmHeartbeatTouchesNeitherWheelNorHeap(t *testing.T) {
 	r := newChannelRig()
 	ch := r.channel("/t/a")
-	ch.present(alice, "tab", publicCfg, r.now())
+	ch.mark(alice, "tab", publicCfg, r.now())
 	c := ch.clients[clientKey{alice.ID, "tab"}]
 	armed := c.timer.due
 	now := r.now()
 	allocs := testing.AllocsPerRun(1000, func() {
 		now += int64(time.Millisecond)
-		ch.present(alice, "tab", publicCfg, now)
+		ch.mark(alice, "tab", publicCfg, now)
 	})
 	if allocs != 0 {
 		t.Fatalf("warm heartbeat allocates %v times", allocs)
@@ -138,11 +147,11 @@ func TestChannelWarmHeartbeatTouchesNeitherWheelNorHeap(t *testing.T) {
 func TestChannelLazyRescheduleThenExpiry(t *testing.T) {
 	r := newChannelRig()
 	ch := r.channel("/t/a") // timeout 60 s
-	ch.present(alice, "tab", publicCfg, r.now())
+	ch.mark(alice, "tab", publicCfg, r.now())
 	if ms := r.advance(30 * time.Second); len(ms) != 0 {
 		t.Fatalf("expired early: %+v", ms)
 	}
-	ch.present(alice, "tab", publicCfg, r.now()) // now expires at 90 s
+	ch.mark(alice, "tab", publicCfg, r.now()) // now expires at 90 s
 	if ms := r.advance(30 * time.Second); len(ms) != 0 || ch.empty() {
 		t.Fatalf("expired at the old deadline despite the heartbeat: %+v", ms)
 	}
@@ -166,12 +175,12 @@ func TestChannelUsersExpiringInOneTickLeaveInOneMessage(t *testing.T) {
 	ch := r.channel("/t/a")
 	// Deadlines 60.1 s, 60.3 s and 60.6 s all fall in the tick of 61 s.
 	r.clk.Advance(100 * time.Millisecond)
-	ch.present(carol, "x", publicCfg, r.now())
+	ch.mark(carol, "x", publicCfg, r.now())
 	r.clk.Advance(200 * time.Millisecond)
-	ch.present(alice, "x", publicCfg, r.now())
-	ch.present(alice, "y", publicCfg, r.now())
+	ch.mark(alice, "x", publicCfg, r.now())
+	ch.mark(alice, "y", publicCfg, r.now())
 	r.clk.Advance(300 * time.Millisecond)
-	ch.present(bob, "x", publicCfg, r.now())
+	ch.mark(bob, "x", publicCfg, r.now())
 	if ms := r.advance(60 * time.Second); len(ms) != 0 { // at 60.6 s, tick 60
 		t.Fatalf("expired before the tick of 61 s: %+v", ms)
 	}
@@ -184,12 +193,12 @@ func TestChannelUsersExpiringInOneTickLeaveInOneMessage(t *testing.T) {
 func TestChannelCountOnly(t *testing.T) {
 	r := newChannelRig()
 	ch := r.channel("/t/c")
-	m := ch.present(alice, "x", countOnlyCfg, r.now())
+	m := ch.mark(alice, "x", countOnlyCfg, r.now())
 	if m == nil || m.CountDelta != 1 || !m.CountOnly || m.EnteringUsers != nil {
 		t.Fatalf("enter: %+v", m)
 	}
-	ch.present(bob, "x", countOnlyCfg, r.now())
-	ch.present(carol, "x", countOnlyCfg, r.now())
+	ch.mark(bob, "x", countOnlyCfg, r.now())
+	ch.mark(carol, "x", countOnlyCfg, r.now())
 	m = ch.leave(carol.ID, "x", r.now())
 	if m == nil || m.CountDelta != -1 || m.LeavingUserIDs != nil {
 		t.Fatalf("leave: %+v", m)
@@ -198,7 +207,7 @@ func TestChannelCountOnly(t *testing.T) {
 	if len(ms) != 1 || ms[0].CountDelta != -2 || ms[0].LeavingUserIDs != nil {
 		t.Fatalf("expiry: %+v, want one count_delta -2", ms)
 	}
-	st := ch.state(countOnlyCfg)
+	st := ch.state(countOnlyCfg, false)
 	if !st.CountOnly || st.Users != nil || st.Count != 0 {
 		t.Fatalf("count-only state %+v", st)
 	}
@@ -207,8 +216,8 @@ func TestChannelCountOnly(t *testing.T) {
 func TestChannelShorterTimeoutRearmsEarlier(t *testing.T) {
 	r := newChannelRig()
 	ch := r.channel("/t/a")
-	ch.present(alice, "x", &Config{Public: true, Timeout: 3600}, r.now())
-	ch.present(alice, "x", &Config{Public: true, Timeout: 5}, r.now())
+	ch.mark(alice, "x", &Config{Public: true, Timeout: 3600}, r.now())
+	ch.mark(alice, "x", &Config{Public: true, Timeout: 5}, r.now())
 	if ms := r.advance(5 * time.Second); len(ms) != 1 {
 		t.Fatalf("after the timeout shrank to 5 s: %+v", ms)
 	}
@@ -217,11 +226,11 @@ func TestChannelShorterTimeoutRearmsEarlier(t *testing.T) {
 func TestChannelStateShowsLatestUserInfo(t *testing.T) {
 	r := newChannelRig()
 	ch := r.channel("/t/a")
-	ch.present(bob, "x", publicCfg, r.now())
-	ch.present(alice, "x", publicCfg, r.now())
+	ch.mark(bob, "x", publicCfg, r.now())
+	ch.mark(alice, "x", publicCfg, r.now())
 	renamed := &User{ID: "1", Username: "alice2", Name: "Alice Two", AvatarTemplate: "/a/{size}.png"}
-	ch.present(renamed, "y", publicCfg, r.now())
-	st := ch.state(publicCfg)
+	ch.mark(renamed, "y", publicCfg, r.now())
+	st := ch.state(publicCfg, false)
 	if st.Count != 2 || st.LastMessageID != rigBase+2 || len(st.Users) != 2 {
 		t.Fatalf("state %+v", st)
 	}
@@ -233,8 +242,8 @@ func TestChannelStateShowsLatestUserInfo(t *testing.T) {
 func TestChannelSince(t *testing.T) {
 	r := newChannelRig()
 	ch := r.channel("/t/a")
-	ch.present(alice, "x", publicCfg, r.now())
-	ch.present(bob, "x", publicCfg, r.now())
+	ch.mark(alice, "x", publicCfg, r.now())
+	ch.mark(bob, "x", publicCfg, r.now())
 	ch.leave(alice.ID, "x", r.now())
 	if cu := ch.since(-1); cu.LastID != rigBase+3 || cu.Resync || cu.Messages != nil {
 		t.Fatalf("since(-1) = %+v", cu)
@@ -269,10 +278,10 @@ func TestChannelStaleTimerBatchIgnored(t *testing.T) {
 func TestChannelSnapshotInstall(t *testing.T) {
 	r := newChannelRig()
 	src := r.channel("/t/src")
-	src.present(alice, "x", publicCfg, r.now())
+	src.mark(alice, "x", publicCfg, r.now())
 	r.clk.Advance(20 * time.Second)
-	src.present(bob, "x", publicCfg, r.now())
-	src.present(bob, "y", publicCfg, r.now())
+	src.mark(bob, "x", publicCfg, r.now())
+	src.mark(bob, "y", publicCfg, r.now())
 	snap := src.snapshot()
 	if err := snap.Validate(); err != nil {
 		t.Fatal(err)
@@ -280,9 +289,9 @@ func TestChannelSnapshotInstall(t *testing.T) {
 	src.clear()
 
 	dst := r.channel("/t/src")
-	dst.present(carol, "z", publicCfg, r.now()) // state that install replaces
+	dst.mark(carol, "z", publicCfg, r.now()) // state that install replaces
 	dst.install(snap)
-	st := dst.state(publicCfg)
+	st := dst.state(publicCfg, false)
 	if !slices.Equal(userIDs(st), []string{"1", "2"}) || st.LastMessageID != snap.LastID {
 		t.Fatalf("installed state %+v, want alice and bob at id %d", st, snap.LastID)
 	}
@@ -306,7 +315,7 @@ func TestChannelSnapshotInstall(t *testing.T) {
 func TestChannelInstallWithGraceExpiresAfterIt(t *testing.T) {
 	r := newChannelRig()
 	src := r.channel("/t/g")
-	src.present(alice, "x", publicCfg, r.now()) // expires 60 s from now
+	src.mark(alice, "x", publicCfg, r.now()) // expires 60 s from now
 	snap := src.snapshot()
 	src.clear()
 	snap.ExpiryGrace = 5 * time.Second
@@ -357,7 +366,7 @@ func BenchmarkExpireMass(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		for _, u := range users {
-			ch.present(u, "tab", publicCfg, r.now())
+			ch.mark(u, "tab", publicCfg, r.now())
 		}
 		b.StartTimer()
 		ms := r.advance(61 * time.Second)

@@ -238,13 +238,27 @@ func checkClientID(id string) error {
 }
 
 // Present marks clientID of u present in channel. It reports false when the
-// channel does not exist (or its name is invalid) or u may not enter it. It
-// does not wait for the channel: the call is queued, and later calls for the
-// same channel are processed after it. A heartbeat of a present client into
-// an idle channel is applied at once on the caller's goroutine instead,
-// which is what makes heartbeats cheap.
+// channel does not exist (or its name is invalid), u may not enter it, or
+// the channel holds its MaxUsers users and u is not one of them. It does
+// not wait for the channel unless the channel has a cap (only the channel
+// knows who is present): the call is queued, and later calls for the same
+// channel are processed after it. A heartbeat of a present client into an
+// idle channel is applied at once on the caller's goroutine instead, which
+// is what makes heartbeats cheap.
 func (e *Engine) Present(ctx context.Context, u *User, clientID, channel string) (bool, error) {
 	return e.present(ctx, u, clientID, channel, nil, true)
+}
+
+// errChannelFull answers the Done of a present refused by the channel's
+// cap; the engine turns it into false.
+var errChannelFull = errors.New("presence: channel full")
+
+// admitted turns the answer to a present's Done into Present's answer.
+func admitted(err error) (bool, error) {
+	if errors.Is(err, errChannelFull) {
+		return false, nil
+	}
+	return true, err
 }
 
 // PresentAck is Present that also waits until the Replicator answers the
@@ -263,7 +277,7 @@ func (e *Engine) PresentAck(ctx context.Context, u *User, clientID, channel stri
 	if !ok || err != nil {
 		return ok, err
 	}
-	return true, waitDone(ctx, channel, done)
+	return admitted(waitDone(ctx, channel, done))
 }
 
 // present marks the client present; checkName checks the channel's name
@@ -284,14 +298,30 @@ func (e *Engine) present(ctx context.Context, u *User, clientID, channel string,
 		return false, nil
 	}
 	o := op{kind: opPresent, user: u, clientID: clientID, cfg: cfg, at: e.clk.Now().UnixNano(), done: done}
+	var answer chan error
+	if cfg.MaxUsers > 0 && done == nil {
+		// Only the channel knows whether it is full: wait for its answer.
+		answer = make(chan error, 1)
+		o.done = answer
+	}
 	if err := e.actors.TellInline(channel, o); err != nil {
 		return false, actorError(channel, err)
+	}
+	if answer != nil {
+		return admitted(waitDone(ctx, channel, answer))
 	}
 	return true, nil
 }
 
-// waitDone waits for a change's answer from the Replicator.
+// waitDone waits for a change's answer from the Replicator. A heartbeat's
+// is usually there already: taking it first spares the request's context
+// the allocation of its Done channel.
 func waitDone(ctx context.Context, channel string, done <-chan error) error {
+	select {
+	case err := <-done:
+		return err
+	default:
+	}
 	select {
 	case err := <-done:
 		return err
@@ -346,13 +376,92 @@ func (e *Engine) State(ctx context.Context, u *User, channel string) (*ChannelSt
 	if cfg == nil || err != nil {
 		return nil, err
 	}
+	return e.askState(ctx, channel, cfg, false)
+}
+
+// FullState returns the whole state of channel, users included even when it
+// is count-only (the server side's read), or nil when it does not exist or
+// its name is invalid.
+func (e *Engine) FullState(ctx context.Context, channel string) (*ChannelState, error) {
+	cfg, err := e.config(ctx, channel)
+	if cfg == nil || err != nil {
+		return nil, err
+	}
+	return e.askState(ctx, channel, cfg, true)
+}
+
+func (e *Engine) askState(ctx context.Context, channel string, cfg *Config, full bool) (*ChannelState, error) {
 	st, err := actor.Ask(ctx, e.actors, channel, func(r chan<- *ChannelState) op {
-		return op{kind: opState, cfg: cfg, reply: r}
+		return op{kind: opState, cfg: cfg, full: full, reply: r}
 	})
 	if err != nil {
 		return nil, actorError(channel, err)
 	}
 	return st, nil
+}
+
+// Inspect returns the whole state of each channel (FullState), for at most
+// MaxInspectChannels distinct channels.
+func (e *Engine) Inspect(ctx context.Context, channels []string) (map[string]*ChannelState, error) {
+	out := make(map[string]*ChannelState, len(channels))
+	for _, name := range channels {
+		if _, done := out[name]; done {
+			continue
+		}
+		if len(out) == MaxInspectChannels {
+			return nil, fmt.Errorf("%w: more than %d channels", ErrInvalid, MaxInspectChannels)
+		}
+		st, err := e.FullState(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = st
+	}
+	return out, nil
+}
+
+// Can answers what u may do in channel by the config this node resolves
+// for it: the one its updates of the channel are checked against.
+func (e *Engine) Can(ctx context.Context, u *User, channel string) (Access, error) {
+	cfg, err := e.config(ctx, channel)
+	if err != nil {
+		return Access{}, err
+	}
+	return AccessOf(cfg, u), nil
+}
+
+// Clear makes every client of channel leave at once, publishing one
+// message when anyone was present.
+func (e *Engine) Clear(ctx context.Context, channel string) error {
+	_, err := e.ClearAck(ctx, channel)
+	return err
+}
+
+// ClearAck is Clear that also waits until the Replicator answers the
+// change, and returns the users that left (sorted). Like LeaveAck it
+// trusts its caller with the channel's name; an invalid one is nothing to
+// clear.
+func (e *Engine) ClearAck(ctx context.Context, channel string) ([]string, error) {
+	if !ValidChannelName(channel) {
+		return nil, nil
+	}
+	// The freshest config, when there is one, is the audience of the
+	// message; a channel whose config is gone is still cleared.
+	cfg, err := e.config(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	users, err := actor.Ask(ctx, e.actors, channel, func(r chan<- []string) op {
+		return op{kind: opClear, cfg: cfg, at: e.clk.Now().UnixNano(), done: done, reply: r}
+	})
+	if err != nil {
+		return nil, actorError(channel, err)
+	}
+	if len(users) == 0 {
+		return nil, nil
+	}
+	return users, waitDone(ctx, channel, done)
 }
 
 // Since returns the catch-up of channel after id after (negative: the last
@@ -377,15 +486,22 @@ func (e *Engine) Since(ctx context.Context, u *User, channel string, after int64
 
 // viewable returns channel's config when it exists and u may view it.
 func (e *Engine) viewable(ctx context.Context, u *User, channel string) (*Config, error) {
+	cfg, err := e.config(ctx, channel)
+	if cfg == nil || err != nil || !cfg.CanView(u) {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// config returns channel's config, nil when it does not exist or its name
+// is invalid.
+func (e *Engine) config(ctx context.Context, channel string) (*Config, error) {
 	if !ValidChannelName(channel) {
 		return nil, nil
 	}
 	cfg, err := e.configs.Resolve(ctx, channel)
 	if err != nil {
 		return nil, fmt.Errorf("presence: config of %s: %w", channel, err)
-	}
-	if cfg == nil || !cfg.CanView(u) {
-		return nil, nil
 	}
 	return cfg, nil
 }
@@ -515,6 +631,7 @@ const (
 	opExport
 	opInstall
 	opResend
+	opClear
 )
 
 // op is a channel actor's message. It is a plain struct, not an interface,
@@ -522,19 +639,20 @@ const (
 type op struct {
 	kind     opKind
 	resync   bool    // opInstall: publish a resync marker after the state
+	full     bool    // opState: list the users of a count-only channel too
 	user     *User   // opPresent
 	userID   string  // opLeave
 	clientID string  // opPresent, opLeave
-	cfg      *Config // opPresent, opState, opSince
+	cfg      *Config // opPresent, opState, opSince, opClear (nil: keep the channel's)
 	after    int64   // opSince
-	// at is when the request arrived (opPresent, opLeave) or the wheel's
+	// at is when the request arrived (opPresent, opLeave, opClear) or the wheel's
 	// time (opExpire), in unix nanoseconds: queueing never shifts expiries.
 	at    int64
 	due   *timer[*client]
 	group *timerGroup[*client]
 	snap  *ChannelSnapshot // opInstall
 	reply any              // the Ask's reply channel
-	done  chan<- error     // opPresent, opLeave: answered by the Replicator
+	done  chan<- error     // opPresent, opLeave, opClear: answered by the Replicator (or errChannelFull)
 }
 
 // channelActor is the behaviour owning one channel's state, held in the
@@ -587,16 +705,29 @@ func (a *channelActor) Receive(o op) {
 	}
 	switch o.kind {
 	case opPresent:
-		a.dispatch(ch.present(o.user, o.clientID, o.cfg, o.at), o.done)
+		m, ok := ch.present(o.user, o.clientID, o.cfg, o.at)
+		if !ok {
+			if o.done != nil { // a capped present always waits for its answer
+				o.done <- errChannelFull
+			}
+			return
+		}
+		a.dispatch(m, o.done)
 	case opLeave:
 		a.dispatch(ch.leave(o.userID, o.clientID, o.at), o.done)
+	case opClear:
+		m, users := ch.leaveAll(o.at)
+		if m != nil {
+			a.dispatch(m, o.done)
+		}
+		o.reply.(chan<- []string) <- users
 	case opExpire:
 		m, _ := ch.expire(o.group, o.due, o.at)
 		a.dispatch(m, nil)
 	case opResend:
 		a.snapshotChange(o.at, nil)
 	case opState:
-		o.reply.(chan<- *ChannelState) <- ch.state(o.cfg)
+		o.reply.(chan<- *ChannelState) <- ch.state(o.cfg, o.full)
 	case opSince:
 		o.reply.(chan<- Catchup) <- ch.since(o.after)
 	case opExport:

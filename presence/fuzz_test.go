@@ -76,6 +76,10 @@ func FuzzParsePrefixDocument(f *testing.F) {
 		`{"timeout": 0}`,
 		`{"timeout": -0}`,
 		`{"timeout": 0e0}`,
+		`{"public": true, "max_users": 25}`,
+		`{"max_users": 0}`,
+		`{"max_users": 1000001}`,
+		`{"rules": [{"match": "/a/.+", "config": {"max_users": 1, "count_only": true}}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -111,9 +115,11 @@ func typedValueDocuments() []string {
 		`{"public": %s}`,
 		`{"count_only": %s}`,
 		`{"timeout": %s}`,
+		`{"max_users": %s}`,
 		`{"allowed_user_ids": %s}`,
 		`{"allowed_group_ids": [%s]}`,
 		`{"rules": [{"match": "/a/b", "config": {"timeout": %s}}]}`,
+		`{"rules": [{"match": "/a/b", "config": {"max_users": %s}}]}`,
 		`{"rules": [{"match": "/a/b", "config": {"allowed_user_ids": [%s]}}]}`,
 	}
 	var out []string
@@ -125,9 +131,9 @@ func typedValueDocuments() []string {
 	return out
 }
 
-// checkTimeoutKept: a config that parses and names a timeout has exactly
-// that timeout, within the contract's range (an explicit 0 is never read
-// as "the default").
+// checkTimeoutKept: a config that parses and names a timeout or a cap has
+// exactly that value, within the contract's range (an explicit 0 is never
+// read as "the default" or "no cap").
 func checkTimeoutKept(t *testing.T, data []byte) {
 	cfg, err := ParseConfig(data)
 	if err != nil {
@@ -137,16 +143,22 @@ func checkTimeoutKept(t *testing.T, data []byte) {
 	if json.Unmarshal(data, &raw) != nil {
 		t.Fatalf("ParseConfig accepted %q, which is not a JSON object", data)
 	}
-	v, named := raw["timeout"]
-	if !named {
-		if cfg.Timeout != 0 {
-			t.Fatalf("config %q without timeout parsed with timeout %d", data, cfg.Timeout)
+	for _, f := range []struct {
+		name   string
+		got    int
+		lo, hi int
+	}{{"timeout", cfg.Timeout, MinTimeoutSeconds, MaxTimeoutSeconds}, {"max_users", cfg.MaxUsers, 1, MaxUsersLimit}} {
+		v, named := raw[f.name]
+		if !named {
+			if f.got != 0 {
+				t.Fatalf("config %q without %s parsed with %s %d", data, f.name, f.name, f.got)
+			}
+			continue
 		}
-		return
-	}
-	var n int
-	if json.Unmarshal(v, &n) != nil || n != cfg.Timeout || n < MinTimeoutSeconds || n > MaxTimeoutSeconds {
-		t.Fatalf("config %q parsed with timeout %d", data, cfg.Timeout)
+		var n int
+		if json.Unmarshal(v, &n) != nil || n != f.got || n < f.lo || n > f.hi {
+			t.Fatalf("config %q parsed with %s %d", data, f.name, f.got)
+		}
 	}
 }
 

@@ -143,14 +143,14 @@ func (h *Hub) Subscribe(ctx context.Context, u *User, from map[string]int64, src
 		return nil, fmt.Errorf("%w: hub closed", ErrUnavailable)
 	}
 	h.subs[s] = struct{}{}
-	for _, sc := range s.chans {
-		if sc.mode != chanOff {
+	for i := range s.chans {
+		if sc := &s.chans[i]; sc.mode != chanOff {
 			h.registerLocked(sc)
 		}
 	}
 	h.mu.Unlock()
 	h.metrics.subscribers.Add(1)
-	go s.run()
+	s.start(ctx)
 	return s, nil
 }
 
@@ -164,7 +164,7 @@ func (h *Hub) registerLocked(sc *subChannel) {
 		}
 	}
 	hc.mu.Lock()
-	sc.hc, sc.idx = hc, len(hc.members)
+	sc.hc, sc.idx = hc, int32(len(hc.members))
 	hc.members = append(hc.members, sc)
 	hc.mu.Unlock()
 }
@@ -174,13 +174,14 @@ func (h *Hub) unregister(s *subscription) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.subs, s)
-	for _, sc := range s.chans {
+	for i := range s.chans {
+		sc := &s.chans[i]
 		hc := sc.hc
 		if hc == nil {
 			continue
 		}
 		hc.mu.Lock()
-		last := len(hc.members) - 1
+		last := int32(len(hc.members) - 1)
 		moved := hc.members[last]
 		hc.members[sc.idx], moved.idx = moved, sc.idx
 		hc.members[last] = nil
@@ -207,3 +208,5 @@ func (h *Hub) Close() {
 		s.Close()
 	}
 }
+
+var _ QueuedSubscription = (*subscription)(nil)

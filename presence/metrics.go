@@ -17,6 +17,7 @@ type Metrics struct {
 	subscribers atomic.Int64
 	published   atomic.Uint64
 	expired     atomic.Uint64
+	refusedFull atomic.Uint64
 	expiryLag   prometheus.Histogram
 }
 
@@ -50,6 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		gauge("presence_subscribers", "Live event subscriptions on this node.", &m.subscribers),
 		counter("presence_messages_published_total", "Channel messages published.", &m.published),
 		counter("presence_expired_clients_total", "Clients removed because their timeout passed.", &m.expired),
+		counter("presence_full_refusals_total", "Users refused because their channel held its max_users.", &m.refusedFull),
 		m.expiryLag,
 	)
 	return m
@@ -72,5 +74,9 @@ func (m *Metrics) Published() uint64 { return m.published.Load() }
 
 // Expired returns the number of clients that expired.
 func (m *Metrics) Expired() uint64 { return m.expired.Load() }
+
+// RefusedFull returns the number of presents refused because their channel
+// held its max_users.
+func (m *Metrics) RefusedFull() uint64 { return m.refusedFull.Load() }
 
 func (m *Metrics) observeLag(d time.Duration) { m.expiryLag.Observe(d.Seconds()) }

@@ -287,6 +287,8 @@ func parseConfig(data []byte, path string) (*Config, error) {
 			c.CountOnly, err = decodeBool(val, join(path, key))
 		case "timeout":
 			c.Timeout, err = decodeTimeout(val, join(path, key))
+		case "max_users":
+			c.MaxUsers, err = decodeMaxUsers(val, join(path, key))
 		case "allowed_user_ids":
 			c.AllowedUserIDs, err = decodeIDs(val, join(path, key))
 		case "allowed_group_ids":
@@ -311,11 +313,25 @@ func decodeTimeout(val json.RawMessage, path string) (int, error) {
 	return decodeInt(val, path, MinTimeoutSeconds, MaxTimeoutSeconds)
 }
 
-// validTimeout reports whether a config built in Go has a timeout the
-// contract allows; there the zero value is the default (the field cannot
-// tell "absent" from 0).
-func validTimeout(c *Config) bool {
-	return c.Timeout == 0 || MinTimeoutSeconds <= c.Timeout && c.Timeout <= MaxTimeoutSeconds
+// decodeMaxUsers reads a cap written in JSON: 1..MaxUsersLimit. As for the
+// timeout, 0 is rejected rather than read as "no cap" (an admin writing it
+// may mean "nobody"); leaving the field out is how a config has no cap.
+func decodeMaxUsers(val json.RawMessage, path string) (int, error) {
+	return decodeInt(val, path, 1, MaxUsersLimit)
+}
+
+// checkGoConfig reports what a config built in Go (a registered function's
+// answer) has out of the contract's range; there the zero values are the
+// defaults (a struct field cannot tell "absent" from 0): the default
+// timeout, and no cap.
+func checkGoConfig(c *Config) error {
+	switch {
+	case c.Timeout != 0 && (c.Timeout < MinTimeoutSeconds || c.Timeout > MaxTimeoutSeconds):
+		return invalidf("timeout", "must be 0 (the default) or %d..%d, got %d", MinTimeoutSeconds, MaxTimeoutSeconds, c.Timeout)
+	case c.MaxUsers < 0 || c.MaxUsers > MaxUsersLimit:
+		return invalidf("max_users", "must be 0 (no cap) or 1..%d, got %d", MaxUsersLimit, c.MaxUsers)
+	}
+	return nil
 }
 
 // decodeIDs accepts null as an empty list: Go programs answering callbacks

@@ -135,6 +135,13 @@ func TestParseDocumentErrors(t *testing.T) {
 		{rule(`{"timeout": 1e2}`), "rules[1].config.timeout: must be an integer"},
 		{rule(`{"timeout": 99999999999999999999}`), "rules[1].config.timeout: must be an integer"},
 		{rule(`{"timeout": null}`), "rules[1].config.timeout: must be an integer"},
+		{rule(`{"max_users": 0}`), "rules[1].config.max_users: must be an integer 1..1000000"},
+		{rule(`{"max_users": -3}`), "rules[1].config.max_users: must be an integer 1..1000000"},
+		{rule(`{"max_users": 1000001}`), "rules[1].config.max_users: must be an integer 1..1000000"},
+		{rule(`{"max_users": 2.5}`), "rules[1].config.max_users: must be an integer"},
+		{rule(`{"max_users": "10"}`), "rules[1].config.max_users: must be an integer"},
+		{rule(`{"max_users": null}`), "rules[1].config.max_users: must be an integer"},
+		{rule(`{"max_users": true}`), "rules[1].config.max_users: must be an integer"},
 		{rule(`{"public": "yes"}`), "rules[1].config.public: must be true or false"},
 		{rule(`{"public": null}`), "rules[1].config.public: must be true or false"},
 		{rule(`{"count_only": 1}`), "rules[1].config.count_only: must be true or false"},
@@ -276,6 +283,7 @@ func TestParseConfig(t *testing.T) {
 		`{"users": []}`:           `unknown field "users"`,
 		`{"timeout": 0.5}`:        "timeout: must be an integer 1..3600",
 		`{"timeout": 0}`:          "timeout: must be an integer 1..3600",
+		`{"max_users": 0}`:        "max_users: must be an integer 1..1000000",
 		`{"allowed_user_ids": 1}`: "allowed_user_ids: must be an array of strings",
 		`"public"`:                "must be a JSON object",
 	}
@@ -287,6 +295,23 @@ func TestParseConfig(t *testing.T) {
 	}
 	if _, err := ParseConfig(make([]byte, MaxConfigBytes+1)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("oversized config: err = %v", err)
+	}
+}
+
+func TestParseConfigMaxUsers(t *testing.T) {
+	for in, want := range map[string]int{`{"max_users": 1}`: 1, `{"max_users": 1000000}`: MaxUsersLimit, `{}`: 0} {
+		cfg, err := ParseConfig([]byte(in))
+		if err != nil || cfg.MaxUsers != want {
+			t.Errorf("ParseConfig(%s) = %+v, %v; want max_users %d", in, cfg, err, want)
+		}
+	}
+	d := mustParseDocument(t, `{"rules": [{"match": "/room/.+", "config": {"public": true, "max_users": 25}}]}`)
+	const canonical = `{"rules":[{"match":"/room/.+","config":{"public":true,"max_users":25}}]}`
+	if got := string(d.Bytes()); got != canonical {
+		t.Fatalf("Bytes() = %s, want %s", got, canonical)
+	}
+	if again := mustParseDocument(t, canonical); !sameDocument(d, again) {
+		t.Fatal("max_users does not round-trip")
 	}
 }
 

@@ -226,7 +226,8 @@ func (r *Resolver) Resolve(ctx context.Context, channel string) (*Config, error)
 }
 
 // callFunc runs a registered function, turning its errors, panics and
-// out-of-range timeouts into "does not exist" for this call.
+// out-of-range values (timeout, max_users) into "does not exist" for this
+// call.
 func (r *Resolver) callFunc(fn ConfigFunc, channel string) (cfg *Config) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -239,9 +240,11 @@ func (r *Resolver) callFunc(fn ConfigFunc, channel string) (cfg *Config) {
 		r.log.Warn("channel config function failed", "channel", channel, "err", err)
 		return nil
 	}
-	if cfg != nil && !validTimeout(cfg) {
-		r.log.Warn("channel config function returned an invalid timeout", "channel", channel, "timeout", cfg.Timeout)
-		return nil
+	if cfg != nil {
+		if err := checkGoConfig(cfg); err != nil {
+			r.log.Warn("channel config function returned an invalid config", "channel", channel, "err", err)
+			return nil
+		}
 	}
 	return cfg
 }

@@ -142,6 +142,7 @@ func TestResolveCallbackFailuresAreNotCached(t *testing.T) {
 		"bad JSON":       func(s *resServer) { s.answer(http.StatusOK, `{"public": tru`) },
 		"unknown field":  func(s *resServer) { s.answer(http.StatusOK, `{"public": true, "admin": true}`) },
 		"bad timeout":    func(s *resServer) { s.answer(http.StatusOK, `{"timeout": 7200}`) },
+		"bad max_users":  func(s *resServer) { s.answer(http.StatusOK, `{"public": true, "max_users": 0}`) },
 		"trailing data":  func(s *resServer) { s.answer(http.StatusOK, `{"public": true} []`) },
 		"not an object":  func(s *resServer) { s.answer(http.StatusOK, `null`) },
 		"closed":         func(s *resServer) { s.Close() }, // nothing listens: a network error
@@ -292,20 +293,27 @@ func TestResolveRegisteredFunction(t *testing.T) {
 			panic("boom")
 		case "/fn/badtimeout":
 			return &Config{Timeout: MaxTimeoutSeconds + 1}, nil
+		case "/fn/negativecap":
+			return &Config{Timeout: 2, MaxUsers: -1}, nil
+		case "/fn/hugecap":
+			return &Config{Timeout: 2, MaxUsers: MaxUsersLimit + 1}, nil
+		case "/fn/cap":
+			return &Config{Timeout: 3, MaxUsers: MaxUsersLimit}, nil
 		}
 		return nil, nil
 	}
 	if err := r.Register("fn", fn); err != nil {
 		t.Fatal(err)
 	}
-	cases := map[string]int{"/fn/ok": 2, "/fn/err": 0, "/fn/panic": 0, "/fn/badtimeout": 0, "/fn/none": 0, "/doc/x": 1}
+	cases := map[string]int{"/fn/ok": 2, "/fn/err": 0, "/fn/panic": 0, "/fn/badtimeout": 0, "/fn/none": 0, "/doc/x": 1,
+		"/fn/negativecap": 0, "/fn/hugecap": 0, "/fn/cap": 3}
 	for channel, want := range cases {
 		if got := timeoutOf(resolve(t, r, channel)); got != want {
 			t.Errorf("Resolve(%q) timeout %d, want %d", channel, got, want)
 		}
 	}
-	if got := calls.Load(); got != 5 {
-		t.Errorf("function called %d times, want 5 (never for other prefixes)", got)
+	if got := calls.Load(); got != 8 {
+		t.Errorf("function called %d times, want 8 (never for other prefixes)", got)
 	}
 	// A function outlives document changes of its prefix.
 	setDoc(t, r, "fn", `{"rules": [{"match": "/fn/.*", "config": {"timeout": 3}}]}`)

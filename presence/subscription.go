@@ -15,51 +15,83 @@ const (
 	chanOff                   // unavailable: nothing more is streamed
 )
 
+// How a subscription hands its events over, under subscription.mu. It
+// queues them until its consumer chooses: Notify keeps the queue (read with
+// Take), Events moves it into a channel.
+const (
+	deliverQueue uint8 = iota // queued for Take (also before a consumer chose)
+	deliverChan               // sent on events
+)
+
+// queueKeep is the capacity of a subscription's queue kept between bursts:
+// enough for the usual message at a time without an allocation, little for
+// an idle subscriber to hold.
+const queueKeep = 2
+
 // subscription merges, per channel, a catch-up fetched from a CatchupSource
-// with the live messages of the Hub. Its goroutine (run) sends the catch-up
-// with blocking sends; once every channel is live, the Hub's publishers send
-// without blocking, and a subscriber whose buffer is full is closed.
+// with the live messages of the Hub. A goroutine (run) sends the catch-up,
+// waiting for room in the subscriber's buffer; once every channel is live it
+// exits, and the Hub's publishers hand messages over without blocking: a
+// subscriber whose buffer is full is closed. At rest a subscription owns no
+// goroutine, and with Notify no channel either: its buffer is a queue that
+// holds what it holds.
 type subscription struct {
 	hub    *Hub
 	user   *User
 	src    CatchupSource
-	ctx    context.Context
-	cancel context.CancelFunc
-	events chan Event
-	chans  []*subChannel // sorted by name; fixed after creation
-	exited chan struct{}
+	ctx    context.Context    // the catch-up's, cancelled when the subscription ends; nil once live
+	cancel context.CancelFunc // under mu; nil once live
+	stop   func() bool        // stops the context.AfterFunc that ends the subscription with its parent context
+	chans  []subChannel       // sorted by name; fixed after creation
+	exited chan struct{}      // closed once released
 
-	mu     sync.Mutex
-	closed bool // no more sends; events is closed by run
+	mu       sync.Mutex
+	closed   bool          // ended: nothing more is accepted
+	running  bool          // the catch-up goroutine has not exited
+	released bool          // unregistered from the hub; events closed
+	mode     uint8         // deliverQueue or deliverChan
+	queue    []Event       // deliverQueue: waiting for Take
+	wake     func()        // deliverQueue after Notify: told when queue gains events or the subscription ends
+	space    chan struct{} // closed when the queue drains, for a catch-up waiting for room
+	events   chan Event    // deliverChan
 }
 
 // subChannel is one channel of a subscription and its Hub registration.
+// Every stream keeps one per channel for its whole life, so it is small.
 type subChannel struct {
 	sub  *subscription
 	name string
-	from int64
-
-	hc  *hubChannel // under hub.mu
-	idx int         // position in hc.members, under hc.mu
+	hc   *hubChannel // under hub.mu
 
 	// Under sub.mu once the channel is live; the run goroutine alone uses
 	// them while catching up.
-	mode    uint8
-	cursor  int64 // last id the subscriber has accounted for
-	pending []*Message
+	cursor  int64       // last id the subscriber has accounted for; the id to resume after until the catch-up
+	pending *[]*Message // live messages held during the catch-up
+
+	idx  int32 // position in hc.members, under hc.mu
+	mode uint8
+}
+
+// held returns the live messages held during the catch-up.
+func (sc *subChannel) held() []*Message {
+	if sc.pending == nil {
+		return nil
+	}
+	return *sc.pending
 }
 
 func newSubscription(ctx context.Context, h *Hub, u *User, from map[string]int64, src CatchupSource) *subscription {
 	s := &subscription{
-		hub:    h,
-		user:   u,
-		src:    src,
-		events: make(chan Event, h.cfg.BufferSize),
-		exited: make(chan struct{}),
+		hub:     h,
+		user:    u,
+		src:     src,
+		exited:  make(chan struct{}),
+		running: true,
+		chans:   make([]subChannel, 0, len(from)),
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	for _, name := range slices.Sorted(maps.Keys(from)) {
-		sc := &subChannel{sub: s, name: name, from: from[name]}
+		sc := subChannel{sub: s, name: name, cursor: from[name]}
 		if !ValidChannelName(name) {
 			sc.mode = chanOff
 		}
@@ -68,52 +100,160 @@ func newSubscription(ctx context.Context, h *Hub, u *User, from map[string]int64
 	return s
 }
 
-// Events delivers the subscription's events; it is closed when the
-// subscription ends.
-func (s *subscription) Events() <-chan Event { return s.events }
-
-// Close ends the subscription and waits until it released its resources.
-func (s *subscription) Close() {
-	s.mu.Lock()
-	s.finishLocked()
-	s.mu.Unlock()
-	<-s.exited
+// start begins the catch-up and ties the subscription to ctx.
+func (s *subscription) start(ctx context.Context) {
+	if ctx.Done() != nil { // a context that never ends needs no watch
+		s.stop = context.AfterFunc(ctx, s.finish)
+	}
+	go s.run()
 }
 
-func (s *subscription) finishLocked() {
-	if !s.closed {
-		s.closed = true
-		s.cancel()
+// Events delivers the subscription's events; it is closed when the
+// subscription ends. Events queued before the first call are in it.
+func (s *subscription) Events() <-chan Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mode != deliverChan {
+		s.mode = deliverChan
+		s.events = make(chan Event, s.hub.cfg.BufferSize)
+		for _, ev := range s.queue { // at most BufferSize of them
+			s.events <- ev
+		}
+		s.queue, s.wake = nil, nil
+		s.signalSpaceLocked() // a catch-up waiting for room sends on events now
+		if s.released {
+			close(s.events)
+		}
+	}
+	return s.events
+}
+
+// Notify makes wake the subscription's signal: it is called, without
+// locks held, whenever events become available to Take after there were
+// none, and once when the subscription ends. It is called at once when
+// events are queued already or the subscription ended.
+func (s *subscription) Notify(wake func()) {
+	s.mu.Lock()
+	if s.mode != deliverQueue || s.wake != nil {
+		s.mu.Unlock()
+		panic("presence: Notify after Events or Notify")
+	}
+	s.wake = wake
+	now := len(s.queue) > 0 || s.closed && !s.running
+	s.mu.Unlock()
+	if now {
+		wake()
 	}
 }
 
-// run sends each channel's catch-up, turns the channels live, then waits for
-// the end of the subscription and releases it.
-func (s *subscription) run() {
-	defer close(s.exited)
-	defer s.hub.metrics.subscribers.Add(-1)
-	defer s.hub.unregister(s)
-	defer func() {
-		s.mu.Lock()
-		s.finishLocked()
+// Take appends the queued events to dst and empties the queue. ended
+// reports that the subscription ended and no event will follow those.
+func (s *subscription) Take(dst []Event) (evs []Event, ended bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dst = append(dst, s.queue...)
+	clear(s.queue)
+	if cap(s.queue) > queueKeep {
+		s.queue = nil
+	} else {
+		s.queue = s.queue[:0]
+	}
+	s.signalSpaceLocked()
+	return dst, s.closed && !s.running
+}
+
+func (s *subscription) signalSpaceLocked() {
+	if s.space != nil {
+		close(s.space)
+		s.space = nil
+	}
+}
+
+// Close ends the subscription and waits until it released its resources.
+func (s *subscription) Close() {
+	s.finish()
+	<-s.exited
+}
+
+func (s *subscription) finish() {
+	s.mu.Lock()
+	wake := s.finishLocked()
+	s.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+}
+
+// finishLocked ends the subscription: its catch-up stops, and once that
+// goroutine is gone (or at once when it is) the subscription is released
+// on a goroutine of its own, since the caller may hold hub locks. It
+// returns the consumer's wake function when the consumer must be told.
+func (s *subscription) finishLocked() (wake func()) {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.running {
+		return nil // run releases it on its way out
+	}
+	go s.release()
+	return s.wake
+}
+
+// release unregisters the subscription from the hub and lets its consumer
+// see the end.
+func (s *subscription) release() {
+	s.hub.unregister(s)
+	s.hub.metrics.subscribers.Add(-1)
+	if s.stop != nil {
+		s.stop()
+	}
+	s.mu.Lock()
+	s.released = true
+	if s.mode == deliverChan {
 		close(s.events)
-		s.mu.Unlock()
-	}()
-	if s.catchUp() && s.goLive() {
-		<-s.ctx.Done()
+	}
+	s.mu.Unlock()
+	close(s.exited)
+}
+
+// run sends each channel's catch-up and turns the channels live, then
+// exits; an ended subscription is released on its way out.
+func (s *subscription) run() {
+	live := s.catchUp() && s.goLive()
+	s.mu.Lock()
+	s.running = false
+	if !live {
+		s.closed = true
+	}
+	// The catch-up's context is done with; a live subscription keeps none.
+	s.cancel()
+	s.ctx, s.cancel = nil, nil
+	ended, wake := s.closed, s.wake
+	s.mu.Unlock()
+	if ended {
+		s.release()
+		if wake != nil {
+			wake()
+		}
 	}
 }
 
 // catchUp sends the catch-up of every channel in turn.
 func (s *subscription) catchUp() bool {
-	for _, sc := range s.chans {
+	for i := range s.chans {
+		sc := &s.chans[i]
 		if sc.mode == chanOff {
 			if !s.send(Event{Kind: EventUnavailable, Channel: sc.name}) {
 				return false
 			}
 			continue
 		}
-		cu, err := s.src.Since(s.ctx, s.user, sc.name, sc.from)
+		from := sc.cursor
+		cu, err := s.src.Since(s.ctx, s.user, sc.name, from)
 		if err != nil {
 			if s.ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 				s.hub.log.Warn("presence: subscription catch-up failed; closing it",
@@ -121,7 +261,7 @@ func (s *subscription) catchUp() bool {
 			}
 			return false
 		}
-		for _, ev := range s.catchupEvents(sc, cu) {
+		for _, ev := range s.catchupEvents(sc, from, cu) {
 			if !s.send(ev) {
 				return false
 			}
@@ -130,8 +270,9 @@ func (s *subscription) catchUp() bool {
 	return true
 }
 
-// catchupEvents turns a catch-up into events and sets the channel's cursor.
-func (s *subscription) catchupEvents(sc *subChannel, cu Catchup) []Event {
+// catchupEvents turns the catch-up of a channel resumed after from into
+// events and sets the channel's cursor.
+func (s *subscription) catchupEvents(sc *subChannel, from int64, cu Catchup) []Event {
 	sc.cursor = cu.LastID
 	switch {
 	case cu.Unavailable:
@@ -139,15 +280,15 @@ func (s *subscription) catchupEvents(sc *subChannel, cu Catchup) []Event {
 		sc.mode, sc.pending = chanOff, nil
 		s.mu.Unlock()
 		return []Event{{Kind: EventUnavailable, Channel: sc.name}}
-	case sc.from < 0:
+	case from < 0:
 		// New messages only: every message published since the channel
 		// was registered is new, also those the last id read since then
 		// already counts (they wait in pending). Starting after the last
 		// id alone would drop them, and a client that saw the stream
 		// connect would miss a change made just after.
 		s.mu.Lock()
-		if len(sc.pending) > 0 && sc.pending[0].ID <= cu.LastID {
-			sc.cursor = sc.pending[0].ID - 1
+		if held := sc.held(); len(held) > 0 && held[0].ID <= cu.LastID {
+			sc.cursor = held[0].ID - 1
 		}
 		s.mu.Unlock()
 		return nil
@@ -174,8 +315,9 @@ func (s *subscription) goLive() bool {
 	for {
 		var evs []Event
 		s.mu.Lock()
-		for _, sc := range s.chans {
-			for _, m := range sc.pending {
+		for i := range s.chans {
+			sc := &s.chans[i]
+			for _, m := range sc.held() {
 				if ev, ok := s.classify(sc, m); ok {
 					evs = append(evs, ev)
 				}
@@ -183,7 +325,8 @@ func (s *subscription) goLive() bool {
 			sc.pending = nil
 		}
 		if len(evs) == 0 {
-			for _, sc := range s.chans {
+			for i := range s.chans {
+				sc := &s.chans[i]
 				if sc.mode == chanCatching {
 					sc.mode = chanLive
 				}
@@ -228,36 +371,92 @@ func (s *subscription) allowed(m *Message) bool {
 // deliver is called by Hub.Publish for a message of sc's channel.
 func (s *subscription) deliver(sc *subChannel, m *Message) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return
-	}
-	switch sc.mode {
-	case chanCatching:
-		if len(sc.pending) >= s.hub.cfg.MaxPending {
-			s.finishLocked() // too far behind: the client resumes from the backlog
-			return
-		}
-		sc.pending = append(sc.pending, m)
-	case chanLive:
-		ev, ok := s.classify(sc, m)
-		if !ok {
-			return
-		}
-		select {
-		case s.events <- ev:
-		default:
-			s.finishLocked() // slow subscriber: it reconnects with Last-Event-ID
-		}
+	wake := s.deliverLocked(sc, m)
+	s.mu.Unlock()
+	if wake != nil {
+		wake()
 	}
 }
 
-// send delivers ev, waiting for the subscriber, unless the subscription ends.
+// deliverLocked hands a live message over and returns the consumer's wake
+// function when it must be told.
+func (s *subscription) deliverLocked(sc *subChannel, m *Message) (wake func()) {
+	if s.closed {
+		return nil
+	}
+	switch sc.mode {
+	case chanCatching:
+		if len(sc.held()) >= s.hub.cfg.MaxPending {
+			return s.finishLocked() // too far behind: the client resumes from the backlog
+		}
+		if sc.pending == nil {
+			sc.pending = new([]*Message)
+		}
+		*sc.pending = append(*sc.pending, m)
+	case chanLive:
+		ev, ok := s.classify(sc, m)
+		if !ok {
+			return nil
+		}
+		if s.mode == deliverChan {
+			select {
+			case s.events <- ev:
+				return nil
+			default:
+				return s.finishLocked() // slow subscriber: it reconnects with Last-Event-ID
+			}
+		}
+		if len(s.queue) >= s.hub.cfg.BufferSize {
+			return s.finishLocked()
+		}
+		s.queue = append(s.queue, ev)
+		if len(s.queue) == 1 {
+			return s.wake
+		}
+	}
+	return nil
+}
+
+// send delivers ev, waiting for room in the subscriber's buffer, unless
+// the subscription ends.
 func (s *subscription) send(ev Event) bool {
-	select {
-	case s.events <- ev:
-		return true
-	case <-s.ctx.Done():
-		return false
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return false
+		}
+		if s.mode == deliverChan {
+			events := s.events
+			s.mu.Unlock()
+			select {
+			case events <- ev:
+				return true
+			case <-s.ctx.Done():
+				return false
+			}
+		}
+		if len(s.queue) < s.hub.cfg.BufferSize {
+			s.queue = append(s.queue, ev)
+			var wake func()
+			if len(s.queue) == 1 {
+				wake = s.wake
+			}
+			s.mu.Unlock()
+			if wake != nil {
+				wake()
+			}
+			return true
+		}
+		if s.space == nil {
+			s.space = make(chan struct{})
+		}
+		space := s.space
+		s.mu.Unlock()
+		select {
+		case <-space:
+		case <-s.ctx.Done():
+			return false
+		}
 	}
 }

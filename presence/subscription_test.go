@@ -319,8 +319,8 @@ func subscriptionLive(c *collector) bool {
 	s := c.sub.(*subscription)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, sc := range s.chans {
-		if sc.mode == chanCatching {
+	for i := range s.chans {
+		if s.chans[i].mode == chanCatching {
 			return false
 		}
 	}

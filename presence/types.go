@@ -32,11 +32,13 @@ const (
 	MaxChannelNameBytes   = 256
 	MaxClientIDBytes      = 128
 	MaxUserIDBytes        = 128
-	MaxChannelsPerCall    = 50   // channels of one get, or present channels of one update
-	MaxLeaveChannels      = 500  // leave channels of one update (a page leaving everything)
-	MaxSubscribeChannels  = 500  // channels of one SSE stream
-	BacklogMinMessages    = 1000 // a channel keeps at least its last 1000 messages...
-	BacklogMinAgeSeconds  = 600  // ...and every message younger than 10 minutes
+	MaxChannelsPerCall    = 50        // channels of one get, or present channels of one update
+	MaxLeaveChannels      = 500       // leave channels of one update (a page leaving everything)
+	MaxInspectChannels    = 500       // channels of one Inspect (the server side's read)
+	MaxSubscribeChannels  = 500       // channels of one SSE stream
+	MaxUsersLimit         = 1_000_000 // the highest max_users of a channel config
+	BacklogMinMessages    = 1000      // a channel keeps at least its last 1000 messages...
+	BacklogMinAgeSeconds  = 600       // ...and every message younger than 10 minutes
 )
 
 // User is the verified identity of a caller. The zero value (or nil) is anonymous.
@@ -73,6 +75,14 @@ type Config struct {
 	CountOnly       bool     `json:"count_only,omitempty"`
 	// Timeout in seconds; 0 means DefaultTimeoutSeconds.
 	Timeout int `json:"timeout,omitempty"`
+	// MaxUsers caps the users present at once (1..MaxUsersLimit); 0 means
+	// no cap. A user who is not present yet is refused (false) while the
+	// channel holds MaxUsers users; present users keep heartbeating, and
+	// their new clients are admitted (presence is per user). A merge of two
+	// states (a healed partition) keeps every client even past the cap:
+	// nobody is removed, and new users are refused until the channel is
+	// below the cap again.
+	MaxUsers int `json:"max_users,omitempty"`
 }
 
 // EveryoneGroup admits every signed-in user when listed in AllowedGroupIDs.
@@ -105,15 +115,47 @@ func (c *Config) CanView(u *User) bool {
 	return false
 }
 
-// CanEnter reports whether u may be present in the channel.
+// CanEnter reports whether u may be present in the channel. It is about
+// permission only: a channel holding MaxUsers users still refuses a user
+// who may enter but is not present yet.
 func (c *Config) CanEnter(u *User) bool { return !u.Anonymous() && c.CanView(u) }
+
+// Access is what a user may do in a channel (the server side's can?).
+type Access struct {
+	Exists    bool `json:"exists"`    // the channel has a config
+	CanView   bool `json:"can_view"`  // Config.CanView
+	CanEnter  bool `json:"can_enter"` // Config.CanEnter
+	CountOnly bool `json:"count_only"`
+	// MaxUsers is the channel's cap, 0 for none.
+	MaxUsers int `json:"max_users,omitempty"`
+}
+
+// AccessOf answers what u may do in a channel of config cfg (nil: the
+// channel does not exist).
+func AccessOf(cfg *Config, u *User) Access {
+	if cfg == nil {
+		return Access{}
+	}
+	return Access{Exists: true, CanView: cfg.CanView(u), CanEnter: cfg.CanEnter(u), CountOnly: cfg.CountOnly, MaxUsers: cfg.MaxUsers}
+}
 
 // ChannelState is the answer of /presence/get for one channel.
 type ChannelState struct {
-	CountOnly     bool       `json:"-"`
-	Count         int        `json:"count"`
-	LastMessageID int64      `json:"last_message_id"`
-	Users         []UserInfo `json:"users,omitempty"` // empty for count-only channels
+	CountOnly     bool  `json:"-"`
+	Count         int   `json:"count"`
+	LastMessageID int64 `json:"last_message_id"`
+	// Users are sorted by id; empty for count-only channels, except in
+	// the answers of Inspect (the server side is trusted).
+	Users []UserInfo `json:"users,omitempty"`
+}
+
+// UserIDs returns the ids of Users, in their order.
+func (st *ChannelState) UserIDs() []string {
+	ids := make([]string, len(st.Users))
+	for i, u := range st.Users {
+		ids[i] = u.ID
+	}
+	return ids
 }
 
 // Message is one published change of a channel. Exactly one of the payload
@@ -168,6 +210,23 @@ type Service interface {
 	// Subscribe streams events for the channels of from (name -> last seen id,
 	// -1 for new messages only) until ctx ends or the Subscription is closed.
 	Subscribe(ctx context.Context, u *User, from map[string]int64) (Subscription, error)
+
+	// The server side's operations: the application's backend is trusted,
+	// so they answer whatever any user may view (Update above acts for the
+	// user it is given).
+
+	// Inspect returns the whole state of each of at most MaxInspectChannels
+	// distinct channels, users included even in count-only channels; nil
+	// only where the channel does not exist or its name is invalid.
+	Inspect(ctx context.Context, channels []string) (map[string]*ChannelState, error)
+	// Can answers what u (nil: anonymous) may do in channel, as the
+	// channel's owner decides it for an update; the zero Access for a
+	// channel that does not exist or an invalid name.
+	Can(ctx context.Context, u *User, channel string) (Access, error)
+	// Clear makes every client of channel leave at once: one message
+	// (leaving_user_ids, or count_delta) when anyone was present. A
+	// channel that does not exist or an invalid name is nothing to clear.
+	Clear(ctx context.Context, channel string) error
 }
 
 // Subscription is a live stream of events for a set of channels.
@@ -177,4 +236,24 @@ type Subscription interface {
 	Events() <-chan Event
 	// Close ends the subscription and releases its resources. Idempotent.
 	Close()
+}
+
+// QueuedSubscription is a Subscription that can also be read without a
+// goroutine or a channel of its own, as the Hub's subscriptions can: a
+// server holding many idle streams registers a wake function with Notify
+// and takes the queued events when it is called. A subscription is read
+// either through Events or through Notify and Take, never both.
+type QueuedSubscription interface {
+	Subscription
+	// Notify registers wake, called without the subscription's locks
+	// whenever events become available to Take after there were none,
+	// and when the subscription ends. It must not block. It is called at
+	// once if events are queued already. At most once, and not after
+	// Events.
+	Notify(wake func())
+	// Take appends the queued events, in order, to dst and empties the
+	// queue. ended reports that the subscription ended (Close, context
+	// end, or the queue overflowing because the subscriber fell too far
+	// behind) and no event follows those returned.
+	Take(dst []Event) (evs []Event, ended bool)
 }

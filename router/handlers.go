@@ -27,6 +27,10 @@ func (r *Router) registerHandlers() {
 		wire.MethodReplicate: r.repl.HandleReplicate, // a replication batch for the copies kept here
 		wire.MethodLeaves:    r.handleLeaves,         // leaves answered without the channel's state
 		wire.MethodLimit:     r.limit.Handle,         // rate limit tokens borrowed, given back, recalled
+
+		wire.MethodInspect: r.handleInspect, // the server side's read (server_ops.go)
+		wire.MethodCan:     r.handleCan,     // the server side's can?
+		wire.MethodClear:   r.handleClear,   // the server side's clear
 	}
 }
 

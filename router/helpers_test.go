@@ -20,14 +20,15 @@ import (
 )
 
 // testConfigs is the channel configuration of the tests: /pub/* public,
-// /staff/* visible to the group staff, /count/* public and count-only;
-// anything else does not exist.
+// /staff/* visible to the group staff, /count/* public and count-only,
+// /cap/* public with at most two users; anything else does not exist.
 type testConfigs struct{}
 
 var (
 	pubConfig   = &presence.Config{Public: true}
 	staffConfig = &presence.Config{AllowedGroupIDs: []string{"staff"}}
 	countConfig = &presence.Config{Public: true, CountOnly: true}
+	capConfig   = &presence.Config{Public: true, MaxUsers: 2}
 )
 
 func (testConfigs) Resolve(_ context.Context, ch string) (*presence.Config, error) {
@@ -39,6 +40,8 @@ func (testConfigs) Resolve(_ context.Context, ch string) (*presence.Config, erro
 		return staffConfig, nil
 	case "count":
 		return countConfig, nil
+	case "cap":
+		return capConfig, nil
 	}
 	return nil, nil
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -118,8 +119,10 @@ func (r *Router) leaveHere(ctx context.Context, c updateCall, channel string) er
 	if r.cfg.Replication {
 		r.leaves.AddClient(channel, c.user.ID, c.clientID, r.cfg.Clock.Now().UnixNano())
 	}
-	r.log.Debug("leave served here", "channel", channel, "user", c.user.ID, "client", c.clientID, "hops", c.hops,
-		"epoch", r.view.Load().epoch)
+	if r.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations even when not logged
+		r.log.Debug("leave served here", "channel", channel, "user", c.user.ID, "client", c.clientID, "hops", c.hops,
+			"epoch", r.view.Load().epoch)
+	}
 	return r.engine.LeaveAck(ctx, c.user.ID, c.clientID, channel)
 }
 
@@ -151,6 +154,11 @@ func shareWithPresent(shares []*updateShare, ch string) *updateShare {
 // forwardUpdates sends every share to its node (batched with other
 // updates to the same node), in parallel when there are several.
 func (r *Router) forwardUpdates(ctx context.Context, c updateCall, shares []*updateShare, out map[string]bool, mu *sync.Mutex) (updateShare, error) {
+	if len(shares) == 0 {
+		// All served here (the usual case): return before the variables
+		// the closure below captures, which escape, are allocated.
+		return updateShare{}, nil
+	}
 	var failed updateShare
 	var errs forwardErrors
 	parallel(shares, func(s *updateShare) {

@@ -42,6 +42,7 @@ if [ -z "${QUICK:-}" ]; then
   # ends under CPU contention (golang/go#75804, fixed in Go 1.27). Each budget
   # is about 10 s of fuzzing on the CI machine; -timeout bounds a slow machine.
   for target in FuzzValidChannelName:./presence:60000 FuzzParsePrefixDocument:./presence:50000 FuzzParseUpdate:./api:50000 \
+      FuzzParseServerUpdate:./api:50000 FuzzParseServerQuery:./api:100000 \
       FuzzParseJWKS:./jwtkeys:200000 FuzzParsePEM:./jwtkeys:100000; do
     IFS=: read -r name pkg execs <<<"$target"
     run "fuzz smoke $name (${execs} execs)" \

@@ -38,8 +38,9 @@ const (
 
 // Well-known secrets of --dev mode, printed at start. Never use them in production.
 const (
-	DevJWTSecret  = "dev-jwt-secret-not-for-production"
-	DevAdminToken = "dev-admin-token"
+	DevJWTSecret    = "dev-jwt-secret-not-for-production"
+	DevAdminToken   = "dev-admin-token"
+	DevServiceToken = "dev-service-token"
 )
 
 // ErrConfig marks an unusable configuration (the node exits with code 2).
@@ -57,7 +58,8 @@ type Config struct {
 	BootstrapExpect int      // servers to see before bootstrapping Raft; 0 = 1
 	DataDir         string   // Raft data; required
 	JWTSecrets      []string // HS256 secrets (rotation: any verifies); see Validate
-	AdminToken      string   // bearer token for /admin; required unless Dev
+	AdminToken      string   // bearer token for /admin (and /server); required unless Dev
+	ServiceTokens   []string // bearer tokens for /server only (rotation: several); Dev adds DevServiceToken
 	ClusterKey      string   // base64 keys of 16, 24 or 32 bytes, comma-separated, the first primary; "" = none
 	CORSOrigins     []string // origins allowed to call the API; Dev adds "*"
 	Dev             bool     // development mode (demo prefix, /dev/token, demo page)
@@ -139,6 +141,9 @@ func (c *Config) Validate() error {
 		if c.AdminToken == "" {
 			c.AdminToken = DevAdminToken
 		}
+		if len(c.ServiceTokens) == 0 && c.AdminToken != DevServiceToken {
+			c.ServiceTokens = []string{DevServiceToken}
+		}
 		if len(c.CORSOrigins) == 0 {
 			c.CORSOrigins = []string{"*"}
 		}
@@ -148,6 +153,14 @@ func (c *Config) Validate() error {
 	}
 	if c.AdminToken == "" {
 		return fmt.Errorf("%w: --admin-token (or PRESENCE_ADMIN_TOKEN) is required unless --dev", ErrConfig)
+	}
+	for _, t := range c.ServiceTokens {
+		switch t {
+		case "":
+			return fmt.Errorf("%w: --service-tokens: empty token", ErrConfig)
+		case c.AdminToken:
+			return fmt.Errorf("%w: --service-tokens: a service token equals --admin-token (a service token must never open /admin/)", ErrConfig)
+		}
 	}
 	if _, _, err := c.ClusterKeys(); err != nil {
 		return err

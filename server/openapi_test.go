@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/presencehq/presence/docs"
@@ -46,5 +47,23 @@ func TestOpenAPIExamplesShowTheDevNodesDemoPrefix(t *testing.T) {
 	}
 	if !bytes.Equal(parsed.Bytes(), demo.Bytes()) {
 		t.Fatalf("docs/openapi.json shows the demo prefix as %s; a dev node stores %s (update the examples and api's exampleDemoDocument)", parsed.Bytes(), demo.Bytes())
+	}
+}
+
+// The examples of the server-side endpoints authenticate with a dev node's
+// well-known tokens, which the document names.
+func TestOpenAPINamesTheDevNodesTokens(t *testing.T) {
+	var doc struct {
+		Info struct {
+			Description string `json:"description"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal(docs.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, token := range []string{server.DevAdminToken, server.DevServiceToken} {
+		if !strings.Contains(doc.Info.Description, "`"+token+"`") {
+			t.Errorf("docs/openapi.json's description does not name the dev node's token %q (update it and api's example tokens)", token)
+		}
 	}
 }

@@ -57,10 +57,12 @@ type Server struct {
 	self      router.Member
 	router    *router.Router
 	routerRef atomic.Pointer[router.Router] // read by transport handlers, which may run before New returns
+	presence  *presence.Backend             // the server side's API over the router (Presence)
 	mlMu      sync.Mutex
 	ml        *membership.Membership // set once gossip starts; see membership()
 	members   *memberTable
 	handler   http.Handler
+	api       *api.Handler // handler's API, whose Close ends the streams http.Server does not track
 
 	// Lifetime: ctx ends the background loops and held writes; streams ends
 	// the SSE streams at shutdown.
@@ -169,6 +171,7 @@ func (s *Server) open() error {
 		return err
 	}
 	s.routerRef.Store(s.router)
+	s.presence = presence.NewBackend(s.router)
 	if err := s.buildHandler(); err != nil {
 		return err
 	}
@@ -295,6 +298,7 @@ func (s *Server) buildHandler() error {
 		JWTIssuer:     s.cfg.JWTIssuer,
 		JWTAudience:   s.cfg.JWTAudience,
 		AdminToken:    s.cfg.AdminToken,
+		ServiceTokens: s.cfg.ServiceTokens,
 		CORSOrigins:   s.cfg.CORSOrigins,
 		Dev:           s.cfg.Dev,
 		Clock:         s.cfg.Clock,
@@ -317,6 +321,7 @@ func (s *Server) buildHandler() error {
 	if err != nil {
 		return err
 	}
+	s.api = h
 	s.handler = s.guardStreams(h)
 	return nil
 }
@@ -335,6 +340,21 @@ func (s *Server) applyDocument(prefix string, raw []byte) {
 func (s *Server) RegisterPrefix(prefix string, fn presence.ConfigFunc) error {
 	return s.resolver.Register(prefix, fn)
 }
+
+// Presence returns the server side's presence API for the Go program
+// embedding the node: Present, Leave, State, UserIDs, Count, Can and Clear
+// as Discourse's Ruby PresenceChannel names them, for any channel of the
+// cluster (forwarded to its owner like every call of the HTTP API, which
+// /server/ serves over the same operations). The caller is trusted: it
+// acts for the user it names, reads who is present in count-only channels
+// and is not rate limited. Calls made before the node is Ready may fail
+// with presence.ErrUnavailable; retry them.
+func (s *Server) Presence() *presence.Backend { return s.presence }
+
+// Ready reports whether the node may serve traffic, with the reason when
+// not (what GET /readyz answers): joined, a Raft leader known, its prefix
+// documents loaded and no hand-off pending.
+func (s *Server) Ready() (bool, string) { return clusterInfo{s}.Ready() }
 
 // Start serves HTTP, starts gossiping, joins the --join addresses in the
 // background and runs the membership and Raft loops until Shutdown or Kill.

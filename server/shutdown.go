@@ -185,6 +185,10 @@ func (s *Server) stop(ctx context.Context, abrupt bool) error {
 		}
 	}
 	s.endStreams()
+	if s.api != nil {
+		// Streams of hijacked connections, which httpSrv does not know.
+		s.api.Close()
+	}
 	if s.httpSrv != nil {
 		var err error
 		if abrupt {

@@ -31,6 +31,7 @@ func TestValidateTokens(t *testing.T) {
 		"ipv6 loopback JWKS":   func(c *Config) { c.JWKSURL = "http://[::1]:9/jwks" },
 		"dev http JWKS":        func(c *Config) { c.Dev = true; c.JWKSURL = "http://idp:8080/jwks" },
 		"dev without a secret": func(c *Config) { c.Dev = true; c.JWTSecrets = nil },
+		"service tokens":       func(c *Config) { c.ServiceTokens = []string{"backend-new", "backend-old"} },
 	}
 	for name, mutate := range ok {
 		c := tokenConfig(mutate)
@@ -45,6 +46,8 @@ func TestValidateTokens(t *testing.T) {
 		"relative JWKS":    func(c *Config) { c.JWKSURL = "/jwks" },
 		"other scheme":     func(c *Config) { c.JWKSURL = "ftp://idp.example/jwks" },
 		"cert without key": func(c *Config) { c.HTTPTLSCert = "c.pem" },
+		"empty service":    func(c *Config) { c.ServiceTokens = []string{"b", ""} },
+		"service = admin":  func(c *Config) { c.ServiceTokens = []string{"b", "a"} },
 	}
 	for name, mutate := range bad {
 		c := tokenConfig(mutate)
@@ -56,6 +59,13 @@ func TestValidateTokens(t *testing.T) {
 	_ = c.Validate()
 	if len(c.JWTSecrets) != 1 || c.JWTSecrets[0] != DevJWTSecret {
 		t.Fatalf("dev secrets %q", c.JWTSecrets)
+	}
+	if len(c.ServiceTokens) != 1 || c.ServiceTokens[0] != DevServiceToken {
+		t.Fatalf("dev service tokens %q", c.ServiceTokens)
+	}
+	c = tokenConfig(func(c *Config) { c.Dev = true; c.ServiceTokens = []string{"mine"} })
+	if err := c.Validate(); err != nil || len(c.ServiceTokens) != 1 || c.ServiceTokens[0] != "mine" {
+		t.Fatalf("dev with its own service token: %q %v", c.ServiceTokens, err)
 	}
 }
 

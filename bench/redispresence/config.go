@@ -24,8 +24,8 @@ const (
 	// DefaultMaxBody is the largest update body accepted (the node's limit).
 	DefaultMaxBody = 64 << 10
 	// DefaultTokenCacheSize is how many verified tokens are remembered (the
-	// node's tokenCacheCapacity).
-	DefaultTokenCacheSize = 32_768
+	// node's default, api.DefaultTokenCacheSize).
+	DefaultTokenCacheSize = 100_000
 	// MaxChannelsPerList bounds present_channels and leave_channels.
 	MaxChannelsPerList = 50
 	// MaxClientIDBytes bounds client_id.

@@ -69,7 +69,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			base = "https://" + cfg.HTTPAddr
 		}
 		logger.Warn("development mode: well-known secrets, do not expose this node",
-			"jwt_secret", cfg.JWTSecrets[0], "admin_token", cfg.AdminToken,
+			"jwt_secret", cfg.JWTSecrets[0], "admin_token", cfg.AdminToken, "service_tokens", strings.Join(cfg.ServiceTokens, ","),
 			"demo", base+"/", "token_url", base+"/dev/token?user=1&username=sam")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -121,8 +121,8 @@ type runOptions struct {
 
 // flagValues holds the flags that are not fields of server.Config as such.
 type flagValues struct {
-	join, cors, proxies, secrets, publicKeys, logLevel, raftAddr string
-	replication                                                  bool
+	join, cors, proxies, secrets, publicKeys, logLevel, serviceTokens, raftAddr string
+	replication                                                                 bool
 }
 
 // newFlagSet defines every flag of the node, storing into cfg and v.
@@ -145,7 +145,8 @@ func newFlagSet(cfg *server.Config, v *flagValues, stderr io.Writer) *flag.FlagS
 	fs.StringVar(&cfg.JWKSURL, "jwks-url", "", "https URL of a JWK Set verifying RS256, ES256 and EdDSA user tokens by kid (cached; fetched again for an unknown kid, at most every 10 s)")
 	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "when set, user tokens must carry this iss")
 	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "when set, user tokens must carry this aud")
-	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* (required unless --dev)")
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token for /admin/* and /server/* (required unless --dev)")
+	fs.StringVar(&v.serviceTokens, "service-tokens", "", "comma-separated bearer tokens of the application's backend for /server/* (never /admin/*); several during a rotation")
 	fs.StringVar(&cfg.ClusterKey, "cluster-key", "", "base64 key of 16, 24 or 32 bytes: encrypts and authenticates gossip and node-to-node traffic; while rotating, comma-separated keys, the first used and all accepted")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of this node, signed by --tls-ca: node-to-node traffic is mutual TLS 1.3 (needs --cluster-key too); reloaded on SIGHUP")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP")
@@ -197,6 +198,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 	cfg.CORSOrigins = splitList(v.cors)
 	cfg.TrustedProxies = splitList(v.proxies)
 	cfg.JWTSecrets = splitList(v.secrets)
+	cfg.ServiceTokens = splitList(v.serviceTokens)
 	cfg.JWTPublicKeyFiles = splitList(v.publicKeys)
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join("data", cfg.Name)

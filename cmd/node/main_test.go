@@ -82,6 +82,20 @@ func TestTokenFlags(t *testing.T) {
 	}
 }
 
+func TestServiceTokenFlag(t *testing.T) {
+	cfg, _, err := parseFlags(nil, env(map[string]string{"PRESENCE_SERVICE_TOKENS": "backend-new, backend-old"}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.ServiceTokens, "|") != "backend-new|backend-old" {
+		t.Fatalf("service tokens %q", cfg.ServiceTokens)
+	}
+	cfg, _, err = parseFlags([]string{"--service-tokens", "flag-wins"}, env(map[string]string{"PRESENCE_SERVICE_TOKENS": "env"}), &bytes.Buffer{})
+	if err != nil || strings.Join(cfg.ServiceTokens, "|") != "flag-wins" {
+		t.Fatalf("flag and variable: %q %v", cfg.ServiceTokens, err)
+	}
+}
+
 // testClusterKey is a valid --cluster-key (32 bytes of base64).
 const testClusterKey = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE="
 
@@ -151,6 +165,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 			"--tls-cert", "/nonexistent/n1.pem"},
 		"missing node TLS files": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey,
 			"--tls-cert", "/nonexistent/n1.pem", "--tls-key", "/nonexistent/n1-key.pem", "--tls-ca", "/nonexistent/ca.pem"},
+		"service = admin": {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x", "--admin-token", "a", "--service-tokens", "b,a"},
 		"even max voters": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--max-voters", "4"},
 	}
 	for name, args := range cases {

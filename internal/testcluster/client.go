@@ -15,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/presencehq/presence/api"
+	"github.com/presencehq/presence/client"
 	"github.com/presencehq/presence/cluster/autopilot"
 	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
@@ -167,6 +168,20 @@ func (n *Node) Client(token string) *Client { return &Client{Base: n.URL(), Toke
 
 // Admin returns a client of the node with the admin token.
 func (n *Node) Admin() *Client { return n.Client(AdminToken) }
+
+// Service returns a client of the node with the service token (/server/).
+func (n *Node) Service() *Client { return n.Client(ServiceToken) }
+
+// Backend returns the Go client of an application's backend (package
+// client) for the node alone, with the service and admin tokens, and
+// without retries: a test sees each answer.
+func (n *Node) Backend() *client.Client {
+	c, err := client.New(client.Config{URLs: []string{n.URL()}, Token: ServiceToken, AdminToken: AdminToken, Retries: -1})
+	if err != nil {
+		panic(fmt.Sprintf("testcluster: backend client of %s: %v", n.Name, err)) // the URL and tokens are well-formed
+	}
+	return c
+}
 
 // Do sends a request; body is nil, a string, a []byte (sent as JSON) or a
 // value to encode as JSON. It returns the status and the whole body.

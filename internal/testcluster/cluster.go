@@ -27,8 +27,9 @@ import (
 
 // Secrets every node of a test cluster uses.
 const (
-	JWTSecret  = "testcluster-jwt-secret"
-	AdminToken = "testcluster-admin-token"
+	JWTSecret    = "testcluster-jwt-secret"
+	AdminToken   = "testcluster-admin-token"
+	ServiceToken = "testcluster-service-token" // opens /server/ (the backend's API)
 )
 
 // DefaultReadyTimeout bounds WaitReady.
@@ -171,6 +172,7 @@ func (c *Cluster) addNode() *Node {
 		DataDir:         filepath.Join(c.dir, name),
 		JWTSecrets:      []string{JWTSecret},
 		AdminToken:      AdminToken,
+		ServiceTokens:   []string{ServiceToken},
 		ClusterKey:      c.key,
 		FastTimings:     true,
 		FastGossip:      c.opts.fastGossip,

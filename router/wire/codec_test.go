@@ -76,6 +76,27 @@ func TestCodecRoundTrips(t *testing.T) {
 		{"install", (&InstallRequest{From: interest[0].Node, Snap: snap, Interest: interest}).Encode,
 			func(b []byte) (any, error) { return DecodeInstallRequest(b) },
 			InstallRequest{From: interest[0].Node, Snap: snap, Interest: interest}},
+		{"inspect", (&InspectRequest{Header: Header{Epoch: 3, Hops: 1, Deadline: 77}, Channels: []string{"/count/a", "/pub/b"}}).Encode,
+			func(b []byte) (any, error) { return DecodeInspectRequest(b) },
+			InspectRequest{Header: Header{Epoch: 3, Hops: 1, Deadline: 77}, Channels: []string{"/count/a", "/pub/b"}}},
+		{"can", (&CanRequest{Header: Header{Hops: 2}, User: u, Channel: "/staff/a"}).Encode,
+			func(b []byte) (any, error) { return DecodeCanRequest(b) },
+			CanRequest{Header: Header{Hops: 2}, User: u, Channel: "/staff/a"}},
+		{"anonymous can", (&CanRequest{Header: Header{Hops: 1}, Channel: "/pub/a"}).Encode,
+			func(b []byte) (any, error) { return DecodeCanRequest(b) },
+			CanRequest{Header: Header{Hops: 1}, Channel: "/pub/a"}},
+		{"access", (&CanReply{Access: presence.Access{Exists: true, CanView: true, CountOnly: true, MaxUsers: 250}}).Encode,
+			func(b []byte) (any, error) { return DecodeCanReply(b) },
+			CanReply{Access: presence.Access{Exists: true, CanView: true, CountOnly: true, MaxUsers: 250}}},
+		{"full access", (&CanReply{Access: presence.Access{Exists: true, CanView: true, CanEnter: true}}).Encode,
+			func(b []byte) (any, error) { return DecodeCanReply(b) },
+			CanReply{Access: presence.Access{Exists: true, CanView: true, CanEnter: true}}},
+		{"whole states", (&GetReply{States: []*presence.ChannelState{{CountOnly: true, Count: 1, LastMessageID: 4, Users: []presence.UserInfo{u.Info()}}, nil}}).Encode,
+			func(b []byte) (any, error) { return DecodeGetReply(b) },
+			GetReply{States: []*presence.ChannelState{{CountOnly: true, Count: 1, LastMessageID: 4, Users: []presence.UserInfo{u.Info()}}, nil}}},
+		{"clear", (&ClearRequest{Header: Header{Epoch: 1, Hops: 1, Deadline: -5}, Channel: "/pub/a"}).Encode,
+			func(b []byte) (any, error) { return DecodeClearRequest(b) },
+			ClearRequest{Header: Header{Epoch: 1, Hops: 1, Deadline: -5}, Channel: "/pub/a"}},
 		{"leaves", (&LeavesRequest{From: interest[0].Node, Channel: "/pub/a", Hops: 2, Leaves: map[string]int64{"k": 5, "m\x00tab": -3}}).Encode,
 			func(b []byte) (any, error) { return DecodeLeavesRequest(b) },
 			LeavesRequest{From: interest[0].Node, Channel: "/pub/a", Hops: 2, Leaves: map[string]int64{"k": 5, "m\x00tab": -3}}},
@@ -171,6 +192,9 @@ func FuzzDecoders(f *testing.F) {
 	(&PushRequest{From: "n1", Messages: testMessages()}).Encode(&e)
 	f.Add(e.b)
 	f.Add([]byte{1, 2, 3})
+	e = Encoder{}
+	(&CanReply{Access: presence.Access{Exists: true, CanView: true, MaxUsers: 3}}).Encode(&e)
+	f.Add(e.b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// None may panic; each either decodes or reports ErrInvalid.
 		for _, dec := range []func([]byte) error{
@@ -191,6 +215,10 @@ func FuzzDecoders(f *testing.F) {
 			func(b []byte) error { _, err := DecodeReplicateRequest(b); return err },
 			func(b []byte) error { _, err := DecodeReplicateReply(b); return err },
 			func(b []byte) error { _, err := NewIntern().DecodeUpdateBatch(b); return err },
+			func(b []byte) error { _, err := DecodeInspectRequest(b); return err },
+			func(b []byte) error { _, err := DecodeCanRequest(b); return err },
+			func(b []byte) error { _, err := DecodeCanReply(b); return err },
+			func(b []byte) error { _, err := DecodeClearRequest(b); return err },
 		} {
 			if err := dec(b); err != nil && !errors.Is(err, presence.ErrInvalid) {
 				t.Fatalf("decode error %v is not ErrInvalid", err)

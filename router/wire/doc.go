@@ -29,6 +29,10 @@
 //	9 MethodLeaves     leaves answered without the state → nothing
 //	10 MethodLimit     borrow, give back or recall rate-limit tokens → grants
 //
+//	20 MethodInspect   the server side's read of an owner's share → whole states
+//	21 MethodCan       what a user may do in a channel → its access
+//	22 MethodClear     every client of a channel leaves → nothing
+//
 // Methods 1 to MaxMethod belong to the router; the server's own methods
 // are above. Which node sends each and what the receiver does is told by
 // the packages that use them: router (routing and hand-off), replica

@@ -21,6 +21,14 @@ const (
 	MaxMethod uint16 = 99
 )
 
+// The methods of the server-side API (the application's backend), from 20
+// so that the router's own list can grow below them.
+const (
+	MethodInspect uint16 = 20 // InspectRequest → GetReply (whole states)
+	MethodCan     uint16 = 21 // CanRequest → CanReply
+	MethodClear   uint16 = 22 // ClearRequest → empty
+)
+
 // Member is a node as the router sees it: its unique name and the address
 // of its node-to-node transport.
 type Member struct {
