@@ -142,6 +142,9 @@ func (s *server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	if out.Raft.Servers == nil {
 		out.Raft.Servers = []string{}
 	}
+	if out.Raft.Voters == nil {
+		out.Raft.Voters = []string{}
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -117,7 +117,7 @@ func TestAdminNotLeaderIs503(t *testing.T) {
 func TestAdminCluster(t *testing.T) {
 	e := newEnv(t, nil)
 	code, body := e.admin("GET", "/admin/cluster", "")
-	want := `{"members":[{"name":"n1","http":"127.0.0.1:8080","state":"alive"}],"raft":{"leader":"n1","servers":["n1"]}}`
+	want := `{"members":[{"name":"n1","http":"127.0.0.1:8080","state":"alive"}],"raft":{"leader":"n1","servers":["n1","n2"],"voters":["n1"]}}`
 	if code != http.StatusOK || strings.TrimSpace(body) != want {
 		t.Fatalf("%d %s", code, body)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/presencehq/presence/api"
+	"github.com/presencehq/presence/cluster/autopilot"
 	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/cluster/peertls"
 	"github.com/presencehq/presence/cluster/raftstore"
@@ -47,6 +48,7 @@ type Server struct {
 	registry *prometheus.Registry
 	resolver *presence.Resolver
 	store    *raftstore.Store
+	pilot    *autopilot.Autopilot // the Raft configuration, from membership
 	engine   *presence.Engine
 	webhooks *webhook.Dispatcher
 
@@ -71,7 +73,6 @@ type Server struct {
 	streams    context.Context
 	endStreams context.CancelFunc
 	wg         sync.WaitGroup
-	raftKick   chan struct{}
 	started    atomic.Bool // membership running
 	joined     atomic.Bool // another member seen
 	draining   atomic.Bool // shutting down: no new streams, not ready
@@ -103,7 +104,6 @@ func New(cfg Config) (*Server, error) {
 		timings:   newTimings(cfg.FastTimings),
 		registry:  prometheus.NewRegistry(),
 		members:   newMemberTable(cfg.Name),
-		raftKick:  make(chan struct{}, 1),
 		startedAt: time.Now(),
 	}
 	if cfg.HTTPTLSCert != "" {
@@ -131,6 +131,9 @@ func New(cfg Config) (*Server, error) {
 // open builds the components in dependency order; on error, closeBackends
 // releases whatever was built.
 func (s *Server) open() error {
+	if err := claimDataDir(s.cfg.DataDir, s.cfg.Name); err != nil {
+		return err
+	}
 	if err := s.openTransport(); err != nil {
 		return err
 	}
@@ -138,6 +141,9 @@ func (s *Server) open() error {
 		return err
 	}
 	s.registry.MustRegister(newRaftCollector(s.store))
+	if err := s.newAutopilot(); err != nil {
+		return err
+	}
 	s.self = router.Member{Name: s.cfg.Name, RPCAddr: s.rpcAddr}
 	metrics := presence.NewMetrics(s.registry)
 	pub := router.NewPublisher()
@@ -393,7 +399,10 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.wg.Add(2)
 	go s.awaitConfig()
-	go s.raftLoop()
+	go func() {
+		defer s.wg.Done()
+		s.pilot.Run(s.ctx)
+	}()
 	if s.jwks != nil {
 		go s.prefetchJWKS()
 	}
