@@ -13,7 +13,9 @@
 //   - a server whose node left gracefully is removed at once, one declared
 //     dead or no longer known after a grace period (ReapAfter), never more
 //     than a minority of the voters in one round;
-//   - a server whose node came back at another address gets that address.
+//   - a server keeps the address it was added with: Raft dials servers by
+//     name at their current address in gossip, so a node back at another
+//     address (a rescheduled pod) needs no configuration change.
 //
 // Only the leader changes the configuration. The package knows Raft through
 // a narrow interface (the raftstore.Store) and the cluster through another

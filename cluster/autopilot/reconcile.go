@@ -110,41 +110,36 @@ func othersAlive(members map[string]Member, self string) bool {
 	return false
 }
 
-// addMembers adds every alive member that is not a server as a non-voter,
-// and gives a server whose member now advertises another Raft address that
-// address (keeping its suffrage). It reports whether it changed anything.
+// addMembers adds every alive member that is not a server as a non-voter.
+// It reports whether it changed anything.
+//
+// A server whose member now advertises another address keeps the address
+// it was recorded with: Raft dials servers by name at the address gossip
+// gives (raftstore.Config.ServerAddress), so the recorded one is only a
+// fallback for a name gossip does not know. Rewriting it would also race
+// inside hashicorp/raft v1.8.0: the leader swaps a follower's peer record
+// under a lock (startStopReplication) that the replication goroutine does
+// not take when it reads the record (updateLastAppended), which the race
+// detector reports.
 func (a *Autopilot) addMembers(ctx context.Context, servers []raftstore.Server, members map[string]Member) bool {
-	current := make(map[string]raftstore.Server, len(servers))
+	known := make(map[string]bool, len(servers))
 	for _, srv := range servers {
-		current[srv.ID] = srv
+		known[srv.ID] = true
 	}
 	changed := false
 	for _, m := range sortedMembers(members) {
-		if m.Status != StatusAlive || m.RaftAddr == "" {
-			continue
-		}
-		srv, known := current[m.Name]
-		if known && srv.Addr == m.RaftAddr {
+		if m.Status != StatusAlive || m.RaftAddr == "" || known[m.Name] {
 			continue
 		}
 		opCtx, cancel := a.opContext(ctx)
-		var err error
-		if known && srv.Voter {
-			err = a.raft.AddVoter(opCtx, m.Name, m.RaftAddr) // keeps its vote, moves it
-		} else {
-			err = a.raft.AddNonvoter(opCtx, m.Name, m.RaftAddr)
-		}
+		err := a.raft.AddNonvoter(opCtx, m.Name, m.RaftAddr)
 		cancel()
-		switch {
-		case err != nil:
+		if err != nil {
 			a.log.Warn("raft server not added", "member", m.Name, "addr", m.RaftAddr, "err", err)
-		case known:
-			changed = true
-			a.log.Info("raft server address updated", "server", m.Name, "from", srv.Addr, "to", m.RaftAddr, "voter", srv.Voter)
-		default:
-			changed = true
-			a.log.Info("raft non-voter added", "server", m.Name, "addr", m.RaftAddr)
+			continue
 		}
+		changed = true
+		a.log.Info("raft non-voter added", "server", m.Name, "addr", m.RaftAddr)
 	}
 	return changed
 }
