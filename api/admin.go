@@ -21,7 +21,8 @@ func pathPrefix(r *http.Request) (string, error) {
 }
 
 // handlePutPrefix validates a prefix document and stores its canonical JSON;
-// it answers after the store committed it.
+// it answers after the store committed it, the webhook's secret redacted.
+// A webhook secret of presence.RedactedSecret keeps the stored one.
 func (s *server) handlePutPrefix(w http.ResponseWriter, r *http.Request) {
 	prefix, err := pathPrefix(r)
 	if err != nil {
@@ -34,16 +35,45 @@ func (s *server) handlePutPrefix(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	doc, err := presence.ParsePrefixDocument(body)
+	if err == nil && doc.KeepsStoredSecret() {
+		err = doc.KeepStoredSecret(s.storedDocument(prefix))
+	}
 	if err != nil {
 		s.writeError(w, r, fmt.Errorf("%w: %s", presence.ErrInvalid, err.Error()))
 		return
 	}
-	canonical := doc.Bytes()
-	if err := s.cfg.Prefixes.Put(r.Context(), prefix, canonical); err != nil {
+	if err := s.cfg.Prefixes.Put(r.Context(), prefix, doc.Bytes()); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	writeRawJSON(w, http.StatusOK, canonical)
+	writeRawJSON(w, http.StatusOK, doc.RedactedBytes())
+}
+
+// storedDocument returns the document stored for prefix, nil when none.
+func (s *server) storedDocument(prefix string) *presence.PrefixDocument {
+	raw, ok := s.cfg.Prefixes.Get(prefix)
+	if !ok {
+		return nil
+	}
+	doc, err := presence.ParsePrefixDocument(raw)
+	if err != nil {
+		// Stored documents are canonical output of the parser.
+		s.log.Error("stored prefix document does not parse", "prefix", prefix, "err", err)
+		return nil
+	}
+	return doc
+}
+
+// redacted returns a stored document as admin reads show it: canonical,
+// with its webhook's secret replaced by presence.RedactedSecret.
+func redacted(raw []byte) ([]byte, error) {
+	doc, err := presence.ParsePrefixDocument(raw)
+	if err != nil {
+		// Stored documents are canonical output of the parser: never shown
+		// unparsed, since that could show a secret.
+		return nil, fmt.Errorf("stored prefix document does not parse: %w", err)
+	}
+	return doc.RedactedBytes(), nil
 }
 
 // handleGetPrefix answers the stored document of a prefix.
@@ -53,9 +83,14 @@ func (s *server) handleGetPrefix(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	doc, ok := s.cfg.Prefixes.Get(prefix)
+	raw, ok := s.cfg.Prefixes.Get(prefix)
 	if !ok {
 		s.writeError(w, r, fmt.Errorf("%w: no document for prefix %q", presence.ErrNotFound, prefix))
+		return
+	}
+	doc, err := redacted(raw)
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	writeRawJSON(w, http.StatusOK, doc)
@@ -81,7 +116,12 @@ func (s *server) handleListPrefixes(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Prefixes map[string]json.RawMessage `json:"prefixes"`
 	}{Prefixes: make(map[string]json.RawMessage, len(docs))}
-	for prefix, doc := range docs {
+	for prefix, raw := range docs {
+		doc, err := redacted(raw)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 		out.Prefixes[prefix] = doc
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -101,6 +141,9 @@ func (s *server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	}
 	if out.Raft.Servers == nil {
 		out.Raft.Servers = []string{}
+	}
+	if out.Raft.Voters == nil {
+		out.Raft.Voters = []string{}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -117,7 +117,7 @@ func TestAdminNotLeaderIs503(t *testing.T) {
 func TestAdminCluster(t *testing.T) {
 	e := newEnv(t, nil)
 	code, body := e.admin("GET", "/admin/cluster", "")
-	want := `{"members":[{"name":"n1","http":"127.0.0.1:8080","state":"alive"}],"raft":{"leader":"n1","servers":["n1"]}}`
+	want := `{"members":[{"name":"n1","http":"127.0.0.1:8080","state":"alive"}],"raft":{"leader":"n1","servers":["n1","n2"],"voters":["n1"]}}`
 	if code != http.StatusOK || strings.TrimSpace(body) != want {
 		t.Fatalf("%d %s", code, body)
 	}
@@ -143,5 +143,52 @@ func TestAdminAuthRequiredEverywhere(t *testing.T) {
 	}
 	if len(e.prefixes.List()) != 0 {
 		t.Fatal("an unauthenticated PUT stored a document")
+	}
+}
+
+func TestAdminReadsNeverShowAWebhookSecret(t *testing.T) {
+	e := newEnv(t, nil)
+	const doc = `{"rules":[{"match":"/hook/.+","config":{"public":true}}],` +
+		`"webhook":{"url":"https://app.example/presence-hook","secret":"s3cr3t-value","events":["occupied","vacated"]}}`
+	const shown = `{"rules":[{"match":"/hook/.+","config":{"public":true}}],` +
+		`"webhook":{"url":"https://app.example/presence-hook","secret":"***","events":["occupied","vacated"]}}`
+	code, body := e.admin("PUT", "/admin/prefixes/hook", doc)
+	if code != http.StatusOK || strings.TrimSpace(body) != shown {
+		t.Fatalf("put: %d %s, want %s", code, body, shown)
+	}
+	if stored, _ := e.prefixes.Get("hook"); !strings.Contains(string(stored), `"secret":"s3cr3t-value"`) {
+		t.Fatalf("stored %s without the secret", stored)
+	}
+	if code, body = e.admin("GET", "/admin/prefixes/hook", ""); code != http.StatusOK || strings.TrimSpace(body) != shown {
+		t.Fatalf("get: %d %s", code, body)
+	}
+	if code, body = e.admin("GET", "/admin/prefixes", ""); code != http.StatusOK || strings.Contains(body, "s3cr3t") || !strings.Contains(body, `"secret":"***"`) {
+		t.Fatalf("list: %d %s", code, body)
+	}
+
+	// What a read shows, changed and written back, keeps the secret.
+	changed := strings.Replace(shown, `["occupied","vacated"]`, `["entering_users"]`, 1)
+	if code, body = e.admin("PUT", "/admin/prefixes/hook", changed); code != http.StatusOK || strings.TrimSpace(body) != changed {
+		t.Fatalf("put back: %d %s", code, body)
+	}
+	stored, _ := e.prefixes.Get("hook")
+	if !strings.Contains(string(stored), `"secret":"s3cr3t-value"`) || !strings.Contains(string(stored), `"events":["entering_users"]`) {
+		t.Fatalf("stored %s: want the new events with the kept secret", stored)
+	}
+	// With no webhook stored there is no secret to keep.
+	code, body = e.admin("PUT", "/admin/prefixes/other", shown)
+	if code != http.StatusBadRequest || !strings.Contains(body, `webhook.secret: \"***\" keeps the stored secret`) {
+		t.Fatalf("keeping a secret that is not stored: %d %s", code, body)
+	}
+	if _, ok := e.prefixes.Get("other"); ok {
+		t.Fatal("a refused document was stored")
+	}
+	// A bad webhook is a 400 naming the field, and changes nothing.
+	code, body = e.admin("PUT", "/admin/prefixes/hook", `{"webhook":{"url":"https://a/","secret":"k","events":["joined"]}}`)
+	if code != http.StatusBadRequest || !strings.Contains(body, `webhook.events[0]: unknown event`) {
+		t.Fatalf("bad events: %d %s", code, body)
+	}
+	if again, _ := e.prefixes.Get("hook"); string(again) != string(stored) {
+		t.Fatal("a refused document changed the stored one")
 	}
 }

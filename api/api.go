@@ -78,6 +78,8 @@ type Member struct {
 type RaftInfo struct {
 	Leader  string   `json:"leader"`
 	Servers []string `json:"servers"`
+	// Voters are the servers with a vote; the others are non-voters.
+	Voters []string `json:"voters"`
 }
 
 // ClusterInfo answers the cluster questions of the admin and health endpoints.

@@ -231,7 +231,9 @@ type fakeCluster struct {
 func (c *fakeCluster) Members() []Member {
 	return []Member{{Name: "n1", HTTP: "127.0.0.1:8080", State: "alive"}}
 }
-func (c *fakeCluster) Raft() RaftInfo { return RaftInfo{Leader: "n1", Servers: []string{"n1"}} }
+func (c *fakeCluster) Raft() RaftInfo {
+	return RaftInfo{Leader: "n1", Servers: []string{"n1", "n2"}, Voters: []string{"n1"}}
+}
 func (c *fakeCluster) Owner(channel string) (string, []string) {
 	return "n1", []string{"n2"}
 }

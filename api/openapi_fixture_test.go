@@ -55,7 +55,7 @@ func (c *exampleCluster) Members() []Member {
 }
 
 func (c *exampleCluster) Raft() RaftInfo {
-	return RaftInfo{Leader: "node1", Servers: []string{"node1", "node2", "node3"}}
+	return RaftInfo{Leader: "node1", Servers: []string{"node1", "node2", "node3"}, Voters: []string{"node1", "node2", "node3"}}
 }
 
 func (c *exampleCluster) Owner(string) (string, []string) { return "node2", []string{"node3"} }

@@ -27,6 +27,7 @@ type ClusterView struct {
 	Raft    struct {
 		Leader  string   `json:"leader"`
 		Servers []string `json:"servers"`
+		Voters  []string `json:"voters"`
 	} `json:"raft"`
 }
 

@@ -43,10 +43,14 @@ type channel struct {
 	clients map[clientKey]*client
 	users   map[string]presentUser
 	lastID  int64
-	backlog backlog
-	timers  *timerGroup[*client] // identifies this incarnation's timers
-	wheel   *wheel[*client]
-	metrics *Metrics
+	// delivered is the position up to which the channel's messages were
+	// acknowledged by its webhook (or need no delivery): see
+	// ChannelSnapshot.Delivered.
+	delivered int64
+	backlog   backlog
+	timers    *timerGroup[*client] // identifies this incarnation's timers
+	wheel     *wheel[*client]
+	metrics   *Metrics
 	// track: a Replicator is told every change; changes collects those of
 	// the current operation.
 	track   bool
@@ -66,9 +70,11 @@ func (ch *channel) init(name string, baseID int64, w *wheel[*client], m *Metrics
 		clients: make(map[clientKey]*client),
 		users:   make(map[string]presentUser),
 		lastID:  baseID,
-		timers:  &timerGroup[*client]{name: name},
-		wheel:   w,
-		metrics: m,
+		// A new incarnation has nothing to deliver from before its first id.
+		delivered: baseID,
+		timers:    &timerGroup[*client]{name: name},
+		wheel:     w,
+		metrics:   m,
 	}
 }
 
@@ -299,6 +305,7 @@ func (ch *channel) publish(fill func(*Message), now int64) *Message {
 		PublishedAtUnixMilli: now / int64(time.Millisecond),
 	}
 	fill(m)
+	m.markOccupancy(len(ch.users))
 	ch.backlog.push(m, m.PublishedAtUnixMilli)
 	ch.metrics.published.Add(1)
 	return m
@@ -309,6 +316,7 @@ func (ch *channel) publish(fill func(*Message), now int64) *Message {
 func (ch *channel) publishEnter(u *User, now int64) *Message {
 	ch.lastID++
 	m := newEnterMessage(ch.name, ch.lastID, ch.cfg, now/int64(time.Millisecond), u)
+	m.markOccupancy(len(ch.users))
 	ch.backlog.pushEnter(m, u, m.PublishedAtUnixMilli)
 	ch.metrics.published.Add(1)
 	return m
@@ -317,6 +325,20 @@ func (ch *channel) publishEnter(u *User, now int64) *Message {
 // publishResync publishes a resync marker (see Message.Resync).
 func (ch *channel) publishResync(now int64) *Message {
 	return ch.publish(func(m *Message) { m.Resync = true }, now)
+}
+
+// acknowledge moves the delivery position to id (Engine.Acknowledge) and
+// reports whether it moved: never back, never past the last id.
+func (ch *channel) acknowledge(id, now int64) bool {
+	id = min(id, ch.lastID)
+	if id <= ch.delivered {
+		return false
+	}
+	ch.delivered = id
+	if ch.track {
+		ch.changes = append(ch.changes, Change{Kind: ChangeDelivered, Channel: ch.name, Delivered: id, At: now})
+	}
+	return true
 }
 
 // state returns the channel as /presence/get shows it under cfg; full
@@ -347,11 +369,12 @@ func (ch *channel) since(after int64) Catchup {
 // snapshot exports the whole state for a hand-off.
 func (ch *channel) snapshot() *ChannelSnapshot {
 	s := &ChannelSnapshot{
-		Channel: ch.name,
-		Config:  ch.cfg,
-		LastID:  ch.lastID,
-		Clients: make([]ClientSnapshot, 0, len(ch.clients)),
-		Backlog: ch.backlog.all(),
+		Channel:   ch.name,
+		Config:    ch.cfg,
+		LastID:    ch.lastID,
+		Delivered: ch.delivered,
+		Clients:   make([]ClientSnapshot, 0, len(ch.clients)),
+		Backlog:   ch.backlog.all(),
 	}
 	for _, c := range ch.clients {
 		s.Clients = append(s.Clients, ClientSnapshot{User: ch.users[c.user.ID].user.Info(), ClientID: c.clientID, ExpiresAtUnixNano: c.expiresAt})
@@ -373,6 +396,7 @@ func (ch *channel) install(s *ChannelSnapshot) {
 	ch.clear()
 	ch.cfg = s.Config
 	ch.lastID = s.LastID
+	ch.delivered = s.Delivered
 	for _, m := range s.Backlog {
 		ch.backlog.push(m, m.PublishedAtUnixMilli)
 	}
@@ -391,10 +415,15 @@ type ChannelSnapshot struct {
 	Channel string
 	// Config is the latest config the channel saw (audience of its messages);
 	// nil when the channel never had a client.
-	Config  *Config
-	LastID  int64
-	Clients []ClientSnapshot
-	Backlog []*Message // oldest first, contiguous ids ending at LastID
+	Config *Config
+	LastID int64
+	// Delivered is the webhook delivery position: every message up to it
+	// was acknowledged by the channel's webhook, or needed no delivery.
+	// The channel's next holder delivers from the message after it.
+	// 0 <= Delivered <= LastID.
+	Delivered int64
+	Clients   []ClientSnapshot
+	Backlog   []*Message // oldest first, contiguous ids ending at LastID
 	// ExpiryGrace delays the expiry of the installed clients past their
 	// ExpiresAtUnixNano, which stays their last heartbeat plus the timeout
 	// (merges compare it with leave times): a replica's copy may lack the
@@ -424,6 +453,9 @@ func (s *ChannelSnapshot) Validate() error {
 		if c.User.ID == "" || c.ClientID == "" {
 			return fmt.Errorf("%w: snapshot of %s: client without ids", ErrInvalid, s.Channel)
 		}
+	}
+	if s.Delivered < 0 || s.Delivered > s.LastID {
+		return fmt.Errorf("%w: snapshot of %s: delivery position %d outside 0..%d", ErrInvalid, s.Channel, s.Delivered, s.LastID)
 	}
 	if s.ExpiryGrace < 0 {
 		return fmt.Errorf("%w: snapshot of %s: negative expiry grace", ErrInvalid, s.Channel)

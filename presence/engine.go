@@ -35,6 +35,23 @@ type Publisher interface {
 	Publish(m *Message)
 }
 
+// Deliveries follows the channels' message sequences for a delivery that
+// outlives their holder (webhooks): the position acknowledged so far is
+// channel state (ChannelSnapshot.Delivered, moved by Engine.Acknowledge),
+// which hand-offs, replicas and merges carry.
+type Deliveries interface {
+	// Installed is called on the channel's goroutine when a state was
+	// installed here (a hand-off, a promoted copy, a merge), before the
+	// channel publishes anything after it: the messages of s after
+	// s.Delivered may not have been delivered. It must not block, and s
+	// must not be modified.
+	Installed(s *ChannelSnapshot)
+	// Pending reports whether channel has events not acknowledged yet: the
+	// channel is not passivated meanwhile, so that its position stays on
+	// its replica.
+	Pending(channel string) bool
+}
+
 // EngineConfig configures an Engine.
 type EngineConfig struct {
 	// Clock drives expiry, message times and passivation; nil means clock.Real.
@@ -53,6 +70,9 @@ type EngineConfig struct {
 	// Replicator, when set, receives every change of every channel and
 	// publishes their messages instead of Publisher (see Replicator).
 	Replicator Replicator
+	// Deliveries, when set, hears of every installed state and keeps
+	// channels with undelivered events from passivating.
+	Deliveries Deliveries
 	// MailboxSize bounds each channel's mailbox; past it calls fail with
 	// ErrOverloaded. 0 means DefaultMailboxSize.
 	MailboxSize int
@@ -98,6 +118,7 @@ type Engine struct {
 	ownHub     bool // made by the engine, so closed by it
 	publisher  Publisher
 	replicator Replicator // nil: messages go straight to publisher
+	deliveries Deliveries // nil: none
 	wheel      *wheel[*client]
 	actors     *actor.System[string, op]
 	// idFloor is the highest message id issued or installed on this node.
@@ -129,7 +150,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		cfg.MailboxSize = DefaultMailboxSize
 	}
 	e := &Engine{clk: cfg.Clock, log: cfg.Logger, configs: cfg.Configs, metrics: cfg.Metrics, hub: cfg.Hub,
-		publisher: cfg.Publisher, replicator: cfg.Replicator}
+		publisher: cfg.Publisher, replicator: cfg.Replicator, deliveries: cfg.Deliveries}
 	if e.hub == nil {
 		hub, err := NewHub(HubConfig{Metrics: cfg.Metrics, Logger: cfg.Logger, BufferSize: cfg.SubscriberBuffer})
 		if err != nil {
@@ -556,6 +577,20 @@ func (e *Engine) install(ctx context.Context, s *ChannelSnapshot, resync bool) e
 	return nil
 }
 
+// Acknowledge moves channel's delivery position (ChannelSnapshot.Delivered)
+// to id: its webhook acknowledged every event up to it. The position never
+// moves back nor past the channel's last id, and the Replicator hears of
+// the move (ChangeDelivered). It does not wait, and does nothing for a
+// channel without an actor here (handed over: its new holder delivers from
+// the position it was given).
+func (e *Engine) Acknowledge(channel string, id int64) error {
+	err := e.actors.TellExisting(channel, op{kind: opDelivered, after: id, at: e.clk.Now().UnixNano()})
+	if err != nil && !errors.Is(err, actor.ErrNoActor) {
+		return actorError(channel, err)
+	}
+	return nil
+}
+
 // Resend makes channel's actor hand the Replicator a ChangeSnapshot of its
 // state (to fill a new replica). It does nothing for a channel without an
 // actor here.
@@ -632,6 +667,7 @@ const (
 	opInstall
 	opResend
 	opClear
+	opDelivered
 )
 
 // op is a channel actor's message. It is a plain struct, not an interface,
@@ -644,7 +680,7 @@ type op struct {
 	userID   string  // opLeave
 	clientID string  // opPresent, opLeave
 	cfg      *Config // opPresent, opState, opSince, opClear (nil: keep the channel's)
-	after    int64   // opSince
+	after    int64   // opSince; opDelivered: the position
 	// at is when the request arrived (opPresent, opLeave, opClear) or the wheel's
 	// time (opExpire), in unix nanoseconds: queueing never shifts expiries.
 	at    int64
@@ -682,8 +718,11 @@ func (a *channelActor) Stopped() {
 	}
 }
 
-// CanPassivate lets an idle channel go only when nobody is present in it.
-func (a *channelActor) CanPassivate() bool { return a.ch.empty() }
+// CanPassivate lets an idle channel go only when nobody is present in it
+// and its events were delivered.
+func (a *channelActor) CanPassivate() bool {
+	return a.ch.empty() && (a.e.deliveries == nil || !a.e.deliveries.Pending(a.ch.name))
+}
 
 // ReceiveInline applies, on the sender's goroutine, the ops that only move
 // an expiry: a heartbeat of a present client. Everything that may publish is
@@ -732,9 +771,16 @@ func (a *channelActor) Receive(o op) {
 		o.reply.(chan<- Catchup) <- ch.since(o.after)
 	case opExport:
 		o.reply.(chan<- *ChannelSnapshot) <- ch.snapshot()
+	case opDelivered:
+		if ch.acknowledge(o.after, o.at) {
+			a.dispatch(nil, nil)
+		}
 	case opInstall:
 		ch.install(o.snap)
 		a.e.raiseFloor(o.snap.LastID)
+		if d := a.e.deliveries; d != nil {
+			d.Installed(o.snap)
+		}
 		now := a.e.clk.Now().UnixNano()
 		var marker *Message
 		if o.resync && ch.cfg != nil { // without a config no subscriber may see the channel

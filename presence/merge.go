@@ -33,12 +33,19 @@ func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged 
 	if continues(local, in) && maps.Equal(userSet(clients), userSet(local.Clients)) {
 		kept := *local
 		kept.Clients, kept.ExpiryGrace = clients, grace
+		// One history: a delivery acknowledged on either side was of the
+		// same message.
+		kept.Delivered = max(local.Delivered, in.Delivered)
 		return &kept, false
 	}
+	last := max(local.LastID, in.LastID) + 1
 	return &ChannelSnapshot{
-		Channel:     in.Channel,
-		Config:      cmp.Or(in.Config, local.Config),
-		LastID:      max(local.LastID, in.LastID) + 1,
+		Channel: in.Channel,
+		Config:  cmp.Or(in.Config, local.Config),
+		LastID:  last,
+		// Neither history goes on: what either had not delivered is
+		// summed up by the resync marker the install publishes next.
+		Delivered:   last,
 		Clients:     clients,
 		ExpiryGrace: grace,
 	}, true

@@ -39,6 +39,9 @@ type PrefixDocument struct {
 	// Callback is asked when no rule matches; nil means the channel then does
 	// not exist.
 	Callback *Callback
+	// Webhook receives the events of every channel of the prefix; nil
+	// means none.
+	Webhook *Webhook
 }
 
 // Rule maps channel names matching an RE2 expression to a config.
@@ -93,6 +96,8 @@ func ParsePrefixDocument(data []byte) (*PrefixDocument, error) {
 			return d.parseRules(val)
 		case "callback":
 			return d.parseCallback(val)
+		case "webhook":
+			return d.parseWebhook(val)
 		}
 		return invalidf("", "unknown field %q", key)
 	})
@@ -229,7 +234,7 @@ func (d *PrefixDocument) parseCallback(val json.RawMessage) error {
 		switch key {
 		case "url":
 			hasURL = true
-			u, err := parseCallbackURL(val, "callback.url")
+			u, err := parseHTTPURL(val, "callback.url", MaxCallbackURLBytes)
 			c.URL = u
 			return err
 		case "cache_seconds":
@@ -249,13 +254,14 @@ func (d *PrefixDocument) parseCallback(val json.RawMessage) error {
 	return nil
 }
 
-func parseCallbackURL(val json.RawMessage, path string) (string, error) {
+// parseHTTPURL reads an absolute http or https URL of at most maxBytes.
+func parseHTTPURL(val json.RawMessage, path string, maxBytes int) (string, error) {
 	s, err := decodeString(val, path)
 	if err != nil {
 		return "", err
 	}
-	if len(s) > MaxCallbackURLBytes {
-		return "", invalidf(path, "longer than %d bytes", MaxCallbackURLBytes)
+	if len(s) > maxBytes {
+		return "", invalidf(path, "longer than %d bytes", maxBytes)
 	}
 	u, err := url.Parse(s)
 	if err != nil {
@@ -451,8 +457,8 @@ func syntaxError(where string, err error) error {
 	return invalidf(where, "invalid JSON: %v", err)
 }
 
-// Canonical JSON shapes: every field present except an absent callback, so
-// that cache_seconds 0 and the default stay distinct.
+// Canonical JSON shapes: every field present except an absent callback or
+// webhook, so that cache_seconds 0 and the default stay distinct.
 type ruleJSON struct {
 	Match  string  `json:"match"`
 	Config *Config `json:"config"`
@@ -466,11 +472,23 @@ type callbackJSON struct {
 type documentJSON struct {
 	Rules    []ruleJSON    `json:"rules"`
 	Callback *callbackJSON `json:"callback,omitempty"`
+	Webhook  *webhookJSON  `json:"webhook,omitempty"`
 }
 
-// Bytes renders the document as canonical JSON: parsing it gives an equal
-// document, which renders to the same bytes.
+// Bytes renders the document as canonical JSON, the webhook's secret
+// included (what Raft stores): parsing it gives an equal document, which
+// renders to the same bytes.
 func (d *PrefixDocument) Bytes() []byte {
+	return d.render(false)
+}
+
+// RedactedBytes renders the canonical JSON of Bytes with the webhook's
+// secret replaced by RedactedSecret: what admin reads show.
+func (d *PrefixDocument) RedactedBytes() []byte {
+	return d.render(true)
+}
+
+func (d *PrefixDocument) render(redact bool) []byte {
 	out := documentJSON{Rules: make([]ruleJSON, len(d.Rules))}
 	for i := range d.Rules {
 		out.Rules[i] = ruleJSON{Match: d.Rules[i].Match, Config: &d.Rules[i].Config}
@@ -478,15 +496,22 @@ func (d *PrefixDocument) Bytes() []byte {
 	if d.Callback != nil {
 		out.Callback = &callbackJSON{URL: d.Callback.URL, CacheSeconds: d.Callback.CacheSeconds}
 	}
+	if w := d.Webhook; w != nil {
+		secret := w.Secret
+		if redact {
+			secret = RedactedSecret
+		}
+		out.Webhook = w.json(secret)
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	// Only strings, bools and ints: encoding cannot fail.
+	// Only strings, bools, ints and their lists: encoding cannot fail.
 	_ = enc.Encode(out)
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
-// MarshalJSON renders the canonical JSON of Bytes.
+// MarshalJSON renders the canonical JSON of Bytes, secret included.
 func (d *PrefixDocument) MarshalJSON() ([]byte, error) { return d.Bytes(), nil }
 
 // UnmarshalJSON parses like ParsePrefixDocument, so a document embedded in a

@@ -29,7 +29,7 @@ func mustParseDocument(t testing.TB, data string) *PrefixDocument {
 // sameDocument compares documents by their exported fields (compiled
 // expressions are derived from Match).
 func sameDocument(a, b *PrefixDocument) bool {
-	if len(a.Rules) != len(b.Rules) || !reflect.DeepEqual(a.Callback, b.Callback) {
+	if len(a.Rules) != len(b.Rules) || !reflect.DeepEqual(a.Callback, b.Callback) || !reflect.DeepEqual(a.Webhook, b.Webhook) {
 		return false
 	}
 	for i := range a.Rules {

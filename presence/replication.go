@@ -21,6 +21,10 @@ const (
 	// ChangeStopped: the channel's actor stopped here (handed over,
 	// passivated or removed); nothing of it remains on this node.
 	ChangeStopped
+	// ChangeDelivered: the webhook delivery position moved (Delivered). It
+	// never publishes, and a later one includes it, so a replicator may
+	// batch it.
+	ChangeDelivered
 )
 
 // Replicator receives every change of every channel's state, in the
@@ -47,6 +51,8 @@ type Change struct {
 	ClientID string
 	// At is when the change happened (unix ns).
 	At int64
+	// Delivered is the new delivery position (ChangeDelivered).
+	Delivered int64
 	// Message is what the change published, or nil. Of several changes made
 	// by one operation (expiry of many clients) the last carries it.
 	Message *Message
@@ -71,16 +77,18 @@ func (c *Change) Snapshot() *ChannelSnapshot {
 // changes are applied in order, nothing expires and nothing is published
 // until the copy is promoted (Snapshot, then Engine.Install).
 type Copy struct {
-	name    string
-	cfg     *Config
-	lastID  int64
-	clients map[clientKey]ClientSnapshot
-	backlog backlog
+	name      string
+	cfg       *Config
+	lastID    int64
+	delivered int64
+	clients   map[clientKey]ClientSnapshot
+	backlog   backlog
 }
 
 // NewCopy starts a copy from an owner's snapshot, which the caller validated.
 func NewCopy(s *ChannelSnapshot) *Copy {
-	c := &Copy{name: s.Channel, cfg: s.Config, lastID: s.LastID, clients: make(map[clientKey]ClientSnapshot, len(s.Clients))}
+	c := &Copy{name: s.Channel, cfg: s.Config, lastID: s.LastID, delivered: s.Delivered,
+		clients: make(map[clientKey]ClientSnapshot, len(s.Clients))}
 	for _, cs := range s.Clients {
 		c.clients[clientKey{cs.User.ID, cs.ClientID}] = cs
 	}
@@ -114,6 +122,10 @@ func (c *Copy) Apply(ch *Change) {
 		}
 	case ChangeLeave:
 		delete(c.clients, key)
+	case ChangeDelivered:
+		// An acknowledged message was published, so the copy has it; the
+		// bound only guards the snapshot's consistency.
+		c.delivered = max(c.delivered, min(ch.Delivered, c.lastID))
 	}
 	if m := ch.Message; m != nil {
 		if m.ID != c.lastID+1 {
@@ -130,7 +142,7 @@ func (c *Copy) Apply(ch *Change) {
 // expiries themselves stay as the owner sent them, so that merges compare
 // the clients' last heartbeats with leave times exactly.
 func (c *Copy) Snapshot(grace time.Duration) *ChannelSnapshot {
-	s := &ChannelSnapshot{Channel: c.name, Config: c.cfg, LastID: c.lastID, Backlog: c.backlog.all(), ExpiryGrace: grace}
+	s := &ChannelSnapshot{Channel: c.name, Config: c.cfg, LastID: c.lastID, Delivered: c.delivered, Backlog: c.backlog.all(), ExpiryGrace: grace}
 	s.Clients = make([]ClientSnapshot, 0, len(c.clients))
 	for _, cs := range c.clients {
 		s.Clients = append(s.Clients, cs)

@@ -225,6 +225,23 @@ func (r *Resolver) Resolve(ctx context.Context, channel string) (*Config, error)
 	return r.askCallback(ctx, e.doc.Callback, shard, channel)
 }
 
+// Webhook returns the webhook of channel's prefix document, or nil when
+// the prefix has none (or no document, or channel's name is invalid). A
+// prefix decided by a registered function gets the webhook of a document
+// stored for the same prefix. The result is shared and must not be
+// modified. It does not allocate.
+func (r *Resolver) Webhook(channel string) *Webhook {
+	prefix, ok := ChannelPrefix(channel)
+	if !ok {
+		return nil
+	}
+	e := (*r.entries.Load())[prefix]
+	if e == nil || e.doc == nil {
+		return nil
+	}
+	return e.doc.Webhook
+}
+
 // callFunc runs a registered function, turning its errors, panics and
 // out-of-range values (timeout, max_users) into "does not exist" for this
 // call.

@@ -176,6 +176,35 @@ type Message struct {
 	Audience *Config `json:"-"`
 	// PublishedAtUnixMilli helps prune the backlog by age.
 	PublishedAtUnixMilli int64 `json:"-"`
+	// Occupied: the message brought the channel its first user; Vacated:
+	// it took the last one away. The channel's owner sets them when it
+	// publishes; they do not travel between nodes (a state handed over
+	// derives them again from its users and backlog).
+	Occupied bool `json:"-"`
+	Vacated  bool `json:"-"`
+}
+
+// UserDelta returns how the message changed the number of users present:
+// the users entering, minus those leaving, or a count-only channel's
+// delta. ok is false for a resync marker, which says nothing of the
+// change.
+func (m *Message) UserDelta() (delta int, ok bool) {
+	switch {
+	case m.Resync:
+		return 0, false
+	case m.CountOnly:
+		return m.CountDelta, true
+	}
+	return len(m.EnteringUsers) - len(m.LeavingUserIDs), true
+}
+
+// markOccupancy sets Occupied and Vacated from the number of users present
+// right after the message.
+func (m *Message) markOccupancy(usersAfter int) {
+	if d, ok := m.UserDelta(); ok {
+		m.Occupied = d > 0 && usersAfter == d
+		m.Vacated = d < 0 && usersAfter == 0
+	}
 }
 
 // EventKind tells what a subscription event carries.

@@ -73,6 +73,18 @@ type Caller interface {
 	Call(ctx context.Context, addr string, method uint16, body []byte) ([]byte, error)
 }
 
+// Webhooks delivers the messages of the channels held here beyond the
+// cluster (package webhook's Dispatcher implements it).
+type Webhooks interface {
+	// Publish takes every message of a channel held here, once it is
+	// safe (with replication, on the replica), in id order per channel.
+	// It must not block.
+	Publish(m *presence.Message)
+	// HandedOver says that channel's state went to another node, which
+	// delivers from the position it was given.
+	HandedOver(channel string)
+}
+
 // Config configures a Router.
 type Config struct {
 	// Self is this node. Required.
@@ -85,6 +97,9 @@ type Config struct {
 	Publisher *Publisher
 	// Transport carries calls to other nodes. Required.
 	Transport Caller
+	// Webhooks, when set, delivers the messages of the channels held here
+	// (their installs reach it through the Engine's Deliveries).
+	Webhooks Webhooks
 	// Clock drives rebalance retries and sweeps; nil means clock.Real.
 	Clock clock.Clock
 	// Logger receives hand-off and forwarding problems; nil discards.

@@ -188,6 +188,13 @@
 // stalled batch, and the client moved on) is answered false and not
 // applied: last writer wins, as in merges.
 //
+// # Webhooks (Config.Webhooks)
+//
+// Every message published for a channel held here also goes to the
+// webhooks' dispatcher, and a successful hand-off tells it that the
+// channel's deliveries continue on the new holder, from the position the
+// state carries (presence.ChannelSnapshot.Delivered).
+//
 // # Metrics
 //
 // presence_forwarded_total{method}, presence_forward_errors_total,

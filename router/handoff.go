@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/presencehq/presence/presence"
@@ -69,6 +68,9 @@ func (r *Router) forgetLocal(ctx context.Context, channel string, to Member) {
 		r.log.Warn("removing a handed-over channel failed", "channel", channel, "err", err)
 	}
 	r.fan.Drop(channel)
+	if r.cfg.Webhooks != nil {
+		r.cfg.Webhooks.HandedOver(channel)
+	}
 	_, seen := r.view.Load().Member(to.Name)
 	r.routes.endMove(channel, func(e *route) {
 		e.held = false
@@ -131,34 +133,22 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 			local = replica.DropLeft(local, all)
 		}
 	}
+	// Clients whose expiry passed (a stale copy's) are installed too: they
+	// leave at the wheel's next tick with a message, which subscribers and
+	// webhooks must get (dropped here, they would never hear of the leave).
 	merged, diverged := presence.MergeSnapshots(local, snap)
-	now := r.cfg.Clock.Now().UnixNano()
 	switch {
 	case merged == snap:
 		r.log.Debug("installed a channel", "channel", snap.Channel, "clients", len(snap.Clients), "last_id", snap.LastID)
-		return r.engine.Install(ctx, dropExpired(snap, now))
+		return r.engine.Install(ctx, snap)
 	case !diverged:
 		r.log.Info("merged an older copy of the channel's history", "channel", snap.Channel,
 			"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
-		return r.engine.Install(ctx, dropExpired(merged, now))
+		return r.engine.Install(ctx, merged)
 	}
 	r.log.Info("merged a channel with the state held here", "channel", snap.Channel,
 		"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
-	return r.engine.InstallMerged(ctx, dropExpired(merged, now))
-}
-
-// dropExpired removes the clients whose expiry, grace included, passed (a
-// stale copy's): installed, they would show their users until the wheel's
-// next tick.
-func dropExpired(s *presence.ChannelSnapshot, now int64) *presence.ChannelSnapshot {
-	end := now - int64(s.ExpiryGrace)
-	live := slices.DeleteFunc(slices.Clone(s.Clients), func(c presence.ClientSnapshot) bool { return c.ExpiresAtUnixNano <= end })
-	if len(live) == len(s.Clients) {
-		return s
-	}
-	out := *s
-	out.Clients = live
-	return &out
+	return r.engine.InstallMerged(ctx, merged)
 }
 
 // extract marks channel as moving out (waiting for a hand-off in progress)

@@ -315,13 +315,6 @@ func TestPromotedCopyDropsAClientThatLeftJustAfterItsLastHeartbeat(t *testing.T)
 	if out := replica.DropLeft(snap, map[string]int64{replica.ClientKey("u", "t"): 5.5e9}); len(out.Clients) != 0 {
 		t.Fatalf("kept %+v after its leave", out.Clients)
 	}
-	// The grace still keeps the client past its expiry when nothing left.
-	if out := dropExpired(snap, 15.5e9); len(out.Clients) != 1 {
-		t.Fatal("a promoted client was dropped within its grace")
-	}
-	if out := dropExpired(snap, 16e9); len(out.Clients) != 0 {
-		t.Fatal("a promoted client outlived its grace")
-	}
 }
 
 func TestLeaveWithoutPresenceStillFencesALateCopy(t *testing.T) {

@@ -167,13 +167,17 @@ func (r *Router) Close() {
 
 // publish takes every message of a channel held here, from the engine or,
 // with replication, once the replica has its change: it goes to the local
-// hub and the nodes interested, unless the channel was exported for a
-// hand-off in progress (the new owner publishes from the exported state).
+// hub, the nodes interested and the webhooks, unless the channel was
+// exported for a hand-off in progress (the new owner publishes from the
+// exported state).
 func (r *Router) publish(m *presence.Message) {
 	if r.routes.frozen(m.Channel) {
 		return
 	}
 	r.fan.Publish(m)
+	if r.cfg.Webhooks != nil {
+		r.cfg.Webhooks.Publish(m)
+	}
 }
 
 // routines runs the goroutines of the router and its parts: Close waits

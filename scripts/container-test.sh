@@ -3,7 +3,8 @@
 # "container"): the compose cluster of docker-compose.cluster.yml, driven by
 # simulated clients and SSE subscribers on the host through the published
 # ports 8081-8083, while nodes are killed, cut off the network, restarted one
-# by one and the whole project goes down and up again.
+# by one, scaled out and in, and the whole project goes down and up again or
+# is recreated at new addresses.
 #
 #   ./scripts/container-test.sh                           every scenario
 #   CHAOS_TLS=1 ./scripts/container-test.sh               every scenario, mutual TLS between nodes
@@ -28,7 +29,6 @@
 #   CHAOS_COMPOSE_PROJECT  compose project name (presence-chaos)
 #   CHAOS_ARTIFACTS        where logs of failed runs go (/tmp/presence-container-artifacts)
 #   PRESENCE_IMAGE         image to build and run (presence-node:dev)
-#   PRESENCE_NET_PREFIX    first three octets of the cluster's /24 (172.28.0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

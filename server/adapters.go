@@ -71,13 +71,17 @@ func (c clusterInfo) Members() []api.Member {
 	return out
 }
 
-// Raft names the leader this node knows and the configured servers.
+// Raft names the leader this node knows, the configured servers and,
+// among them, the voters.
 func (c clusterInfo) Raft() api.RaftInfo {
 	leader, _ := c.s.store.Leader()
 	info := api.RaftInfo{Leader: leader}
 	if servers, err := c.s.store.Servers(); err == nil {
 		for _, srv := range servers {
 			info.Servers = append(info.Servers, srv.ID)
+			if srv.Voter {
+				info.Voters = append(info.Voters, srv.ID)
+			}
 		}
 	}
 	return info

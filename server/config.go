@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/clock"
+	"github.com/presencehq/presence/cluster/autopilot"
+	"github.com/presencehq/presence/cluster/membership"
 )
 
 // Defaults of the contract (CONTRACT.md section 1).
@@ -22,10 +24,13 @@ const (
 	DefaultBootstrapExpect = 1
 	// DefaultShutdownTimeout bounds a graceful leave (the contract promises exit within 10 s).
 	DefaultShutdownTimeout = 9 * time.Second
-	// DefaultReapAfter is how long a dead or departed member stays a Raft
-	// voter before the leader removes it: long enough for a restart or a
-	// rolling upgrade to come back without a configuration change.
-	DefaultReapAfter = 30 * time.Second
+	// DefaultReapAfter is how long a dead member stays a Raft server before
+	// the leader removes it: long enough for a crashed node to come back
+	// without a configuration change.
+	DefaultReapAfter = autopilot.DefaultReapAfter
+	// DefaultMaxVoters caps the Raft voters (odd); further servers are
+	// non-voters.
+	DefaultMaxVoters = autopilot.DefaultMaxVoters
 	// DefaultLeaderHold is how long an admin write waits for a Raft leader
 	// (an election, a leader's departure) before answering 503.
 	DefaultLeaderHold = 5 * time.Second
@@ -49,7 +54,7 @@ type Config struct {
 	GossipAddr      string   // memberlist bind; "" = DefaultGossipAddr
 	RPCAddr         string   // node-to-node bind (calls and Raft); "" = DefaultRPCAddr
 	Advertise       string   // host others use to reach us; "" = the bind host
-	Join            []string // gossip addresses of existing members
+	Join            []string // gossip addresses or DNS names of existing members
 	BootstrapExpect int      // servers to see before bootstrapping Raft; 0 = 1
 	DataDir         string   // Raft data; required
 	JWTSecrets      []string // HS256 secrets (rotation: any verifies); see Validate
@@ -93,9 +98,13 @@ type Config struct {
 	// header names the client of an anonymous stream. Empty: none.
 	TrustedProxies []string
 
-	// ReapAfter is how long a dead or departed member stays a Raft voter
-	// before the leader removes it; 0 = DefaultReapAfter.
+	// ReapAfter is how long a dead member stays a Raft server before the
+	// leader removes it (one that left is removed at once); 0 =
+	// DefaultReapAfter.
 	ReapAfter time.Duration
+	// MaxVoters caps the Raft voters; it must be odd. Servers beyond it are
+	// non-voters, promoted when a voter goes. 0 = DefaultMaxVoters.
+	MaxVoters int
 	// LeaderHold bounds how long an admin write waits for a Raft leader
 	// before failing with 503; 0 = DefaultLeaderHold.
 	LeaderHold time.Duration
@@ -113,6 +122,9 @@ type Config struct {
 	// replica (router.Config.Replication), which is what lets a channel
 	// survive its owner's crash. For benchmarks and tests of the bare path.
 	DisableReplication bool
+
+	// Resolver looks the --join host names up; nil = net.DefaultResolver.
+	Resolver membership.Resolver
 
 	// FastTimings tightens Raft and the node's own retry timings for tests.
 	FastTimings bool
@@ -203,6 +215,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ReapAfter == 0 {
 		c.ReapAfter = DefaultReapAfter
+	}
+	if c.MaxVoters == 0 {
+		c.MaxVoters = DefaultMaxVoters
+	}
+	if c.MaxVoters < 1 || c.MaxVoters%2 == 0 {
+		return fmt.Errorf("%w: --max-voters must be odd (1, 3, 5, 7...), got %d", ErrConfig, c.MaxVoters)
 	}
 	if c.LeaderHold == 0 {
 		c.LeaderHold = DefaultLeaderHold

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/internal/testcluster"
+	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/server"
 )
 
@@ -202,6 +203,19 @@ func exercise(t *testing.T, c *testcluster.Cluster, n *testcluster.Node) {
 	if _, err := user.Get("/m/dash"); err != nil {
 		t.Fatal(err)
 	}
+	// A prefix with a webhook, and an event delivered to it.
+	receiver := testkit.NewEndpoint(t, http.StatusOK, nil)
+	putPrefix(t, c, 0, "hook", `{"rules":[{"match":"/hook/.+","config":{"public":true}}],`+
+		`"webhook":{"url":"`+receiver.URL+`","secret":"dashboard"}}`)
+	if got, err := user.Update("tab", []string{"/hook/dash"}, nil); err != nil || !got["/hook/dash"] {
+		t.Fatalf("update of a webhook's channel: %v %v", got, err)
+	}
+	c.WaitFor(settleTimeout, func() error {
+		if receiver.Requests() == 0 {
+			return fmt.Errorf("no webhook request yet")
+		}
+		return nil
+	})
 }
 
 // scrapeFamilies returns the metric families of a /metrics answer in the

@@ -84,53 +84,33 @@ func (s *Server) GossipAddr() string {
 }
 
 // clusterLoop joins the --join addresses, if any, then heals partitions
-// for as long as the node runs: every joinMax (the longest pause between
-// join attempts) it rejoins the seeds and recently failed members that
-// gossip does not see alive.
+// for as long as the node runs (membership.Discovery): every joinMax (the
+// longest pause between join attempts) it rejoins the seeds and recently
+// failed members that gossip does not see alive. Seeds that are DNS names
+// are looked up each time, and every address they resolve to is joined.
 func (s *Server) clusterLoop(ml *membership.Membership) {
 	defer s.wg.Done()
-	if len(s.cfg.Join) > 0 && !s.joinLoop(ml) {
+	d := membership.NewDiscovery(ml, membership.DiscoveryConfig{
+		Seeds:          s.cfg.Join,
+		Resolver:       s.cfg.Resolver,
+		JoinMinBackoff: s.timings.joinMin,
+		JoinMaxBackoff: s.timings.joinMax,
+		Logger:         s.log,
+	})
+	if !d.Join(s.ctx) {
 		return
 	}
-	r := &rejoiner{ml: ml, seeds: s.cfg.Join, log: s.log}
-	r.run(s.ctx, s.timings.joinMax, s.draining.Load)
+	if len(s.cfg.Join) > 0 {
+		s.joined.Store(true)
+	}
+	d.Heal(s.ctx, s.draining.Load)
 }
 
-// joinLoop contacts the --join addresses until another member answers, so
-// a node started before its seeds still joins them once they are up. It
-// reports false when the node stops first.
-func (s *Server) joinLoop(ml *membership.Membership) bool {
-	backoff := s.timings.joinMin
-	for attempt := 1; ; attempt++ {
-		_, err := ml.Join(s.cfg.Join)
-		if err == nil && otherMemberLive(ml) {
-			s.joined.Store(true)
-			s.log.Info("joined the cluster", "attempts", attempt)
-			return true
-		}
-		level := s.log.Debug
-		if attempt == 1 {
-			level = s.log.Info
-		}
-		level("join failed, retrying", "join", s.cfg.Join, "err", err, "retry_in", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-s.ctx.Done():
-			return false
-		}
-		backoff = min(2*backoff, s.timings.joinMax)
-	}
-}
-
-// otherMemberLive reports whether gossip knows a live member besides this
-// node (a join address may be this node itself).
-func otherMemberLive(ml *membership.Membership) bool {
-	for _, m := range ml.Members() {
-		if m.Name != ml.LocalName() {
-			return true
-		}
-	}
-	return false
+// rememberFailed is how long a failed member's address is retried: at
+// least as long as the member table shows it (twice ReapAfter), so a
+// partition that outlasted Raft's reaping still heals.
+func rememberFailed(reapAfter time.Duration) time.Duration {
+	return max(membership.DefaultRememberFailed, 2*reapAfter)
 }
 
 // memberLoop is the one consumer of membership events: it keeps the member
@@ -169,7 +149,7 @@ func (s *Server) memberLoop(ml *membership.Membership) {
 			clear(restarted)
 		}
 		last = s.pushMembers(last, nil)
-		s.kickRaft()
+		s.pilot.Kick()
 	}
 }
 

@@ -26,6 +26,10 @@ const (
 	// documents (a starting node compares it with its own). Empty request;
 	// ErrNotLeader from a follower.
 	methodPrefixDigest = firstServerMethod + 2
+	// methodRaftProgress asks a node how far its Raft log goes (autopilot
+	// judges whether a non-voter caught up). Empty request; the reply is a
+	// JSON progressJSON.
+	methodRaftProgress = firstServerMethod + 3
 )
 
 // maxWriteBackoff caps the pause between attempts of a held admin write.
@@ -88,6 +92,8 @@ func (s *Server) handleRPC(ctx context.Context, method uint16, body []byte) ([]b
 			return nil, err
 		}
 		return documentsDigest(s.store.List()), nil
+	case methodRaftProgress:
+		return encodeProgress(s.store.Progress())
 	}
 	return nil, fmt.Errorf("%w: unknown transport method %d", presence.ErrInvalid, method)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/presencehq/presence/api"
+	"github.com/presencehq/presence/cluster/autopilot"
 	"github.com/presencehq/presence/cluster/membership"
 	"github.com/presencehq/presence/cluster/peertls"
 	"github.com/presencehq/presence/cluster/raftstore"
@@ -29,6 +30,7 @@ import (
 	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/tlscert"
 	"github.com/presencehq/presence/web"
+	"github.com/presencehq/presence/webhook"
 )
 
 // DemoPrefixDocument is the configuration of the "demo" prefix in --dev mode:
@@ -46,7 +48,9 @@ type Server struct {
 	registry *prometheus.Registry
 	resolver *presence.Resolver
 	store    *raftstore.Store
+	pilot    *autopilot.Autopilot // the Raft configuration, from membership
 	engine   *presence.Engine
+	webhooks *webhook.Dispatcher
 
 	transport *transport.Transport
 	peerTLS   *peertls.Material // node-to-node TLS files; nil without TLS
@@ -69,7 +73,6 @@ type Server struct {
 	streams    context.Context
 	endStreams context.CancelFunc
 	wg         sync.WaitGroup
-	raftKick   chan struct{}
 	started    atomic.Bool // membership running
 	joined     atomic.Bool // another member seen
 	draining   atomic.Bool // shutting down: no new streams, not ready
@@ -103,7 +106,6 @@ func New(cfg Config) (*Server, error) {
 		registry:  prometheus.NewRegistry(),
 		members:   newMemberTable(cfg.Name),
 		freeze:    freezeWatch{threshold: freezeThreshold, quiet: resumeQuiet},
-		raftKick:  make(chan struct{}, 1),
 		startedAt: time.Now(),
 	}
 	if cfg.HTTPTLSCert != "" {
@@ -131,6 +133,9 @@ func New(cfg Config) (*Server, error) {
 // open builds the components in dependency order; on error, closeBackends
 // releases whatever was built.
 func (s *Server) open() error {
+	if err := claimDataDir(s.cfg.DataDir, s.cfg.Name); err != nil {
+		return err
+	}
 	if err := s.openTransport(); err != nil {
 		return err
 	}
@@ -138,10 +143,24 @@ func (s *Server) open() error {
 		return err
 	}
 	s.registry.MustRegister(newRaftCollector(s.store))
+	if err := s.newAutopilot(); err != nil {
+		return err
+	}
 	s.self = router.Member{Name: s.cfg.Name, RPCAddr: s.rpcAddr}
 	metrics := presence.NewMetrics(s.registry)
 	pub := router.NewPublisher()
 	var err error
+	if s.webhooks, err = webhook.New(webhook.Config{
+		Webhooks: s.resolver.Webhook,
+		// The engine is made next; a channel acknowledges only once it
+		// has published, so after that.
+		Acknowledge: func(channel string, id int64) error { return s.engine.Acknowledge(channel, id) },
+		Clock:       s.cfg.Clock,
+		Logger:      s.log,
+		Registry:    s.registry,
+	}); err != nil {
+		return err
+	}
 	if s.engine, err = presence.NewEngine(presence.EngineConfig{
 		Clock:      s.cfg.Clock,
 		Logger:     s.log,
@@ -149,6 +168,7 @@ func (s *Server) open() error {
 		Metrics:    metrics,
 		Publisher:  pub,
 		Replicator: pub,
+		Deliveries: s.webhooks,
 	}); err != nil {
 		return err
 	}
@@ -157,6 +177,7 @@ func (s *Server) open() error {
 		Engine:    s.engine,
 		Publisher: pub,
 		Transport: s.transport,
+		Webhooks:  s.webhooks,
 		Clock:     s.cfg.Clock,
 		Logger:    s.log,
 		Registry:  s.registry,
@@ -393,7 +414,10 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.wg.Add(3)
 	go s.awaitConfig()
-	go s.raftLoop()
+	go func() {
+		defer s.wg.Done()
+		s.pilot.Run(s.ctx)
+	}()
 	go s.watchFreezes()
 	if s.jwks != nil {
 		go s.prefetchJWKS()

@@ -59,6 +59,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // handOff is the graceful part of Shutdown. Its failures are logged, not
 // returned: the node stops anyway, and the others recover as from a crash.
 func (s *Server) handOff(ctx context.Context) {
+	s.pilot.SetLeaving() // no more servers added or promoted by this node
 	// Announced alongside the hand-off (the broadcast takes a gossip round
 	// or two), which does not depend on it: the others give this node no
 	// channel from then on, and nodes that all shut down at once stop
@@ -75,7 +76,7 @@ func (s *Server) handOff(ctx context.Context) {
 	} else {
 		s.log.Info("no other node alive: channels not handed off")
 	}
-	if err := s.store.TransferLeadership(); err != nil {
+	if err := s.pilot.HandOver(ctx); err != nil {
 		s.log.Warn("raft leadership not transferred", "err", err)
 	}
 	<-announced
@@ -91,6 +92,7 @@ func (s *Server) handOff(ctx context.Context) {
 	if err := s.membership().Leave(leave); err != nil {
 		s.log.Warn("membership leave not fully announced", "err", err)
 	}
+	s.awaitRaftRemoval(ctx)
 }
 
 // drain hands every channel over within ctx's budget, and gives up as soon
@@ -224,8 +226,9 @@ func (s *Server) waitLoops(ctx context.Context) error {
 }
 
 // closeBackends closes what New opened, in reverse order of use: no more
-// node-to-node calls, then the router and its subscriptions, the engine's
-// actors and Raft. Every component may be missing after a failed New.
+// node-to-node calls, then the router and its subscriptions, the webhook
+// deliveries, the engine's actors and Raft. Every component may be missing
+// after a failed New.
 func (s *Server) closeBackends(ctx context.Context) error {
 	var errs []error
 	if s.transport != nil {
@@ -235,6 +238,9 @@ func (s *Server) closeBackends(ctx context.Context) error {
 	}
 	if s.router != nil {
 		s.router.Close()
+	}
+	if s.webhooks != nil {
+		s.webhooks.Close()
 	}
 	if s.engine != nil {
 		if err := s.engine.Close(ctx); err != nil {

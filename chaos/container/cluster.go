@@ -74,7 +74,12 @@ type Cluster struct {
 	run runFunc
 
 	mu   sync.Mutex
-	urls map[string]string // service -> http://host:port, learnt by Up
+	urls map[string]string // service or scaled node -> http://host:port, learnt by Up and Scale
+	// scaled holds the replicas asked of each scaled service (Scale), which
+	// every later up must repeat: a plain up scales a service back to the
+	// compose file's count.
+	scaled map[string]int
+	extras map[string]string // a scaled container's node name -> its container id
 }
 
 // Exit is how a stopped container ended.
@@ -117,7 +122,7 @@ func New(cfg Config) (*Cluster, error) {
 	case cfg.StopGrace < time.Second:
 		return nil, fmt.Errorf("%w: StopGrace below a second", ErrBadConfig)
 	}
-	return &Cluster{cfg: cfg, run: execRun, urls: map[string]string{}}, nil
+	return &Cluster{cfg: cfg, run: execRun, urls: map[string]string{}, scaled: map[string]int{}, extras: map[string]string{}}, nil
 }
 
 // DetectCompose returns the first compose client that answers "version":
@@ -148,10 +153,11 @@ func (c *Cluster) Serving() []string { return c.Services() }
 
 var _ chaos.Cluster = (*Cluster)(nil)
 
-// Up creates and starts whatever of the project is not running, then
-// learns every service's published HTTP address.
+// Up creates and starts whatever of the project is not running (with the
+// replicas Scale asked for), then learns every service's published HTTP
+// address.
 func (c *Cluster) Up(ctx context.Context) error {
-	if _, err := c.compose(ctx, "up", "-d", "--remove-orphans"); err != nil {
+	if _, err := c.compose(ctx, append([]string{"up", "-d", "--remove-orphans"}, c.scaleArgs()...)...); err != nil {
 		return err
 	}
 	for _, s := range c.cfg.Services {
@@ -195,8 +201,15 @@ func (c *Cluster) Admin(service string) chaos.Admin {
 	return chaos.Admin{URL: c.URL(service), Token: c.cfg.AdminToken}
 }
 
-// ID returns the id of service's container, running or not.
+// ID returns the id of service's container, running or not, or of the
+// scaled container of that node name.
 func (c *Cluster) ID(ctx context.Context, service string) (string, error) {
+	c.mu.Lock()
+	id, scaled := c.extras[service]
+	c.mu.Unlock()
+	if scaled {
+		return id, nil
+	}
 	out, err := c.docker(ctx, "ps", "-a", "-q", "--no-trunc",
 		"--filter", "label=com.docker.compose.project="+c.cfg.Project,
 		"--filter", "label=com.docker.compose.service="+service)

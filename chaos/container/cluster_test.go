@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -286,13 +287,25 @@ func fakeNode(t *testing.T, ready bool, cluster string) string {
 	return srv.URL
 }
 
-func clusterJSON(leader string, alive, servers []string) string {
+// clusterJSON answers /admin/cluster; voters are the servers but for
+// nonvoters.
+func clusterJSON(leader string, alive, servers []string, nonvoters ...string) string {
 	var members []string
 	for _, m := range alive {
 		members = append(members, fmt.Sprintf(`{"name":%q,"http":"x","state":"alive"}`, m))
 	}
-	return fmt.Sprintf(`{"members":[%s],"raft":{"leader":%q,"servers":["%s"]}}`,
-		strings.Join(members, ","), leader, strings.Join(servers, `","`))
+	var voters []string
+	for _, s := range servers {
+		if !slices.Contains(nonvoters, s) {
+			voters = append(voters, s)
+		}
+	}
+	list := func(names []string) string {
+		b, _ := json.Marshal(append([]string{}, names...))
+		return string(b)
+	}
+	return fmt.Sprintf(`{"members":[%s],"raft":{"leader":%q,"servers":%s,"voters":%s}}`,
+		strings.Join(members, ","), leader, list(servers), list(voters))
 }
 
 func TestReady(t *testing.T) {
@@ -308,7 +321,10 @@ func TestReady(t *testing.T) {
 		{"two leaders", clusterJSON("a", both, both), clusterJSON("b", both, both), true, false},
 		{"leader not running", clusterJSON("c", both, both), clusterJSON("c", both, both), true, false},
 		{"b not alive", clusterJSON("a", []string{"a"}, both), clusterJSON("a", both, both), true, false},
-		{"b not a voter", clusterJSON("a", both, []string{"a"}), clusterJSON("a", both, []string{"a"}), true, false},
+		{"b not a server", clusterJSON("a", both, []string{"a"}), clusterJSON("a", both, []string{"a"}), true, false},
+		{"b a non-voter", clusterJSON("a", both, both, "b"), clusterJSON("a", both, both, "b"), true, true},
+		{"a stopped voter", clusterJSON("a", both, []string{"a", "b", "c"}), clusterJSON("a", both, []string{"a", "b", "c"}), true, false},
+		{"no voter", clusterJSON("a", both, both, "a", "b"), clusterJSON("a", both, both, "a", "b"), true, false},
 	}
 	for _, tc := range cases {
 		c, err := New(Config{Compose: []string{"x"}, File: "f", Project: "p", AdminToken: "t", Services: both})

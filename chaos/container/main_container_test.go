@@ -167,10 +167,11 @@ func bringUp(ctx context.Context) error {
 
 // makeCertificates runs `presence-node tls` in the TLS file's tool service,
 // as docker-compose.tls.yml documents: a CA for this run, and a
-// certificate for every node, into the volume the nodes mount.
+// certificate for every node service, the scaled one included (its nodes
+// share it), into the volume the nodes mount.
 func makeCertificates(ctx context.Context) error {
 	steps := [][]string{{"ca", "--dir", "/tls"}}
-	for _, s := range cluster.Services() {
+	for _, s := range append(cluster.Services(), scaledService) {
 		steps = append(steps, []string{"cert", "--dir", "/tls", "--ca", "/tls/presence-ca.pem",
 			"--ca-key", "/tls/presence-ca-key.pem", "--name", s, "--host", s})
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/presencehq/presence/cluster/autopilot"
 )
 
 // readyPoll paces WaitReady.
@@ -33,11 +35,14 @@ func (c *Cluster) WaitReady(ctx context.Context, running []string) error {
 	}
 }
 
-// Ready returns nil when every service of running answers /readyz with
-// 200, names the same Raft leader (one of them), sees all of them alive
-// and lists all of them as Raft servers: a cluster that can take the next
+// Ready returns nil when every node of running (a service, or a scaled
+// container's node name) answers /readyz with 200, names the same Raft
+// leader (one of them), sees all of them alive, lists all of them as Raft
+// servers, and has only running voters, as many as autopilot aims at
+// (every restarted node promoted again): a cluster that can take the next
 // fault with a Raft majority left.
 func (c *Cluster) Ready(ctx context.Context, running []string) error {
+	wantVoters := autopilot.Voters(len(running), autopilot.DefaultMaxVoters)
 	leader := ""
 	for _, s := range running {
 		a := c.Admin(s)
@@ -66,6 +71,14 @@ func (c *Cluster) Ready(ctx context.Context, running []string) error {
 			if !slices.Contains(view.Raft.Servers, name) {
 				return fmt.Errorf("%s: %s is not a Raft server (servers: %v)", s, name, view.Raft.Servers)
 			}
+		}
+		for _, name := range view.Raft.Voters {
+			if !slices.Contains(running, name) {
+				return fmt.Errorf("%s: Raft voter %s is not running (voters: %v)", s, name, view.Raft.Voters)
+			}
+		}
+		if len(view.Raft.Voters) < wantVoters {
+			return fmt.Errorf("%s: %d Raft voters %v, want %d", s, len(view.Raft.Voters), view.Raft.Voters, wantVoters)
 		}
 	}
 	return nil

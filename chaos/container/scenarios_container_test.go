@@ -79,6 +79,10 @@ func TestContainerNetworkDisconnect(t *testing.T) {
 	r := start(t, scenario{prefix: "cut", channels: 100, users: 250, heartbeat: faultHeartbeat,
 		staleApply: disconnectFor + 5*time.Second, perNode: 2, vanish: 0.02})
 	victim := r.shuffled()[0]
+	var addr string
+	if err := docker(func(ctx context.Context) (err error) { addr, err = cluster.Address(ctx, victim); return err }); err != nil {
+		t.Fatal(err)
+	}
 	var att container.Attachment
 	cut := time.Now()
 	err := docker(func(ctx context.Context) (err error) { att, err = cluster.Disconnect(ctx, victim); return err })
@@ -98,7 +102,17 @@ func TestContainerNetworkDisconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	connected = true
-	r.Logf("%s connected again at %s (%s)", victim, stamp(), att.IP)
+	// No address is fixed: Docker gives the lowest free one, which is the
+	// node's own as long as no container was created meanwhile. A running
+	// node cannot change the address it advertises.
+	var back string
+	if err := docker(func(ctx context.Context) (err error) { back, err = cluster.Address(ctx, victim); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if back != addr {
+		t.Fatalf("%s reconnected at %s, not its address %s", victim, back, addr)
+	}
+	r.Logf("%s connected again at %s (%s)", victim, stamp(), back)
 	detection, err := detected()
 	if err != nil {
 		t.Error(err)

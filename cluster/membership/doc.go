@@ -9,4 +9,11 @@
 // consumer lags, the dropped changes become one resync event telling it to
 // re-read Members. It remembers the members that failed, so a node can
 // rejoin them after a partition, which memberlist alone never does.
+//
+// Discovery finds the members to join: the seeds (--join) are looked up
+// at every attempt, and every address a DNS name resolves to is joined, so
+// one name can stand for all the nodes (a Kubernetes headless Service, a
+// compose service scaled up). It keeps trying until another member
+// answers, then heals: it rejoins the seeds gossip does not see and the
+// members that failed.
 package membership

@@ -131,3 +131,28 @@ func (s *Store) Barrier(timeout time.Duration) error {
 	}
 	return nil
 }
+
+// Progress is how far a server's Raft log goes and how recently it heard
+// from a leader: what a leader compares with its own to judge whether a
+// non-voter caught up.
+type Progress struct {
+	// Term is the server's current term.
+	Term uint64
+	// LastIndex is the index of the last entry in its log or snapshot.
+	LastIndex uint64
+	// LastContact is how long ago it last heard from a leader: zero on the
+	// leader itself, negative when it never did.
+	LastContact time.Duration
+}
+
+// Progress reports this server's Raft progress.
+func (s *Store) Progress() Progress {
+	p := Progress{Term: s.raft.CurrentTerm(), LastIndex: s.raft.LastIndex(), LastContact: -1}
+	switch last := s.raft.LastContact(); {
+	case s.IsLeader():
+		p.LastContact = 0
+	case !last.IsZero():
+		p.LastContact = time.Since(last)
+	}
+	return p
+}

@@ -56,12 +56,32 @@ func (s *Store) apply(ctx context.Context, cmd fsm.Command) error {
 	return nil
 }
 
-// AddVoter adds a voting server, or updates its address, and returns once
-// the new configuration is committed. A server already voting at addr is
-// left alone, so callers may repeat the call. Leader only.
+// AddVoter adds a voting server, promotes a non-voter, or updates a
+// voter's address, and returns once the new configuration is committed. A
+// server already voting at addr is left alone, so callers may repeat the
+// call. Leader only.
 func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
-	if id == "" || addr == "" {
-		return errors.New("raftstore: add voter: empty id or address")
+	return s.addServer(ctx, Server{ID: id, Addr: addr, Voter: true})
+}
+
+// AddNonvoter adds a server without a vote: it receives the log but takes
+// no part in elections or commitment, so adding it never changes the
+// quorum. A server already in the configuration at addr is left alone; at
+// another address, its address is updated and a voter stays a voter (Raft's
+// own rule). Leader only.
+func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
+	return s.addServer(ctx, Server{ID: id, Addr: addr})
+}
+
+// addServer adds srv with its suffrage unless the configuration already
+// holds it (for a non-voter: holds it at that address, with any suffrage).
+func (s *Store) addServer(ctx context.Context, srv Server) error {
+	kind := "non-voter"
+	if srv.Voter {
+		kind = "voter"
+	}
+	if srv.ID == "" || srv.Addr == "" {
+		return fmt.Errorf("raftstore: add %s: empty id or address", kind)
 	}
 	if err := s.checkLeader(); err != nil {
 		return err
@@ -70,14 +90,42 @@ func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
 	if err != nil {
 		return err
 	}
-	if slices.Contains(servers, Server{ID: id, Addr: addr, Voter: true}) {
+	if slices.ContainsFunc(servers, func(cur Server) bool {
+		return cur.ID == srv.ID && cur.Addr == srv.Addr && (cur.Voter || !srv.Voter)
+	}) {
 		return nil
 	}
 	_, err = await(ctx, s, func(timeout time.Duration) raft.IndexFuture {
-		return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+		if srv.Voter {
+			return s.raft.AddVoter(raft.ServerID(srv.ID), raft.ServerAddress(srv.Addr), 0, timeout)
+		}
+		return s.raft.AddNonvoter(raft.ServerID(srv.ID), raft.ServerAddress(srv.Addr), 0, timeout)
 	})
 	if err != nil {
-		return fmt.Errorf("raftstore: add voter %s: %w", id, err)
+		return fmt.Errorf("raftstore: add %s %s: %w", kind, srv.ID, err)
+	}
+	return nil
+}
+
+// DemoteVoter takes a voter's vote away; it stays in the configuration as a
+// non-voter and keeps receiving the log. A server that is not a voter, or
+// not in the configuration, is left alone. Leader only.
+func (s *Store) DemoteVoter(ctx context.Context, id string) error {
+	if err := s.checkLeader(); err != nil {
+		return err
+	}
+	servers, err := s.Servers()
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(servers, func(srv Server) bool { return srv.ID == id && srv.Voter }) {
+		return nil
+	}
+	_, err = await(ctx, s, func(timeout time.Duration) raft.IndexFuture {
+		return s.raft.DemoteVoter(raft.ServerID(id), 0, timeout)
+	})
+	if err != nil {
+		return fmt.Errorf("raftstore: demote voter %s: %w", id, err)
 	}
 	return nil
 }

@@ -2,13 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/router"
+	"github.com/presencehq/presence/server"
 )
 
 func env(vars map[string]string) func(string) string {
@@ -21,6 +27,7 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 		"PRESENCE_HTTP":             "127.0.0.1:9999",
 		"PRESENCE_JWT_SECRET":       "s3cret",
 		"PRESENCE_BOOTSTRAP_EXPECT": "3",
+		"PRESENCE_MAX_VOTERS":       "3",
 		"PRESENCE_JOIN":             "a:7946, b:7946",
 		"PRESENCE_CORS_ORIGINS":     "https://x.example",
 		"PRESENCE_DEV":              "true",
@@ -31,7 +38,8 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	if cfg.Name != "n1" {
 		t.Errorf("name %q: the flag must beat PRESENCE_NAME", cfg.Name)
 	}
-	if cfg.HTTPAddr != "127.0.0.1:9999" || strings.Join(cfg.JWTSecrets, "|") != "s3cret" || cfg.BootstrapExpect != 3 || !cfg.Dev {
+	if cfg.HTTPAddr != "127.0.0.1:9999" || strings.Join(cfg.JWTSecrets, "|") != "s3cret" || cfg.BootstrapExpect != 3 ||
+		cfg.MaxVoters != 3 || !cfg.Dev {
 		t.Errorf("environment not applied: %+v", cfg)
 	}
 	if strings.Join(cfg.Join, "|") != "a:7946|b:7946" || strings.Join(cfg.CORSOrigins, "|") != "https://x.example" {
@@ -184,6 +192,7 @@ func TestMissingSecretsExitWithCode2(t *testing.T) {
 		"missing node TLS files": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey,
 			"--tls-cert", "/nonexistent/n1.pem", "--tls-key", "/nonexistent/n1-key.pem", "--tls-ca", "/nonexistent/ca.pem"},
 		"service = admin": {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x", "--admin-token", "a", "--service-tokens", "b,a"},
+		"even max voters": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--max-voters", "4"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -202,5 +211,91 @@ func TestHealthFailsWithoutNode(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run([]string{"health", "--http", "127.0.0.1:1"}, env(nil), io.Discard, &stderr); code != 1 {
 		t.Fatalf("health exit code %d, want 1", code)
+	}
+}
+
+// TestNameRecordedInDataDir: without --name (or PRESENCE_NAME), the node
+// takes the name its data directory recorded, so a container recreated
+// with a new host name keeps its identity; a given name wins.
+func TestNameRecordedInDataDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "node-name"), []byte("kept\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--data-dir", dir}, nil, "kept"},
+		{nil, map[string]string{"PRESENCE_DATA_DIR": dir}, "kept"},
+		{[]string{"--data-dir", dir, "--name", "other"}, nil, "other"},
+		{[]string{"--data-dir", dir}, map[string]string{"PRESENCE_NAME": "envname"}, "envname"},
+	}
+	for _, c := range cases {
+		cfg, _, err := parseFlags(c.args, env(c.env), &bytes.Buffer{})
+		if err != nil || cfg.Name != c.want {
+			t.Errorf("%v %v: name %q, %v; want %q", c.args, c.env, cfg.Name, err, c.want)
+		}
+	}
+	host, _ := os.Hostname()
+	if cfg, _, err := parseFlags([]string{"--data-dir", t.TempDir()}, env(nil), &bytes.Buffer{}); err != nil || cfg.Name != host {
+		t.Errorf("empty data dir: name %q, %v; want the host name %q", cfg.Name, err, host)
+	}
+}
+
+func TestDefaultAdvertise(t *testing.T) {
+	ips := func(s ...string) []net.IPAddr {
+		out := make([]net.IPAddr, len(s))
+		for i, ip := range s {
+			out[i] = net.IPAddr{IP: net.ParseIP(ip)}
+		}
+		return out
+	}
+	lookups := 0
+	resolver := func(answer []net.IPAddr, err error) func(context.Context, string) ([]net.IPAddr, error) {
+		return func(_ context.Context, host string) ([]net.IPAddr, error) {
+			lookups++
+			if host != "box" {
+				t.Fatalf("looked up %q, want the host name", host)
+			}
+			return answer, err
+		}
+	}
+	everywhere := server.Config{GossipAddr: "0.0.0.0:7946", RPCAddr: "0.0.0.0:7947"}
+	cases := []struct {
+		name    string
+		cfg     server.Config
+		answer  []net.IPAddr
+		err     error
+		want    string
+		wantErr bool
+	}{
+		{"container", everywhere, ips("127.0.1.1", "fd00::5", "172.18.0.5"), nil, "172.18.0.5", false},
+		{"IPv6 only", everywhere, ips("::1", "fd00::5"), nil, "fd00::5", false},
+		{"loopback only", everywhere, ips("127.0.1.1", "::1"), nil, "", true},
+		{"not resolved", everywhere, nil, errors.New("no such host"), "", true},
+		{"one listener everywhere", server.Config{GossipAddr: "127.0.0.1:7946", RPCAddr: "[::]:7947"},
+			ips("10.0.0.9"), nil, "10.0.0.9", false},
+	}
+	for _, c := range cases {
+		cfg := c.cfg
+		err := defaultAdvertise(&cfg, "box", resolver(c.answer, c.err))
+		if (err != nil) != c.wantErr || cfg.Advertise != c.want {
+			t.Errorf("%s: advertise %q, %v; want %q (error %v)", c.name, cfg.Advertise, err, c.want, c.wantErr)
+		}
+	}
+	lookups = 0
+	for _, cfg := range []server.Config{
+		{GossipAddr: "127.0.0.1:7946", RPCAddr: "127.0.0.1:7947"},
+		{GossipAddr: "0.0.0.0:7946", RPCAddr: "0.0.0.0:7947", Advertise: "node1"},
+	} {
+		before := cfg.Advertise
+		if err := defaultAdvertise(&cfg, "box", resolver(ips("10.0.0.9"), nil)); err != nil || cfg.Advertise != before {
+			t.Errorf("%+v: advertise %q, %v; want it unchanged", cfg, cfg.Advertise, err)
+		}
+	}
+	if lookups != 0 {
+		t.Errorf("%d lookups where nothing needed the host name", lookups)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/presencehq/presence/api"
 	"github.com/presencehq/presence/client"
+	"github.com/presencehq/presence/cluster/autopilot"
 	"github.com/presencehq/presence/internal/testkit"
 	"github.com/presencehq/presence/presence"
 )
@@ -36,7 +37,9 @@ func (c *Cluster) WaitFor(timeout time.Duration, cond func() error) {
 
 // WaitReady waits until every running node answers /readyz with 200, all
 // name the same Raft leader, each sees exactly the running nodes alive and
-// in the Raft configuration, and all agree on channel owners.
+// in the Raft configuration, every voter running and at least as many
+// voters as autopilot wants for that many servers (the cluster can take the
+// next fault), and all agree on channel owners.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	c.WaitFor(DefaultReadyTimeout, c.Ready)
@@ -56,6 +59,9 @@ func (c *Cluster) Ready() error {
 		names = append(names, n.Name)
 	}
 	slices.Sort(names)
+	running[0].c.mu.Lock()
+	wantVoters := autopilot.Voters(len(running), running[0].maxVoters)
+	running[0].c.mu.Unlock()
 	var leader string
 	owners := map[string]string{}
 	for _, n := range running {
@@ -67,7 +73,7 @@ func (c *Cluster) Ready() error {
 		if err != nil {
 			return err
 		}
-		if err := checkView(n.Name, view, names, &leader); err != nil {
+		if err := checkView(n.Name, view, names, wantVoters, &leader); err != nil {
 			return err
 		}
 		for _, ch := range probeChannels {
@@ -85,7 +91,7 @@ func (c *Cluster) Ready() error {
 }
 
 // checkView compares one node's /admin/cluster with the running nodes.
-func checkView(node string, view ClusterView, running []string, leader *string) error {
+func checkView(node string, view ClusterView, running []string, wantVoters int, leader *string) error {
 	alive := view.Alive()
 	if !slices.Equal(alive, running) {
 		return fmt.Errorf("%s sees alive %v, running %v", node, alive, running)
@@ -94,6 +100,14 @@ func checkView(node string, view ClusterView, running []string, leader *string) 
 		if !slices.Contains(view.Raft.Servers, name) {
 			return fmt.Errorf("%s: raft servers %v lack %s", node, view.Raft.Servers, name)
 		}
+	}
+	for _, name := range view.Raft.Voters {
+		if !slices.Contains(running, name) {
+			return fmt.Errorf("%s: raft voter %s is not running (voters %v)", node, name, view.Raft.Voters)
+		}
+	}
+	if len(view.Raft.Voters) < wantVoters {
+		return fmt.Errorf("%s: %d raft voters %v, want %d", node, len(view.Raft.Voters), view.Raft.Voters, wantVoters)
 	}
 	switch {
 	case view.Raft.Leader == "":

@@ -8,6 +8,7 @@
 package testcluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -107,6 +108,8 @@ type Node struct {
 	c     *Cluster
 	cfg   server.Config
 	srv   *server.Server // nil while stopped
+	// maxVoters is the Raft voter cap of the running server.
+	maxVoters int
 }
 
 // Start creates n nodes and starts them all; every node but the first
@@ -270,6 +273,7 @@ func (c *Cluster) StartNode(i int) {
 		n.cfg.RPCAddr = srv.RPCAddr()
 	}
 	n.srv = srv
+	n.maxVoters = cmp.Or(cfg.MaxVoters, server.DefaultMaxVoters)
 }
 
 // Kill crashes node i: no hand-off, no leave, no leadership transfer.

@@ -19,8 +19,9 @@
 // it published, and the interested nodes again whenever they change, so a
 // promoted copy pushes at once to every node that subscribed before the
 // owner died. Refreshes (a heartbeat that only moves an expiry) are
-// coalesced per client and sent with the next batch or every Interval;
-// enters and leaves are sent at once. When a channel's replica changes, the
+// coalesced per client, and webhook delivery positions
+// (presence.ChangeDelivered) per channel, and sent with the next batch or
+// every Interval; enters and leaves are sent at once. When a channel's replica changes, the
 // old replica keeps its copy until the new one acknowledged a snapshot.
 //
 // # Publish after replicate

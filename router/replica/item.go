@@ -20,7 +20,7 @@ type item struct {
 // change returns a stream's step as the presence.Change a Copy applies.
 func change(it *wire.ReplItem) *presence.Change {
 	c := &presence.Change{Kind: it.Kind, Channel: it.Channel, UserID: it.UserID, ClientID: it.ClientID,
-		ExpiresAt: it.Expires, At: it.At, Config: it.Config, Message: it.Msg}
+		ExpiresAt: it.Expires, At: it.At, Config: it.Config, Message: it.Msg, Delivered: it.Delivered}
 	if it.Kind == presence.ChangeEnter {
 		c.User = &presence.User{ID: it.User.ID, Username: it.User.Username, Name: it.User.Name, AvatarTemplate: it.User.AvatarTemplate}
 	}

@@ -116,8 +116,7 @@ func (s *stream) retire(channel string) {
 		delete(s.synced, channel)
 		s.retiring[channel] = true
 	}
-	s.pending -= len(s.refresh[channel])
-	delete(s.refresh, channel)
+	s.dropCoalescedLocked(channel)
 }
 
 // syncedChannels lists the channels the stream has sent a snapshot of.
@@ -185,13 +184,15 @@ type stream struct {
 	items     []item
 	retiring  map[string]bool                // channels moved to another replica, whose copy here waits for its snapshot
 	refresh   map[string]map[clientRef]int64 // channel → client → newest expiry
-	pending   int                            // entries in refresh
+	delivered map[string]int64               // channel → newest delivery position
+	pending   int                            // entries in refresh and delivered
 	synced    map[string]bool                // channels whose snapshot was sent
 }
 
 func newStream(parent context.Context, to wire.Member) *stream {
 	s := &stream{to: to, wake: make(chan struct{}, 1),
-		refresh: make(map[string]map[clientRef]int64), synced: make(map[string]bool), retiring: make(map[string]bool)}
+		refresh: make(map[string]map[clientRef]int64), delivered: make(map[string]int64),
+		synced: make(map[string]bool), retiring: make(map[string]bool)}
 	s.ctx, s.cancel = context.WithCancel(parent)
 	return s
 }
@@ -208,6 +209,18 @@ func (s *stream) add(p *Replicator, c *presence.Change) {
 	key := clientRef{c.UserID, c.ClientID}
 	if c.Kind == presence.ChangeRefresh && s.synced[c.Channel] {
 		s.addRefresh(c.Channel, key, c.ExpiresAt)
+		s.mu.Unlock()
+		p.settle(nil, c.Done, nil)
+		return
+	}
+	if c.Kind == presence.ChangeDelivered && s.synced[c.Channel] {
+		// Like a refresh: a later position includes this one, and a copy
+		// a little behind only makes a promoted copy deliver again what
+		// was delivered already (at least once).
+		if _, ok := s.delivered[c.Channel]; !ok {
+			s.pending++
+		}
+		s.delivered[c.Channel] = max(s.delivered[c.Channel], c.Delivered)
 		s.mu.Unlock()
 		p.settle(nil, c.Done, nil)
 		return
@@ -275,8 +288,7 @@ func (s *stream) forget(channel string, drop, tell bool) {
 	if drop {
 		s.dropLocked(channel)
 	}
-	s.pending -= len(s.refresh[channel])
-	delete(s.refresh, channel)
+	s.dropCoalescedLocked(channel)
 	if s.synced[channel] {
 		delete(s.synced, channel)
 		if tell {
@@ -300,6 +312,17 @@ func (s *stream) dropLocked(channel string) {
 	}
 	clear(s.items[len(kept):])
 	s.items = kept
+}
+
+// dropCoalescedLocked forgets channel's coalesced refreshes and delivery
+// position; the lock must be held.
+func (s *stream) dropCoalescedLocked(channel string) {
+	s.pending -= len(s.refresh[channel])
+	delete(s.refresh, channel)
+	if _, ok := s.delivered[channel]; ok {
+		s.pending--
+		delete(s.delivered, channel)
+	}
 }
 
 // close ends the stream: its node left. What it still holds is settled
@@ -338,7 +361,7 @@ func (s *stream) run(p *Replicator) {
 }
 
 // take removes the next batch: waiting items first, then, when they fit,
-// the coalesced refreshes.
+// the coalesced refreshes and delivery positions.
 func (s *stream) take() []item {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -358,6 +381,14 @@ func (s *stream) take() []item {
 		}
 		s.pending -= len(m)
 		delete(s.refresh, ch)
+	}
+	for ch, pos := range s.delivered {
+		if len(batch) >= batchMax {
+			break
+		}
+		batch = append(batch, item{ReplItem: wire.ReplItem{Kind: presence.ChangeDelivered, Channel: ch, Delivered: pos}})
+		s.pending--
+		delete(s.delivered, ch)
 	}
 	return batch
 }

@@ -77,3 +77,25 @@ func TestStreamCoalescesRefreshes(t *testing.T) {
 		t.Fatalf("batch %+v, %d pending; want the leave alone", batch, s.pending)
 	}
 }
+
+func TestStreamCoalescesDeliveryPositions(t *testing.T) {
+	p := testReplicator(t)
+	s := newStream(p.cfg.Ctx, wire.Member{Name: "rep"})
+	s.synced["/pub/x"] = true
+	for _, pos := range []int64{7, 9, 8} {
+		s.add(p, &presence.Change{Kind: presence.ChangeDelivered, Channel: "/pub/x", Delivered: pos})
+	}
+	if len(s.items) != 0 || s.pending != 1 {
+		t.Fatalf("positions queued %d items, %d pending; want none queued, one coalesced", len(s.items), s.pending)
+	}
+	batch := s.take()
+	if len(batch) != 1 || batch[0].Kind != presence.ChangeDelivered || batch[0].Delivered != 9 || s.pending != 0 {
+		t.Fatalf("batch %+v, %d pending; want the newest position alone", batch, s.pending)
+	}
+	// Forgetting the channel forgets its position waiting to be sent.
+	s.add(p, &presence.Change{Kind: presence.ChangeDelivered, Channel: "/pub/x", Delivered: 10})
+	s.forget("/pub/x", true, true)
+	if s.pending != 0 || len(s.delivered) != 0 {
+		t.Fatalf("%d pending after forget", s.pending)
+	}
+}

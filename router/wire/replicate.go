@@ -14,8 +14,8 @@ const KindInterest presence.ChangeKind = 200
 // ReplItem is one step of an owner's replication stream: a channel's whole
 // state (presence.ChangeSnapshot), one client's change (Enter, Refresh,
 // Leave, each with the message it published), the interested nodes
-// (KindInterest) or the end of the channel on the owner
-// (presence.ChangeStopped).
+// (KindInterest), the webhook delivery position (presence.ChangeDelivered)
+// or the end of the channel on the owner (presence.ChangeStopped).
 type ReplItem struct {
 	Kind    presence.ChangeKind
 	Channel string
@@ -31,6 +31,8 @@ type ReplItem struct {
 	At       int64
 	Config   *presence.Config // Enter only
 	Msg      *presence.Message
+	// Delivered is the delivery position (presence.ChangeDelivered).
+	Delivered int64
 }
 
 // ReplicateRequest is a batch of an owner's replication stream to one
@@ -64,6 +66,9 @@ func EncodeReplicateBatch(e *Encoder, from Member, boot uint64, n int, at func(i
 			continue // the snapshot holds the message already
 		case KindInterest:
 			e.interested(it.Interest)
+			continue
+		case presence.ChangeDelivered:
+			e.int(it.Delivered)
 			continue
 		case presence.ChangeEnter:
 			e.userInfo(it.User)
@@ -101,6 +106,10 @@ func DecodeReplicateRequest(b []byte) (ReplicateRequest, error) {
 			it.Interest = d.interested()
 			q.Items = append(q.Items, it)
 			continue
+		case presence.ChangeDelivered:
+			it.Delivered = d.int()
+			q.Items = append(q.Items, it)
+			continue
 		case presence.ChangeEnter:
 			it.User, it.Config = d.userInfo(), d.config()
 			fallthrough
@@ -135,6 +144,8 @@ func validateReplItems(items []ReplItem) error {
 			return fmt.Errorf("%w: replication snapshot of %s is invalid", presence.ErrInvalid, it.Channel)
 		case it.Kind == presence.ChangeEnter && (it.User.ID == "" || it.User.ID != it.UserID || it.Config == nil):
 			return fmt.Errorf("%w: replicated enter in %s without user or config", presence.ErrInvalid, it.Channel)
+		case it.Kind == presence.ChangeDelivered && it.Delivered < 0:
+			return fmt.Errorf("%w: replicated delivery position of %s is negative", presence.ErrInvalid, it.Channel)
 		case it.Msg != nil && it.Msg.Channel != it.Channel:
 			return fmt.Errorf("%w: replicated message of another channel", presence.ErrInvalid)
 		}

@@ -10,7 +10,7 @@ func TestReplicationBatchRoundTrip(t *testing.T) {
 	from := Member{Name: "n1", RPCAddr: "a:1"}
 	cfg := &presence.Config{Public: true}
 	items := []ReplItem{
-		{Kind: presence.ChangeSnapshot, Channel: "/pub/x", Snap: &presence.ChannelSnapshot{Channel: "/pub/x", LastID: 5},
+		{Kind: presence.ChangeSnapshot, Channel: "/pub/x", Snap: &presence.ChannelSnapshot{Channel: "/pub/x", LastID: 5, Delivered: 4},
 			Interest: []Interested{{Node: Member{Name: "n2", RPCAddr: "b:2"}, Gen: 3}}},
 		{Kind: presence.ChangeEnter, Channel: "/pub/x", User: presence.UserInfo{ID: "u", Username: "U"}, UserID: "u", ClientID: "t",
 			Config: cfg, Expires: 99, At: 9, Msg: &presence.Message{Channel: "/pub/x", ID: 6, EnteringUsers: []presence.UserInfo{{ID: "u"}}}},
@@ -18,6 +18,7 @@ func TestReplicationBatchRoundTrip(t *testing.T) {
 		{Kind: presence.ChangeLeave, Channel: "/pub/x", UserID: "u", ClientID: "t", At: 11},
 		{Kind: presence.ChangeStopped, Channel: "/pub/x"},
 		{Kind: KindInterest, Channel: "/pub/x", Interest: []Interested{{Node: Member{Name: "n3", RPCAddr: "c:3"}, Gen: 4}}},
+		{Kind: presence.ChangeDelivered, Channel: "/pub/x", Delivered: 6},
 	}
 	var e Encoder
 	(&ReplicateRequest{From: from, Boot: 77, Items: items}).Encode(&e)
@@ -31,7 +32,8 @@ func TestReplicationBatchRoundTrip(t *testing.T) {
 	}
 	if got[0].Snap.LastID != 5 || got[0].Interest[0].Gen != 3 || got[1].User.Username != "U" || got[1].Msg.ID != 6 ||
 		got[1].Config == nil || got[2].Expires != 100 || got[3].At != 11 || got[4].Kind != presence.ChangeStopped ||
-		got[5].Kind != KindInterest || len(got[5].Interest) != 1 || got[5].Interest[0].Node.Name != "n3" {
+		got[5].Kind != KindInterest || len(got[5].Interest) != 1 || got[5].Interest[0].Node.Name != "n3" ||
+		got[0].Snap.Delivered != 4 || got[6].Kind != presence.ChangeDelivered || got[6].Delivered != 6 {
 		t.Fatalf("round trip lost fields: %+v", got)
 	}
 	// A truncated batch is an error, never a panic.
@@ -39,6 +41,13 @@ func TestReplicationBatchRoundTrip(t *testing.T) {
 		if _, err := DecodeReplicateRequest(e.b[:n]); err == nil {
 			t.Fatalf("a batch cut at %d bytes decoded", n)
 		}
+	}
+	// A negative position is no owner's.
+	e = Encoder{}
+	bad := []ReplItem{{Kind: presence.ChangeDelivered, Channel: "/pub/x", Delivered: -1}}
+	(&ReplicateRequest{From: from, Boot: 77, Items: bad}).Encode(&e)
+	if _, err := DecodeReplicateRequest(e.b); err == nil {
+		t.Fatal("a negative delivery position decoded")
 	}
 	in := InstallRequest{From: from, Snap: items[0].Snap, Leaves: map[string]int64{"u": 42}}
 	e = Encoder{}

@@ -249,6 +249,7 @@ func (e *Encoder) snapshot(s *presence.ChannelSnapshot) {
 	}
 	e.messages(s.Backlog)
 	e.int(int64(s.ExpiryGrace))
+	e.int(s.Delivered)
 }
 
 func (d *decoder) snapshot() *presence.ChannelSnapshot {
@@ -259,6 +260,7 @@ func (d *decoder) snapshot() *presence.ChannelSnapshot {
 	}
 	s.Backlog = d.messages()
 	s.ExpiryGrace = time.Duration(d.int())
+	s.Delivered = d.int()
 	return s
 }
 
