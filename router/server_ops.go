@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/presencehq/presence/presence"
@@ -30,76 +29,18 @@ import (
 // Inspect implements presence.Service: the whole state of each channel,
 // local ones from the engine and each other node's share in one call.
 func (r *Router) Inspect(ctx context.Context, channels []string) (map[string]*presence.ChannelState, error) {
-	distinct := make([]string, 0, len(channels))
-	seen := make(map[string]bool, len(channels))
-	for _, ch := range channels {
-		if seen[ch] {
-			continue
-		}
-		if len(distinct) == presence.MaxInspectChannels {
-			return nil, fmt.Errorf("%w: more than %d channels", presence.ErrInvalid, presence.MaxInspectChannels)
-		}
-		seen[ch] = true
-		distinct = append(distinct, ch)
-	}
-	out := make(map[string]*presence.ChannelState, len(distinct))
-	valid := validNames(distinct, func(ch string) { out[ch] = nil })
-	if err := r.inspect(ctx, valid, 0, out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return r.readEdge(ctx, channels, presence.MaxInspectChannels, func(ctx context.Context, valid []string, out map[string]*presence.ChannelState) error {
+		return r.inspect(ctx, valid, 0, out)
+	})
 }
 
 // inspect serves an inspect of valid channels received after hops
-// forwards, into out; the node the request entered holds what failed.
+// forwards, into out; the node the request entered retries what failed.
 func (r *Router) inspect(ctx context.Context, channels []string, hops int, out map[string]*presence.ChannelState) error {
-	var mu sync.Mutex
-	return held(ctx, r.hold, hops, channels, func(ctx context.Context, channels []string) ([]string, error) {
-		return r.inspectOnce(ctx, channels, hops, out, &mu)
-	})
-}
-
-// inspectOnce reads the channels held here and asks each other node for
-// its share, in parallel; it returns the channels to retry after a
-// retryable error (as getOnce).
-func (r *Router) inspectOnce(ctx context.Context, channels []string, hops int,
-	out map[string]*presence.ChannelState, mu *sync.Mutex) ([]string, error) {
-	var shares []*getShare
-	for _, ch := range channels {
-		t, err := r.route(ctx, ch, hops)
-		if err != nil {
-			return channels, err
-		}
-		if !t.local {
-			shares = addToGetShare(shares, t.to, ch)
-			continue
-		}
-		st, err := r.engine.FullState(ctx, ch)
-		r.routes.release(ch)
-		if err != nil {
-			return channels, err
-		}
-		mu.Lock()
-		out[ch] = st
-		mu.Unlock()
-	}
-	var failed []string
-	var errs forwardErrors
-	parallel(shares, func(s *getShare) {
-		states, err := r.forwardInspect(ctx, s, hops)
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			r.routes.forgetUnreachable(err, r.view.Load(), s.to, s.channels)
-			errs.add(ctx, err)
-			failed = append(failed, s.channels...)
-			return
-		}
-		for i, ch := range s.channels {
-			out[ch] = states[i]
-		}
-	})
-	return failed, errs.err()
+	return r.read(ctx, channels, hops, out, r.engine.FullState,
+		func(ctx context.Context, s *getShare) ([]*presence.ChannelState, error) {
+			return r.forwardInspect(ctx, s, hops)
+		})
 }
 
 func (r *Router) forwardInspect(ctx context.Context, s *getShare, hops int) ([]*presence.ChannelState, error) {

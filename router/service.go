@@ -82,21 +82,30 @@ func validNames(names []string, invalid func(string)) []string {
 // Get implements presence.Service: local channels are read from the engine
 // and each remote node answers its share in one call, in parallel.
 func (r *Router) Get(ctx context.Context, u *presence.User, channels []string) (map[string]*presence.ChannelState, error) {
+	return r.readEdge(ctx, channels, presence.MaxChannelsPerCall, func(ctx context.Context, valid []string, out map[string]*presence.ChannelState) error {
+		return r.get(ctx, u, valid, 0, out)
+	})
+}
+
+// readEdge is the edge of a read (Get, Inspect): channels are deduplicated
+// and bounded by max, invalid names answered nil, and read serves the rest.
+func (r *Router) readEdge(ctx context.Context, channels []string, max int,
+	read func(ctx context.Context, valid []string, out map[string]*presence.ChannelState) error) (map[string]*presence.ChannelState, error) {
 	distinct := make([]string, 0, len(channels))
 	seen := make(map[string]bool, len(channels))
 	for _, ch := range channels {
 		if seen[ch] {
 			continue
 		}
-		if len(distinct) == presence.MaxChannelsPerCall {
-			return nil, fmt.Errorf("%w: more than %d channels", presence.ErrInvalid, presence.MaxChannelsPerCall)
+		if len(distinct) == max {
+			return nil, fmt.Errorf("%w: more than %d channels", presence.ErrInvalid, max)
 		}
 		seen[ch] = true
 		distinct = append(distinct, ch)
 	}
 	out := make(map[string]*presence.ChannelState, len(distinct))
 	valid := validNames(distinct, func(ch string) { out[ch] = nil })
-	if err := r.get(ctx, u, valid, 0, out); err != nil {
+	if err := read(ctx, valid, out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -120,26 +129,43 @@ func (r *Router) Since(ctx context.Context, u *presence.User, channel string, af
 }
 
 // get serves a get of valid channels received after hops forwards, into
-// out; the node the request entered holds what failed.
+// out; the node the request entered retries what failed.
 func (r *Router) get(ctx context.Context, u *presence.User, channels []string, hops int, out map[string]*presence.ChannelState) error {
-	var mu sync.Mutex
-	return held(ctx, r.hold, hops, channels, func(ctx context.Context, channels []string) ([]string, error) {
-		return r.getOnce(ctx, u, channels, hops, out, &mu)
-	})
+	return r.read(ctx, channels, hops, out,
+		func(ctx context.Context, ch string) (*presence.ChannelState, error) {
+			return r.engine.State(ctx, u, ch)
+		},
+		func(ctx context.Context, s *getShare) ([]*presence.ChannelState, error) {
+			return r.forwardGet(ctx, s, u, hops)
+		})
 }
 
-// getShare is the share of a get that one node serves.
+// getShare is the share of a read that one node serves.
 type getShare struct {
 	to       Member
 	channels []string
 }
 
-// getOnce reads the channels served here and asks each other node for its
+// read serves a read of valid channels received after hops forwards, into
+// out: local reads the channels held here, remote asks another node for
+// its share. The node the request entered holds and retries what failed.
+func (r *Router) read(ctx context.Context, channels []string, hops int, out map[string]*presence.ChannelState,
+	local func(context.Context, string) (*presence.ChannelState, error),
+	remote func(context.Context, *getShare) ([]*presence.ChannelState, error)) error {
+	var mu sync.Mutex
+	return held(ctx, r.hold, hops, channels, func(ctx context.Context, channels []string) ([]string, error) {
+		return r.readOnce(ctx, channels, hops, out, &mu, local, remote)
+	})
+}
+
+// readOnce reads the channels served here and asks each other node for its
 // share, in parallel. It returns the channels to retry after a retryable
 // error: those of the shares that failed, or all of them when routing
 // itself failed.
-func (r *Router) getOnce(ctx context.Context, u *presence.User, channels []string, hops int,
-	out map[string]*presence.ChannelState, mu *sync.Mutex) ([]string, error) {
+func (r *Router) readOnce(ctx context.Context, channels []string, hops int,
+	out map[string]*presence.ChannelState, mu *sync.Mutex,
+	local func(context.Context, string) (*presence.ChannelState, error),
+	remote func(context.Context, *getShare) ([]*presence.ChannelState, error)) ([]string, error) {
 	var shares []*getShare
 	for _, ch := range channels {
 		t, err := r.route(ctx, ch, hops)
@@ -150,7 +176,7 @@ func (r *Router) getOnce(ctx context.Context, u *presence.User, channels []strin
 			shares = addToGetShare(shares, t.to, ch)
 			continue
 		}
-		st, err := r.engine.State(ctx, u, ch)
+		st, err := local(ctx, ch)
 		r.routes.release(ch)
 		if err != nil {
 			return channels, err
@@ -162,7 +188,7 @@ func (r *Router) getOnce(ctx context.Context, u *presence.User, channels []strin
 	var failed []string
 	var errs forwardErrors
 	parallel(shares, func(s *getShare) {
-		states, err := r.forwardGet(ctx, s, u, hops)
+		states, err := remote(ctx, s)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
