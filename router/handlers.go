@@ -27,6 +27,7 @@ func (r *Router) registerHandlers() {
 		wire.MethodReplicate: r.repl.HandleReplicate, // a replication batch for the copies kept here
 		wire.MethodLeaves:    r.handleLeaves,         // leaves answered without the channel's state
 		wire.MethodLimit:     r.limit.Handle,         // rate limit tokens borrowed, given back, recalled
+		wire.MethodRelease:   r.handleRelease,        // a channel handed over is safe on two nodes (handed.go)
 
 		wire.MethodInspect: r.handleInspect, // the server side's read (server_ops.go)
 		wire.MethodCan:     r.handleCan,     // the server side's can?
@@ -128,7 +129,10 @@ func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error)
 	if r.view.isDraining() {
 		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
 	}
-	return nil, r.installLocal(ctx, q.Snap, q.Interest, q.Leaves, q.Origin)
+	if err := r.installLocal(ctx, q.Snap, q.Interest, q.Leaves, q.Origin); err != nil {
+		return nil, err
+	}
+	return r.installReply(), nil
 }
 
 // handleLeaves takes the leaves another node answered for a channel it had

@@ -36,16 +36,20 @@ func (r *Router) pushTo(channel string, to Member) error {
 	if r.cfg.Replication {
 		q.Leaves = r.leaves.Get(channel, nil)
 	}
-	if _, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
+	resp, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode)
+	if err != nil {
 		r.routes.endMove(channel, func(*route) {})
 		return err
 	}
+	// Kept once the channel is not held here (a prune would drop the copy
+	// of a channel held here).
 	r.forgetLocal(ctx, channel, to)
+	r.keepHanded(snap, interest, to, installedBoot(resp))
 	r.log.Debug("handed a channel over", "channel", channel, "to", to.Name, "clients", len(snap.Clients),
 		"last_id", snap.LastID, "epoch", r.view.Load().epoch)
-	// The new holder has the state: the copy this node's replica keeps
-	// would only be stale now (a pull's copy stays, since the puller may
-	// not have received the answer).
+	// The new holder has the state and this node keeps it until the
+	// holder's replica has it: the copy this node's replica keeps would
+	// only be stale now.
 	r.repl.HandedOver(channel)
 	return nil
 }
@@ -157,6 +161,12 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 	if err := r.routes.beginMove(ctx, channel, moveOut); err != nil {
 		return wire.ExtractReply{}, err
 	}
+	if e, ok := r.repl.Copies().Handed(channel, requester.Name, boot); ok && !r.routes.Holds(channel) {
+		// Asked again by the process it was handed to: the first answer
+		// was lost on the way. The state stays kept until released.
+		r.routes.endMove(channel, func(*route) {})
+		return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: e.Snapshot(0), Interest: e.Interest}, nil
+	}
 	if to, moved := r.routes.peekTombstone(channel); r.cfg.Replication && (!moved || to.Name == requester.Name) && !r.routes.Holds(channel) {
 		// The requester owned the channel and restarted before anyone saw
 		// it die (an owner never pulls a channel it holds): it gets back
@@ -165,7 +175,9 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		if e, ok := r.repl.Copies().TakeFrom(channel, requester.Name, boot); ok {
 			r.routes.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
-			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: e.Snapshot(r.cfg.ReplicationInterval), Interest: e.Interest}, nil
+			snap := e.Snapshot(r.cfg.ReplicationInterval)
+			r.keepHanded(snap, e.Interest, requester, boot)
+			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: e.Interest}, nil
 		}
 	}
 	if _, member := r.view.Load().Member(requester.Name); !member && r.routes.Holds(channel) {
@@ -198,6 +210,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		return wire.ExtractReply{Outcome: wire.ExtractNone}, nil
 	}
 	r.forgetLocal(ctx, channel, requester)
+	r.keepHanded(snap, interest, requester, boot)
 	return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: interest}, nil
 }
 

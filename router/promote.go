@@ -53,10 +53,12 @@ func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 	q.Leaves = r.leaves.Get(channel, nil)
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
-	if _, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode); err != nil {
+	resp, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode)
+	if err != nil {
 		r.log.Info("handing a replica copy to the new owner failed", "channel", channel, "owner", owner, "err", err)
 		return
 	}
+	r.keepHanded(q.Snap, e.Interest, to, installedBoot(resp))
 	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.Owner, "clients", len(q.Snap.Clients))
 	r.m.promotions.Inc()
 }

@@ -132,7 +132,7 @@ func (r *Router) newParts() error {
 	repl, err = replica.New(replica.Config{
 		Self: r.self, Boot: r.boot, Clock: cfg.Clock, Logger: r.log, Ctx: r.ctx, Go: r.run.Go, Call: r.calls.Call,
 		View: func() replica.View { return views.Load() }, Routes: routes, Engine: cfg.Engine,
-		Publish: r.publish, Interest: fan.Interested, Fence: r.fence, Rebalance: r.settling.request,
+		Publish: r.publish, Interest: fan.Interested, Fence: r.fence, Rebalance: r.settling.request, Released: r.released,
 		Interval: cfg.ReplicationInterval, CallTimeout: cfg.ForwardTimeout, RetryBackoff: cfg.RetryBackoff,
 		Lag: r.m.replicationLag, Refused: r.m.replicaRefused,
 	})

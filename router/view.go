@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
@@ -196,6 +197,14 @@ func (r *Router) Drain(ctx context.Context) error {
 	}
 	if err := r.repl.Flush(ctx); err != nil {
 		return fmt.Errorf("router: drain: replication streams not flushed: %w", err)
+	}
+	// What this node handed over is safe only once the new holders'
+	// replicas have it: until then its copies here are the second ones.
+	for r.repl.Copies().HandedCount() > 0 {
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return fmt.Errorf("router: drain: %d channels handed over not yet on the new holders' replicas: %w",
+				r.repl.Copies().HandedCount(), err)
+		}
 	}
 	return nil
 }

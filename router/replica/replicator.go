@@ -74,6 +74,11 @@ type Config struct {
 	// Rebalance asks the router for a rebalance pass: a copy arrived from
 	// the ring owner of a channel this node still holds.
 	Rebalance func()
+	// Released is called when a replica acknowledged the snapshot of a
+	// channel whose state continues origin's (Superseded): the channel is
+	// safe on two nodes, and origin may drop the state it kept since it
+	// handed the channel over (Store.KeepHanded).
+	Released func(channel, origin string)
 	// Interval is the longest a refresh waits before it is sent (the grace
 	// of a promoted copy); CallTimeout bounds one batch's call;
 	// RetryBackoff is the first pause after a failed or deferred batch.
@@ -88,8 +93,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.Self.Name == "" || c.Clock == nil || c.Logger == nil || c.Ctx == nil || c.Go == nil || c.Call == nil:
 		return errors.New("replica: config needs self, clock, logger, context, goroutines and calls")
-	case c.View == nil || c.Routes == nil || c.Engine == nil || c.Publish == nil || c.Interest == nil || c.Fence == nil || c.Rebalance == nil:
-		return errors.New("replica: config needs the view, routes, engine, publish, interest, fence and rebalance")
+	case c.View == nil || c.Routes == nil || c.Engine == nil || c.Publish == nil || c.Interest == nil || c.Fence == nil || c.Rebalance == nil || c.Released == nil:
+		return errors.New("replica: config needs the view, routes, engine, publish, interest, fence, rebalance and released")
 	case c.Interval <= 0 || c.CallTimeout <= 0 || c.RetryBackoff <= 0:
 		return errors.New("replica: config needs positive durations")
 	case c.Lag == nil || c.Refused == nil:
@@ -150,6 +155,13 @@ func (p *Replicator) Replicate(c presence.Change) {
 	}
 	to, ok := p.replicaOf(p.cfg.View(), c.Channel)
 	if !ok {
+		if c.Kind == presence.ChangeSnapshot {
+			// No replica to wait for: the node that handed the channel
+			// over keeps nothing in vain (a leaver waits for it).
+			if origin, ok := p.supersedes.LoadAndDelete(c.Channel); ok && origin != p.cfg.Self.Name {
+				p.cfg.Released(c.Channel, origin.(string))
+			}
+		}
 		p.settle(c.Message, c.Done, nil)
 		return
 	}

@@ -24,6 +24,10 @@ type Entry struct {
 	copy     *presence.Copy
 	heard    int64  // when the owner last sent something for it (unix ns)
 	boot     uint64 // the owner's process that sent it
+	// handed marks the state this node handed to Owner and keeps until
+	// Owner's replica has the channel (Store.KeepHanded): Owner did not
+	// send it, and nothing but a release or Owner's own snapshot replaces it.
+	handed bool
 }
 
 // Snapshot returns the copy as a state to install, its expiries moved
@@ -138,6 +142,68 @@ func (s *Store) TakeFrom(channel, owner string, boot uint64) (*Entry, bool) {
 	return e, true
 }
 
+// KeepHanded keeps the state of channel this node has just handed to
+// owner's process boot, until owner releases it (Release) once its replica
+// acknowledged the channel, or owner's own snapshot replaces it here (this
+// node is its replica). If owner dies before either, the copy is promoted
+// like a replica copy: a hand-off is complete only when the channel is
+// safe on two nodes.
+func (s *Store) KeepHanded(channel, owner string, boot uint64, snap *presence.ChannelSnapshot, interest []wire.Interested, now int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	copies := s.by[channel]
+	if copies == nil {
+		copies = make(map[string]*Entry, 1)
+		s.by[channel] = copies
+	}
+	if e := copies[owner]; e != nil && !e.handed && e.boot == boot {
+		return // owner's replica copy is here already, newer than snap
+	}
+	copies[owner] = &Entry{Owner: owner, copy: presence.NewCopy(snap), Interest: interest, heard: now, boot: boot, handed: true}
+}
+
+// Release forgets the copy of channel kept for owner's process boot since
+// the hand-off, and reports whether there was one. A replica copy owner
+// sent (a snapshot replaced the handed state) stays.
+func (s *Store) Release(channel, owner string, boot uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.by[channel][owner]
+	if e == nil || !e.handed || e.boot != boot {
+		return false
+	}
+	s.deleteLocked(channel, owner)
+	return true
+}
+
+// Handed returns the state of channel handed to owner's process boot and
+// kept here, for a pull that asks for it again (the requester did not get
+// the first answer).
+func (s *Store) Handed(channel, owner string, boot uint64) (*Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.by[channel][owner]
+	if e == nil || !e.handed || e.boot != boot {
+		return nil, false
+	}
+	return e, true
+}
+
+// HandedCount returns how many handed states wait for their release.
+func (s *Store) HandedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, copies := range s.by {
+		for _, e := range copies {
+			if e.handed {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // dropFrom forgets owner's copy of channel.
 func (s *Store) dropFrom(channel, owner string) {
 	s.mu.Lock()
@@ -166,7 +232,10 @@ func (s *Store) Orphans(gone map[string]bool) []string {
 // owner and that the owner sent nothing for in staleCopyAfter (a hand-off
 // leaves the old holder's copy behind until then, in case the new holder
 // dies first; membership views differ for a while after every change,
-// hence the wait). Copies of departed owners stay until they are promoted.
+// hence the wait). A handed state whose release did not come in
+// staleCopyAfter goes too (the new holder found no replica, or the release
+// was lost): it would only grow staler. Copies of departed owners stay
+// until they are promoted.
 func (s *Store) prune(v View, now int64, holds func(string) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -176,7 +245,7 @@ func (s *Store) prune(v View, now int64, holds func(string) bool) {
 			if _, alive := v.Member(owner); !alive {
 				continue
 			}
-			stale := v.Owner(ch) != owner && now-e.heard > int64(staleCopyAfter)
+			stale := (e.handed || v.Owner(ch) != owner) && now-e.heard > int64(staleCopyAfter)
 			if stale || held {
 				s.deleteLocked(ch, owner)
 			}

@@ -509,6 +509,11 @@ func (s *stream) acknowledged(p *Replicator, batch []item, reply wire.ReplicateR
 			}
 			if it.Kind == presence.ChangeSnapshot {
 				p.streams.retired(it.Channel, s.to.Name)
+				if o := it.Supersedes; o != "" && o != s.to.Name && o != p.cfg.Self.Name {
+					// (A replica that is the origin had its handed
+					// state replaced by this snapshot.)
+					p.cfg.Released(it.Channel, o)
+				}
 			}
 			p.settle(it.Msg, it.done, nil)
 		}

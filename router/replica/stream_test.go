@@ -40,7 +40,7 @@ func testReplicator(t *testing.T) *Replicator {
 		},
 		View: func() View { return nil }, Routes: noRoutes{}, Engine: noEngine{},
 		Publish: func(*presence.Message) {}, Interest: func(string) []wire.Interested { return nil },
-		Fence: func(string, wire.Member) {}, Rebalance: func() {},
+		Fence: func(string, wire.Member) {}, Rebalance: func() {}, Released: func(string, string) {},
 		Interval: time.Second, CallTimeout: time.Second, RetryBackoff: time.Millisecond,
 		Lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lag"}), Refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"}),
 	})

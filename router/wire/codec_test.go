@@ -77,6 +77,12 @@ func TestCodecRoundTrips(t *testing.T) {
 		{"install", (&InstallRequest{From: interest[0].Node, Snap: snap, Interest: interest}).Encode,
 			func(b []byte) (any, error) { return DecodeInstallRequest(b) },
 			InstallRequest{From: interest[0].Node, Snap: snap, Interest: interest}},
+		{"install reply", (&InstallReply{Boot: 1 << 40}).Encode,
+			func(b []byte) (any, error) { return DecodeInstallReply(b) },
+			InstallReply{Boot: 1 << 40}},
+		{"release", (&ReleaseRequest{Channel: "/pub/a", From: interest[0].Node, Boot: 12}).Encode,
+			func(b []byte) (any, error) { return DecodeReleaseRequest(b) },
+			ReleaseRequest{Channel: "/pub/a", From: interest[0].Node, Boot: 12}},
 		{"inspect", (&InspectRequest{Header: Header{Epoch: 3, Hops: 1, Deadline: 77}, Channels: []string{"/count/a", "/pub/b"}}).Encode,
 			func(b []byte) (any, error) { return DecodeInspectRequest(b) },
 			InspectRequest{Header: Header{Epoch: 3, Hops: 1, Deadline: 77}, Channels: []string{"/count/a", "/pub/b"}}},
@@ -220,6 +226,8 @@ func FuzzDecoders(f *testing.F) {
 			func(b []byte) error { _, err := DecodeCanRequest(b); return err },
 			func(b []byte) error { _, err := DecodeCanReply(b); return err },
 			func(b []byte) error { _, err := DecodeClearRequest(b); return err },
+			func(b []byte) error { _, err := DecodeInstallReply(b); return err },
+			func(b []byte) error { _, err := DecodeReleaseRequest(b); return err },
 		} {
 			if err := dec(b); err != nil && !errors.Is(err, presence.ErrInvalid) {
 				t.Fatalf("decode error %v is not ErrInvalid", err)

@@ -13,10 +13,11 @@ const (
 	MethodInterest  uint16 = 4  // InterestRequest → empty
 	MethodPush      uint16 = 5  // PushRequest → PushReply (may be empty)
 	MethodExtract   uint16 = 6  // ExtractRequest → ExtractReply
-	MethodInstall   uint16 = 7  // InstallRequest → empty
+	MethodInstall   uint16 = 7  // InstallRequest → InstallReply (empty from older nodes)
 	MethodReplicate uint16 = 8  // ReplicateRequest → ReplicateReply
 	MethodLeaves    uint16 = 9  // LeavesRequest → empty
 	MethodLimit     uint16 = 10 // LimitRequest → LimitReply (empty for LimitReturn)
+	MethodRelease   uint16 = 11 // ReleaseRequest → empty
 	// MaxMethod is the highest method number reserved for the router.
 	MaxMethod uint16 = 99
 )

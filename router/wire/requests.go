@@ -314,6 +314,49 @@ func DecodeInstallRequest(b []byte) (InstallRequest, error) {
 	return q, d.finish()
 }
 
+// InstallReply answers an install: the receiver's process, which the
+// sender records with the copy it keeps until the receiver's replica has
+// the channel (MethodRelease).
+type InstallReply struct {
+	Boot uint64
+}
+
+// Encode implements the reply's encoding.
+func (p *InstallReply) Encode(e *Encoder) { e.uint(p.Boot) }
+
+// DecodeInstallReply decodes an InstallReply. (A node that predates it
+// answers an empty body: its caller takes that as boot 0, which no process
+// has.)
+func DecodeInstallReply(b []byte) (InstallReply, error) {
+	d := decoder{b: b}
+	p := InstallReply{Boot: d.uint()}
+	return p, d.finish()
+}
+
+// ReleaseRequest tells the node that handed a channel over (or a replica
+// copy of it) that the channel is now safe on two nodes: the new holder's
+// replica acknowledged its snapshot, so the copy kept for the case that
+// the new holder dies first can go (MethodRelease).
+type ReleaseRequest struct {
+	Channel string
+	From    Member // the new holder
+	Boot    uint64 // its process
+}
+
+// Encode implements the request's encoding.
+func (q *ReleaseRequest) Encode(e *Encoder) {
+	e.string(q.Channel)
+	e.member(q.From)
+	e.uint(q.Boot)
+}
+
+// DecodeReleaseRequest decodes a ReleaseRequest.
+func DecodeReleaseRequest(b []byte) (ReleaseRequest, error) {
+	d := decoder{b: b}
+	q := ReleaseRequest{Channel: d.string(), From: d.member(), Boot: d.uint()}
+	return q, d.finish()
+}
+
 // LeavesRequest carries the leaves a node answered for a channel it has
 // no state of, to where the channel is (MethodLeaves).
 type LeavesRequest struct {

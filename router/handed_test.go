@@ -1,0 +1,127 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
+	"github.com/presencehq/presence/ring"
+	"github.com/presencehq/presence/router/wire"
+)
+
+// handBackChannel returns a channel that holder owns among n1 and n2 and
+// that n3 takes when it joins (its replica is then the old holder: a
+// joiner that takes a channel keeps the previous owner as the replica).
+func handBackChannel(t *testing.T, holder string) string {
+	t.Helper()
+	before, after := ring.New(1, []string{"n1", "n2"}), ring.New(1, []string{"n1", "n2", "n3"})
+	for i := range 10000 {
+		ch := fmt.Sprintf("/pub/h%d", i)
+		if before.Owner(ch) == holder && after.Owner(ch) == "n3" {
+			return ch
+		}
+	}
+	t.Fatalf("no channel held by %s and handed to n3", holder)
+	return ""
+}
+
+// cutReplication makes n's replication batches fail.
+func cutReplication(n *testNode) {
+	n.caller.setFail(func(_ string, method uint16) error {
+		if method == wire.MethodReplicate {
+			return fmt.Errorf("replication cut by the test")
+		}
+		return nil
+	})
+}
+
+// TestNewHolderKilledBeforeItsReplicaHasTheChannel: a node rejoins, takes
+// a channel back and dies before its replica (the old holder) has the
+// channel's snapshot from it. The old holder kept what it handed over and
+// promotes it: nobody is lost.
+func TestNewHolderKilledBeforeItsReplicaHasTheChannel(t *testing.T) {
+	c := newTestCluster(t, 2, withReplication)
+	ch := handBackChannel(t, "n1")
+	holder := c.node("n1")
+	update(t, holder, user("a"), []string{ch}, nil)
+	update(t, c.node("n2"), user("b"), []string{ch}, nil)
+	joiner := c.addNode("n3")
+	cutReplication(joiner)
+	c.setMembers(c.nodes...)
+	c.waitSettled(c.nodes...)
+	testkit.WaitFor(t, "the channel installed on the joiner", func() bool { return slices.Contains(joiner.engine.Channels(), ch) })
+	if kept := holder.r.repl.Copies().Inspect(ch); len(kept) != 1 || kept[0].Owner != "n3" || len(kept[0].Snapshot.Clients) != 2 {
+		t.Fatalf("old holder keeps %+v, want the state handed to n3 with 2 clients", kept)
+	}
+	cutOff(c, joiner)
+	rest := without(c, joiner)
+	c.setMembers(rest...)
+	for _, n := range rest {
+		waitUsers(t, n, ch, "the users after the new holder died", "a", "b")
+	}
+}
+
+// announceDrain tells the other nodes that leaver is leaving, as
+// membership does before its drain.
+func announceDrain(c *testCluster, leaver *testNode) {
+	for _, n := range without(c, leaver) {
+		n.r.SetMembers(members(c.nodes...), leaver.name)
+	}
+}
+
+// TestLeaverKeepsWhatItHandedOverUntilTheReplicaHasIt: a node leaving
+// gracefully hands its channels to their new owners and does not finish
+// its drain before their replicas have them; a new owner killed meanwhile
+// is covered by the leaver's copy.
+func TestLeaverKeepsWhatItHandedOverUntilTheReplicaHasIt(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
+	leaver, heir := c.node("n1"), c.node("n2")
+	update(t, leaver, user("a"), []string{ch}, nil)
+	update(t, c.node("n3"), user("b"), []string{ch}, nil)
+	announceDrain(c, leaver)
+	cutReplication(heir)
+	ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+	defer cancel()
+	if err := leaver.r.Drain(ctx); err == nil {
+		t.Fatal("the drain ended while the heir's replica had nothing")
+	}
+	if kept := leaver.r.repl.Copies().Inspect(ch); len(kept) != 1 || kept[0].Owner != "n2" || len(kept[0].Snapshot.Clients) != 2 {
+		t.Fatalf("leaver keeps %+v, want the state handed to n2 with 2 clients", kept)
+	}
+	heir.caller.setFail(nil)
+	if err := leaver.r.Drain(testCtx(t)); err != nil {
+		t.Fatalf("drain once the heir replicates: %v", err)
+	}
+	if kept := leaver.r.repl.Copies().Inspect(ch); len(kept) != 0 {
+		t.Fatalf("leaver still keeps %+v after the release", kept)
+	}
+	waitUsers(t, c.node("n3"), ch, "the users on the heir's replica path", "a", "b")
+	if n := replicaClients(c.node("n3"), ch); n != 2 {
+		t.Fatalf("the heir's replica keeps %d clients, want 2", n)
+	}
+}
+
+// TestHeirKilledDuringTheLeaversDrain: the heir dies before its replica
+// has the channel; the leaver, still a member, promotes what it kept.
+func TestHeirKilledDuringTheLeaversDrain(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n1", "n2")
+	leaver, heir, third := c.node("n1"), c.node("n2"), c.node("n3")
+	update(t, leaver, user("a"), []string{ch}, nil)
+	update(t, third, user("b"), []string{ch}, nil)
+	announceDrain(c, leaver)
+	cutReplication(heir)
+	drained := make(chan error, 1)
+	go func() { drained <- leaver.r.Drain(testCtx(t)) }()
+	testkit.WaitFor(t, "the channel handed to the heir", func() bool { return slices.Contains(heir.engine.Channels(), ch) })
+	cutOff(c, heir)
+	c.setMembers(leaver, third)
+	waitUsers(t, third, ch, "the users after the heir died", "a", "b")
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
