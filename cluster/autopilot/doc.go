@@ -15,7 +15,9 @@
 //     than a minority of the voters in one round;
 //   - a server keeps the address it was added with: Raft dials servers by
 //     name at their current address in gossip, so a node back at another
-//     address (a rescheduled pod) needs no configuration change.
+//     address (a rescheduled pod) needs no configuration change; a new
+//     server given the old address of one that moved is recorded by its
+//     name instead, since Raft refuses two servers at one address.
 //
 // Only the leader changes the configuration. The package knows Raft through
 // a narrow interface (the raftstore.Store) and the cluster through another

@@ -88,7 +88,20 @@ func (f *fakeRaft) change(op, id string, apply func(i int)) error {
 	return nil
 }
 
+// addressTaken is Raft's rule that two servers never share an address.
+func (f *fakeRaft) addressTaken(id, addr string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if slices.ContainsFunc(f.servers, func(s raftstore.Server) bool { return s.Addr == addr && s.ID != id }) {
+		return fmt.Errorf("found duplicate address in configuration: %s", addr)
+	}
+	return nil
+}
+
 func (f *fakeRaft) AddVoter(_ context.Context, id, addr string) error {
+	if err := f.addressTaken(id, addr); err != nil {
+		return err
+	}
 	return f.change("voter", id, func(i int) {
 		if i < 0 {
 			f.servers = append(f.servers, raftstore.Server{ID: id, Addr: addr, Voter: true})
@@ -99,6 +112,9 @@ func (f *fakeRaft) AddVoter(_ context.Context, id, addr string) error {
 }
 
 func (f *fakeRaft) AddNonvoter(_ context.Context, id, addr string) error {
+	if err := f.addressTaken(id, addr); err != nil {
+		return err
+	}
 	return f.change("nonvoter", id, func(i int) {
 		if i < 0 {
 			f.servers = append(f.servers, raftstore.Server{ID: id, Addr: addr})

@@ -2,6 +2,7 @@ package autopilot
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -131,17 +132,36 @@ func (a *Autopilot) addMembers(ctx context.Context, servers []raftstore.Server, 
 		if m.Status != StatusAlive || m.RaftAddr == "" || known[m.Name] {
 			continue
 		}
+		addr := recordableAddr(servers, m)
 		opCtx, cancel := a.opContext(ctx)
-		err := a.raft.AddNonvoter(opCtx, m.Name, m.RaftAddr)
+		err := a.raft.AddNonvoter(opCtx, m.Name, addr)
 		cancel()
 		if err != nil {
-			a.log.Warn("raft server not added", "member", m.Name, "addr", m.RaftAddr, "err", err)
+			a.log.Warn("raft server not added", "member", m.Name, "addr", addr, "err", err)
 			continue
 		}
 		changed = true
-		a.log.Info("raft non-voter added", "server", m.Name, "addr", m.RaftAddr)
+		a.log.Info("raft non-voter added", "server", m.Name, "addr", addr)
 	}
 	return changed
+}
+
+// recordableAddr is the address m is recorded with when it is added: its
+// Raft address, unless a server that moved away (a restarted container
+// whose old IP m was given) is still recorded there. Raft refuses two
+// servers at one address, and the moved server keeps its record (see
+// addMembers), so m is recorded by its name at the same port instead:
+// Raft dials it by name anyway, and where names resolve (compose service
+// and container names, most pod DNS) the record is a working fallback too.
+func recordableAddr(servers []raftstore.Server, m Member) string {
+	if !slices.ContainsFunc(servers, func(s raftstore.Server) bool { return s.Addr == m.RaftAddr && s.ID != m.Name }) {
+		return m.RaftAddr
+	}
+	_, port, err := net.SplitHostPort(m.RaftAddr)
+	if err != nil {
+		port = "0"
+	}
+	return net.JoinHostPort(m.Name, port)
 }
 
 // adjustSuffrage measures the non-voters' health and applies

@@ -203,6 +203,27 @@ func TestMovedServerIsLeftAsItIs(t *testing.T) {
 	h.wantConfig("n1 n2 n3 | n4")
 }
 
+// TestNewServerAtAMovedServersOldAddressIsAdded: a restarted container
+// gets the IP another server was recorded with before it moved (compose
+// and Kubernetes hand addresses out again). Raft refuses two servers at one
+// address, so the newcomer is recorded by its name instead of never
+// joining.
+func TestNewServerAtAMovedServersOldAddressIsAdded(t *testing.T) {
+	r := newFakeRaft(true, voter("n1"), voter("n2"), voter("n3"))
+	c := newFakeCluster("n1", "n2", "n3")
+	h := newHarness(t, fastCfg, r, c)
+	h.step()
+	c.move("n2", "10.0.0.2:8300")
+	c.set("n4", StatusAlive, time.Time{})
+	c.move("n4", addr("n2"))
+	h.step("nonvoter n4")
+	h.wantConfig("n1 n2 n3 | n4")
+	servers, _ := r.Servers()
+	if i := slices.IndexFunc(servers, func(s raftstore.Server) bool { return s.ID == "n4" }); i < 0 || servers[i].Addr != "n4:8300" {
+		t.Fatalf("servers %v: want n4 recorded by its name at the Raft port", servers)
+	}
+}
+
 // TestFollowerChangesNothing: only the leader reconciles.
 func TestFollowerChangesNothing(t *testing.T) {
 	r := newFakeRaft(false, voter("n1"), voter("n2"))
