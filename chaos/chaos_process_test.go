@@ -225,32 +225,74 @@ func (g *cappedGroup) finish(t *testing.T) {
 	}
 }
 
+// Kill timing of TestProcessChaosKill.
+const (
+	// killRounds is how many nodes the test kills, one at a time.
+	killRounds = 20
+	// handBackEvery: every handBackEvery-th round (from the second) kills
+	// the node that came back last, within handBackWindow of the first
+	// other node naming it an owner again, while channels are being handed
+	// to it (the rounds between kill a random node at a random moment of
+	// maxKillDelay after that).
+	handBackEvery  = 4
+	handBackWindow = 200 * time.Millisecond
+	maxKillDelay   = 3 * time.Second
+)
+
 // TestProcessChaosKill is the replication acceptance: with 1,000 clients
-// heartbeating across 200 channels through random nodes, five times a
-// random node is killed with SIGKILL; within 10 s every channel's users
-// equal the model (none lost, none invented), the node comes back and
-// takes channels again, and the streams on every node keep their ids in
-// order throughout. Beside them, 120 clients use channels of at most 3
-// users: every refusal and admission agrees with the cap, and no read
-// lists more than 3 users (a single crash merges no histories). The kill
-// is a pause, not an error: every request the other nodes answered
-// meanwhile got a 2xx answer (they hold requests for the new owner) and
-// none of their streams ended; the latency of those requests is reported
-// against the failure detection.
+// heartbeating across 200 channels through random nodes, a node is killed
+// with SIGKILL killRounds times, at random moments: a random node up to 3 s
+// after the previous victim came back, and every fourth round the node
+// that just came back, within 200 ms of the others starting to hand it its
+// channels (the hand-back window). Within 10 s of each kill every
+// channel's users equal the model (none lost, none invented), and the
+// streams on every node keep their ids in order throughout. Beside them,
+// 120 clients use channels of at most 3 users: every refusal and admission
+// agrees with the cap, and no read lists more than 3 users (a single crash
+// merges no histories). The kill is a pause, not an error: every request
+// the other nodes answered meanwhile got a 2xx answer (they hold requests
+// for the new owner) and none of their streams ended; the latency of those
+// requests is reported against the failure detection.
 func TestProcessChaosKill(t *testing.T) {
 	r := startChaosRun(t, 200, 500, 2, 2*time.Second)
 	capped := startCappedGroup(t, r, 2*time.Second, r.rng.Uint64())
 	var failovers []time.Duration
 	var rounds []chaos.Round
-	for round := 1; round <= 5; round++ {
+	var back *proc.Node   // the victim of the previous round, restarted
+	var backAt time.Time  // when another node first named it an owner again
+	var ready *readyWatch // when back answered ready again
+	inWindow := 0
+	for round := 1; round <= killRounds; round++ {
 		victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
+		delay := time.Duration(r.rng.Int64N(int64(maxKillDelay)))
+		window := back != nil && round%handBackEvery == 2
+		if window {
+			victim, delay = back, time.Duration(r.rng.Int64N(int64(handBackWindow)))
+		}
+		if back != nil {
+			// The fault's timing, not a wait for anything to settle.
+			time.Sleep(time.Until(backAt.Add(delay)))
+		}
 		killed := time.Now() // before: a request under way then meets the kill
+		if ready != nil {
+			// The previous victim's outage lasts until it was ready again
+			// (a node starting answers 503) or this kill.
+			rounds[len(rounds)-1].Out.End = ready.end(killed)
+		}
 		exit, err := victim.Kill()
 		if err != nil {
 			t.Fatal(err)
 		}
 		detected := r.fault(victim, killed)
-		t.Logf("round %d: %s %v at %s", round, victim.Name, exit, killed.Format("15:04:05.000"))
+		when := "first round"
+		if back != nil {
+			when = fmt.Sprintf("%v after %s was named an owner again", killed.Sub(backAt).Round(time.Millisecond), back.Name)
+		}
+		if window {
+			inWindow++
+			when += " (hand-back window)"
+		}
+		t.Logf("round %d: %s %v at %s, %s", round, victim.Name, exit, killed.Format("15:04:05.000"), when)
 		r.checks.Converge(fmt.Sprintf("round %d, %s killed", round, victim.Name), convergeWithin)
 		// The check's reads wait (the nodes hold them) until the dead
 		// owner's channels answer again, so this is the fail-over time.
@@ -264,19 +306,64 @@ func TestProcessChaosKill(t *testing.T) {
 		if err := victim.Restart(); err != nil {
 			t.Fatal(err)
 		}
-		r.waitOwning(t, victim)
+		ready = watchReady(r.c.Admin(victim.Name))
+		back, backAt = victim, chaos.WaitHandBack(t, r.c, victim.Name, r.channelSample(), rejoinTimeout)
 		rounds = append(rounds, chaos.Round{Name: fmt.Sprintf("round %d, %s killed", round, victim.Name),
-			Out: chaos.Outage{Node: victim.URL(), Start: killed, End: time.Now()}, Detected: detection})
+			Out: chaos.Outage{Node: victim.URL(), Start: killed}, Detected: detection})
 		r.streams.Rehome()
 		t.Logf("round %d: %s back; streams %+v", round, victim.Name, r.streams.Stats())
 	}
+	t.Logf("%d of %d rounds killed the node that had just come back, inside the hand-back window", inWindow, killRounds)
+	r.waitOwning(t, back)
+	rounds[len(rounds)-1].Out.End = ready.end(time.Now())
 	slices.Sort(failovers)
-	fmt.Printf("failover after kill -9: median %v, min %v, max %v over %d kills\n",
+	fmt.Printf("failover after kill -9: median %v, min %v, max %v over %d kills (%d in the hand-back window)\n",
 		failovers[len(failovers)/2].Round(time.Millisecond), failovers[0].Round(time.Millisecond),
-		failovers[len(failovers)-1].Round(time.Millisecond), len(failovers))
+		failovers[len(failovers)-1].Round(time.Millisecond), len(failovers), inWindow)
 	chaos.ReportRounds(t, r.ex, "process kill -9", rounds, time.Now(), true)
 	capped.finish(t)
 	r.finish(t)
+}
+
+// readyWatch records when a restarted node first answers ready.
+type readyWatch struct {
+	stop context.CancelFunc
+	done chan struct{}
+	at   time.Time // written before done closes
+}
+
+// watchReady polls a's readiness until it answers ready or end is called.
+func watchReady(a chaos.Admin) *readyWatch {
+	ctx, stop := context.WithCancel(context.Background())
+	w := &readyWatch{stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for ctx.Err() == nil {
+			call, cancel := context.WithTimeout(ctx, time.Second)
+			err := a.Ready(call)
+			cancel()
+			if err == nil {
+				w.at = time.Now()
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// end stops the watch and returns when the node became ready, or limit if
+// it was not ready before limit.
+func (w *readyWatch) end(limit time.Time) time.Time {
+	w.stop()
+	<-w.done
+	if w.at.IsZero() || w.at.After(limit) {
+		return limit
+	}
+	return w.at
 }
 
 // TestProcessChaosPause freezes a node with SIGSTOP for longer than the

@@ -134,6 +134,32 @@ func WaitOwning(t testing.TB, c Cluster, owner string, channels []string, timeou
 	}
 }
 
+// WaitHandBack waits until a serving node other than owner names owner
+// for one of channels, and returns when it saw that: owner is back and the
+// others have begun handing its channels to it. The chaos rounds time
+// their kills from then (the hand-back window).
+func WaitHandBack(t testing.TB, c Cluster, owner string, channels []string, timeout time.Duration) time.Time {
+	t.Helper()
+	var at time.Time
+	err := testkit.Poll(timeout, func() error {
+		err := fmt.Errorf("no node but %s serves", owner)
+		for _, n := range c.Serving() {
+			if n == owner {
+				continue
+			}
+			if err = seesOwning(c.Admin(n), n, owner, channels); err == nil {
+				at = time.Now()
+				return nil
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
 // seesOwning returns nil once node (reached through a) names owner for one
 // of channels.
 func seesOwning(a Admin, node, owner string, channels []string) error {

@@ -134,8 +134,14 @@ func (ch *channel) heartbeat(u *User, clientID string, cfg *Config, now int64) b
 	if !ok {
 		return false
 	}
-	ch.cfg = cfg
 	expires := now + timeoutNanos(cfg)
+	if expires < c.expiresAt && timeoutNanos(ch.cfg) == timeoutNanos(cfg) {
+		// Sent before the heartbeat that set the expiry (expiries count
+		// from when a present was sent) and applied after it: it moves
+		// nothing. Under a shorter timeout, an earlier expiry is meant.
+		expires = c.expiresAt
+	}
+	ch.cfg = cfg
 	c.expiresAt = expires
 	if ch.track {
 		ch.changes = append(ch.changes, Change{Kind: ChangeRefresh, Channel: ch.name, User: u,

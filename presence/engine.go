@@ -267,7 +267,7 @@ func checkClientID(id string) error {
 // idle channel is applied at once on the caller's goroutine instead, which
 // is what makes heartbeats cheap.
 func (e *Engine) Present(ctx context.Context, u *User, clientID, channel string) (bool, error) {
-	return e.present(ctx, u, clientID, channel, nil, true)
+	return e.present(ctx, u, clientID, channel, nil, true, 0)
 }
 
 // errChannelFull answers the Done of a present refused by the channel's
@@ -290,11 +290,22 @@ func admitted(err error) (bool, error) {
 // request enters the node) with the channel's name: an invalid one is not
 // checked again, and finds no config, so it is answered false anyway.
 func (e *Engine) PresentAck(ctx context.Context, u *User, clientID, channel string) (bool, error) {
+	return e.PresentAckAt(ctx, u, clientID, channel, 0)
+}
+
+// PresentAckAt is PresentAck for a present sent at sent (unix ns; 0 or a
+// time after now means now): the client's expiry counts from when the
+// present was sent, not from when it was applied, so a present that
+// waited on its way (forwarded, held behind a hand-off) cannot outlive a
+// leave sent after it when two copies of the channel are merged (last
+// writer wins by time). A heartbeat sent before the one that set the
+// client's expiry moves nothing.
+func (e *Engine) PresentAckAt(ctx context.Context, u *User, clientID, channel string, sent int64) (bool, error) {
 	if e.replicator == nil {
-		return e.present(ctx, u, clientID, channel, nil, false)
+		return e.present(ctx, u, clientID, channel, nil, false, sent)
 	}
 	done := make(chan error, 1)
-	ok, err := e.present(ctx, u, clientID, channel, done, false)
+	ok, err := e.present(ctx, u, clientID, channel, done, false, sent)
 	if !ok || err != nil {
 		return ok, err
 	}
@@ -303,8 +314,8 @@ func (e *Engine) PresentAck(ctx context.Context, u *User, clientID, channel stri
 
 // present marks the client present; checkName checks the channel's name
 // first (the config source needs a name's prefix too, so an invalid name
-// finds no config either way).
-func (e *Engine) present(ctx context.Context, u *User, clientID, channel string, done chan<- error, checkName bool) (bool, error) {
+// finds no config either way). sent is PresentAckAt's.
+func (e *Engine) present(ctx context.Context, u *User, clientID, channel string, done chan<- error, checkName bool, sent int64) (bool, error) {
 	if err := checkClientID(clientID); err != nil {
 		return false, err
 	}
@@ -318,7 +329,11 @@ func (e *Engine) present(ctx context.Context, u *User, clientID, channel string,
 	if cfg == nil || !cfg.CanEnter(u) {
 		return false, nil
 	}
-	o := op{kind: opPresent, user: u, clientID: clientID, cfg: cfg, at: e.clk.Now().UnixNano(), done: done}
+	at := e.clk.Now().UnixNano()
+	if sent > 0 && sent < at {
+		at = sent
+	}
+	o := op{kind: opPresent, user: u, clientID: clientID, cfg: cfg, at: at, done: done}
 	var answer chan error
 	if cfg.MaxUsers > 0 && done == nil {
 		// Only the channel knows whether it is full: wait for its answer.

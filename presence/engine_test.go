@@ -623,3 +623,45 @@ func TestEngineSharedHub(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 }
+
+// TestEnginePresentExpiresFromItsSendTime: a present that waited on its
+// way expires a timeout after it was sent, not after it was applied, and a
+// heartbeat sent before the one that set a client's expiry moves nothing.
+func TestEnginePresentExpiresFromItsSendTime(t *testing.T) {
+	ctx := context.Background()
+	r := newEngineRig(t, configFunc(publicOnly))
+	expiry := func() int64 {
+		t.Helper()
+		snap, err := r.e.Export(ctx, "/t/a")
+		if err != nil || snap == nil || len(snap.Clients) != 1 {
+			t.Fatalf("export: %+v, %v", snap, err)
+		}
+		return snap.Clients[0].ExpiresAtUnixNano
+	}
+	timeout := int64(publicOnly("/t/a").TimeoutSeconds()) * int64(time.Second)
+	now := r.clk.Now().UnixNano()
+	sent := now - int64(3*time.Second)
+	if ok, err := r.e.PresentAckAt(ctx, alice, "a", "/t/a", sent); !ok || err != nil {
+		t.Fatalf("present: %v, %v", ok, err)
+	}
+	if got := expiry(); got != sent+timeout {
+		t.Fatalf("expiry %d, want the send time + the timeout %d", got, sent+timeout)
+	}
+	if ok, err := r.e.PresentAckAt(ctx, alice, "a", "/t/a", now); !ok || err != nil {
+		t.Fatalf("heartbeat: %v, %v", ok, err)
+	}
+	if ok, err := r.e.PresentAckAt(ctx, alice, "a", "/t/a", now-int64(time.Second)); !ok || err != nil {
+		t.Fatalf("older heartbeat: %v, %v", ok, err)
+	}
+	if got := expiry(); got != now+timeout {
+		t.Fatalf("expiry %d after an older heartbeat applied late, want %d", got, now+timeout)
+	}
+	// A send time after now (a sender's clock ahead) counts as now.
+	if ok, err := r.e.PresentAckAt(ctx, bob, "b", "/t/b", now+int64(time.Hour)); !ok || err != nil {
+		t.Fatalf("present: %v, %v", ok, err)
+	}
+	snap, err := r.e.Export(ctx, "/t/b")
+	if err != nil || snap == nil || snap.Clients[0].ExpiresAtUnixNano != now+timeout {
+		t.Fatalf("export of /t/b: %+v, %v; want the expiry counted from now", snap, err)
+	}
+}

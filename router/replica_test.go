@@ -676,3 +676,32 @@ func TestClientStoppedDuringAPartitionLeavesAtItsTimeout(t *testing.T) {
 	c.clk.Advance(time.Second + 2*DefaultReplicationInterval + time.Second)
 	waitUsers(t, owner, ch, "k to leave after its timeout", "m")
 }
+
+// TestForwardedPresentExpiresFromItsSendTime: the owner counts a forwarded
+// present's expiry from when it was sent (its header's deadline less the
+// forward timeout), not from when it arrived: a present that waited on
+// its way cannot outlive a leave sent after it when copies are merged.
+func TestForwardedPresentExpiresFromItsSendTime(t *testing.T) {
+	c := newTestCluster(t, 2, withReplication)
+	owner := c.node("n1")
+	ch, _ := replicaChannel(t, []string{"n1", "n2"}, "n1")
+	now := c.clk.Now()
+	sent := now.Add(-3 * time.Second)
+	q := wire.UpdateRequest{Header: wire.Header{Epoch: owner.r.view.Load().epoch, Hops: 1, Deadline: sent.Add(owner.r.cfg.ForwardTimeout).UnixNano()},
+		User: user("a"), ClientID: "tab", Present: []string{ch}}
+	body := wire.Marshal(func(e *wire.Encoder) { wire.EncodeUpdateBatch(e, 1, func(int) *wire.UpdateRequest { return &q }) })
+	resp, err := owner.r.Handle(testCtx(t), wire.MethodUpdate, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := wire.DecodeUpdateResults(resp, "n1"); err != nil || len(res) != 1 || res[0].Err != nil || !slices.Equal(res[0].Vals, []bool{true}) {
+		t.Fatalf("forwarded present answered %+v, %v", res, err)
+	}
+	snap, err := owner.engine.Export(testCtx(t), ch)
+	if err != nil || snap == nil || len(snap.Clients) != 1 {
+		t.Fatalf("export: %+v, %v", snap, err)
+	}
+	if want := sent.Add(time.Duration(pubConfig.TimeoutSeconds()) * time.Second).UnixNano(); snap.Clients[0].ExpiresAtUnixNano != want {
+		t.Fatalf("expiry %d, want %d (the send time + the timeout)", snap.Clients[0].ExpiresAtUnixNano, want)
+	}
+}

@@ -139,7 +139,8 @@ func (r *Router) presentHere(ctx context.Context, c updateCall, channel string) 
 		r.log.Debug("dropped a forwarded present overtaken by the client's leave", "channel", channel, "user", c.user.ID, "client", c.clientID)
 		return false, nil
 	}
-	return r.engine.PresentAck(ctx, c.user, c.clientID, channel)
+	// The expiry counts from when the present was sent (see PresentAckAt).
+	return r.engine.PresentAckAt(ctx, c.user, c.clientID, channel, c.sent)
 }
 
 // leaveHere makes the client leave channel, held here. With replication
