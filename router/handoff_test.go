@@ -559,3 +559,57 @@ func TestWholeClusterDrainingRefusesUnheldChannelsAtOnce(t *testing.T) {
 		t.Fatalf("no node holds %s", held)
 	}
 }
+
+// TestTombstoneChainOfSeveralJoinsExpires: a channel handed from joiner to
+// joiner as four nodes join one after another leaves a tombstone on each
+// previous holder, pointing at the next. A request entering at the first
+// runs out of hops along that chain; once the tombstones to nodes that no
+// longer own the channel are stale, the ring routes it to the owner.
+func TestTombstoneChainOfSeveralJoinsExpires(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.HoldTimeout = 50 * time.Millisecond })
+	names := []string{"n1", "n2", "n3"}
+	var ch string
+	for i := 0; i < 100000 && ch == ""; i++ {
+		cand := fmt.Sprintf("/pub/chain%d", i)
+		ok := true
+		for j := 4; j <= 7 && ok; j++ {
+			ok = ring.New(1, append(slices.Clone(names), joinerNames(j)...)).Owner(cand) == fmt.Sprintf("n%d", j)
+		}
+		if ok {
+			ch = cand
+		}
+	}
+	if ch == "" {
+		t.Fatal("no channel that every joiner takes in turn")
+	}
+	first := c.node(ring.New(1, names).Owner(ch))
+	ctx := testCtx(t)
+	if _, err := first.r.Update(ctx, user("a"), "tab", []string{ch}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for j := 4; j <= 7; j++ {
+		n := c.addNode(fmt.Sprintf("n%d", j))
+		c.setMembers(c.nodes...)
+		c.waitSettled(c.nodes...)
+		testkit.WaitFor(t, "the channel on the joiner", func() bool { return slices.Contains(n.engine.Channels(), ch) })
+	}
+	if _, err := first.r.Get(ctx, nil, []string{ch}); !errors.Is(err, presence.ErrMoved) {
+		t.Fatalf("get through the chain's start: %v, want ErrMoved (out of hops)", err)
+	}
+	c.clk.Advance(staleTombstoneAfter + time.Second)
+	for _, n := range c.nodes {
+		got, err := n.r.Get(ctx, nil, []string{ch})
+		if err != nil || !slices.Equal(userIDs(got[ch]), []string{"a"}) {
+			t.Fatalf("get through %s once the tombstones are stale: %v, %v", n.name, got[ch], err)
+		}
+	}
+}
+
+// joinerNames returns n4 up to nj.
+func joinerNames(j int) []string {
+	var out []string
+	for k := 4; k <= j; k++ {
+		out = append(out, fmt.Sprintf("n%d", k))
+	}
+	return out
+}

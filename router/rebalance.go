@@ -152,6 +152,6 @@ func (r *Router) sweepLoop() {
 			actors[ch] = true
 		}
 		r.routes.sweepIdle(actors)
-		r.routes.sweepTombstones(r.view.Load())
+		r.routes.sweepTombstones(r.view.Load(), r.cfg.Clock.Now().UnixNano())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"time"
 
 	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
@@ -76,9 +77,11 @@ type tombstone struct {
 	// seen: to has been in the member set since; a tombstone to a node that
 	// was seen and then left is dropped (its state died with it).
 	seen bool
-	// until (unix ns, 0 for never) ends a tombstone to a holder that kept
-	// the channel (wire.ExtractHeld): by then it has handed the channel over or
-	// lost it, and a new pull finds out which.
+	// until (unix ns, 0 for not yet) ends the tombstone: of a holder that
+	// kept the channel (wire.ExtractHeld), when it has handed the channel
+	// over or lost it, and a new pull finds out which; of a member that
+	// does not own the channel, staleTombstoneAfter after a sweep found it
+	// so (sweepTombstones).
 	until int64
 }
 
@@ -377,10 +380,21 @@ func (t *routeTable) forgetUnreachable(err error, v *view, to Member, lists ...[
 	}
 }
 
-// sweepTombstones updates tombstones for a new view: a target seen in the
-// member set and gone since is dropped, and so is a tombstone pointing at
-// the ring owner, which the ring already routes to.
-func (t *routeTable) sweepTombstones(v *view) {
+// staleTombstoneAfter bounds the life of a tombstone to a node that does
+// not own the channel: by then that node has handed the channel to its
+// owner (or lost it), and the ring routes there. Without a bound, a channel
+// that moved through several joiners in a row left a chain of tombstones,
+// each pointing at the next joiner, that outlived every move: requests
+// entering at the chain's start ran out of hops (a 3 → 7 scale-out made a
+// channel unreachable for 45 s).
+const staleTombstoneAfter = 10 * time.Second
+
+// sweepTombstones updates tombstones for a new view (and at every sweep):
+// a target seen in the member set and gone since is dropped, and so is a
+// tombstone pointing at the ring owner, which the ring already routes to;
+// one pointing at another member lasts staleTombstoneAfter from the first
+// sweep that finds it so.
+func (t *routeTable) sweepTombstones(v *view, now int64) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
@@ -390,10 +404,15 @@ func (t *routeTable) sweepTombstones(v *view) {
 			}
 			_, member := v.members[e.tomb.to.Name]
 			switch {
+			case e.tomb.until != 0 && now > e.tomb.until:
+				e.tomb = nil
 			case member && v.ring.Owner(ch) == e.tomb.to.Name:
 				e.tomb = nil
 			case member:
 				e.tomb.seen = true
+				if e.tomb.until == 0 {
+					e.tomb.until = now + int64(staleTombstoneAfter)
+				}
 			case e.tomb.seen:
 				e.tomb = nil
 			}

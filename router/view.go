@@ -231,6 +231,6 @@ func (r *Router) viewChanged(old, v *view) {
 			r.repl.Kick()
 		}
 	}
-	r.routes.sweepTombstones(v)
+	r.routes.sweepTombstones(v, r.cfg.Clock.Now().UnixNano())
 	r.settling.request()
 }
