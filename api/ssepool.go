@@ -149,10 +149,11 @@ type poolStream struct {
 	keepalive atomic.Bool // its comment line is due
 	peerGone  atomic.Bool // the poller saw the peer close or fail
 
-	mu      sync.Mutex // held by the writer working on the stream
-	closed  bool
-	pending *[]byte   // unsent bytes (a pooled buffer), nil when none
-	stalled time.Time // since when pending waits for the socket
+	mu         sync.Mutex // held by the writer working on the stream
+	closed     bool
+	endWritten bool      // the body's end is written or pending: only a flush is left
+	pending    *[]byte   // unsent bytes (a pooled buffer), nil when none
+	stalled    time.Time // since when pending waits for the socket
 
 	slot, pos int // place in the keepalive wheel, under the wheel's lock
 }
@@ -331,14 +332,17 @@ func (w *streamWriter) serveLocked(s *poolStream) (ended bool) {
 	if !closeNow && s.pending != nil {
 		closeNow = !s.flushLocked()
 	}
-	if !closeNow {
-		ended, closeNow = w.writeNewLocked(s)
+	if !closeNow && !s.endWritten {
+		s.endWritten, closeNow = w.writeNewLocked(s)
 	}
 	if !closeNow && s.pending != nil {
 		// Too far behind, or the peer stopped reading.
 		closeNow = len(*s.pending) > sseMaxPending || s.pool.clock.Now().Sub(s.stalled) >= sseWriteTimeout
 	}
-	if closeNow || ended {
+	// An ended subscription's last bytes (its end chunk) go out before the
+	// connection closes: closed with them unsent, the client would read a
+	// cut body, not the end of the stream. The socket's room wakes s again.
+	if closeNow || s.endWritten && s.pending == nil {
 		s.closeLocked()
 		return true
 	}

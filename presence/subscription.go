@@ -24,6 +24,16 @@ const (
 	deliverChan               // sent on events
 )
 
+// queuedSlack multiplies BufferSize for a subscription whose consumer
+// takes its queue (Take, after Notify) rather than reading a channel: the stream pool's
+// writers drain such queues in turns, so a queue grows while the writers
+// are busy (a burst of promotions on a loaded node), not only while its
+// client does not read, and a client that does not read is bounded by the
+// stream's unsent bytes instead. Closed at BufferSize, streams of a node
+// that took over a dead node's channels ended under a burst, on a live
+// node, with their clients reading.
+const queuedSlack = 16
+
 // queueKeep is the capacity of a subscription's queue kept between bursts:
 // enough for the usual message at a time without an allocation, little for
 // an idle subscriber to hold.
@@ -540,7 +550,8 @@ func (s *subscription) deliverLocked(sc *subChannel, m *Message) (wake func()) {
 				return s.finishLocked() // slow subscriber: it reconnects with Last-Event-ID
 			}
 		}
-		if len(s.queue) >= s.hub.cfg.BufferSize {
+		if len(s.queue) >= s.queueLimitLocked() {
+			s.hub.log.Info("subscription ended: its consumer fell too far behind", "queued", len(s.queue))
 			return s.finishLocked()
 		}
 		s.queue = append(s.queue, ev)
@@ -549,6 +560,17 @@ func (s *subscription) deliverLocked(sc *subChannel, m *Message) (wake func()) {
 		}
 	}
 	return nil
+}
+
+// queueLimitLocked is how many events the queue holds before the
+// subscription ends: queuedSlack times the buffer once a consumer that
+// takes the queue chose it (Notify), the buffer before (Events would move
+// the queue into a channel of that size).
+func (s *subscription) queueLimitLocked() int {
+	if s.wake != nil {
+		return s.hub.cfg.BufferSize * queuedSlack
+	}
+	return s.hub.cfg.BufferSize
 }
 
 // send delivers ev, waiting for room in the subscriber's buffer, unless

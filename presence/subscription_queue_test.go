@@ -135,8 +135,9 @@ func TestQueuedSubscriptionCatchupWaitsForReader(t *testing.T) {
 	}
 }
 
-// A reader that does not take fills the buffer: the subscription ends, and
-// the reader still takes what was queued, then learns of the end.
+// A reader that does not take fills its queue (queuedSlack times the
+// buffer): the subscription ends, and the reader still takes what was
+// queued, then learns of the end.
 func TestQueuedSubscriptionSlowReaderEnds(t *testing.T) {
 	f := newFakeSource(t, HubConfig{BufferSize: 4})
 	s, err := f.hub.Subscribe(context.Background(), alice, map[string]int64{"/t/a": -1}, f)
@@ -145,14 +146,14 @@ func TestQueuedSubscriptionSlowReaderEnds(t *testing.T) {
 	}
 	r := readQueued(t, s)
 	testkit.WaitFor(t, "the subscription to be live", func() bool { return subscriptionLive(&collector{sub: s}) })
-	f.publish("/t/a", 10) // nobody takes
+	f.publish("/t/a", 4*queuedSlack+6) // nobody takes
 	testkit.WaitFor(t, "the end to be announced", func() bool {
 		evs, ended := r.s.Take(nil)
 		r.evs = append(r.evs, evs...)
 		return ended
 	})
-	if len(r.evs) != 4 {
-		t.Fatalf("took %d queued events before the end, want 4", len(r.evs))
+	if len(r.evs) != 4*queuedSlack {
+		t.Fatalf("took %d queued events before the end, want %d", len(r.evs), 4*queuedSlack)
 	}
 	testkit.WaitFor(t, "the ended subscription to be released", func() bool {
 		return f.hub.metrics.Subscribers() == 0 && len(f.hub.Channels()) == 0
