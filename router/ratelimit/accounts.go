@@ -141,6 +141,10 @@ func (a *accounts) sweep(now time.Time, v View) {
 	a.t.each(func(_ string, acc *account) bool {
 		acc.mu.Lock()
 		defer acc.mu.Unlock()
+		if len(acc.loans) == 0 && now.Sub(acc.localAt) < a.lim.Idle {
+			// Kept, and nothing to expire: its next call refills it.
+			return true
+		}
 		a.advance(acc, now, v)
 		keep := len(acc.loans) > 0 || acc.bucket.Tokens < float64(a.lim.Burst) || now.Sub(acc.localAt) < a.lim.Idle
 		acc.dropped = !keep
