@@ -30,12 +30,17 @@
 #   ./heartbeat-wrk.sh                                     the issue's run
 #   ROUNDS=5 DURATION=5s ./heartbeat-wrk.sh
 #   USERS=2000 DURATION=2s WARMUP=1s ROUNDS=1 ALLOW_BUSY=1 ./heartbeat-wrk.sh   a smoke run
+#   NODE_BIN=/tmp/node-new BEFORE_BIN=/tmp/node-old SERVERS=bare,node ./heartbeat-wrk.sh
+#                                           before/after: two node builds alternated in one run
 #
 # Settings (environment): ROUNDS (3), DURATION (10s), WARMUP (5s; 0 = none),
 # THREADS (2), CONNECTIONS (64), USERS (40000), CHANNELS (1000),
-# SERVERS (bare,node,redis), MAX_LOAD (1.0), ALLOW_BUSY, BASE_PORT (28280:
-# the node uses BASE_PORT..+3, the bare handler +10, redis-presence +11,
-# redis-server +12), WORK (a new /tmp/heartbeat-wrk.* directory: binaries,
+# SERVERS (bare,node,redis), MAX_LOAD (1.0), ALLOW_BUSY, NODE_BIN (the node
+# binary to run; default: built from this tree), BEFORE_BIN (another node
+# binary, say main's, run as the server "before" alongside the others and
+# reported against: "before" is added to SERVERS), BASE_PORT (28280: the
+# node uses BASE_PORT..+3, "before" +4..+7, the bare handler +10,
+# redis-presence +11, redis-server +12), WORK (a new /tmp/heartbeat-wrk.* directory: binaries,
 # requests, node data, every run's output, the report), KEEP_WORK=1 keeps it.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,13 +55,28 @@ CONNECTIONS=${CONNECTIONS:-64}
 USERS=${USERS:-40000}
 CHANNELS=${CHANNELS:-1000}
 SERVERS=${SERVERS:-bare,node,redis}
+NODE_BIN=${NODE_BIN:-}
+BEFORE_BIN=${BEFORE_BIN:-}
 MAX_LOAD=${MAX_LOAD:-1.0}
 BASE_PORT=${BASE_PORT:-28280}
 WORK=${WORK:-$(mktemp -d /tmp/heartbeat-wrk.XXXXXX)}
 mkdir -p "$WORK/bin" "$WORK/runs"
 
-IFS=, read -r -a servers <<<"$SERVERS"
 has_server() { [[ ",$SERVERS," == *",$1,"* ]]; }
+if [ -n "$BEFORE_BIN" ] && ! has_server before; then
+  SERVERS=$SERVERS,before
+fi
+IFS=, read -r -a servers <<<"$SERVERS"
+for bin in "$NODE_BIN" "$BEFORE_BIN"; do
+  if [ -n "$bin" ] && [ ! -x "$bin" ]; then
+    echo "$bin is not an executable node binary" >&2
+    exit 1
+  fi
+done
+if has_server before && [ -z "$BEFORE_BIN" ]; then
+  echo "the server \"before\" needs BEFORE_BIN, the node binary to run as it" >&2
+  exit 1
+fi
 
 if ! command -v wrk >/dev/null 2>&1; then
   if ! apt_install wrk || ! command -v wrk >/dev/null 2>&1; then
@@ -74,16 +94,25 @@ if has_server redis && ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 node_http=127.0.0.1:$BASE_PORT
+before_http=127.0.0.1:$((BASE_PORT + 4))
 bare_http=127.0.0.1:$((BASE_PORT + 10))
 redis_http=127.0.0.1:$((BASE_PORT + 11))
 redis_addr=127.0.0.1:$((BASE_PORT + 12))
 for addr in "$node_http" 127.0.0.1:$((BASE_PORT + 1)) 127.0.0.1:$((BASE_PORT + 2)) 127.0.0.1:$((BASE_PORT + 3)) \
+  "$before_http" 127.0.0.1:$((BASE_PORT + 5)) 127.0.0.1:$((BASE_PORT + 6)) 127.0.0.1:$((BASE_PORT + 7)) \
   "$bare_http" "$redis_http" "$redis_addr"; do
   port_free "$addr" || { echo "port $addr is in use: stop what listens there or set BASE_PORT" >&2; exit 1; }
 done
 
 echo "building into $WORK/bin"
-(cd .. && go build -o "$WORK/bin/presence-node" ./cmd/node)
+if [ -n "$NODE_BIN" ]; then
+  cp "$NODE_BIN" "$WORK/bin/presence-node"
+else
+  (cd .. && go build -o "$WORK/bin/presence-node" ./cmd/node)
+fi
+if [ -n "$BEFORE_BIN" ]; then
+  cp "$BEFORE_BIN" "$WORK/bin/presence-node-before"
+fi
 go build -o "$WORK/bin/" ./cmd/redis-presence ./cmd/bare-handler ./cmd/wrk-heartbeat
 
 pids=()
@@ -93,20 +122,25 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ -z "${KEEP_WORK:-}" ]; then
-    rm -rf "${WORK:?}/bin" "${WORK:?}/node" "${WORK:?}/redis" "${WORK:?}/requests.tsv"
+    rm -rf "${WORK:?}/bin" "${WORK:?}/node" "${WORK:?}/before" "${WORK:?}/redis" "${WORK:?}/requests.tsv"
   fi
 }
 trap cleanup EXIT
 
 declare -A url
-if has_server node; then
-  "$WORK/bin/presence-node" --dev --name hb1 --http "$node_http" --raft 127.0.0.1:$((BASE_PORT + 1)) \
-    --gossip 127.0.0.1:$((BASE_PORT + 2)) --rpc 127.0.0.1:$((BASE_PORT + 3)) --data-dir "$WORK/node" \
-    --log-level warn 2>"$WORK/node.log" &
+# start_node NAME BINARY PORT: a --dev node on PORT (HTTP) and the three
+# ports after it (raft, gossip, rpc), its data in $WORK/NAME.
+start_node() {
+  local name=$1 bin=$2 port=$3
+  "$bin" --dev --name hb1 --http "127.0.0.1:$port" --raft "127.0.0.1:$((port + 1))" \
+    --gossip "127.0.0.1:$((port + 2))" --rpc "127.0.0.1:$((port + 3))" --data-dir "$WORK/$name" \
+    --log-level warn 2>"$WORK/$name.log" &
   pids+=($!)
-  server_pids[node]=$!
-  url[node]=http://$node_http
-fi
+  server_pids[$name]=$!
+  url[$name]=http://127.0.0.1:$port
+}
+if has_server node; then start_node node "$WORK/bin/presence-node" "$BASE_PORT"; fi
+if has_server before; then start_node before "$WORK/bin/presence-node-before" $((BASE_PORT + 4)); fi
 if has_server bare; then
   "$WORK/bin/bare-handler" --http "$bare_http" 2>"$WORK/bare.log" &
   pids+=($!)

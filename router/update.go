@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/presencehq/presence/internal/lazyctx"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -34,9 +35,8 @@ type updateShare struct {
 // whose owner moved, could not be reached or did not answer in time, until
 // it answers; the others answer presence.ErrMoved and let it.
 func (r *Router) update(ctx context.Context, c updateCall, share updateShare, out map[string]bool) error {
-	var mu sync.Mutex
 	return held(ctx, r.hold, c.hops, share, func(ctx context.Context, s updateShare) (updateShare, error) {
-		return r.updateOnce(ctx, c, s, out, &mu)
+		return r.updateOnce(ctx, c, s, out)
 	})
 }
 
@@ -46,8 +46,9 @@ func (r *Router) update(ctx context.Context, c updateCall, share updateShare, ou
 // so present-before-leave holds per channel. It returns the channels to
 // retry after a retryable error: those of the shares that failed, or all
 // of them when routing itself failed (applying a present or a leave twice
-// changes nothing).
-func (r *Router) updateOnce(ctx context.Context, c updateCall, s updateShare, out map[string]bool, mu *sync.Mutex) (updateShare, error) {
+// changes nothing). Only forwardUpdates writes out from several
+// goroutines; the channels served here are answered before it starts.
+func (r *Router) updateOnce(ctx context.Context, c updateCall, s updateShare, out map[string]bool) (updateShare, error) {
 	var shares []*updateShare
 	for _, ch := range s.present {
 		t, err := r.route(ctx, ch, c.hops)
@@ -59,13 +60,11 @@ func (r *Router) updateOnce(ctx context.Context, c updateCall, s updateShare, ou
 			share.present = append(share.present, ch)
 			continue
 		}
-		actx, cancel := localAttempt(ctx, c)
+		actx, bound := localAttempt(ctx, c)
 		ok, err := r.presentHere(actx, c, ch)
-		cancel()
+		bound.Cancel()
 		r.routes.release(ch)
-		mu.Lock()
 		out[ch] = ok
-		mu.Unlock()
 		if err != nil {
 			return s, err
 		}
@@ -84,15 +83,15 @@ func (r *Router) updateOnce(ctx context.Context, c updateCall, s updateShare, ou
 			share.leave = append(share.leave, ch)
 			continue
 		}
-		actx, cancel := localAttempt(ctx, c)
+		actx, bound := localAttempt(ctx, c)
 		err = r.leaveHere(actx, c, ch)
-		cancel()
+		bound.Cancel()
 		r.routes.release(ch)
 		if err != nil {
 			return s, err
 		}
 	}
-	return r.forwardUpdates(ctx, c, shares, out, mu)
+	return r.forwardUpdates(ctx, c, shares, out)
 }
 
 // localAckWait bounds how long an enter or a leave served by the node the
@@ -113,12 +112,17 @@ func (r *Router) updateOnce(ctx context.Context, c updateCall, s updateShare, ou
 const localAckWait = 2 * time.Second
 
 // localAttempt bounds a change served here at the entry node by
-// localAckWait.
-func localAttempt(ctx context.Context, c updateCall) (context.Context, context.CancelFunc) {
+// localAckWait (nil: not bounded here). The bound's timer is armed only if
+// the change waits (for its replica, or its channel's config): a
+// heartbeat's answer is usually there when the engine returns, and
+// context.WithTimeout under the request's context cost it about seven
+// allocations and a timer for nothing.
+func localAttempt(ctx context.Context, c updateCall) (context.Context, *lazyctx.Ctx) {
 	if c.hops != 0 {
-		return ctx, func() {}
+		return ctx, nil
 	}
-	return context.WithTimeout(ctx, localAckWait)
+	bound := lazyctx.WithTimeout(ctx, localAckWait)
+	return bound, bound
 }
 
 // presentHere marks the client present in channel, held here. With
@@ -184,12 +188,13 @@ func shareWithPresent(shares []*updateShare, ch string) *updateShare {
 
 // forwardUpdates sends every share to its node (batched with other
 // updates to the same node), in parallel when there are several.
-func (r *Router) forwardUpdates(ctx context.Context, c updateCall, shares []*updateShare, out map[string]bool, mu *sync.Mutex) (updateShare, error) {
+func (r *Router) forwardUpdates(ctx context.Context, c updateCall, shares []*updateShare, out map[string]bool) (updateShare, error) {
 	if len(shares) == 0 {
 		// All served here (the usual case): return before the variables
 		// the closure below captures, which escape, are allocated.
 		return updateShare{}, nil
 	}
+	var mu sync.Mutex // out, failed and errs, written by the shares' goroutines
 	var failed updateShare
 	var errs forwardErrors
 	parallel(shares, func(s *updateShare) {

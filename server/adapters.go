@@ -108,7 +108,7 @@ func (c clusterInfo) Ready() (bool, string) {
 	if !s.configLoaded.Load() {
 		return false, "prefix documents not loaded yet"
 	}
-	if resuming, frozen := s.freeze.resuming(time.Now()); resuming {
+	if resuming, frozen := s.freeze.resumingNow(); resuming {
 		return false, fmt.Sprintf("resuming after the process was frozen for %v", frozen.Round(time.Second))
 	}
 	if !s.router.Settled() {

@@ -33,6 +33,33 @@ func TestFreezeWatchDetectsAGapAndQuietsAfterIt(t *testing.T) {
 	if resuming, _ := w.resuming(at(20.4)); resuming {
 		t.Fatal("still resuming after the quiet period")
 	}
+	// A tick within the quiet period keeps the freeze; the first one after
+	// it forgets the freeze, so requests read no clock any more.
+	w.observe(at(17.65))
+	if w.freeze.Load() == nil {
+		t.Fatal("the freeze forgotten within its quiet period")
+	}
+	w.observe(at(19.5))
+	w.observe(at(20.5))
+	if w.freeze.Load() != nil {
+		t.Fatal("the freeze kept after its quiet period")
+	}
+	if resuming, _ := w.resumingNow(); resuming {
+		t.Fatal("resuming after the freeze was forgotten")
+	}
+}
+
+// The request path's check takes no lock and allocates nothing.
+func TestFreezeWatchResumingNowIsCheap(t *testing.T) {
+	w := freezeWatch{threshold: time.Second, quiet: time.Hour}
+	w.observe(time.Now())
+	if allocs := testing.AllocsPerRun(100, func() { w.resumingNow() }); allocs != 0 {
+		t.Fatalf("%v allocations", allocs)
+	}
+	w.observe(time.Now().Add(10 * time.Second))
+	if resuming, f := w.resumingNow(); !resuming || f < 9*time.Second {
+		t.Fatalf("after a freeze: resuming %v (%v)", resuming, f)
+	}
 }
 
 func TestGuardResumeRefusesPresenceRequestsOnly(t *testing.T) {

@@ -205,7 +205,7 @@ func (s *Server) open() error {
 // not required: losing the leader (it may be the node that just died) is
 // part of the view change, and presence never goes through Raft.
 func (s *Server) serving() bool {
-	resuming, _ := s.freeze.resuming(time.Now())
+	resuming, _ := s.freeze.resumingNow()
 	return s.configLoaded.Load() && !s.draining.Load() && !resuming && (len(s.cfg.Join) == 0 || s.joined.Load())
 }
 

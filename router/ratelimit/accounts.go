@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"sync"
 	"time"
 
 	"github.com/presencehq/presence/router/wire"
@@ -13,6 +14,14 @@ import (
 // exceed Burst, so the cluster never spends a token a single bucket would
 // not have held.
 type account struct {
+	// mu guards the account: calls of one user wait for each other, not
+	// for the other users of its shard (the shard's lock is shared by
+	// lookups, taken alone only to add or drop accounts). dropped: the
+	// account left the table (swept or evicted), and a call that found it
+	// before must look its user up again.
+	mu      sync.Mutex
+	dropped bool
+
 	bucket tokenbucket.Bucket
 	// The last stretch of time the bucket spent at its capacity (fullTo is
 	// zero while it lasts) and how much of the refill the capacity held
@@ -49,17 +58,18 @@ func (a *accounts) init(lim Limits) {
 	a.t.init(lim.MaxUsers)
 }
 
-// isMember reports whether a node is in the current view.
-type isMember func(name string) bool
+// isMember reports whether the node called name is in v.
+func isMember(v View, name string) bool {
+	_, ok := v.Member(name)
+	return ok
+}
 
 // take decides a call entering the keeper: one token of the bucket, or
 // the wait for the next one and the nodes whose tokens to recall.
-func (a *accounts) take(user string, now time.Time, member isMember) (ok bool, wait time.Duration, recall []wire.Member) {
-	sh := a.t.shard(user)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	acc := a.get(sh, user, now)
-	a.advance(acc, now, member)
+func (a *accounts) take(user string, now time.Time, v View) (ok bool, wait time.Duration, recall []wire.Member) {
+	acc := a.acquire(user, now, true)
+	defer acc.mu.Unlock()
+	a.advance(acc, now, v)
 	acc.localAt = now
 	if acc.bucket.Take(1) {
 		a.mark(acc, now)
@@ -72,12 +82,10 @@ func (a *accounts) take(user string, now time.Time, member isMember) (ok bool, w
 // here (at least one for a waiting call while there is one), and when
 // nothing is left, the wait for the next token and the other nodes whose
 // tokens to recall.
-func (a *accounts) lend(from wire.Member, e wire.LimitEntry, now time.Time, member isMember) (wire.LimitAnswer, []wire.Member) {
-	sh := a.t.shard(e.User)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	acc := a.get(sh, e.User, now)
-	a.advance(acc, now, member)
+func (a *accounts) lend(from wire.Member, e wire.LimitEntry, now time.Time, v View) (wire.LimitAnswer, []wire.Member) {
+	acc := a.acquire(e.User, now, true)
+	defer acc.mu.Unlock()
+	a.advance(acc, now, v)
 	ln := acc.loanTo(from)
 	a.creditSpent(acc, ln, e.Spent, e.SpentAgo, now)
 	ln.seen = now
@@ -109,15 +117,13 @@ func (a *accounts) lend(from wire.Member, e wire.LimitEntry, now time.Time, memb
 
 // giveBack takes back tokens node did not spend and its report of those
 // it spent (a return, or the answer to a recall).
-func (a *accounts) giveBack(node, user string, tokens, spent int, spentAgo time.Duration, now time.Time, member isMember) {
-	sh := a.t.shard(user)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	acc, ok := sh.m[user]
-	if !ok {
+func (a *accounts) giveBack(node, user string, tokens, spent int, spentAgo time.Duration, now time.Time, v View) {
+	acc := a.acquire(user, now, false)
+	if acc == nil {
 		return // a bucket dropped as full: nothing to add to
 	}
-	a.advance(acc, now, member)
+	defer acc.mu.Unlock()
+	a.advance(acc, now, v)
 	if ln := acc.loanOf(node); ln != nil {
 		ln.tokens -= min(tokens, ln.tokens)
 		a.creditSpent(acc, ln, spent, spentAgo, now)
@@ -127,23 +133,59 @@ func (a *accounts) giveBack(node, user string, tokens, spent int, spentAgo time.
 }
 
 // sweep drops the accounts that are the same as a new one: full, nothing
-// lent.
-func (a *accounts) sweep(now time.Time, member isMember) {
+// lent, and no call decided here for Idle. A user calling every second
+// or so (a bucket full again half a second after a call) would otherwise
+// lose the account at every sweep and make a new one at its next call:
+// an allocation, and the shard's lock taken alone, on every other call.
+func (a *accounts) sweep(now time.Time, v View) {
 	a.t.each(func(_ string, acc *account) bool {
-		a.advance(acc, now, member)
-		return len(acc.loans) > 0 || acc.bucket.Tokens < float64(a.lim.Burst)
+		acc.mu.Lock()
+		defer acc.mu.Unlock()
+		if len(acc.loans) == 0 && now.Sub(acc.localAt) < a.lim.Idle {
+			// Kept, and nothing to expire: its next call refills it.
+			return true
+		}
+		a.advance(acc, now, v)
+		keep := len(acc.loans) > 0 || acc.bucket.Tokens < float64(a.lim.Burst) || now.Sub(acc.localAt) < a.lim.Idle
+		acc.dropped = !keep
+		return keep
 	})
 }
 
 func (a *accounts) len() int { return a.t.len() }
 
-// get returns user's account in sh (locked), a full one if there was none;
-// when the shard is full an arbitrary account is evicted (its loans are
-// forgotten: the bound on memory wins over the count of a few tokens out).
-func (a *accounts) get(sh *shard[account], user string, now time.Time) *account {
-	return sh.get(user, func() *account {
-		return &account{bucket: tokenbucket.Full(float64(a.lim.Burst), now), fullFrom: now}
-	})
+// acquire returns user's account, locked. When there is none, create adds
+// a full one (when the shard is full an arbitrary account is evicted: its
+// loans are forgotten, the bound on memory wins over the count of a few
+// tokens out); without create it returns nil.
+func (a *accounts) acquire(user string, now time.Time, create bool) *account {
+	sh := a.t.shard(user)
+	for {
+		acc := sh.find(user)
+		if acc == nil {
+			if !create {
+				return nil
+			}
+			// Allocated before the shard's lock is taken alone.
+			fresh := &account{bucket: tokenbucket.Full(float64(a.lim.Burst), now), fullFrom: now}
+			sh.mu.Lock()
+			acc = sh.get(user, func() *account { return fresh }, dropAccount)
+			sh.mu.Unlock()
+		}
+		acc.mu.Lock()
+		if !acc.dropped {
+			return acc
+		}
+		acc.mu.Unlock() // swept or evicted meanwhile: look again
+	}
+}
+
+// dropAccount marks an account evicted from its shard (whose lock the
+// caller holds: a shard's lock comes before its accounts').
+func dropAccount(acc *account) {
+	acc.mu.Lock()
+	acc.dropped = true
+	acc.mu.Unlock()
 }
 
 // capacity is what the bucket may hold: Burst less the tokens out.
@@ -158,7 +200,7 @@ func (a *accounts) capacity(acc *account) float64 {
 // advance refills the bucket up to now, then forgets what loans no longer
 // hold: tokens whose lease ended, and the loans of nodes that hold none
 // (or left the view) and have not borrowed for Idle.
-func (a *accounts) advance(acc *account, now time.Time, member isMember) {
+func (a *accounts) advance(acc *account, now time.Time, v View) {
 	capacity := a.capacity(acc)
 	before, at := acc.bucket.Tokens, acc.bucket.At
 	acc.bucket.Advance(now, a.rate.PerSecond, capacity)
@@ -174,7 +216,7 @@ func (a *accounts) advance(acc *account, now time.Time, member isMember) {
 			ln.tokens = 0
 		}
 		idle := now.Sub(ln.seen) >= a.lim.Idle
-		if idle && (ln.tokens == 0 || !member(ln.node.Name)) {
+		if idle && (ln.tokens == 0 || !isMember(v, ln.node.Name)) {
 			continue
 		}
 		kept = append(kept, ln)

@@ -59,11 +59,17 @@
 // # Memory
 //
 // Each table (buckets kept, tokens borrowed, fallback buckets) holds at
-// most MaxUsers users; sweeps drop full buckets with nothing lent and idle
-// users holding nothing, and a full table evicts an arbitrary entry
-// (tokens of an evicted borrower are lost until their lease ends, so
-// eviction can only refuse, except for a keeper's evicted bucket, whose
-// loans are forgotten).
+// most MaxUsers users; sweeps drop full buckets with nothing lent and no
+// call here for Idle, and idle users holding nothing, and a full table
+// evicts an arbitrary entry (tokens of an evicted borrower are lost until
+// their lease ends, so eviction can only refuse, except for a keeper's
+// evicted bucket, whose loans are forgotten).
+//
+// # Locks
+//
+// A table's shards are locked for reading to find a user's entry, alone
+// only to add or drop one; a kept bucket has a lock of its own, so calls
+// of different users do not wait for each other.
 //
 // # Metrics
 //

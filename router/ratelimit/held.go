@@ -90,7 +90,7 @@ func (s *holdings) decide(user string, owner wire.Member, now time.Time, first b
 	sh := s.t.shard(user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sl := sh.get(user, newHolding)
+	sl := sh.get(user, newHolding, nil)
 	if first {
 		sl.note(now)
 	}
@@ -135,6 +135,11 @@ func (s *holdings) isDown(keeper string, now time.Time, canProbe bool) (probe, d
 // user's keeper, if one is left.
 func (s *holdings) spendLeftover(user string, now time.Time) bool {
 	sh := s.t.shard(user)
+	if sh.find(user) == nil {
+		// The usual case, on every call of a user kept here: no lock
+		// taken alone.
+		return false
+	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sl, ok := sh.m[user]
@@ -255,7 +260,7 @@ func (s *holdings) giveBack(keeper string, users []wire.LimitEntry, now time.Tim
 // those beyond the one kept for the next call of a user idle here, with
 // the reports of tokens spent; it drops idle entries with nothing left
 // and the marks of keepers that left the view.
-func (s *holdings) sweep(now time.Time, member isMember) map[string][]wire.LimitEntry {
+func (s *holdings) sweep(now time.Time, v View) map[string][]wire.LimitEntry {
 	out := make(map[string][]wire.LimitEntry)
 	s.t.each(func(user string, sl *holding) bool {
 		if sl.borrow != nil {
@@ -282,7 +287,7 @@ func (s *holdings) sweep(now time.Time, member isMember) map[string][]wire.Limit
 	})
 	s.downMu.Lock()
 	for name := range s.down {
-		if !member(name) {
+		if !isMember(v, name) {
 			delete(s.down, name)
 		}
 	}

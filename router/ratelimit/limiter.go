@@ -81,11 +81,10 @@ func (l *Limiter) allowHere(ctx context.Context, user string, now time.Time, v V
 		l.m.decided(pathLease, true)
 		return true, 0
 	}
-	member := memberOf(v)
-	ok, wait, recall := l.accounts.take(user, now, member)
+	ok, wait, recall := l.accounts.take(user, now, v)
 	if !ok && len(recall) > 0 {
 		l.recall(ctx, user, recall)
-		ok, wait, _ = l.accounts.take(user, l.cfg.Clock.Now(), member)
+		ok, wait, _ = l.accounts.take(user, l.cfg.Clock.Now(), v)
 	}
 	l.m.decided(pathKeeper, ok)
 	return ok, wait
@@ -212,7 +211,7 @@ func (l *Limiter) recallFrom(ctx context.Context, user string, node wire.Member)
 		return
 	}
 	a := reply.Users[0]
-	l.accounts.giveBack(node.Name, user, a.Tokens, a.Spent, a.SpentAgo, l.cfg.Clock.Now(), memberOf(l.cfg.View()))
+	l.accounts.giveBack(node.Name, user, a.Tokens, a.Spent, a.SpentAgo, l.cfg.Clock.Now(), l.cfg.View())
 }
 
 // Handle serves a MethodLimit call of another node.
@@ -225,26 +224,26 @@ func (l *Limiter) Handle(ctx context.Context, body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: rate limit call without its sender", presence.ErrInvalid)
 	}
 	now := l.cfg.Clock.Now()
-	member := memberOf(l.cfg.View())
+	v := l.cfg.View()
 	switch q.Op {
 	case wire.LimitBorrow:
 		reply := wire.LimitReply{Users: make([]wire.LimitAnswer, len(q.Users))}
 		for i, e := range q.Users {
-			ans, recall := l.accounts.lend(q.From, e, now, member)
+			ans, recall := l.accounts.lend(q.From, e, now, v)
 			if len(recall) > 0 {
 				// A waiting call would be refused while other nodes may
 				// sit on tokens: get them back, then lend again (the
 				// spent report is already counted).
 				l.recall(ctx, e.User, recall)
 				e.Spent, e.SpentAgo = 0, 0
-				ans, _ = l.accounts.lend(q.From, e, l.cfg.Clock.Now(), member)
+				ans, _ = l.accounts.lend(q.From, e, l.cfg.Clock.Now(), v)
 			}
 			reply.Users[i] = ans
 		}
 		return wire.Marshal(reply.Encode), nil
 	case wire.LimitReturn:
 		for _, e := range q.Users {
-			l.accounts.giveBack(q.From.Name, e.User, e.Tokens, e.Spent, e.SpentAgo, now, member)
+			l.accounts.giveBack(q.From.Name, e.User, e.Tokens, e.Spent, e.SpentAgo, now, v)
 		}
 		return nil, nil
 	default: // wire.LimitRecall; the decoder refuses other ops
@@ -275,8 +274,7 @@ func (l *Limiter) Run() {
 func (l *Limiter) Sweep() {
 	now := l.cfg.Clock.Now()
 	v := l.cfg.View()
-	member := memberOf(v)
-	for keeper, entries := range l.held.sweep(now, member) {
+	for keeper, entries := range l.held.sweep(now, v) {
 		to, ok := v.Member(keeper)
 		if !ok {
 			continue // gone: its buckets are gone with it
@@ -293,13 +291,5 @@ func (l *Limiter) Sweep() {
 			}
 		})
 	}
-	l.accounts.sweep(now, member)
-}
-
-// memberOf is v's membership test.
-func memberOf(v View) isMember {
-	return func(name string) bool {
-		_, ok := v.Member(name)
-		return ok
-	}
+	l.accounts.sweep(now, v)
 }

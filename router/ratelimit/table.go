@@ -6,12 +6,14 @@ import (
 )
 
 // maxShards is how many shards a table has (fewer when it may hold fewer
-// users than that).
-const maxShards = 16
+// users than that): enough that a sweep holds each for a short while.
+const maxShards = 64
 
 // table maps users to entries in shards, each under its own lock and
 // holding at most its share of the table's bound: calls of different
 // users rarely wait for each other, and a sweep holds one shard at a time.
+// Lookups share a shard's lock (find); only adding and dropping entries
+// take it alone.
 type table[V any] struct {
 	seed   maphash.Seed
 	shards []shard[V]
@@ -19,7 +21,7 @@ type table[V any] struct {
 
 // shard is one lock's part of a table.
 type shard[V any] struct {
-	mu  sync.Mutex
+	mu  sync.RWMutex
 	m   map[string]*V
 	max int
 }
@@ -39,15 +41,27 @@ func (t *table[V]) shard(user string) *shard[V] {
 	return &t.shards[maphash.String(t.seed, user)%uint64(len(t.shards))]
 }
 
+// find returns user's entry, or nil, under the shard's shared lock.
+func (sh *shard[V]) find(user string) *V {
+	sh.mu.RLock()
+	v := sh.m[user]
+	sh.mu.RUnlock()
+	return v
+}
+
 // get returns user's entry, or adds a new one; when the shard is full an
-// arbitrary entry is evicted first. The caller holds sh.mu.
-func (sh *shard[V]) get(user string, fresh func() *V) *V {
+// arbitrary entry is evicted first (evicted, if not nil, is told). The
+// caller holds sh.mu.
+func (sh *shard[V]) get(user string, fresh func() *V, evicted func(*V)) *V {
 	if v, ok := sh.m[user]; ok {
 		return v
 	}
 	if len(sh.m) >= sh.max {
-		for u := range sh.m {
+		for u, v := range sh.m {
 			delete(sh.m, u)
+			if evicted != nil {
+				evicted(v)
+			}
 			break
 		}
 	}
@@ -76,9 +90,9 @@ func (t *table[V]) len() int {
 	n := 0
 	for i := range t.shards {
 		sh := &t.shards[i]
-		sh.mu.Lock()
+		sh.mu.RLock()
 		n += len(sh.m)
-		sh.mu.Unlock()
+		sh.mu.RUnlock()
 	}
 	return n
 }
