@@ -117,6 +117,14 @@
 // holder cannot be reached the channel starts fresh: the engine's time-based
 // ids are above every id the old incarnation issued, so subscribers resync.
 //
+// Safe on two nodes (handed.go). Push and pull alike, the node that hands
+// X over keeps the state it sent as a copy of the new holder's in its
+// replica store until the new holder's replica acknowledged X's snapshot:
+// the new holder then releases it (wire.MethodRelease), or its snapshot
+// replaces it where the old holder is the new replica. A new holder that
+// dies first leaves the copy an orphan, promoted like a replica copy; a
+// drain ends only once everything handed over was released.
+//
 // Install merges (presence.MergeSnapshots). If the receiver already holds
 // state for X (it started X fresh while the holder was unreachable),
 // clients are united, the later expiry winning, and the last id moves past
@@ -137,8 +145,9 @@
 // to another node first (route.owesLeaves).
 //
 // Tombstones are dropped when their target, once seen as a member, leaves,
-// when the ring owner is the target anyway, or when the target is unreachable
-// and not a member. Held channels whose actor passivated are forgotten after
+// when the ring owner is the target anyway, when the target is unreachable
+// and not a member, or 10 s after a sweep found the target not owning the
+// channel (a chain of joiners would otherwise outlast every move). Held channels whose actor passivated are forgotten after
 // two sweeps (SweepInterval); touching one again pulls, which finds nothing.
 //
 // Graceful leave. Drain builds the ring without this node, which every later
