@@ -2,12 +2,15 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/internal/testkit"
+	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/ring"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -123,5 +126,57 @@ func TestHeirKilledDuringTheLeaversDrain(t *testing.T) {
 	waitUsers(t, third, ch, "the users after the heir died", "a", "b")
 	if err := <-drained; err != nil {
 		t.Fatalf("drain: %v", err)
+	}
+}
+
+// TestPullWaitsForAnUnansweringHolder: the owner of a channel pulls it
+// from its holder, which was killed and is not declared dead yet. Started
+// fresh, the channel would hide its users until a merge, and the holder's
+// copy kept on the owner would be pruned (a copy of a channel held here)
+// before the death promotes it. The request is held instead, and answered
+// with the users once the death promotes the copy.
+func TestPullWaitsForAnUnansweringHolder(t *testing.T) {
+	c := newTestCluster(t, 2, withReplication)
+	ch := handBackChannel(t, "n1")
+	holder := c.node("n1")
+	update(t, holder, user("a"), []string{ch}, nil)
+	update(t, c.node("n2"), user("b"), []string{ch}, nil)
+	owner := c.addNode("n3")
+	// The holder sees the owner and replicates the channel to it, but
+	// cannot push it there.
+	holder.caller.setFail(func(_ string, method uint16) error {
+		if method == wire.MethodInstall {
+			return errors.New("install refused by the test")
+		}
+		return nil
+	})
+	holder.r.SetMembers(members(c.nodes...))
+	owner.r.SetMembers(members(c.nodes...)) // it pulls only when a request needs the channel
+	testkit.WaitFor(t, "the owner's copy of the holder's channel", func() bool { return replicaClients(owner, ch) == 2 })
+	// The holder dies; nobody has noticed yet.
+	for _, n := range without(c, holder) {
+		n.caller.setFail(func(addr string, _ uint16) error {
+			if addr == holder.tr.Addr() {
+				return fmt.Errorf("test: %w", transport.ErrPeerUnavailable)
+			}
+			return nil
+		})
+	}
+	got := make(chan map[string]*presence.ChannelState, 1)
+	go func() {
+		states, err := owner.r.Get(testCtx(t), nil, []string{ch})
+		if err != nil {
+			t.Errorf("get: %v", err)
+		}
+		got <- states
+	}()
+	testkit.WaitFor(t, "the read held", func() bool { return gaugeValue(owner.r.m.holding) > 0 })
+	if owner.r.routes.Holds(ch) {
+		t.Fatal("the owner started the channel fresh while its holder was only silent")
+	}
+	rest := without(c, holder)
+	c.setMembers(rest...)
+	if st := <-got; st == nil || !slices.Equal(userIDs(st[ch]), []string{"a", "b"}) {
+		t.Fatalf("held read answered %+v, want users a and b from the promoted copy", st)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/presencehq/presence/cluster/transport"
 	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
@@ -224,9 +225,13 @@ func (r *Router) pull(channel string, f *flight) {
 	defer cancel()
 	err := r.fetch(ctx, channel)
 	var held heldElsewhere
+	var away holderAway
 	switch {
 	case errors.As(err, &held):
 		r.log.Info("channel kept by its holder until it sees this node", "channel", channel, "holder", held.holder.Name)
+	case errors.As(err, &away):
+		r.log.Info("channel's holder does not answer: waiting for it, or for its death to promote the copy",
+			"channel", channel, "holder", away.holder.Name, "err", err)
 	case err != nil && r.ctx.Err() == nil:
 		r.log.Warn("taking over a channel without its previous state", "channel", channel, "err", err)
 	}
@@ -237,6 +242,12 @@ func (r *Router) pull(channel string, f *flight) {
 	switch {
 	case held.holder.Name != "":
 		e.tomb = &tombstone{to: held.holder, seen: true, until: r.cfg.Clock.Now().Add(heldTombstoneFor).UnixNano()}
+	case away.holder.Name != "":
+		// Started fresh here, the channel would hide its users until a
+		// merge, and the holder's replica copy kept here would be pruned
+		// as the copy of a channel held here before the holder's death
+		// promotes it. The calls are held and tried again instead.
+		f.err = err
 	case e.tomb == nil && r.ctx.Err() == nil:
 		e.held = true
 	}
@@ -269,6 +280,11 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 			}
 			continue
 		}
+		if err != nil && unanswered(err) {
+			if _, member := r.view.Load().Member(from.Name); member {
+				return holderAway{holder: from, err: err}
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -293,6 +309,28 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		return nil // none, or already delivered here by a push
 	}
 	return fmt.Errorf("%w: %s handed on more than %d times", presence.ErrMoved, channel, r.cfg.MaxHops)
+}
+
+// holderAway is fetch's answer when the node that has the channel is a
+// member but does not answer (killed or paused, and not yet declared
+// dead): its state may be there, or on its replica, which promotes it once
+// the death is noticed.
+type holderAway struct {
+	holder Member
+	err    error
+}
+
+func (h holderAway) Error() string {
+	return fmt.Sprintf("router: %s, which has the channel, does not answer: %v", h.holder.Name, h.err)
+}
+
+func (h holderAway) Unwrap() error { return h.err }
+
+// unanswered reports whether a call failed for want of an answer (the
+// node unreachable, or silent until the call's deadline) rather than with
+// the node's own error.
+func unanswered(err error) bool {
+	return errors.Is(err, transport.ErrPeerUnavailable) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // heldTombstoneFor is how long a node forwards a channel to a holder that

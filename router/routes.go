@@ -85,8 +85,14 @@ type tombstone struct {
 	until int64
 }
 
-// flight is one pull in progress; done is closed when it ends.
-type flight struct{ done chan struct{} }
+// flight is one pull in progress; done is closed when it ends. err, set
+// before done closes, is why the pull left the channel unheld: its
+// holder is a member that does not answer (holderAway), and the calls
+// that waited are tried again later rather than served by a fresh start.
+type flight struct {
+	done chan struct{}
+	err  error
+}
 
 func (e *route) empty() bool {
 	return !e.held && !e.owesLeaves && e.active == 0 && e.moving == nil && e.pull == nil && e.tomb == nil
@@ -193,10 +199,13 @@ func (r *Router) resolve(ctx context.Context, channel string, call bool) (target
 			sh.mu.Unlock()
 			return target{local: true}, nil
 		case e != nil && e.pull != nil:
-			c := e.pull.done
+			f := e.pull
 			sh.mu.Unlock()
-			if err := wait(ctx, c); err != nil {
+			if err := wait(ctx, f.done); err != nil {
 				return target{}, err
+			}
+			if f.err != nil {
+				return target{}, f.err
 			}
 			continue
 		}
