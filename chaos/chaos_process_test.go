@@ -283,6 +283,8 @@ func TestProcessChaosKill(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		r.w.Model().NoteCrash(killed)
+		capped.w.Model().NoteCrash(killed)
 		detected := r.fault(victim, killed)
 		when := "first round"
 		if back != nil {
@@ -381,6 +383,7 @@ func TestProcessChaosPause(t *testing.T) {
 	if err := victim.Pause(); err != nil {
 		t.Fatal(err)
 	}
+	r.w.Model().NoteCrash(paused)
 	detected := r.fault(victim, paused)
 	t.Logf("%s paused for %v at %s", victim.Name, pauseFor, paused.Format("15:04:05.000"))
 	time.Sleep(pauseFor) // the fault itself: the node stays frozen this long

@@ -58,7 +58,18 @@ type ModelConfig struct {
 	// MaxUsers is the channels' max_users; 0 = no cap. With a cap the
 	// model also judges the answer of every present (CapViolations).
 	MaxUsers int
+	// RefreshLag is how long after its answer a heartbeat (a present of a
+	// client present already) may still be missing from the channel's
+	// replica: nodes coalesce such refreshes and send them every
+	// replication interval. A node crashing within it may undo the
+	// heartbeat's extension of the client's expiry (the promoted copy has
+	// the one before), which shows when the client sends nothing more
+	// (its tab closed). 0 means DefaultRefreshLag.
+	RefreshLag time.Duration
 }
+
+// DefaultRefreshLag is the nodes' replication interval with a margin.
+const DefaultRefreshLag = 1500 * time.Millisecond
 
 // Model records every update a Workload's clients send and what they were
 // answered. It is safe for concurrent use.
@@ -69,6 +80,7 @@ type Model struct {
 	channels map[string]map[string]*slot // channel -> client -> slot
 	userOf   map[string]string           // client -> user
 	caps     capJudgements               // with MaxUsers
+	crashes  []time.Time                 // NoteCrash
 }
 
 // capJudgements counts what the model found of the answers to presents
@@ -83,6 +95,10 @@ type capJudgements struct {
 // request at a time, so at most one attempt per slot is in flight.
 type slot struct {
 	ackSent, ackAt time.Time // latest present answered true: sent and answered
+	// refreshed: the latest present answered true found the client present
+	// (a heartbeat); heldSent is then when the present before it was sent.
+	refreshed      bool
+	heldSent       time.Time
 	leaveStart     time.Time // start of the latest leave attempt
 	leaveSent      time.Time // latest leave answered: sent
 	leaveAckAt     time.Time // and answered
@@ -99,6 +115,9 @@ func NewModel(cfg ModelConfig) (*Model, error) {
 	}
 	if cfg.Slack == 0 {
 		cfg.Slack = DefaultSlack
+	}
+	if cfg.RefreshLag == 0 {
+		cfg.RefreshLag = DefaultRefreshLag
 	}
 	return &Model{cfg: cfg, channels: map[string]map[string]*slot{}, userOf: map[string]string{}}, nil
 }
@@ -160,6 +179,8 @@ func (a *Attempt) Done(o Outcome) {
 		s := m.slot(ch, a.client)
 		s.presentPending = false
 		if o.OK && o.Answer[ch] {
+			s.refreshed = !s.ackAt.IsZero() && !s.leaveAckAt.After(s.ackAt)
+			s.heldSent = s.ackSent
 			s.ackSent, s.ackAt = a.sent, o.At
 		}
 		if !o.OK || o.Answer[ch] || o.Late {
@@ -300,11 +321,35 @@ func (m *Model) mustBePresent(s *slot, from, to time.Time) bool {
 	if s.ackAt.IsZero() || s.ackSent.Before(s.leaveApplyBy) {
 		return false
 	}
-	end := s.ackSent.Add(m.cfg.Timeout - m.cfg.Slack)
+	// A heartbeat a crash may have undone extends nothing for certain.
+	last := s.ackSent
+	if s.refreshed && m.crashedBetween(s.ackSent, s.ackAt.Add(m.cfg.RefreshLag)) {
+		last = s.heldSent
+	}
+	end := last.Add(m.cfg.Timeout - m.cfg.Slack)
 	if s.leaveStart.After(s.ackSent) && s.leaveStart.Before(end) {
 		end = s.leaveStart
 	}
 	return !from.Before(s.ackAt) && to.Before(end)
+}
+
+// NoteCrash records that a node crashed (or froze) at at: heartbeats
+// answered shortly before it may be missing from the copies it promotes
+// (RefreshLag).
+func (m *Model) NoteCrash(at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.crashes = append(m.crashes, at)
+}
+
+// crashedBetween reports whether a crash was noted within [from, to].
+func (m *Model) crashedBetween(from, to time.Time) bool {
+	for _, c := range m.crashes {
+		if !c.Before(from) && !c.After(to) {
+			return true
+		}
+	}
+	return false
 }
 
 // mayBePresentUntil is the last moment the client may be listed: until its

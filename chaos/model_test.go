@@ -264,3 +264,24 @@ func TestModelJudgesAnswersByTheCap(t *testing.T) {
 		t.Errorf("negative cap: %v", err)
 	}
 }
+
+// TestModelHeartbeatJustBeforeACrashMayBeUndone: a heartbeat answered less
+// than RefreshLag before a crash may be missing from the promoted copy, so
+// the client must be present only until its previous present expires; an
+// enter, replicated before its answer, and a heartbeat far from any crash
+// keep their full window.
+func TestModelHeartbeatJustBeforeACrashMayBeUndone(t *testing.T) {
+	m := newTestModel(t, 0)
+	present := func(client string, sent, answered float64) {
+		m.Begin(client, "u-"+client, []string{"/a"}, nil, at(sent)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(answered)})
+	}
+	present("c1", 0, 0.1)   // enter
+	present("c1", 25, 25.1) // heartbeat, crash at 25.5 below
+	present("c2", 20, 20.1) // enter just before the crash: replicated before its answer
+	present("c3", 0, 0.1)
+	present("c3", 10, 10.1) // heartbeat long before the crash
+	m.NoteCrash(at(25.5))
+	checkProbes(t, m, "/a", "u-c1", []probe{{58, MustBePresent}, {60, MayBePresent}, {80, MayBePresent}})
+	checkProbes(t, m, "/a", "u-c2", []probe{{78, MustBePresent}})
+	checkProbes(t, m, "/a", "u-c3", []probe{{68, MustBePresent}})
+}

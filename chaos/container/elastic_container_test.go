@@ -62,9 +62,11 @@ func TestContainerScaleOutAndIn(t *testing.T) {
 	r.Converge("three nodes stopped", convergeWithin)
 	waitReadyOf(t, append(slices.Clone(fixed), left...))
 	victim := left[0]
+	killed := time.Now()
 	if err := docker(func(ctx context.Context) error { return cluster.Kill(ctx, victim) }); err != nil {
 		t.Fatal(err)
 	}
+	r.w.Model().NoteCrash(killed)
 	r.Logf("%s killed at %s", victim, stamp())
 	r.settle(victim+" killed", convergeWithin)
 	waitRaftServers(t, fixed, 3, reapWait)

@@ -42,6 +42,7 @@ func TestContainerKill(t *testing.T) {
 		if err := docker(func(ctx context.Context) error { return cluster.Kill(ctx, victim) }); err != nil {
 			t.Fatal(err)
 		}
+		r.w.Model().NoteCrash(killed)
 		detected := r.fault(victim, killed)
 		r.Logf("round %d: %s killed at %s", round+1, victim, stamp())
 		r.settle(fmt.Sprintf("round %d, %s killed", round+1, victim), convergeWithin)
@@ -89,6 +90,7 @@ func TestContainerNetworkDisconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.w.Model().NoteCrash(cut)
 	detected := r.fault(victim, cut)
 	connected := false
 	t.Cleanup(func() { // a failed test must not leave the next one a node short
