@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/internal/testkit"
 )
 
 // TestBootstrapExpect: nothing before the seeds are met and the expected
@@ -160,10 +162,10 @@ func TestRunRoundsOnKickAndLeadership(t *testing.T) {
 	}
 	c.set("n2", StatusAlive, time.Time{})
 	h.a.Kick()
-	waitFor(t, "n2 added after a kick", added("n2"))
+	testkit.WaitFor(t, "n2 added after a kick", added("n2"))
 	c.set("n3", StatusAlive, time.Time{})
 	r.leaderCh <- true
-	waitFor(t, "n3 added after a leadership change", added("n3"))
+	testkit.WaitFor(t, "n3 added after a leadership change", added("n3"))
 	cancel()
 	<-ended
 }

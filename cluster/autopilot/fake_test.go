@@ -304,11 +304,6 @@ func (h *harness) step(want ...string) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testkit.WaitFor(t, what, cond)
-}
-
 // wantConfig wants the configuration described as by describe.
 func (h *harness) wantConfig(want string) {
 	h.t.Helper()

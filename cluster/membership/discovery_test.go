@@ -51,7 +51,7 @@ func TestDiscoveryJoinsEveryAddressOfAName(t *testing.T) {
 		t.Fatal("Join gave up")
 	}
 	for _, m := range ms {
-		rejoinWaitFor(t, m.LocalName()+" to see the four", sees(m, 4))
+		testkit.WaitForWithin(t, rejoinTestTimeout, m.LocalName()+" to see the four", sees(m, 4))
 	}
 }
 
@@ -85,7 +85,7 @@ func TestDiscoveryLooksSeedsUpUntilFound(t *testing.T) {
 	case <-time.After(rejoinTestTimeout):
 		t.Fatal("Join did not return once DNS listed another node")
 	}
-	rejoinWaitFor(t, "both members to meet", sees(ms[0], 2))
+	testkit.WaitForWithin(t, rejoinTestTimeout, "both members to meet", sees(ms[0], 2))
 }
 
 // TestDiscoveryHealJoinsNodesNewInDNS: after joining, the healing rounds
@@ -100,11 +100,11 @@ func TestDiscoveryHealJoinsNodesNewInDNS(t *testing.T) {
 	if !d.Join(context.Background()) {
 		t.Fatal("Join gave up")
 	}
-	rejoinWaitFor(t, "the first two to meet", sees(ms[1], 2))
+	testkit.WaitForWithin(t, rejoinTestTimeout, "the first two to meet", sees(ms[1], 2))
 	runHeal(t, d)
 	r.set("presence", ips...)
 	for _, m := range ms {
-		rejoinWaitFor(t, m.LocalName()+" to see the three", sees(m, 3))
+		testkit.WaitForWithin(t, rejoinTestTimeout, m.LocalName()+" to see the three", sees(m, 3))
 	}
 }
 
@@ -119,7 +119,7 @@ func TestRestartAtANewAddress(t *testing.T) {
 	if _, err := b.Join([]string{a.Addr()}); err != nil {
 		t.Fatal(err)
 	}
-	rejoinWaitFor(t, "a to see b", sees(a, 2))
+	testkit.WaitForWithin(t, rejoinTestTimeout, "a to see b", sees(a, 2))
 	oldAddr := b.Addr()
 	if err := b.Shutdown(); err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestRestartAtANewAddress(t *testing.T) {
 		t.Fatalf("a took b's new address %s at once, before the old one %s was declared dead", addr, oldAddr)
 	}
 	runHeal(t, d)
-	rejoinWaitFor(t, "a to take b's new address", func() bool { return addrOf(a, "b") == back.Addr() })
+	testkit.WaitForWithin(t, rejoinTestTimeout, "a to take b's new address", func() bool { return addrOf(a, "b") == back.Addr() })
 }
 
 // addrOf returns the address at which m sees the live member name.

@@ -142,7 +142,7 @@ func TestRejoinRoundSkipsMembersThatLeft(t *testing.T) {
 	}
 	ms[1].Shutdown()
 	ms[2].Shutdown()
-	rejoinWaitFor(t, "node0 alone, node2 failed", func() bool {
+	testkit.WaitForWithin(t, rejoinTestTimeout, "node0 alone, node2 failed", func() bool {
 		failed := ms[0].Failed()
 		return len(ms[0].Members()) == 1 && len(failed) == 1 && failed[0].Name == "node2"
 	})
@@ -190,7 +190,7 @@ func partition(t *testing.T, ms []*Membership, proxies []*gossipProxy) {
 		p.setCut(true)
 	}
 	for _, m := range ms {
-		rejoinWaitFor(t, m.LocalName()+" to see the others dead", func() bool { return len(m.Members()) == 1 })
+		testkit.WaitForWithin(t, rejoinTestTimeout, m.LocalName()+" to see the others dead", func() bool { return len(m.Members()) == 1 })
 	}
 	time.Sleep(partitionHold) // the fault itself, see partitionHold
 }
@@ -214,7 +214,7 @@ func runHeal(t *testing.T, d *Discovery) {
 func waitMerged(t *testing.T, ms []*Membership) {
 	t.Helper()
 	for _, m := range ms {
-		rejoinWaitFor(t, m.LocalName()+" to see every member", func() bool { return len(m.Members()) == len(ms) })
+		testkit.WaitForWithin(t, rejoinTestTimeout, m.LocalName()+" to see every member", func() bool { return len(m.Members()) == len(ms) })
 	}
 }
 
@@ -231,11 +231,6 @@ func startRejoinMember(t *testing.T, name, bind string, advertisePort int, remem
 	}
 	t.Cleanup(func() { m.Shutdown() })
 	return m
-}
-
-func rejoinWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testkit.WaitForWithin(t, rejoinTestTimeout, what, cond)
 }
 
 // rejoinTestTimeout bounds every wait of these tests.
