@@ -168,8 +168,7 @@ func (s *Store) KeepHanded(channel, owner string, boot uint64, snap *presence.Ch
 func (s *Store) Release(channel, owner string, boot uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.by[channel][owner]
-	if e == nil || !e.handed || e.boot != boot {
+	if s.handedLocked(channel, owner, boot) == nil {
 		return false
 	}
 	s.deleteLocked(channel, owner)
@@ -182,11 +181,17 @@ func (s *Store) Release(channel, owner string, boot uint64) bool {
 func (s *Store) Handed(channel, owner string, boot uint64) (*Entry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.by[channel][owner]
-	if e == nil || !e.handed || e.boot != boot {
-		return nil, false
+	e := s.handedLocked(channel, owner, boot)
+	return e, e != nil
+}
+
+// handedLocked returns the state of channel handed to owner's process boot,
+// or nil; the lock must be held.
+func (s *Store) handedLocked(channel, owner string, boot uint64) *Entry {
+	if e := s.by[channel][owner]; e != nil && e.handed && e.boot == boot {
+		return e
 	}
-	return e, true
+	return nil
 }
 
 // HandedCount returns how many handed states wait for their release.

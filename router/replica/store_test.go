@@ -1,0 +1,106 @@
+package replica
+
+import (
+	"testing"
+	"time"
+
+	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/router/wire"
+)
+
+// ringOf is a View in which owner owns every channel and members are the
+// live nodes.
+type ringOf struct {
+	owner   string
+	members map[string]bool
+}
+
+func (v ringOf) Owner(string) string { return v.owner }
+func (v ringOf) OwnerAndReplica(string) (string, string) {
+	return v.owner, ""
+}
+func (v ringOf) Member(name string) (wire.Member, bool) {
+	return wire.Member{Name: name}, v.members[name]
+}
+
+func handedSnapshot(clients int) *presence.ChannelSnapshot {
+	snap := &presence.ChannelSnapshot{Channel: "/pub/x", LastID: 7, Config: &presence.Config{Public: true}}
+	for i := range clients {
+		snap.Clients = append(snap.Clients, presence.ClientSnapshot{User: presence.UserInfo{ID: string(rune('a' + i))}, ClientID: "t",
+			ExpiresAtUnixNano: time.Unix(2_000_000_000, 0).UnixNano()})
+	}
+	return snap
+}
+
+// TestHandedStateLifecycle: the state handed to a node's process is kept
+// until that process releases it, answered again to it, left alone by a
+// release of another process, replaced by the owner's own snapshot, and
+// taken for promotion when the owner dies.
+func TestHandedStateLifecycle(t *testing.T) {
+	var s Store
+	s.init()
+	now := time.Unix(1_700_000_000, 0).UnixNano()
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now)
+	if s.HandedCount() != 1 {
+		t.Fatalf("handed count %d, want 1", s.HandedCount())
+	}
+	if _, ok := s.Handed("/pub/x", "n2", 6); ok {
+		t.Fatal("another process of n2 got the state handed to process 5")
+	}
+	if e, ok := s.Handed("/pub/x", "n2", 5); !ok || len(e.Snapshot(0).Clients) != 2 {
+		t.Fatalf("handed state for process 5: %v, %v", e, ok)
+	}
+	if s.Release("/pub/x", "n2", 6) {
+		t.Fatal("a release by another process dropped the state")
+	}
+	if !s.Release("/pub/x", "n2", 5) || s.HandedCount() != 0 || len(s.Inspect("/pub/x")) != 0 {
+		t.Fatalf("release: %d handed, %v kept", s.HandedCount(), s.Inspect("/pub/x"))
+	}
+
+	// The owner's snapshot replaces the handed state: it is a replica copy
+	// from then on, which no release drops and a later KeepHanded of older
+	// state does not overwrite.
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now)
+	it := wire.ReplItem{Kind: presence.ChangeSnapshot, Channel: "/pub/x", Snap: handedSnapshot(3)}
+	if !s.apply("n2", 5, &it, now) {
+		t.Fatal("snapshot not applied")
+	}
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(1), nil, now)
+	if s.Release("/pub/x", "n2", 5) || s.HandedCount() != 0 {
+		t.Fatal("the replica copy was taken for handed state")
+	}
+	if kept := s.Inspect("/pub/x"); len(kept) != 1 || len(kept[0].Snapshot.Clients) != 3 {
+		t.Fatalf("kept %+v, want n2's replica copy of 3 clients", kept)
+	}
+
+	// A handed state whose holder died is an orphan, promoted like a copy.
+	s.dropFrom("/pub/x", "n2")
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now)
+	alive := ringOf{owner: "n1", members: map[string]bool{"n1": true}}
+	if got := s.Orphans(map[string]bool{"n2": true}); len(got) != 1 {
+		t.Fatalf("orphans %v, want /pub/x", got)
+	}
+	if taken := s.Take("/pub/x", alive); len(taken) != 1 || len(taken[0].Snapshot(0).Clients) != 2 {
+		t.Fatalf("taken %v, want the handed state", taken)
+	}
+}
+
+// TestHandedStateWithoutReleaseGoesStale: kept state whose release never
+// comes (the holder found no replica) is pruned after staleCopyAfter, even
+// though its holder owns the channel.
+func TestHandedStateWithoutReleaseGoesStale(t *testing.T) {
+	var s Store
+	s.init()
+	now := time.Unix(1_700_000_000, 0).UnixNano()
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now)
+	v := ringOf{owner: "n2", members: map[string]bool{"n1": true, "n2": true}}
+	notHeld := func(string) bool { return false }
+	s.prune(v, now+int64(staleCopyAfter), notHeld)
+	if s.HandedCount() != 1 {
+		t.Fatal("pruned before staleCopyAfter")
+	}
+	s.prune(v, now+int64(staleCopyAfter)+1, notHeld)
+	if s.HandedCount() != 0 {
+		t.Fatal("kept after staleCopyAfter")
+	}
+}
