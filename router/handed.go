@@ -17,15 +17,15 @@ import (
 // replica copy (promoteOrphans), so a kill at any moment of the hand-off
 // loses nobody.
 
-// keepHanded keeps snap, just handed to holder's process boot, until the
-// holder releases it. A holder already gone (it died during the
-// hand-off, and its death may have been processed already) gets the copy
-// promoted at once.
-func (r *Router) keepHanded(snap *presence.ChannelSnapshot, interest []wire.Interested, holder Member, boot uint64) {
+// keepHanded keeps snap, just handed to holder's process boot by an
+// install that began at since, until the holder releases it. A holder
+// already gone (it died during the hand-off, and its death may have been
+// processed already) gets the copy promoted at once.
+func (r *Router) keepHanded(snap *presence.ChannelSnapshot, interest []wire.Interested, holder Member, boot uint64, since int64) {
 	if !r.cfg.Replication || snap == nil {
 		return
 	}
-	r.repl.Copies().KeepHanded(snap.Channel, holder.Name, boot, snap, interest, r.cfg.Clock.Now().UnixNano())
+	r.repl.Copies().KeepHanded(snap.Channel, holder.Name, boot, snap, interest, r.cfg.Clock.Now().UnixNano(), since)
 	if _, alive := r.view.Load().Member(holder.Name); !alive {
 		r.run.Go(func() { r.promoteOrphans(map[string]bool{holder.Name: true}) })
 	}
@@ -60,7 +60,7 @@ func (r *Router) handleRelease(_ context.Context, body []byte) ([]byte, error) {
 	if !presence.ValidChannelName(q.Channel) {
 		return nil, fmt.Errorf("%w: release of invalid channel %q", presence.ErrInvalid, q.Channel)
 	}
-	if r.repl.Copies().Release(q.Channel, q.From.Name, q.Boot) {
+	if r.repl.Copies().Release(q.Channel, q.From.Name, q.Boot, r.cfg.Clock.Now().UnixNano()) {
 		r.log.Debug("handed channel released", "channel", q.Channel, "holder", q.From.Name)
 	}
 	return nil, nil

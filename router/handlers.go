@@ -129,7 +129,7 @@ func (r *Router) handleInstall(ctx context.Context, body []byte) ([]byte, error)
 	if r.view.isDraining() {
 		return nil, fmt.Errorf("%w: %s is leaving", presence.ErrMoved, r.self.Name)
 	}
-	if err := r.installLocal(ctx, q.Snap, q.Interest, q.Leaves, q.Origin); err != nil {
+	if err := r.installLocal(ctx, q.Snap, q.Interest, q.Leaves, q.Origin, q.From.Name); err != nil {
 		return nil, err
 	}
 	return r.installReply(), nil

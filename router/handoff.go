@@ -37,6 +37,7 @@ func (r *Router) pushTo(channel string, to Member) error {
 	if r.cfg.Replication {
 		q.Leaves = r.leaves.Get(channel, nil)
 	}
+	since := r.cfg.Clock.Now().UnixNano()
 	resp, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode)
 	if err != nil {
 		r.routes.endMove(channel, func(*route) {})
@@ -45,7 +46,7 @@ func (r *Router) pushTo(channel string, to Member) error {
 	// Kept once the channel is not held here (a prune would drop the copy
 	// of a channel held here).
 	r.forgetLocal(ctx, channel, to)
-	r.keepHanded(snap, interest, to, installedBoot(resp))
+	r.keepHanded(snap, interest, to, installedBoot(resp), since)
 	r.log.Debug("handed a channel over", "channel", channel, "to", to.Name, "clients", len(snap.Clients),
 		"last_id", snap.LastID, "epoch", r.view.Load().epoch)
 	// The new holder has the state and this node keeps it until the
@@ -90,14 +91,16 @@ func (r *Router) forgetLocal(ctx context.Context, channel string, to Member) {
 // channel by its ring passes it on at its next rebalance pass.
 //
 // origin is the node whose state snap continues; the snapshot this install
-// sends to the replica tells it that origin's copy is superseded.
-func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []wire.Interested, leaves map[string]int64, origin string) error {
+// sends to the replica tells it that origin's copy is superseded. keeper is
+// the node that sent snap and keeps it until the replica has the channel
+// (handed.go), "" when none does.
+func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapshot, interest []wire.Interested, leaves map[string]int64, origin, keeper string) error {
 	channel := snap.Channel
 	if err := r.routes.beginMove(ctx, channel, moveIn); err != nil {
 		return err
 	}
 	if origin != "" && r.cfg.Replication {
-		r.repl.Superseded(channel, origin)
+		r.repl.Superseded(channel, origin, keeper)
 	}
 	// Interest first: the install publishes (a merge's resync marker) and
 	// takes the replica's snapshot, and both must reach the nodes handed over.
@@ -177,7 +180,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 			r.routes.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
 			snap := e.Snapshot(r.cfg.ReplicationInterval)
-			r.keepHanded(snap, e.Interest, requester, boot)
+			r.keepHanded(snap, e.Interest, requester, boot, r.cfg.Clock.Now().UnixNano())
 			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: e.Interest}, nil
 		}
 	}
@@ -211,7 +214,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		return wire.ExtractReply{Outcome: wire.ExtractNone}, nil
 	}
 	r.forgetLocal(ctx, channel, requester)
-	r.keepHanded(snap, interest, requester, boot)
+	r.keepHanded(snap, interest, requester, boot, r.cfg.Clock.Now().UnixNano())
 	return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: interest}, nil
 }
 
@@ -294,7 +297,7 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 		}
 		switch reply.Outcome {
 		case wire.ExtractSnapshot:
-			return r.installLocal(ctx, reply.Snap, reply.Interest, nil, from.Name)
+			return r.installLocal(ctx, reply.Snap, reply.Interest, nil, from.Name, from.Name)
 		case wire.ExtractHeld:
 			return heldElsewhere{holder: from}
 		case wire.ExtractElsewhere:

@@ -53,12 +53,13 @@ func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 	q.Leaves = r.leaves.Get(channel, nil)
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
+	since := r.cfg.Clock.Now().UnixNano()
 	resp, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode)
 	if err != nil {
 		r.log.Info("handing a replica copy to the new owner failed", "channel", channel, "owner", owner, "err", err)
 		return
 	}
-	r.keepHanded(q.Snap, e.Interest, to, installedBoot(resp))
+	r.keepHanded(q.Snap, e.Interest, to, installedBoot(resp), since)
 	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.Owner, "clients", len(q.Snap.Clients))
 	r.m.promotions.Inc()
 }
@@ -74,7 +75,7 @@ func (r *Router) promoteReplica(ctx context.Context, channel string, v *view) (b
 	for _, e := range copies {
 		// A second copy (two holders died) merges into the first.
 		snap := e.Snapshot(r.cfg.ReplicationInterval)
-		if err := r.installLocal(ctx, snap, e.Interest, nil, e.Owner); err != nil {
+		if err := r.installLocal(ctx, snap, e.Interest, nil, e.Owner, ""); err != nil {
 			return false, err
 		}
 		r.m.promotions.Inc()

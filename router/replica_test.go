@@ -331,7 +331,7 @@ func TestLeaveWithoutPresenceStillFencesALateCopy(t *testing.T) {
 		{User: presence.UserInfo{ID: "k"}, ClientID: "tab", ExpiresAtUnixNano: exp},
 		{User: presence.UserInfo{ID: "m"}, ClientID: "tab", ExpiresAtUnixNano: exp},
 	}}
-	if err := n.r.installLocal(ctx, snap, nil, nil, ""); err != nil {
+	if err := n.r.installLocal(ctx, snap, nil, nil, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	got, err := n.r.Get(ctx, nil, []string{ch})

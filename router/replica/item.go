@@ -15,6 +15,7 @@ type item struct {
 	wire.ReplItem
 	done   chan<- error
 	queued int64
+	keeper string // a snapshot's: the node to release once it is acknowledged
 }
 
 // change returns a stream's step as the presence.Change a Copy applies.

@@ -75,10 +75,10 @@ type Config struct {
 	// the ring owner of a channel this node still holds.
 	Rebalance func()
 	// Released is called when a replica acknowledged the snapshot of a
-	// channel whose state continues origin's (Superseded): the channel is
-	// safe on two nodes, and origin may drop the state it kept since it
-	// handed the channel over (Store.KeepHanded).
-	Released func(channel, origin string)
+	// channel installed from keeper (Superseded), or the channel has no
+	// replica: the channel is as safe as it gets, and keeper may drop the
+	// state it kept since it handed the channel over (Store.KeepHanded).
+	Released func(channel, keeper string)
 	// Interval is the longest a refresh waits before it is sent (the grace
 	// of a promoted copy); CallTimeout bounds one batch's call;
 	// RetryBackoff is the first pause after a failed or deferred batch.
@@ -114,8 +114,8 @@ type Replicator struct {
 	store   Store
 	leaves  LeaveLog
 	kick    chan struct{} // buffered 1: Run should go round now
-	// supersedes: channel → the node whose state the channel's last
-	// install continued, for the snapshot that install sends the replica.
+	// supersedes: channel → the lineage of the channel's last install
+	// (handedFrom), for the snapshot that install sends the replica.
 	supersedes sync.Map
 }
 
@@ -158,8 +158,8 @@ func (p *Replicator) Replicate(c presence.Change) {
 		if c.Kind == presence.ChangeSnapshot {
 			// No replica to wait for: the node that handed the channel
 			// over keeps nothing in vain (a leaver waits for it).
-			if origin, ok := p.supersedes.LoadAndDelete(c.Channel); ok && origin != p.cfg.Self.Name {
-				p.cfg.Released(c.Channel, origin.(string))
+			if from, ok := p.supersedes.LoadAndDelete(c.Channel); ok {
+				p.release(c.Channel, from.(handedFrom).keeper, "")
 			}
 		}
 		p.settle(c.Message, c.Done, nil)
@@ -191,13 +191,30 @@ func (p *Replicator) Stopped(channel string, tell bool) { p.streams.stopped(chan
 // this node handed to another holder, to drop it.
 func (p *Replicator) HandedOver(channel string) { p.streams.retired(channel, "") }
 
+// handedFrom is where the state of a channel installed here came from:
+// origin, the node whose state it continues, and keeper, the node that
+// sent it and keeps it until this node's replica has the channel.
+type handedFrom struct{ origin, keeper string }
+
 // Superseded records that the state of channel installed here continues
-// origin's: the snapshot this node's replica gets next says so, and a copy
-// origin sent here earlier is dropped (older than this state, merged in
-// later it could bring back clients that left).
-func (p *Replicator) Superseded(channel, origin string) {
-	p.supersedes.Store(channel, origin)
+// origin's and was sent by keeper (the same node, except for a promoted
+// copy handed on by the dead owner's replica): the snapshot this node's
+// replica gets next says so, a copy origin sent here earlier is dropped
+// (older than this state, merged in later it could bring back clients
+// that left), and keeper is told once the replica acknowledged it
+// (Config.Released).
+func (p *Replicator) Superseded(channel, origin, keeper string) {
+	p.supersedes.Store(channel, handedFrom{origin: origin, keeper: keeper})
 	p.store.dropFrom(channel, origin)
+}
+
+// release tells keeper, unless it is this node or the replica that has
+// just acknowledged the snapshot (which replaced its handed state), that
+// channel is safe here.
+func (p *Replicator) release(channel, keeper, replica string) {
+	if keeper != "" && keeper != replica && keeper != p.cfg.Self.Name {
+		p.cfg.Released(channel, keeper)
+	}
 }
 
 // Flush waits until every stream has sent and had answered what it holds,

@@ -44,9 +44,23 @@ func (e *Entry) Snapshot(grace time.Duration) *presence.ChannelSnapshot {
 type Store struct {
 	mu sync.Mutex
 	by map[string]map[string]*Entry // channel → owner → copy
+	// early: releases that came before their handed state was kept (the
+	// new holder answered the install and released at once, as a holder
+	// without a replica does), by when they came: KeepHanded then keeps
+	// nothing.
+	early map[handedKey]int64
 }
 
-func (s *Store) init() { s.by = make(map[string]map[string]*Entry) }
+// handedKey names the state of a channel handed to a process of a node.
+type handedKey struct {
+	channel, owner string
+	boot           uint64
+}
+
+func (s *Store) init() {
+	s.by = make(map[string]map[string]*Entry)
+	s.early = make(map[handedKey]int64)
+}
 
 // Kept describes one copy kept here, as Inspect returns it.
 type Kept struct {
@@ -148,9 +162,17 @@ func (s *Store) TakeFrom(channel, owner string, boot uint64) (*Entry, bool) {
 // node is its replica). If owner dies before either, the copy is promoted
 // like a replica copy: a hand-off is complete only when the channel is
 // safe on two nodes.
-func (s *Store) KeepHanded(channel, owner string, boot uint64, snap *presence.ChannelSnapshot, interest []wire.Interested, now int64) {
+//
+// since is when the hand-off's install began: a release that came after it
+// (Release found nothing to release) is this hand-off's, and nothing is
+// kept.
+func (s *Store) KeepHanded(channel, owner string, boot uint64, snap *presence.ChannelSnapshot, interest []wire.Interested, now, since int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if at, ok := s.early[handedKey{channel, owner, boot}]; ok && at >= since {
+		delete(s.early, handedKey{channel, owner, boot})
+		return // released already
+	}
 	copies := s.by[channel]
 	if copies == nil {
 		copies = make(map[string]*Entry, 1)
@@ -164,11 +186,14 @@ func (s *Store) KeepHanded(channel, owner string, boot uint64, snap *presence.Ch
 
 // Release forgets the copy of channel kept for owner's process boot since
 // the hand-off, and reports whether there was one. A replica copy owner
-// sent (a snapshot replaced the handed state) stays.
-func (s *Store) Release(channel, owner string, boot uint64) bool {
+// sent (a snapshot replaced the handed state) stays. A release that finds
+// nothing is remembered until staleCopyAfter, in case the state it
+// releases is about to be kept.
+func (s *Store) Release(channel, owner string, boot uint64, now int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.handedLocked(channel, owner, boot) == nil {
+		s.early[handedKey{channel, owner, boot}] = now
 		return false
 	}
 	s.deleteLocked(channel, owner)
@@ -194,14 +219,16 @@ func (s *Store) handedLocked(channel, owner string, boot uint64) *Entry {
 	return nil
 }
 
-// HandedCount returns how many handed states wait for their release.
+// HandedCount returns how many handed states wait for a release that can
+// come: not those handed to a node that predates releases (boot 0, its
+// install answered nothing), which go with the prune.
 func (s *Store) HandedCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for _, copies := range s.by {
 		for _, e := range copies {
-			if e.handed {
+			if e.handed && e.boot != 0 {
 				n++
 			}
 		}
@@ -244,6 +271,11 @@ func (s *Store) Orphans(gone map[string]bool) []string {
 func (s *Store) prune(v View, now int64, holds func(string) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for k, at := range s.early {
+		if now-at > int64(staleCopyAfter) {
+			delete(s.early, k)
+		}
+	}
 	for ch, copies := range s.by {
 		held := holds(ch)
 		for owner, e := range copies {

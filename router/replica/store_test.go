@@ -40,7 +40,7 @@ func TestHandedStateLifecycle(t *testing.T) {
 	var s Store
 	s.init()
 	now := time.Unix(1_700_000_000, 0).UnixNano()
-	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now)
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now, now)
 	if s.HandedCount() != 1 {
 		t.Fatalf("handed count %d, want 1", s.HandedCount())
 	}
@@ -50,23 +50,23 @@ func TestHandedStateLifecycle(t *testing.T) {
 	if e, ok := s.Handed("/pub/x", "n2", 5); !ok || len(e.Snapshot(0).Clients) != 2 {
 		t.Fatalf("handed state for process 5: %v, %v", e, ok)
 	}
-	if s.Release("/pub/x", "n2", 6) {
+	if s.Release("/pub/x", "n2", 6, now) {
 		t.Fatal("a release by another process dropped the state")
 	}
-	if !s.Release("/pub/x", "n2", 5) || s.HandedCount() != 0 || len(s.Inspect("/pub/x")) != 0 {
+	if !s.Release("/pub/x", "n2", 5, now) || s.HandedCount() != 0 || len(s.Inspect("/pub/x")) != 0 {
 		t.Fatalf("release: %d handed, %v kept", s.HandedCount(), s.Inspect("/pub/x"))
 	}
 
 	// The owner's snapshot replaces the handed state: it is a replica copy
 	// from then on, which no release drops and a later KeepHanded of older
 	// state does not overwrite.
-	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now)
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now, now)
 	it := wire.ReplItem{Kind: presence.ChangeSnapshot, Channel: "/pub/x", Snap: handedSnapshot(3)}
 	if !s.apply("n2", 5, &it, now) {
 		t.Fatal("snapshot not applied")
 	}
-	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(1), nil, now)
-	if s.Release("/pub/x", "n2", 5) || s.HandedCount() != 0 {
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(1), nil, now, now)
+	if s.Release("/pub/x", "n2", 5, now) || s.HandedCount() != 0 {
 		t.Fatal("the replica copy was taken for handed state")
 	}
 	if kept := s.Inspect("/pub/x"); len(kept) != 1 || len(kept[0].Snapshot.Clients) != 3 {
@@ -75,7 +75,7 @@ func TestHandedStateLifecycle(t *testing.T) {
 
 	// A handed state whose holder died is an orphan, promoted like a copy.
 	s.dropFrom("/pub/x", "n2")
-	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now)
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now+1, now+1) // a later hand-off: the release above is not its
 	alive := ringOf{owner: "n1", members: map[string]bool{"n1": true}}
 	if got := s.Orphans(map[string]bool{"n2": true}); len(got) != 1 {
 		t.Fatalf("orphans %v, want /pub/x", got)
@@ -92,7 +92,7 @@ func TestHandedStateWithoutReleaseGoesStale(t *testing.T) {
 	var s Store
 	s.init()
 	now := time.Unix(1_700_000_000, 0).UnixNano()
-	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now)
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now, now)
 	v := ringOf{owner: "n2", members: map[string]bool{"n1": true, "n2": true}}
 	notHeld := func(string) bool { return false }
 	s.prune(v, now+int64(staleCopyAfter), notHeld)
@@ -102,5 +102,31 @@ func TestHandedStateWithoutReleaseGoesStale(t *testing.T) {
 	s.prune(v, now+int64(staleCopyAfter)+1, notHeld)
 	if s.HandedCount() != 0 {
 		t.Fatal("kept after staleCopyAfter")
+	}
+}
+
+// TestReleaseBeforeTheStateIsKept: a new holder without a replica releases
+// at once, possibly before the node that handed the channel over got its
+// install's answer and kept the state: that state is then not kept.
+func TestReleaseBeforeTheStateIsKept(t *testing.T) {
+	var s Store
+	s.init()
+	now := time.Unix(1_700_000_000, 0).UnixNano()
+	if s.Release("/pub/x", "n2", 5, now) {
+		t.Fatal("released state that was not kept")
+	}
+	s.KeepHanded("/pub/x", "n2", 6, handedSnapshot(1), nil, now, now) // another process: kept
+	s.KeepHanded("/pub/y", "n2", 5, handedSnapshot(1), nil, now, now) // another channel: kept
+	s.KeepHanded("/pub/x", "n3", 5, handedSnapshot(1), nil, now, now) // another node: kept
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now, now) // released already
+	if n := s.HandedCount(); n != 3 {
+		t.Fatalf("%d handed states kept, want 3 (the released one not)", n)
+	}
+	// An early release is forgotten after a while.
+	s.Release("/pub/z", "n2", 5, now)
+	s.prune(ringOf{members: map[string]bool{"n2": true, "n3": true}}, now+int64(staleCopyAfter)+1, func(string) bool { return false })
+	s.KeepHanded("/pub/z", "n2", 5, handedSnapshot(1), nil, now+int64(staleCopyAfter)+1, now+int64(staleCopyAfter)+1)
+	if _, ok := s.Handed("/pub/z", "n2", 5); !ok {
+		t.Fatal("a release older than staleCopyAfter still cancelled a later hand-off")
 	}
 }

@@ -239,8 +239,8 @@ func (s *stream) add(p *Replicator, c *presence.Change) {
 	if c.Kind == presence.ChangeSnapshot || !s.synced[c.Channel] {
 		delete(s.retiring, c.Channel)
 		it.Kind, it.Snap, it.Interest = presence.ChangeSnapshot, c.Snapshot(), p.cfg.Interest(c.Channel)
-		if origin, ok := p.supersedes.LoadAndDelete(c.Channel); ok {
-			it.Supersedes = origin.(string)
+		if from, ok := p.supersedes.LoadAndDelete(c.Channel); ok {
+			it.Supersedes, it.keeper = from.(handedFrom).origin, from.(handedFrom).keeper
 		}
 		s.synced[c.Channel] = true
 	}
@@ -509,11 +509,7 @@ func (s *stream) acknowledged(p *Replicator, batch []item, reply wire.ReplicateR
 			}
 			if it.Kind == presence.ChangeSnapshot {
 				p.streams.retired(it.Channel, s.to.Name)
-				if o := it.Supersedes; o != "" && o != s.to.Name && o != p.cfg.Self.Name {
-					// (A replica that is the origin had its handed
-					// state replaced by this snapshot.)
-					p.cfg.Released(it.Channel, o)
-				}
+				p.release(it.Channel, it.keeper, s.to.Name)
 			}
 			p.settle(it.Msg, it.done, nil)
 		}
