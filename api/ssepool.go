@@ -32,10 +32,12 @@ import (
 // streams from it, render the queued events as SSE frames in one HTTP
 // chunk and write it with a non-blocking system call. What the socket does
 // not take stays on the stream (a pooled buffer) until the poller says
-// there is room. A stream with more than sseMaxPending bytes waiting is
-// closed as too slow (its client resumes with Last-Event-ID), and so is a
-// stream whose socket took nothing for sseWriteTimeout: a peer that
-// stopped reading never holds a writer.
+// there is room. A stream with more than sseMaxPending bytes waiting takes
+// no more events until the socket took them (the events wait in its
+// subscription, which ends when its consumer falls too far behind), and a
+// stream whose socket took nothing for sseWriteTimeout is closed: a peer
+// that stopped reading never holds a writer, nor more than about
+// sseMaxPending bytes of its memory.
 //
 // A peer that vanished without closing (a cable pulled) is found by TCP:
 // the comment lines written every KeepAlive go unacknowledged and the
@@ -47,9 +49,11 @@ const (
 	// keepaliveSlots is how many ticks one KeepAlive period has: each tick
 	// writes the comment of about 1/keepaliveSlots of the streams.
 	keepaliveSlots = 25
-	// sseMaxPending bounds the unsent bytes of a stream: past it, its
-	// subscriber is too slow and the stream is closed. About what the
-	// subscription's buffer of 256 events holds.
+	// sseMaxPending bounds the unsent bytes of a stream: past it, the
+	// stream takes no more events until its socket took some. Closing the
+	// stream there instead ended streams whose clients were reading: a
+	// burst (a reconnected stream's catch-up of many channels) easily
+	// exceeds it behind a slow hop, such as Docker's userland proxy.
 	sseMaxPending = 64 << 10
 	// writerBatch is how many ready streams a writer takes at once.
 	writerBatch = 32
@@ -332,12 +336,12 @@ func (w *streamWriter) serveLocked(s *poolStream) (ended bool) {
 	if !closeNow && s.pending != nil {
 		closeNow = !s.flushLocked()
 	}
-	if !closeNow && !s.endWritten {
+	if !closeNow && !s.endWritten && (s.pending == nil || len(*s.pending) <= sseMaxPending) {
 		s.endWritten, closeNow = w.writeNewLocked(s)
 	}
 	if !closeNow && s.pending != nil {
-		// Too far behind, or the peer stopped reading.
-		closeNow = len(*s.pending) > sseMaxPending || s.pool.clock.Now().Sub(s.stalled) >= sseWriteTimeout
+		// The peer stopped reading.
+		closeNow = s.pool.clock.Now().Sub(s.stalled) >= sseWriteTimeout
 	}
 	// An ended subscription's last bytes (its end chunk) go out before the
 	// connection closes: closed with them unsent, the client would read a

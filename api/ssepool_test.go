@@ -242,25 +242,44 @@ func TestPooledStreamKeepaliveSpreadOverWheel(t *testing.T) {
 	expectKeepalive(a, "a at 50 s")
 }
 
-// A subscriber that does not read is closed once more than sseMaxPending
-// bytes wait for it, and its slot and subscription are released.
-func TestPooledStreamSlowReaderClosed(t *testing.T) {
+// A subscriber that does not read is not closed for the bytes waiting
+// for it: once more than sseMaxPending wait, the stream takes no more
+// events (they wait in its subscription, which ends when its consumer
+// falls too far behind), and the stall timeout closes it. Closed at
+// sseMaxPending, streams whose clients were reading behind a slow hop (a
+// burst of catch-up behind Docker's userland proxy) ended.
+func TestPooledStreamSlowReaderHeldBackThenClosedWhenStalled(t *testing.T) {
 	e := newEnv(t, nil)
 	srv := newSmallBufferServer(t, e)
-	st := dialStream(t, srv.Listener.Addr().String(), subscribeQuery(`{"/a/x":0}`), 4096)
+	dialStream(t, srv.Listener.Addr().String(), subscribeQuery(`{"/a/x":0}`), 4096)
 	sub, _, _ := e.svc.subscription(0)
 	testkit.WaitFor(t, "pooled", func() bool { return len(pooledStreams(e.api)) == 1 })
-	for id := int64(1); id <= 20; id++ { // 20 frames of 8 KiB
-		select {
-		case sub.events <- bigMessage("/a/x", id, 8<<10):
-		case <-sub.closed:
-			id = 20
+	s := pooledStreams(e.api)[0]
+	id := int64(0)
+	send := func(n int) {
+		for range n {
+			id++
+			sub.events <- bigMessage("/a/x", id, 8<<10)
 		}
 	}
-	testkit.WaitFor(t, "the slow stream closed and its slot released", func() bool {
+	send(12) // 96 KiB: more than the sockets hold and sseMaxPending
+	testkit.WaitFor(t, "more than sseMaxPending waiting", func() bool { return pendingBytes(s) > sseMaxPending })
+	held := pendingBytes(s)
+	send(4)
+	testkit.WaitFor(t, "the later frames taken from the channel", func() bool { return len(sub.events) == 0 })
+	s.wake() // a writer serves the stream again
+	testkit.WaitFor(t, "the serve done", func() bool { return !s.queued.Load() })
+	grew := pendingBytes(s) > held
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if grew || closed || isClosed(sub.closed) {
+		t.Fatalf("behind its reader: pending grew %v, closed %v: want the new events held back, the stream open", grew, closed)
+	}
+	e.clock.Advance(sseWriteTimeout + 25*time.Second)
+	testkit.WaitFor(t, "the stalled stream closed and released", func() bool {
 		return len(pooledStreams(e.api)) == 0 && e.streamsOpen() == 0 && isClosed(sub.closed)
 	})
-	_ = st
 }
 
 // A peer that stops reading is closed when its socket took nothing for

@@ -406,12 +406,12 @@ func (s *subscription) resume(sc *subChannel, from int64, cu Catchup) bool {
 		}
 	}
 	sc.pending = nil
-	free := s.hub.cfg.BufferSize - len(s.queue)
+	free := s.queueLimitLocked() - len(s.queue)
 	if s.mode == deliverChan {
 		free = cap(s.events) - len(s.events)
 	}
 	if len(evs) > free {
-		if free == 0 {
+		if free <= 0 {
 			wake := s.finishLocked() // too far behind: the client resumes from the backlog
 			s.mu.Unlock()
 			if wake != nil {
