@@ -260,7 +260,7 @@ func TestProcessChaosKill(t *testing.T) {
 	var rounds []chaos.Round
 	var back *proc.Node   // the victim of the previous round, restarted
 	var backAt time.Time  // when another node first named it an owner again
-	var ready *readyWatch // when back answered ready again
+	var ready *chaos.ReadyWatch // when back answered ready again
 	inWindow := 0
 	for round := 1; round <= killRounds; round++ {
 		victim := r.c.Nodes[r.rng.IntN(len(r.c.Nodes))]
@@ -277,7 +277,7 @@ func TestProcessChaosKill(t *testing.T) {
 		if ready != nil {
 			// The previous victim's outage lasts until it was ready again
 			// (a node starting answers 503) or this kill.
-			rounds[len(rounds)-1].Out.End = ready.end(killed)
+			rounds[len(rounds)-1].Out.End = ready.End(killed)
 		}
 		exit, err := victim.Kill()
 		if err != nil {
@@ -308,7 +308,7 @@ func TestProcessChaosKill(t *testing.T) {
 		if err := victim.Restart(); err != nil {
 			t.Fatal(err)
 		}
-		ready = watchReady(r.c.Admin(victim.Name))
+		ready = chaos.WatchReady(r.c.Admin(victim.Name))
 		back, backAt = victim, chaos.WaitHandBack(t, r.c, victim.Name, r.channelSample(), rejoinTimeout)
 		rounds = append(rounds, chaos.Round{Name: fmt.Sprintf("round %d, %s killed", round, victim.Name),
 			Out: chaos.Outage{Node: victim.URL(), Start: killed}, Detected: detection})
@@ -317,7 +317,7 @@ func TestProcessChaosKill(t *testing.T) {
 	}
 	t.Logf("%d of %d rounds killed the node that had just come back, inside the hand-back window", inWindow, killRounds)
 	r.waitOwning(t, back)
-	rounds[len(rounds)-1].Out.End = ready.end(time.Now())
+	rounds[len(rounds)-1].Out.End = ready.End(time.Now())
 	slices.Sort(failovers)
 	fmt.Printf("failover after kill -9: median %v, min %v, max %v over %d kills (%d in the hand-back window)\n",
 		failovers[len(failovers)/2].Round(time.Millisecond), failovers[0].Round(time.Millisecond),
@@ -325,47 +325,6 @@ func TestProcessChaosKill(t *testing.T) {
 	chaos.ReportRounds(t, r.ex, "process kill -9", rounds, time.Now(), true)
 	capped.finish(t)
 	r.finish(t)
-}
-
-// readyWatch records when a restarted node first answers ready.
-type readyWatch struct {
-	stop context.CancelFunc
-	done chan struct{}
-	at   time.Time // written before done closes
-}
-
-// watchReady polls a's readiness until it answers ready or end is called.
-func watchReady(a chaos.Admin) *readyWatch {
-	ctx, stop := context.WithCancel(context.Background())
-	w := &readyWatch{stop: stop, done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		for ctx.Err() == nil {
-			call, cancel := context.WithTimeout(ctx, time.Second)
-			err := a.Ready(call)
-			cancel()
-			if err == nil {
-				w.at = time.Now()
-				return
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	return w
-}
-
-// end stops the watch and returns when the node became ready, or limit if
-// it was not ready before limit.
-func (w *readyWatch) end(limit time.Time) time.Time {
-	w.stop()
-	<-w.done
-	if w.at.IsZero() || w.at.After(limit) {
-		return limit
-	}
-	return w.at
 }
 
 // TestProcessChaosPause freezes a node with SIGSTOP for longer than the

@@ -208,3 +208,45 @@ func NewTestTokens(t testing.TB, secret string) *Tokens {
 	}
 	return tokens
 }
+
+// ReadyWatch records when a restarted node first answers ready: the end
+// of its outage in a round (a node starting answers 503, as it should).
+type ReadyWatch struct {
+	stop context.CancelFunc
+	done chan struct{}
+	at   time.Time // written before done closes
+}
+
+// WatchReady polls a's readiness until it answers ready or End is called.
+func WatchReady(a Admin) *ReadyWatch {
+	ctx, stop := context.WithCancel(context.Background())
+	w := &ReadyWatch{stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for ctx.Err() == nil {
+			call, cancel := context.WithTimeout(ctx, time.Second)
+			err := a.Ready(call)
+			cancel()
+			if err == nil {
+				w.at = time.Now()
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// End stops the watch and returns when the node became ready, or limit if
+// it was not ready before limit.
+func (w *ReadyWatch) End(limit time.Time) time.Time {
+	w.stop()
+	<-w.done
+	if w.at.IsZero() || w.at.After(limit) {
+		return limit
+	}
+	return w.at
+}

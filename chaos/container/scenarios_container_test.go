@@ -26,39 +26,74 @@ const (
 	dockerTimeout = time.Minute
 )
 
-// TestContainerKill: with 500 clients heartbeating across 200 channels
-// through random nodes, each node in turn is killed with `docker kill`
-// (SIGKILL); within 10 s every channel's users equal the model again (no
-// ghosts once the timeout passed), the node is started again and takes
-// channels back, and the streams on every node keep their ids in order.
-// Every request the other nodes answered meanwhile got a 2xx answer and
-// none of their streams ended (the kill is a pause, not an error).
+// TestContainerKill: while 500 clients heartbeat through random nodes, a
+// node is killed with `docker kill` (SIGKILL) killRounds times at random
+// moments: a random node up to 3 s after the previous victim is named an
+// owner again, and in the second round the node that just came back within
+// 200 ms of that, while channels are handed back to it (the hand-back
+// window). Within 10 s of each kill every channel's users equal the model
+// again (no ghosts once the timeout passed), and the streams on every node
+// keep their ids in order. Every request the other nodes answered meanwhile
+// got a 2xx answer and none of their streams ended (the kill is a pause,
+// not an error).
 func TestContainerKill(t *testing.T) {
+	const (
+		killRounds     = 4
+		handBackRound  = 2 // kills the node that came back in round 1
+		handBackWindow = 200 * time.Millisecond
+		maxKillDelay   = 3 * time.Second
+	)
 	r := start(t, scenario{prefix: "kill", channels: 200, users: 250, heartbeat: faultHeartbeat,
 		staleApply: 2 * time.Second, perNode: 2, vanish: 0.02})
 	var rounds []chaos.Round
-	for round, victim := range r.shuffled() {
+	var back string      // the previous victim, restarted
+	var backAt time.Time // when another node first named it an owner again
+	var ready *chaos.ReadyWatch
+	services := cluster.Services()
+	for round := 1; round <= killRounds; round++ {
+		victim := services[r.rng.IntN(len(services))]
+		delay := time.Duration(r.rng.Int64N(int64(maxKillDelay)))
+		if round == handBackRound {
+			victim, delay = back, time.Duration(r.rng.Int64N(int64(handBackWindow)))
+		}
+		if back != "" {
+			time.Sleep(time.Until(backAt.Add(delay))) // the fault's timing
+		}
 		killed := time.Now() // before the command: a request under way then meets the kill
+		if ready != nil {
+			rounds[len(rounds)-1].Out.End = ready.End(killed)
+		}
 		if err := docker(func(ctx context.Context) error { return cluster.Kill(ctx, victim) }); err != nil {
 			t.Fatal(err)
 		}
 		r.w.Model().NoteCrash(killed)
 		detected := r.fault(victim, killed)
-		r.Logf("round %d: %s killed at %s", round+1, victim, stamp())
-		r.settle(fmt.Sprintf("round %d, %s killed", round+1, victim), convergeWithin)
+		when := "first round"
+		if back != "" {
+			when = fmt.Sprintf("%v after %s was named an owner again", killed.Sub(backAt).Round(time.Millisecond), back)
+		}
+		if round == handBackRound {
+			when += " (hand-back window)"
+		}
+		r.Logf("round %d: %s killed at %s, %s", round, victim, stamp(), when)
+		r.settle(fmt.Sprintf("round %d, %s killed", round, victim), convergeWithin)
 		detection, err := detected()
 		if err != nil {
-			t.Errorf("round %d: %v", round+1, err)
+			t.Errorf("round %d: %v", round, err)
 		}
 		if err := docker(func(ctx context.Context) error { return cluster.Start(ctx, victim) }); err != nil {
 			t.Fatal(err)
 		}
-		r.waitOwning(victim)
-		rounds = append(rounds, chaos.Round{Name: fmt.Sprintf("round %d, %s killed", round+1, victim),
-			Out: chaos.Outage{Node: cluster.URL(victim), Start: killed, End: time.Now()}, Detected: detection})
-		r.Converge(fmt.Sprintf("round %d, %s back", round+1, victim), convergeWithin)
-		r.hold(fmt.Sprintf("round %d, %s back", round+1, victim), 2)
+		ready = chaos.WatchReady(cluster.Admin(victim))
+		back, backAt = victim, chaos.WaitHandBack(t, cluster, victim, r.names[:min(sampleChannels, len(r.names))], readyTimeout)
+		r.streams.Rehome()
+		rounds = append(rounds, chaos.Round{Name: fmt.Sprintf("round %d, %s killed", round, victim),
+			Out: chaos.Outage{Node: cluster.URL(victim), Start: killed}, Detected: detection})
 	}
+	r.waitOwning(back)
+	rounds[len(rounds)-1].Out.End = ready.End(time.Now())
+	r.Converge("the last victim back", convergeWithin)
+	r.hold("the last victim back", 2)
 	chaos.ReportRounds(t, r.ex, "container kill", rounds, time.Now(), true)
 	r.finish()
 }
