@@ -31,6 +31,18 @@ func handBackChannel(t *testing.T, holder string) string {
 	return ""
 }
 
+// handBackSetup starts n1 and n2 with users a and b in a channel n1 holds,
+// and adds n3, which takes the channel once it is a member.
+func handBackSetup(t *testing.T) (c *testCluster, ch string, holder, joiner *testNode) {
+	t.Helper()
+	c = newTestCluster(t, 2, withReplication)
+	ch = handBackChannel(t, "n1")
+	holder = c.node("n1")
+	update(t, holder, user("a"), []string{ch}, nil)
+	update(t, c.node("n2"), user("b"), []string{ch}, nil)
+	return c, ch, holder, c.addNode("n3")
+}
+
 // cutReplication makes n's replication batches fail.
 func cutReplication(n *testNode) {
 	n.caller.setFail(func(_ string, method uint16) error {
@@ -46,12 +58,7 @@ func cutReplication(n *testNode) {
 // channel's snapshot from it. The old holder kept what it handed over and
 // promotes it: nobody is lost.
 func TestNewHolderKilledBeforeItsReplicaHasTheChannel(t *testing.T) {
-	c := newTestCluster(t, 2, withReplication)
-	ch := handBackChannel(t, "n1")
-	holder := c.node("n1")
-	update(t, holder, user("a"), []string{ch}, nil)
-	update(t, c.node("n2"), user("b"), []string{ch}, nil)
-	joiner := c.addNode("n3")
+	c, ch, holder, joiner := handBackSetup(t)
 	cutReplication(joiner)
 	c.setMembers(c.nodes...)
 	c.waitSettled(c.nodes...)
@@ -139,12 +146,7 @@ func TestHeirKilledDuringTheLeaversDrain(t *testing.T) {
 // before the death promotes it. The request is held instead, and answered
 // with the users once the death promotes the copy.
 func TestPullWaitsForAnUnansweringHolder(t *testing.T) {
-	c := newTestCluster(t, 2, withReplication)
-	ch := handBackChannel(t, "n1")
-	holder := c.node("n1")
-	update(t, holder, user("a"), []string{ch}, nil)
-	update(t, c.node("n2"), user("b"), []string{ch}, nil)
-	owner := c.addNode("n3")
+	c, ch, holder, owner := handBackSetup(t)
 	// The holder sees the owner and replicates the channel to it, but
 	// cannot push it there.
 	holder.caller.setFail(func(_ string, method uint16) error {
