@@ -185,3 +185,70 @@ func TestPullWaitsForAnUnansweringHolder(t *testing.T) {
 		t.Fatalf("held read answered %+v, want users a and b from the promoted copy", st)
 	}
 }
+
+// TestPullWaitsForAReplicaThatHasNotSeenTheDeath: the owner of a channel
+// died; the new owner, with no copy of its own (it came back a moment
+// before and the old owner's snapshot had not reached it), pulls from the
+// node that still keeps the dead owner's copy but has not seen the death
+// yet. That node answers "busy" instead of "nothing here", so the new owner
+// waits instead of starting the channel fresh (which made every such
+// channel merge two histories, resync, and exceed max_users); once that
+// node sees the death, the copy continues the channel's history.
+func TestPullWaitsForAReplicaThatHasNotSeenTheDeath(t *testing.T) {
+	names := []string{"n1", "n2", "n3"}
+	var ch string
+	for i := 0; i < 10000 && ch == ""; i++ {
+		cand := fmt.Sprintf("/pub/w%d", i)
+		if o, rep := ring.New(1, names).OwnerAndReplica(cand); o == "n2" && rep == "n3" && ring.New(1, names[:2]).Owner(cand) == "n2" {
+			ch = cand
+		}
+	}
+	c := newTestCluster(t, 2, withReplication)
+	keeper, owner := c.node("n1"), c.node("n2")
+	update(t, owner, user("a"), []string{ch}, nil)
+	update(t, keeper, user("b"), []string{ch}, nil)
+	if n := replicaClients(keeper, ch); n != 2 {
+		t.Fatalf("n1 keeps %d clients of n2's channel, want 2", n)
+	}
+	before := p1LastID(t, owner, ch)
+	// n3 joins; n2's snapshot never reaches it, so n1 keeps its copy.
+	heir := c.addNode("n3")
+	owner.caller.setFail(func(addr string, method uint16) error {
+		if addr == heir.tr.Addr() && method == wire.MethodReplicate {
+			return errors.New("replication cut by the test")
+		}
+		return nil
+	})
+	c.setMembers(c.nodes...)
+	c.waitSettled(c.nodes...)
+	// n2 dies; n3 notices first.
+	for _, n := range []*testNode{keeper, heir} {
+		n.caller.setFail(func(addr string, _ uint16) error {
+			if addr == owner.tr.Addr() {
+				return fmt.Errorf("test: %w", transport.ErrPeerUnavailable)
+			}
+			return nil
+		})
+	}
+	heir.r.SetMembers(members(keeper, heir))
+	got := make(chan map[string]*presence.ChannelState, 1)
+	go func() {
+		states, err := heir.r.Get(testCtx(t), nil, []string{ch})
+		if err != nil {
+			t.Errorf("get: %v", err)
+		}
+		got <- states
+	}()
+	testkit.WaitFor(t, "the read held", func() bool { return gaugeValue(heir.r.m.holding) > 0 })
+	if heir.r.routes.Holds(ch) {
+		t.Fatal("the new owner started the channel fresh while a node kept the dead owner's copy")
+	}
+	keeper.r.SetMembers(members(keeper, heir))
+	st := <-got
+	if st == nil || !slices.Equal(userIDs(st[ch]), []string{"a", "b"}) {
+		t.Fatalf("held read answered %+v, want users a and b", st)
+	}
+	if st[ch].LastMessageID != before {
+		t.Fatalf("last id %d, want %d: the channel's history goes on, no merge of two histories", st[ch].LastMessageID, before)
+	}
+}

@@ -184,6 +184,10 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: e.Interest}, nil
 		}
 	}
+	if reply, ok, err := r.extractCopy(channel, requester, boot); ok || err != nil {
+		r.routes.endMove(channel, func(*route) {})
+		return reply, err
+	}
 	if _, member := r.view.Load().Member(requester.Name); !member && r.routes.Holds(channel) {
 		// Handed to a node the others do not see yet, the channel could not
 		// be replicated (its replica would defer the copy) and would die
@@ -216,6 +220,36 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 	r.forgetLocal(ctx, channel, requester)
 	r.keepHanded(snap, interest, requester, boot, r.cfg.Clock.Now().UnixNano())
 	return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: interest}, nil
+}
+
+// extractCopy answers an extract from the replica copies kept here when
+// this node does not hold the channel: the requester owns the channel by a
+// view in which its owner died, so a copy of a dead owner is promoted
+// there (a pull that raced this node's own promotion of the copy finds it
+// instead of starting the channel fresh), and a copy of an owner still
+// alive here means this node has not seen that death yet: the requester
+// waits (wire.ErrBusy) rather than start fresh and merge later.
+func (r *Router) extractCopy(channel string, requester Member, boot uint64) (wire.ExtractReply, bool, error) {
+	if !r.cfg.Replication || r.routes.Holds(channel) {
+		return wire.ExtractReply{}, false, nil
+	}
+	v := r.view.Load()
+	if copies := r.repl.Copies().Take(channel, v); len(copies) > 0 {
+		e := copies[0]
+		for _, more := range copies[1:] { // two holders died: merged there
+			r.run.Go(func() { r.handCopy(channel, more, requester) })
+		}
+		snap := e.Snapshot(r.cfg.ReplicationInterval)
+		r.keepHanded(snap, e.Interest, requester, boot, r.cfg.Clock.Now().UnixNano())
+		r.m.promotions.Inc()
+		r.log.Info("handed a replica copy to the owner that asked", "channel", channel, "owner", requester.Name,
+			"former_owner", e.Owner, "clients", len(snap.Clients))
+		return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: e.Interest}, true, nil
+	}
+	if _, moved := r.routes.peekTombstone(channel); !moved && r.repl.Copies().HasCopyFrom(channel, v, requester.Name) {
+		return wire.ExtractReply{}, false, fmt.Errorf("%w: %s keeps a copy of %s whose owner is alive in its view", wire.ErrBusy, r.self.Name, channel)
+	}
+	return wire.ExtractReply{}, false, nil
 }
 
 // pull fetches channel, which this node now owns, from where it would be
@@ -283,7 +317,7 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 			}
 			continue
 		}
-		if err != nil && unanswered(err) {
+		if err != nil && (unanswered(err) || errors.Is(err, wire.ErrBusy)) {
 			if _, member := r.view.Load().Member(from.Name); member {
 				return holderAway{holder: from, err: err}
 			}
@@ -316,8 +350,9 @@ func (r *Router) fetch(ctx context.Context, channel string) error {
 
 // holderAway is fetch's answer when the node that has the channel is a
 // member but does not answer (killed or paused, and not yet declared
-// dead): its state may be there, or on its replica, which promotes it once
-// the death is noticed.
+// dead), or keeps a copy of a dead owner's channel and has not seen that
+// death yet (wire.ErrBusy): the state is there, or on a replica, which
+// promotes it once the death is noticed.
 type holderAway struct {
 	holder Member
 	err    error

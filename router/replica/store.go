@@ -142,6 +142,19 @@ func (s *Store) Take(channel string, v View) []*Entry {
 	return out
 }
 
+// HasCopyFrom reports whether a copy of channel from a live owner (a
+// member of v) other than except is kept here.
+func (s *Store) HasCopyFrom(channel string, v View, except string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for owner := range s.by[channel] {
+		if _, alive := v.Member(owner); alive && owner != except {
+			return true
+		}
+	}
+	return false
+}
+
 // TakeFrom removes and returns the copy of channel that owner's previous
 // process sent: owner restarted (as boot) before anyone noticed, and asks
 // for its channel back.
