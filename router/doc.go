@@ -113,8 +113,13 @@
 // (installed before any call is served), "none", "already delivered to you"
 // (a push won the race; an extract waits for a push in progress), or "handed
 // to Z" (the requester asks Z next, up to MaxHops). A node that is fetching
-// X itself answers ErrBusy and the requester retries. When the previous
-// holder cannot be reached the channel starts fresh: the engine's time-based
+// X itself answers ErrBusy and the requester retries. A node that does not
+// hold X but keeps a replica copy of it hands over the copy of an owner it
+// sees dead, and answers ErrBusy while it sees that owner alive (the
+// requester saw the death first). A holder that is a member but does not
+// answer, or stays busy, leaves X unheld: the calls are held and tried
+// again (holderAway). When the previous holder cannot be reached otherwise
+// the channel starts fresh: the engine's time-based
 // ids are above every id the old incarnation issued, so subscribers resync.
 //
 // Safe on two nodes (handed.go). Push and pull alike, the node that hands
