@@ -258,8 +258,8 @@ func TestProcessChaosKill(t *testing.T) {
 	capped := startCappedGroup(t, r, 2*time.Second, r.rng.Uint64())
 	var failovers []time.Duration
 	var rounds []chaos.Round
-	var back *proc.Node   // the victim of the previous round, restarted
-	var backAt time.Time  // when another node first named it an owner again
+	var back *proc.Node         // the victim of the previous round, restarted
+	var backAt time.Time        // when another node first named it an owner again
 	var ready *chaos.ReadyWatch // when back answered ready again
 	inWindow := 0
 	for round := 1; round <= killRounds; round++ {
