@@ -43,6 +43,22 @@ func handBackSetup(t *testing.T) (c *testCluster, ch string, holder, joiner *tes
 	return c, ch, holder, c.addNode("n3")
 }
 
+// heldGet reads ch through n once the read is held there (a pull waits),
+// and delivers the answer on the returned channel.
+func heldGet(t *testing.T, n *testNode, ch string) <-chan map[string]*presence.ChannelState {
+	t.Helper()
+	got := make(chan map[string]*presence.ChannelState, 1)
+	go func() {
+		states, err := n.r.Get(testCtx(t), nil, []string{ch})
+		if err != nil {
+			t.Errorf("get: %v", err)
+		}
+		got <- states
+	}()
+	testkit.WaitFor(t, "the read held", func() bool { return gaugeValue(n.r.m.holding) > 0 })
+	return got
+}
+
 // cutReplication makes n's replication batches fail.
 func cutReplication(n *testNode) {
 	n.caller.setFail(func(_ string, method uint16) error {
@@ -167,15 +183,7 @@ func TestPullWaitsForAnUnansweringHolder(t *testing.T) {
 			return nil
 		})
 	}
-	got := make(chan map[string]*presence.ChannelState, 1)
-	go func() {
-		states, err := owner.r.Get(testCtx(t), nil, []string{ch})
-		if err != nil {
-			t.Errorf("get: %v", err)
-		}
-		got <- states
-	}()
-	testkit.WaitFor(t, "the read held", func() bool { return gaugeValue(owner.r.m.holding) > 0 })
+	got := heldGet(t, owner, ch)
 	if owner.r.routes.Holds(ch) {
 		t.Fatal("the owner started the channel fresh while its holder was only silent")
 	}
@@ -231,15 +239,7 @@ func TestPullWaitsForAReplicaThatHasNotSeenTheDeath(t *testing.T) {
 		})
 	}
 	heir.r.SetMembers(members(keeper, heir))
-	got := make(chan map[string]*presence.ChannelState, 1)
-	go func() {
-		states, err := heir.r.Get(testCtx(t), nil, []string{ch})
-		if err != nil {
-			t.Errorf("get: %v", err)
-		}
-		got <- states
-	}()
-	testkit.WaitFor(t, "the read held", func() bool { return gaugeValue(heir.r.m.holding) > 0 })
+	got := heldGet(t, heir, ch)
 	if heir.r.routes.Holds(ch) {
 		t.Fatal("the new owner started the channel fresh while a node kept the dead owner's copy")
 	}
