@@ -210,8 +210,16 @@ func TestAFailingChannelHoldsItsLaterEventsButNotOtherChannels(t *testing.T) {
 		}
 	}
 	// The failing channel's second event was never sent while its first
-	// was not acknowledged.
+	// was not acknowledged; and while the destination was probed one
+	// request at a time, the good channel's batch went in the probe after
+	// the first failed retry, not after a run of lucky backoffs.
 	rcv.mu.Lock()
+	badTries := slices.IndexFunc(rcv.tried, func(d delivery) bool {
+		return slices.ContainsFunc(d.payload.Events, func(e Event) bool { return e.Channel == good.name })
+	})
+	if badTries > 2 {
+		t.Errorf("the good channel's first try came after %d tries of the failing channel, want at most 2", badTries)
+	}
 	for _, d := range rcv.tried {
 		for _, e := range d.payload.Events {
 			if e.Channel == bad.name && e.MessageID != bad.published[0].ID {

@@ -36,6 +36,9 @@ type dest struct {
 	inflight    int
 	failures    int   // requests failed in a row
 	gate        int64 // unix ns: no request starts before
+	// probedRetry: the last request started while failing was a retry,
+	// so the next probe carries new events if any are due.
+	probedRetry bool
 	// boundAt is queued after the last pass that summarised channels for
 	// the destination's bound: the next pass waits until it grew.
 	boundAt int

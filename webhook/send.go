@@ -65,7 +65,10 @@ type request struct {
 // due appends to out the requests dst may start at now: retries whose
 // time came, oldest first, then new batches when one is full or its oldest
 // event waited MaxWait. While dst fails, one request at a time probes it,
-// and none before its backoff passed.
+// none before its backoff passed, and a probe that retried a batch is
+// followed by one of new events: a receiver that rejects one channel's
+// events must not hold every other channel of the destination until that
+// batch gives up.
 func (d *Dispatcher) due(dst *dest, w *presence.Webhook, now int64, out []request) []request {
 	if now < dst.gate {
 		return out
@@ -76,12 +79,17 @@ func (d *Dispatcher) due(dst *dest, w *presence.Webhook, now int64, out []reques
 	}
 	start := func(b *batch) {
 		dst.inflight++
-		if b.first == 0 {
-			b.first = now
-		} else {
+		retry := b.first != 0
+		if retry {
 			dst.m.retries.Inc()
+		} else {
+			b.first = now
 		}
+		dst.probedRetry = dst.failures > 0 && retry
 		out = append(out, request{dst: dst, b: b, url: w.URL, secret: w.Secret})
+	}
+	if dst.probedRetry {
+		d.startNew(dst, now, limit, start)
 	}
 	for dst.inflight < limit {
 		i := slices.IndexFunc(dst.waiting, func(b *batch) bool { return b.nextAt <= now })
@@ -92,16 +100,22 @@ func (d *Dispatcher) due(dst *dest, w *presence.Webhook, now int64, out []reques
 		dst.waiting = slices.Delete(dst.waiting, i, i+1)
 		start(b)
 	}
+	d.startNew(dst, now, limit, start)
+	return out
+}
+
+// startNew starts new batches of dst while it has room below limit and a
+// batch is full or its oldest event waited MaxWait.
+func (d *Dispatcher) startNew(dst *dest, now int64, limit int, start func(*batch)) {
 	for dst.inflight < limit && dst.readyEvents > 0 &&
 		(dst.readyEvents >= d.cfg.MaxBatch || now-dst.openSince >= int64(d.cfg.MaxWait)) {
 		b, err := d.build(dst)
 		if err != nil {
 			d.log.Error("webhook batch not encoded", "prefix", dst.prefix, "err", err)
-			break
+			return
 		}
 		start(b)
 	}
-	return out
 }
 
 // build takes a batch of up to MaxBatch events from the channels ready
@@ -217,7 +231,7 @@ func (d *Dispatcher) delivered(dst *dest, b *batch, now int64) []ack {
 			w.nextAt = now
 		}
 	}
-	dst.failures, dst.gate = 0, 0
+	dst.failures, dst.gate, dst.probedRetry = 0, 0, false
 	acks := make([]ack, 0, len(b.parts))
 	for _, p := range b.parts {
 		acks = append(acks, ack{channel: p.c.name, id: p.events[len(p.events)-1].id})
