@@ -35,17 +35,6 @@ func (c *userClaims) Validate() error {
 	return nil
 }
 
-// user converts verified claims to the identity handed to the Service.
-func (c *userClaims) user() *presence.User {
-	return &presence.User{
-		ID:             c.Subject,
-		Username:       c.Username,
-		Name:           c.Name,
-		AvatarTemplate: c.AvatarTemplate,
-		Groups:         c.Groups,
-	}
-}
-
 // tokenKeys are the keys that verify user tokens, each tied to the one
 // algorithm it verifies: HS256 secrets, public keys from PEM files and a
 // remote JWK Set.
@@ -170,16 +159,9 @@ func (a *authenticator) verify(token string) (*presence.User, error) {
 	if _, err := a.parser.ParseWithClaims(token, claims, a.keys.lookup); err != nil {
 		return nil, fmt.Errorf("%w: invalid token: %v", presence.ErrUnauthorized, err)
 	}
-	u := claims.user()
-	e := &cachedToken{user: u, generation: generation}
-	if claims.ExpiresAt != nil {
-		e.expiresAt = claims.ExpiresAt.Time
-	}
-	if claims.NotBefore != nil {
-		e.notBefore = claims.NotBefore.Time
-	}
-	a.cache.put(strings.Clone(token), e, now)
-	return u, nil
+	e := newCachedToken(token, claims, generation)
+	a.cache.put(e.token, e, now)
+	return &e.user, nil
 }
 
 // mint signs a token for u valid for ttl (dev mode), with the configured

@@ -2,6 +2,7 @@ package api
 
 import (
 	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,17 +43,54 @@ type tokenShard struct {
 	_         [16]byte // keep neighbouring shards' locks off one cache line
 }
 
-// cachedToken is a verified token: zero times mean the claim was absent.
+// cachedToken is a verified token and the identity it carries. The token
+// (the cache's key) and the identity's strings share one allocation: a
+// cache of 100,000 tokens held ten small objects per token, three quarters
+// of a busy node's live objects, and every garbage collection marks each
+// of them.
 type cachedToken struct {
-	user      *presence.User
-	expiresAt time.Time // exp: valid strictly before it
-	notBefore time.Time // nbf: valid from it on
+	user      presence.User
+	token     string
+	expiresAt time.Time // exp, in UTC: valid strictly before it; zero when absent
+	notBefore time.Time // nbf, in UTC: valid from it on; zero when absent
 	// generation is the key generation it was verified under: a remote
 	// key set that withdrew a key since makes the entry a miss.
 	generation uint64
 	// used is set by a hit and cleared when eviction passes the entry
 	// over, so a full shard evicts a token not used lately first.
 	used atomic.Bool
+}
+
+// newCachedToken returns the entry of token, verified under generation
+// with claims c.
+func newCachedToken(token string, c *userClaims, generation uint64) *cachedToken {
+	parts := append([]string{token, c.Subject, c.Username, c.Name, c.AvatarTemplate}, c.Groups...)
+	rest := strings.Join(parts, "")
+	next := func(n int) string {
+		v := rest[:n]
+		rest = rest[n:]
+		return v
+	}
+	e := &cachedToken{token: next(len(token)), generation: generation}
+	e.user = presence.User{
+		ID:             next(len(c.Subject)),
+		Username:       next(len(c.Username)),
+		Name:           next(len(c.Name)),
+		AvatarTemplate: next(len(c.AvatarTemplate)),
+	}
+	if len(c.Groups) > 0 {
+		e.user.Groups = make([]string, len(c.Groups))
+		for i, g := range c.Groups {
+			e.user.Groups[i] = next(len(g))
+		}
+	}
+	if c.ExpiresAt != nil {
+		e.expiresAt = c.ExpiresAt.UTC() // UTC holds no *Location to mark
+	}
+	if c.NotBefore != nil {
+		e.notBefore = c.NotBefore.UTC()
+	}
+	return e
 }
 
 func newTokenCache(capacity int) *tokenCache {
@@ -104,7 +142,7 @@ func (c *tokenCache) get(token string, now time.Time, generation uint64) (*prese
 	if !e.used.Load() { // a store only when it changes: hot entries stay shared
 		e.used.Store(true)
 	}
-	return e.user, true
+	return &e.user, true
 }
 
 // put remembers a token that verified successfully. A full shard first

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -88,18 +89,18 @@ func TestTokenCacheIsBounded(t *testing.T) {
 	clk := clock.NewFake(testStart)
 	c := newTokenCache(64)
 	for i := range 1000 {
-		c.put(fmt.Sprint("token-", i), &cachedToken{user: &presence.User{ID: "x"}}, clk.Now())
+		c.put(fmt.Sprint("token-", i), &cachedToken{user: presence.User{ID: "x"}}, clk.Now())
 	}
 	if n := c.len(); n > 64 {
 		t.Fatalf("%d cached tokens, want at most 64", n)
 	}
 	// Expired entries go first when a shard is full.
 	c = newTokenCache(tokenCacheShards) // one per shard
-	old := &cachedToken{user: &presence.User{ID: "old"}, expiresAt: testStart.Add(time.Second)}
+	old := &cachedToken{user: presence.User{ID: "old"}, expiresAt: testStart.Add(time.Second)}
 	c.put("old", old, clk.Now())
 	clk.Advance(time.Hour)
 	for i := range 200 {
-		c.put(fmt.Sprint("t", i), &cachedToken{user: &presence.User{ID: "new"}}, clk.Now())
+		c.put(fmt.Sprint("t", i), &cachedToken{user: presence.User{ID: "new"}}, clk.Now())
 	}
 	if _, ok := c.get("old", clk.Now(), 0); ok {
 		t.Fatal("an expired token was answered")
@@ -115,10 +116,10 @@ func TestTokenCacheKeepsTokensInUse(t *testing.T) {
 	hot := make([]string, tokenCacheShards)
 	for i := range hot {
 		hot[i] = fmt.Sprintf("hot-token-%04d", i)
-		c.put(hot[i], &cachedToken{user: &presence.User{ID: hot[i]}}, now)
+		c.put(hot[i], &cachedToken{user: presence.User{ID: hot[i]}}, now)
 	}
 	for i := range 10_000 {
-		c.put(fmt.Sprintf("cold-token-%06d", i), &cachedToken{user: &presence.User{ID: "cold"}}, now)
+		c.put(fmt.Sprintf("cold-token-%06d", i), &cachedToken{user: presence.User{ID: "cold"}}, now)
 		for _, tok := range hot {
 			if _, ok := c.get(tok, now, 0); !ok {
 				t.Fatalf("token in use %s evicted after %d one-off tokens", tok, i+1)
@@ -127,5 +128,25 @@ func TestTokenCacheKeepsTokensInUse(t *testing.T) {
 	}
 	if n := c.len(); n > 8*tokenCacheShards {
 		t.Fatalf("%d cached tokens, want at most %d", n, 8*tokenCacheShards)
+	}
+}
+
+// A cached token is a few objects whatever its claims: the garbage
+// collector marks each object of every cached token on every cycle.
+func TestCachedTokenIsFewObjects(t *testing.T) {
+	claims := &userClaims{
+		RegisteredClaims: jwt.RegisteredClaims{Subject: "42", ExpiresAt: jwt.NewNumericDate(testStart)},
+		Username:         "sam", Name: "Sam", AvatarTemplate: "/a/{size}.png", Groups: []string{"staff", "mods", "ops"},
+	}
+	tok := "header.payload.signature"
+	var e *cachedToken
+	// The entry, the strings' one allocation, the groups' slice, and the
+	// parts joined (dropped at once).
+	if n := testing.AllocsPerRun(50, func() { e = newCachedToken(tok, claims, 3) }); n > 4 {
+		t.Errorf("%v allocations per cached token, want at most 4", n)
+	}
+	want := presence.User{ID: "42", Username: "sam", Name: "Sam", AvatarTemplate: "/a/{size}.png", Groups: []string{"staff", "mods", "ops"}}
+	if !reflect.DeepEqual(e.user, want) || e.token != tok || e.generation != 3 || !e.expiresAt.Equal(testStart) {
+		t.Fatalf("entry %+v, want user %+v of token %q, generation 3, exp %v", e, want, tok, testStart)
 	}
 }
