@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/api"
+	"github.com/presencehq/presence/internal/gcpace"
 	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/server"
 )
@@ -75,6 +76,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if !startPacer(ctx, opts.gcHeadroomMiB, getenv("GOGC"), logger) {
+		return 2
+	}
 	// SIGHUP reloads the certificate files instead of killing the node.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -116,14 +120,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 // runOptions are what the flags set besides the server's configuration.
 type runOptions struct {
-	level      slog.Level
-	deprecated []string // warnings about deprecated flags in use, logged at start
+	level         slog.Level
+	gcHeadroomMiB int
+	deprecated    []string // warnings about deprecated flags in use, logged at start
 }
 
 // flagValues holds the flags that are not fields of server.Config as such.
 type flagValues struct {
 	join, cors, proxies, secrets, publicKeys, logLevel, serviceTokens, raftAddr string
 	replication                                                                 bool
+	gcHeadroomMiB                                                               int
 }
 
 // newFlagSet defines every flag of the node, storing into cfg and v.
@@ -164,6 +170,8 @@ func newFlagSet(cfg *server.Config, v *flagValues, stderr io.Writer) *flag.FlagS
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: well-known secrets, demo prefix, /dev/token, demo page")
 	fs.BoolVar(&v.replication, "replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
 	fs.StringVar(&v.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&v.gcHeadroomMiB, "gc-headroom", gcpace.DefaultHeadroom>>20, "MiB the heap may grow by between two garbage collections at least, "+
+		"so that a small heap allocated fast is not collected many times a second; 0: Go's own pacing (GOGC, when set, decides too)")
 	return fs
 }
 
@@ -221,6 +229,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (se
 		}
 		cfg.Name = cmp.Or(stored, cfg.Name)
 	}
+	if v.gcHeadroomMiB < 0 || v.gcHeadroomMiB > maxGCHeadroomMiB {
+		return cfg, opts, fmt.Errorf("--gc-headroom must be between 0 and %d (MiB)", maxGCHeadroomMiB)
+	}
+	opts.gcHeadroomMiB = v.gcHeadroomMiB
 	if err := opts.level.UnmarshalText([]byte(v.logLevel)); err != nil {
 		return cfg, opts, fmt.Errorf("--log-level: %v", err)
 	}
@@ -355,4 +367,28 @@ func health(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// maxGCHeadroomMiB bounds --gc-headroom: 1 TiB.
+const maxGCHeadroomMiB = 1 << 20
+
+// startPacer paces the garbage collector with a headroom of headroomMiB
+// (see package gcpace) until ctx ends; not at all with 0, or when GOGC is
+// set (gogc): the operator chose the collector's pacing. It reports false
+// when the pacer cannot start.
+func startPacer(ctx context.Context, headroomMiB int, gogc string, logger *slog.Logger) bool {
+	if headroomMiB == 0 {
+		return true
+	}
+	if gogc != "" {
+		logger.Info("GOGC is set: the garbage collector keeps its pacing, --gc-headroom is not applied", "gogc", gogc)
+		return true
+	}
+	p, err := gcpace.New(gcpace.Config{Headroom: int64(headroomMiB) << 20, Logger: logger})
+	if err != nil {
+		logger.Error("cannot pace the garbage collector", "err", err)
+		return false
+	}
+	go p.Run(ctx)
+	return true
 }

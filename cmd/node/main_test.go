@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/api"
+	"github.com/presencehq/presence/internal/gcpace"
 	"github.com/presencehq/presence/router"
 	"github.com/presencehq/presence/server"
 )
@@ -63,6 +64,17 @@ func TestStreamLimitFlags(t *testing.T) {
 	}
 	if strings.Join(cfg.TrustedProxies, "|") != "10.0.0.0/8|192.0.2.1" {
 		t.Fatalf("trusted proxies %q", cfg.TrustedProxies)
+	}
+}
+
+func TestGCHeadroomFlag(t *testing.T) {
+	_, opts, err := parseFlags(nil, env(nil), &bytes.Buffer{})
+	if err != nil || opts.gcHeadroomMiB != gcpace.DefaultHeadroom>>20 {
+		t.Fatalf("default: %d MiB, %v; want %d", opts.gcHeadroomMiB, err, gcpace.DefaultHeadroom>>20)
+	}
+	_, opts, err = parseFlags(nil, env(map[string]string{"PRESENCE_GC_HEADROOM": "0"}), &bytes.Buffer{})
+	if err != nil || opts.gcHeadroomMiB != 0 {
+		t.Fatalf("PRESENCE_GC_HEADROOM=0: %d MiB, %v", opts.gcHeadroomMiB, err)
 	}
 }
 
@@ -168,23 +180,25 @@ func TestBadEnvironmentValueIsReported(t *testing.T) {
 
 func TestMissingSecretsExitWithCode2(t *testing.T) {
 	cases := map[string][]string{
-		"no secrets":       {"--name", "n1", "--data-dir", t.TempDir()},
-		"no admin token":   {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x"},
-		"bad cluster key":  {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "not-base64!"},
-		"short key":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "c2hvcnQ="},
-		"short second key": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey + ",c2hvcnQ="},
-		"unknown flag":     {"--nope"},
-		"stray argument":   {"--dev", "extra"},
-		"bad log level":    {"--dev", "--log-level", "loud"},
-		"zero streams":     {"--dev", "--max-streams", "0"},
-		"http JWKS":        {"--name", "n1", "--data-dir", t.TempDir(), "--admin-token", "a", "--jwks-url", "http://idp.example/jwks"},
-		"missing key file": {"--name", "n1", "--data-dir", t.TempDir(), "--admin-token", "a", "--jwt-public-keys", "/nonexistent/idp.pem"},
-		"missing TLS file": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem", "--http-tls-key", "/nonexistent/k.pem"},
-		"TLS cert alone":   {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem"},
-		"negative per ip":  {"--dev", "--max-streams-per-ip", "-1"},
-		"negative hold":    {"--dev", "--hold-timeout", "-1s"},
-		"zero held":        {"--dev", "--max-held-requests", "0"},
-		"bad proxy":        {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--trusted-proxies", "10.0.0.0/8,proxy.example"},
+		"no secrets":        {"--name", "n1", "--data-dir", t.TempDir()},
+		"no admin token":    {"--name", "n1", "--data-dir", t.TempDir(), "--jwt-secret", "x"},
+		"bad cluster key":   {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "not-base64!"},
+		"short key":         {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", "c2hvcnQ="},
+		"short second key":  {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey + ",c2hvcnQ="},
+		"unknown flag":      {"--nope"},
+		"stray argument":    {"--dev", "extra"},
+		"bad log level":     {"--dev", "--log-level", "loud"},
+		"zero streams":      {"--dev", "--max-streams", "0"},
+		"http JWKS":         {"--name", "n1", "--data-dir", t.TempDir(), "--admin-token", "a", "--jwks-url", "http://idp.example/jwks"},
+		"missing key file":  {"--name", "n1", "--data-dir", t.TempDir(), "--admin-token", "a", "--jwt-public-keys", "/nonexistent/idp.pem"},
+		"missing TLS file":  {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem", "--http-tls-key", "/nonexistent/k.pem"},
+		"TLS cert alone":    {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--http-tls-cert", "/nonexistent/c.pem"},
+		"negative per ip":   {"--dev", "--max-streams-per-ip", "-1"},
+		"negative hold":     {"--dev", "--hold-timeout", "-1s"},
+		"zero held":         {"--dev", "--max-held-requests", "0"},
+		"negative headroom": {"--dev", "--gc-headroom", "-1"},
+		"huge headroom":     {"--dev", "--gc-headroom", "2000000"},
+		"bad proxy":         {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--trusted-proxies", "10.0.0.0/8,proxy.example"},
 		"node TLS without a cluster key": {"--name", "n1", "--data-dir", t.TempDir(), "--dev",
 			"--tls-cert", "/nonexistent/n1.pem", "--tls-key", "/nonexistent/n1-key.pem", "--tls-ca", "/nonexistent/ca.pem"},
 		"node TLS cert alone": {"--name", "n1", "--data-dir", t.TempDir(), "--dev", "--cluster-key", testClusterKey,

@@ -1,0 +1,188 @@
+// Package gcpace keeps the garbage collector from running more often than a
+// minimum growth of the heap allows.
+//
+// Go starts a collection once the heap has grown by GOGC percent (100 by
+// default) of what the last collection found live. A node whose live heap
+// is small, tens of MB for the presence and tokens of tens of thousands of
+// users, while it allocates fast (net/http parses each heartbeat into about
+// 3 KB), then collects twice a second; on a 2-core machine each mark phase
+// takes a quarter of the CPU for 60 to 120 ms, and the heartbeats answered
+// meanwhile make the tail of the latency (docs/benchmarks.md). A Pacer
+// raises GOGC so that the heap may grow by at least Headroom bytes between
+// two collections, and lets it come back to its base as the live heap grows
+// past Headroom: a node holding 100,000 streams keeps Go's pacing, and its
+// memory, as they are.
+package gcpace
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+
+	"github.com/presencehq/presence/clock"
+)
+
+// Defaults of Config's zero fields.
+const (
+	// DefaultHeadroom is the least growth of the heap between two
+	// collections: a few seconds of garbage at tens of thousands of
+	// requests a second.
+	DefaultHeadroom = 256 << 20
+	// DefaultInterval is how often the live heap is looked at; a
+	// collection runs every few seconds at most once paced.
+	DefaultInterval = time.Second
+)
+
+// heapMinimum is the runtime's smallest heap goal at GOGC=100; the runtime
+// scales it with GOGC, so Percent never lets it exceed the headroom.
+const heapMinimum = 4 << 20
+
+// change is the least relative change of GOGC worth setting: the live heap
+// moves a little with every collection.
+const change = 0.05
+
+// ErrConfig is wrapped by Config.Validate's errors.
+var ErrConfig = errors.New("gcpace: invalid configuration")
+
+// Runtime is the garbage collector a Pacer drives.
+type Runtime interface {
+	// LiveHeap returns the bytes the last collection found live; 0 before
+	// the first.
+	LiveHeap() uint64
+	// GCPercent returns GOGC; negative when collection is off.
+	GCPercent() int
+	// SetGCPercent sets GOGC.
+	SetGCPercent(percent int)
+}
+
+// Config configures a Pacer. The zero value is valid: DefaultHeadroom,
+// checked every DefaultInterval, on this process's runtime.
+type Config struct {
+	// Headroom is the least growth of the heap between two collections,
+	// in bytes; 0 means DefaultHeadroom.
+	Headroom int64
+	// Interval is how often the live heap is read; 0 means
+	// DefaultInterval.
+	Interval time.Duration
+	// Clock drives the interval; nil means the real clock.
+	Clock clock.Clock
+	// Logger records the changes of GOGC at debug level; nil discards.
+	Logger *slog.Logger
+	// Runtime is the collector to pace; nil means this process's.
+	Runtime Runtime
+}
+
+// Validate reports a negative headroom or interval.
+func (c Config) Validate() error {
+	if c.Headroom < 0 {
+		return fmt.Errorf("%w: negative headroom %d", ErrConfig, c.Headroom)
+	}
+	if c.Interval < 0 {
+		return fmt.Errorf("%w: negative interval %v", ErrConfig, c.Interval)
+	}
+	return nil
+}
+
+// Pacer sets GOGC from the live heap; see the package comment.
+type Pacer struct {
+	headroom uint64
+	interval time.Duration
+	clk      clock.Clock
+	log      *slog.Logger
+	rt       Runtime
+}
+
+// New returns a Pacer; Run starts it.
+func New(cfg Config) (*Pacer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Pacer{
+		headroom: uint64(cmp.Or(cfg.Headroom, DefaultHeadroom)),
+		interval: cmp.Or(cfg.Interval, DefaultInterval),
+		clk:      cfg.Clock,
+		log:      cfg.Logger,
+		rt:       cfg.Runtime,
+	}
+	if p.clk == nil {
+		p.clk = clock.Real{}
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.rt == nil {
+		p.rt = processRuntime{}
+	}
+	return p, nil
+}
+
+// Run paces the collector every interval until ctx ends, then gives GOGC
+// back its value from before. With collection off (GOGC=off) it returns
+// at once.
+func (p *Pacer) Run(ctx context.Context) {
+	base := p.rt.GCPercent()
+	if base < 0 {
+		return
+	}
+	defer p.rt.SetGCPercent(base)
+	t := p.clk.NewTicker(p.interval)
+	defer t.Stop()
+	current := base
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		live := p.rt.LiveHeap()
+		if live == 0 {
+			continue
+		}
+		next := Percent(live, p.headroom, base)
+		if math.Abs(float64(next-current)) < change*float64(current) {
+			continue
+		}
+		p.rt.SetGCPercent(next)
+		p.log.Debug("GOGC paced", "live_heap", live, "gogc", next, "previous", current)
+		current = next
+	}
+}
+
+// Percent returns the GOGC at which a live heap of live bytes may grow by
+// headroom bytes before the next collection, never below base. It is at
+// most what keeps the runtime's minimum heap goal, which GOGC scales,
+// within the headroom.
+func Percent(live, headroom uint64, base int) int {
+	if live == 0 {
+		live = 1
+	}
+	p := (headroom*100 + live - 1) / live
+	p = min(p, headroom*100/heapMinimum)
+	return max(base, int(min(p, math.MaxInt32)))
+}
+
+// processRuntime is this process's collector.
+type processRuntime struct{}
+
+func (processRuntime) LiveHeap() uint64 { return readUint64("/gc/heap/live:bytes") }
+
+// GCPercent reads GOGC; the metric holds -1 (off) as a uint64.
+func (processRuntime) GCPercent() int { return int(int64(readUint64("/gc/gogc:percent"))) }
+
+func (processRuntime) SetGCPercent(percent int) { debug.SetGCPercent(percent) }
+
+// readUint64 reads one runtime metric.
+func readUint64(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
