@@ -170,8 +170,8 @@ func newFlagSet(cfg *server.Config, v *flagValues, stderr io.Writer) *flag.FlagS
 	fs.BoolVar(&cfg.Dev, "dev", false, "development mode: well-known secrets, demo prefix, /dev/token, demo page")
 	fs.BoolVar(&v.replication, "replication", true, "keep a copy of every channel on the next ring node and promote it when the owner dies (--replication=false turns it off)")
 	fs.StringVar(&v.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.IntVar(&v.gcHeadroomMiB, "gc-headroom", gcpace.DefaultHeadroom>>20, "MiB the heap may grow by between two garbage collections at least, "+
-		"so that a small heap allocated fast is not collected many times a second; 0: Go's own pacing (GOGC, when set, decides too)")
+	fs.IntVar(&v.gcHeadroomMiB, "gc-headroom", gcpace.DefaultMaxHeadroom>>20, "most MiB of garbage the heap may hold between two garbage collections: while the node allocates fast, "+
+		"the collector runs about every 4 s instead of whenever the heap doubles; 0: Go's own pacing (so does setting GOGC)")
 	return fs
 }
 
@@ -372,9 +372,9 @@ func health(args []string, getenv func(string) string, stderr io.Writer) int {
 // maxGCHeadroomMiB bounds --gc-headroom: 1 TiB.
 const maxGCHeadroomMiB = 1 << 20
 
-// startPacer paces the garbage collector with a headroom of headroomMiB
-// (see package gcpace) until ctx ends; not at all with 0, or when GOGC is
-// set (gogc): the operator chose the collector's pacing. It reports false
+// startPacer paces the garbage collector with at most headroomMiB of
+// garbage (see package gcpace) until ctx ends; not at all with 0, or when
+// GOGC is set (gogc): the operator chose the collector's pacing. It reports false
 // when the pacer cannot start.
 func startPacer(ctx context.Context, headroomMiB int, gogc string, logger *slog.Logger) bool {
 	if headroomMiB == 0 {
@@ -384,7 +384,7 @@ func startPacer(ctx context.Context, headroomMiB int, gogc string, logger *slog.
 		logger.Info("GOGC is set: the garbage collector keeps its pacing, --gc-headroom is not applied", "gogc", gogc)
 		return true
 	}
-	p, err := gcpace.New(gcpace.Config{Headroom: int64(headroomMiB) << 20, Logger: logger})
+	p, err := gcpace.New(gcpace.Config{MaxHeadroom: int64(headroomMiB) << 20, Logger: logger})
 	if err != nil {
 		logger.Error("cannot pace the garbage collector", "err", err)
 		return false

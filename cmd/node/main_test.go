@@ -69,8 +69,8 @@ func TestStreamLimitFlags(t *testing.T) {
 
 func TestGCHeadroomFlag(t *testing.T) {
 	_, opts, err := parseFlags(nil, env(nil), &bytes.Buffer{})
-	if err != nil || opts.gcHeadroomMiB != gcpace.DefaultHeadroom>>20 {
-		t.Fatalf("default: %d MiB, %v; want %d", opts.gcHeadroomMiB, err, gcpace.DefaultHeadroom>>20)
+	if err != nil || opts.gcHeadroomMiB != gcpace.DefaultMaxHeadroom>>20 {
+		t.Fatalf("default: %d MiB, %v; want %d", opts.gcHeadroomMiB, err, gcpace.DefaultMaxHeadroom>>20)
 	}
 	_, opts, err = parseFlags(nil, env(map[string]string{"PRESENCE_GC_HEADROOM": "0"}), &bytes.Buffer{})
 	if err != nil || opts.gcHeadroomMiB != 0 {

@@ -32,7 +32,7 @@ func TestPercent(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	for _, cfg := range []Config{{Headroom: -1}, {Interval: -time.Second}} {
+	for _, cfg := range []Config{{MaxHeadroom: -1}, {Period: -time.Second}, {Interval: -time.Second}} {
 		if _, err := New(cfg); !errors.Is(err, ErrConfig) {
 			t.Errorf("New(%+v): %v, want ErrConfig", cfg, err)
 		}
@@ -42,13 +42,36 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// fakeRuntime is a collector whose live heap the test sets.
+// fakeRuntime is a collector whose live heap and allocation rate the
+// test sets: every look at the bytes allocated finds rate more.
 type fakeRuntime struct {
-	mu      sync.Mutex
-	live    uint64
-	percent int
-	looks   int
-	sets    []int
+	mu        sync.Mutex
+	live      uint64
+	rate      uint64
+	allocated uint64
+	percent   int
+	looks     int
+	sets      []int
+	returns   int
+}
+
+func (f *fakeRuntime) ReturnMemory() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.returns++
+}
+
+func (f *fakeRuntime) returned() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.returns
+}
+
+func (f *fakeRuntime) Allocated() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.allocated += f.rate
+	return f.allocated
 }
 
 func (f *fakeRuntime) LiveHeap() uint64 {
@@ -87,7 +110,7 @@ type rig struct {
 
 func newRig(t *testing.T, base int) *rig {
 	r := &rig{t: t, rt: &fakeRuntime{percent: base}, clk: clock.NewFake(time.Unix(0, 0)), done: make(chan struct{})}
-	p, err := New(Config{Headroom: 256 * mib, Clock: r.clk, Runtime: r.rt})
+	p, err := New(Config{MaxHeadroom: 256 * mib, Period: 2 * time.Second, Interval: time.Second, Clock: r.clk, Runtime: r.rt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,42 +127,63 @@ func newRig(t *testing.T, base int) *rig {
 	return r
 }
 
-// look sets the live heap and returns GOGC once the pacer has looked at
-// it: the second look after the change implies the first one finished.
-func (r *rig) look(live uint64) int {
+// look sets the live heap and the bytes allocated per second, and returns
+// GOGC once the pacer has looked at them: the second look after the change
+// implies that the first one finished.
+func (r *rig) look(live, rate uint64) int {
 	r.t.Helper()
 	r.rt.mu.Lock()
-	r.rt.live = live
+	r.rt.live, r.rt.rate = live, rate
 	from := r.rt.looks
 	r.rt.mu.Unlock()
 	testkit.WaitFor(r.t, "the pacer to look at the live heap twice", func() bool {
 		if _, looks, _ := r.rt.state(); looks >= from+2 {
 			return true
 		}
-		r.clk.Advance(DefaultInterval)
+		r.clk.Advance(time.Second)
 		return false
 	})
 	percent, _, _ := r.rt.state()
 	return percent
 }
 
-func TestPacerFollowsTheLiveHeapAndRestoresTheBase(t *testing.T) {
+func TestPacerFollowsTheAllocationRateAndTheLiveHeap(t *testing.T) {
 	r := newRig(t, 100)
-	if p := r.look(45 * mib); p != 569 {
-		t.Fatalf("GOGC %d at 45 MiB live, want 569", p)
+	// 80 MiB a second: 160 MiB of garbage between collections.
+	if p := r.look(45*mib, 80*mib); p != 356 {
+		t.Fatalf("GOGC %d at 45 MiB live and 80 MiB/s, want 356", p)
 	}
 	_, _, sets := r.rt.state()
-	if p := r.look(46 * mib); p != 569 {
-		t.Fatalf("GOGC %d after a 2 %% change of the live heap, want 569 kept", p)
+	if p := r.look(46*mib, 80*mib); p != 356 {
+		t.Fatalf("GOGC %d after a 2 %% change of the live heap, want 356 kept", p)
 	}
 	if _, _, again := r.rt.state(); again != sets {
 		t.Fatalf("GOGC set %d times for a small change, want no new setting", again-sets)
 	}
-	if p := r.look(600 * mib); p != 100 {
+	if p := r.look(45*mib, 400*mib); p != 569 {
+		t.Fatalf("GOGC %d at 400 MiB/s, want 569: at most the 256 MiB headroom", p)
+	}
+	if p := r.look(600*mib, 400*mib); p != 100 {
 		t.Fatalf("GOGC %d at 600 MiB live, want the base 100", p)
 	}
-	if p := r.look(45 * mib); p != 569 {
-		t.Fatalf("GOGC %d at 45 MiB live again, want 569", p)
+	if n := r.rt.returned(); n != 1 {
+		t.Fatalf("memory returned %d times when GOGC fell back to its base, want once", n)
+	}
+	if p := r.look(45*mib, 0); p != 100 {
+		t.Fatalf("GOGC %d while nothing is allocated, want the base 100", p)
+	}
+	if p := r.look(45*mib, 80*mib); p != 356 {
+		t.Fatalf("GOGC %d at 80 MiB/s again, want 356", p)
+	}
+	r.look(45*mib, 0)
+	if n := r.rt.returned(); n != 1 {
+		t.Fatalf("memory returned %d times within a minute, want once", n)
+	}
+	r.clk.Advance(returnEvery)
+	r.look(45*mib, 80*mib)
+	r.look(45*mib, 0)
+	if n := r.rt.returned(); n != 2 {
+		t.Fatalf("memory returned %d times, want twice: the node went idle again a minute later", n)
 	}
 	r.stop()
 	<-r.done
@@ -150,7 +194,7 @@ func TestPacerFollowsTheLiveHeapAndRestoresTheBase(t *testing.T) {
 
 func TestPacerWaitsForTheFirstCollection(t *testing.T) {
 	r := newRig(t, 100)
-	if p := r.look(0); p != 100 {
+	if p := r.look(0, 80*mib); p != 100 {
 		t.Fatalf("GOGC %d before any collection, want the base kept", p)
 	}
 }
