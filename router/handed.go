@@ -31,11 +31,11 @@ func (r *Router) keepHanded(snap *presence.ChannelSnapshot, interest []wire.Inte
 	}
 }
 
-// released is the replicator's Released: channel, which continues
-// origin's state, is safe on this node and its replica, so origin may drop
-// the state it kept since it handed the channel here.
-func (r *Router) released(channel, origin string) {
-	to, ok := r.view.Load().Member(origin)
+// released is the replicator's Released: channel is safe on this node and
+// its replica, so keeper, the node that handed it here (or whose copy was
+// promoted here), may drop the state it kept since.
+func (r *Router) released(channel, keeper string) {
+	to, ok := r.view.Load().Member(keeper)
 	if !ok {
 		return // gone: nothing kept there any more
 	}
@@ -45,7 +45,7 @@ func (r *Router) released(channel, origin string) {
 		q := wire.ReleaseRequest{Channel: channel, From: r.self, Boot: r.boot}
 		if _, err := r.calls.Call(ctx, to, wire.MethodRelease, q.Encode); err != nil {
 			// The copy there goes after a while anyway (replica.Store.prune).
-			r.log.Debug("releasing a handed channel failed", "channel", channel, "origin", origin, "err", err)
+			r.log.Debug("releasing a handed channel failed", "channel", channel, "keeper", keeper, "err", err)
 		}
 	})
 }
