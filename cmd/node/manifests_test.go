@@ -95,7 +95,12 @@ type k8sContainer struct {
 	} `yaml:"ports"`
 	ReadinessProbe k8sProbe `yaml:"readinessProbe"`
 	LivenessProbe  k8sProbe `yaml:"livenessProbe"`
-	VolumeMounts   []struct {
+	Resources      struct {
+		Limits struct {
+			Memory string `yaml:"memory"`
+		} `yaml:"limits"`
+	} `yaml:"resources"`
+	VolumeMounts []struct {
 		Name      string `yaml:"name"`
 		MountPath string `yaml:"mountPath"`
 	} `yaml:"volumeMounts"`
@@ -184,12 +189,19 @@ func nodeFlags() map[string]*flag.Flag {
 	return out
 }
 
+// goRuntimeVars are the Go runtime's variables a manifest may set.
+var goRuntimeVars = map[string]bool{"GOMEMLIMIT": true, "GOGC": true}
+
 // checkEnv wants every variable to be PRESENCE_<FLAG> of a flag of the
-// node, and its value (when given here) accepted by that flag.
+// node, and its value (when given here) accepted by that flag, or one of
+// the Go runtime's.
 func checkEnv(t *testing.T, where string, vars map[string]string) {
 	t.Helper()
 	flags := nodeFlags()
 	for name, value := range vars {
+		if goRuntimeVars[name] {
+			continue
+		}
 		flagName, ok := strings.CutPrefix(name, "PRESENCE_")
 		if !ok {
 			t.Errorf("%s: %s is not a PRESENCE_ variable", where, name)
@@ -207,6 +219,33 @@ func checkEnv(t *testing.T, where string, vars map[string]string) {
 			}
 		}
 	}
+}
+
+// checkMemoryLimit wants Go's soft memory limit set, within 75 to 95 % of
+// the container's: the collector works harder before the pod is killed,
+// and the stacks and buffers outside the heap still fit.
+func checkMemoryLimit(t *testing.T, gomemlimit, container string) {
+	t.Helper()
+	soft, err1 := byteSize(gomemlimit, "MiB", "GiB")
+	hard, err2 := byteSize(container, "Mi", "Gi")
+	if err1 != nil || err2 != nil {
+		t.Errorf("GOMEMLIMIT %q (%v) and limits.memory %q (%v): want both, in MiB/GiB and Mi/Gi", gomemlimit, err1, container, err2)
+		return
+	}
+	if soft < hard*75/100 || soft > hard*95/100 {
+		t.Errorf("GOMEMLIMIT %s is %d %% of limits.memory %s, want 75 to 95 %%", gomemlimit, soft*100/hard, container)
+	}
+}
+
+// byteSize parses "<n><mebi>" or "<n><gibi>".
+func byteSize(s, mebi, gibi string) (int64, error) {
+	for unit, scale := range map[string]int64{mebi: 1 << 20, gibi: 1 << 30} {
+		if n, ok := strings.CutSuffix(s, unit); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			return v * scale, err
+		}
+	}
+	return 0, fmt.Errorf("no %s or %s suffix", mebi, gibi)
 }
 
 // imagePorts reads the listeners' ports from the Dockerfile's ENV.
@@ -292,6 +331,7 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 	checkEnv(t, "StatefulSet", env)
+	checkMemoryLimit(t, env["GOMEMLIMIT"], c.Resources.Limits.Memory)
 	for _, secret := range []string{"PRESENCE_JWT_SECRET", "PRESENCE_ADMIN_TOKEN", "PRESENCE_CLUSTER_KEY"} {
 		i := slices.IndexFunc(c.Env, func(e k8sEnv) bool { return e.Name == secret })
 		if i < 0 || c.Env[i].ValueFrom.SecretKeyRef.Name == "" {
