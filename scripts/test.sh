@@ -12,9 +12,9 @@ export GOFLAGS="${GOFLAGS:--mod=mod}"
 step() { printf '\n=== %s\n' "$*"; }
 failures=()
 run() { # run NAME CMD...: keeps going after a failing suite, fails at the end
-  local name=$1; shift
+  local name=$1 start=$SECONDS; shift
   step "$name"
-  if "$@"; then echo "--- $name: ok"; else echo "--- $name: FAILED"; failures+=("$name"); fi
+  if "$@"; then echo "--- $name: ok ($((SECONDS - start)) s)"; else echo "--- $name: FAILED ($((SECONDS - start)) s)"; failures+=("$name"); fi
 }
 
 step "gofmt and go vet"
@@ -54,4 +54,4 @@ if [ ${#failures[@]} -gt 0 ]; then
   printf '\nFAILED suites: %s\n' "${failures[*]}"
   exit 1
 fi
-printf '\nall suites passed\n'
+printf '\nall suites passed in %d s\n' "$SECONDS"
