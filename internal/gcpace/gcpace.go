@@ -184,7 +184,8 @@ func (p *Pacer) Run(ctx context.Context) {
 // most what keeps the runtime's minimum heap goal, which GOGC scales,
 // within the headroom.
 func Percent(live, headroom uint64, base int) int {
-	p := (headroom*100 + live - 1) / max(live, 1)
+	live = max(live, 1)
+	p := (headroom*100 + live - 1) / live
 	p = min(p, headroom*100/heapMinimum)
 	return max(base, int(min(p, math.MaxInt32)))
 }
