@@ -374,8 +374,8 @@ const maxGCHeadroomMiB = 1 << 20
 
 // startPacer paces the garbage collector with at most headroomMiB of
 // garbage (see package gcpace) until ctx ends; not at all with 0, or when
-// GOGC is set (gogc): the operator chose the collector's pacing. It reports false
-// when the pacer cannot start.
+// GOGC is set (gogc): the operator chose the collector's pacing. It
+// reports false when the pacer cannot start.
 func startPacer(ctx context.Context, headroomMiB int, gogc string, logger *slog.Logger) bool {
 	if headroomMiB == 0 {
 		return true
