@@ -40,6 +40,7 @@ func (ss *streams) get(p *Replicator, to wire.Member) *stream {
 	s = newStream(p.cfg.Ctx, to)
 	if !p.cfg.Go(func() { s.run(p) }) {
 		s.close(p)
+		s.drain(p) // no goroutine to do it
 	}
 	ss.by[to.Name] = s
 	return s
@@ -176,8 +177,11 @@ type stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex
-	closed    bool
+	mu     sync.Mutex
+	closed bool
+	// drained: the stream's goroutine settled everything it held after
+	// the stream closed; an item added later is settled by its caller.
+	drained   bool
 	inflight  int // items sent and not answered yet
 	failures  int // calls failed in a row
 	deferrals int // answers in a row that deferred items
@@ -202,6 +206,13 @@ func newStream(parent context.Context, to wire.Member) *stream {
 func (s *stream) add(p *Replicator, c *presence.Change) {
 	s.mu.Lock()
 	if s.closed {
+		if !s.drained {
+			// Behind what the stream still holds: drain settles it after
+			// them, so that messages are published in order.
+			s.items = append(s.items, item{ReplItem: wire.ReplItem{Kind: c.Kind, Channel: c.Channel, Msg: c.Message}, done: c.Done})
+			s.mu.Unlock()
+			return
+		}
 		s.mu.Unlock()
 		p.settle(c.Message, c.Done, nil)
 		return
@@ -325,9 +336,16 @@ func (s *stream) dropCoalescedLocked(channel string) {
 	}
 }
 
-// close ends the stream: its node left. What it still holds is settled
-// with success: the node's channels are filled again on their new replicas
-// from snapshots taken after these changes.
+// close ends the stream: its node left. Its goroutine settles what it
+// holds with success, the batch in flight first and then the items
+// queued, in the order they came (drain): the node's channels are filled
+// again on their new replicas from snapshots taken after these changes,
+// and their messages must reach the hub and the webhooks in id order (a
+// webhook queue takes a message below one it has as not new). Settling
+// the queued items here, while the batch in flight still waited for its
+// call to fail, published a channel's later message before its earlier
+// one, and the earlier one was never delivered to the webhook (found by
+// the process pause test).
 func (s *stream) close(p *Replicator) {
 	s.mu.Lock()
 	if s.closed {
@@ -335,10 +353,18 @@ func (s *stream) close(p *Replicator) {
 		return
 	}
 	s.closed = true
-	items := s.items
-	s.items, s.synced = nil, nil
+	s.synced = nil
 	s.mu.Unlock()
 	s.cancel()
+}
+
+// drain settles, with success and in order, the items a closed stream
+// still holds; run calls it once its last batch is settled.
+func (s *stream) drain(p *Replicator) {
+	s.mu.Lock()
+	items := s.items
+	s.items, s.drained = nil, true
+	s.mu.Unlock()
 	for i := range items {
 		p.settle(items[i].Msg, items[i].done, nil)
 	}
@@ -346,6 +372,7 @@ func (s *stream) close(p *Replicator) {
 
 // run sends the stream until it is closed.
 func (s *stream) run(p *Replicator) {
+	defer s.drain(p)
 	t := p.cfg.Clock.NewTicker(p.cfg.Interval)
 	defer t.Stop()
 	for {

@@ -3,6 +3,8 @@ package replica
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,5 +99,57 @@ func TestStreamCoalescesDeliveryPositions(t *testing.T) {
 	s.forget("/pub/x", true, true)
 	if s.pending != 0 || len(s.delivered) != 0 {
 		t.Fatalf("%d pending after forget", s.pending)
+	}
+}
+
+// A stream closed while a batch is in flight publishes that batch's
+// message first, then the ones queued behind it, then one added after the
+// close: closing it used to publish the queued ones at once, ahead of the
+// batch whose call had not failed yet, and the webhook queue, which takes
+// a message below one it has as not new, never delivered the earlier one.
+func TestClosedStreamPublishesInOrder(t *testing.T) {
+	p := testReplicator(t)
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	p.cfg.Call = func(context.Context, wire.Member, uint16, func(*wire.Encoder)) ([]byte, error) {
+		entered <- struct{}{}
+		<-release // the replica, paused, answers only once the test says
+		return nil, errors.New("peer unavailable: disconnected")
+	}
+	var mu sync.Mutex
+	var published []int64
+	p.cfg.Publish = func(m *presence.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		published = append(published, m.ID)
+	}
+	s := newStream(p.cfg.Ctx, wire.Member{Name: "rep"})
+	s.synced["/pub/x"] = true
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		s.run(p)
+	}()
+	leave := func(id int64) *presence.Change {
+		return &presence.Change{Kind: presence.ChangeLeave, Channel: "/pub/x", UserID: "a", ClientID: "t",
+			Message: &presence.Message{ID: id, Channel: "/pub/x"}}
+	}
+	s.add(p, leave(1))
+	<-entered // message 1 is in flight
+	s.add(p, leave(2))
+	s.close(p)
+	s.add(p, leave(3))
+	mu.Lock()
+	early := slices.Clone(published)
+	mu.Unlock()
+	if len(early) != 0 {
+		t.Fatalf("published %v while the batch in flight was unanswered, want nothing yet", early)
+	}
+	close(release)
+	<-ran
+	s.add(p, leave(4)) // after the drain: settled by the caller
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(published, []int64{1, 2, 3, 4}) {
+		t.Fatalf("published %v, want [1 2 3 4]: the batch in flight, the queued item, the one added after the close, one added after the drain", published)
 	}
 }
