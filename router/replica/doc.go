@@ -31,7 +31,15 @@
 // are answered only then (Engine.PresentAck, LeaveAck). So every id a
 // subscriber saw, and every acknowledged enter or leave, is on the replica:
 // a promoted copy continues with the next id and its backlog, and
-// subscribers notice nothing but a pause.
+// subscribers notice nothing but a pause. Publishing follows each
+// channel's id order, including when a stream closes because its replica
+// left: its goroutine settles the batch in flight before what was queued
+// behind it (a webhook queue takes a message below one it has as not new).
+// A channel's changes that the new view sends to another replica's stream
+// are ordered after the closed stream's only by the time that stream's
+// first snapshot needs to be acknowledged, a round trip; the closed
+// stream's in-flight call fails as soon as the transport drops the dead
+// node.
 //
 // # Copies
 //
