@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"sync"
 
 	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
@@ -24,9 +25,11 @@ func (r *Router) promoteOrphans(gone map[string]bool) {
 			// The new owner merges the copies with whatever it started
 			// meanwhile (it may have found nobody to pull the channel from).
 			if to, known := v.Member(owner); known {
+				r.handing.add(ch)
 				for _, e := range r.repl.Copies().Take(ch, v) {
 					r.handCopy(ch, e, to)
 				}
+				r.handing.done(ch)
 			}
 			continue
 		}
@@ -56,7 +59,10 @@ func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 	since := r.cfg.Clock.Now().UnixNano()
 	resp, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode)
 	if err != nil {
-		r.log.Info("handing a replica copy to the new owner failed", "channel", channel, "owner", owner, "err", err)
+		// Kept again: the owner's pull, or the next promotion pass, finds
+		// it (taken, it would be lost with the first failed call).
+		r.repl.Copies().Restore(channel, e)
+		r.log.Info("handing a replica copy to the new owner failed: kept for its pull", "channel", channel, "owner", owner, "err", err)
 		return
 	}
 	r.keepHanded(q.Snap, e.Interest, to, installedBoot(resp), since)
@@ -97,4 +103,38 @@ func (r *Router) fence(channel string, holder Member) {
 			r.settling.request()
 		}
 	})
+}
+
+// handing counts, per channel, the pushes of a dead owner's copies to the
+// channel's new owner in progress here: from the copies being taken until
+// the install is answered, the copy is neither in the store nor installed
+// there, and an extract from that owner must wait rather than be told
+// there is nothing (the owner would start the channel fresh and merge the
+// copy into it as a second history when the push lands).
+type handing struct {
+	mu sync.Mutex
+	by map[string]int
+}
+
+func (h *handing) add(channel string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.by == nil {
+		h.by = make(map[string]int)
+	}
+	h.by[channel]++
+}
+
+func (h *handing) done(channel string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.by[channel]--; h.by[channel] <= 0 {
+		delete(h.by, channel)
+	}
+}
+
+func (h *handing) has(channel string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.by[channel] > 0
 }

@@ -249,6 +249,21 @@ func (s *Store) HandedCount() int {
 	return n
 }
 
+// Restore keeps e, taken from the store, again: its hand-off failed. A
+// copy of channel from the same owner kept since wins.
+func (s *Store) Restore(channel string, e *Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	copies := s.by[channel]
+	if copies == nil {
+		copies = make(map[string]*Entry, 1)
+		s.by[channel] = copies
+	}
+	if copies[e.Owner] == nil {
+		copies[e.Owner] = e
+	}
+}
+
 // dropFrom forgets owner's copy of channel.
 func (s *Store) dropFrom(channel, owner string) {
 	s.mu.Lock()
