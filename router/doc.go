@@ -116,7 +116,8 @@
 // X itself answers ErrBusy and the requester retries. A node that does not
 // hold X but keeps a replica copy of it hands over the copy of an owner it
 // sees dead, and answers ErrBusy while it sees that owner alive (the
-// requester saw the death first). A holder that is a member but does not
+// requester saw the death first) or while it is pushing that copy to the
+// requester already (the install lands before the retry). A holder that is a member but does not
 // answer, or stays busy, leaves X unheld: the calls are held and tried
 // again (holderAway). When the previous holder cannot be reached otherwise
 // the channel starts fresh: the engine's time-based
