@@ -264,11 +264,19 @@ func TestExtractWaitsWhileTheCopyIsPushed(t *testing.T) {
 	c := newTestCluster(t, 2, withReplication)
 	n1, n2 := c.node("n1"), c.node("n2")
 	const ch = "/pub/pushed"
-	n1.r.handing.add(ch)
+	// A copy of a dead owner's channel (n9 is no member), taken to be
+	// pushed to n2.
+	now := n1.r.cfg.Clock.Now().UnixNano()
+	copies := n1.r.repl.Copies()
+	copies.KeepHanded(ch, "n9", 1, &presence.ChannelSnapshot{Channel: ch, LastID: 7, Config: &presence.Config{Public: true}}, nil, now, now)
+	pushed := copies.TakeToHand(ch, n1.r.view.Load())
+	if len(pushed) != 1 {
+		t.Fatalf("took %d copies of the dead owner's channel, want 1", len(pushed))
+	}
 	if _, _, err := n1.r.extractCopy(ch, n2.r.self, n2.r.boot); !errors.Is(err, wire.ErrBusy) {
 		t.Fatalf("extract while the copy is pushed: %v, want ErrBusy", err)
 	}
-	n1.r.handing.done(ch)
+	copies.HandDone(ch, pushed[0], false)
 	if _, found, err := n1.r.extractCopy(ch, n2.r.self, n2.r.boot); err != nil || found {
 		t.Fatalf("extract once the push was answered: found %v, %v; want nothing, no error", found, err)
 	}

@@ -234,25 +234,22 @@ func (r *Router) extractCopy(channel string, requester Member, boot uint64) (wir
 		return wire.ExtractReply{}, false, nil
 	}
 	v := r.view.Load()
-	if copies := r.repl.Copies().Take(channel, v); len(copies) > 0 {
+	if copies := r.repl.Copies().TakeToHand(channel, v); len(copies) > 0 {
 		e := copies[0]
 		for _, more := range copies[1:] { // two holders died: merged there
-			r.handing.add(channel)
-			if !r.run.Go(func() {
-				defer r.handing.done(channel)
-				r.handCopy(channel, more, requester)
-			}) {
-				r.handing.done(channel)
+			if !r.run.Go(func() { r.handCopy(channel, more, requester) }) {
+				r.repl.Copies().HandDone(channel, more, true)
 			}
 		}
 		snap := e.Snapshot(r.cfg.ReplicationInterval)
 		r.keepHanded(snap, e.Interest, requester, boot, r.cfg.Clock.Now().UnixNano())
+		r.repl.Copies().HandDone(channel, e, false) // in the reply, and kept as handed
 		r.m.promotions.Inc()
 		r.log.Info("handed a replica copy to the owner that asked", "channel", channel, "owner", requester.Name,
 			"former_owner", e.Owner, "clients", len(snap.Clients))
 		return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: e.Interest}, true, nil
 	}
-	if r.handing.has(channel) {
+	if r.repl.Copies().Handing(channel) {
 		return wire.ExtractReply{}, false, fmt.Errorf("%w: %s is handing its copy of %s to the owner", wire.ErrBusy, r.self.Name, channel)
 	}
 	if _, moved := r.routes.peekTombstone(channel); !moved && r.repl.Copies().HasCopyFrom(channel, v, requester.Name) {

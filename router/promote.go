@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"sync"
 
 	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
@@ -25,11 +24,9 @@ func (r *Router) promoteOrphans(gone map[string]bool) {
 			// The new owner merges the copies with whatever it started
 			// meanwhile (it may have found nobody to pull the channel from).
 			if to, known := v.Member(owner); known {
-				r.handing.add(ch)
-				for _, e := range r.repl.Copies().Take(ch, v) {
+				for _, e := range r.repl.Copies().TakeToHand(ch, v) {
 					r.handCopy(ch, e, to)
 				}
-				r.handing.done(ch)
 			}
 			continue
 		}
@@ -49,7 +46,8 @@ func (r *Router) promoteOrphans(gone map[string]bool) {
 	}
 }
 
-// handCopy sends one copy to the channel's new owner as an install.
+// handCopy sends one copy, taken by TakeToHand, to the channel's new
+// owner as an install.
 func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 	owner := to.Name
 	q := wire.InstallRequest{From: r.self, Snap: e.Snapshot(r.cfg.ReplicationInterval), Interest: e.Interest, Origin: e.Owner}
@@ -58,10 +56,8 @@ func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 	defer cancel()
 	since := r.cfg.Clock.Now().UnixNano()
 	resp, err := r.calls.Call(ctx, to, wire.MethodInstall, q.Encode)
+	r.repl.Copies().HandDone(channel, e, err != nil) // a failed push keeps the copy for the owner's pull
 	if err != nil {
-		// Kept again: the owner's pull, or the next promotion pass, finds
-		// it (taken, it would be lost with the first failed call).
-		r.repl.Copies().Restore(channel, e)
 		r.log.Info("handing a replica copy to the new owner failed: kept for its pull", "channel", channel, "owner", owner, "err", err)
 		return
 	}
@@ -103,38 +99,4 @@ func (r *Router) fence(channel string, holder Member) {
 			r.settling.request()
 		}
 	})
-}
-
-// handing counts, per channel, the pushes of a dead owner's copies to the
-// channel's new owner in progress here: from the copies being taken until
-// the install is answered, the copy is neither in the store nor installed
-// there, and an extract from that owner must wait rather than be told
-// there is nothing (the owner would start the channel fresh and merge the
-// copy into it as a second history when the push lands).
-type handing struct {
-	mu sync.Mutex
-	by map[string]int
-}
-
-func (h *handing) add(channel string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.by == nil {
-		h.by = make(map[string]int)
-	}
-	h.by[channel]++
-}
-
-func (h *handing) done(channel string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.by[channel]--; h.by[channel] <= 0 {
-		delete(h.by, channel)
-	}
-}
-
-func (h *handing) has(channel string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.by[channel] > 0
 }

@@ -42,8 +42,6 @@ type Router struct {
 	intern   *wire.Intern                // what handleUpdate decoded before, shared
 	handlers [wire.MaxMethod + 1]handler // registerHandlers
 
-	handing handing // channels whose dead owner's copy this node is pushing to their new owner
-
 	fan    *fanout.Fanout      // subscribers' hub, interest and pushes to other nodes
 	repl   *replica.Replicator // streams to replicas, copies kept here
 	leaves *replica.LeaveLog   // recent leaves of channels held here (repl's)

@@ -49,6 +49,9 @@ type Store struct {
 	// without a replica does), by when they came: KeepHanded then keeps
 	// nothing.
 	early map[handedKey]int64
+	// handing counts, per channel, the copies taken by TakeToHand whose
+	// push to the channel's new owner is not answered yet (HandDone).
+	handing map[string]int
 }
 
 // handedKey names the state of a channel handed to a process of a node.
@@ -60,6 +63,7 @@ type handedKey struct {
 func (s *Store) init() {
 	s.by = make(map[string]map[string]*Entry)
 	s.early = make(map[handedKey]int64)
+	s.handing = make(map[string]int)
 }
 
 // Kept describes one copy kept here, as Inspect returns it.
@@ -132,6 +136,58 @@ func (s *Store) deleteLocked(channel, owner string) {
 func (s *Store) Take(channel string, v View) []*Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.takeLocked(channel, v)
+}
+
+// TakeToHand is Take for copies this node pushes to the channel's new
+// owner: from now until HandDone of each, the copy is neither here nor
+// installed there, and Handing reports the channel, so that an extract
+// from that owner waits rather than be told there is nothing (the owner
+// would start the channel fresh, and merge the push into it as a second
+// history when it lands).
+func (s *Store) TakeToHand(channel string, v View) []*Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.takeLocked(channel, v)
+	if len(out) > 0 {
+		s.handing[channel] += len(out)
+	}
+	return out
+}
+
+// HandDone ends the push of e, a copy of channel taken by TakeToHand. A
+// push that failed keeps e again, for the owner's pull or the next
+// promotion, unless a copy from the same owner came meanwhile.
+func (s *Store) HandDone(channel string, e *Entry, failed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handing[channel]--; s.handing[channel] <= 0 {
+		delete(s.handing, channel)
+	}
+	if !failed {
+		return
+	}
+	copies := s.by[channel]
+	if copies == nil {
+		copies = make(map[string]*Entry, 1)
+		s.by[channel] = copies
+	}
+	if copies[e.Owner] == nil {
+		copies[e.Owner] = e
+	}
+}
+
+// Handing reports whether a copy of channel taken by TakeToHand is on its
+// way to the channel's owner.
+func (s *Store) Handing(channel string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.handing[channel] > 0
+}
+
+// takeLocked removes and returns the copies of channel whose owners are
+// not members of v; the lock must be held.
+func (s *Store) takeLocked(channel string, v View) []*Entry {
 	var out []*Entry
 	for owner, e := range s.by[channel] {
 		if _, alive := v.Member(owner); !alive {
@@ -247,21 +303,6 @@ func (s *Store) HandedCount() int {
 		}
 	}
 	return n
-}
-
-// Restore keeps e, taken from the store, again: its hand-off failed. A
-// copy of channel from the same owner kept since wins.
-func (s *Store) Restore(channel string, e *Entry) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	copies := s.by[channel]
-	if copies == nil {
-		copies = make(map[string]*Entry, 1)
-		s.by[channel] = copies
-	}
-	if copies[e.Owner] == nil {
-		copies[e.Owner] = e
-	}
 }
 
 // dropFrom forgets owner's copy of channel.

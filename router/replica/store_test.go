@@ -131,26 +131,37 @@ func TestReleaseBeforeTheStateIsKept(t *testing.T) {
 	}
 }
 
-// TestRestoreKeepsAFailedHandOffsCopy: a copy taken for a hand-off that
-// failed is kept again, unless the same owner's copy came meanwhile.
-func TestRestoreKeepsAFailedHandOffsCopy(t *testing.T) {
+// TestAPushedCopyIsHandingUntilDone: a copy taken to be pushed to the
+// channel's owner is reported as handing until its push ends; a push that
+// failed keeps it again, unless the same owner's copy came meanwhile.
+func TestAPushedCopyIsHandingUntilDone(t *testing.T) {
 	var s Store
 	s.init()
 	now := time.Unix(1_700_000_000, 0).UnixNano()
 	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now, now)
 	dead := ringOf{owner: "n3", members: map[string]bool{"n1": true, "n3": true}}
-	taken := s.Take("/pub/x", dead)
-	if len(taken) != 1 || len(s.Inspect("/pub/x")) != 0 {
-		t.Fatalf("took %d copies, %d left; want the dead owner's one taken", len(taken), len(s.Inspect("/pub/x")))
+	taken := s.TakeToHand("/pub/x", dead)
+	if len(taken) != 1 || len(s.Inspect("/pub/x")) != 0 || !s.Handing("/pub/x") {
+		t.Fatalf("took %d copies, %d left, handing %v; want the dead owner's one taken and handing",
+			len(taken), len(s.Inspect("/pub/x")), s.Handing("/pub/x"))
 	}
-	s.Restore("/pub/x", taken[0])
-	again := s.Take("/pub/x", dead)
+	s.HandDone("/pub/x", taken[0], true)
+	if s.Handing("/pub/x") {
+		t.Fatal("still handing after the push ended")
+	}
+	again := s.TakeToHand("/pub/x", dead)
 	if len(again) != 1 || len(again[0].Snapshot(0).Clients) != 2 {
-		t.Fatalf("after Restore: took %v, want the copy with its 2 clients back", again)
+		t.Fatalf("after a failed push: took %v, want the copy with its 2 clients back", again)
 	}
 	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(1), nil, now, now)
-	s.Restore("/pub/x", again[0])
+	s.HandDone("/pub/x", again[0], true)
 	if got := s.Take("/pub/x", dead); len(got) != 1 || len(got[0].Snapshot(0).Clients) != 1 {
-		t.Fatalf("Restore over a copy kept since: took %v, want that newer copy (1 client) kept", got)
+		t.Fatalf("a failed push over a copy kept since: took %v, want that newer copy (1 client) kept", got)
+	}
+	s.KeepHanded("/pub/x", "n2", 5, handedSnapshot(2), nil, now, now)
+	done := s.TakeToHand("/pub/x", dead)
+	s.HandDone("/pub/x", done[0], false)
+	if s.Handing("/pub/x") || len(s.Inspect("/pub/x")) != 0 {
+		t.Fatalf("after a push that succeeded: handing %v, %d kept; want neither", s.Handing("/pub/x"), len(s.Inspect("/pub/x")))
 	}
 }
