@@ -54,7 +54,7 @@ type chaosRun struct {
 // startChaosRun starts 3 nodes and the traffic. Heartbeats come every 25 s
 // (a browser's 30 s, a little faster), so a user a crash lost does not come
 // back by itself within the convergence window: only replication can keep it.
-func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply time.Duration) *chaosRun {
+func startChaosRun(t testing.TB, channels, users, perNodeStreams int, staleApply time.Duration) *chaosRun {
 	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -99,7 +99,7 @@ func startChaosRun(t *testing.T, channels, users, perNodeStreams int, staleApply
 
 // finish stops the traffic, prints the summary line and fails the test on
 // any loss, ghost or violation, or a message the webhook did not get.
-func (r *chaosRun) finish(t *testing.T) {
+func (r *chaosRun) finish(t testing.TB) {
 	t.Helper()
 	r.checks.Converge("at the end", convergeWithin)
 	r.checkWebhooks(t)
@@ -121,7 +121,7 @@ func (r *chaosRun) finish(t *testing.T) {
 // streamed, or a resync event stands for it. Messages of an incarnation
 // lost with its state (owner and replica killed together, which the
 // rounds avoid) are exempt and counted; the run expects none.
-func (r *chaosRun) checkWebhooks(t *testing.T) {
+func (r *chaosRun) checkWebhooks(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), webhookDrain)
 	defer cancel()
@@ -152,7 +152,7 @@ func (r *chaosRun) checkWebhooks(t *testing.T) {
 // it rejoin) and then every node is ready, its hand-offs to n done. A kill
 // before that would catch n holding channels it has not replicated yet,
 // which is two failures at once, not the one a round makes.
-func (r *chaosRun) waitOwning(t *testing.T, n *proc.Node) {
+func (r *chaosRun) waitOwning(t testing.TB, n *proc.Node) {
 	t.Helper()
 	waitReady(t, r.c)
 	chaos.WaitOwning(t, r.c, n.Name, r.channelSample(), rejoinTimeout)
@@ -190,7 +190,7 @@ type cappedGroup struct {
 
 // startCappedGroup configures prefix "capped" and starts 120 clients (60
 // users) heartbeating and moving across 20 of its channels.
-func startCappedGroup(t *testing.T, r *chaosRun, staleApply time.Duration, seed uint64) *cappedGroup {
+func startCappedGroup(t testing.TB, r *chaosRun, staleApply time.Duration, seed uint64) *cappedGroup {
 	t.Helper()
 	chaos.PutPrefix(t, r.c, "capped", chaos.CappedPrefixDocument("capped", channelTimeout, cappedMaxUsers))
 	names := chaos.ChannelNames("capped", "room", 20)
@@ -211,7 +211,7 @@ func startCappedGroup(t *testing.T, r *chaosRun, staleApply time.Duration, seed 
 
 // finish stops the capped clients and fails the test on any loss, ghost,
 // channel over its cap or answer the cap cannot explain.
-func (g *cappedGroup) finish(t *testing.T) {
+func (g *cappedGroup) finish(t testing.TB) {
 	t.Helper()
 	g.checks.Converge("capped channels, at the end", convergeWithin)
 	g.w.Stop()
@@ -253,7 +253,8 @@ const (
 // the other nodes answered meanwhile got a 2xx answer (they hold requests
 // for the new owner) and none of their streams ended; the latency of those
 // requests is reported against the failure detection.
-func TestProcessChaosKill(t *testing.T) {
+func TestProcessChaosKill(tt *testing.T) {
+	t := testkit.NewRecap(tt) // first: its failures are repeated after the node logs
 	r := startChaosRun(t, 200, 500, 2, 2*time.Second)
 	capped := startCappedGroup(t, r, 2*time.Second, r.rng.Uint64())
 	var failovers []time.Duration
@@ -333,7 +334,8 @@ func TestProcessChaosKill(t *testing.T) {
 // agrees with the model within 10 s. The paused node's channels stall for
 // the detection time and then move: every request the other nodes
 // answered meanwhile got a 2xx answer and none of their streams ended.
-func TestProcessChaosPause(t *testing.T) {
+func TestProcessChaosPause(tt *testing.T) {
+	t := testkit.NewRecap(tt) // first: its failures are repeated after the node logs
 	// A request stuck in the paused node's socket may be applied when it
 	// resumes: the model allows that for the pause and some margin.
 	r := startChaosRun(t, 100, 300, 2, pauseFor+5*time.Second)

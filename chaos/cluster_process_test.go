@@ -29,22 +29,23 @@ const termTimeout = 10 * time.Second
 // presence-node processes on loopback become one cluster, forward reads and
 // writes, stream messages across nodes, survive a graceful leave without
 // losing a user and keep their prefix documents across a full restart.
-func TestProcessCluster(t *testing.T) {
+func TestProcessCluster(tt *testing.T) {
+	t := testkit.NewRecap(tt) // first: its failures are repeated after the node logs
 	c := startCluster(t, 3)
 	chaos.Configure(t, c, "chaos", channelTimeout)
-	t.Run("readiness", func(t *testing.T) { checkOneLeader(t, c) })
-	t.Run("forwarding", func(t *testing.T) { checkForwarding(t, c) })
-	t.Run("cross-node SSE", func(t *testing.T) { checkCrossNodeStream(t, c) })
+	t.Run("readiness", func(t *testing.T) { checkOneLeader(testkit.NewRecap(t), c) })
+	t.Run("forwarding", func(t *testing.T) { checkForwarding(testkit.NewRecap(t), c) })
+	t.Run("cross-node SSE", func(t *testing.T) { checkCrossNodeStream(testkit.NewRecap(t), c) })
 	if t.Failed() {
 		return
 	}
-	t.Run("graceful leave", func(t *testing.T) { checkGracefulLeave(t, c) })
-	t.Run("full restart", func(t *testing.T) { checkFullRestart(t, c) })
+	t.Run("graceful leave", func(t *testing.T) { checkGracefulLeave(testkit.NewRecap(t), c) })
+	t.Run("full restart", func(t *testing.T) { checkFullRestart(testkit.NewRecap(t), c) })
 }
 
 // checkOneLeader: every node names the same Raft leader, with all three
 // nodes as Raft servers and alive members.
-func checkOneLeader(t *testing.T, c *proc.Cluster) {
+func checkOneLeader(t testing.TB, c *proc.Cluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	leaders := map[string]bool{}
@@ -65,7 +66,7 @@ func checkOneLeader(t *testing.T, c *proc.Cluster) {
 
 // checkForwarding: clients update through node 1 only; reads through nodes
 // 2 and 3 of 100 channels agree with the model.
-func checkForwarding(t *testing.T, c *proc.Cluster) {
+func checkForwarding(t testing.TB, c *proc.Cluster) {
 	channels := chaos.ChannelNames("chaos", "fwd", 100)
 	w := startWorkload(t, chaos.WorkloadConfig{
 		Pool: chaos.NewTestPool(t, []string{c.Nodes[0].URL()}), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: channels,
@@ -100,7 +101,7 @@ type sseUser struct {
 
 // checkCrossNodeStream: subscribers on nodes 2 and 3 see, in order and with
 // contiguous ids, the enters and leaves of channels node 1 owns.
-func checkCrossNodeStream(t *testing.T, c *proc.Cluster) {
+func checkCrossNodeStream(t testing.TB, c *proc.Cluster) {
 	owned := ownedBy(t, c, c.Nodes[0].Name, chaos.ChannelNames("chaos", "sse", 40), 3)
 	var mu sync.Mutex
 	got := map[string]map[string][]string{} // stream -> channel -> "enter a" / "leave a"
@@ -163,7 +164,7 @@ func checkCrossNodeStream(t *testing.T, c *proc.Cluster) {
 }
 
 // ownedBy returns up to n of channels that node owns, by node's answers.
-func ownedBy(t *testing.T, c *proc.Cluster, node string, channels []string, n int) []string {
+func ownedBy(t testing.TB, c *proc.Cluster, node string, channels []string, n int) []string {
 	t.Helper()
 	own, err := owners(c, c.Nodes[0], channels)
 	if err != nil {
@@ -201,7 +202,7 @@ func describe(ev chaos.Event) string {
 }
 
 // update sends one update and fails the test unless it succeeded.
-func update(t *testing.T, pool *chaos.Pool, u sseUser, client string, present, leave []string) {
+func update(t testing.TB, pool *chaos.Pool, u sseUser, client string, present, leave []string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"client_id": client, "present_channels": present, "leave_channels": leave})
 	resp, err := pool.Do(context.Background(), chaos.Request{
@@ -218,7 +219,7 @@ func update(t *testing.T, pool *chaos.Pool, u sseUser, client string, present, l
 // checkGracefulLeave: with clients heartbeating through every node and
 // streams on every node, SIGTERM makes node 3 exit 0 within 10 s, and no
 // user is lost or invented while the workload goes on.
-func checkGracefulLeave(t *testing.T, c *proc.Cluster) {
+func checkGracefulLeave(t testing.TB, c *proc.Cluster) {
 	channels := chaos.ChannelNames("chaos", "leave", 60)
 	w := startWorkload(t, chaos.WorkloadConfig{
 		Pool: chaos.NewTestPool(t, c.URLs()), Tokens: chaos.NewTestTokens(t, jwtSecret), Channels: channels,
@@ -262,7 +263,7 @@ func checkGracefulLeave(t *testing.T, c *proc.Cluster) {
 
 // checkFullRestart: SIGTERM every node, start them again with the same data
 // directories; a prefix document stored before is served by every node.
-func checkFullRestart(t *testing.T, c *proc.Cluster) {
+func checkFullRestart(t testing.TB, c *proc.Cluster) {
 	doc := []byte(`{"rules": [{"match": "/keep/[0-9]+", "config": {"allowed_group_ids": ["staff"], "timeout": 30}}]}`)
 	stored := chaos.PutPrefix(t, c, "keep", doc)
 	var wg sync.WaitGroup

@@ -67,7 +67,7 @@ func setup(m *testing.M) (int, error) {
 
 // startCluster starts n nodes and waits until they are ready. Cleanup kills
 // them and, when the test failed, prints the end of every node's log.
-func startCluster(t *testing.T, n int) *proc.Cluster {
+func startCluster(t testing.TB, n int) *proc.Cluster {
 	t.Helper()
 	logDir := filepath.Join(artifacts, testkit.FileName(t))
 	if err := os.RemoveAll(logDir); err != nil {
@@ -100,7 +100,7 @@ func startCluster(t *testing.T, n int) *proc.Cluster {
 }
 
 // waitReady fails the test when the running nodes do not become ready.
-func waitReady(t *testing.T, c *proc.Cluster) {
+func waitReady(t testing.TB, c *proc.Cluster) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
@@ -111,7 +111,7 @@ func waitReady(t *testing.T, c *proc.Cluster) {
 	t.Logf("cluster ready in %v", time.Since(begin).Round(time.Millisecond))
 }
 
-func randomKey(t *testing.T) string {
+func randomKey(t testing.TB) string {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func randomKey(t *testing.T) string {
 }
 
 // startWorkload starts w and waits until every client entered.
-func startWorkload(t *testing.T, cfg chaos.WorkloadConfig) *chaos.Workload {
+func startWorkload(t testing.TB, cfg chaos.WorkloadConfig) *chaos.Workload {
 	t.Helper()
 	w, err := chaos.NewWorkload(cfg)
 	if err != nil {
@@ -157,7 +157,7 @@ func owners(c *proc.Cluster, n *proc.Node, channels []string) (map[string]string
 // requireAccepted fails the test when a node rejected an update or
 // answered false for a channel the prefix document makes public: every
 // node must know the configuration before it serves.
-func requireAccepted(t *testing.T, w *chaos.Workload) {
+func requireAccepted(t testing.TB, w *chaos.Workload) {
 	t.Helper()
 	if st := w.Stats(); st.Rejected > 0 {
 		t.Errorf("%d updates or present channels were rejected (a node did not know the public prefix?): %+v", st.Rejected, st)
