@@ -14,7 +14,7 @@
 # the node allows a user 2 calls a second, i.e. 80,000 req/s for 40,000
 # users (fewer users in a smoke run meet 429s, which the report shows). Every server gets a warm-up
 # run first (every user enters once; not reported). The report gives each
-# run's req/s and latency percentiles, the server's CPU time per request,
+# run's req/s and latency percentiles, the server's and wrk's CPU time per request,
 # the means, and the node's ratios to the bare handler (targets: rate >= 0.9x,
 # p99 <= 1.5x) and to the Redis design.
 #
@@ -200,7 +200,7 @@ echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $USERS users, $CHANNE
 
 # measure NAME ROUND DURATION FILE: one wrk run, recorded with its headers.
 measure() {
-  local name=$1 round=$2 duration=$3 file=$4 before after
+  local name=$1 round=$2 duration=$3 file=$4 before after client_before client_after
   # shellcheck disable=SC2086
   before=$(cpu_seconds ${server_pids[$name]})
   {
@@ -208,11 +208,14 @@ measure() {
     echo "# round: $round"
     echo "# load: $(load_average)"
   } >"$file"
+  client_before=$(children_cpu_seconds $$) # wrk runs in this shell's foreground: its CPU is added on exit
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency -s "$script" "${url[$name]}/" -- "$THREADS" >"$file.wrk" 2>&1 ||
     { echo "wrk failed against $name:" >&2; cat "$file.wrk" >&2; exit 1; }
+  client_after=$(children_cpu_seconds $$)
   # shellcheck disable=SC2086
   after=$(cpu_seconds ${server_pids[$name]})
   awk -v a="$after" -v b="$before" 'BEGIN { printf "# cpu_seconds: %.3f\n", a - b }' >>"$file"
+  awk -v a="$client_after" -v b="$client_before" 'BEGIN { printf "# client_cpu_seconds: %.3f\n", a - b }' >>"$file"
   cat "$file.wrk" >>"$file"
   rm -f "$file.wrk"
   printf '  %-6s round %s  load before %s  %s req/s  p99 %s%s\n' "$name" "$round" "$(sed -n 's/^# load: //p' "$file")" \

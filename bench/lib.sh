@@ -38,6 +38,18 @@ cpu_seconds() {
   awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }'
 }
 
+# children_cpu_seconds PID: user + system CPU time of the children PID has
+# waited for so far (cutime and cstime): call it with the shell's $$ before
+# and after a command it runs in the foreground, for that command's CPU.
+children_cpu_seconds() {
+  local stat rest
+  stat=$(cat "/proc/$1/stat") || return 1
+  rest=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $rest
+  awk -v t="$((${14} + ${15}))" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }' # fields 16 and 17
+}
+
 # wait_until SECONDS DESCRIPTION CMD...: runs CMD every 0.2 s until it
 # succeeds; fails after SECONDS.
 wait_until() {

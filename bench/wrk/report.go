@@ -62,23 +62,24 @@ func Report(w io.Writer, runs []Run, cfg ReportConfig) error {
 
 	fmt.Fprintln(w, "runs, in the order they ran:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\tserver\tload 1m\treq/s\tp50\tp90\tp99\tp99.9\tmax\tfailed\tserver CPU/req\t")
+	fmt.Fprintln(tw, "round\tserver\tload 1m\treq/s\tp50\tp90\tp99\tp99.9\tmax\tfailed\tserver CPU/req\twrk CPU/req\t")
 	for _, r := range runs {
 		if r.Round <= 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\n", r.Round, r.Server, r.LoadAvg[0],
-			group(r.Rate()), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors(), micros(r.CPUPerRequest()))
+		fmt.Fprintf(tw, "%d\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", r.Round, r.Server, r.LoadAvg[0],
+			group(r.Rate()), ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors(),
+			micros(r.CPUPerRequest()), micros(r.ClientCPUPerRequest()))
 	}
 	_ = tw.Flush()
 
 	fmt.Fprintln(w, "\nper server, over the rounds:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tmean req/s\tmin–max req/s\tmean p99\tmin–max p99\tmean CPU/req\t")
+	fmt.Fprintln(tw, "server\tmean req/s\tmin–max req/s\tmean p99\tmin–max p99\tmean CPU/req\tmean wrk CPU/req\t")
 	for _, s := range servers {
 		rates, p99s, cpus := s.series(rounds)
-		fmt.Fprintf(tw, "%s\t%s\t%s–%s\t%s\t%s–%s\t%s\t\n", s.name, group(mean(rates)), group(slices.Min(rates)), group(slices.Max(rates)),
-			msf(mean(p99s)), msf(slices.Min(p99s)), msf(slices.Max(p99s)), microsf(mean(cpus)))
+		fmt.Fprintf(tw, "%s\t%s\t%s–%s\t%s\t%s–%s\t%s\t%s\t\n", s.name, group(mean(rates)), group(slices.Min(rates)), group(slices.Max(rates)),
+			msf(mean(p99s)), msf(slices.Min(p99s)), msf(slices.Max(p99s)), microsf(mean(cpus)), microsf(mean(s.clientCPUs(rounds))))
 	}
 	_ = tw.Flush()
 
@@ -92,6 +93,9 @@ func Report(w io.Writer, runs []Run, cfg ReportConfig) error {
 			continue
 		}
 		reportRatios(w, subject, other, rounds, other.name == cfg.Baseline)
+	}
+	if baseline := byName[cfg.Baseline]; baseline != nil && baseline != subject {
+		reportCPUBound(w, subject, baseline, rounds)
 	}
 	var failed []string
 	for _, s := range servers {
@@ -133,6 +137,39 @@ func reportRatios(w io.Writer, subject, other *serverStats, rounds []int, baseli
 		fmt.Fprintf(w, " (target <= %.2f: %s)", TargetP99Ratio, verdict(p99 <= TargetP99Ratio))
 	}
 	fmt.Fprintln(w)
+}
+
+// reportCPUBound explains the rate ratio by CPU time when the runs have
+// it: with the servers and wrk sharing the cores, a run's rate is about
+// the cores over the CPU per request of server and wrk together, so the
+// subject's rate ratio follows from the four means, and the target rate
+// ratio from a budget of server CPU per request the subject must keep to.
+func reportCPUBound(w io.Writer, subject, baseline *serverStats, rounds []int) {
+	_, _, sCPU := subject.series(rounds)
+	_, _, bCPU := baseline.series(rounds)
+	sClient, bClient := subject.clientCPUs(rounds), baseline.clientCPUs(rounds)
+	if len(sCPU) == 0 || len(bCPU) == 0 || len(sClient) == 0 || len(bClient) == 0 {
+		return
+	}
+	bTotal := mean(bCPU) + mean(bClient)
+	sTotal := mean(sCPU) + mean(sClient)
+	budget := bTotal/TargetRateRatio - mean(sClient)
+	fmt.Fprintf(w, "\nCPU per request, server + wrk (the cores are shared): %s %s + %s, %s %s + %s;\n",
+		baseline.name, microsf(mean(bCPU)), microsf(mean(bClient)), subject.name, microsf(mean(sCPU)), microsf(mean(sClient)))
+	fmt.Fprintf(w, "  rate ratio they predict: %.2f; for %.2fx, %s may spend at most %s per request (it spends %s)\n",
+		bTotal/sTotal, TargetRateRatio, subject.name, microsf(budget), microsf(mean(sCPU)))
+}
+
+// clientCPUs is wrk's CPU per request (µs) over the rounds whose runs
+// have it.
+func (s *serverStats) clientCPUs(rounds []int) []float64 {
+	var cpus []float64
+	for _, round := range rounds {
+		if c := s.runs[round].ClientCPUPerRequest(); c > 0 {
+			cpus = append(cpus, float64(c)/float64(time.Microsecond))
+		}
+	}
+	return cpus
 }
 
 // series are the server's rates, p99s (ms) and CPU per request (µs, runs

@@ -49,15 +49,28 @@ type Run struct {
 	// CPU is the CPU time the server's processes used during the run; 0
 	// when the script could not read it.
 	CPU time.Duration
+	// ClientCPU is the CPU time wrk used during the run (0: unknown). The
+	// servers and wrk share the cores, so wrk's cost per request bounds
+	// the rates as much as the server's.
+	ClientCPU time.Duration
 	Result
 }
 
 // CPUPerRequest is the server's CPU time per request (0 if unknown).
 func (r Run) CPUPerRequest() time.Duration {
-	if r.CPU <= 0 || r.Requests == 0 {
+	return r.perRequest(r.CPU)
+}
+
+// ClientCPUPerRequest is wrk's CPU time per request (0 if unknown).
+func (r Run) ClientCPUPerRequest() time.Duration {
+	return r.perRequest(r.ClientCPU)
+}
+
+func (r Run) perRequest(cpu time.Duration) time.Duration {
+	if cpu <= 0 || r.Requests == 0 {
 		return 0
 	}
-	return r.CPU / time.Duration(r.Requests)
+	return cpu / time.Duration(r.Requests)
 }
 
 // ParseRun reads a run file.
@@ -110,15 +123,19 @@ func (run *Run) header(key, value string) error {
 			}
 		}
 	case "cpu_seconds":
-		var s float64
-		if s, err = strconv.ParseFloat(value, 64); err == nil {
-			run.CPU = time.Duration(s * float64(time.Second))
-		}
+		run.CPU, err = seconds(value)
+	case "client_cpu_seconds":
+		run.ClientCPU, err = seconds(value)
 	}
 	if err != nil {
 		return fmt.Errorf("wrk: header %s: %w", key, err)
 	}
 	return nil
+}
+
+func seconds(value string) (time.Duration, error) {
+	s, err := strconv.ParseFloat(value, 64)
+	return time.Duration(s * float64(time.Second)), err
 }
 
 func parseResult(s string) (Result, error) {

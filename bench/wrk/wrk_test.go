@@ -124,6 +124,7 @@ const sampleRun = `# server: node
 # round: 2
 # load: 0.15 0.30 0.45
 # cpu_seconds: 6.5
+# client_cpu_seconds: 3.25
 Running 10s test @ http://127.0.0.1:28190/presence/update
   2 threads and 64 connections
   Latency Distribution
@@ -139,7 +140,7 @@ func TestParseRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Run{
-		Server: "node", Round: 2, LoadAvg: [3]float64{0.15, 0.30, 0.45}, CPU: 6500 * time.Millisecond,
+		Server: "node", Round: 2, LoadAvg: [3]float64{0.15, 0.30, 0.45}, CPU: 6500 * time.Millisecond, ClientCPU: 3250 * time.Millisecond,
 		Result: Result{
 			Requests: 304260, Duration: 10 * time.Second, Non2xx: 3, ReadErrors: 1, Timeouts: 2,
 			P50: 1500 * time.Microsecond, P90: 9 * time.Millisecond, P99: 35200 * time.Microsecond,
@@ -224,5 +225,38 @@ func TestReportRejectsDuplicatesAndNothing(t *testing.T) {
 	runs := []Run{run("bare", 1, 1, time.Millisecond), run("bare", 1, 1, time.Millisecond)}
 	if err := Report(&strings.Builder{}, runs, ReportConfig{}); err == nil {
 		t.Error("two runs of one server in one round were accepted")
+	}
+}
+
+func TestReportExplainsTheRateByCPU(t *testing.T) {
+	bare, node := run("bare", 1, 40000, 10*time.Millisecond), run("node", 1, 32000, 15*time.Millisecond)
+	// 10 s runs: bare 20 µs + wrk 10 µs a request, node 25 µs + 10 µs.
+	bare.CPU, bare.ClientCPU = 8*time.Second, 4*time.Second
+	node.CPU, node.ClientCPU = 8*time.Second, 3200*time.Millisecond
+	var b strings.Builder
+	if err := Report(&b, []Run{bare, node}, ReportConfig{Baseline: "bare", Subject: "node"}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"server + wrk (the cores are shared): bare 20.0 µs + 10.0 µs, node 25.0 µs + 10.0 µs;",
+		// (20+10)/(25+10); the budget is (20+10)/0.9 - 10.
+		"rate ratio they predict: 0.86; for 0.90x, node may spend at most 23.3 µs per request (it spends 25.0 µs)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestReportWithoutClientCPUSaysNothingOfIt(t *testing.T) {
+	runs := []Run{run("bare", 1, 40000, 10*time.Millisecond), run("node", 1, 39000, 12*time.Millisecond)}
+	runs[0].CPU, runs[1].CPU = time.Second, time.Second
+	var b strings.Builder
+	if err := Report(&b, runs, ReportConfig{Baseline: "bare", Subject: "node"}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "predict") {
+		t.Errorf("a bound without wrk's CPU:\n%s", b.String())
 	}
 }
