@@ -17,15 +17,15 @@ import (
 // replica copy (promoteOrphans), so a kill at any moment of the hand-off
 // loses nobody.
 
-// keepHanded keeps snap, just handed to holder's process boot by an
-// install that began at since, until the holder releases it. A holder
-// already gone (it died during the hand-off, and its death may have been
-// processed already) gets the copy promoted at once.
-func (r *Router) keepHanded(snap *presence.ChannelSnapshot, interest []wire.Interested, holder Member, boot uint64, since int64) {
+// keepHanded keeps snap, the state of origin's just handed to holder's
+// process boot by an install that began at since, until the holder
+// releases it. A holder already gone (it died during the hand-off, and its
+// death may have been processed already) gets the copy promoted at once.
+func (r *Router) keepHanded(snap *presence.ChannelSnapshot, interest []wire.Interested, holder Member, boot uint64, origin string, since int64) {
 	if !r.cfg.Replication || snap == nil {
 		return
 	}
-	r.repl.Copies().KeepHanded(snap.Channel, holder.Name, boot, snap, interest, r.cfg.Clock.Now().UnixNano(), since)
+	r.repl.Copies().KeepHanded(snap.Channel, holder.Name, boot, origin, snap, interest, r.cfg.Clock.Now().UnixNano(), since)
 	if _, alive := r.view.Load().Member(holder.Name); !alive {
 		r.run.Go(func() { r.promoteOrphans(map[string]bool{holder.Name: true}) })
 	}

@@ -268,7 +268,7 @@ func TestExtractWaitsWhileTheCopyIsPushed(t *testing.T) {
 	// pushed to n2.
 	now := n1.r.cfg.Clock.Now().UnixNano()
 	copies := n1.r.repl.Copies()
-	copies.KeepHanded(ch, "n9", 1, &presence.ChannelSnapshot{Channel: ch, LastID: 7, Config: &presence.Config{Public: true}}, nil, now, now)
+	copies.KeepHanded(ch, "n9", 1, "n1", &presence.ChannelSnapshot{Channel: ch, LastID: 7, Config: &presence.Config{Public: true}}, nil, now, now)
 	pushed := copies.TakeToHand(ch, n1.r.view.Load())
 	if len(pushed) != 1 {
 		t.Fatalf("took %d copies of the dead owner's channel, want 1", len(pushed))

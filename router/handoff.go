@@ -46,7 +46,7 @@ func (r *Router) pushTo(channel string, to Member) error {
 	// Kept once the channel is not held here (a prune would drop the copy
 	// of a channel held here).
 	r.forgetLocal(ctx, channel, to)
-	r.keepHanded(snap, interest, to, installedBoot(resp), since)
+	r.keepHanded(snap, interest, to, installedBoot(resp), r.self.Name, since)
 	r.log.Debug("handed a channel over", "channel", channel, "to", to.Name, "clients", len(snap.Clients),
 		"last_id", snap.LastID, "epoch", r.view.Load().epoch)
 	// The new holder has the state and this node keeps it until the
@@ -180,7 +180,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 			r.routes.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
 			snap := e.Snapshot(r.cfg.ReplicationInterval)
-			r.keepHanded(snap, e.Interest, requester, boot, r.cfg.Clock.Now().UnixNano())
+			r.keepHanded(snap, e.Interest, requester, boot, r.self.Name, r.cfg.Clock.Now().UnixNano())
 			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: e.Interest}, nil
 		}
 	}
@@ -218,7 +218,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		return wire.ExtractReply{Outcome: wire.ExtractNone}, nil
 	}
 	r.forgetLocal(ctx, channel, requester)
-	r.keepHanded(snap, interest, requester, boot, r.cfg.Clock.Now().UnixNano())
+	r.keepHanded(snap, interest, requester, boot, r.self.Name, r.cfg.Clock.Now().UnixNano())
 	return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: interest}, nil
 }
 
@@ -242,7 +242,7 @@ func (r *Router) extractCopy(channel string, requester Member, boot uint64) (wir
 			}
 		}
 		snap := e.Snapshot(r.cfg.ReplicationInterval)
-		r.keepHanded(snap, e.Interest, requester, boot, r.cfg.Clock.Now().UnixNano())
+		r.keepHanded(snap, e.Interest, requester, boot, r.self.Name, r.cfg.Clock.Now().UnixNano())
 		r.repl.Copies().HandDone(channel, e, false) // in the reply, and kept as handed
 		r.m.promotions.Inc()
 		r.log.Info("handed a replica copy to the owner that asked", "channel", channel, "owner", requester.Name,

@@ -61,7 +61,7 @@ func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 		r.log.Info("handing a replica copy to the new owner failed: kept for its pull", "channel", channel, "owner", owner, "err", err)
 		return
 	}
-	r.keepHanded(q.Snap, e.Interest, to, installedBoot(resp), since)
+	r.keepHanded(q.Snap, e.Interest, to, installedBoot(resp), q.Origin, since)
 	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.Owner, "clients", len(q.Snap.Clients))
 	r.m.promotions.Inc()
 }

@@ -28,6 +28,12 @@ type Entry struct {
 	// Owner's replica has the channel (Store.KeepHanded): Owner did not
 	// send it, and nothing but a release or Owner's own snapshot replaces it.
 	handed bool
+	// continues is the node whose state the owner's snapshot said it
+	// continued (wire.ReplItem.Supersedes: an install there), and snapAt
+	// when that snapshot came: KeepHanded tells by them the owner's copy of
+	// the installed state from an older one.
+	continues string
+	snapAt    int64
 }
 
 // Snapshot returns the copy as a state to install, its expiries moved
@@ -98,13 +104,18 @@ func (s *Store) apply(owner string, boot uint64, it *wire.ReplItem, now int64) b
 			copies = make(map[string]*Entry, 1)
 			s.by[it.Channel] = copies
 		}
-		copies[owner] = &Entry{Owner: owner, copy: presence.NewCopy(it.Snap), Interest: it.Interest, heard: now, boot: boot}
+		copies[owner] = &Entry{Owner: owner, copy: presence.NewCopy(it.Snap), Interest: it.Interest, heard: now, boot: boot,
+			continues: it.Supersedes, snapAt: now}
 		if it.Supersedes != "" && it.Supersedes != owner {
 			delete(copies, it.Supersedes) // owner continues that node's state
 		}
 		return true
 	case presence.ChangeStopped:
-		s.deleteLocked(it.Channel, owner)
+		// The owner replaced or stopped its state. State handed to it is
+		// not its copy: only a release or its next snapshot replaces it.
+		if e := copies[owner]; e == nil || !e.handed {
+			s.deleteLocked(it.Channel, owner)
+		}
 		return true
 	}
 	e := copies[owner]
@@ -232,10 +243,16 @@ func (s *Store) TakeFrom(channel, owner string, boot uint64) (*Entry, bool) {
 // like a replica copy: a hand-off is complete only when the channel is
 // safe on two nodes.
 //
+// origin is the node whose state snap continues (the install's origin) and
 // since is when the hand-off's install began: a release that came after it
 // (Release found nothing to release) is this hand-off's, and nothing is
-// kept.
-func (s *Store) KeepHanded(channel, owner string, boot uint64, snap *presence.ChannelSnapshot, interest []wire.Interested, now, since int64) {
+// kept; a snapshot of owner's that came after it and continues origin is
+// owner's copy of the installed state, newer than snap, and stays. An
+// older copy of owner's (its state before the install, which the install
+// merged with snap and owner's stream is about to drop) is merged with
+// snap as owner merged them, so that neither is lost if owner dies before
+// its next snapshot arrives.
+func (s *Store) KeepHanded(channel, owner string, boot uint64, origin string, snap *presence.ChannelSnapshot, interest []wire.Interested, now, since int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if at, ok := s.early[handedKey{channel, owner, boot}]; ok && at >= since {
@@ -248,7 +265,10 @@ func (s *Store) KeepHanded(channel, owner string, boot uint64, snap *presence.Ch
 		s.by[channel] = copies
 	}
 	if e := copies[owner]; e != nil && !e.handed && e.boot == boot {
-		return // owner's replica copy is here already, newer than snap
+		if e.continues == origin && e.snapAt >= since {
+			return // owner's copy of the installed state is here already
+		}
+		snap, _ = presence.MergeSnapshots(e.copy.Snapshot(0), snap)
 	}
 	copies[owner] = &Entry{Owner: owner, copy: presence.NewCopy(snap), Interest: interest, heard: now, boot: boot, handed: true}
 }
