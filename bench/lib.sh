@@ -25,29 +25,41 @@ port_free() {
   ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
 }
 
-# cpu_seconds PID...: user + system CPU time the processes used so far.
+# stat_ticks PID FIELD FIELD: the sum of two fields of /proc/PID/stat,
+# numbered as in proc(5) (from 3 on: the ones after the command name), in
+# clock ticks; fails when the process is gone.
+stat_ticks() {
+  local stat rest a=$(($2 - 2)) b=$(($3 - 2))
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  rest=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $rest
+  echo $((${!a} + ${!b}))
+}
+
+# ticks_seconds TICKS: clock ticks as seconds.
+ticks_seconds() {
+  awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }'
+}
+
+# cpu_seconds PID...: user + system CPU time the processes used so far
+# (utime and stime).
 cpu_seconds() {
-  local total=0 pid stat rest
+  local total=0 pid ticks
   for pid in "$@"; do
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-    rest=${stat##*) } # the fields after the command name, from field 3 on
-    # shellcheck disable=SC2086
-    set -- $rest
-    total=$((total + ${12} + ${13})) # utime and stime, fields 14 and 15
+    ticks=$(stat_ticks "$pid" 14 15) || continue
+    total=$((total + ticks))
   done
-  awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }'
+  ticks_seconds "$total"
 }
 
 # children_cpu_seconds PID: user + system CPU time of the children PID has
 # waited for so far (cutime and cstime): call it with the shell's $$ before
 # and after a command it runs in the foreground, for that command's CPU.
 children_cpu_seconds() {
-  local stat rest
-  stat=$(cat "/proc/$1/stat") || return 1
-  rest=${stat##*) }
-  # shellcheck disable=SC2086
-  set -- $rest
-  awk -v t="$((${14} + ${15}))" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }' # fields 16 and 17
+  local ticks
+  ticks=$(stat_ticks "$1" 16 17) || return 1
+  ticks_seconds "$ticks"
 }
 
 # wait_until SECONDS DESCRIPTION CMD...: runs CMD every 0.2 s until it

@@ -77,9 +77,10 @@ func Report(w io.Writer, runs []Run, cfg ReportConfig) error {
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "server\tmean req/s\tmin–max req/s\tmean p99\tmin–max p99\tmean CPU/req\tmean wrk CPU/req\t")
 	for _, s := range servers {
-		rates, p99s, cpus := s.series(rounds)
+		rates, p99s := s.series(rounds)
 		fmt.Fprintf(tw, "%s\t%s\t%s–%s\t%s\t%s–%s\t%s\t%s\t\n", s.name, group(mean(rates)), group(slices.Min(rates)), group(slices.Max(rates)),
-			msf(mean(p99s)), msf(slices.Min(p99s)), msf(slices.Max(p99s)), microsf(mean(cpus)), microsf(mean(s.clientCPUs(rounds))))
+			msf(mean(p99s)), msf(slices.Min(p99s)), msf(slices.Max(p99s)),
+			microsf(mean(s.perRequest(rounds, Run.CPUPerRequest))), microsf(mean(s.perRequest(rounds, Run.ClientCPUPerRequest))))
 	}
 	_ = tw.Flush()
 
@@ -123,8 +124,8 @@ func reportRatios(w io.Writer, subject, other *serverStats, rounds []int, baseli
 		rateRatios = append(rateRatios, fmt.Sprintf("%.2f", a.Rate()/b.Rate()))
 		p99Ratios = append(p99Ratios, fmt.Sprintf("%.2f", float64(a.P99)/float64(b.P99)))
 	}
-	sr, sp, _ := subject.series(rounds)
-	or, op, _ := other.series(rounds)
+	sr, sp := subject.series(rounds)
+	or, op := other.series(rounds)
 	rate, p99 := mean(sr)/mean(or), mean(sp)/mean(op)
 	fmt.Fprintf(w, "  %s / %s req/s: %s; means %s / %s = %.2f", subject.name, other.name, strings.Join(rateRatios, ", "),
 		group(mean(sr)), group(mean(or)), rate)
@@ -145,9 +146,8 @@ func reportRatios(w io.Writer, subject, other *serverStats, rounds []int, baseli
 // subject's rate ratio follows from the four means, and the target rate
 // ratio from a budget of server CPU per request the subject must keep to.
 func reportCPUBound(w io.Writer, subject, baseline *serverStats, rounds []int) {
-	_, _, sCPU := subject.series(rounds)
-	_, _, bCPU := baseline.series(rounds)
-	sClient, bClient := subject.clientCPUs(rounds), baseline.clientCPUs(rounds)
+	sCPU, bCPU := subject.perRequest(rounds, Run.CPUPerRequest), baseline.perRequest(rounds, Run.CPUPerRequest)
+	sClient, bClient := subject.perRequest(rounds, Run.ClientCPUPerRequest), baseline.perRequest(rounds, Run.ClientCPUPerRequest)
 	if len(sCPU) == 0 || len(bCPU) == 0 || len(sClient) == 0 || len(bClient) == 0 {
 		return
 	}
@@ -160,33 +160,27 @@ func reportCPUBound(w io.Writer, subject, baseline *serverStats, rounds []int) {
 		bTotal/sTotal, TargetRateRatio, subject.name, microsf(budget), microsf(mean(sCPU)))
 }
 
-// clientCPUs is wrk's CPU per request (µs) over the rounds whose runs
-// have it.
-func (s *serverStats) clientCPUs(rounds []int) []float64 {
-	var cpus []float64
+// series are the server's rates and p99s (ms) over the rounds it ran in.
+func (s *serverStats) series(rounds []int) (rates, p99s []float64) {
 	for _, round := range rounds {
-		if c := s.runs[round].ClientCPUPerRequest(); c > 0 {
-			cpus = append(cpus, float64(c)/float64(time.Microsecond))
+		if r, ok := s.runs[round]; ok {
+			rates = append(rates, r.Rate())
+			p99s = append(p99s, float64(r.P99)/float64(time.Millisecond))
 		}
 	}
-	return cpus
+	return rates, p99s
 }
 
-// series are the server's rates, p99s (ms) and CPU per request (µs, runs
-// that have it) over the rounds it ran in.
-func (s *serverStats) series(rounds []int) (rates, p99s, cpus []float64) {
+// perRequest is a CPU time per request (µs: the server's or wrk's, as cpu
+// reads it) over the rounds whose runs have it.
+func (s *serverStats) perRequest(rounds []int, cpu func(Run) time.Duration) []float64 {
+	var out []float64
 	for _, round := range rounds {
-		r, ok := s.runs[round]
-		if !ok {
-			continue
-		}
-		rates = append(rates, r.Rate())
-		p99s = append(p99s, float64(r.P99)/float64(time.Millisecond))
-		if c := r.CPUPerRequest(); c > 0 {
-			cpus = append(cpus, float64(c)/float64(time.Microsecond))
+		if c := cpu(s.runs[round]); c > 0 {
+			out = append(out, float64(c)/float64(time.Microsecond))
 		}
 	}
-	return rates, p99s, cpus
+	return out
 }
 
 func verdict(ok bool) string {
