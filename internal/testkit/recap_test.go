@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -47,9 +48,26 @@ func TestRecapRepeatsFailuresAtTheEnd(t *testing.T) {
 		t.Errorf("recap repeats a log line:\n%s", tail)
 	}
 	// Reported where the test called it, not inside the wrapper.
-	if !strings.Contains(text, "recap_test.go:21: round 3: a user was lost") {
-		t.Errorf("the failure is not reported at the test's line:\n%s", text)
+	at := fmt.Sprintf("recap_test.go:%d: round 3: a user was lost", lineOf(t, "recap_test.go", `tb.Errorf("round %d: a user was lost", 3)`))
+	if !strings.Contains(text, at) {
+		t.Errorf("the failure is not reported as %q:\n%s", at, text)
 	}
+}
+
+// lineOf returns the number of the line of file that holds code.
+func lineOf(t *testing.T, file, code string) int {
+	t.Helper()
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(string(src), "\n") {
+		if strings.Contains(line, code) && !strings.Contains(line, "lineOf") {
+			return i + 1
+		}
+	}
+	t.Fatalf("%s has no line with %q", file, code)
+	return 0
 }
 
 func TestRecapKeepsALongFailureShort(t *testing.T) {
