@@ -23,6 +23,13 @@ func (v ringOf) Member(name string) (wire.Member, bool) {
 	return wire.Member{Name: name}, v.members[name]
 }
 
+// newTestStore returns an empty store and the time its tests start at.
+func newTestStore() (*Store, int64) {
+	s := &Store{}
+	s.init()
+	return s, time.Unix(1_700_000_000, 0).UnixNano()
+}
+
 func handedSnapshot(clients int) *presence.ChannelSnapshot {
 	snap := &presence.ChannelSnapshot{Channel: "/pub/x", LastID: 7, Config: &presence.Config{Public: true}}
 	for i := range clients {
@@ -37,9 +44,7 @@ func handedSnapshot(clients int) *presence.ChannelSnapshot {
 // release of another process, replaced by the owner's own snapshot, and
 // taken for promotion when the owner dies.
 func TestHandedStateLifecycle(t *testing.T) {
-	var s Store
-	s.init()
-	now := time.Unix(1_700_000_000, 0).UnixNano()
+	s, now := newTestStore()
 	s.KeepHanded("/pub/x", "n2", 5, "n1", handedSnapshot(2), nil, now, now)
 	if s.HandedCount() != 1 {
 		t.Fatalf("handed count %d, want 1", s.HandedCount())
@@ -106,8 +111,7 @@ func TestAnOlderCopyOfTheHolderIsKeptWithTheHandedState(t *testing.T) {
 		{"continuing another node", "n3", now + 1},
 		{"a fresh start", "", now + 1},
 	} {
-		var s Store
-		s.init()
+		s, _ := newTestStore()
 		it := wire.ReplItem{Kind: presence.ChangeSnapshot, Channel: "/pub/x", Snap: older, Supersedes: tc.supersedes}
 		if !s.apply("n2", 5, &it, tc.at) {
 			t.Fatalf("%s: snapshot not applied", tc.name)
@@ -128,9 +132,7 @@ func TestAnOlderCopyOfTheHolderIsKeptWithTheHandedState(t *testing.T) {
 // TestAStopKeepsTheHandedState: the holder's ChangeStopped drops its own
 // copy, not the state handed to it.
 func TestAStopKeepsTheHandedState(t *testing.T) {
-	var s Store
-	s.init()
-	now := time.Unix(1_700_000_000, 0).UnixNano()
+	s, now := newTestStore()
 	s.KeepHanded("/pub/x", "n2", 5, "n1", handedSnapshot(2), nil, now, now)
 	stop := wire.ReplItem{Kind: presence.ChangeStopped, Channel: "/pub/x"}
 	s.apply("n2", 5, &stop, now)
@@ -149,9 +151,7 @@ func TestAStopKeepsTheHandedState(t *testing.T) {
 // comes (the holder found no replica) is pruned after staleCopyAfter, even
 // though its holder owns the channel.
 func TestHandedStateWithoutReleaseGoesStale(t *testing.T) {
-	var s Store
-	s.init()
-	now := time.Unix(1_700_000_000, 0).UnixNano()
+	s, now := newTestStore()
 	s.KeepHanded("/pub/x", "n2", 5, "n1", handedSnapshot(2), nil, now, now)
 	v := ringOf{owner: "n2", members: map[string]bool{"n1": true, "n2": true}}
 	notHeld := func(string) bool { return false }
@@ -169,9 +169,7 @@ func TestHandedStateWithoutReleaseGoesStale(t *testing.T) {
 // at once, possibly before the node that handed the channel over got its
 // install's answer and kept the state: that state is then not kept.
 func TestReleaseBeforeTheStateIsKept(t *testing.T) {
-	var s Store
-	s.init()
-	now := time.Unix(1_700_000_000, 0).UnixNano()
+	s, now := newTestStore()
 	if s.Release("/pub/x", "n2", 5, now) {
 		t.Fatal("released state that was not kept")
 	}
@@ -195,9 +193,7 @@ func TestReleaseBeforeTheStateIsKept(t *testing.T) {
 // channel's owner is reported as handing until its push ends; a push that
 // failed keeps it again, unless the same owner's copy came meanwhile.
 func TestAPushedCopyIsHandingUntilDone(t *testing.T) {
-	var s Store
-	s.init()
-	now := time.Unix(1_700_000_000, 0).UnixNano()
+	s, now := newTestStore()
 	s.KeepHanded("/pub/x", "n2", 5, "n1", handedSnapshot(2), nil, now, now)
 	dead := ringOf{owner: "n3", members: map[string]bool{"n1": true, "n3": true}}
 	taken := s.TakeToHand("/pub/x", dead)
