@@ -70,15 +70,15 @@ func (r *Recap) note(msg string) {
 	r.failures = append(r.failures, strings.Join(lines, "\n"))
 }
 
-// Failures returns the failures reported through r so far.
-func (r *Recap) Failures() []string {
+// recorded returns the failures reported through r so far.
+func (r *Recap) recorded() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.failures...)
 }
 
 func (r *Recap) print() {
-	failures := r.Failures()
+	failures := r.recorded()
 	if len(failures) == 0 {
 		return
 	}

@@ -73,7 +73,7 @@ func lineOf(t *testing.T, file, code string) int {
 func TestRecapKeepsALongFailureShort(t *testing.T) {
 	r := &Recap{T: t}
 	r.note(strings.Repeat("line\n", 40))
-	got := r.Failures()
+	got := r.recorded()
 	if len(got) != 1 || strings.Count(got[0], "\n") != recapLines || !strings.HasSuffix(got[0], "(28 more lines above)") {
 		t.Fatalf("failures = %q, want %d lines and a count of the rest", got, recapLines)
 	}
