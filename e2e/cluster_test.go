@@ -235,3 +235,46 @@ func (s *channelSnapshot) userIDs() []string {
 	}
 	return ids
 }
+
+// channelOwned finds a channel named prefix<N> that owner owns, so that
+// stopping owner makes the channel move. Every node must name that owner:
+// a node ready and seeing every member alive may not have the newest
+// member in its ring yet (CI once found none of 500 channels given to
+// node1), so it waits until they agree, within ownersAgreeTimeout.
+func channelOwned(c *cluster, owner *node, prefix string) (string, error) {
+	var found string
+	err := testkit.Poll(ownersAgreeTimeout, func() error {
+		for i := range 500 {
+			channel := fmt.Sprintf("%s%d", prefix, i)
+			agreed, err := allNameOwner(c, channel, owner.Name)
+			if err != nil {
+				return err
+			}
+			if agreed {
+				found = channel
+				return nil
+			}
+		}
+		return fmt.Errorf("no %sN channel of the first 500 is owned by %s on every node", prefix, owner.Name)
+	})
+	return found, err
+}
+
+// ownersAgreeTimeout bounds how long after the cluster is ready its nodes
+// may still disagree on a channel's owner.
+const ownersAgreeTimeout = 10 * time.Second
+
+// allNameOwner reports whether every node names owner as channel's owner;
+// it stops at the first that does not.
+func allNameOwner(c *cluster, channel, owner string) (bool, error) {
+	for _, n := range c.nodes {
+		got, err := n.owner(channel)
+		if err != nil {
+			return false, fmt.Errorf("GET /admin/owner on %s: %w", n.Name, err)
+		}
+		if got != owner {
+			return false, nil
+		}
+	}
+	return true, nil
+}

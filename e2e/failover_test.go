@@ -53,7 +53,7 @@ func TestFailoverAfterNodeKill(t *testing.T) {
 	}
 	t.Cleanup(c.stop)
 	victim := c.nodes[0]
-	channel, err := channelOwnedBy(c, victim)
+	channel, err := channelOwned(c, victim, "/e2e/failover/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,23 +214,6 @@ func heartbeatSince(alice *user, victim *node, since time.Time) (bool, string) {
 		recent = append(recent, fmt.Sprintf("%s -> %d %s", r.URL, r.Status, r.Error))
 	}
 	return false, fmt.Sprintf("no successful update through a live node since ownership settled; alice's updates since: %v", recent)
-}
-
-// channelOwnedBy finds a failover channel the node owns, so killing it
-// forces the channel to move.
-func channelOwnedBy(c *cluster, owner *node) (string, error) {
-	asked := c.nodes[len(c.nodes)-1]
-	for i := range 500 {
-		channel := fmt.Sprintf("/e2e/failover/%d", i)
-		got, err := asked.owner(channel)
-		if err != nil {
-			return "", fmt.Errorf("GET /admin/owner on %s: %w", asked.Name, err)
-		}
-		if got == owner.Name {
-			return channel, nil
-		}
-	}
-	return "", fmt.Errorf("no /e2e/failover/N channel of the first 500 is owned by %s", owner.Name)
 }
 
 func names(nodes []*node) []string {

@@ -76,22 +76,6 @@ func TestKillIsAPauseForTheSurvivorsClients(t *testing.T) {
 	alice.screenshot("after-kill")
 }
 
-// channelOwned finds a channel named prefix<N> that owner owns.
-func channelOwned(c *cluster, owner *node, prefix string) (string, error) {
-	asked := c.nodes[0]
-	for i := range 500 {
-		channel := fmt.Sprintf("%s%d", prefix, i)
-		got, err := asked.owner(channel)
-		if err != nil {
-			return "", fmt.Errorf("GET /admin/owner on %s: %w", asked.Name, err)
-		}
-		if got == owner.Name {
-			return channel, nil
-		}
-	}
-	return "", fmt.Errorf("no %sN channel of the first 500 is owned by %s", prefix, owner.Name)
-}
-
 // waitMoved waits until the survivors agree on a live owner of channel and
 // alice got a 2xx answer to a heartbeat sent after that; it returns then.
 func waitMoved(t *testing.T, c *cluster, victim *node, alice *user, channel string, killedAt time.Time) time.Time {
