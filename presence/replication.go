@@ -128,11 +128,19 @@ func (c *Copy) Apply(ch *Change) {
 		c.delivered = max(c.delivered, min(ch.Delivered, c.lastID))
 	}
 	if m := ch.Message; m != nil {
-		if m.ID != c.lastID+1 {
+		switch {
+		case m.ID <= c.lastID:
+			// Not after what the copy has (it arrived late): a channel's
+			// ids only grow, and a copy promoted with a smaller last id
+			// would issue an id its subscribers saw again, with another
+			// message.
+		case m.ID != c.lastID+1:
 			c.backlog.reset() // the backlog must stay contiguous
+			fallthrough
+		default:
+			c.lastID = m.ID
+			c.backlog.push(m, m.PublishedAtUnixMilli)
 		}
-		c.lastID = m.ID
-		c.backlog.push(m, m.PublishedAtUnixMilli)
 	}
 }
 

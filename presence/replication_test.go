@@ -249,4 +249,11 @@ func TestCopyAppliesChangesAndPromotesWithGrace(t *testing.T) {
 	if s := c.Snapshot(0); s.LastID != 20 || len(s.Backlog) != 1 || s.Validate() != nil {
 		t.Fatalf("after a gap: last id %d, backlog %d", s.LastID, len(s.Backlog))
 	}
+	// A message below the last id (late) changes the clients but not the
+	// ids: a promoted copy must not issue an id again.
+	c.Apply(&Change{Kind: ChangeEnter, UserID: "c", ClientID: "t", User: &User{ID: "c"}, ExpiresAt: 100,
+		Message: &Message{Channel: "/pub/c", ID: 19, EnteringUsers: []UserInfo{{ID: "c"}}}})
+	if s := c.Snapshot(0); s.LastID != 20 || len(s.Backlog) != 1 || s.Backlog[0].ID != 20 || len(s.Clients) != 1 || s.Validate() != nil {
+		t.Fatalf("after a late message: last id %d, backlog %v, %d clients; want 20, [20], c present", s.LastID, s.Backlog, len(s.Clients))
+	}
 }
