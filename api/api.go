@@ -357,6 +357,7 @@ func New(cfg Config) (*Handler, error) {
 	s.router = s.routes()
 	var h http.Handler = http.HandlerFunc(s.dispatch)
 	h = newCORS(cfg.CORSOrigins).wrap(h)
+	h = cachePolicy(h)
 	h = s.recoverer(h)
 	h = s.metrics.instrument(h, cfg.Clock)
 	return &Handler{Handler: h, s: s}, nil

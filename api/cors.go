@@ -14,9 +14,6 @@ const (
 	corsMaxAge        = "600"
 )
 
-// headerVaryOrigin is the Vary value of every answer.
-var headerVaryOrigin = []string{"Origin"}
-
 // cors answers preflights and marks responses for allowed browser origins.
 type cors struct {
 	any     bool
@@ -37,11 +34,6 @@ func (c *cors) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		h := w.Header()
-		if v, ok := h["Vary"]; ok {
-			h["Vary"] = append(v, "Origin")
-		} else {
-			h["Vary"] = headerVaryOrigin // shared, as in writeJSONBytes
-		}
 		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 		if !c.allowed(origin) {
 			if preflight {

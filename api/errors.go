@@ -112,19 +112,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeJSONBytes(w, status, body)
 }
 
-// Header values of JSON answers, shared by every response: net/http only
-// reads them, and Header.Add would copy a full one-element slice.
-var (
-	headerJSON    = []string{"application/json; charset=utf-8"}
-	headerNoStore = []string{"no-store"}
-)
+// headerJSON is the Content-Type of JSON answers, shared by every response
+// (see headerNoStore).
+var headerJSON = []string{"application/json; charset=utf-8"}
 
 // writeJSONBytes answers body, a JSON document, with status and a newline
 // (appended to body, whose spare capacity it may use).
 func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = headerJSON
-	h["Cache-Control"] = headerNoStore
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -189,6 +190,35 @@ func TestCORS(t *testing.T) {
 	rec = star.do("OPTIONS", "/presence/subscribe", nil, "Origin", "http://localhost:3000", "Access-Control-Request-Method", "GET")
 	if rec.Code != http.StatusNoContent || rec.Header().Get("Access-Control-Allow-Origin") != "http://localhost:3000" {
 		t.Fatalf("wildcard preflight %d %v", rec.Code, rec.Header())
+	}
+}
+
+// TestCachePolicy: answers to GET are never stored and depend on Origin;
+// answers to POST, PUT and DELETE, which no cache stores, carry neither.
+func TestCachePolicy(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.CORSOrigins = []string{"https://app.example"} })
+	auth := bearerHeader(userToken(t, "7"))
+	cases := []struct {
+		name        string
+		rec         *httptest.ResponseRecorder
+		cache, vary string
+	}{
+		{"get", e.do("GET", getQuery([]string{"/a/b"}), nil, "Origin", "https://app.example"), "no-store", "Origin"},
+		{"get refused", e.do("GET", "/presence/get", nil), "no-store", "Origin"},
+		{"head", e.do("HEAD", "/admin/prefixes", nil), "no-store", "Origin"},
+		{"update", e.do("POST", "/presence/update", strings.NewReader(`{"client_id":"c1","present_channels":["/a/b"]}`),
+			"Authorization", auth, "Content-Type", "application/json", "Origin", "https://app.example"), "", ""},
+		{"update refused", e.do("POST", "/presence/update", strings.NewReader(`{}`), "Content-Type", "application/json"), "", ""},
+		{"admin put refused", e.do("PUT", "/admin/prefixes/demo", strings.NewReader(`{}`)), "", ""},
+	}
+	for _, c := range cases {
+		h := c.rec.Header()
+		if got := h.Get("Cache-Control"); got != c.cache {
+			t.Errorf("%s (%d): Cache-Control %q, want %q", c.name, c.rec.Code, got, c.cache)
+		}
+		if got := strings.Join(h.Values("Vary"), ","); got != c.vary {
+			t.Errorf("%s (%d): Vary %q, want %q", c.name, c.rec.Code, got, c.vary)
+		}
 	}
 }
 

@@ -37,8 +37,12 @@ func New(cfg Config, store *discourse.Store) (*Server, error) {
 }
 
 // ServeHTTP routes POST /presence/update and GET /healthz; every other path
-// is a JSON 404, a wrong method a JSON 405.
+// is a JSON 404, a wrong method a JSON 405. As the node does, only answers
+// to GET and HEAD say Cache-Control: no-store (no cache stores the others).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		w.Header().Set("Cache-Control", "no-store")
+	}
 	switch r.URL.Path {
 	case UpdatePath:
 		if r.Method != http.MethodPost {
