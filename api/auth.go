@@ -150,10 +150,20 @@ func newAuthenticator(cfg Config) *authenticator {
 // so a token verified by a secret taken out of service is checked again,
 // and refused, after the restart.
 func (a *authenticator) verify(token string) (*presence.User, error) {
+	e, err := a.verified(token)
+	if err != nil {
+		return nil, err
+	}
+	return &e.user, nil
+}
+
+// verified is verify returning the token's cache entry: its identity and
+// its user's rate-limit memo.
+func (a *authenticator) verified(token string) (*cachedToken, error) {
 	now := a.clock.Now()
 	generation := a.keys.generation()
-	if u, ok := a.cache.get(token, now, generation); ok {
-		return u, nil
+	if e, ok := a.cache.get(token, now, generation); ok {
+		return e, nil
 	}
 	claims := &userClaims{}
 	if _, err := a.parser.ParseWithClaims(token, claims, a.keys.lookup); err != nil {
@@ -161,7 +171,7 @@ func (a *authenticator) verify(token string) (*presence.User, error) {
 	}
 	e := newCachedToken(token, claims, generation)
 	a.cache.put(e.token, e, now)
-	return &e.user, nil
+	return e, nil
 }
 
 // mint signs a token for u valid for ttl (dev mode), with the configured
@@ -194,11 +204,11 @@ func (a *authenticator) mint(u *presence.User, ttl time.Duration) (string, error
 // accepts ?token= because EventSource cannot set headers.
 func (a *authenticator) identify(r *http.Request, allowQuery bool) (*presence.User, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
-		token, ok := bearer(h)
-		if !ok {
-			return nil, fmt.Errorf("%w: expected a Bearer token", presence.ErrUnauthorized)
+		e, err := a.verifiedHeader(h)
+		if err != nil {
+			return nil, err
 		}
-		return a.verify(token)
+		return &e.user, nil
 	}
 	if allowQuery {
 		if token := r.URL.Query().Get("token"); token != "" {
@@ -206,6 +216,16 @@ func (a *authenticator) identify(r *http.Request, allowQuery bool) (*presence.Us
 		}
 	}
 	return nil, nil
+}
+
+// verifiedHeader returns the cache entry of the token of h, an
+// Authorization header's value.
+func (a *authenticator) verifiedHeader(h string) (*cachedToken, error) {
+	token, ok := bearer(h)
+	if !ok {
+		return nil, fmt.Errorf("%w: expected a Bearer token", presence.ErrUnauthorized)
+	}
+	return a.verified(token)
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" value.

@@ -75,11 +75,11 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) {
 // handleUpdate answers POST /presence/update.
 func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	contentType := r.Header.Get("Content-Type")
-	fromHeader := r.Header.Get("Authorization") != ""
-	var u *presence.User
-	if fromHeader {
+	authorization := r.Header.Get("Authorization")
+	var caller *cachedToken
+	if authorization != "" {
 		var err error
-		if u, err = s.auth.identify(r, false); err != nil {
+		if caller, err = s.auth.verifiedHeader(authorization); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
@@ -100,14 +100,15 @@ func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if !fromHeader {
-		u, err = s.beaconUser(req.Token)
+	if caller == nil {
+		caller, err = s.beaconCaller(req.Token)
 		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
 	}
-	if ok, wait := s.limiter.Allow(r.Context(), u.ID); !ok {
+	u := &caller.user
+	if ok, wait := s.limiter.Allow(r.Context(), u.ID, &caller.limit); !ok {
 		s.writeError(w, r, &rateLimitError{retryAfter: wait})
 		return
 	}
@@ -126,14 +127,14 @@ func (s *server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 // errSignInToUpdate answers an update without credentials.
 var errSignInToUpdate = fmt.Errorf("%w: sign in to update presence", presence.ErrForbidden)
 
-// beaconUser verifies the token field of a form or multipart body, with the
-// same checks as the Authorization header; none is a 403, as for a request
-// without the header.
-func (s *server) beaconUser(token string) (*presence.User, error) {
+// beaconCaller verifies the token field of a form or multipart body, with
+// the same checks as the Authorization header; none is a 403, as for a
+// request without the header.
+func (s *server) beaconCaller(token string) (*cachedToken, error) {
 	if token == "" {
 		return nil, errSignInToUpdate
 	}
-	return s.auth.verify(token)
+	return s.auth.verified(token)
 }
 
 // isJSONContentType reports whether a request declares a JSON body.

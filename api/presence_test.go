@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/tokenbucket"
 )
 
 func TestGetResponseShape(t *testing.T) {
@@ -168,14 +169,16 @@ func TestRateLimitRetryAfterRoundsUp(t *testing.T) {
 type recordingLimiter struct {
 	mu      sync.Mutex
 	asked   []string
+	memos   []*tokenbucket.Memo
 	refuse  map[string]time.Duration
 	ctxSeen bool
 }
 
-func (l *recordingLimiter) Allow(ctx context.Context, user string) (bool, time.Duration) {
+func (l *recordingLimiter) Allow(ctx context.Context, user string, memo *tokenbucket.Memo) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.asked = append(l.asked, user)
+	l.memos = append(l.memos, memo)
 	l.ctxSeen = l.ctxSeen || ctx != nil
 	if wait, ok := l.refuse[user]; ok {
 		return false, wait
@@ -185,7 +188,8 @@ func (l *recordingLimiter) Allow(ctx context.Context, user string) (bool, time.D
 
 // TestUpdateUsesGivenRateLimiter: a cluster's limiter replaces the node's
 // buckets; its refusal is a 429 whose Retry-After is its wait rounded up,
-// and the refused update never reaches the service.
+// and the refused update never reaches the service. The limiter gets the
+// memo of the caller's token.
 func TestUpdateUsesGivenRateLimiter(t *testing.T) {
 	lim := &recordingLimiter{refuse: map[string]time.Duration{"bob": 2100 * time.Millisecond}}
 	e := newEnv(t, func(c *Config) { c.RateLimiter = lim; c.RateBurst = 1 })
@@ -210,6 +214,11 @@ func TestUpdateUsesGivenRateLimiter(t *testing.T) {
 	defer lim.mu.Unlock()
 	if !slices.Equal(lim.asked, []string{"alice", "alice", "alice", "bob"}) || !lim.ctxSeen {
 		t.Fatalf("limiter asked about %v (context given: %v)", lim.asked, lim.ctxSeen)
+	}
+	// Each call of one token brings that token's memo; another user's token
+	// brings another.
+	if m := lim.memos; m[0] == nil || m[1] != m[0] || m[2] != m[0] || m[3] == nil || m[3] == m[0] {
+		t.Fatalf("memos %p: want alice's three the same, bob's another", m)
 	}
 }
 

@@ -13,8 +13,10 @@ import (
 type RateLimiter interface {
 	// Allow takes one token of userID's bucket, or refuses without taking
 	// anything and says how long until the next token. It never fails: a
-	// limiter that cannot reach shared state decides on its own.
-	Allow(ctx context.Context, userID string) (ok bool, retryAfter time.Duration)
+	// limiter that cannot reach shared state decides on its own. memo is
+	// userID's memo (the verified token's, see tokenbucket.Memo), never
+	// another user's; nil when there is none.
+	Allow(ctx context.Context, userID string, memo *tokenbucket.Memo) (ok bool, retryAfter time.Duration)
 }
 
 // newNodeRateLimiter is the limiter used when Config.RateLimiter is nil:

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/presencehq/presence/presence"
+	"github.com/presencehq/presence/tokenbucket"
 )
 
 // Token cache bounds. Verifying an HS256 token and decoding its claims costs
@@ -59,6 +60,10 @@ type cachedToken struct {
 	// used is set by a hit and cleared when eviction passes the entry
 	// over, so a full shard evicts a token not used lately first.
 	used atomic.Bool
+	// limit is the rate limiter's memo of the user (RateLimiter.Allow):
+	// a heartbeat finds its user's bucket through the token it already
+	// looked up.
+	limit tokenbucket.Memo
 }
 
 // newCachedToken returns the entry of token, verified under generation
@@ -117,10 +122,10 @@ func (c *tokenCache) shard(token string) *tokenShard {
 	return &c.shards[h%tokenCacheShards]
 }
 
-// get returns the identity of token if it was verified before, under the
+// get returns the entry of token if it was verified before, under the
 // key generation given, and is valid at now. An expired entry, or one of
 // an earlier generation, is dropped.
-func (c *tokenCache) get(token string, now time.Time, generation uint64) (*presence.User, bool) {
+func (c *tokenCache) get(token string, now time.Time, generation uint64) (*cachedToken, bool) {
 	sh := c.shard(token)
 	sh.mu.RLock()
 	e := sh.entries[token]
@@ -142,7 +147,7 @@ func (c *tokenCache) get(token string, now time.Time, generation uint64) (*prese
 	if !e.used.Load() { // a store only when it changes: hot entries stay shared
 		e.used.Store(true)
 	}
-	return &e.user, true
+	return e, true
 }
 
 // put remembers a token that verified successfully. A full shard first

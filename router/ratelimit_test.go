@@ -18,7 +18,7 @@ func TestRateLimitAcrossNodes(t *testing.T) {
 	keeper := c.nodes[0].r.Ring().Owner(ratelimit.KeyPrefix + "alice")
 	allowed := 0
 	for i := range 60 {
-		if ok, _ := c.nodes[i%3].r.Limiter().Allow(ctx, "alice"); ok {
+		if ok, _ := c.nodes[i%3].r.Limiter().Allow(ctx, "alice", nil); ok {
 			allowed++
 		}
 	}
@@ -36,7 +36,7 @@ func TestRateLimitAcrossNodes(t *testing.T) {
 	allowed = 0
 	for i := range 300 { // 30 s
 		c.clk.Advance(100 * time.Millisecond)
-		if ok, _ := c.nodes[i%3].r.Limiter().Allow(ctx, "alice"); ok {
+		if ok, _ := c.nodes[i%3].r.Limiter().Allow(ctx, "alice", nil); ok {
 			allowed++
 		}
 	}

@@ -45,8 +45,9 @@ func NewLimiter(clk clock.Clock, rate Rate, maxKeys int) (*Limiter, error) {
 
 // Allow takes one token of key's bucket. When the bucket is empty nothing
 // is taken and the wait until its next token is returned. It never blocks
-// on anything but the table's lock; ctx is not used.
-func (l *Limiter) Allow(_ context.Context, key string) (bool, time.Duration) {
+// on anything but the table's lock; ctx and the memo are not used (a
+// bucket is found under the table's one lock either way).
+func (l *Limiter) Allow(_ context.Context, key string, _ *Memo) (bool, time.Duration) {
 	now := l.clock.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()

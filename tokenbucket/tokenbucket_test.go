@@ -65,23 +65,23 @@ func TestLimiterBurstThenRefill(t *testing.T) {
 	}
 	ctx := context.Background()
 	for i := range 20 {
-		if ok, _ := l.Allow(ctx, "alice"); !ok {
+		if ok, _ := l.Allow(ctx, "alice", nil); !ok {
 			t.Fatalf("call %d refused", i)
 		}
 	}
 	for range 5 { // refusals cost nothing: the next token still comes after 500 ms
-		if ok, wait := l.Allow(ctx, "alice"); ok || wait != 500*time.Millisecond {
+		if ok, wait := l.Allow(ctx, "alice", nil); ok || wait != 500*time.Millisecond {
 			t.Fatalf("over the burst: %v %v", ok, wait)
 		}
 	}
-	if ok, _ := l.Allow(ctx, "bob"); !ok {
+	if ok, _ := l.Allow(ctx, "bob", nil); !ok {
 		t.Fatal("another key is limited too")
 	}
 	clk.Advance(500 * time.Millisecond)
-	if ok, _ := l.Allow(ctx, "alice"); !ok {
+	if ok, _ := l.Allow(ctx, "alice", nil); !ok {
 		t.Fatal("no token after 500 ms")
 	}
-	if ok, _ := l.Allow(ctx, "alice"); ok {
+	if ok, _ := l.Allow(ctx, "alice", nil); ok {
 		t.Fatal("two tokens after 500 ms")
 	}
 }
@@ -93,14 +93,14 @@ func TestLimiterTableBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		l.Allow(context.Background(), "u"+strconv.Itoa(i))
+		l.Allow(context.Background(), "u"+strconv.Itoa(i), nil)
 		if l.Len() > 3 {
 			t.Fatalf("table grew to %d", l.Len())
 		}
 	}
 	// Buckets that refilled completely are swept.
 	clk.Advance(11 * time.Second)
-	l.Allow(context.Background(), "fresh")
+	l.Allow(context.Background(), "fresh", nil)
 	if l.Len() != 1 {
 		t.Fatalf("after the sweep %d buckets remain, want 1", l.Len())
 	}

@@ -65,9 +65,10 @@ func isMember(v View, name string) bool {
 }
 
 // take decides a call entering the keeper: one token of the bucket, or
-// the wait for the next one and the nodes whose tokens to recall.
-func (a *accounts) take(user string, now time.Time, v View) (ok bool, wait time.Duration, recall []wire.Member) {
-	acc := a.acquire(user, now, true)
+// the wait for the next one and the nodes whose tokens to recall. memo is
+// the caller's memo of user (nil: none).
+func (a *accounts) take(user string, now time.Time, v View, memo *tokenbucket.Memo) (ok bool, wait time.Duration, recall []wire.Member) {
+	acc := a.acquireMemo(user, now, memo)
 	defer acc.mu.Unlock()
 	a.advance(acc, now, v)
 	acc.localAt = now
@@ -178,6 +179,23 @@ func (a *accounts) acquire(user string, now time.Time, create bool) *account {
 		}
 		acc.mu.Unlock() // swept or evicted meanwhile: look again
 	}
+}
+
+// acquireMemo is acquire (creating) with the caller's memo of user: the
+// account remembered there while it is still in the table (an account
+// leaves it only marked dropped, under its lock), else the one acquire
+// finds, remembered for the next call.
+func (a *accounts) acquireMemo(user string, now time.Time, memo *tokenbucket.Memo) *account {
+	if acc, _ := memo.Load().(*account); acc != nil {
+		acc.mu.Lock()
+		if !acc.dropped {
+			return acc
+		}
+		acc.mu.Unlock()
+	}
+	acc := a.acquire(user, now, true)
+	memo.Store(acc)
+	return acc
 }
 
 // dropAccount marks an account evicted from its shard (whose lock the

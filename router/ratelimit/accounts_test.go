@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/presencehq/presence/tokenbucket"
 )
 
 // TestKeeperConcurrentCallsSweepsAndEvictions: calls of one user taking
@@ -65,13 +67,61 @@ func TestKeeperPathAllocations(t *testing.T) {
 	net := newTestNet(t, 1, nil)
 	user := net.userKeptBy("n1")
 	l := net.nodes["n1"].l
-	l.Allow(net.ctx, user)
-	allocs := testing.AllocsPerRun(100, func() {
-		l.accounts.take(user, net.clk.Now(), l.cfg.View())
-		l.held.spendLeftover(user, net.clk.Now())
-	})
-	if allocs != 0 {
-		t.Fatalf("%v allocations per call", allocs)
+	var memo tokenbucket.Memo
+	l.Allow(net.ctx, user, &memo)
+	for _, m := range []*tokenbucket.Memo{nil, &memo} {
+		allocs := testing.AllocsPerRun(100, func() {
+			l.accounts.take(user, net.clk.Now(), l.cfg.View(), m)
+			l.held.spendLeftover(user, net.clk.Now())
+		})
+		if allocs != 0 {
+			t.Fatalf("%v allocations per call (memo %p)", allocs, m)
+		}
+	}
+}
+
+// TestMemoFollowsTheAccount: a memo remembers the user's account in the
+// table; once the account is dropped (swept, or evicted from a full
+// shard) the next call finds the user's new account, remembers it, and
+// charges it, never the dropped one.
+func TestMemoFollowsTheAccount(t *testing.T) {
+	net := newTestNet(t, 1, func(lim *Limits) { lim.MaxUsers = 1 })
+	user := net.userKeptBy("n1")
+	l := net.nodes["n1"].l
+	var memo tokenbucket.Memo
+	if ok, _ := l.Allow(net.ctx, user, &memo); !ok {
+		t.Fatal("first call refused")
+	}
+	first := peek(&l.accounts.t, user)
+	if first == nil || memo.Load() != first {
+		t.Fatalf("memo holds %v, the table %p", memo.Load(), first)
+	}
+	for _, drop := range []struct {
+		name string
+		do   func()
+	}{
+		{"swept", func() { net.clk.Advance(DefaultIdle); l.Sweep() }},
+		{"evicted", func() { l.Allow(net.ctx, user+"-other", nil) }}, // MaxUsers 1
+	} {
+		stale := peek(&l.accounts.t, user)
+		drop.do()
+		if peek(&l.accounts.t, user) != nil || !stale.dropped {
+			t.Fatalf("%s: the account is still in the table", drop.name)
+		}
+		staleTokens := stale.bucket.Tokens
+		if ok, _ := l.Allow(net.ctx, user, &memo); !ok {
+			t.Fatalf("%s: call refused", drop.name)
+		}
+		fresh := peek(&l.accounts.t, user)
+		if fresh == nil || fresh == stale || memo.Load() != fresh {
+			t.Fatalf("%s: memo holds %v, the table %p (the dropped account %p)", drop.name, memo.Load(), fresh, stale)
+		}
+		if got, want := fresh.bucket.Tokens, float64(DefaultBurst-1); got != want {
+			t.Fatalf("%s: new account has %v tokens, want %v", drop.name, got, want)
+		}
+		if stale.bucket.Tokens != staleTokens {
+			t.Fatalf("%s: the dropped account was charged: %v tokens, %v before", drop.name, stale.bucket.Tokens, staleTokens)
+		}
 	}
 }
 
@@ -83,6 +133,7 @@ func BenchmarkKeeperAllowParallel(b *testing.B) {
 	net := newTestNet(&testing.T{}, 1, nil)
 	l := net.nodes["n1"].l
 	users := make([]string, 40_000)
+	memos := make([]tokenbucket.Memo, len(users)) // one per user's token, as the API keeps them
 	for i := range users {
 		users[i] = "u" + strconv.Itoa(i)
 	}
@@ -98,7 +149,8 @@ func BenchmarkKeeperAllowParallel(b *testing.B) {
 					l.Sweep()
 				}
 			}
-			l.Allow(net.ctx, users[i%int64(len(users))])
+			u := i % int64(len(users))
+			l.Allow(net.ctx, users[u], &memos[u])
 		}
 	})
 }

@@ -190,7 +190,7 @@ func (net *testNet) sweep() {
 // allow makes one call of user at node and waits for its background work.
 func (net *testNet) allow(node, user string) (bool, time.Duration) {
 	net.t.Helper()
-	ok, wait := net.nodes[node].l.Allow(context.Background(), user)
+	ok, wait := net.nodes[node].l.Allow(context.Background(), user, nil)
 	net.settle()
 	return ok, wait
 }

@@ -59,13 +59,14 @@ func New(cfg Config) (*Limiter, error) {
 // Allow takes one token of user's bucket, wherever the ring keeps it, or
 // refuses without taking anything and says how long until the next token.
 // It never fails: when the keeper cannot be reached, this node decides
-// with a bucket of its own.
-func (l *Limiter) Allow(ctx context.Context, user string) (bool, time.Duration) {
+// with a bucket of its own. memo is the caller's memo of user (nil: none):
+// on the keeper it remembers the user's account.
+func (l *Limiter) Allow(ctx context.Context, user string, memo *tokenbucket.Memo) (bool, time.Duration) {
 	v := l.cfg.View()
 	name := v.Owner(KeyPrefix + user)
 	now := l.cfg.Clock.Now()
 	if name == l.cfg.Self.Name {
-		return l.allowHere(ctx, user, now, v)
+		return l.allowHere(ctx, user, now, v, memo)
 	}
 	keeper, ok := v.Member(name)
 	if !ok { // no ring: every member is leaving
@@ -76,15 +77,15 @@ func (l *Limiter) Allow(ctx context.Context, user string) (bool, time.Duration) 
 
 // allowHere decides a call of a user whose bucket is here (after the
 // tokens borrowed before this node became the keeper, if any are left).
-func (l *Limiter) allowHere(ctx context.Context, user string, now time.Time, v View) (bool, time.Duration) {
+func (l *Limiter) allowHere(ctx context.Context, user string, now time.Time, v View, memo *tokenbucket.Memo) (bool, time.Duration) {
 	if l.held.spendLeftover(user, now) {
 		l.m.decided(pathLease, true)
 		return true, 0
 	}
-	ok, wait, recall := l.accounts.take(user, now, v)
+	ok, wait, recall := l.accounts.take(user, now, v, memo)
 	if !ok && len(recall) > 0 {
 		l.recall(ctx, user, recall)
-		ok, wait, _ = l.accounts.take(user, l.cfg.Clock.Now(), v)
+		ok, wait, _ = l.accounts.take(user, l.cfg.Clock.Now(), v, memo)
 	}
 	l.m.decided(pathKeeper, ok)
 	return ok, wait
@@ -126,7 +127,7 @@ func (l *Limiter) allowBorrowed(ctx context.Context, user string, keeper wire.Me
 
 // allowAlone decides with this node's own bucket of user.
 func (l *Limiter) allowAlone(ctx context.Context, user string) (bool, time.Duration) {
-	ok, wait := l.fallback.Allow(ctx, user)
+	ok, wait := l.fallback.Allow(ctx, user, nil)
 	l.m.decided(pathFallback, ok)
 	return ok, wait
 }

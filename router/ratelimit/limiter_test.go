@@ -48,7 +48,7 @@ func TestOneNodeGetsSingleNodeBehaviour(t *testing.T) {
 				net.clk.Advance(s.advance)
 				for range s.calls {
 					call++
-					wantOK, wantWait := ref.Allow(context.Background(), user)
+					wantOK, wantWait := ref.Allow(context.Background(), user, nil)
 					ok, wait := net.allow(node, user)
 					if ok != wantOK || wait != wantWait {
 						t.Fatalf("call %d: (%v, %v), a node's own bucket answers (%v, %v)", call, ok, wait, wantOK, wantWait)
@@ -108,7 +108,7 @@ func TestRoundRobinBurstWithoutPauses(t *testing.T) {
 	user := net.userKeptBy("n2")
 	allowed := 0
 	for i := range 90 {
-		if ok, _ := net.nodes[[]string{"n1", "n2", "n3"}[i%3]].l.Allow(context.Background(), user); ok {
+		if ok, _ := net.nodes[[]string{"n1", "n2", "n3"}[i%3]].l.Allow(context.Background(), user, nil); ok {
 			allowed++
 		}
 	}
@@ -171,7 +171,7 @@ func TestNeverOverAdmits(t *testing.T) {
 			if ok, _ := net.allow(node, user); ok {
 				times = append(times, net.clk.Now().Sub(start))
 			}
-			if ok, _ := ref.Allow(context.Background(), user); ok {
+			if ok, _ := ref.Allow(context.Background(), user, nil); ok {
 				refAllowed++
 			}
 		}
@@ -476,7 +476,7 @@ func TestConcurrentCallsShareOneBucket(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for range 5 {
-					if ok, wait := net.nodes[node].l.Allow(context.Background(), user); ok {
+					if ok, wait := net.nodes[node].l.Allow(context.Background(), user, nil); ok {
 						allowed.Add(1)
 					} else if wait <= 0 {
 						t.Errorf("refused without a wait")
