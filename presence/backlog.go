@@ -102,14 +102,15 @@ func (b *backlog) resize(capacity int) {
 	b.buf, b.head = buf, 0
 }
 
-// since returns the messages with id > after. ok is false when continuity
-// from after cannot be proven: after is older than the backlog, or newer
-// than lastID (an id from another incarnation of the channel).
-func (b *backlog) since(after, lastID int64) (msgs []*Message, ok bool) {
+// since returns the messages with after < id <= upTo (the channel's last
+// id, or the last one published). ok is false when continuity from after
+// cannot be proven: after is older than the backlog, or newer than upTo
+// (an id from another incarnation of the channel).
+func (b *backlog) since(after, upTo int64) (msgs []*Message, ok bool) {
 	switch {
-	case after > lastID:
+	case after > upTo:
 		return nil, false
-	case after == lastID:
+	case after == upTo:
 		return nil, true
 	case b.n == 0:
 		return nil, false
@@ -119,8 +120,9 @@ func (b *backlog) since(after, lastID int64) (msgs []*Message, ok bool) {
 		return nil, false
 	}
 	start := int(after + 1 - oldest)
-	msgs = make([]*Message, 0, b.n-start)
-	for i := start; i < b.n; i++ {
+	end := b.n - int(max(0, b.last-upTo))
+	msgs = make([]*Message, 0, max(0, end-start))
+	for i := start; i < end; i++ {
 		msgs = append(msgs, b.at(i))
 	}
 	return msgs, true

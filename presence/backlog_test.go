@@ -71,19 +71,24 @@ func TestBacklogSince(t *testing.T) {
 	cases := []struct {
 		name   string
 		after  int64
+		upTo   int64
 		wantOK bool
 		want   []int64
 	}{
-		{"all", 100, true, []int64{101, 102, 103, 104, 105, 106, 107, 108, 109, 110}},
-		{"tail", 107, true, []int64{108, 109, 110}},
-		{"up to date", 110, true, nil},
-		{"older than backlog", 99, false, nil},
-		{"newer than last id", 111, false, nil},
-		{"zero", 0, false, nil},
+		{"all", 100, 110, true, []int64{101, 102, 103, 104, 105, 106, 107, 108, 109, 110}},
+		{"up to an older id", 105, 108, true, []int64{106, 107, 108}},
+		{"up to the oldest", 100, 101, true, []int64{101}},
+		{"at the limit", 108, 108, true, nil},
+		{"beyond the limit", 109, 108, false, nil},
+		{"tail", 107, 110, true, []int64{108, 109, 110}},
+		{"up to date", 110, 110, true, nil},
+		{"older than backlog", 99, 110, false, nil},
+		{"newer than last id", 111, 110, false, nil},
+		{"zero", 0, 110, false, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			msgs, ok := b.since(c.after, 110)
+			msgs, ok := b.since(c.after, c.upTo)
 			if ok != c.wantOK || len(msgs) != len(c.want) {
 				t.Fatalf("since(%d) = %d msgs, %v; want %v, %v", c.after, len(msgs), ok, c.want, c.wantOK)
 			}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,6 +44,12 @@ type channel struct {
 	clients map[clientKey]*client
 	users   map[string]presentUser
 	lastID  int64
+	// published is the last id published (Message.MarkPublished), shared
+	// with the messages of this state in flight: a catch-up stops there,
+	// short of messages still on their way to the replica. A new state
+	// (an incarnation, an install) gets a new counter, so that a message
+	// of the state it replaced cannot move it.
+	published *atomic.Int64
 	// delivered is the position up to which the channel's messages were
 	// acknowledged by its webhook (or need no delivery): see
 	// ChannelSnapshot.Delivered.
@@ -55,6 +62,13 @@ type channel struct {
 	// the current operation.
 	track   bool
 	changes []Change
+}
+
+// publishedFrom returns a state's counter of published ids, at id.
+func publishedFrom(id int64) *atomic.Int64 {
+	p := new(atomic.Int64)
+	p.Store(id)
+	return p
 }
 
 func newChannel(name string, baseID int64, w *wheel[*client], m *Metrics) *channel {
@@ -72,6 +86,7 @@ func (ch *channel) init(name string, baseID int64, w *wheel[*client], m *Metrics
 		lastID:  baseID,
 		// A new incarnation has nothing to deliver from before its first id.
 		delivered: baseID,
+		published: publishedFrom(baseID),
 		timers:    &timerGroup[*client]{name: name},
 		wheel:     w,
 		metrics:   m,
@@ -309,6 +324,7 @@ func (ch *channel) publish(fill func(*Message), now int64) *Message {
 		CountOnly:            ch.cfg.CountOnly,
 		Audience:             ch.cfg,
 		PublishedAtUnixMilli: now / int64(time.Millisecond),
+		publishedBy:          ch.published,
 	}
 	fill(m)
 	m.markOccupancy(len(ch.users))
@@ -322,6 +338,7 @@ func (ch *channel) publish(fill func(*Message), now int64) *Message {
 func (ch *channel) publishEnter(u *User, now int64) *Message {
 	ch.lastID++
 	m := newEnterMessage(ch.name, ch.lastID, ch.cfg, now/int64(time.Millisecond), u)
+	m.publishedBy = ch.published
 	m.markOccupancy(len(ch.users))
 	ch.backlog.pushEnter(m, u, m.PublishedAtUnixMilli)
 	ch.metrics.published.Add(1)
@@ -365,11 +382,21 @@ func (ch *channel) state(cfg *Config, full bool) *ChannelState {
 // since returns the catch-up of a subscriber that has seen every message up
 // to after; a negative after asks for the last id only.
 func (ch *channel) since(after int64) Catchup {
-	if after < 0 {
-		return Catchup{LastID: ch.lastID}
+	// Only what was published: a message still on its way to the replica
+	// may never be (its owner dies first, or the replica refuses it), and
+	// the next owner then issues its id with other content. The messages
+	// after it reach the subscriber as they are published.
+	last := min(ch.lastID, ch.published.Load())
+	switch {
+	case after < 0:
+		return Catchup{LastID: last}
+	case after > last && after <= ch.lastID:
+		// The subscriber read the state with a message not yet published
+		// (Engine.State shows it): it has that far already.
+		return Catchup{LastID: after}
 	}
-	msgs, ok := ch.backlog.since(after, ch.lastID)
-	return Catchup{LastID: ch.lastID, Messages: msgs, Resync: !ok}
+	msgs, ok := ch.backlog.since(after, last)
+	return Catchup{LastID: last, Messages: msgs, Resync: !ok}
 }
 
 // snapshot exports the whole state for a hand-off.
@@ -402,6 +429,10 @@ func (ch *channel) install(s *ChannelSnapshot) {
 	ch.clear()
 	ch.cfg = s.Config
 	ch.lastID = s.LastID
+	// An installed backlog is caught up with: the node it came from
+	// published it, or its message was safe on a replica, which is what
+	// publishing waits for.
+	ch.published = publishedFrom(s.LastID)
 	ch.delivered = s.Delivered
 	for _, m := range s.Backlog {
 		ch.backlog.push(m, m.PublishedAtUnixMilli)

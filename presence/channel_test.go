@@ -244,7 +244,7 @@ func TestChannelSince(t *testing.T) {
 	ch := r.channel("/t/a")
 	ch.mark(alice, "x", publicCfg, r.now())
 	ch.mark(bob, "x", publicCfg, r.now())
-	ch.leave(alice.ID, "x", r.now())
+	ch.leave(alice.ID, "x", r.now()).MarkPublished() // and the two before
 	if cu := ch.since(-1); cu.LastID != rigBase+3 || cu.Resync || cu.Messages != nil {
 		t.Fatalf("since(-1) = %+v", cu)
 	}
@@ -259,6 +259,44 @@ func TestChannelSince(t *testing.T) {
 		if cu := ch.since(after); !cu.Resync || cu.LastID != rigBase+3 {
 			t.Fatalf("since(%d) = %+v, want resync", after, cu)
 		}
+	}
+}
+
+// TestChannelSinceStopsAtThePublished: a catch-up never includes a message
+// not yet published (on its way to the replica, or refused by it): its
+// owner may die, and the next one issue its id with other content. A
+// subscriber that read the state further (the state shows the change) is
+// told it is up to date; an older state's message cannot move a new
+// state's count.
+func TestChannelSinceStopsAtThePublished(t *testing.T) {
+	r := newChannelRig()
+	ch := r.channel("/t/a")
+	first := ch.mark(alice, "x", publicCfg, r.now())
+	first.MarkPublished()
+	second := ch.mark(bob, "x", publicCfg, r.now())
+	if cu := ch.since(rigBase); cu.Resync || cu.LastID != rigBase+1 || len(cu.Messages) != 1 || cu.Messages[0].ID != first.ID {
+		t.Fatalf("since(base) with %d unpublished = %+v, want the first message only", second.ID, cu)
+	}
+	if cu := ch.since(-1); cu.LastID != rigBase+1 {
+		t.Fatalf("since(-1) = %+v, want the last published id %d", cu, rigBase+1)
+	}
+	if cu := ch.since(rigBase + 2); cu.Resync || cu.LastID != rigBase+2 || cu.Messages != nil {
+		t.Fatalf("since(the unpublished id) = %+v, want up to date at it", cu)
+	}
+	second.MarkPublished()
+	if cu := ch.since(rigBase + 1); cu.Resync || cu.LastID != rigBase+2 || len(cu.Messages) != 1 || cu.Messages[0].ID != rigBase+2 {
+		t.Fatalf("since(base+1) once published = %+v", cu)
+	}
+
+	late := ch.mark(carol, "x", publicCfg, r.now()) // in flight when a state is installed
+	ch.install(&ChannelSnapshot{Channel: "/t/a", Config: publicCfg, LastID: rigBase + 2, Delivered: rigBase + 2})
+	late.MarkPublished()
+	if cu := ch.since(-1); cu.LastID != rigBase+2 {
+		t.Fatalf("after the install and a late mark, since(-1) = %+v, want %d", cu, rigBase+2)
+	}
+	next := ch.mark(alice, "y", publicCfg, r.now())
+	if cu := ch.since(rigBase + 2); next.ID != late.ID || cu.LastID != rigBase+2 || cu.Messages != nil {
+		t.Fatalf("the installed state's unpublished %d was caught up with: %+v", next.ID, cu)
 	}
 }
 

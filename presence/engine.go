@@ -817,6 +817,7 @@ func (a *channelActor) dispatch(m *Message, done chan<- error) {
 	r, changes := a.e.replicator, a.ch.changes
 	if r == nil || len(changes) == 0 {
 		if m != nil {
+			m.MarkPublished()
 			a.e.publisher.Publish(m)
 		}
 		if done != nil {
@@ -841,6 +842,7 @@ func (a *channelActor) snapshotChange(at int64, m *Message) {
 	r := a.e.replicator
 	if r == nil {
 		if m != nil {
+			m.MarkPublished()
 			a.e.publisher.Publish(m)
 		}
 		return

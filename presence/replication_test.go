@@ -31,6 +31,7 @@ func (f *fakeReplicator) Replicate(c Change) {
 	c.src = nil // not valid after the call
 	f.changes = append(f.changes, c)
 	if c.Message != nil && f.pub != nil {
+		c.Message.MarkPublished() // as the router does when it publishes
 		f.pub.Publish(c.Message)
 	}
 	switch {

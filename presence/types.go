@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 )
 
 // Sentinel errors. Callers wrap them with %w; the api package maps them to HTTP
@@ -182,6 +183,26 @@ type Message struct {
 	// derives them again from its users and backlog).
 	Occupied bool `json:"-"`
 	Vacated  bool `json:"-"`
+	// publishedBy counts the published messages of the channel state that
+	// issued m, on the node that issued it (nil on a message from
+	// elsewhere): see MarkPublished.
+	publishedBy *atomic.Int64
+}
+
+// MarkPublished records that m went out to its channel's subscribers: a
+// catch-up of the channel on the node that issued m may include it from
+// now on (Engine.Since), and never before. Whoever publishes a message of
+// a channel held here calls it: the Engine without a Replicator, the
+// router once the replica has the change. A message the replica refused
+// is never published and so never caught up with: a later owner may issue
+// its id with other content. On a message from elsewhere it does nothing.
+func (m *Message) MarkPublished() {
+	p := m.publishedBy
+	if p == nil {
+		return
+	}
+	for cur := p.Load(); m.ID > cur && !p.CompareAndSwap(cur, m.ID); cur = p.Load() {
+	}
 }
 
 // UserDelta returns how the message changed the number of users present:

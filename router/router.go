@@ -174,6 +174,7 @@ func (r *Router) publish(m *presence.Message) {
 	if r.routes.frozen(m.Channel) {
 		return
 	}
+	m.MarkPublished() // catch-ups here may include it (presence.Engine.Since)
 	r.fan.Publish(m)
 	if r.cfg.Webhooks != nil {
 		r.cfg.Webhooks.Publish(m)
