@@ -29,6 +29,8 @@ func (r *Router) keepHanded(snap *presence.ChannelSnapshot, interest []wire.Inte
 		return
 	}
 	r.repl.Copies().KeepHanded(snap.Channel, holder.Name, boot, origin, snap, interest, r.cfg.Clock.Now().UnixNano(), since)
+	r.log.Debug("keeping a handed channel until its holder releases it", "channel", snap.Channel, "holder", holder.Name,
+		"origin", origin, "last_id", snap.LastID)
 	if _, alive := r.view.Load().Member(holder.Name); !alive {
 		r.run.Go(func() { r.promoteOrphans(map[string]bool{holder.Name: true}) })
 	}

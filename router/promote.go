@@ -62,7 +62,7 @@ func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 		return
 	}
 	r.keepHanded(q.Snap, e.Interest, to, installedBoot(resp), q.Origin, since)
-	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.Owner, "clients", len(q.Snap.Clients))
+	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.Owner, "clients", len(q.Snap.Clients), "last_id", q.Snap.LastID)
 	r.m.promotions.Inc()
 }
 

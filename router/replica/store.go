@@ -419,8 +419,12 @@ func (p *Replicator) HandleReplicate(_ context.Context, body []byte) ([]byte, er
 			}
 			continue
 		}
-		if it.Kind == presence.ChangeSnapshot || it.Kind == presence.ChangeStopped {
-			p.log.Debug("replica copy", "channel", it.Channel, "from", from.Name, "kind", it.Kind)
+		switch {
+		case it.Kind == presence.ChangeSnapshot:
+			p.log.Debug("replica copy", "channel", it.Channel, "from", from.Name, "kind", it.Kind,
+				"last_id", it.Snap.LastID, "supersedes", it.Supersedes)
+		case it.Msg != nil:
+			p.log.Debug("replica copy change", "channel", it.Channel, "from", from.Name, "kind", it.Kind, "id", it.Msg.ID)
 		}
 		if !p.store.apply(from.Name, boot, it, now) && !slices.Contains(reply.Missing, it.Channel) {
 			reply.Missing = append(reply.Missing, it.Channel)
