@@ -182,7 +182,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		if e, ok := r.repl.Copies().TakeFrom(channel, requester.Name, boot); ok {
 			r.routes.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
-			snap := e.Snapshot(r.cfg.ReplicationInterval)
+			snap, _ := r.promoted(e)
 			r.keepHanded(snap, e.Interest, requester, boot, r.self.Name, r.cfg.Clock.Now().UnixNano())
 			r.log.Info("handed a restarted owner its previous process's copy", "channel", channel, "owner", requester.Name,
 				"clients", len(snap.Clients), "last_id", snap.LastID)
@@ -247,7 +247,7 @@ func (r *Router) extractCopy(channel string, requester Member, boot uint64) (wir
 				r.repl.Copies().HandDone(channel, more, true)
 			}
 		}
-		snap := e.Snapshot(r.cfg.ReplicationInterval)
+		snap, _ := r.promoted(e)
 		r.keepHanded(snap, e.Interest, requester, boot, r.self.Name, r.cfg.Clock.Now().UnixNano())
 		r.repl.Copies().HandDone(channel, e, false) // in the reply, and kept as handed
 		r.m.promotions.Inc()

@@ -42,6 +42,11 @@ func (e *Entry) Snapshot(grace time.Duration) *presence.ChannelSnapshot {
 	return e.copy.Snapshot(grace)
 }
 
+// Handed reports whether the entry is state this node handed to Owner
+// (Store.KeepHanded) rather than Owner's copy: Owner may have gone on with
+// it (presence.RestartSnapshot).
+func (e *Entry) Handed() bool { return e.handed }
+
 // Store holds the copies this node keeps for other owners, one per
 // channel and owner: after a crash and a quick restart, two nodes may both
 // have held a channel for a moment, and the copy of the one that then dies
