@@ -142,7 +142,7 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		}
 	}
 	// Clients whose expiry passed (a stale copy's) are installed too: they
-	// leave at the wheel's next tick with a message, which subscribers and
+	// leave with the install, with a message, which subscribers and
 	// webhooks must get (dropped here, they would never hear of the leave).
 	merged, diverged := presence.MergeSnapshots(local, snap)
 	switch {
