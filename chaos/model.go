@@ -66,10 +66,21 @@ type ModelConfig struct {
 	// the one before), which shows when the client sends nothing more
 	// (its tab closed). 0 means DefaultRefreshLag.
 	RefreshLag time.Duration
+	// PromotionGrace is how much later than its expiry a client may leave
+	// when a crash made another node promote the copy it was in: the nodes
+	// move a promoted copy's expiries later by their replication interval
+	// (the refreshes the dead owner may not have sent). 0 means
+	// DefaultPromotionGrace.
+	PromotionGrace time.Duration
 }
 
 // DefaultRefreshLag is the nodes' replication interval with a margin.
 const DefaultRefreshLag = 1500 * time.Millisecond
+
+// DefaultPromotionGrace is the nodes' replication interval
+// (router.DefaultReplicationInterval), by which a promoted copy's
+// expiries move later.
+const DefaultPromotionGrace = time.Second
 
 // Model records every update a Workload's clients send and what they were
 // answered. It is safe for concurrent use.
@@ -110,7 +121,7 @@ type slot struct {
 
 // NewModel returns an empty model.
 func NewModel(cfg ModelConfig) (*Model, error) {
-	if cfg.Timeout <= 0 || cfg.StaleApply < 0 || cfg.Slack < 0 || cfg.MaxUsers < 0 {
+	if cfg.Timeout <= 0 || cfg.StaleApply < 0 || cfg.Slack < 0 || cfg.MaxUsers < 0 || cfg.PromotionGrace < 0 {
 		return nil, ErrBadModelConfig
 	}
 	if cfg.Slack == 0 {
@@ -118,6 +129,9 @@ func NewModel(cfg ModelConfig) (*Model, error) {
 	}
 	if cfg.RefreshLag == 0 {
 		cfg.RefreshLag = DefaultRefreshLag
+	}
+	if cfg.PromotionGrace == 0 {
+		cfg.PromotionGrace = DefaultPromotionGrace
 	}
 	return &Model{cfg: cfg, channels: map[string]map[string]*slot{}, userOf: map[string]string{}}, nil
 }
@@ -354,7 +368,9 @@ func (m *Model) crashedBetween(from, to time.Time) bool {
 
 // mayBePresentUntil is the last moment the client may be listed: until its
 // last present could expire, or until an acknowledged leave sent after every
-// present could have taken effect.
+// present could have taken effect. A crash from when that present could
+// have been applied until it could expire may have had its copy promoted,
+// which expires PromotionGrace later.
 func (m *Model) mayBePresentUntil(s *slot) time.Time {
 	applyBy := s.presentApplyBy
 	if s.presentPending {
@@ -364,6 +380,9 @@ func (m *Model) mayBePresentUntil(s *slot) time.Time {
 		return time.Time{}
 	}
 	until := applyBy.Add(m.cfg.Timeout + expiryPrecision + m.cfg.Slack)
+	if applyBy != farFuture && m.crashedBetween(applyBy.Add(-m.cfg.Timeout), until) {
+		until = until.Add(m.cfg.PromotionGrace)
+	}
 	if !s.leaveAckAt.IsZero() && !s.leaveSent.Before(applyBy) && s.leaveAckAt.Before(until) {
 		until = s.leaveAckAt
 	}
