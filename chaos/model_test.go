@@ -286,6 +286,29 @@ func TestModelHeartbeatJustBeforeACrashMayBeUndone(t *testing.T) {
 	checkProbes(t, m, "/a", "u-c3", []probe{{68, MustBePresent}})
 }
 
+// TestModelTwoHeartbeatsUndoneByTwoCrashes: each of two heartbeats was
+// answered just before a crash (of the node holding the channel then), so
+// both may be missing from the copy promoted last: the client must be
+// present only until its enter expires. The kill test judged it by the
+// heartbeat before the last one and reported it lost: k204 entered at
+// 16:41:44.0, its heartbeats just before the kills at 16:42:10.8 and
+// 16:42:35.2 were both undone, and it expired at 16:42:45.6.
+func TestModelTwoHeartbeatsUndoneByTwoCrashes(t *testing.T) {
+	m := newTestModel(t, 0)
+	present := func(sent, answered float64) {
+		m.Begin("c1", "u1", []string{"/a"}, nil, at(sent)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(answered)})
+	}
+	present(0, 0.1)   // enter
+	present(25, 25.1) // heartbeat, crash at 25.5
+	present(50, 50.1) // heartbeat, crash at 50.5
+	m.NoteCrash(at(25.5))
+	m.NoteCrash(at(50.5))
+	checkProbes(t, m, "/a", "u1", []probe{{58, MustBePresent}, {60, MayBePresent}, {100, MayBePresent}})
+	// A third heartbeat far from any crash is certain again.
+	present(75, 75.1)
+	checkProbes(t, m, "/a", "u1", []probe{{133, MustBePresent}})
+}
+
 // TestModelWidensMayAfterACrashByThePromotionGrace: a node that crashes
 // while a client's present may be in its state has the copy of it
 // promoted elsewhere, with expiries PromotionGrace later; a crash before
