@@ -3,6 +3,7 @@ package chaos
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -66,10 +67,21 @@ type ModelConfig struct {
 	// the one before), which shows when the client sends nothing more
 	// (its tab closed). 0 means DefaultRefreshLag.
 	RefreshLag time.Duration
+	// PromotionGrace is how much later than its expiry a client may leave
+	// when a crash made another node promote the copy it was in: the nodes
+	// move a promoted copy's expiries later by their replication interval
+	// (the refreshes the dead owner may not have sent). 0 means
+	// DefaultPromotionGrace.
+	PromotionGrace time.Duration
 }
 
 // DefaultRefreshLag is the nodes' replication interval with a margin.
 const DefaultRefreshLag = 1500 * time.Millisecond
+
+// DefaultPromotionGrace is the nodes' replication interval
+// (router.DefaultReplicationInterval), by which a promoted copy's
+// expiries move later.
+const DefaultPromotionGrace = time.Second
 
 // Model records every update a Workload's clients send and what they were
 // answered. It is safe for concurrent use.
@@ -95,10 +107,10 @@ type capJudgements struct {
 // request at a time, so at most one attempt per slot is in flight.
 type slot struct {
 	ackSent, ackAt time.Time // latest present answered true: sent and answered
-	// refreshed: the latest present answered true found the client present
-	// (a heartbeat); heldSent is then when the present before it was sent.
-	refreshed      bool
-	heldSent       time.Time
+	// beats are the presents answered true since the client's latest
+	// enter (that enter first, at most maxBeats): each but the enter
+	// found the client present (a heartbeat).
+	beats          []beat
 	leaveStart     time.Time // start of the latest leave attempt
 	leaveSent      time.Time // latest leave answered: sent
 	leaveAckAt     time.Time // and answered
@@ -108,9 +120,21 @@ type slot struct {
 	leavePending   bool
 }
 
+// beat is a present answered true: sent and answered; refresh when it
+// found the client present already.
+type beat struct {
+	sent, at time.Time
+	refresh  bool
+}
+
+// maxBeats bounds a slot's beats: a client's stay of many heartbeats keeps
+// the latest ones (the older ones matter only if every later one was
+// undone by a crash).
+const maxBeats = 16
+
 // NewModel returns an empty model.
 func NewModel(cfg ModelConfig) (*Model, error) {
-	if cfg.Timeout <= 0 || cfg.StaleApply < 0 || cfg.Slack < 0 || cfg.MaxUsers < 0 {
+	if cfg.Timeout <= 0 || cfg.StaleApply < 0 || cfg.Slack < 0 || cfg.MaxUsers < 0 || cfg.PromotionGrace < 0 {
 		return nil, ErrBadModelConfig
 	}
 	if cfg.Slack == 0 {
@@ -118,6 +142,9 @@ func NewModel(cfg ModelConfig) (*Model, error) {
 	}
 	if cfg.RefreshLag == 0 {
 		cfg.RefreshLag = DefaultRefreshLag
+	}
+	if cfg.PromotionGrace == 0 {
+		cfg.PromotionGrace = DefaultPromotionGrace
 	}
 	return &Model{cfg: cfg, channels: map[string]map[string]*slot{}, userOf: map[string]string{}}, nil
 }
@@ -179,8 +206,14 @@ func (a *Attempt) Done(o Outcome) {
 		s := m.slot(ch, a.client)
 		s.presentPending = false
 		if o.OK && o.Answer[ch] {
-			s.refreshed = !s.ackAt.IsZero() && !s.leaveAckAt.After(s.ackAt)
-			s.heldSent = s.ackSent
+			refresh := !s.ackAt.IsZero() && !s.leaveAckAt.After(s.ackAt)
+			if !refresh {
+				s.beats = s.beats[:0]
+			}
+			s.beats = append(s.beats, beat{sent: a.sent, at: o.At, refresh: refresh})
+			if len(s.beats) > maxBeats {
+				s.beats = slices.Delete(s.beats, 0, len(s.beats)-maxBeats)
+			}
 			s.ackSent, s.ackAt = a.sent, o.At
 		}
 		if !o.OK || o.Answer[ch] || o.Late {
@@ -321,16 +354,31 @@ func (m *Model) mustBePresent(s *slot, from, to time.Time) bool {
 	if s.ackAt.IsZero() || s.ackSent.Before(s.leaveApplyBy) {
 		return false
 	}
-	// A heartbeat a crash may have undone extends nothing for certain.
-	last := s.ackSent
-	if s.refreshed && m.crashedBetween(s.ackSent, s.ackAt.Add(m.cfg.RefreshLag)) {
-		last = s.heldSent
+	last, ok := m.lastCertainBeat(s)
+	if !ok {
+		return false
 	}
 	end := last.Add(m.cfg.Timeout - m.cfg.Slack)
 	if s.leaveStart.After(s.ackSent) && s.leaveStart.Before(end) {
 		end = s.leaveStart
 	}
 	return !from.Before(s.ackAt) && to.Before(end)
+}
+
+// lastCertainBeat returns when the latest present that no crash may have
+// undone was sent. A heartbeat answered less than RefreshLag before a
+// crash may be missing from the promoted copy, and so may the one before
+// it, before another crash: the client's expiry may be as old as the
+// latest heartbeat far from every crash, or its enter (replicated before
+// its answer). ok is false when every beat kept may have been undone.
+func (m *Model) lastCertainBeat(s *slot) (sent time.Time, ok bool) {
+	for i := len(s.beats) - 1; i >= 0; i-- {
+		b := s.beats[i]
+		if !b.refresh || !m.crashedBetween(b.sent, b.at.Add(m.cfg.RefreshLag)) {
+			return b.sent, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // NoteCrash records that a node crashed (or froze) at at: heartbeats
@@ -354,7 +402,9 @@ func (m *Model) crashedBetween(from, to time.Time) bool {
 
 // mayBePresentUntil is the last moment the client may be listed: until its
 // last present could expire, or until an acknowledged leave sent after every
-// present could have taken effect.
+// present could have taken effect. A crash from when that present could
+// have been applied until it could expire may have had its copy promoted,
+// which expires PromotionGrace later.
 func (m *Model) mayBePresentUntil(s *slot) time.Time {
 	applyBy := s.presentApplyBy
 	if s.presentPending {
@@ -364,6 +414,9 @@ func (m *Model) mayBePresentUntil(s *slot) time.Time {
 		return time.Time{}
 	}
 	until := applyBy.Add(m.cfg.Timeout + expiryPrecision + m.cfg.Slack)
+	if applyBy != farFuture && m.crashedBetween(applyBy.Add(-m.cfg.Timeout), until) {
+		until = until.Add(m.cfg.PromotionGrace)
+	}
 	if !s.leaveAckAt.IsZero() && !s.leaveSent.Before(applyBy) && s.leaveAckAt.Before(until) {
 		until = s.leaveAckAt
 	}

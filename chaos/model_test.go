@@ -285,3 +285,67 @@ func TestModelHeartbeatJustBeforeACrashMayBeUndone(t *testing.T) {
 	checkProbes(t, m, "/a", "u-c2", []probe{{78, MustBePresent}})
 	checkProbes(t, m, "/a", "u-c3", []probe{{68, MustBePresent}})
 }
+
+// TestModelTwoHeartbeatsUndoneByTwoCrashes: each of two heartbeats was
+// answered just before a crash (of the node holding the channel then), so
+// both may be missing from the copy promoted last: the client must be
+// present only until its enter expires. The kill test judged it by the
+// heartbeat before the last one and reported it lost: k204 entered at
+// 16:41:44.0, its heartbeats just before the kills at 16:42:10.8 and
+// 16:42:35.2 were both undone, and it expired at 16:42:45.6.
+func TestModelTwoHeartbeatsUndoneByTwoCrashes(t *testing.T) {
+	m := newTestModel(t, 0)
+	present := func(sent, answered float64) {
+		m.Begin("c1", "u1", []string{"/a"}, nil, at(sent)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(answered)})
+	}
+	present(0, 0.1)   // enter
+	present(25, 25.1) // heartbeat, crash at 25.5
+	present(50, 50.1) // heartbeat, crash at 50.5
+	m.NoteCrash(at(25.5))
+	m.NoteCrash(at(50.5))
+	checkProbes(t, m, "/a", "u1", []probe{{58, MustBePresent}, {60, MayBePresent}, {100, MayBePresent}})
+	// A third heartbeat far from any crash is certain again.
+	present(75, 75.1)
+	checkProbes(t, m, "/a", "u1", []probe{{133, MustBePresent}})
+}
+
+// TestModelWidensMayAfterACrashByThePromotionGrace: a node that crashes
+// while a client's present may be in its state has the copy of it
+// promoted elsewhere, with expiries PromotionGrace later; a crash before
+// the present could apply, or after the client expired, moves nothing.
+func TestModelWidensMayAfterACrashByThePromotionGrace(t *testing.T) {
+	for name, c := range map[string]struct {
+		crash float64
+		until float64 // the last second the client may be listed
+	}{
+		"no crash":                         {-1, 63},
+		"a crash while the client is in":   {30, 64},
+		"a crash right after the answer":   {1.5, 64},
+		"a crash long before the present":  {-70, 63},
+		"a crash after the client expired": {64, 63},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := newTestModel(t, 0)
+			if c.crash != -1 {
+				m.NoteCrash(at(c.crash))
+			}
+			m.Begin("c1", "u1", []string{"/a"}, nil, at(0)).Done(Outcome{OK: true, Answer: map[string]bool{"/a": true}, At: at(1)})
+			checkProbes(t, m, "/a", "u1", []probe{{c.until - 0.1, MayBePresent}, {c.until, MustBeAbsent}})
+		})
+	}
+	// The cap judges by the same window: a present refused while the
+	// first user may still be listed, its copy promoted, is explained.
+	for crash, want := range map[bool]int64{false: 1, true: 0} {
+		m := newCappedModel(t, 3)
+		presentAt(m, "a1", "a", "/c", 0, true)
+		presentAt(m, "b1", "b", "/c", 40, true)
+		presentAt(m, "d1", "d", "/c", 41, true)
+		if crash {
+			m.NoteCrash(at(60))
+		}
+		presentAt(m, "z1", "z", "/c", 62.5, false) // a: answered at 0.1, listed until 62.1, 63.1 after a crash
+		if _, violations, examples := m.CapJudgements(); violations != want {
+			t.Errorf("crash %v: violations %d (%v), want %d", crash, violations, examples, want)
+		}
+	}
+}

@@ -269,6 +269,36 @@ func (ch *channel) leaveAll(now int64) (*Message, []string) {
 	return ch.leaving(users, now), users
 }
 
+// expireInstalled makes the clients of a state just installed whose
+// expiry (with the snapshot's grace) passed already leave at once, with
+// the message, and returns it (nil when no user left). Left to the wheel
+// they would leave at its next tick, after the channel served whatever
+// waited for the install: a copy promoted seconds after its owner died
+// showed, to the reads and presents held meanwhile, clients that had
+// expired before the promotion (a present refused by max_users for them,
+// found by the process kill test).
+func (ch *channel) expireInstalled(now int64) *Message {
+	var left []string
+	expired := 0
+	for _, c := range ch.clients {
+		if c.armedAt > now {
+			continue
+		}
+		expired++
+		ch.wheel.cancel(&c.timer)
+		ch.trackLeave(c, now)
+		if ch.remove(c) {
+			left = append(left, c.user.ID)
+		}
+	}
+	ch.metrics.expired.Add(uint64(expired))
+	if len(left) == 0 {
+		return nil
+	}
+	slices.Sort(left)
+	return ch.leaving(left, now)
+}
+
 // leaving publishes that the users left, in one message.
 func (ch *channel) leaving(userIDs []string, now int64) *Message {
 	if ch.cfg.CountOnly {

@@ -243,8 +243,8 @@ func TestMergeKeepsTheDeliveryPositionOfOneHistory(t *testing.T) {
 
 // TestAnInstalledClientPastItsExpiryLeavesWithAMessage: a stale copy may
 // hold clients whose expiry passed while it was handed over; installed,
-// they leave at the next tick and the leave is published, so subscribers
-// and webhooks hear of it.
+// they leave and the leave is published, so subscribers and webhooks hear
+// of it.
 func TestAnInstalledClientPastItsExpiryLeavesWithAMessage(t *testing.T) {
 	r := newEngineRig(t, configFunc(publicOnly))
 	ctx := context.Background()
@@ -262,5 +262,38 @@ func TestAnInstalledClientPastItsExpiryLeavesWithAMessage(t *testing.T) {
 	ms := r.rec.take("/t/old")
 	if len(ms) != 1 || ms[0].ID != 51 || !slices.Equal(ms[0].LeavingUserIDs, []string{"k"}) || !ms[0].Vacated {
 		t.Fatalf("published %+v, want k leaving as message 51", ms)
+	}
+}
+
+// TestAnInstalledClientPastItsExpiryLeavesBeforeTheChannelServes: a copy
+// promoted seconds after its owner died holds clients whose expiry (with
+// the promotion's grace) passed meanwhile. They leave with the install,
+// not at the wheel's next tick: the first read after the install does not
+// list them, and a capped channel admits a new user in their place.
+func TestAnInstalledClientPastItsExpiryLeavesBeforeTheChannelServes(t *testing.T) {
+	r := newEngineRig(t, configFunc(func(string) *Config { return &Config{Public: true, MaxUsers: 2} }))
+	ctx := context.Background()
+	now := r.clk.Now()
+	snap := &ChannelSnapshot{Channel: "/t/cap", Config: &Config{Public: true, MaxUsers: 2}, LastID: 50, Delivered: 50,
+		ExpiryGrace: time.Second, Clients: []ClientSnapshot{
+			{User: UserInfo{ID: "gone"}, ClientID: "tab", ExpiresAtUnixNano: now.Add(-1500 * time.Millisecond).UnixNano()},
+			{User: UserInfo{ID: "grace"}, ClientID: "tab", ExpiresAtUnixNano: now.Add(-500 * time.Millisecond).UnixNano()},
+		}}
+	if err := r.e.Install(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.e.FullState(ctx, "/t/cap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := st.UserIDs(); !slices.Equal(ids, []string{"grace"}) {
+		t.Fatalf("users right after the install %v, want [grace] (gone expired 0.5 s before it, grace included)", ids)
+	}
+	ms := r.rec.take("/t/cap")
+	if len(ms) != 1 || ms[0].ID != 51 || !slices.Equal(ms[0].LeavingUserIDs, []string{"gone"}) {
+		t.Fatalf("published %+v, want gone leaving as message 51", ms)
+	}
+	if got := r.update(&User{ID: "new"}, "tab", []string{"/t/cap"}, nil); !got["/t/cap"] {
+		t.Fatal("a new user was refused by max_users 2 with one user present")
 	}
 }

@@ -564,6 +564,8 @@ func (e *Engine) Export(ctx context.Context, channel string) (*ChannelSnapshot, 
 
 // Install replaces the state of s.Channel by s, publishing nothing: the
 // channel continues from s.LastID with s's clients and their expiries.
+// Clients whose expiry (plus s.ExpiryGrace) passed already leave at once,
+// with their message, before the channel serves anything else.
 func (e *Engine) Install(ctx context.Context, s *ChannelSnapshot) error {
 	return e.install(ctx, s, false)
 }
@@ -803,6 +805,7 @@ func (a *channelActor) Receive(o op) {
 			a.e.raiseFloor(marker.ID)
 		}
 		a.snapshotChange(now, marker)
+		a.dispatch(ch.expireInstalled(now), nil)
 		o.reply.(chan<- struct{}) <- struct{}{}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"maps"
 	"slices"
+	"time"
 )
 
 // MergeSnapshots combines the state of a channel found on a node (local)
@@ -49,6 +50,34 @@ func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged 
 		Clients:     clients,
 		ExpiryGrace: grace,
 	}, true
+}
+
+// RestartSnapshot returns s as a state that may have gone on without it:
+// the state a node handed over and kept until the new holder's replica had
+// the channel, promoted because the new holder died first. The new holder
+// may have published messages after s (its replica acknowledged its
+// snapshot, and the release that would have dropped s was lost), with ids
+// s does not know of; continuing s's ids would issue those ids again with
+// other messages. So the clients are kept and the ids go on above any id
+// the other history could have issued: above s's and at least now in
+// microseconds, as a fresh incarnation's (Engine's ids are the time in
+// microseconds at a channel's start, plus one per message). The backlog is
+// a single resync marker with that id (none without a config: nobody may
+// see the channel), delivered to webhooks as the summary of whatever of
+// s's messages they missed, and found by every subscriber's catch-up;
+// s's own messages, which the other history may contradict, are dropped.
+// A copy of the other history merged in later diverges from it (its id is
+// above that history's), so subscribers resync then too.
+func RestartSnapshot(s *ChannelSnapshot, now time.Time) *ChannelSnapshot {
+	last := max(s.LastID+1, now.UnixMicro())
+	out := *s
+	out.LastID, out.Delivered, out.Backlog = last, last, nil
+	if s.Config != nil {
+		out.Delivered = last - 1
+		out.Backlog = []*Message{{Channel: s.Channel, ID: last, CountOnly: s.Config.CountOnly, Audience: s.Config,
+			PublishedAtUnixMilli: now.UnixMilli(), Resync: true}}
+	}
+	return &out
 }
 
 // uniteClients returns the clients of a and b, once each; of a client in

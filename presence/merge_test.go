@@ -3,6 +3,7 @@ package presence
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 // mergeConfig is the config of the channel the merge tests build.
@@ -88,5 +89,40 @@ func TestMergeWithoutLocalStateInstallsTheCopy(t *testing.T) {
 		if out, diverged := MergeSnapshots(local, in); out != in || diverged {
 			t.Fatalf("local %+v: got %+v, %v; want the copy as it is", local, out, diverged)
 		}
+	}
+}
+
+// TestRestartSnapshotIssuesNoIDTheOtherHistoryMayHave: a kept state that
+// another holder may have continued keeps its clients, starts its ids over
+// above any that holder could have issued (its time in microseconds) with a
+// resync marker to deliver, drops its own messages, and diverges from the
+// other history when that is merged in later.
+func TestRestartSnapshotIssuesNoIDTheOtherHistoryMayHave(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	base := now.Add(-time.Minute).UnixMicro() // the channel started a minute ago
+	kept := history(base+100, base+110, 500, "a", "z")
+	kept.Delivered = base + 105
+	out := RestartSnapshot(kept, now)
+	if err := out.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if out.LastID != now.UnixMicro() || out.Delivered != out.LastID-1 || len(out.Backlog) != 1 || !out.Backlog[0].Resync ||
+		!slices.Equal(clientUsers(out), []string{"a", "z"}) {
+		t.Fatalf("restarted %+v (backlog %+v), want clients a and z, ids from %d on, a resync marker to deliver", out, out.Backlog, now.UnixMicro())
+	}
+	if kept.LastID != base+110 || len(kept.Backlog) != 11 {
+		t.Fatal("the kept state was modified")
+	}
+	// The other holder's history went on from message 108 with others.
+	other := history(base+100, base+130, 500, "a", "b")
+	if merged, diverged := MergeSnapshots(out, other); !diverged || merged.LastID <= out.LastID {
+		t.Fatalf("merging the other history: diverged %v, last id %d; want a skip past %d", diverged, merged.LastID, out.LastID)
+	}
+	// A clock behind the ids (a state from a node whose clock runs ahead)
+	// still gives the next id; without a config, no marker nobody may see.
+	kept.Config, kept.Clients = nil, nil
+	if out := RestartSnapshot(kept, time.UnixMicro(base)); out.LastID != base+111 || out.Delivered != out.LastID ||
+		len(out.Backlog) != 0 || out.Validate() != nil {
+		t.Fatalf("restarted without config: %+v", out)
 	}
 }

@@ -128,8 +128,12 @@
 // replica store until the new holder's replica acknowledged X's snapshot:
 // the new holder then releases it (wire.MethodRelease), or its snapshot
 // replaces it where the old holder is the new replica. A new holder that
-// dies first leaves the copy an orphan, promoted like a replica copy; a
-// drain ends only once everything handed over was released.
+// dies first leaves the copy an orphan, promoted like a replica copy but
+// as a restart (presence.RestartSnapshot): ids above any the new holder
+// may have published meanwhile, no backlog, a resync marker, superseding
+// nobody's copy (the new holder's replica, which has what it published,
+// merges its own in); a drain ends only once everything handed over was
+// released.
 //
 // Install merges (presence.MergeSnapshots). If the receiver already holds
 // state for X (it started X fresh while the holder was unreachable),

@@ -15,7 +15,8 @@ import (
 // channel's snapshot: the new holder then releases it (MethodRelease). A
 // new holder that dies first leaves the copy an orphan, promoted like any
 // replica copy (promoteOrphans), so a kill at any moment of the hand-off
-// loses nobody. Where this node is the new holder's replica and has that
+// loses nobody; its ids start over, since the new holder may have gone on
+// with it (Router.promoted). Where this node is the new holder's replica and has that
 // holder's own copy from before the install, it keeps both merged, as the
 // install merged them: the holder's stream drops that copy before it sends
 // the merged state (replica.Store.KeepHanded).
@@ -29,6 +30,8 @@ func (r *Router) keepHanded(snap *presence.ChannelSnapshot, interest []wire.Inte
 		return
 	}
 	r.repl.Copies().KeepHanded(snap.Channel, holder.Name, boot, origin, snap, interest, r.cfg.Clock.Now().UnixNano(), since)
+	r.log.Debug("keeping a handed channel until its holder releases it", "channel", snap.Channel, "holder", holder.Name,
+		"origin", origin, "last_id", snap.LastID)
 	if _, alive := r.view.Load().Member(holder.Name); !alive {
 		r.run.Go(func() { r.promoteOrphans(map[string]bool{holder.Name: true}) })
 	}

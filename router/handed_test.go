@@ -281,3 +281,61 @@ func TestExtractWaitsWhileTheCopyIsPushed(t *testing.T) {
 		t.Fatalf("extract once the push was answered: found %v, %v; want nothing, no error", found, err)
 	}
 }
+
+// TestFencedStateKeptAndPromotedIssuesNoIDAgain: n1, cut off, is replaced
+// by its replica, which publishes b's enter; n1 serves z's enter, gets it
+// refused, and hands its state over (the holder merges it). n1 keeps what
+// it handed until the holder's replica has the channel, and the release
+// that says so never comes. The holder dies; n1, the owner again,
+// promotes the state it kept before anyone hands it the holder's copy. It
+// must issue no id the holder published: its z's enter had one of them,
+// never published, and continuing from it gave c's enter the id of the
+// holder's next message (found by the process kill test: a webhook got
+// the fenced node's message, subscribers the holder's).
+func TestFencedStateKeptAndPromotedIssuesNoIDAgain(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	stale := c.node("n1")
+	ch, repName := replicaChannel(t, []string{"n1", "n2", "n3"}, "n1")
+	holder := c.node(repName)
+	other := without(c, stale)[0]
+	if other == holder {
+		other = without(c, stale)[1]
+	}
+	update(t, stale, user("a"), []string{ch}, nil)
+	c.setMembers(without(c, stale)...)
+	update(t, holder, user("b"), []string{ch}, nil)
+	holder.caller.setFail(func(_ string, method uint16) error {
+		if method == wire.MethodRelease {
+			return errors.New("release lost by the test")
+		}
+		return nil
+	})
+	update(t, stale, user("z"), []string{ch}, nil)
+	waitUsers(t, holder, ch, "the fenced state merged", "a", "b", "z")
+	published := p1LastID(t, holder, ch)
+	testkit.WaitFor(t, "the holder's replica to have the merged state", func() bool {
+		for _, k := range other.r.repl.Copies().Inspect(ch) {
+			if k.Owner == holder.name && k.Snapshot.LastID == published {
+				return true
+			}
+		}
+		return false
+	})
+	if kept := stale.r.repl.Copies().Inspect(ch); len(kept) != 1 || kept[0].Owner != holder.name {
+		t.Fatalf("n1 keeps %+v, want the state it handed to %s", kept, holder.name)
+	}
+	// The holder dies. n1 notices first (seconds of the failure detector);
+	// the other node still counts it (and n1) as members.
+	holder.caller.setFail(func(string, uint16) error { return errors.New("dead") })
+	cutOff(c, holder)
+	c.clk.Advance(3 * time.Second)
+	other.r.SetMembers(members(c.nodes...))
+	stale.r.SetMembers(members(stale, other))
+	update(t, stale, user("c"), []string{ch}, nil)
+	if id := p1LastID(t, stale, ch); id <= published {
+		t.Fatalf("n1 issued id %d after the holder had published up to %d", id, published)
+	}
+	// The other node notices too and hands the holder's copy over.
+	other.r.SetMembers(members(stale, other))
+	waitUsers(t, stale, ch, "the users after the merge", "a", "b", "c", "z")
+}

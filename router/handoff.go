@@ -142,7 +142,7 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		}
 	}
 	// Clients whose expiry passed (a stale copy's) are installed too: they
-	// leave at the wheel's next tick with a message, which subscribers and
+	// leave with the install, with a message, which subscribers and
 	// webhooks must get (dropped here, they would never hear of the leave).
 	merged, diverged := presence.MergeSnapshots(local, snap)
 	switch {
@@ -151,11 +151,13 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		return r.engine.Install(ctx, snap)
 	case !diverged:
 		r.log.Info("merged an older copy of the channel's history", "channel", snap.Channel,
-			"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
+			"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients),
+			"last_id_here", local.LastID, "last_id_in", snap.LastID)
 		return r.engine.Install(ctx, merged)
 	}
 	r.log.Info("merged a channel with the state held here", "channel", snap.Channel,
-		"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients))
+		"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients),
+		"last_id_here", local.LastID, "last_id_in", snap.LastID, "last_id", merged.LastID)
 	return r.engine.InstallMerged(ctx, merged)
 }
 
@@ -169,6 +171,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		// Asked again by the process it was handed to: the first answer
 		// was lost on the way. The state stays kept until released.
 		r.routes.endMove(channel, func(*route) {})
+		r.log.Debug("handing a kept channel again to the process that asked", "channel", channel, "holder", requester.Name)
 		return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: e.Snapshot(0), Interest: e.Interest}, nil
 	}
 	if to, moved := r.routes.peekTombstone(channel); r.cfg.Replication && (!moved || to.Name == requester.Name) && !r.routes.Holds(channel) {
@@ -179,8 +182,10 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 		if e, ok := r.repl.Copies().TakeFrom(channel, requester.Name, boot); ok {
 			r.routes.endMove(channel, func(*route) {})
 			r.m.promotions.Inc()
-			snap := e.Snapshot(r.cfg.ReplicationInterval)
+			snap, _ := r.promoted(e)
 			r.keepHanded(snap, e.Interest, requester, boot, r.self.Name, r.cfg.Clock.Now().UnixNano())
+			r.log.Info("handed a restarted owner its previous process's copy", "channel", channel, "owner", requester.Name,
+				"clients", len(snap.Clients), "last_id", snap.LastID)
 			return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: e.Interest}, nil
 		}
 	}
@@ -219,6 +224,7 @@ func (r *Router) extract(ctx context.Context, channel string, requester Member, 
 	}
 	r.forgetLocal(ctx, channel, requester)
 	r.keepHanded(snap, interest, requester, boot, r.self.Name, r.cfg.Clock.Now().UnixNano())
+	r.log.Debug("extracted a channel", "channel", channel, "to", requester.Name, "clients", len(snap.Clients), "last_id", snap.LastID)
 	return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: interest}, nil
 }
 
@@ -241,12 +247,12 @@ func (r *Router) extractCopy(channel string, requester Member, boot uint64) (wir
 				r.repl.Copies().HandDone(channel, more, true)
 			}
 		}
-		snap := e.Snapshot(r.cfg.ReplicationInterval)
+		snap, _ := r.promoted(e)
 		r.keepHanded(snap, e.Interest, requester, boot, r.self.Name, r.cfg.Clock.Now().UnixNano())
 		r.repl.Copies().HandDone(channel, e, false) // in the reply, and kept as handed
 		r.m.promotions.Inc()
 		r.log.Info("handed a replica copy to the owner that asked", "channel", channel, "owner", requester.Name,
-			"former_owner", e.Owner, "clients", len(snap.Clients))
+			"former_owner", e.Owner, "clients", len(snap.Clients), "last_id", snap.LastID)
 		return wire.ExtractReply{Outcome: wire.ExtractSnapshot, Snap: snap, Interest: e.Interest}, true, nil
 	}
 	if r.repl.Copies().Handing(channel) {

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 
+	"github.com/presencehq/presence/presence"
 	"github.com/presencehq/presence/router/replica"
 	"github.com/presencehq/presence/router/wire"
 )
@@ -50,7 +51,8 @@ func (r *Router) promoteOrphans(gone map[string]bool) {
 // owner as an install.
 func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 	owner := to.Name
-	q := wire.InstallRequest{From: r.self, Snap: e.Snapshot(r.cfg.ReplicationInterval), Interest: e.Interest, Origin: e.Owner}
+	snap, origin := r.promoted(e)
+	q := wire.InstallRequest{From: r.self, Snap: snap, Interest: e.Interest, Origin: origin}
 	q.Leaves = r.leaves.Get(channel, nil)
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.HandoffTimeout)
 	defer cancel()
@@ -62,8 +64,34 @@ func (r *Router) handCopy(channel string, e *replica.Entry, to Member) {
 		return
 	}
 	r.keepHanded(q.Snap, e.Interest, to, installedBoot(resp), q.Origin, since)
-	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.Owner, "clients", len(q.Snap.Clients))
+	r.log.Info("handed a replica copy to the new owner", "channel", channel, "owner", owner, "former_owner", e.Owner, "clients", len(q.Snap.Clients), "last_id", q.Snap.LastID,
+		"handed", e.Handed())
 	r.m.promotions.Inc()
+}
+
+// promoted returns the state to install for e, a copy whose owner left,
+// and the node whose state it continues (the install's origin, whose
+// copies on the replicas it supersedes). Its expiries move later by
+// ReplicationInterval (the refreshes the owner may not have sent yet).
+//
+// A handed entry is this node's own state, kept since it handed it to
+// e.Owner, which may have gone on with it before it died: it published
+// messages once its replica had the channel (that replica's copy has
+// them; the release that would have dropped this entry was lost), and
+// after a fence the state kept here holds messages the holder refused,
+// never published, under ids the holder published with other messages.
+// So its ids start over above any of them, without its backlog
+// (presence.RestartSnapshot), and it continues nobody: it must not make
+// the replicas drop the holder's copy, which is newer and is merged in
+// when its keeper promotes it. Continuing the entry's ids issued the
+// holder's ids again, and its backlog delivered the refused messages to
+// webhooks (found by the process kill test).
+func (r *Router) promoted(e *replica.Entry) (*presence.ChannelSnapshot, string) {
+	snap := e.Snapshot(r.cfg.ReplicationInterval)
+	if e.Handed() {
+		return presence.RestartSnapshot(snap, r.cfg.Clock.Now()), ""
+	}
+	return snap, e.Owner
 }
 
 // promoteReplica installs the copy of channel kept here if its owner left;
@@ -76,12 +104,13 @@ func (r *Router) promoteReplica(ctx context.Context, channel string, v *view) (b
 	copies := r.repl.Copies().Take(channel, v)
 	for _, e := range copies {
 		// A second copy (two holders died) merges into the first.
-		snap := e.Snapshot(r.cfg.ReplicationInterval)
-		if err := r.installLocal(ctx, snap, e.Interest, nil, e.Owner, ""); err != nil {
+		snap, origin := r.promoted(e)
+		if err := r.installLocal(ctx, snap, e.Interest, nil, origin, ""); err != nil {
 			return false, err
 		}
 		r.m.promotions.Inc()
-		r.log.Info("promoted replica", "channel", channel, "former_owner", e.Owner, "clients", len(snap.Clients), "last_id", snap.LastID)
+		r.log.Info("promoted replica", "channel", channel, "former_owner", e.Owner, "clients", len(snap.Clients), "last_id", snap.LastID,
+			"handed", e.Handed())
 	}
 	return len(copies) > 0, nil
 }

@@ -42,6 +42,11 @@ func (e *Entry) Snapshot(grace time.Duration) *presence.ChannelSnapshot {
 	return e.copy.Snapshot(grace)
 }
 
+// Handed reports whether the entry is state this node handed to Owner
+// (Store.KeepHanded) rather than Owner's copy: Owner may have gone on with
+// it (presence.RestartSnapshot).
+func (e *Entry) Handed() bool { return e.handed }
+
 // Store holds the copies this node keeps for other owners, one per
 // channel and owner: after a crash and a quick restart, two nodes may both
 // have held a channel for a moment, and the copy of the one that then dies
@@ -419,8 +424,12 @@ func (p *Replicator) HandleReplicate(_ context.Context, body []byte) ([]byte, er
 			}
 			continue
 		}
-		if it.Kind == presence.ChangeSnapshot || it.Kind == presence.ChangeStopped {
-			p.log.Debug("replica copy", "channel", it.Channel, "from", from.Name, "kind", it.Kind)
+		switch {
+		case it.Kind == presence.ChangeSnapshot:
+			p.log.Debug("replica copy", "channel", it.Channel, "from", from.Name, "kind", it.Kind,
+				"last_id", it.Snap.LastID, "supersedes", it.Supersedes)
+		case it.Msg != nil:
+			p.log.Debug("replica copy change", "channel", it.Channel, "from", from.Name, "kind", it.Kind, "id", it.Msg.ID)
 		}
 		if !p.store.apply(from.Name, boot, it, now) && !slices.Contains(reply.Missing, it.Channel) {
 			reply.Missing = append(reply.Missing, it.Channel)

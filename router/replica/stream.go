@@ -544,6 +544,8 @@ func (s *stream) acknowledged(p *Replicator, batch []item, reply wire.ReplicateR
 	p.cfg.Lag.Set(float64(now-oldest) / 1e9)
 	s.unsync(append(reply.Refused, reply.Missing...))
 	for _, ch := range reply.Refused {
+		p.log.Debug("replica refused a channel's changes: their messages are dropped", "channel", ch, "replica", s.to.Name,
+			"ids", refusedIDs(batch, ch))
 		p.cfg.Fence(ch, s.to)
 	}
 	for _, ch := range reply.Missing {
@@ -579,4 +581,15 @@ func setOf(list []string) map[string]bool {
 		m[s] = true
 	}
 	return m
+}
+
+// refusedIDs lists the ids of channel's messages in batch (for the log).
+func refusedIDs(batch []item, channel string) []int64 {
+	var ids []int64
+	for i := range batch {
+		if batch[i].Channel == channel && batch[i].Msg != nil {
+			ids = append(ids, batch[i].Msg.ID)
+		}
+	}
+	return ids
 }
