@@ -502,7 +502,9 @@ func (e *Engine) ClearAck(ctx context.Context, channel string) ([]string, error)
 
 // Since returns the catch-up of channel after id after (negative: the last
 // id only) for u; Unavailable when the channel does not exist or u may not
-// view it. It implements CatchupSource.
+// view it. It implements CatchupSource. It goes as far as the last message
+// published (Message.MarkPublished), never into messages still on their
+// way to the replica.
 func (e *Engine) Since(ctx context.Context, u *User, channel string, after int64) (Catchup, error) {
 	cfg, err := e.viewable(ctx, u, channel)
 	if err != nil {
