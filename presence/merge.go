@@ -52,13 +52,6 @@ func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged 
 	}, true
 }
 
-// restartIDGap is how far a restarted state's ids jump past the kept
-// state's when this node's clock does not take them further (the ids came
-// from a node whose clock runs ahead): past any number of messages the
-// other history can have issued since the hand-off. Ids are int64 and the
-// clock's microseconds about 2^51: room for millions of restarts.
-const restartIDGap = 1 << 32
-
 // RestartSnapshot returns s as a state that may have gone on without it:
 // the state a node handed over and kept until the new holder's replica had
 // the channel, promoted because the new holder died first. The new holder
@@ -76,7 +69,7 @@ const restartIDGap = 1 << 32
 // A copy of the other history merged in later diverges from it (its id is
 // above that history's), so subscribers resync then too.
 func RestartSnapshot(s *ChannelSnapshot, now time.Time) *ChannelSnapshot {
-	last := max(s.LastID+restartIDGap, now.UnixMicro())
+	last := max(s.LastID+1, now.UnixMicro())
 	out := *s
 	out.LastID, out.Delivered, out.Backlog = last, last, nil
 	if s.Config != nil {
