@@ -286,12 +286,25 @@ func (ch *channel) expireInstalled(now int64) *Message {
 		}
 		expired++
 		ch.wheel.cancel(&c.timer)
-		ch.trackLeave(c, now)
-		if ch.remove(c) {
-			left = append(left, c.user.ID)
-		}
+		left = ch.expireClient(c, now, left)
 	}
-	ch.metrics.expired.Add(uint64(expired))
+	return ch.expired(left, expired, now)
+}
+
+// expireClient makes c leave, expired, and returns left with its user
+// added when c was the user's last client.
+func (ch *channel) expireClient(c *client, now int64, left []string) []string {
+	ch.trackLeave(c, now)
+	if ch.remove(c) {
+		left = append(left, c.user.ID)
+	}
+	return left
+}
+
+// expired counts n expired clients and returns the message of the users
+// they took away (left), or nil when there are none.
+func (ch *channel) expired(left []string, n int, now int64) *Message {
+	ch.metrics.expired.Add(uint64(n))
 	if len(left) == 0 {
 		return nil
 	}
@@ -325,10 +338,7 @@ func (ch *channel) expire(g *timerGroup[*client], due *timer[*client], now int64
 		case ch.clients[c.key()] != c: // left, or expired in an earlier batch
 		case c.expiresAt <= now:
 			expired++
-			ch.trackLeave(c, now)
-			if ch.remove(c) {
-				left = append(left, c.user.ID)
-			}
+			left = ch.expireClient(c, now, left)
 		default:
 			t.deadline, c.armedAt = c.expiresAt, c.expiresAt
 			t.next = rearm
@@ -337,12 +347,7 @@ func (ch *channel) expire(g *timerGroup[*client], due *timer[*client], now int64
 		t = next
 	}
 	ch.wheel.scheduleList(rearm)
-	ch.metrics.expired.Add(uint64(expired))
-	if len(left) == 0 {
-		return nil, expired
-	}
-	slices.Sort(left)
-	return ch.leaving(left, now), expired
+	return ch.expired(left, expired, now), expired
 }
 
 // publish appends the next message to the backlog and returns it.
