@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -424,13 +425,7 @@ func (p *Replicator) HandleReplicate(_ context.Context, body []byte) ([]byte, er
 			}
 			continue
 		}
-		switch {
-		case it.Kind == presence.ChangeSnapshot:
-			p.log.Debug("replica copy", "channel", it.Channel, "from", from.Name, "kind", it.Kind,
-				"last_id", it.Snap.LastID, "supersedes", it.Supersedes)
-		case it.Msg != nil:
-			p.log.Debug("replica copy change", "channel", it.Channel, "from", from.Name, "kind", it.Kind, "id", it.Msg.ID)
-		}
+		p.logTaken(it, from.Name)
 		if !p.store.apply(from.Name, boot, it, now) && !slices.Contains(reply.Missing, it.Channel) {
 			reply.Missing = append(reply.Missing, it.Channel)
 		}
@@ -471,4 +466,20 @@ func (p *Replicator) copyVerdict(v View, channel, from string) copyVerdict {
 		return copyDeferred
 	}
 	return copyAccepted
+}
+
+// logTaken logs, at debug level, a snapshot or a message a copy takes.
+// Its arguments are built only when debug is on: it runs for every enter
+// and leave a replica receives.
+func (p *Replicator) logTaken(it *wire.ReplItem, from string) {
+	if !p.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	switch {
+	case it.Kind == presence.ChangeSnapshot:
+		p.log.Debug("replica copy", "channel", it.Channel, "from", from, "kind", it.Kind,
+			"last_id", it.Snap.LastID, "supersedes", it.Supersedes)
+	case it.Msg != nil:
+		p.log.Debug("replica copy change", "channel", it.Channel, "from", from, "kind", it.Kind, "id", it.Msg.ID)
+	}
 }

@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -544,8 +545,10 @@ func (s *stream) acknowledged(p *Replicator, batch []item, reply wire.ReplicateR
 	p.cfg.Lag.Set(float64(now-oldest) / 1e9)
 	s.unsync(append(reply.Refused, reply.Missing...))
 	for _, ch := range reply.Refused {
-		p.log.Debug("replica refused a channel's changes: their messages are dropped", "channel", ch, "replica", s.to.Name,
-			"ids", refusedIDs(batch, ch))
+		if p.log.Enabled(context.Background(), slog.LevelDebug) { // refusedIDs walks the batch
+			p.log.Debug("replica refused a channel's changes: their messages are dropped", "channel", ch, "replica", s.to.Name,
+				"ids", refusedIDs(batch, ch))
+		}
 		p.cfg.Fence(ch, s.to)
 	}
 	for _, ch := range reply.Missing {
