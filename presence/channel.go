@@ -437,12 +437,13 @@ func (ch *channel) since(after int64) Catchup {
 // snapshot exports the whole state for a hand-off.
 func (ch *channel) snapshot() *ChannelSnapshot {
 	s := &ChannelSnapshot{
-		Channel:   ch.name,
-		Config:    ch.cfg,
-		LastID:    ch.lastID,
-		Delivered: ch.delivered,
-		Clients:   make([]ClientSnapshot, 0, len(ch.clients)),
-		Backlog:   ch.backlog.all(),
+		Channel:     ch.name,
+		Config:      ch.cfg,
+		LastID:      ch.lastID,
+		Delivered:   ch.delivered,
+		Unpublished: int(ch.lastID - min(ch.lastID, ch.published.Load())),
+		Clients:     make([]ClientSnapshot, 0, len(ch.clients)),
+		Backlog:     ch.backlog.all(),
 	}
 	for _, c := range ch.clients {
 		s.Clients = append(s.Clients, ClientSnapshot{User: ch.users[c.user.ID].user.Info(), ClientID: c.clientID, ExpiresAtUnixNano: c.expiresAt})
@@ -459,15 +460,25 @@ func (ch *channel) clear() {
 	ch.backlog.reset()
 }
 
-// install replaces the state by s. The caller validated s.
-func (ch *channel) install(s *ChannelSnapshot) {
+// install replaces the state by s. The caller validated s. It returns
+// the message to publish once the installed state is safe, or nil: the
+// last of s's unpublished messages (ChannelSnapshot.Unpublished), which
+// publishes those before it too (a subscriber that has not seen them
+// catches up on the gap).
+func (ch *channel) install(s *ChannelSnapshot) *Message {
 	ch.clear()
 	ch.cfg = s.Config
 	ch.lastID = s.LastID
-	// An installed backlog is caught up with: the node it came from
-	// published it, or its message was safe on a replica, which is what
-	// publishing waits for.
-	ch.published = publishedFrom(s.LastID)
+	// The rest of an installed backlog is caught up with: the node it came
+	// from published it, or its message was safe on a replica, which is
+	// what publishing waits for.
+	published := s.LastID
+	n := len(s.Backlog)
+	unpublished := n > 0 && s.Unpublished > 0
+	if unpublished {
+		published -= int64(min(s.Unpublished, n))
+	}
+	ch.published = publishedFrom(published)
 	ch.delivered = s.Delivered
 	for _, m := range s.Backlog {
 		ch.backlog.push(m, m.PublishedAtUnixMilli)
@@ -478,6 +489,13 @@ func (ch *channel) install(s *ChannelSnapshot) {
 			ch.add(u, cs.ClientID, cs.ExpiresAtUnixNano, cs.ExpiresAtUnixNano+int64(s.ExpiryGrace))
 		}
 	}
+	if !unpublished {
+		return nil
+	}
+	// A copy: s's messages may be shared with the state that sent them.
+	last := *s.Backlog[n-1]
+	last.publishedBy = ch.published
+	return &last
 }
 
 // ChannelSnapshot is the whole state of a channel: what a new owner needs to
@@ -494,8 +512,15 @@ type ChannelSnapshot struct {
 	// The channel's next holder delivers from the message after it.
 	// 0 <= Delivered <= LastID.
 	Delivered int64
-	Clients   []ClientSnapshot
-	Backlog   []*Message // oldest first, contiguous ids ending at LastID
+	// Unpublished counts the messages at the end of the backlog that the
+	// holder had not published when it took the snapshot: they were on
+	// their way to its replica, and a hand-off drops what is in flight
+	// there. The installer publishes them once its own replica has the
+	// state (catch-ups stop short of them until then). 0 <= Unpublished;
+	// the zero value says every message was published.
+	Unpublished int
+	Clients     []ClientSnapshot
+	Backlog     []*Message // oldest first, contiguous ids ending at LastID
 	// ExpiryGrace delays the expiry of the installed clients past their
 	// ExpiresAtUnixNano, which stays their last heartbeat plus the timeout
 	// (merges compare it with leave times): a replica's copy may lack the
@@ -531,6 +556,9 @@ func (s *ChannelSnapshot) Validate() error {
 	}
 	if s.ExpiryGrace < 0 {
 		return fmt.Errorf("%w: snapshot of %s: negative expiry grace", ErrInvalid, s.Channel)
+	}
+	if s.Unpublished < 0 {
+		return fmt.Errorf("%w: snapshot of %s: negative count of unpublished messages", ErrInvalid, s.Channel)
 	}
 	return nil
 }

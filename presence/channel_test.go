@@ -300,6 +300,50 @@ func TestChannelSinceStopsAtThePublished(t *testing.T) {
 	}
 }
 
+// TestAnInstallPublishesWhatItsSenderHadNot: messages still on their way
+// to the sender's replica when it took the snapshot (a hand-off drops what
+// is in flight there) are published by the installer once its replica has
+// the state; until then catch-ups stop short of them. Found by the
+// partition test: the merge's resync marker was in flight when the channel
+// was handed on, and its subscribers never heard of it.
+func TestAnInstallPublishesWhatItsSenderHadNot(t *testing.T) {
+	r := newChannelRig()
+	src := r.channel("/t/u")
+	src.mark(alice, "x", publicCfg, r.now()).MarkPublished()
+	src.mark(bob, "x", publicCfg, r.now())
+	last := src.mark(carol, "x", publicCfg, r.now())
+	snap := src.snapshot()
+	if snap.Unpublished != 2 {
+		t.Fatalf("snapshot with 2 messages in flight: Unpublished %d", snap.Unpublished)
+	}
+
+	dst := r.channel("/t/u")
+	pending := dst.install(snap)
+	if pending == nil || pending.ID != last.ID || pending == snap.Backlog[2] {
+		t.Fatalf("install returned %+v to publish, want a copy of message %d", pending, last.ID)
+	}
+	if cu := dst.since(rigBase); cu.Resync || cu.LastID != rigBase+1 || len(cu.Messages) != 1 {
+		t.Fatalf("catch-up before the install is safe = %+v, want the published message only", cu)
+	}
+	last.MarkPublished() // the sender's late mark moves its own counter only
+	if cu := dst.since(-1); cu.LastID != rigBase+1 {
+		t.Fatalf("after the sender's mark, since(-1) = %+v", cu)
+	}
+	pending.MarkPublished()
+	if cu := dst.since(rigBase + 1); cu.Resync || cu.LastID != last.ID || len(cu.Messages) != 2 {
+		t.Fatalf("catch-up once the install published = %+v, want both messages", cu)
+	}
+	if again := dst.snapshot(); again.Unpublished != 0 {
+		t.Fatalf("snapshot after publishing: Unpublished %d", again.Unpublished)
+	}
+
+	// Without a backlog there is nothing to publish or catch up with.
+	empty := r.channel("/t/v")
+	if m := empty.install(&ChannelSnapshot{Channel: "/t/v", LastID: rigBase + 5, Unpublished: 3}); m != nil {
+		t.Fatalf("an install without a backlog returned %+v", m)
+	}
+}
+
 func TestChannelStaleTimerBatchIgnored(t *testing.T) {
 	r := newChannelRig()
 	old := r.channel("/t/a")
@@ -320,6 +364,7 @@ func TestChannelSnapshotInstall(t *testing.T) {
 	r.clk.Advance(20 * time.Second)
 	src.mark(bob, "x", publicCfg, r.now())
 	src.mark(bob, "y", publicCfg, r.now())
+	src.published.Store(src.lastID) // its replica had every message
 	snap := src.snapshot()
 	if err := snap.Validate(); err != nil {
 		t.Fatal(err)
@@ -328,7 +373,9 @@ func TestChannelSnapshotInstall(t *testing.T) {
 
 	dst := r.channel("/t/src")
 	dst.mark(carol, "z", publicCfg, r.now()) // state that install replaces
-	dst.install(snap)
+	if m := dst.install(snap); m != nil {
+		t.Fatalf("an install of a state published whole returned %+v to publish", m)
+	}
 	st := dst.state(publicCfg, false)
 	if !slices.Equal(userIDs(st), []string{"1", "2"}) || st.LastMessageID != snap.LastID {
 		t.Fatalf("installed state %+v, want alice and bob at id %d", st, snap.LastID)
@@ -373,6 +420,7 @@ func TestChannelInstallWithGraceExpiresAfterIt(t *testing.T) {
 
 func TestSnapshotValidate(t *testing.T) {
 	bad := []*ChannelSnapshot{
+		{Channel: "/t/a", LastID: 5, Unpublished: -1},
 		{Channel: "/t/a", LastID: 5, Backlog: []*Message{{ID: 3}, {ID: 5}}},
 		{Channel: "/t/a", LastID: 5, Backlog: []*Message{{Channel: "/t/a", ID: 4}}},
 		{Channel: "/t/a", LastID: 5, Backlog: []*Message{{Channel: "/t/b", ID: 5}}},

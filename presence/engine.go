@@ -795,18 +795,19 @@ func (a *channelActor) Receive(o op) {
 			a.dispatch(nil, nil)
 		}
 	case opInstall:
-		ch.install(o.snap)
+		// What the previous holder had not published goes out once the
+		// replica has the state, as the merge's resync marker does.
+		pending := ch.install(o.snap)
 		a.e.raiseFloor(o.snap.LastID)
 		if d := a.e.deliveries; d != nil {
 			d.Installed(o.snap)
 		}
 		now := a.e.clk.Now().UnixNano()
-		var marker *Message
 		if o.resync && ch.cfg != nil { // without a config no subscriber may see the channel
-			marker = ch.publishResync(now)
-			a.e.raiseFloor(marker.ID)
+			pending = ch.publishResync(now)
+			a.e.raiseFloor(pending.ID)
 		}
-		a.snapshotChange(now, marker)
+		a.snapshotChange(now, pending)
 		a.dispatch(ch.expireInstalled(now), nil)
 		o.reply.(chan<- struct{}) <- struct{}{}
 	}

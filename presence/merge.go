@@ -16,7 +16,8 @@ import (
 // When in is an older copy of local's own history (its last message is in
 // local's backlog, unchanged) and brings no user local lacks, subscribers
 // of either copy can follow local's history: the clients are united (the
-// later expiry wins) and local's ids and backlog go on, diverged false.
+// later expiry wins) and local's ids, backlog and unpublished messages go
+// on, diverged false.
 // This is the common case of a stale replica copy handed to the node that
 // already continued the same channel.
 //
@@ -64,16 +65,17 @@ func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged 
 // microseconds at a channel's start, plus one per message). The backlog is
 // a single resync marker with that id (none without a config: nobody may
 // see the channel), delivered to webhooks as the summary of whatever of
-// s's messages they missed, and found by every subscriber's catch-up;
+// s's messages they missed, and published to subscribers;
 // s's own messages, which the other history may contradict, are dropped.
 // A copy of the other history merged in later diverges from it (its id is
 // above that history's), so subscribers resync then too.
 func RestartSnapshot(s *ChannelSnapshot, now time.Time) *ChannelSnapshot {
 	last := max(s.LastID+1, now.UnixMicro())
 	out := *s
-	out.LastID, out.Delivered, out.Backlog = last, last, nil
+	out.LastID, out.Delivered, out.Backlog, out.Unpublished = last, last, nil, 0
 	if s.Config != nil {
-		out.Delivered = last - 1
+		// The installer publishes the marker once its replica has it.
+		out.Delivered, out.Unpublished = last-1, 1
 		out.Backlog = []*Message{{Channel: s.Channel, ID: last, CountOnly: s.Config.CountOnly, Audience: s.Config,
 			PublishedAtUnixMilli: now.UnixMilli(), Resync: true}}
 	}

@@ -107,8 +107,9 @@ func TestRestartSnapshotIssuesNoIDTheOtherHistoryMayHave(t *testing.T) {
 		t.Fatal(err)
 	}
 	if out.LastID != now.UnixMicro() || out.Delivered != out.LastID-1 || len(out.Backlog) != 1 || !out.Backlog[0].Resync ||
-		!slices.Equal(clientUsers(out), []string{"a", "z"}) {
-		t.Fatalf("restarted %+v (backlog %+v), want clients a and z, ids from %d on, a resync marker to deliver", out, out.Backlog, now.UnixMicro())
+		out.Unpublished != 1 || !slices.Equal(clientUsers(out), []string{"a", "z"}) {
+		t.Fatalf("restarted %+v (backlog %+v), want clients a and z, ids from %d on, a resync marker to deliver and publish",
+			out, out.Backlog, now.UnixMicro())
 	}
 	if kept.LastID != base+110 || len(kept.Backlog) != 11 {
 		t.Fatal("the kept state was modified")
@@ -121,8 +122,9 @@ func TestRestartSnapshotIssuesNoIDTheOtherHistoryMayHave(t *testing.T) {
 	// A clock behind the ids (a state from a node whose clock runs ahead)
 	// still gives the next id; without a config, no marker nobody may see.
 	kept.Config, kept.Clients = nil, nil
+	kept.Unpublished = 3
 	if out := RestartSnapshot(kept, time.UnixMicro(base)); out.LastID != base+111 || out.Delivered != out.LastID ||
-		len(out.Backlog) != 0 || out.Validate() != nil {
+		len(out.Backlog) != 0 || out.Unpublished != 0 || out.Validate() != nil {
 		t.Fatalf("restarted without config: %+v", out)
 	}
 }

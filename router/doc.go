@@ -144,6 +144,15 @@
 // unchanged in the receiver's backlog, no user the receiver lacks) only
 // adds its clients: the receiver's ids go on and nobody resyncs.
 //
+// Messages in flight at a hand-off. A message is published once the
+// holder's replica has it, and a hand-off drops what is still in flight
+// there (the old actor is frozen). The snapshot counts those messages
+// (presence.ChannelSnapshot.Unpublished) and the receiver publishes the
+// last of them once its own replica has the install; a subscriber that
+// has not seen the ones before it catches up on the gap. Without that, a
+// merge's resync marker in flight when the channel was handed on reached
+// no subscriber until the channel's next message (partition test).
+//
 // A push of a channel with no state here still carries the leaves answered
 // here (sendLeaves, wire.MethodLeaves): a node that served the channel
 // without its state (cut off from its holder) acknowledged them, and the

@@ -56,7 +56,8 @@ type route struct {
 	moving chan struct{}
 	kind   moveKind
 	// frozen: the state was exported; anything the old actor still
-	// publishes (an expiry) is dropped, the new owner publishes it.
+	// publishes is dropped, the new owner publishes it: an expiry after
+	// the export, or a message the snapshot counts as unpublished.
 	frozen bool
 	// pull is this node fetching the channel from its previous holder.
 	pull *flight

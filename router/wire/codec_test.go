@@ -25,12 +25,13 @@ func testMessages() []*presence.Message {
 func TestCodecRoundTrips(t *testing.T) {
 	u := &presence.User{ID: "7", Username: "sam", Name: "Sam", AvatarTemplate: "x", Groups: []string{"staff"}}
 	snap := &presence.ChannelSnapshot{
-		Channel:   "/staff/a",
-		Config:    &presence.Config{AllowedGroupIDs: []string{"staff"}, Timeout: 30},
-		LastID:    1<<52 + 1,
-		Delivered: 1 << 52,
-		Clients:   []presence.ClientSnapshot{{User: u.Info(), ClientID: "tab", ExpiresAtUnixNano: 1_700_000_060_000_000_000}},
-		Backlog:   testMessages()[:2],
+		Channel:     "/staff/a",
+		Config:      &presence.Config{AllowedGroupIDs: []string{"staff"}, Timeout: 30},
+		LastID:      1<<52 + 1,
+		Delivered:   1 << 52,
+		Unpublished: 1,
+		Clients:     []presence.ClientSnapshot{{User: u.Info(), ClientID: "tab", ExpiresAtUnixNano: 1_700_000_060_000_000_000}},
+		Backlog:     testMessages()[:2],
 
 		ExpiryGrace: time.Second,
 	}

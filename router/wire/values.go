@@ -250,6 +250,7 @@ func (e *Encoder) snapshot(s *presence.ChannelSnapshot) {
 	e.messages(s.Backlog)
 	e.int(int64(s.ExpiryGrace))
 	e.int(s.Delivered)
+	e.int(int64(s.Unpublished))
 }
 
 func (d *decoder) snapshot() *presence.ChannelSnapshot {
@@ -261,6 +262,7 @@ func (d *decoder) snapshot() *presence.ChannelSnapshot {
 	s.Backlog = d.messages()
 	s.ExpiryGrace = time.Duration(d.int())
 	s.Delivered = d.int()
+	s.Unpublished = int(d.int())
 	return s
 }
 
