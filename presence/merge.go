@@ -19,7 +19,13 @@ import (
 // later expiry wins) and local's ids, backlog and unpublished messages go
 // on, diverged false.
 // This is the common case of a stale replica copy handed to the node that
-// already continued the same channel.
+// already continued the same channel. The other way round, local an older
+// copy of in's history with no user in lacks, in's history goes on the
+// same way, and in's messages after local's are published with the
+// install for the subscribers that followed local: the case of a node
+// paused or cut off, whose stale state meets the channel handed back to
+// it (found by the pause test, where it made a third of the channels
+// resync).
 //
 // Otherwise the histories diverged (a partition, a fenced stale owner, a
 // fresh start while the holder was unreachable): clients are united and
@@ -39,6 +45,16 @@ func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged 
 		// same message.
 		kept.Delivered = max(local.Delivered, in.Delivered)
 		return &kept, false
+	}
+	if continues(in, local) && maps.Equal(userSet(clients), userSet(in.Clients)) {
+		newer := *in
+		newer.Clients, newer.ExpiryGrace = clients, grace
+		newer.Delivered = max(local.Delivered, in.Delivered)
+		// Subscribers here followed local's history and have not seen
+		// in's messages after it: they go out with the install, as the
+		// messages its sender had not published do.
+		newer.Unpublished = max(in.Unpublished, int(in.LastID-local.LastID))
+		return &newer, false
 	}
 	last := max(local.LastID, in.LastID) + 1
 	return &ChannelSnapshot{

@@ -63,8 +63,15 @@ func TestMergeSkipsIDsWhenTheHistoriesDiverged(t *testing.T) {
 			s.Backlog[len(s.Backlog)-1].PublishedAtUnixMilli++
 			return s
 		}(),
-		// Newer than local: local's history may be the prefix, not the other way.
-		"a newer copy": history(100, 112, 500, "a", "b"),
+		// Newer than local, without a user local has (b's leave in the
+		// newer history is not what removed it: nothing says so).
+		"a newer copy without a user local has": history(100, 112, 500, "a"),
+		// Newer than local, and another message at local's last id.
+		"a newer copy of another history": func() *ChannelSnapshot {
+			s := history(100, 112, 500, "a", "b")
+			s.Backlog[10].PublishedAtUnixMilli++ // message 110
+			return s
+		}(),
 		// Older than local's backlog: nothing proves the ids are shared.
 		"older than the backlog": history(90, 95, 500, "a", "b"),
 		// No message at all: nothing proves it.
@@ -80,6 +87,36 @@ func TestMergeSkipsIDsWhenTheHistoriesDiverged(t *testing.T) {
 		if got, want := clientUsers(out), slices.Compact(slices.Sorted(slices.Values(slices.Concat(clientUsers(local), clientUsers(in))))); !slices.Equal(got, want) {
 			t.Errorf("%s: users %v, want the union %v", name, got, want)
 		}
+	}
+}
+
+// TestMergeFollowsTheNewerCopyLocalIsAPrefixOf: a node whose state is
+// stale (it was paused) gets the channel handed back with the history
+// that went on without it: that history continues, the clients are
+// united, and the messages local's subscribers have not seen go out with
+// the install.
+func TestMergeFollowsTheNewerCopyLocalIsAPrefixOf(t *testing.T) {
+	local := history(100, 110, 900, "a", "b")
+	local.Delivered = 108
+	local.Clients = append(local.Clients, ClientSnapshot{User: UserInfo{ID: "a"}, ClientID: "tab2", ExpiresAtUnixNano: 900})
+	newer := history(100, 114, 500, "a", "b")
+	newer.Delivered = 104
+	out, diverged := MergeSnapshots(local, newer)
+	if diverged || out.LastID != 114 || len(out.Backlog) != len(newer.Backlog) || out.Unpublished != 4 || out.Delivered != 108 {
+		t.Fatalf("merge with a newer copy: diverged %v, last id %d, backlog %d, unpublished %d, delivered %d; "+
+			"want the newer history, its 4 messages after local's to publish, local's delivery position",
+			diverged, out.LastID, len(out.Backlog), out.Unpublished, out.Delivered)
+	}
+	if len(out.Clients) != 3 {
+		t.Fatalf("clients %+v, want both tabs of a and b", out.Clients)
+	}
+	for _, c := range out.Clients {
+		if c.ExpiresAtUnixNano != 900 {
+			t.Fatalf("client %+v lost the later expiry", c)
+		}
+	}
+	if newer.LastID != 114 || len(newer.Clients) != 2 || newer.Unpublished != 0 {
+		t.Fatal("the newer copy was modified")
 	}
 }
 

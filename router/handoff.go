@@ -150,9 +150,9 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		r.log.Debug("installed a channel", "channel", snap.Channel, "clients", len(snap.Clients), "last_id", snap.LastID)
 		return r.engine.Install(ctx, snap)
 	case !diverged:
-		r.log.Info("merged an older copy of the channel's history", "channel", snap.Channel,
+		r.log.Info("merged two copies of the channel's history", "channel", snap.Channel,
 			"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients),
-			"last_id_here", local.LastID, "last_id_in", snap.LastID)
+			"last_id_here", local.LastID, "last_id_in", snap.LastID, "unpublished", merged.Unpublished)
 		return r.engine.Install(ctx, merged)
 	}
 	r.log.Info("merged a channel with the state held here", "channel", snap.Channel,
