@@ -177,6 +177,42 @@ func TestInstallMergedPublishesAResyncMarkerWithItsSnapshot(t *testing.T) {
 	}
 }
 
+// TestInstallPublishesTheSendersUnpublishedWithItsSnapshot: the install of
+// a state with messages its sender had not published hands the replicator
+// its snapshot carrying the last of them, published once safe; a catch-up
+// after that reaches them all.
+func TestInstallPublishesTheSendersUnpublishedWithItsSnapshot(t *testing.T) {
+	rep := &fakeReplicator{}
+	r := newEngineRig(t, configFunc(publicOnly), withReplicator(rep))
+	rep.pub = r.rec
+	at := r.clk.Now().UnixMilli()
+	backlog := []*Message{
+		{Channel: "/pub/u", ID: 40, Audience: publicCfg, PublishedAtUnixMilli: at, EnteringUsers: []UserInfo{{ID: "k"}}},
+		{Channel: "/pub/u", ID: 41, Audience: publicCfg, PublishedAtUnixMilli: at, LeavingUserIDs: []string{"k"}},
+	}
+	snap := &ChannelSnapshot{Channel: "/pub/u", Config: publicCfg, LastID: 41, Unpublished: 1, Backlog: backlog}
+	if err := r.e.Install(context.Background(), snap); err != nil {
+		t.Fatal(err)
+	}
+	rep.mu.Lock()
+	changes := slices.Clone(rep.changes)
+	rep.mu.Unlock()
+	if len(changes) != 1 || changes[0].Kind != ChangeSnapshot {
+		t.Fatalf("changes %+v, want one snapshot", changes)
+	}
+	m := changes[0].Message
+	if m == nil || m.ID != 41 || m == backlog[1] || !slices.Equal(m.LeavingUserIDs, []string{"k"}) {
+		t.Fatalf("the snapshot carries %+v, want a copy of message 41", m)
+	}
+	if got := r.rec.take("/pub/u"); len(got) != 1 || got[0] != m {
+		t.Fatalf("published %v, want message 41", got)
+	}
+	cu, err := r.e.Since(context.Background(), &User{ID: "v"}, "/pub/u", 39)
+	if err != nil || cu.Resync || cu.LastID != 41 || len(cu.Messages) != 2 {
+		t.Fatalf("catch-up after the install = %+v, %v; want messages 40 and 41", cu, err)
+	}
+}
+
 func TestReplicatorToldWhenAChannelStops(t *testing.T) {
 	rep := &fakeReplicator{}
 	r := newEngineRig(t, configFunc(publicOnly), withReplicator(rep))
