@@ -35,12 +35,19 @@ type Entry struct {
 	// the installed state from an older one.
 	continues string
 	snapAt    int64
+	// unpublished is the handed state's count of messages its sender had
+	// not published (presence.ChannelSnapshot.Unpublished), which the
+	// process it is handed to again publishes; a copy's messages were all
+	// on this replica before the owner published them.
+	unpublished int
 }
 
 // Snapshot returns the copy as a state to install, its expiries moved
 // later by grace (the refreshes the owner may not have sent yet).
 func (e *Entry) Snapshot(grace time.Duration) *presence.ChannelSnapshot {
-	return e.copy.Snapshot(grace)
+	s := e.copy.Snapshot(grace)
+	s.Unpublished = e.unpublished
+	return s
 }
 
 // Handed reports whether the entry is state this node handed to Owner
@@ -276,7 +283,8 @@ func (s *Store) KeepHanded(channel, owner string, boot uint64, origin string, sn
 		}
 		snap, _ = presence.MergeSnapshots(e.copy.Snapshot(0), snap)
 	}
-	copies[owner] = &Entry{Owner: owner, copy: presence.NewCopy(snap), Interest: interest, heard: now, boot: boot, handed: true}
+	copies[owner] = &Entry{Owner: owner, copy: presence.NewCopy(snap), Interest: interest, heard: now, boot: boot, handed: true,
+		unpublished: snap.Unpublished}
 }
 
 // Release forgets the copy of channel kept for owner's process boot since

@@ -55,6 +55,17 @@ func TestHandedStateLifecycle(t *testing.T) {
 	if e, ok := s.Handed("/pub/x", "n2", 5); !ok || len(e.Snapshot(0).Clients) != 2 {
 		t.Fatalf("handed state for process 5: %v, %v", e, ok)
 	}
+	// Handed again, the state still counts what its sender had not published.
+	unpublished := handedSnapshot(2)
+	unpublished.Backlog = []*presence.Message{{Channel: "/pub/x", ID: 7, Resync: true}}
+	unpublished.Unpublished = 1
+	s.KeepHanded("/pub/x", "n3", 8, "n1", unpublished, nil, now, now)
+	if e, ok := s.Handed("/pub/x", "n3", 8); !ok || e.Snapshot(0).Unpublished != 1 {
+		t.Fatalf("handed state with a message not published: %v, %v", e, ok)
+	}
+	if !s.Release("/pub/x", "n3", 8, now) {
+		t.Fatal("n3's release found nothing")
+	}
 	if s.Release("/pub/x", "n2", 6, now) {
 		t.Fatal("a release by another process dropped the state")
 	}
