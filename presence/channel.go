@@ -421,7 +421,7 @@ func (ch *channel) since(after int64) Catchup {
 	// may never be (its owner dies first, or the replica refuses it), and
 	// the next owner then issues its id with other content. The messages
 	// after it reach the subscriber as they are published.
-	last := min(ch.lastID, ch.published.Load())
+	last := ch.lastPublished()
 	switch {
 	case after < 0:
 		return Catchup{LastID: last}
@@ -434,6 +434,9 @@ func (ch *channel) since(after int64) Catchup {
 	return Catchup{LastID: last, Messages: msgs, Resync: !ok}
 }
 
+// lastPublished returns the last id published: catch-ups go that far.
+func (ch *channel) lastPublished() int64 { return min(ch.lastID, ch.published.Load()) }
+
 // snapshot exports the whole state for a hand-off.
 func (ch *channel) snapshot() *ChannelSnapshot {
 	s := &ChannelSnapshot{
@@ -441,7 +444,7 @@ func (ch *channel) snapshot() *ChannelSnapshot {
 		Config:      ch.cfg,
 		LastID:      ch.lastID,
 		Delivered:   ch.delivered,
-		Unpublished: int(ch.lastID - min(ch.lastID, ch.published.Load())),
+		Unpublished: int(ch.lastID - ch.lastPublished()),
 		Clients:     make([]ClientSnapshot, 0, len(ch.clients)),
 		Backlog:     ch.backlog.all(),
 	}
@@ -472,13 +475,10 @@ func (ch *channel) install(s *ChannelSnapshot) *Message {
 	// The rest of an installed backlog is caught up with: the node it came
 	// from published it, or its message was safe on a replica, which is
 	// what publishing waits for.
-	published := s.LastID
-	n := len(s.Backlog)
-	unpublished := n > 0 && s.Unpublished > 0
-	if unpublished {
-		published -= int64(min(s.Unpublished, n))
-	}
-	ch.published = publishedFrom(published)
+	// Unpublished messages the backlog no longer holds count as published:
+	// no catch-up can reach them anyway.
+	tail := min(s.Unpublished, len(s.Backlog))
+	ch.published = publishedFrom(s.LastID - int64(tail))
 	ch.delivered = s.Delivered
 	for _, m := range s.Backlog {
 		ch.backlog.push(m, m.PublishedAtUnixMilli)
@@ -489,11 +489,11 @@ func (ch *channel) install(s *ChannelSnapshot) *Message {
 			ch.add(u, cs.ClientID, cs.ExpiresAtUnixNano, cs.ExpiresAtUnixNano+int64(s.ExpiryGrace))
 		}
 	}
-	if !unpublished {
+	if tail == 0 {
 		return nil
 	}
 	// A copy: s's messages may be shared with the state that sent them.
-	last := *s.Backlog[n-1]
+	last := *s.Backlog[len(s.Backlog)-1]
 	last.publishedBy = ch.published
 	return &last
 }

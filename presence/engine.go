@@ -822,10 +822,7 @@ func (a *channelActor) dispatch(m *Message, done chan<- error) {
 	}
 	r, changes := a.e.replicator, a.ch.changes
 	if r == nil || len(changes) == 0 {
-		if m != nil {
-			m.MarkPublished()
-			a.e.publisher.Publish(m)
-		}
+		a.publishNow(m)
 		if done != nil {
 			done <- nil
 		}
@@ -847,11 +844,17 @@ func (a *channelActor) dispatch(m *Message, done chan<- error) {
 func (a *channelActor) snapshotChange(at int64, m *Message) {
 	r := a.e.replicator
 	if r == nil {
-		if m != nil {
-			m.MarkPublished()
-			a.e.publisher.Publish(m)
-		}
+		a.publishNow(m)
 		return
 	}
 	r.Replicate(Change{Kind: ChangeSnapshot, Channel: a.ch.name, At: at, Message: m, src: &a.ch})
+}
+
+// publishNow publishes m, if any, without waiting for anything: nothing
+// replicates the change, or it changed no state to replicate.
+func (a *channelActor) publishNow(m *Message) {
+	if m != nil {
+		m.MarkPublished()
+		a.e.publisher.Publish(m)
+	}
 }

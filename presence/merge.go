@@ -38,23 +38,23 @@ func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged 
 	}
 	clients := uniteClients(local.Clients, in.Clients)
 	grace := max(local.ExpiryGrace, in.ExpiryGrace)
+	// follow goes on with s's history: one history, so a delivery
+	// acknowledged on either side was of the same message.
+	follow := func(s *ChannelSnapshot) *ChannelSnapshot {
+		out := *s
+		out.Clients, out.ExpiryGrace, out.Delivered = clients, grace, max(local.Delivered, in.Delivered)
+		return &out
+	}
 	if continues(local, in) && maps.Equal(userSet(clients), userSet(local.Clients)) {
-		kept := *local
-		kept.Clients, kept.ExpiryGrace = clients, grace
-		// One history: a delivery acknowledged on either side was of the
-		// same message.
-		kept.Delivered = max(local.Delivered, in.Delivered)
-		return &kept, false
+		return follow(local), false
 	}
 	if continues(in, local) && maps.Equal(userSet(clients), userSet(in.Clients)) {
-		newer := *in
-		newer.Clients, newer.ExpiryGrace = clients, grace
-		newer.Delivered = max(local.Delivered, in.Delivered)
+		newer := follow(in)
 		// Subscribers here followed local's history and have not seen
 		// in's messages after it: they go out with the install, as the
 		// messages its sender had not published do.
 		newer.Unpublished = max(in.Unpublished, int(in.LastID-local.LastID))
-		return &newer, false
+		return newer, false
 	}
 	last := max(local.LastID, in.LastID) + 1
 	return &ChannelSnapshot{
