@@ -69,6 +69,27 @@ func MergeSnapshots(local, in *ChannelSnapshot) (out *ChannelSnapshot, diverged 
 	}, true
 }
 
+// DropsAPresentUser reports whether merged, a merge that went on with the
+// history of one of sides (the one with merged's last id, as exported or
+// handed, before anything dropped clients from it), lacks a user that
+// history shows present: the users a history shows present are those of
+// its state, and two states with one last id of one history show the same
+// users. Such a user left with no message of that history saying so.
+func DropsAPresentUser(merged *ChannelSnapshot, sides ...*ChannelSnapshot) bool {
+	for _, s := range sides {
+		if s != nil && s.LastID == merged.LastID {
+			kept := userSet(merged.Clients)
+			for u := range userSet(s.Clients) {
+				if !kept[u] {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	return false
+}
+
 // RestartSnapshot returns s as a state that may have gone on without it:
 // the state a node handed over and kept until the new holder's replica had
 // the channel, promoted because the new holder died first. The new holder

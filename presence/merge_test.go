@@ -165,3 +165,39 @@ func TestRestartSnapshotIssuesNoIDTheOtherHistoryMayHave(t *testing.T) {
 		t.Fatalf("restarted without config: %+v", out)
 	}
 }
+
+// TestDropsAPresentUser: a merge that goes on with one history must not
+// lack a user that history shows present (the leave log dropped the user's
+// last client, and no message says so); the other history's users do not
+// count, nor do a user's other clients.
+func TestDropsAPresentUser(t *testing.T) {
+	state := func(last int64, users ...string) *ChannelSnapshot {
+		s := &ChannelSnapshot{Channel: "/pub/d", LastID: last}
+		for _, u := range users {
+			s.Clients = append(s.Clients, ClientSnapshot{User: UserInfo{ID: u}, ClientID: "tab-" + u})
+		}
+		return s
+	}
+	older, newer := state(10, "a", "b", "z"), state(14, "a", "b")
+	cases := []struct {
+		name   string
+		merged *ChannelSnapshot
+		sides  []*ChannelSnapshot
+		want   bool
+	}{
+		{"the newer history's user b dropped", state(14, "a"), []*ChannelSnapshot{older, newer}, true},
+		{"only the older history's user z dropped", state(14, "a", "b"), []*ChannelSnapshot{older, newer}, false},
+		{"the older history goes on without z", state(10, "a", "b"), []*ChannelSnapshot{older, newer}, true},
+		{"no local state, the copy goes on whole", state(14, "a", "b"), []*ChannelSnapshot{nil, newer}, false},
+		{"another client of b stays", func() *ChannelSnapshot {
+			s := state(14, "a")
+			s.Clients = append(s.Clients, ClientSnapshot{User: UserInfo{ID: "b"}, ClientID: "tab-2"})
+			return s
+		}(), []*ChannelSnapshot{nil, newer}, false},
+	}
+	for _, c := range cases {
+		if got := DropsAPresentUser(c.merged, c.sides...); got != c.want {
+			t.Errorf("%s: DropsAPresentUser = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

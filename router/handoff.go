@@ -146,7 +146,7 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 	// leave with the install, with a message, which subscribers and
 	// webhooks must get (dropped here, they would never hear of the leave).
 	merged, diverged := presence.MergeSnapshots(local, snap)
-	if !diverged && droppedPresentUser(merged, sides) {
+	if !diverged && presence.DropsAPresentUser(merged, sides...) {
 		// The leave log dropped a user's last client, which no message of
 		// the history the merge goes on with says: its subscribers would
 		// show the user until they next re-read the channel.
@@ -168,30 +168,6 @@ func (r *Router) installMerged(ctx context.Context, snap *presence.ChannelSnapsh
 		"clients_here", len(local.Clients), "clients_in", len(snap.Clients), "clients", len(merged.Clients),
 		"last_id_here", local.LastID, "last_id_in", snap.LastID, "last_id", merged.LastID)
 	return r.engine.InstallMerged(ctx, merged)
-}
-
-// droppedPresentUser reports whether merged, which goes on with the
-// history of one of sides (as exported or handed, before the leave log
-// applied: the one with merged's last id; two with it are one history, and
-// the users a history shows present are those of its state), lacks a user
-// that history shows present.
-func droppedPresentUser(merged *presence.ChannelSnapshot, sides []*presence.ChannelSnapshot) bool {
-	for _, s := range sides {
-		if s == nil || s.LastID != merged.LastID {
-			continue
-		}
-		users := make(map[string]bool, len(merged.Clients))
-		for _, c := range merged.Clients {
-			users[c.User.ID] = true
-		}
-		for _, c := range s.Clients {
-			if !users[c.User.ID] {
-				return true
-			}
-		}
-		return false
-	}
-	return false
 }
 
 // extract marks channel as moving out (waiting for a hand-off in progress)
