@@ -342,3 +342,26 @@ func TestFencedStateKeptAndPromotedIssuesNoIDAgain(t *testing.T) {
 	other.r.SetMembers(members(stale, other))
 	waitUsers(t, stale, ch, "the users after the merge", "a", "b", "c", "z")
 }
+
+// TestAStateThatContinuesNobodyIsStillReleased: a kept state promoted as a
+// restart continues nobody (no origin) and is handed on; its new holder
+// must still release the node that keeps it once its replica has the
+// channel, or that node's drain waits for it forever (found by CI:
+// TestHeirKilledDuringTheLeaversDrain when the new owner had started the
+// channel fresh before the kept state arrived).
+func TestAStateThatContinuesNobodyIsStillReleased(t *testing.T) {
+	c := newTestCluster(t, 3, withReplication)
+	keeper, holder := c.node("n1"), c.node("n2")
+	ch := channelWith(t, []string{"n1", "n2", "n3"}, "n2", "n3") // the keeper is not the holder's replica
+	snap := &presence.ChannelSnapshot{Channel: ch, Config: pubConfig, LastID: 7, Clients: []presence.ClientSnapshot{
+		{User: presence.UserInfo{ID: "k"}, ClientID: "tab", ExpiresAtUnixNano: c.clk.Now().Add(time.Minute).UnixNano()},
+	}}
+	keeper.r.keepHanded(snap, nil, holder.member(), holder.r.boot, "", c.clk.Now().UnixNano())
+	if n := keeper.r.repl.Copies().HandedCount(); n != 1 {
+		t.Fatalf("keeper holds %d handed states, want 1", n)
+	}
+	if err := holder.r.installLocal(testCtx(t), snap, nil, nil, "", keeper.name); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the keeper released", func() bool { return keeper.r.repl.Copies().HandedCount() == 0 })
+}

@@ -99,7 +99,9 @@ func (r *Router) installLocal(ctx context.Context, snap *presence.ChannelSnapsho
 	if err := r.routes.beginMove(ctx, channel, moveIn); err != nil {
 		return err
 	}
-	if origin != "" && r.cfg.Replication {
+	if (origin != "" || keeper != "") && r.cfg.Replication {
+		// A keeper waits for its release even when the state continues
+		// nobody (a kept state promoted as a restart and handed on).
 		r.repl.Superseded(channel, origin, keeper)
 	}
 	// Interest first: the install publishes (a merge's resync marker) and

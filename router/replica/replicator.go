@@ -197,7 +197,7 @@ func (p *Replicator) HandedOver(channel string) { p.streams.retired(channel, "")
 type handedFrom struct{ origin, keeper string }
 
 // Superseded records that the state of channel installed here continues
-// origin's and was sent by keeper (the same node, except for a promoted
+// origin's ("": nobody's) and was sent by keeper (the same node, except for a promoted
 // copy handed on by the dead owner's replica): the snapshot this node's
 // replica gets next says so, a copy origin sent here earlier is dropped
 // (older than this state, merged in later it could bring back clients
